@@ -1,0 +1,22 @@
+/** Typed PKI errors with stable codes, in the style of jose's error classes. */
+
+export type PkiErrorCode =
+  | 'ERR_PEM_MALFORMED'
+  | 'ERR_CSR_MALFORMED'
+  | 'ERR_CSR_UNSUPPORTED_KEY'
+  | 'ERR_CSR_UNSUPPORTED_SIGNATURE'
+  | 'ERR_CERT_MALFORMED'
+  | 'ERR_KEY_MISMATCH'
+  | 'ERR_KEY_UNSEALABLE'
+  | 'ERR_KEY_UNSUPPORTED'
+  | 'ERR_CHAIN_INVALID';
+
+export class PkiError extends Error {
+  override readonly name = 'PkiError';
+  constructor(
+    readonly code: PkiErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}

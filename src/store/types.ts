@@ -1,0 +1,137 @@
+/**
+ * The store's domain interface (DESIGN.md §7). Nothing outside store/ knows SQL or the engine.
+ * Every method is asynchronous at the edge so that a networked engine can implement it later,
+ * and the interface caches nothing that another replica could change.
+ */
+
+export type AuthorityState = 'prepared' | 'active' | 'retired' | 'tainted' | 'removed';
+export type AuthorityKind = 'root' | 'intermediate';
+
+export interface AuthorityRecord {
+  readonly id: string;
+  readonly kind: AuthorityKind;
+  /** The issuing root's id for an intermediate; null for a root. */
+  readonly parentId: string | null;
+  readonly state: AuthorityState;
+  readonly keyType: string;
+  readonly certificateDer: Buffer;
+  /** AES-256-GCM sealed PKCS#8 private key; null for a root whose key meshca does not hold (plug-in CA). */
+  readonly sealedKey: Buffer | null;
+  readonly serialHex: string;
+  readonly subject: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly sha256Fingerprint: string;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+}
+
+export interface AuditEventInput {
+  readonly actor: string;
+  readonly action: string;
+  readonly target: string;
+  readonly result: 'ok' | 'denied' | 'error';
+  /** Small JSON-serialisable details. Never secrets. */
+  readonly details?: Record<string, unknown>;
+  readonly at: Date;
+}
+
+export interface AuditEvent extends AuditEventInput {
+  readonly id: number;
+}
+
+export interface AuthorityTransition {
+  readonly id: string;
+  /** Guard: the change is refused (StoreConflictError) unless the current state is one of these. */
+  readonly from: readonly AuthorityState[];
+  readonly to: AuthorityState;
+}
+
+/** One journaled authority change: all of it commits in one transaction, or none of it. */
+export interface AuthorityChange {
+  readonly insert?: readonly AuthorityRecord[];
+  readonly transitions?: readonly AuthorityTransition[];
+  /** Re-sealed keys (KEK rotation). */
+  readonly resealed?: readonly { readonly id: string; readonly sealedKey: Buffer }[];
+  readonly bumpBundleSequence: boolean;
+  readonly audit: AuditEventInput;
+}
+
+export interface IssuedCertificateRecord {
+  /** Lowercase hex, no separators, no leading zeros. */
+  readonly serialHex: string;
+  readonly spiffeId: string;
+  /** The authenticated caller's identity (differs from spiffeId under ztunnel impersonation). */
+  readonly callerId: string;
+  readonly clusterId: string;
+  readonly authorityId: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly issuedAt: Date;
+  readonly der: Buffer;
+}
+
+export type CertificateStatus = 'active' | 'expired' | 'revoked';
+
+export interface CertificateSummary {
+  readonly serialHex: string;
+  readonly spiffeId: string;
+  readonly callerId: string;
+  readonly clusterId: string;
+  readonly authorityId: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly issuedAt: Date;
+  readonly status: CertificateStatus;
+  readonly revokedAt: Date | null;
+  readonly revocationReason: string | null;
+}
+
+export interface CertificateDetail extends CertificateSummary {
+  readonly der: Buffer;
+}
+
+export interface CertificateQuery {
+  readonly spiffeId?: string;
+  readonly authorityId?: string;
+  readonly status?: CertificateStatus;
+  readonly limit: number;
+  /** Opaque cursor from a previous page. */
+  readonly cursor?: string;
+  readonly now: Date;
+}
+
+export interface Page<T> {
+  readonly items: T[];
+  readonly nextCursor: string | null;
+}
+
+export interface AuthorityUsage {
+  readonly issued: number;
+  readonly unexpired: number;
+  readonly revoked: number;
+}
+
+export interface Store {
+  loadAuthorities(): Promise<AuthorityRecord[]>;
+  bundleSequence(): Promise<number>;
+  /** Applies one authority change atomically; returns the bundle sequence after it. */
+  applyAuthorityChange(change: AuthorityChange): Promise<{ bundleSequence: number }>;
+
+  /** Resolves only after the record is durably committed (group commit batches concurrent calls). */
+  recordIssued(record: IssuedCertificateRecord): Promise<void>;
+  getCertificate(serialHex: string, now: Date): Promise<CertificateDetail | undefined>;
+  listCertificates(query: CertificateQuery): Promise<Page<CertificateSummary>>;
+  /** Per-authority counts, keyed by authority id. */
+  authorityUsage(now: Date): Promise<Map<string, AuthorityUsage>>;
+  /** Unexpired certificates issued by any of the given (intermediate) authorities. */
+  countUnexpired(authorityIds: readonly string[], now: Date): Promise<number>;
+
+  appendAudit(event: AuditEventInput): Promise<void>;
+  listAudit(query: { readonly limit: number; readonly cursor?: string }): Promise<Page<AuditEvent>>;
+
+  /** `PRAGMA integrity_check` result: 'ok' or the problems found. */
+  integrityCheck(): Promise<string>;
+  /** Flushes pending issuance records and closes the database. */
+  close(): Promise<void>;
+}
