@@ -112,6 +112,32 @@ export interface AuthorityUsage {
   readonly revoked: number;
 }
 
+export type RevocationReason =
+  | 'unspecified'
+  | 'keyCompromise'
+  | 'affiliationChanged'
+  | 'superseded'
+  | 'cessationOfOperation';
+
+export interface RevocationInput {
+  readonly reason: RevocationReason;
+  readonly actor: string;
+  readonly at: Date;
+}
+
+export interface RevokedEntry {
+  readonly serialHex: string;
+  readonly revokedAt: Date;
+  readonly reason: RevocationReason;
+}
+
+export interface DeniedIdentity {
+  readonly spiffeId: string;
+  readonly reason: RevocationReason;
+  readonly actor: string;
+  readonly at: Date;
+}
+
 export interface Store {
   loadAuthorities(): Promise<AuthorityRecord[]>;
   bundleSequence(): Promise<number>;
@@ -126,6 +152,26 @@ export interface Store {
   authorityUsage(now: Date): Promise<Map<string, AuthorityUsage>>;
   /** Unexpired certificates issued by any of the given (intermediate) authorities. */
   countUnexpired(authorityIds: readonly string[], now: Date): Promise<number>;
+
+  /**
+   * Revokes one certificate with an audit event, in one transaction. Idempotent: revoking an already
+   * revoked certificate keeps the original time and reason. Undefined when the serial is unknown.
+   */
+  revokeCertificate(serialHex: string, revocation: RevocationInput): Promise<CertificateSummary | undefined>;
+  /** Revokes every unexpired certificate of an identity (and optionally denies it) in one transaction. */
+  revokeIdentity(spiffeId: string, revocation: RevocationInput & { readonly deny: boolean }): Promise<{ revoked: number }>;
+  /** Removes an identity from the deny-list (audited); false when it was not denied. */
+  allowIdentity(spiffeId: string, actor: string, at: Date): Promise<boolean>;
+  isDenied(spiffeId: string): Promise<boolean>;
+  listDenied(): Promise<DeniedIdentity[]>;
+  /** Revoked, not yet expired certificates issued by one authority (what its CRL lists). */
+  listRevoked(authorityId: string, now: Date): Promise<RevokedEntry[]>;
+  /** A monotonically increasing per-authority revocation version: bumps on every revocation that authority's CRL must show. */
+  revocationVersion(authorityId: string): Promise<number>;
+  /** Durably increments and returns the authority's CRL number (RFC 5280 §5.2.3: strictly increasing). */
+  nextCrlNumber(authorityId: string): Promise<number>;
+  /** Deletes up to `batch` certificates whose notAfter is before `expiredBefore`; returns how many. */
+  pruneExpired(expiredBefore: Date, batch: number): Promise<number>;
 
   appendAudit(event: AuditEventInput): Promise<void>;
   listAudit(query: { readonly limit: number; readonly cursor?: string }): Promise<Page<AuditEvent>>;
