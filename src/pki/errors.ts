@@ -9,7 +9,12 @@ export type PkiErrorCode =
   | 'ERR_KEY_MISMATCH'
   | 'ERR_KEY_UNSEALABLE'
   | 'ERR_KEY_UNSUPPORTED'
-  | 'ERR_CHAIN_INVALID';
+  | 'ERR_CHAIN_INVALID'
+  | 'ERR_CERT_EXPIRED'
+  | 'ERR_CERT_NOT_YET_VALID'
+  | 'ERR_KEK_INVALID'
+  | 'ERR_CA_SPEC_INVALID'
+  | 'ERR_CRL_SPEC_INVALID';
 
 export class PkiError extends Error {
   override readonly name = 'PkiError';
