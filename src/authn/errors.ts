@@ -1,0 +1,33 @@
+/** Typed authentication errors with stable codes, in the style of jose's error classes. */
+
+export type AuthenticationErrorCode =
+  | 'ERR_TOKEN_MISSING'
+  | 'ERR_TOKEN_MALFORMED'
+  | 'ERR_TOKEN_ALGORITHM'
+  | 'ERR_TOKEN_SIGNATURE'
+  | 'ERR_TOKEN_EXPIRED'
+  | 'ERR_TOKEN_NOT_YET_VALID'
+  | 'ERR_TOKEN_ISSUER'
+  | 'ERR_TOKEN_AUDIENCE'
+  | 'ERR_TOKEN_SUBJECT'
+  | 'ERR_TOKEN_KEY_UNKNOWN'
+  | 'ERR_JWKS_UNAVAILABLE'
+  | 'ERR_CLUSTER_UNKNOWN';
+
+/**
+ * Thrown by every Authenticator. Messages never contain the token. `retryable` is true only when
+ * the failure is ours (key set unavailable), which transports map to gRPC UNAVAILABLE.
+ */
+export class AuthenticationError extends Error {
+  override readonly name = 'AuthenticationError';
+  readonly retryable: boolean;
+
+  constructor(
+    readonly code: AuthenticationErrorCode,
+    message: string,
+    options?: { readonly cause?: unknown },
+  ) {
+    super(message, options);
+    this.retryable = code === 'ERR_JWKS_UNAVAILABLE';
+  }
+}
