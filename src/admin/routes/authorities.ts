@@ -1,0 +1,122 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Inventory } from '../../authority/inventory.js';
+import type { CertificateAuthority } from '../../authority/lifecycle.js';
+import { parseDuration } from '../../duration.js';
+import { KEY_TYPES, type KeyType } from '../../pki/keys.js';
+import type { AuthorityRecord } from '../../store/types.js';
+import { authorityIdParams, authorityView, errorReply, protectedErrors } from '../schemas.js';
+
+export interface AuthorityRoutesOptions {
+  readonly ca: CertificateAuthority;
+  readonly inventory: Inventory;
+  readonly actor: (request: FastifyRequest) => string;
+}
+
+interface PrepareBody {
+  readonly keyType?: KeyType;
+  readonly rootTtl?: string;
+  readonly intermediateTtl?: string;
+}
+
+interface ImportBody {
+  readonly caCert: string;
+  readonly caKey: string;
+  readonly certChain: string;
+  readonly rootCert: string;
+}
+
+const DURATION = { type: 'string', pattern: '^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d|y))+$', maxLength: 32 } as const;
+const PEM = { type: 'string', minLength: 1, maxLength: 65536 } as const;
+const authorityList = { type: 'object', properties: { authorities: { type: 'array', items: authorityView } }, required: ['authorities'] } as const;
+const withConflicts = { ...protectedErrors, 404: errorReply, 409: errorReply } as const;
+
+/** Authority lifecycle (DESIGN.md §6): list, prepare, activate, remove, rotate-intermediate, import. */
+export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOptions): void {
+  const { ca, inventory } = options;
+  const views = async (ids: readonly string[]) => (await inventory.authorities()).filter((a) => ids.includes(a.id));
+
+  app.get('/v1/authorities', { schema: { summary: 'List roots and intermediates with usage counts', response: { 200: authorityList, ...protectedErrors } } }, async () => ({
+    authorities: await inventory.authorities(),
+  }));
+
+  app.post<{ Body: PrepareBody }>(
+    '/v1/authorities/prepare',
+    {
+      schema: {
+        summary: 'Create a new root and intermediate in state prepared; the root joins the bundle',
+        body: {
+          type: ['object', 'null'],
+          properties: { keyType: { type: 'string', enum: [...KEY_TYPES] }, rootTtl: DURATION, intermediateTtl: DURATION },
+          additionalProperties: false,
+        },
+        response: { 201: authorityList, ...withConflicts },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body ?? {};
+      const { root, intermediate } = await ca.prepare(
+        { keyType: body.keyType, rootTtlMs: ttl(body.rootTtl), intermediateTtlMs: ttl(body.intermediateTtl) },
+        options.actor(request),
+      );
+      return reply.code(201).send({ authorities: await views([root.id, intermediate.id]) });
+    },
+  );
+
+  app.post<{ Params: { id: string } }>(
+    '/v1/authorities/:id/activate',
+    { schema: { summary: 'Make a prepared authority the signer; the previous one retires', params: authorityIdParams, response: { 200: authorityList, ...withConflicts } } },
+    async (request) => {
+      const activated = await ca.activate(request.params.id, options.actor(request));
+      return { authorities: await views(ids(ca.current().authorities.filter((a) => a.id === activated.id || a.id === activated.parentId))) };
+    },
+  );
+
+  app.post<{ Params: { id: string }; Querystring: { force: boolean } }>(
+    '/v1/authorities/:id/remove',
+    {
+      schema: {
+        summary: 'Remove a retired authority (a root with its intermediates) from the bundle',
+        params: authorityIdParams,
+        querystring: { type: 'object', properties: { force: { type: 'boolean', default: false } }, additionalProperties: false },
+        response: {
+          200: { type: 'object', properties: { removed: { type: 'array', items: { type: 'string' } }, unexpiredCertificates: { type: 'integer' } } },
+          ...withConflicts,
+        },
+      },
+    },
+    async (request) => ca.remove(request.params.id, request.query.force, options.actor(request)),
+  );
+
+  app.post(
+    '/v1/authorities/rotate-intermediate',
+    { schema: { summary: 'New intermediate under the active root, active at once', response: { 201: authorityList, ...withConflicts } } },
+    async (request, reply) => {
+      const intermediate = await ca.rotateIntermediate(options.actor(request));
+      return reply.code(201).send({ authorities: await views([intermediate.id]) });
+    },
+  );
+
+  app.post<{ Body: ImportBody }>(
+    '/v1/authorities/import',
+    {
+      bodyLimit: 512 * 1024,
+      schema: {
+        summary: "Import Istio's plug-in CA files (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem) as a prepared authority",
+        body: { type: 'object', properties: { caCert: PEM, caKey: PEM, certChain: PEM, rootCert: PEM }, required: ['caCert', 'caKey', 'certChain', 'rootCert'], additionalProperties: false },
+        response: { 201: authorityList, ...withConflicts },
+      },
+    },
+    async (request, reply) => {
+      const inserted = await ca.importPlugin(request.body, options.actor(request));
+      return reply.code(201).send({ authorities: await views(ids(inserted)) });
+    },
+  );
+}
+
+function ttl(value: string | undefined): number | undefined {
+  return value === undefined ? undefined : parseDuration(value);
+}
+
+function ids(records: readonly AuthorityRecord[]): string[] {
+  return records.map((r) => r.id);
+}

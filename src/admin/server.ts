@@ -1,0 +1,81 @@
+import fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import swagger from '@fastify/swagger';
+import type { Logger } from 'pino';
+import type { Inventory } from '../authority/inventory.js';
+import type { CertificateAuthority } from '../authority/lifecycle.js';
+import type { ServingIdentity } from '../authority/serving.js';
+import { formatAddress, type ListenAddress } from '../net.js';
+import type { Metrics } from '../observability/metrics.js';
+import { requireAdmin } from './auth.js';
+import { adminErrorHandler } from './errors.js';
+import { authorityRoutes } from './routes/authorities.js';
+import { certificateRoutes } from './routes/certificates.js';
+import { crlRoutes, revocationRoutes } from './routes/revocation.js';
+import { trustRoutes } from './routes/trust.js';
+import type { RevocationService } from '../authority/revocation.js';
+
+export interface AdminApiOptions {
+  readonly ca: CertificateAuthority;
+  readonly inventory: Inventory;
+  readonly revocation: RevocationService;
+  readonly adminToken: string;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly bodyLimitBytes: number;
+  readonly requestTimeoutMs: number;
+  readonly refreshHintSeconds: number;
+}
+
+/** The admin REST API as a Fastify app; `serving` absent builds it for inject() tests (no TLS, no listener). */
+export async function buildAdminApi(options: AdminApiOptions, serving?: ServingIdentity): Promise<FastifyInstance> {
+  const app = fastify({
+    loggerInstance: options.logger.child({ component: 'admin' }),
+    bodyLimit: options.bodyLimitBytes,
+    requestTimeout: options.requestTimeoutMs,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+    ...(serving ? { https: { key: serving.current().privateKeyPem, cert: serving.current().certificateChainPem, minVersion: 'TLSv1.2' as const } } : {}),
+  }) as unknown as FastifyInstance;
+  app.setErrorHandler(adminErrorHandler);
+  await app.register(swagger, {
+    openapi: { info: { title: 'meshca admin API', version: '1' }, components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }, security: [{ bearer: [] }] },
+  });
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+  trustRoutes(app, { ca: options.ca, refreshHintSeconds: options.refreshHintSeconds });
+  crlRoutes(app, options.revocation);
+  await app.register(async (protectedApp) => {
+    protectedApp.addHook('onRequest', requireAdmin({ token: options.adminToken, onFailure: (request) => authFailure(options, request) }));
+    const actor = (_request: FastifyRequest) => 'admin';
+    authorityRoutes(protectedApp, { ca: options.ca, inventory: options.inventory, actor });
+    certificateRoutes(protectedApp, options.inventory);
+    revocationRoutes(protectedApp, { revocation: options.revocation, actor, onRevoked: (n) => options.metrics.revoked.inc(n) });
+    protectedApp.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  });
+  app.setNotFoundHandler((request, reply) => void reply.code(404).send({ code: 'ERR_NOT_FOUND', message: `no route ${request.method} ${request.url}; see GET /v1/openapi.json` }));
+  return app;
+}
+
+function authFailure(options: AdminApiOptions, request: FastifyRequest): void {
+  options.metrics.adminAuthFailures.inc();
+  request.log.warn({ ip: request.ip, route: request.url.split('?')[0] }, 'admin authentication failed');
+}
+
+export interface AdminServer {
+  readonly address: ListenAddress;
+  readonly app: FastifyInstance;
+  close(): Promise<void>;
+}
+
+/** Serves the admin API over HTTPS with meshca's own serving certificate, hot-swapped on renewal. */
+export async function startAdminServer(listen: ListenAddress, options: AdminApiOptions, serving: ServingIdentity): Promise<AdminServer> {
+  const app = await buildAdminApi(options, serving);
+  serving.onRenew((credentials) => {
+    const server = app.server as unknown as { setSecureContext?: (o: object) => void };
+    server.setSecureContext?.({ key: credentials.privateKeyPem, cert: credentials.certificateChainPem });
+  });
+  await app.listen({ host: listen.host, port: listen.port });
+  const bound = app.server.address();
+  const address = { host: listen.host, port: typeof bound === 'object' && bound ? bound.port : listen.port };
+  options.logger.info({ admin: `https://${formatAddress(address)}` }, 'admin API listening');
+  return { address, app, close: () => app.close() };
+}
+

@@ -1,0 +1,108 @@
+import type { CallerIdentity } from '../authn/index.js';
+import type { Store } from '../store/types.js';
+import { parseCsr, verifyCsrSignature, type CertificationRequest } from '../pki/csr.js';
+import { PkiError } from '../pki/errors.js';
+import { pemEncode } from '../pki/pem.js';
+import { randomSerial, serialToHex } from '../pki/serial.js';
+import type { CertificateAuthority } from './lifecycle.js';
+import { IssuanceError } from './errors.js';
+import type { IssuancePolicy } from './policy.js';
+
+export interface IssuanceRequest {
+  readonly csrPem: string;
+  /** Requested lifetime in seconds; ≤ 0 means the default. */
+  readonly validitySeconds: number;
+  readonly caller: CallerIdentity;
+  /** The identity to issue for when it is not the caller's own (ztunnel impersonation, already authorized). */
+  readonly identity?: string;
+}
+
+export interface IssuedCertificate {
+  readonly serialHex: string;
+  readonly spiffeId: string;
+  readonly authorityId: string;
+  readonly notAfter: Date;
+  /** [leaf, intermediate(s)..., all trusted roots in one PEM string] — Istio's cert_chain. */
+  readonly chain: readonly string[];
+}
+
+/** A certificate meshca issues for a key it holds itself (serving certificates, istiod). */
+export interface ProfileIssuanceRequest {
+  readonly spkiDer: Buffer;
+  readonly uris: readonly string[];
+  readonly dnsNames: readonly string[];
+  readonly ttlMs: number;
+  readonly callerId: string;
+  readonly rsaKey: boolean;
+}
+
+/**
+ * The compact pipeline of istio-csr's pkg/server: CSR check → policy → sign → record → respond.
+ * The caller is already authenticated; the transport maps IssuanceError codes to statuses.
+ */
+export class IssuanceService {
+  private readonly now: () => Date;
+
+  constructor(
+    private readonly ca: CertificateAuthority,
+    private readonly store: Store,
+    private readonly policy: IssuancePolicy,
+    now?: () => Date,
+  ) {
+    this.now = now ?? (() => new Date());
+  }
+
+  async issue(request: IssuanceRequest): Promise<IssuedCertificate> {
+    const spiffeId = request.identity ?? request.caller.spiffeId;
+    const csr = parseRequest(request.csrPem);
+    this.policy.checkCsr(csr, { uris: [spiffeId], dnsNames: [] });
+    const [denied, signatureValid] = await Promise.all([this.store.isDenied(spiffeId), verifyCsrSignature(csr)]);
+    if (denied) throw new IssuanceError('ERR_IDENTITY_DENIED', `${spiffeId} is on the deny-list; an operator must allow it again`);
+    if (!signatureValid) throw new IssuanceError('ERR_CSR_SIGNATURE', 'CSR signature does not verify: the CSR was altered or not signed by its key');
+    return this.signAndRecord(
+      { spkiDer: csr.spkiDer, uris: [spiffeId], dnsNames: [], rsaKey: csr.keyAlgorithm === 'rsa', callerId: request.caller.spiffeId },
+      this.policy.validity(request.validitySeconds, this.now(), this.ca.current().signer.notAfter),
+      request.caller.clusterId,
+    );
+  }
+
+  /** Issues a named-profile certificate for a key meshca generated itself. */
+  issueProfile(request: ProfileIssuanceRequest, clusterId = ''): Promise<IssuedCertificate> {
+    const now = this.now();
+    const validity = this.policy.validity(0, now, this.ca.current().signer.notAfter);
+    const notAfter = new Date(Math.min(now.getTime() + request.ttlMs, validity.notAfter.getTime()));
+    return this.signAndRecord(request, { notBefore: validity.notBefore, notAfter }, clusterId);
+  }
+
+  private async signAndRecord(
+    request: Omit<ProfileIssuanceRequest, 'ttlMs'>,
+    validity: { readonly notBefore: Date; readonly notAfter: Date },
+    clusterId: string,
+  ): Promise<IssuedCertificate> {
+    const snapshot = this.ca.current();
+    const signer = snapshot.signer;
+    const serial = randomSerial();
+    const der = await signer
+      .sign({ serial, ...validity, spkiDer: request.spkiDer, uris: request.uris, dnsNames: request.dnsNames, keyEncipherment: request.rsaKey })
+      .catch((error: unknown) => {
+        throw new IssuanceError('ERR_ISSUANCE_FAILED', `signing failed: ${(error as Error).message}`);
+      });
+    const serialHex = serialToHex(serial);
+    const spiffeId = request.uris[0] ?? `dns:${request.dnsNames[0]}`;
+    await this.store
+      .recordIssued({ serialHex, spiffeId, callerId: request.callerId, clusterId, authorityId: signer.id, notBefore: validity.notBefore, notAfter: validity.notAfter, issuedAt: this.now(), der })
+      .catch((error: unknown) => {
+        throw new IssuanceError('ERR_ISSUANCE_FAILED', `could not record the certificate: ${(error as Error).message}`);
+      });
+    return { serialHex, spiffeId, authorityId: signer.id, notAfter: validity.notAfter, chain: [pemEncode(der, 'CERTIFICATE'), ...snapshot.chainTail] };
+  }
+}
+
+function parseRequest(pem: string): CertificationRequest {
+  try {
+    return parseCsr(pem);
+  } catch (error) {
+    if (error instanceof PkiError) throw new IssuanceError('ERR_CSR_REJECTED', `invalid CSR: ${error.message}`);
+    throw error;
+  }
+}

@@ -1,0 +1,297 @@
+import type { KeyObject } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { AuthorityRecord, AuthorityState, AuthorityTransition, Store } from '../store/types.js';
+import { createCaCertificate, validatePluginCa, type PluginCaFiles } from '../pki/certificate.js';
+import type { KeyType } from '../pki/keys.js';
+import { AuthorityError } from './errors.js';
+import { authorityRecord } from './records.js';
+import { SigningAuthority, unsealAuthorityKey } from './signer.js';
+import { buildSnapshot, TRUSTED_STATES, type TrustSnapshot } from './snapshot.js';
+
+export interface AuthorityProfile {
+  readonly trustDomain: string;
+  readonly keyType: KeyType;
+  readonly rootTtlMs: number;
+  readonly intermediateTtlMs: number;
+}
+
+export interface CertificateAuthorityOptions extends AuthorityProfile {
+  readonly store: Store;
+  readonly kek: Buffer;
+  readonly logger: Logger;
+  readonly now?: () => Date;
+}
+
+export interface PrepareRequest {
+  readonly keyType?: KeyType;
+  readonly rootTtlMs?: number;
+  readonly intermediateTtlMs?: number;
+}
+
+/** CA certificates are backdated a little so freshly rotated roots verify on nodes with skewed clocks. */
+const CA_BACKDATE_MS = 5 * 60_000;
+
+type ChangeListener = (snapshot: TrustSnapshot) => void;
+
+/**
+ * The set of signing authorities and their state machine (DESIGN.md §6), SPIRE-style: every change
+ * is one journaled store transaction with a state guard, and the in-memory snapshot is rebuilt from
+ * the store afterwards, so a crash at any point leaves either the old or the new state.
+ */
+export class CertificateAuthority {
+  private snapshot!: TrustSnapshot;
+  private readonly listeners: ChangeListener[] = [];
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly now: () => Date;
+
+  private constructor(private readonly options: CertificateAuthorityOptions) {
+    this.now = options.now ?? (() => new Date());
+  }
+
+  /** Loads the authorities; on an empty store only, creates the first root and intermediate. */
+  static async open(options: CertificateAuthorityOptions): Promise<CertificateAuthority> {
+    const ca = new CertificateAuthority(options);
+    if ((await options.store.loadAuthorities()).length === 0) await ca.bootstrap();
+    await ca.reload();
+    return ca;
+  }
+
+  current(): TrustSnapshot {
+    return this.snapshot;
+  }
+
+  onChange(listener: ChangeListener): void {
+    this.listeners.push(listener);
+  }
+
+  /** Rebuilds the snapshot from the store (also how another replica's change would be picked up). */
+  async reload(): Promise<TrustSnapshot> {
+    const authorities = await this.options.store.loadAuthorities();
+    const active = authorities.filter((a) => a.kind === 'intermediate' && a.state === 'active');
+    if (active.length !== 1) {
+      throw new AuthorityError(
+        'ERR_AUTHORITY_INCONSISTENT',
+        `the store has ${active.length} active signing authorities; exactly one is required (inspect with "meshca verify")`,
+      );
+    }
+    const signer = SigningAuthority.open(active[0]!, this.options.kek);
+    const previous = this.snapshot;
+    this.snapshot = buildSnapshot(authorities, signer, await this.options.store.bundleSequence());
+    if (previous) this.listeners.forEach((listener) => listener(this.snapshot));
+    return this.snapshot;
+  }
+
+  prepare(request: PrepareRequest, actor: string): Promise<{ root: AuthorityRecord; intermediate: AuthorityRecord }> {
+    return this.serialize(async () => {
+      const { root, intermediate } = await this.createPair({ ...this.options, ...definedOnly(request) }, 'prepared');
+      await this.commit({ insert: [root, intermediate], bumpBundleSequence: true }, actor, 'authority.prepare', root.id, {
+        intermediateId: intermediate.id,
+        keyType: root.keyType,
+      });
+      return { root, intermediate };
+    });
+  }
+
+  /** Makes a prepared intermediate (or a prepared root's intermediate) the signer; the old one retires. */
+  activate(id: string, actor: string): Promise<AuthorityRecord> {
+    return this.serialize(async () => {
+      const authorities = await this.options.store.loadAuthorities();
+      const target = activationTarget(authorities, id);
+      SigningAuthority.open(target, this.options.kek); // never activate something that cannot sign
+      const root = find(authorities, target.parentId!);
+      const transitions = [...retireActive(authorities, root.id), { id: target.id, from: ['prepared'], to: 'active' } as const];
+      if (root.state !== 'active') transitions.push({ id: root.id, from: [root.state], to: 'active' });
+      await this.commit({ transitions, bumpBundleSequence: false }, actor, 'authority.activate', target.id, { rootId: root.id });
+      return find(await this.options.store.loadAuthorities(), target.id);
+    });
+  }
+
+  /** Removes a root (with its intermediates) or an intermediate from the bundle. */
+  remove(id: string, force: boolean, actor: string): Promise<{ removed: string[]; unexpiredCertificates: number }> {
+    return this.serialize(async () => {
+      const authorities = await this.options.store.loadAuthorities();
+      const affected = removalSet(authorities, id);
+      const intermediates = affected.filter((a) => a.kind === 'intermediate').map((a) => a.id);
+      const unexpired = await this.options.store.countUnexpired(intermediates, this.now());
+      if (unexpired > 0 && !force) {
+        throw new AuthorityError(
+          'ERR_AUTHORITY_IN_USE',
+          `${unexpired} unexpired certificates still chain to ${id}; wait for them to expire, re-issue them, or remove with force`,
+          { unexpiredCertificates: unexpired },
+        );
+      }
+      const transitions = affected.map((a) => ({ id: a.id, from: [a.state], to: 'removed' as const }));
+      const bump = affected.some((a) => a.kind === 'root' && TRUSTED_STATES.has(a.state));
+      await this.commit({ transitions, bumpBundleSequence: bump }, actor, 'authority.remove', id, { force, unexpired });
+      return { removed: affected.map((a) => a.id), unexpiredCertificates: unexpired };
+    });
+  }
+
+  /** A new intermediate under the active root, active at once; roots and bundle are unchanged. */
+  rotateIntermediate(actor: string): Promise<AuthorityRecord> {
+    return this.serialize(async () => {
+      const authorities = await this.options.store.loadAuthorities();
+      const root = find(authorities, this.snapshot.signer.record.parentId!);
+      if (!root.sealedKey) {
+        throw new AuthorityError('ERR_AUTHORITY_STATE', `root ${root.id} is external (plug-in CA); import a new intermediate instead`);
+      }
+      const issuer = { certificateDer: root.certificateDer, privateKey: unsealAuthorityKey(root, this.options.kek) };
+      const intermediate = await this.createIntermediate(root, issuer, this.options, 'prepared');
+      const transitions = [...retireActive(authorities, root.id), { id: intermediate.id, from: ['prepared'], to: 'active' } as const];
+      await this.commit({ insert: [intermediate], transitions, bumpBundleSequence: false }, actor, 'authority.rotate-intermediate', intermediate.id, {
+        rootId: root.id,
+      });
+      return { ...intermediate, state: 'active' };
+    });
+  }
+
+  /** Imports Istio's plug-in CA file set as a prepared authority. */
+  importPlugin(files: PluginCaFiles, actor: string): Promise<AuthorityRecord[]> {
+    return this.serialize(async () => {
+      const authorities = await this.options.store.loadAuthorities();
+      const inserted = await this.pluginRecords(files, authorities);
+      const bump = inserted.some((a) => a.kind === 'root');
+      await this.commit({ insert: inserted, bumpBundleSequence: bump }, actor, 'authority.import', inserted[0]?.id ?? '', {
+        ids: inserted.map((a) => a.id),
+      });
+      return inserted;
+    });
+  }
+
+  private async pluginRecords(files: PluginCaFiles, authorities: readonly AuthorityRecord[]): Promise<AuthorityRecord[]> {
+    const plugin = await validatePluginCa(files, this.now());
+    if (plugin.chainDers.length > 0) {
+      throw new AuthorityError('ERR_AUTHORITY_INVALID', 'plug-in chains with more than one intermediate are not supported yet; sign ca-cert directly by the root');
+    }
+    const now = this.now();
+    const known = new Set(authorities.map((a) => a.sha256Fingerprint));
+    const newRoot = async (der: Buffer) => authorityRecord({ kind: 'root', parentId: null, state: 'prepared', certificateDer: der, privateKey: null }, this.options.kek, now);
+    const selfSigned = plugin.caCertificateDer.equals(plugin.rootDer);
+    const rootRecord = selfSigned
+      ? await authorityRecord({ kind: 'root', parentId: null, state: 'prepared', certificateDer: plugin.rootDer, privateKey: plugin.privateKey }, this.options.kek, now)
+      : await newRoot(plugin.rootDer);
+    if (known.has(rootRecord.sha256Fingerprint) && selfSigned) {
+      throw new AuthorityError('ERR_AUTHORITY_INVALID', `root ${rootRecord.id} is already imported`);
+    }
+    const records: AuthorityRecord[] = known.has(rootRecord.sha256Fingerprint) ? [] : [rootRecord];
+    const rootId = rootRecord.id;
+    const intermediate = selfSigned
+      ? await this.createIntermediate(rootRecord, { certificateDer: plugin.rootDer, privateKey: plugin.privateKey }, this.options, 'prepared')
+      : await authorityRecord({ kind: 'intermediate', parentId: rootId, state: 'prepared', certificateDer: plugin.caCertificateDer, privateKey: plugin.privateKey }, this.options.kek, now);
+    if (known.has(intermediate.sha256Fingerprint)) throw new AuthorityError('ERR_AUTHORITY_INVALID', `${intermediate.id} is already imported`);
+    records.push(intermediate);
+    for (const der of plugin.extraRootDers) {
+      const extra = await newRoot(der);
+      if (!known.has(extra.sha256Fingerprint) && !records.some((r) => r.id === extra.id)) records.push(extra);
+    }
+    return records;
+  }
+
+  private async bootstrap(): Promise<void> {
+    const { root, intermediate } = await this.createPair(this.options, 'active');
+    await this.commit({ insert: [root, intermediate], bumpBundleSequence: true }, 'meshca', 'authority.bootstrap', root.id, {
+      intermediateId: intermediate.id,
+      keyType: root.keyType,
+    });
+    this.options.logger.info({ rootId: root.id, intermediateId: intermediate.id, keyType: root.keyType }, 'created the first root and intermediate CA');
+  }
+
+  private async createPair(profile: AuthorityProfile, state: AuthorityState) {
+    const now = this.now();
+    const notBefore = new Date(now.getTime() - CA_BACKDATE_MS);
+    const root = await createCaCertificate({
+      kind: 'root',
+      trustDomain: profile.trustDomain,
+      keyType: profile.keyType,
+      notBefore,
+      notAfter: new Date(now.getTime() + profile.rootTtlMs),
+    });
+    const rootRecord = await authorityRecord({ kind: 'root', parentId: null, state, certificateDer: root.certificateDer, privateKey: root.privateKey }, this.options.kek, now);
+    const intermediate = await this.createIntermediate(rootRecord, root, profile, state);
+    return { root: rootRecord, intermediate };
+  }
+
+  private async createIntermediate(
+    root: AuthorityRecord,
+    issuer: { readonly certificateDer: Buffer; readonly privateKey: KeyObject },
+    profile: AuthorityProfile,
+    state: AuthorityState,
+  ): Promise<AuthorityRecord> {
+    const now = this.now();
+    const notAfter = Math.min(now.getTime() + profile.intermediateTtlMs, root.notAfter.getTime());
+    const cert = await createCaCertificate({
+      kind: 'intermediate',
+      trustDomain: profile.trustDomain,
+      keyType: profile.keyType,
+      notBefore: new Date(now.getTime() - CA_BACKDATE_MS),
+      notAfter: new Date(notAfter),
+      issuer,
+    });
+    return authorityRecord({ kind: 'intermediate', parentId: root.id, state, certificateDer: cert.certificateDer, privateKey: cert.privateKey }, this.options.kek, now);
+  }
+
+  private async commit(
+    change: { insert?: AuthorityRecord[]; transitions?: AuthorityTransition[]; bumpBundleSequence: boolean },
+    actor: string,
+    action: string,
+    target: string,
+    details: Record<string, unknown>,
+  ): Promise<void> {
+    await this.options.store.applyAuthorityChange({ ...change, audit: { actor, action, target, result: 'ok', details, at: this.now() } });
+    if (this.snapshot) await this.reload();
+  }
+
+  /** One lifecycle operation at a time in this process; store guards catch other replicas. */
+  private serialize<T>(operation: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(operation, operation);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+}
+
+function definedOnly(request: PrepareRequest): Partial<AuthorityProfile> {
+  return Object.fromEntries(Object.entries(request).filter(([, v]) => v !== undefined));
+}
+
+function find(authorities: readonly AuthorityRecord[], id: string): AuthorityRecord {
+  const record = authorities.find((a) => a.id === id);
+  if (!record) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no authority with id ${id} (list them with GET /v1/authorities)`);
+  return record;
+}
+
+function activationTarget(authorities: readonly AuthorityRecord[], id: string): AuthorityRecord {
+  const record = find(authorities, id);
+  const target =
+    record.kind === 'intermediate'
+      ? record
+      : authorities
+          .filter((a) => a.parentId === record.id && a.state === 'prepared')
+          .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
+  if (!target || target.state !== 'prepared') {
+    throw new AuthorityError('ERR_AUTHORITY_STATE', `${id} is ${record.state}; only a prepared authority can be activated (prepare one first)`, {
+      state: record.state,
+    });
+  }
+  const root = find(authorities, target.parentId!);
+  if (!TRUSTED_STATES.has(root.state)) throw new AuthorityError('ERR_AUTHORITY_STATE', `the root ${root.id} of ${target.id} is ${root.state}`);
+  return target;
+}
+
+/** The transitions retiring the current signer, and its root when the new signer has another root. */
+function retireActive(authorities: readonly AuthorityRecord[], nextRootId: string): AuthorityTransition[] {
+  return authorities
+    .filter((a) => a.state === 'active' && (a.kind === 'intermediate' || a.id !== nextRootId))
+    .map((a) => ({ id: a.id, from: ['active'], to: 'retired' }));
+}
+
+function removalSet(authorities: readonly AuthorityRecord[], id: string): AuthorityRecord[] {
+  const record = find(authorities, id);
+  if (record.state === 'removed') throw new AuthorityError('ERR_AUTHORITY_STATE', `${id} is already removed`, { state: record.state });
+  const affected = record.kind === 'root' ? [record, ...authorities.filter((a) => a.parentId === id && a.state !== 'removed')] : [record];
+  if (affected.some((a) => a.state === 'active')) {
+    throw new AuthorityError('ERR_AUTHORITY_STATE', `${id} is or contains the active signing authority; activate another one first`, {
+      state: record.state,
+    });
+  }
+  return affected;
+}

@@ -1,0 +1,210 @@
+#!/usr/bin/env node
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { openDevTokenIssuer } from './authn/index.js';
+import { trustedRootsPem } from './authority/snapshot.js';
+import { CaClient } from './client/ca-client.js';
+import { generateWorkloadKey, privateKeyPemOf, workloadCsr, type ClientKeyType } from './client/csr.js';
+import { buildServerConfig, duration, SERVE_FLAGS } from './config.js';
+import { formatHelp, parseFlags, requireStr, str, UsageError, type FlagValues } from './flags.js';
+import { createLogger } from './observability/logger.js';
+import { databasePath, startServer } from './server.js';
+import { spiffeBundle } from './spiffe/bundle.js';
+import { workloadId } from './spiffe/id.js';
+import { openSqliteStore } from './store/sqlite.js';
+import { authoritiesCommand, certificatesCommand, identitiesCommand } from './commands/admin.js';
+import { crlCommand } from './commands/crl.js';
+import { DATA_DIR_FLAG, type Command } from './commands/types.js';
+
+const DATA_DIR = DATA_DIR_FLAG;
+
+const COMMANDS: Record<string, Command> = {
+  serve: {
+    usage: 'meshca serve [flags]',
+    description: 'Run the CA: Istio CA gRPC API, monitoring endpoints, SQLite store.',
+    flags: SERVE_FLAGS,
+    run: serve,
+  },
+  bundle: {
+    usage: 'meshca bundle --data-dir DIR [--format pem|spiffe]',
+    description: 'Print the trust bundle (every trusted root) read directly from the data dir, and exit.',
+    flags: [DATA_DIR, { name: 'format', kind: 'string', value: 'pem|spiffe', default: 'pem', help: 'PEM roots or SPIFFE bundle (JWK Set)' }],
+    run: bundle,
+  },
+  'dev-token': {
+    usage: 'meshca dev-token --data-dir DIR --namespace NS --service-account SA [--ttl 1h]',
+    description: 'Print a ServiceAccount-like token from the development token issuer (servers started with --dev accept it).',
+    flags: [
+      DATA_DIR,
+      { name: 'namespace', kind: 'string', value: 'NS', help: 'Kubernetes namespace' },
+      { name: 'service-account', kind: 'string', value: 'SA', help: 'Kubernetes service account' },
+      { name: 'ttl', kind: 'string', value: 'DURATION', default: '1h', help: 'token lifetime' },
+      { name: 'audience', kind: 'string', value: 'AUD', default: 'istio-ca', help: 'token audience' },
+    ],
+    run: devToken,
+  },
+  request: {
+    usage: 'meshca request --addr HOST:PORT --root bundle.pem --token T --out DIR [--key-type ec-p256|rsa-2048]',
+    description: 'Get a workload certificate the way istio-agent does: generate a key and CSR, call CreateCertificate, write cert-chain.pem, key.pem (0600) and root-cert.pem.',
+    flags: [
+      { name: 'addr', kind: 'string', value: 'HOST:PORT', default: 'localhost:15012', help: 'meshca gRPC address (CA_ADDR)' },
+      { name: 'root', kind: 'string', value: 'PATH', help: 'PEM roots to verify the server (from "meshca bundle")' },
+      { name: 'token', kind: 'string', value: 'JWT', help: 'ServiceAccount token (or MESHCA_TOKEN)' },
+      { name: 'out', kind: 'string', value: 'DIR', help: 'directory for cert-chain.pem, key.pem, root-cert.pem' },
+      { name: 'key-type', kind: 'string', value: 'TYPE', default: 'ec-p256', help: 'ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096' },
+      { name: 'trust-domain', kind: 'string', value: 'NAME', default: 'cluster.local', help: 'trust domain of the requested identity' },
+      { name: 'namespace', kind: 'string', value: 'NS', help: 'namespace of the identity (defaults to the token\'s)' },
+      { name: 'service-account', kind: 'string', value: 'SA', help: 'service account of the identity (defaults to the token\'s)' },
+      { name: 'server-name', kind: 'string', value: 'NAME', help: 'TLS server name if it differs from the address host' },
+      { name: 'ttl', kind: 'string', value: 'DURATION', help: 'requested lifetime (default: the server\'s)' },
+      { name: 'cluster-id', kind: 'string', value: 'NAME', default: 'Kubernetes', help: 'clusterid header' },
+    ],
+    run: request,
+  },
+  authorities: authoritiesCommand,
+  certificates: certificatesCommand,
+  identities: identitiesCommand,
+  crl: crlCommand,
+};
+
+async function serve(values: FlagValues): Promise<void> {
+  const config = buildServerConfig(values);
+  const logger = createLogger({ level: config.logLevel });
+  const server = await startServer(config, logger).catch((error: unknown) => {
+    logger.fatal({ err: error }, `meshca failed to start: ${(error as Error).message}`);
+    logger.flush();
+    process.exit(1);
+  });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down: draining in-flight requests');
+    server.close().then(
+      () => {
+        logger.info('meshca stopped cleanly');
+        logger.flush();
+        process.exit(0);
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'unclean shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => void server.reload().then(() => logger.info('reloaded JWKS and authorities'), (error: unknown) => logger.error({ err: error }, 'reload failed')));
+}
+
+async function bundle(values: FlagValues): Promise<void> {
+  const store = openSqliteStore({ path: databasePath(requireStr(values, 'data-dir')) });
+  try {
+    const authorities = await store.loadAuthorities();
+    if (authorities.length === 0) throw new UsageError('the data dir has no authorities yet: start the server once ("meshca serve") to create them');
+    const roots = trustedRootsPem(authorities);
+    if (str(values, 'format') === 'spiffe') {
+      process.stdout.write(JSON.stringify(spiffeBundle(roots.ders, await store.bundleSequence(), 300), null, 2) + '\n');
+    } else {
+      process.stdout.write(roots.pem);
+    }
+  } finally {
+    await store.close();
+  }
+}
+
+async function devToken(values: FlagValues): Promise<void> {
+  const issuer = await openDevTokenIssuer(requireStr(values, 'data-dir'));
+  const token = await issuer.sign({
+    namespace: requireStr(values, 'namespace'),
+    serviceAccount: requireStr(values, 'service-account'),
+    ttlSeconds: Math.round(duration(values, 'ttl') / 1000),
+    audience: str(values, 'audience'),
+  });
+  process.stdout.write(token + '\n');
+}
+
+async function request(values: FlagValues): Promise<void> {
+  const token = str(values, 'token') ?? process.env.MESHCA_TOKEN;
+  if (!token) throw new UsageError('--token is required: get one with "meshca dev-token" (dev) or from the pod\'s istio-token');
+  const out = requireStr(values, 'out');
+  const rootPath = str(values, 'root');
+  const keyType = requireStr(values, 'key-type') as ClientKeyType;
+  if (!['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'].includes(keyType)) throw new UsageError(`--key-type ${keyType} is not supported`);
+  const claims = tokenClaims(token);
+  const spiffeId = workloadId(requireStr(values, 'trust-domain'), str(values, 'namespace') ?? claims.namespace, str(values, 'service-account') ?? claims.serviceAccount);
+  const key = await generateWorkloadKey(keyType);
+  const client = new CaClient({ address: requireStr(values, 'addr'), rootsPem: rootPath ? readFileSync(rootPath, 'utf8') : undefined, serverName: str(values, 'server-name') });
+  try {
+    const ttl = str(values, 'ttl');
+    const chain = await client.createCertificate({ csrPem: await workloadCsr(key, spiffeId), token, clusterId: str(values, 'cluster-id'), validitySeconds: ttl ? duration(values, 'ttl') / 1000 : 0 });
+    mkdirSync(out, { recursive: true, mode: 0o700 });
+    writeFileSync(join(out, 'cert-chain.pem'), chain.slice(0, -1).join(''));
+    writeFileSync(join(out, 'key.pem'), await privateKeyPemOf(key), { mode: 0o600 });
+    chmodSync(join(out, 'key.pem'), 0o600);
+    writeFileSync(join(out, 'root-cert.pem'), chain[chain.length - 1]!);
+    process.stdout.write(`wrote ${join(out, 'cert-chain.pem')}, ${join(out, 'key.pem')} and ${join(out, 'root-cert.pem')} for ${spiffeId}\n`);
+  } finally {
+    client.close();
+  }
+}
+
+/** Reads (without verifying — the server does that) the namespace and service account of a token. */
+function tokenClaims(token: string): { namespace: string; serviceAccount: string } {
+  try {
+    const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { sub?: string };
+    const m = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(payload.sub ?? '');
+    if (m) return { namespace: m[1]!, serviceAccount: m[2]! };
+  } catch {
+    // fall through to the usage error
+  }
+  throw new UsageError('cannot read the namespace/service account from the token; pass --namespace and --service-account');
+}
+
+const TOP_HELP = `meshca: a SPIFFE certificate authority for Istio meshes
+
+Usage: meshca <command> [flags]
+
+Commands:
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(22)} ${c.description.split('.')[0]}`)
+  .join('\n')}
+
+Run "meshca <command> --help" for the flags of a command. Every flag can also be set as MESHCA_<FLAG_IN_CAPS>.
+`;
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(TOP_HELP);
+    return 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`meshca: unknown command "${name}"; run "meshca --help" for the list\n`);
+    return 2;
+  }
+  try {
+    const parsed = parseFlags(command.flags, rest, process.env, name);
+    if (parsed.help) {
+      process.stdout.write(formatHelp(command.usage, command.description, command.flags));
+      return 0;
+    }
+    await command.run(parsed.values, parsed.positionals);
+    return 0;
+  } catch (error) {
+    const usage = error instanceof UsageError;
+    process.stderr.write(`meshca ${name}: ${(error as Error).message}\n`);
+    return usage ? 2 : 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== 0 || process.argv[2] !== 'serve') process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`meshca: ${(error as Error).stack ?? String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,40 @@
+import { writeFileSync } from 'node:fs';
+import { pino } from 'pino';
+import { CertificateAuthority } from '../authority/lifecycle.js';
+import { RevocationService } from '../authority/revocation.js';
+import { duration } from '../config.js';
+import { loadKek } from '../data-dir.js';
+import { bool, requireStr, str, UsageError } from '../flags.js';
+import { pemEncode } from '../pki/pem.js';
+import { databasePath } from '../server.js';
+import { openSqliteStore } from '../store/sqlite.js';
+import { DATA_DIR_FLAG, type Command } from './types.js';
+
+/** `meshca crl`: the active authority's CRL as PEM, what Istio's ca-crl.pem / istio-ca-crl ConfigMap holds. */
+export const crlCommand: Command = {
+  usage: 'meshca crl --data-dir DIR [--out ca-crl.pem] [--kek-file PATH]',
+  description: "Write the active signing authority's CRL (PEM) for Istio's plug-in ca-crl.pem, working directly on the data dir.",
+  flags: [
+    DATA_DIR_FLAG,
+    { name: 'out', kind: 'string', value: 'PATH', help: 'write here instead of stdout' },
+    { name: 'kek-file', kind: 'string', value: 'PATH', help: 'key-encryption key (or MESHCA_KEK); dev data dirs use <data-dir>/kek' },
+    { name: 'dev', kind: 'boolean', help: 'use the development KEK in <data-dir>/kek' },
+    { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate' },
+  ],
+  run: async (values) => {
+    const dataDir = requireStr(values, 'data-dir');
+    const store = openSqliteStore({ path: databasePath(dataDir) });
+    try {
+      if ((await store.loadAuthorities()).length === 0) throw new UsageError('the data dir has no authorities yet: start "meshca serve" once first');
+      const kek = loadKek({ kekFile: str(values, 'kek-file'), env: process.env, dataDir, dev: bool(values, 'dev') || !str(values, 'kek-file') }).kek;
+      const ca = await CertificateAuthority.open({ store, kek, logger: pino({ level: 'silent' }), trustDomain: 'unused', keyType: 'ec-p256', rootTtlMs: 1, intermediateTtlMs: 1 });
+      const crl = await new RevocationService(ca, store, kek, { crlValidityMs: duration(values, 'crl-validity') }).activeCrl();
+      const pem = pemEncode(crl.der, 'X509 CRL');
+      const out = str(values, 'out');
+      if (out) writeFileSync(out, pem);
+      else process.stdout.write(pem);
+    } finally {
+      await store.close();
+    }
+  },
+};

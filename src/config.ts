@@ -1,0 +1,150 @@
+import { parseDuration } from './duration.js';
+import { bool, list, str, UsageError, type FlagSpec, type FlagValues } from './flags.js';
+import { parseListenAddress, type ListenAddress } from './net.js';
+import { parseKeyType, type KeyType } from './pki/keys.js';
+import { parseTrustDomain } from './spiffe/id.js';
+
+/** The validated configuration the composition root (server.ts) is wired from. */
+export interface ServerConfig {
+  readonly dataDir: string;
+  readonly trustDomain: string;
+  readonly dev: boolean;
+  readonly logLevel: string;
+  readonly grpc: {
+    readonly listen: ListenAddress;
+    readonly plaintext: boolean;
+    readonly maxMessageBytes: number;
+    readonly maxConcurrentStreams: number;
+    readonly maxInFlight: number;
+    readonly keepaliveMinPingIntervalMs: number;
+  };
+  readonly serverDnsNames: readonly string[];
+  readonly monitoringListen: ListenAddress;
+  readonly jwt: {
+    readonly issuer: string | undefined;
+    readonly jwksFile: string | undefined;
+    readonly jwksUrl: string | undefined;
+    readonly audiences: readonly string[];
+  };
+  readonly clusterId: string;
+  readonly issuance: {
+    readonly defaultTtlMs: number;
+    readonly maxTtlMs: number;
+    readonly backdateMs: number;
+  };
+  readonly ca: {
+    readonly keyType: KeyType;
+    readonly rootTtlMs: number;
+    readonly intermediateTtlMs: number;
+  };
+  readonly kekFile: string | undefined;
+  readonly shutdownTimeoutMs: number;
+  readonly admin: {
+    readonly listen: ListenAddress;
+    readonly tokenFile: string | undefined;
+    readonly bodyLimitBytes: number;
+    readonly requestTimeoutMs: number;
+  };
+  readonly bundleRefreshHintSeconds: number;
+  readonly crlValidityMs: number;
+  /** Expired certificate rows are pruned this long after they expire. */
+  readonly retentionMs: number;
+}
+
+export const SERVE_FLAGS: readonly FlagSpec[] = [
+  { name: 'data-dir', kind: 'string', value: 'DIR', default: './data', help: 'where the SQLite store (and dev-mode secrets) live' },
+  { name: 'trust-domain', kind: 'string', value: 'NAME', default: 'cluster.local', help: 'SPIFFE trust domain of issued identities' },
+  { name: 'dev', kind: 'boolean', help: 'development mode: generate a KEK and a local token issuer if none are configured' },
+  { name: 'grpc-listen', kind: 'string', value: 'HOST:PORT', default: '0.0.0.0:15012', help: 'Istio CA gRPC listener' },
+  { name: 'grpc-plaintext', kind: 'boolean', help: 'serve gRPC without TLS (testing only)' },
+  { name: 'server-dns', kind: 'list', value: 'NAME,...', default: ['localhost', 'meshca', 'meshca.istio-system.svc'], help: 'DNS SANs of the serving certificate (the host part of CA_ADDR)' },
+  { name: 'monitoring-listen', kind: 'string', value: 'HOST:PORT', default: '0.0.0.0:15014', help: '/healthz, /readyz and /metrics listener' },
+  { name: 'jwt-issuer', kind: 'string', value: 'URL', help: 'required "iss" of ServiceAccount tokens' },
+  { name: 'jwks-file', kind: 'string', value: 'PATH', help: 'JWKS of the token issuer, from a file' },
+  { name: 'jwks-url', kind: 'string', value: 'URL', help: 'JWKS of the token issuer, fetched and cached' },
+  { name: 'token-audience', kind: 'list', value: 'AUD', default: ['istio-ca'], help: 'accepted token audiences (repeatable)' },
+  { name: 'cluster-id', kind: 'string', value: 'NAME', default: 'Kubernetes', help: 'id of the local cluster (the clusterid header istio-agent sends)' },
+  { name: 'default-ttl', kind: 'string', value: 'DURATION', default: '24h', help: 'lifetime of a workload certificate when none is requested' },
+  { name: 'max-ttl', kind: 'string', value: 'DURATION', default: '720h', help: 'longer requested lifetimes are clamped to this' },
+  { name: 'clock-skew', kind: 'string', value: 'DURATION', default: '1m', help: 'NotBefore backdating to absorb clock skew' },
+  { name: 'ca-key-type', kind: 'string', value: 'TYPE', default: 'ec-p256', help: 'key type of new CAs: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096' },
+  { name: 'root-ttl', kind: 'string', value: 'DURATION', default: '10y', help: 'lifetime of new root CAs' },
+  { name: 'intermediate-ttl', kind: 'string', value: 'DURATION', default: '1y', help: 'lifetime of new intermediate CAs' },
+  { name: 'kek-file', kind: 'string', value: 'PATH', help: 'key-encryption key file (base64 of 32 bytes, `openssl rand -base64 32`); or set MESHCA_KEK to the key itself' },
+  { name: 'admin-listen', kind: 'string', value: 'HOST:PORT', default: '127.0.0.1:8443', help: 'admin REST API listener (HTTPS)' },
+  { name: 'admin-token-file', kind: 'string', value: 'PATH', help: 'file holding the admin bearer token (default: generated into <data-dir>/admin-token)' },
+  { name: 'admin-body-limit', kind: 'string', value: 'BYTES', default: '1048576', help: 'largest admin request body' },
+  { name: 'admin-request-timeout', kind: 'string', value: 'DURATION', default: '30s', help: 'admin requests taking longer are aborted' },
+  { name: 'bundle-refresh-hint', kind: 'string', value: 'DURATION', default: '5m', help: 'spiffe_refresh_hint of the SPIFFE bundle' },
+  { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
+  { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
+  { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
+  { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '256', help: 'HTTP/2 streams per client connection' },
+  { name: 'max-in-flight', kind: 'string', value: 'N', default: '2048', help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED' },
+  { name: 'keepalive-min-interval', kind: 'string', value: 'DURATION', default: '10s', help: 'clients pinging more often are disconnected' },
+  { name: 'shutdown-timeout', kind: 'string', value: 'DURATION', default: '15s', help: 'how long SIGTERM waits for in-flight requests' },
+  { name: 'log-level', kind: 'string', value: 'LEVEL', default: 'info', help: 'trace, debug, info, warn, error' },
+];
+
+export function buildServerConfig(values: FlagValues): ServerConfig {
+  const jwksFile = str(values, 'jwks-file');
+  const jwksUrl = str(values, 'jwks-url');
+  if (jwksFile && jwksUrl) throw new UsageError('use either --jwks-file or --jwks-url, not both');
+  const issuer = str(values, 'jwt-issuer');
+  if ((jwksFile || jwksUrl) && !issuer) throw new UsageError('--jwt-issuer is required with --jwks-file/--jwks-url (e.g. https://kubernetes.default.svc.cluster.local)');
+  const dev = bool(values, 'dev');
+  if (!dev && !jwksFile && !jwksUrl) throw new UsageError('no token validation configured: pass --jwks-file or --jwks-url with --jwt-issuer (or --dev for a local token issuer)');
+  return {
+    dataDir: str(values, 'data-dir')!,
+    trustDomain: guard('--trust-domain', () => parseTrustDomain(str(values, 'trust-domain')!)),
+    dev,
+    logLevel: str(values, 'log-level')!,
+    grpc: {
+      listen: guard('--grpc-listen', () => parseListenAddress(str(values, 'grpc-listen')!)),
+      plaintext: bool(values, 'grpc-plaintext'),
+      maxMessageBytes: positiveInt(values, 'max-message-bytes'),
+      maxConcurrentStreams: positiveInt(values, 'max-concurrent-streams'),
+      maxInFlight: positiveInt(values, 'max-in-flight'),
+      keepaliveMinPingIntervalMs: duration(values, 'keepalive-min-interval'),
+    },
+    serverDnsNames: list(values, 'server-dns'),
+    monitoringListen: guard('--monitoring-listen', () => parseListenAddress(str(values, 'monitoring-listen')!)),
+    jwt: { issuer, jwksFile, jwksUrl, audiences: list(values, 'token-audience') },
+    clusterId: str(values, 'cluster-id')!,
+    issuance: { defaultTtlMs: duration(values, 'default-ttl'), maxTtlMs: duration(values, 'max-ttl'), backdateMs: duration(values, 'clock-skew') },
+    ca: {
+      keyType: guard('--ca-key-type', () => parseKeyType(str(values, 'ca-key-type')!)),
+      rootTtlMs: duration(values, 'root-ttl'),
+      intermediateTtlMs: duration(values, 'intermediate-ttl'),
+    },
+    kekFile: str(values, 'kek-file'),
+    shutdownTimeoutMs: duration(values, 'shutdown-timeout'),
+    admin: {
+      listen: guard('--admin-listen', () => parseListenAddress(str(values, 'admin-listen')!)),
+      tokenFile: str(values, 'admin-token-file'),
+      bodyLimitBytes: positiveInt(values, 'admin-body-limit'),
+      requestTimeoutMs: duration(values, 'admin-request-timeout'),
+    },
+    bundleRefreshHintSeconds: Math.round(duration(values, 'bundle-refresh-hint') / 1000),
+    crlValidityMs: duration(values, 'crl-validity'),
+    retentionMs: duration(values, 'retention'),
+  };
+}
+
+function guard<T>(flag: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    throw new UsageError(`${flag}: ${(error as Error).message}`);
+  }
+}
+
+export function duration(values: FlagValues, name: string): number {
+  return guard(`--${name}`, () => parseDuration(str(values, name)!));
+}
+
+function positiveInt(values: FlagValues, name: string): number {
+  const n = Number(str(values, name));
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${name} must be a positive integer`);
+  return n;
+}

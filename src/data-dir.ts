@@ -1,0 +1,63 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseKek } from './pki/keys.js';
+
+/** Thrown when the data dir or a secret file is unsafe to use; the message says how to fix it. */
+export class DataDirError extends Error {
+  override readonly name = 'DataDirError';
+}
+
+/** Creates the data dir 0700, or refuses one that group/others can read (unless in dev mode, where it is fixed). */
+export function prepareDataDir(dir: string, dev: boolean): void {
+  if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const mode = statSync(dir).mode & 0o777;
+  if ((mode & 0o077) === 0) return;
+  if (dev) return chmodSync(dir, 0o700);
+  throw new DataDirError(`data dir ${dir} is accessible by group/others (mode ${mode.toString(8)}); run: chmod 700 ${dir}`);
+}
+
+export interface KekSource {
+  readonly kek: Buffer;
+  /** Where it came from, for the log (never the key). */
+  readonly origin: string;
+  readonly generated: boolean;
+}
+
+/**
+ * The key-encryption key: --kek-file, else MESHCA_KEK, else (dev mode only) <data-dir>/kek,
+ * generated on first use. Production must bring its own KEK so keys at rest mean something.
+ */
+export function loadKek(options: { readonly kekFile?: string; readonly env: NodeJS.ProcessEnv; readonly dataDir: string; readonly dev: boolean }): KekSource {
+  if (options.kekFile) return { kek: readSecretFile(options.kekFile, parseKek), origin: options.kekFile, generated: false };
+  const fromEnv = options.env.MESHCA_KEK;
+  if (fromEnv) return { kek: parseKek(fromEnv), origin: 'MESHCA_KEK', generated: false };
+  const devFile = join(options.dataDir, 'kek');
+  if (!options.dev) {
+    throw new DataDirError(
+      'no key-encryption key: create one with `openssl rand -base64 32 > kek && chmod 600 kek` and pass --kek-file kek (or set MESHCA_KEK); --dev generates one for local use',
+    );
+  }
+  if (existsSync(devFile)) return { kek: readSecretFile(devFile, parseKek), origin: devFile, generated: false };
+  writeFileSync(devFile, randomBytes(32).toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
+  return { kek: readSecretFile(devFile, parseKek), origin: devFile, generated: true };
+}
+
+/** Reads a secret file, refusing one readable by group/others. */
+export function readSecretFile<T>(path: string, parse: (text: string) => T): T {
+  let mode: number;
+  try {
+    mode = statSync(path).mode & 0o777;
+  } catch {
+    throw new DataDirError(`cannot read ${path}: the file does not exist`);
+  }
+  if ((mode & 0o077) !== 0) throw new DataDirError(`${path} is readable by group/others (mode ${mode.toString(8)}); run: chmod 600 ${path}`);
+  return parse(readFileSync(path, 'utf8'));
+}
+
+/** Reads or creates (0600) a random secret such as the admin token; returns it and whether it was created. */
+export function ensureSecretFile(path: string, create: () => string): { value: string; created: boolean } {
+  if (existsSync(path)) return { value: readSecretFile(path, (t) => t.trim()), created: false };
+  writeFileSync(path, create() + '\n', { mode: 0o600, flag: 'wx' });
+  return { value: readSecretFile(path, (t) => t.trim()), created: true };
+}

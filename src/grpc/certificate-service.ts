@@ -1,0 +1,95 @@
+import { status, type Metadata, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { AuthenticationError, bearerToken, type Authenticator, type CallerIdentity } from '../authn/index.js';
+import { IssuanceError } from '../authority/errors.js';
+import type { IssuanceService } from '../authority/issuance.js';
+import type { Metrics } from '../observability/metrics.js';
+import { metadataString, type IstioCertificateRequest, type IstioCertificateResponse } from './proto.js';
+import { toGrpcFailure, type GrpcFailure } from './status.js';
+
+/** Decides whether a caller (ztunnel) may obtain a certificate for another identity; throws AuthenticationError if not. */
+export type ImpersonationAuthorizer = (caller: CallerIdentity, impersonatedIdentity: string) => Promise<void>;
+
+export interface CertificateServiceOptions {
+  readonly authenticator: Authenticator;
+  readonly issuance: IssuanceService;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  /** Calls processed at once before new ones are shed with RESOURCE_EXHAUSTED (istio-agent retries). */
+  readonly maxInFlight: number;
+  readonly maxCsrBytes: number;
+  readonly impersonation?: ImpersonationAuthorizer;
+}
+
+type Call = ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>;
+
+/** Istio's CreateCertificate: transport concerns only — metadata, status codes, metrics, logs. */
+export function certificateServiceHandlers(options: CertificateServiceOptions): UntypedServiceImplementation {
+  let inFlight = 0;
+  const CreateCertificate = (call: Call, callback: sendUnaryData<IstioCertificateResponse>): void => {
+    const started = process.hrtime.bigint();
+    options.metrics.csrCount.inc();
+    if (inFlight >= options.maxInFlight) {
+      options.metrics.shed.inc();
+      return finish(options, started, callback, { code: status.RESOURCE_EXHAUSTED, details: 'meshca is overloaded; retry with backoff', reason: 'ERR_OVERLOADED' });
+    }
+    inFlight++;
+    options.metrics.inFlight.set(inFlight);
+    createCertificate(options, call).then(
+      (response) => {
+        finish(options, started, callback, undefined);
+        callback(null, response);
+      },
+      (error: unknown) => finish(options, started, callback, recordFailure(options, error)),
+    ).finally(() => options.metrics.inFlight.set(--inFlight));
+  };
+  return { CreateCertificate: CreateCertificate as UntypedServiceImplementation[string] };
+}
+
+async function createCertificate(options: CertificateServiceOptions, call: Call): Promise<IstioCertificateResponse> {
+  const caller = await options.authenticator.authenticate({ token: bearerToken(header(call.metadata, 'authorization')), clusterId: header(call.metadata, 'clusterid') ?? '' });
+  const csrPem = call.request.csr ?? '';
+  if (Buffer.byteLength(csrPem) > options.maxCsrBytes) {
+    throw new IssuanceError('ERR_CSR_REJECTED', `CSR is larger than ${options.maxCsrBytes} bytes`);
+  }
+  const identity = await impersonatedIdentity(options, caller, call.request);
+  const issued = await options.issuance.issue({ csrPem, validitySeconds: Number(call.request.validity_duration) || 0, caller, identity });
+  options.logger.info({ spiffeId: issued.spiffeId, caller: caller.spiffeId, serial: issued.serialHex, notAfter: issued.notAfter, clusterId: caller.clusterId }, 'issued certificate');
+  options.metrics.issued.inc();
+  return { cert_chain: issued.chain };
+}
+
+async function impersonatedIdentity(options: CertificateServiceOptions, caller: CallerIdentity, request: IstioCertificateRequest): Promise<string | undefined> {
+  const impersonated = metadataString(request.metadata, 'ImpersonatedIdentity');
+  if (!impersonated) return undefined;
+  if (!options.impersonation) throw new AuthenticationError('ERR_TOKEN_SUBJECT', 'impersonation is not enabled on this CA (--trusted-node-accounts)');
+  await options.impersonation(caller, impersonated);
+  return impersonated;
+}
+
+function header(metadata: Metadata, name: string): string | undefined {
+  const value = metadata.get(name)[0];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function recordFailure(options: CertificateServiceOptions, error: unknown): GrpcFailure {
+  const failure = toGrpcFailure(error);
+  const { metrics } = options;
+  if (error instanceof AuthenticationError) metrics.authenticationFailures.inc();
+  else if (error instanceof IssuanceError) {
+    if (error.code === 'ERR_CSR_REJECTED' || error.code === 'ERR_CSR_SIGNATURE') metrics.csrParsingErrors.inc();
+    if (error.code === 'ERR_IDENTITY_MISMATCH') metrics.idExtractionErrors.inc();
+    if (error.code === 'ERR_IDENTITY_DENIED') metrics.denied.inc();
+    if (error.code === 'ERR_ISSUANCE_FAILED') metrics.signErrors.inc({ error: error.code });
+  } else {
+    options.logger.error({ err: error }, 'unexpected error in CreateCertificate');
+  }
+  options.logger.warn({ code: failure.reason, status: status[failure.code], details: failure.details }, 'certificate request refused');
+  return failure;
+}
+
+function finish(options: CertificateServiceOptions, started: bigint, callback: sendUnaryData<IstioCertificateResponse>, failure: GrpcFailure | undefined): void {
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  options.metrics.issuanceDuration.observe({ code: failure ? status[failure.code] : 'OK' }, seconds);
+  if (failure) callback({ code: failure.code, details: failure.details });
+}

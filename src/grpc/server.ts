@@ -1,0 +1,93 @@
+import { experimental, Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { ServingCredentials, ServingIdentity } from '../authority/serving.js';
+import { formatAddress, type ListenAddress } from '../net.js';
+import { istioCertificateServiceDefinition } from './proto.js';
+
+export interface GrpcLimits {
+  /** Largest request accepted; bigger ones get RESOURCE_EXHAUSTED from grpc-js before parsing. */
+  readonly maxMessageBytes: number;
+  readonly maxConcurrentStreams: number;
+  /** Clients pinging more often than this are sent GOAWAY (keepalive enforcement). */
+  readonly keepaliveMinPingIntervalMs: number;
+  readonly maxConnectionIdleMs: number;
+}
+
+export interface GrpcServerOptions {
+  readonly listen: ListenAddress;
+  /** Plain-text h2c: only for local testing or behind a TLS-terminating proxy. */
+  readonly plaintext: boolean;
+  readonly serving: ServingIdentity;
+  readonly handlers: UntypedServiceImplementation;
+  readonly limits: GrpcLimits;
+}
+
+export interface GrpcServer {
+  readonly address: ListenAddress;
+  /** Stops accepting, waits for in-flight calls up to the timeout, then cancels the rest. */
+  close(timeoutMs: number): Promise<void>;
+}
+
+/**
+ * grpc-js certificate provider fed by meshca's own serving identity, so a renewed certificate is
+ * used for new handshakes without restarting the server or dropping connections.
+ */
+class ServingCertificateProvider implements experimental.CertificateProvider {
+  private readonly listeners = new Set<experimental.IdentityCertificateUpdateListener>();
+  private latest: experimental.IdentityCertificateUpdate;
+
+  constructor(serving: ServingIdentity) {
+    this.latest = toUpdate(serving.current());
+    serving.onRenew((credentials) => {
+      this.latest = toUpdate(credentials);
+      this.listeners.forEach((listener) => listener(this.latest));
+    });
+  }
+
+  addCaCertificateListener(): void {}
+  removeCaCertificateListener(): void {}
+  addIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
+    this.listeners.add(listener);
+    // grpc-js registers its context watcher only after this returns, so deliver asynchronously.
+    queueMicrotask(() => this.listeners.has(listener) && listener(this.latest));
+  }
+  removeIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
+    this.listeners.delete(listener);
+  }
+}
+
+function toUpdate(credentials: ServingCredentials): experimental.IdentityCertificateUpdate {
+  return { certificate: Buffer.from(credentials.certificateChainPem), privateKey: Buffer.from(credentials.privateKeyPem) };
+}
+
+export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
+  const { limits } = options;
+  const server = new Server({
+    'grpc.max_receive_message_length': limits.maxMessageBytes,
+    'grpc.max_send_message_length': 1024 * 1024,
+    'grpc.max_concurrent_streams': limits.maxConcurrentStreams,
+    'grpc.http2.min_ping_interval_without_data_ms': limits.keepaliveMinPingIntervalMs,
+    'grpc.keepalive_permit_without_calls': 0,
+    'grpc.max_connection_idle_ms': limits.maxConnectionIdleMs,
+  });
+  server.addService(istioCertificateServiceDefinition(), options.handlers);
+  const credentials = options.plaintext
+    ? ServerCredentials.createInsecure()
+    : experimental.createCertificateProviderServerCredentials(new ServingCertificateProvider(options.serving), null, false);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(formatAddress(options.listen), credentials, (error, bound) => (error ? reject(error) : resolve(bound))),
+  );
+  return { address: { host: options.listen.host, port }, close: (timeoutMs) => drain(server, timeoutMs) };
+}
+
+function drain(server: Server, timeoutMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, timeoutMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

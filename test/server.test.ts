@@ -1,0 +1,129 @@
+import { execFile } from 'node:child_process';
+import { statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { X509Certificate } from 'node:crypto';
+import { afterAll, describe, expect, it } from 'vitest';
+import { openDevTokenIssuer } from '../src/authn/index.js';
+import { CaClient } from '../src/client/ca-client.js';
+import { openSqliteStore } from '../src/store/sqlite.js';
+import { databasePath } from '../src/server.js';
+import { openssl } from './support/openssl.js';
+import { CLI, spawnServer, type ServerProcess } from './support/process.js';
+import { csrFor, removeDir, tempDir } from './support/server.js';
+
+const run = promisify(execFile);
+const meshca = (...args: string[]) => run(process.execPath, [CLI, ...args], { env: { ...process.env } });
+const dirs: string[] = [];
+const procs: ServerProcess[] = [];
+
+function newDir(): string {
+  const d = tempDir();
+  dirs.push(d);
+  return d;
+}
+
+async function started(dataDir: string): Promise<ServerProcess> {
+  const p = await spawnServer(dataDir, ['--dev']);
+  procs.push(p);
+  return p;
+}
+
+async function stop(p: ServerProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | string> {
+  p.child.kill(signal);
+  return p.exited;
+}
+
+afterAll(() => {
+  procs.forEach((p) => p.child.kill('SIGKILL'));
+  dirs.forEach(removeDir);
+});
+
+describe('meshca CLI', () => {
+  it.each(['', 'serve', 'bundle', 'dev-token', 'request'])('"meshca %s --help" documents flags and env vars', async (command) => {
+    const { stdout } = await meshca(...(command ? [command] : []), '--help');
+    expect(stdout).toContain('Usage: meshca');
+    expect(stdout).toContain('MESHCA_');
+  });
+
+  it('refuses an unknown flag with a hint', async () => {
+    const error = await meshca('serve', '--no-such-flag').catch((e: { code: number; stderr: string }) => e);
+    expect(error).toMatchObject({ code: 2 });
+    expect((error as { stderr: string }).stderr).toContain('meshca serve --help');
+  });
+
+  it('refuses to start without a KEK outside dev mode', async () => {
+    const d = newDir();
+    writeFileSync(join(d, 'jwks.json'), JSON.stringify({ keys: [] }));
+    const error = await meshca('serve', '--data-dir', join(d, 'data'), '--jwks-file', join(d, 'jwks.json'), '--jwt-issuer', 'x', '--grpc-listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0').catch(
+      (e: { code: number; stdout: string }) => e,
+    );
+    expect((error as { code: number }).code).toBe(1);
+    expect((error as { stdout: string }).stdout).toContain('openssl rand -base64 32');
+  });
+});
+
+describe('quick start: serve --dev, bundle, dev-token, request', () => {
+  it('gets a certificate with the human client, and keeps the same root across a restart', async () => {
+    const d = newDir();
+    const data = join(d, 'data');
+    let server = await started(data);
+    expect(statSync(data).mode & 0o777).toBe(0o700);
+    expect(statSync(join(data, 'kek')).mode & 0o777).toBe(0o600);
+    const bundle = (await meshca('bundle', '--data-dir', data)).stdout;
+    writeFileSync(join(d, 'bundle.pem'), bundle);
+    const token = (await meshca('dev-token', '--data-dir', data, '--namespace', 'demo', '--service-account', 'web')).stdout.trim();
+    const out = join(d, 'out');
+    await meshca('request', '--addr', `127.0.0.1:${server.grpcPort}`, '--server-name', 'localhost', '--root', join(d, 'bundle.pem'), '--token', token, '--out', out);
+    expect(statSync(join(out, 'key.pem')).mode & 0o777).toBe(0o600);
+    expect(openssl(['verify', '-CAfile', join(out, 'root-cert.pem'), '-untrusted', join(out, 'cert-chain.pem'), join(out, 'cert-chain.pem')])).toContain('OK');
+    const serial = new X509Certificate(openssl(['x509', '-in', join(out, 'cert-chain.pem')])).serialNumber.toLowerCase().replace(/^0+/, '');
+
+    expect(await stop(server)).toBe(0);
+    server = await started(data);
+    expect((await meshca('bundle', '--data-dir', data)).stdout).toBe(bundle);
+    const store = openSqliteStore({ path: databasePath(data) });
+    expect((await store.getCertificate(serial, new Date()))?.spiffeId).toBe('spiffe://cluster.local/ns/demo/sa/web');
+    expect((await store.loadAuthorities()).filter((a) => a.kind === 'root')).toHaveLength(1);
+    await store.close();
+    await stop(server);
+  });
+});
+
+describe('crash safety', () => {
+  it('after kill -9 with requests in flight, every certificate a client received is in the store', async () => {
+    const d = newDir();
+    const data = join(d, 'data');
+    const server = await started(data);
+    const issuer = await openDevTokenIssuer(data);
+    const roots = (await meshca('bundle', '--data-dir', data)).stdout;
+    const client = new CaClient({ address: `127.0.0.1:${server.grpcPort}`, rootsPem: roots, serverName: 'localhost' });
+    const received: string[] = [];
+    let killed = false;
+    const worker = async (w: number) => {
+      for (let i = 0; !killed; i++) {
+        const sa = `w${w}-${i % 5}`;
+        const chain = await client
+          .createCertificate({ csrPem: await csrFor(`spiffe://cluster.local/ns/crash/sa/${sa}`), token: await issuer.sign({ namespace: 'crash', serviceAccount: sa, ttlSeconds: 600 }) })
+          .catch(() => undefined);
+        if (chain) received.push(new X509Certificate(chain[0]!).serialNumber.toLowerCase().replace(/^0+/, ''));
+        if (received.length >= 150 && !killed) {
+          killed = true;
+          server.child.kill('SIGKILL');
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, (_, w) => worker(w)));
+    expect(await server.exited).toBe('SIGKILL');
+    client.close();
+    const store = openSqliteStore({ path: databasePath(data) });
+    expect(await store.integrityCheck()).toBe('ok');
+    const missing = [];
+    for (const serial of received) if (!(await store.getCertificate(serial, new Date()))) missing.push(serial);
+    await store.close();
+    expect(missing).toEqual([]);
+    expect(received.length).toBeGreaterThanOrEqual(150);
+    const again = await started(data);
+    expect(await stop(again)).toBe(0);
+  });
+});

@@ -1,0 +1,38 @@
+import { request } from 'node:https';
+
+export interface AdminResponse {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly text: string;
+  readonly body: Buffer;
+  json<T = Record<string, unknown>>(): T;
+}
+
+export interface AdminTarget {
+  readonly port: number;
+  /** PEM roots the client trusts for the server's certificate. */
+  readonly roots: string;
+  readonly token?: string;
+}
+
+/** A real HTTPS request to the admin API, verifying the server against the mesh roots. */
+export function adminCall(target: AdminTarget, method: string, path: string, options: { body?: unknown; token?: string | null; headers?: Record<string, string> } = {}): Promise<AdminResponse> {
+  const token = options.token === null ? undefined : (options.token ?? target.token);
+  const body = options.body === undefined ? undefined : JSON.stringify(options.body);
+  const headers: Record<string, string> = { ...(options.headers ?? {}) };
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port: target.port, path, method, headers, ca: target.roots, servername: 'localhost' }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const body = Buffer.concat(chunks);
+        const text = body.toString('utf8');
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, body, json: <T>() => JSON.parse(text) as T });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
