@@ -16,7 +16,11 @@ export interface ServerConfig {
     readonly maxMessageBytes: number;
     readonly maxConcurrentStreams: number;
     readonly maxInFlight: number;
-    readonly keepaliveMinPingIntervalMs: number;
+    readonly keepaliveTimeMs: number;
+    readonly maxConnectionIdleMs: number;
+    readonly maxConnectionAgeMs: number;
+    /** Certificates per second per identity (0 = unlimited), with a burst of 5× that. */
+    readonly rateLimitPerIdentity: number;
   };
   readonly serverDnsNames: readonly string[];
   readonly monitoringListen: ListenAddress;
@@ -44,6 +48,8 @@ export interface ServerConfig {
     readonly tokenFile: string | undefined;
     readonly bodyLimitBytes: number;
     readonly requestTimeoutMs: number;
+    readonly clientIds: readonly string[];
+    readonly maxAuthFailuresPerMinute: number;
   };
   readonly bundleRefreshHintSeconds: number;
   readonly crlValidityMs: number;
@@ -75,13 +81,18 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'admin-token-file', kind: 'string', value: 'PATH', help: 'file holding the admin bearer token (default: generated into <data-dir>/admin-token)' },
   { name: 'admin-body-limit', kind: 'string', value: 'BYTES', default: '1048576', help: 'largest admin request body' },
   { name: 'admin-request-timeout', kind: 'string', value: 'DURATION', default: '30s', help: 'admin requests taking longer are aborted' },
+  { name: 'admin-client-ids', kind: 'list', value: 'SPIFFE_ID,...', help: 'also require an admin client certificate from the mesh CA with one of these SPIFFE IDs' },
+  { name: 'admin-max-auth-failures', kind: 'string', value: 'N', default: '10', help: 'failed admin authentications per client IP per minute before it is locked out for a minute' },
   { name: 'bundle-refresh-hint', kind: 'string', value: 'DURATION', default: '5m', help: 'spiffe_refresh_hint of the SPIFFE bundle' },
   { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
   { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
   { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '256', help: 'HTTP/2 streams per client connection' },
   { name: 'max-in-flight', kind: 'string', value: 'N', default: '2048', help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED' },
-  { name: 'keepalive-min-interval', kind: 'string', value: 'DURATION', default: '10s', help: 'clients pinging more often are disconnected' },
+  { name: 'rate-limit-per-identity', kind: 'string', value: 'N', default: '0', help: 'certificate requests per second per SPIFFE ID, 0 = unlimited' },
+  { name: 'keepalive-time', kind: 'string', value: 'DURATION', default: '5m', help: 'server pings idle clients this often and drops dead connections' },
+  { name: 'max-connection-idle', kind: 'string', value: 'DURATION', default: '30m', help: 'connections without calls this long are closed (GOAWAY)' },
+  { name: 'max-connection-age', kind: 'string', value: 'DURATION', default: '1h', help: 'connections are recycled after this long so clients rebalance across replicas' },
   { name: 'shutdown-timeout', kind: 'string', value: 'DURATION', default: '15s', help: 'how long SIGTERM waits for in-flight requests' },
   { name: 'log-level', kind: 'string', value: 'LEVEL', default: 'info', help: 'trace, debug, info, warn, error' },
 ];
@@ -105,7 +116,10 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       maxMessageBytes: positiveInt(values, 'max-message-bytes'),
       maxConcurrentStreams: positiveInt(values, 'max-concurrent-streams'),
       maxInFlight: positiveInt(values, 'max-in-flight'),
-      keepaliveMinPingIntervalMs: duration(values, 'keepalive-min-interval'),
+      keepaliveTimeMs: duration(values, 'keepalive-time'),
+      maxConnectionIdleMs: duration(values, 'max-connection-idle'),
+      maxConnectionAgeMs: duration(values, 'max-connection-age'),
+      rateLimitPerIdentity: nonNegativeNumber(values, 'rate-limit-per-identity'),
     },
     serverDnsNames: list(values, 'server-dns'),
     monitoringListen: guard('--monitoring-listen', () => parseListenAddress(str(values, 'monitoring-listen')!)),
@@ -124,6 +138,8 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       tokenFile: str(values, 'admin-token-file'),
       bodyLimitBytes: positiveInt(values, 'admin-body-limit'),
       requestTimeoutMs: duration(values, 'admin-request-timeout'),
+      clientIds: list(values, 'admin-client-ids'),
+      maxAuthFailuresPerMinute: positiveInt(values, 'admin-max-auth-failures'),
     },
     bundleRefreshHintSeconds: Math.round(duration(values, 'bundle-refresh-hint') / 1000),
     crlValidityMs: duration(values, 'crl-validity'),
@@ -141,6 +157,12 @@ function guard<T>(flag: string, parse: () => T): T {
 
 export function duration(values: FlagValues, name: string): number {
   return guard(`--${name}`, () => parseDuration(str(values, name)!));
+}
+
+function nonNegativeNumber(values: FlagValues, name: string): number {
+  const n = Number(str(values, name));
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number ≥ 0`);
+  return n;
 }
 
 function positiveInt(values: FlagValues, name: string): number {

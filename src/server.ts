@@ -14,6 +14,7 @@ import { startHousekeeping, type Housekeeping } from './authority/housekeeping.j
 import type { ServerConfig } from './config.js';
 import { ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
 import { certificateServiceHandlers } from './grpc/certificate-service.js';
+import { IdentityRateLimiter } from './grpc/rate-limit.js';
 import { startGrpcServer, type GrpcServer } from './grpc/server.js';
 import { Metrics } from './observability/metrics.js';
 import { startMonitoringServer, type MonitoringServer } from './observability/monitoring.js';
@@ -72,8 +73,16 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       listen: config.grpc.listen,
       plaintext: config.grpc.plaintext,
       serving,
-      limits: { ...config.grpc, maxConnectionIdleMs: 30 * 60_000 },
-      handlers: certificateServiceHandlers({ authenticator, issuance, metrics, logger, maxInFlight: config.grpc.maxInFlight, maxCsrBytes: 16 * 1024 }),
+      limits: config.grpc,
+      handlers: certificateServiceHandlers({
+        authenticator,
+        issuance,
+        metrics,
+        logger,
+        maxInFlight: config.grpc.maxInFlight,
+        maxCsrBytes: 16 * 1024,
+        rateLimiter: config.grpc.rateLimitPerIdentity > 0 ? new IdentityRateLimiter(config.grpc.rateLimitPerIdentity, Math.max(1, config.grpc.rateLimitPerIdentity * 5)) : undefined,
+      }),
     });
     const revocation = new RevocationService(ca, store, kek.kek, {
       crlValidityMs: config.crlValidityMs,
@@ -90,6 +99,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         inventory: new Inventory(store),
         revocation,
         adminToken: adminToken(config, logger),
+        clientIds: config.admin.clientIds,
+        maxAuthFailuresPerMinute: config.admin.maxAuthFailuresPerMinute,
         logger,
         metrics,
         bodyLimitBytes: config.admin.bodyLimitBytes,
@@ -113,6 +124,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       reload: async () => {
         await jwks.reload();
         await ca.reload();
+        await serving.reload('SIGHUP');
       },
       close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping }, () => (ready = false)),
     };

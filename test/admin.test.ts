@@ -23,7 +23,7 @@ const active = async () => (await authorities()).find((a) => a.kind === 'interme
 
 beforeAll(async () => {
   dir = tempDir();
-  t = await startTestServer(join(dir, 'data'), ['--dev']);
+  t = await startTestServer(join(dir, 'data'), ['--dev', '--admin-max-auth-failures', '1000']);
   devIssuer = await openDevTokenIssuer(join(dir, 'data'));
   token = readFileSync(join(dir, 'data', 'admin-token'), 'utf8').trim();
 });

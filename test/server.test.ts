@@ -3,6 +3,8 @@ import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { X509Certificate } from 'node:crypto';
+import { connect as tlsConnect } from 'node:tls';
+import { status } from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openDevTokenIssuer } from '../src/authn/index.js';
 import { CaClient } from '../src/client/ca-client.js';
@@ -89,6 +91,58 @@ describe('quick start: serve --dev, bundle, dev-token, request', () => {
     await stop(server);
   });
 });
+
+describe('graceful lifecycle', () => {
+  const retryable = new Set([status.UNAVAILABLE, status.CANCELLED, status.DEADLINE_EXCEEDED, status.RESOURCE_EXHAUSTED]);
+
+  it('SIGTERM answers in-flight requests (or refuses them retryably), exits 0, and loses nothing', async () => {
+    const data = join(newDir(), 'data');
+    const server = await started(data);
+    const issuer = await openDevTokenIssuer(data);
+    const client = new CaClient({ address: `127.0.0.1:${server.grpcPort}`, rootsPem: (await meshca('bundle', '--data-dir', data)).stdout, serverName: 'localhost' });
+    const requests = await Promise.all(
+      Array.from({ length: 60 }, async (_, i) => ({ csrPem: await csrFor(`spiffe://cluster.local/ns/term/sa/s${i}`), token: await issuer.sign({ namespace: 'term', serviceAccount: `s${i}`, ttlSeconds: 600 }) })),
+    );
+    const results = requests.map((r) => client.createCertificate(r).then((chain) => new X509Certificate(chain[0]!).serialNumber, (e: { code: status }) => e.code));
+    setTimeout(() => server.child.kill('SIGTERM'), 15);
+    const outcomes = await Promise.all(results);
+    client.close();
+    expect(await server.exited).toBe(0);
+    const serials = outcomes.filter((o): o is string => typeof o === 'string');
+    expect(outcomes.filter((o) => typeof o !== 'string' && !retryable.has(o))).toEqual([]);
+    const store = openSqliteStore({ path: databasePath(data) });
+    for (const serial of serials) expect(await store.getCertificate(serial.toLowerCase().replace(/^0+/, ''), new Date())).toBeDefined();
+    await store.close();
+  });
+
+  it('SIGHUP re-issues the serving certificate without dropping connections', async () => {
+    const data = join(newDir(), 'data');
+    const server = await started(data);
+    const issuer = await openDevTokenIssuer(data);
+    const roots = (await meshca('bundle', '--data-dir', data)).stdout;
+    const servingSerial = () => tlsPeerSerial(server.grpcPort, roots);
+    const before = await servingSerial();
+    const client = new CaClient({ address: `127.0.0.1:${server.grpcPort}`, rootsPem: roots, serverName: 'localhost' });
+    const request = async () => client.createCertificate({ csrPem: await csrFor('spiffe://cluster.local/ns/hup/sa/a'), token: await issuer.sign({ namespace: 'hup', serviceAccount: 'a', ttlSeconds: 600 }) });
+    await request();
+    server.child.kill('SIGHUP');
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await servingSerial()).not.toBe(before);
+    expect((await request()).length).toBeGreaterThanOrEqual(2);
+    client.close();
+    await stop(server);
+  });
+});
+
+function tlsPeerSerial(port: number, roots: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, ca: roots, servername: 'localhost', ALPNProtocols: ['h2'] }, () => {
+      resolve(socket.getPeerX509Certificate()!.serialNumber);
+      socket.destroy();
+    });
+    socket.on('error', reject);
+  });
+}
 
 describe('crash safety', () => {
   it('after kill -9 with requests in flight, every certificate a client received is in the store', async () => {

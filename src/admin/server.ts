@@ -3,10 +3,11 @@ import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import type { Inventory } from '../authority/inventory.js';
 import type { CertificateAuthority } from '../authority/lifecycle.js';
-import type { ServingIdentity } from '../authority/serving.js';
+import type { TLSSocket } from 'node:tls';
+import type { ServingCredentials, ServingIdentity } from '../authority/serving.js';
 import { formatAddress, type ListenAddress } from '../net.js';
 import type { Metrics } from '../observability/metrics.js';
-import { requireAdmin } from './auth.js';
+import { clientSpiffeId, requireAdmin } from './auth.js';
 import { adminErrorHandler } from './errors.js';
 import { authorityRoutes } from './routes/authorities.js';
 import { certificateRoutes } from './routes/certificates.js';
@@ -19,6 +20,8 @@ export interface AdminApiOptions {
   readonly inventory: Inventory;
   readonly revocation: RevocationService;
   readonly adminToken: string;
+  readonly clientIds: readonly string[];
+  readonly maxAuthFailuresPerMinute: number;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly bodyLimitBytes: number;
@@ -33,7 +36,7 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
     bodyLimit: options.bodyLimitBytes,
     requestTimeout: options.requestTimeoutMs,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
-    ...(serving ? { https: { key: serving.current().privateKeyPem, cert: serving.current().certificateChainPem, minVersion: 'TLSv1.2' as const } } : {}),
+    ...(serving ? { https: tlsOptions(serving.current(), options.clientIds.length > 0) } : {}),
   }) as unknown as FastifyInstance;
   app.setErrorHandler(adminErrorHandler);
   await app.register(swagger, {
@@ -43,8 +46,11 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
   trustRoutes(app, { ca: options.ca, refreshHintSeconds: options.refreshHintSeconds });
   crlRoutes(app, options.revocation);
   await app.register(async (protectedApp) => {
-    protectedApp.addHook('onRequest', requireAdmin({ token: options.adminToken, onFailure: (request) => authFailure(options, request) }));
-    const actor = (_request: FastifyRequest) => 'admin';
+    protectedApp.addHook(
+      'onRequest',
+      requireAdmin({ token: options.adminToken, clientIds: options.clientIds, maxFailuresPerMinute: options.maxAuthFailuresPerMinute, onFailure: (request, reason) => authFailure(options, request, reason) }),
+    );
+    const actor = (request: FastifyRequest) => clientSpiffeId(request.raw.socket as TLSSocket) ?? 'admin';
     authorityRoutes(protectedApp, { ca: options.ca, inventory: options.inventory, actor });
     certificateRoutes(protectedApp, options.inventory);
     revocationRoutes(protectedApp, { revocation: options.revocation, actor, onRevoked: (n) => options.metrics.revoked.inc(n) });
@@ -54,9 +60,23 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
   return app;
 }
 
-function authFailure(options: AdminApiOptions, request: FastifyRequest): void {
+function authFailure(options: AdminApiOptions, request: FastifyRequest, reason: string): void {
+  const route = `${request.method} ${request.url.split('?')[0]}`;
   options.metrics.adminAuthFailures.inc();
-  request.log.warn({ ip: request.ip, route: request.url.split('?')[0] }, 'admin authentication failed');
+  request.log.warn({ ip: request.ip, route, reason }, 'admin authentication failed');
+  void options.inventory
+    .recordEvent({ actor: `ip:${request.ip}`, action: 'admin.authenticate', target: route, result: 'denied', details: { reason }, at: new Date() })
+    .catch((error: unknown) => request.log.error({ err: error }, 'could not audit an authentication failure'));
+}
+
+/** Serving certificate; with an mTLS allow-list, also ask for (but do not force) a client certificate from the mesh roots. */
+function tlsOptions(credentials: ServingCredentials, requestClientCertificate: boolean) {
+  return {
+    key: credentials.privateKeyPem,
+    cert: credentials.certificateChainPem,
+    minVersion: 'TLSv1.2' as const,
+    ...(requestClientCertificate ? { requestCert: true, rejectUnauthorized: false, ca: credentials.rootsPem } : {}),
+  };
 }
 
 export interface AdminServer {
@@ -70,7 +90,7 @@ export async function startAdminServer(listen: ListenAddress, options: AdminApiO
   const app = await buildAdminApi(options, serving);
   serving.onRenew((credentials) => {
     const server = app.server as unknown as { setSecureContext?: (o: object) => void };
-    server.setSecureContext?.({ key: credentials.privateKeyPem, cert: credentials.certificateChainPem });
+    server.setSecureContext?.(tlsOptions(credentials, options.clientIds.length > 0));
   });
   await app.listen({ host: listen.host, port: listen.port });
   const bound = app.server.address();

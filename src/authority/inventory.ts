@@ -1,4 +1,4 @@
-import type { AuditEvent, AuthorityRecord, CertificateDetail, CertificateStatus, CertificateSummary, Page, Store } from '../store/types.js';
+import type { AuditEvent, AuditEventInput, AuthorityRecord, CertificateDetail, CertificateStatus, CertificateSummary, Page, Store } from '../store/types.js';
 import { AuthorityError } from './errors.js';
 
 export interface AuthorityView {
@@ -68,6 +68,10 @@ export class Inventory {
 
   certificate(serialHex: string): Promise<CertificateDetail | undefined> {
     return this.store.getCertificate(serialHex, this.now());
+  }
+
+  recordEvent(event: AuditEventInput): Promise<void> {
+    return this.store.appendAudit(event);
   }
 
   audit(limit: number, cursor?: string): Promise<Page<AuditEvent>> {

@@ -53,6 +53,11 @@ export class ServingIdentity {
     this.listeners.push(listener);
   }
 
+  /** Re-issues now (SIGHUP); new handshakes use it, open connections are untouched. */
+  reload(reason: string): Promise<void> {
+    return this.renew(reason);
+  }
+
   close(): void {
     this.closed = true;
     clearTimeout(this.timer);

@@ -5,6 +5,7 @@ import { IssuanceError } from '../authority/errors.js';
 import type { IssuanceService } from '../authority/issuance.js';
 import type { Metrics } from '../observability/metrics.js';
 import { metadataString, type IstioCertificateRequest, type IstioCertificateResponse } from './proto.js';
+import type { IdentityRateLimiter } from './rate-limit.js';
 import { toGrpcFailure, type GrpcFailure } from './status.js';
 
 /** Decides whether a caller (ztunnel) may obtain a certificate for another identity; throws AuthenticationError if not. */
@@ -19,7 +20,12 @@ export interface CertificateServiceOptions {
   readonly maxInFlight: number;
   readonly maxCsrBytes: number;
   readonly impersonation?: ImpersonationAuthorizer;
+  /** Optional per-identity limit; over it, RESOURCE_EXHAUSTED (istio-agent backs off and retries). */
+  readonly rateLimiter?: IdentityRateLimiter;
 }
+
+/** Refusals that are about load, not about the request; istio-agent retries them. */
+class OverloadError extends Error {}
 
 type Call = ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>;
 
@@ -52,6 +58,9 @@ async function createCertificate(options: CertificateServiceOptions, call: Call)
   if (Buffer.byteLength(csrPem) > options.maxCsrBytes) {
     throw new IssuanceError('ERR_CSR_REJECTED', `CSR is larger than ${options.maxCsrBytes} bytes`);
   }
+  if (options.rateLimiter && !options.rateLimiter.allow(caller.spiffeId)) {
+    throw new OverloadError(`${caller.spiffeId} exceeds --rate-limit-per-identity; retry later`);
+  }
   const identity = await impersonatedIdentity(options, caller, call.request);
   const issued = await options.issuance.issue({ csrPem, validitySeconds: Number(call.request.validity_duration) || 0, caller, identity });
   options.logger.info({ spiffeId: issued.spiffeId, caller: caller.spiffeId, serial: issued.serialHex, notAfter: issued.notAfter, clusterId: caller.clusterId }, 'issued certificate');
@@ -73,6 +82,10 @@ function header(metadata: Metadata, name: string): string | undefined {
 }
 
 function recordFailure(options: CertificateServiceOptions, error: unknown): GrpcFailure {
+  if (error instanceof OverloadError) {
+    options.metrics.shed.inc();
+    return { code: status.RESOURCE_EXHAUSTED, details: error.message, reason: 'ERR_RATE_LIMITED' };
+  }
   const failure = toGrpcFailure(error);
   const { metrics } = options;
   if (error instanceof AuthenticationError) metrics.authenticationFailures.inc();

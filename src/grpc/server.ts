@@ -7,9 +7,10 @@ export interface GrpcLimits {
   /** Largest request accepted; bigger ones get RESOURCE_EXHAUSTED from grpc-js before parsing. */
   readonly maxMessageBytes: number;
   readonly maxConcurrentStreams: number;
-  /** Clients pinging more often than this are sent GOAWAY (keepalive enforcement). */
-  readonly keepaliveMinPingIntervalMs: number;
+  /** Server-side keepalive pings detect dead peers (grpc-js has no client ping-rate enforcement; Node's HTTP/2 layer bounds ping floods). */
+  readonly keepaliveTimeMs: number;
   readonly maxConnectionIdleMs: number;
+  readonly maxConnectionAgeMs: number;
 }
 
 export interface GrpcServerOptions {
@@ -65,9 +66,11 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     'grpc.max_receive_message_length': limits.maxMessageBytes,
     'grpc.max_send_message_length': 1024 * 1024,
     'grpc.max_concurrent_streams': limits.maxConcurrentStreams,
-    'grpc.http2.min_ping_interval_without_data_ms': limits.keepaliveMinPingIntervalMs,
-    'grpc.keepalive_permit_without_calls': 0,
+    'grpc.keepalive_time_ms': limits.keepaliveTimeMs,
+    'grpc.keepalive_timeout_ms': 20_000,
     'grpc.max_connection_idle_ms': limits.maxConnectionIdleMs,
+    'grpc.max_connection_age_ms': limits.maxConnectionAgeMs,
+    'grpc.max_connection_age_grace_ms': 30_000,
   });
   server.addService(istioCertificateServiceDefinition(), options.handlers);
   const credentials = options.plaintext

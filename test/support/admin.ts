@@ -13,6 +13,8 @@ export interface AdminTarget {
   /** PEM roots the client trusts for the server's certificate. */
   readonly roots: string;
   readonly token?: string;
+  /** Client certificate for mutual TLS. */
+  readonly client?: { readonly key: string; readonly cert: string };
 }
 
 /** A real HTTPS request to the admin API, verifying the server against the mesh roots. */
@@ -23,7 +25,7 @@ export function adminCall(target: AdminTarget, method: string, path: string, opt
   if (token) headers.authorization = `Bearer ${token}`;
   if (body !== undefined) headers['content-type'] = 'application/json';
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port: target.port, path, method, headers, ca: target.roots, servername: 'localhost' }, (res) => {
+    const req = request({ host: '127.0.0.1', port: target.port, path, method, headers, ca: target.roots, servername: 'localhost', key: target.client?.key, cert: target.client?.cert }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

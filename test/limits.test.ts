@@ -1,0 +1,110 @@
+import { connect as http2Connect } from 'node:http2';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connectivityState, status } from '@grpc/grpc-js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openDevTokenIssuer } from '../src/authn/index.js';
+import { CaClient } from '../src/client/ca-client.js';
+import { adminCall } from './support/admin.js';
+import { countCertificates, csrFor, removeDir, startTestServer, tempDir, type TestServer } from './support/server.js';
+
+const id = (sa: string) => `spiffe://cluster.local/ns/lim/sa/${sa}`;
+const running: { t: TestServer; dir: string }[] = [];
+
+async function server(flags: string[]): Promise<TestServer & { token(sa: string): Promise<string>; adminToken: string }> {
+  const dir = tempDir();
+  const t = await startTestServer(join(dir, 'data'), ['--dev', ...flags]);
+  running.push({ t, dir });
+  const issuer = await openDevTokenIssuer(join(dir, 'data'));
+  const adminToken = readFileSync(join(dir, 'data', 'admin-token'), 'utf8').trim();
+  return Object.assign(t, { token: (sa: string) => issuer.sign({ namespace: 'lim', serviceAccount: sa, ttlSeconds: 600 }), adminToken });
+}
+
+async function codes(t: Awaited<ReturnType<typeof server>>, sas: readonly string[], client = t.client()): Promise<(status | 'OK')[]> {
+  const requests = await Promise.all(sas.map(async (sa) => ({ csrPem: await csrFor(id(sa)), token: await t.token(sa) })));
+  return Promise.all(requests.map((r) => client.createCertificate(r).then(() => 'OK' as const, (e: { code: status }) => e.code)));
+}
+
+afterEach(async () => {
+  for (const { t, dir } of running.splice(0)) {
+    await t.close();
+    removeDir(dir);
+  }
+});
+
+describe('gRPC limits', () => {
+  it('--max-in-flight sheds excess concurrent calls with RESOURCE_EXHAUSTED and writes nothing for them', async () => {
+    const t = await server(['--max-in-flight', '2']);
+    const results = await codes(t, Array.from({ length: 40 }, (_, i) => `s${i}`));
+    const shed = results.filter((c) => c === status.RESOURCE_EXHAUSTED).length;
+    expect(shed).toBeGreaterThan(0);
+    expect(results.filter((c) => c === 'OK').length + shed).toBe(40);
+    expect(await countCertificates(t.server)).toBe(results.filter((c) => c === 'OK').length + 1); // + the serving certificate
+  });
+
+  it('--rate-limit-per-identity limits one identity without affecting others', async () => {
+    const t = await server(['--rate-limit-per-identity', '1']);
+    const client = t.client();
+    const results: (status | 'OK')[] = [];
+    for (let i = 0; i < 8; i++) results.push(...(await codes(t, ['noisy'], client)));
+    expect(results.slice(0, 5)).toEqual(['OK', 'OK', 'OK', 'OK', 'OK']);
+    expect(results.slice(5)).toContain(status.RESOURCE_EXHAUSTED);
+    expect(await codes(t, ['quiet'], client)).toEqual(['OK']);
+  });
+
+  it('--max-concurrent-streams is advertised in HTTP/2 SETTINGS', async () => {
+    const t = await server(['--max-concurrent-streams', '3']);
+    const session = http2Connect(`https://127.0.0.1:${t.server.grpcAddress.port}`, { ca: t.server.ca.current().rootsPem, servername: 'localhost' });
+    const settings = await new Promise<{ maxConcurrentStreams?: number }>((resolve, reject) => {
+      session.once('remoteSettings', resolve);
+      session.once('error', reject);
+    });
+    session.close();
+    expect(settings.maxConcurrentStreams).toBe(3);
+    expect(await codes(t, ['a', 'b', 'c', 'd', 'e', 'f'])).toEqual(Array(6).fill('OK'));
+  });
+
+  it('--max-connection-idle closes idle client connections', async () => {
+    const t = await server(['--max-connection-idle', '1s']);
+    const client = new CaClient({ address: t.address, rootsPem: t.server.ca.current().rootsPem, serverName: 'localhost' });
+    expect(await codes(t, ['idle'], client)).toEqual(['OK']);
+    const channel = (client as unknown as { stub: { getChannel(): { getConnectivityState(b: boolean): connectivityState } } }).stub.getChannel();
+    expect(channel.getConnectivityState(false)).toBe(connectivityState.READY);
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(channel.getConnectivityState(false)).not.toBe(connectivityState.READY);
+    client.close();
+  });
+});
+
+describe('admin limits', () => {
+  it('--admin-body-limit refuses large bodies with 413', async () => {
+    const t = await server(['--admin-body-limit', '1024']);
+    const res = await adminCall({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token: t.adminToken }, 'POST', '/v1/identities/revoke', {
+      body: { spiffeId: id('x'), reason: 'keyCompromise', padding: 'x'.repeat(4096) },
+    });
+    expect(res.status).toBe(413);
+  });
+
+  it('locks out an address after --admin-max-auth-failures and audits the failures', async () => {
+    const t = await server(['--admin-max-auth-failures', '3']);
+    const target = { port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token: t.adminToken };
+    const statuses = [];
+    for (let i = 0; i < 5; i++) statuses.push((await adminCall(target, 'GET', '/v1/authorities', { token: 'wrong' })).status);
+    expect(statuses).toEqual([401, 401, 401, 429, 429]);
+    expect((await adminCall(target, 'GET', '/v1/authorities')).status).toBe(429);
+    expect((await adminCall(target, 'GET', '/v1/bundle')).status).toBe(200);
+    const page = await t.server.store.listAudit({ limit: 100 });
+    expect(page.items.filter((e) => e.action === 'admin.authenticate' && e.result === 'denied')).toHaveLength(3);
+  });
+
+  it('--admin-client-ids requires a mesh client certificate with an allowed SPIFFE ID', async () => {
+    const t = await server(['--admin-client-ids', id('operator')]);
+    const target = { port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token: t.adminToken };
+    expect((await adminCall(target, 'GET', '/v1/authorities')).status).toBe(401);
+    const { workloadCredentials } = await import('./support/mtls.js');
+    const operator = await workloadCredentials(t.client(), id('operator'), await t.token('operator'));
+    const intruder = await workloadCredentials(t.client(), id('intruder'), await t.token('intruder'));
+    expect((await adminCall({ ...target, client: operator }, 'GET', '/v1/authorities')).status).toBe(200);
+    expect((await adminCall({ ...target, client: intruder }, 'GET', '/v1/authorities')).status).toBe(401);
+  });
+});
