@@ -2,7 +2,9 @@ import { parseDuration } from './duration.js';
 import { bool, list, str, UsageError, type FlagSpec, type FlagValues } from './flags.js';
 import { parseListenAddress, type ListenAddress } from './net.js';
 import { parseKeyType, type KeyType } from './pki/keys.js';
+import { defaultVerifierThreads } from './pki/verify-pool.js';
 import { parseTrustDomain } from './spiffe/id.js';
+import { buildKubernetesConfig, KUBERNETES_FLAGS, type KubernetesConfig } from './kubernetes/options.js';
 
 /** The validated configuration the composition root (server.ts) is wired from. */
 export interface ServerConfig {
@@ -21,6 +23,8 @@ export interface ServerConfig {
     readonly maxConnectionAgeMs: number;
     /** Certificates per second per identity (0 = unlimited), with a burst of 5× that. */
     readonly rateLimitPerIdentity: number;
+    /** Worker threads verifying CSR signatures off the event loop. */
+    readonly verifyThreads: number;
   };
   readonly serverDnsNames: readonly string[];
   readonly monitoringListen: ListenAddress;
@@ -55,6 +59,8 @@ export interface ServerConfig {
   readonly crlValidityMs: number;
   /** Expired certificate rows are pruned this long after they expire. */
   readonly retentionMs: number;
+  /** TokenReview, multi-cluster, ztunnel impersonation, root distribution, istiod Secret. */
+  readonly kubernetes: KubernetesConfig;
 }
 
 export const SERVE_FLAGS: readonly FlagSpec[] = [
@@ -89,12 +95,14 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
   { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '256', help: 'HTTP/2 streams per client connection' },
   { name: 'max-in-flight', kind: 'string', value: 'N', default: '2048', help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED' },
+  { name: 'verify-threads', kind: 'string', value: 'N', default: String(defaultVerifierThreads()), help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4)' },
   { name: 'rate-limit-per-identity', kind: 'string', value: 'N', default: '0', help: 'certificate requests per second per SPIFFE ID, 0 = unlimited' },
   { name: 'keepalive-time', kind: 'string', value: 'DURATION', default: '5m', help: 'server pings idle clients this often and drops dead connections' },
   { name: 'max-connection-idle', kind: 'string', value: 'DURATION', default: '30m', help: 'connections without calls this long are closed (GOAWAY)' },
   { name: 'max-connection-age', kind: 'string', value: 'DURATION', default: '1h', help: 'connections are recycled after this long so clients rebalance across replicas' },
   { name: 'shutdown-timeout', kind: 'string', value: 'DURATION', default: '15s', help: 'how long SIGTERM waits for in-flight requests' },
   { name: 'log-level', kind: 'string', value: 'LEVEL', default: 'info', help: 'trace, debug, info, warn, error' },
+  ...KUBERNETES_FLAGS,
 ];
 
 export function buildServerConfig(values: FlagValues): ServerConfig {
@@ -104,7 +112,9 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
   const issuer = str(values, 'jwt-issuer');
   if ((jwksFile || jwksUrl) && !issuer) throw new UsageError('--jwt-issuer is required with --jwks-file/--jwks-url (e.g. https://kubernetes.default.svc.cluster.local)');
   const dev = bool(values, 'dev');
-  if (!dev && !jwksFile && !jwksUrl) throw new UsageError('no token validation configured: pass --jwks-file or --jwks-url with --jwt-issuer (or --dev for a local token issuer)');
+  if (!dev && !jwksFile && !jwksUrl && !bool(values, 'token-review')) {
+    throw new UsageError('no token validation configured: pass --jwks-file or --jwks-url with --jwt-issuer, or --token-review (or --dev for a local token issuer)');
+  }
   return {
     dataDir: str(values, 'data-dir')!,
     trustDomain: guard('--trust-domain', () => parseTrustDomain(str(values, 'trust-domain')!)),
@@ -120,6 +130,7 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       maxConnectionIdleMs: duration(values, 'max-connection-idle'),
       maxConnectionAgeMs: duration(values, 'max-connection-age'),
       rateLimitPerIdentity: nonNegativeNumber(values, 'rate-limit-per-identity'),
+      verifyThreads: positiveInt(values, 'verify-threads'),
     },
     serverDnsNames: list(values, 'server-dns'),
     monitoringListen: guard('--monitoring-listen', () => parseListenAddress(str(values, 'monitoring-listen')!)),
@@ -144,6 +155,7 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
     bundleRefreshHintSeconds: Math.round(duration(values, 'bundle-refresh-hint') / 1000),
     crlValidityMs: duration(values, 'crl-validity'),
     retentionMs: duration(values, 'retention'),
+    kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
   };
 }
 

@@ -1,9 +1,10 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { createClusterRouter, createJwksAuthenticator, openDevTokenIssuer, type Authenticator, type JwksAuthenticator } from './authn/index.js';
+import { createJwksAuthenticator, openDevTokenIssuer, type Authenticator, type JwksAuthenticator } from './authn/index.js';
 import { CertificateAuthority } from './authority/lifecycle.js';
 import { IssuanceService } from './authority/issuance.js';
 import { IssuancePolicy } from './authority/policy.js';
+import { CsrVerifierPool } from './pki/verify-pool.js';
 import { ServingIdentity } from './authority/serving.js';
 import type { TrustSnapshot } from './authority/snapshot.js';
 import { randomBytes } from 'node:crypto';
@@ -19,6 +20,7 @@ import { startGrpcServer, type GrpcServer } from './grpc/server.js';
 import { Metrics } from './observability/metrics.js';
 import { startMonitoringServer, type MonitoringServer } from './observability/monitoring.js';
 import { formatAddress, type ListenAddress } from './net.js';
+import { startKubernetesIntegration, type KubernetesIntegration } from './kubernetes/integration.js';
 import { openSqliteStore } from './store/sqlite.js';
 import type { Store } from './store/types.js';
 
@@ -56,13 +58,16 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   });
   let ready = false;
   const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready);
+  let kubernetes: KubernetesIntegration | undefined;
   try {
     const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ...config.ca });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
     const jwks = await tokenAuthenticator(config, logger);
-    const authenticator: Authenticator = createClusterRouter(new Map([[config.clusterId, jwks]]), config.clusterId);
-    const issuance = new IssuanceService(ca, store, new IssuancePolicy(config.issuance));
+    const verifiers = new CsrVerifierPool(config.grpc.verifyThreads);
+    const issuance = new IssuanceService(ca, store, new IssuancePolicy(config.issuance), (csr) => verifiers.verify(csr));
+    kubernetes = await startKubernetesIntegration(config, { jwks, ca, issuance, logger, env });
+    const authenticator: Authenticator = kubernetes.authenticator;
     const serving = await ServingIdentity.start(ca, issuance, {
       dnsNames: config.serverDnsNames,
       spiffeId: `spiffe://${config.trustDomain}/ns/meshca/sa/meshca`,
@@ -76,6 +81,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       limits: config.grpc,
       handlers: certificateServiceHandlers({
         authenticator,
+        impersonation: kubernetes.impersonation,
         issuance,
         metrics,
         logger,
@@ -106,6 +112,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         bodyLimitBytes: config.admin.bodyLimitBytes,
         requestTimeoutMs: config.admin.requestTimeoutMs,
         refreshHintSeconds: config.bundleRefreshHintSeconds,
+        istiod: { ca, issuance, trustDomain: config.trustDomain, clusterId: config.clusterId, defaultTtlMs: config.kubernetes.istiodCertTtlMs, maxTtlMs: config.issuance.maxTtlMs },
       },
       serving,
     );
@@ -122,23 +129,26 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       store,
       metrics,
       reload: async () => {
-        await jwks.reload();
+        await jwks?.reload();
         await ca.reload();
         await serving.reload('SIGHUP');
       },
-      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping }, () => (ready = false)),
+      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes! }, () => (ready = false)),
     };
   } catch (error) {
+    await kubernetes?.close().catch(() => undefined);
     await store.close().catch(() => undefined);
     await monitoring.close();
     throw error;
   }
 }
 
-async function tokenAuthenticator(config: ServerConfig, logger: Logger): Promise<JwksAuthenticator> {
+/** The offline (JWKS) validator; undefined when only --token-review validates tokens. */
+async function tokenAuthenticator(config: ServerConfig, logger: Logger): Promise<JwksAuthenticator | undefined> {
   const common = { trustDomain: config.trustDomain, audiences: config.jwt.audiences, clusterId: config.clusterId };
   if (config.jwt.jwksFile) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { file: config.jwt.jwksFile } });
   if (config.jwt.jwksUrl) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { url: config.jwt.jwksUrl } });
+  if (!config.dev) return undefined;
   const dev = await openDevTokenIssuer(config.dataDir);
   logger.warn({ issuer: dev.issuer }, `accepting development tokens: get one with "meshca dev-token --data-dir ${config.dataDir} --namespace NS --service-account SA"`);
   return createJwksAuthenticator({ ...common, issuer: dev.issuer, jwks: { keys: dev.jwks } });
@@ -151,13 +161,17 @@ interface Parts {
   readonly store: Store;
   readonly monitoring: MonitoringServer;
   readonly housekeeping: Housekeeping;
+  readonly kubernetes: KubernetesIntegration;
+  readonly verifiers: CsrVerifierPool;
 }
 
-async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping }: Parts, notReady: () => void): Promise<void> {
+async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes }: Parts, notReady: () => void): Promise<void> {
   notReady();
+  await kubernetes.close(); // leader tasks stop and the lease is released before the store closes
   housekeeping.stop();
   await Promise.all([grpc.close(config.shutdownTimeoutMs), admin.close()]);
   serving.close();
+  await verifiers.close();
   await store.close();
   await monitoring.close();
 }

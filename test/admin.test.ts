@@ -17,7 +17,11 @@ let token: string;
 const target = (): AdminTarget => ({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token });
 const call = (method: string, path: string, options: Parameters<typeof adminCall>[3] = {}): Promise<AdminResponse> => adminCall(target(), method, path, options);
 const credentials = async (sa: string) => workloadCredentials(t.client(), id(sa), await devIssuer.sign({ namespace: 'rot', serviceAccount: sa, ttlSeconds: 600 }));
-const state = async () => ({ sequence: t.server.ca.current().bundleSequence, audit: (await call('GET', '/v1/audit?limit=1000')).json<{ items: unknown[] }>().items.length });
+/** Bundle sequence and the audit events of state changes (authentication failures are audited too, so they are left out). */
+const state = async () => ({
+  sequence: t.server.ca.current().bundleSequence,
+  audit: (await call('GET', '/v1/audit?limit=1000')).json<{ items: { action: string }[] }>().items.filter((e) => e.action !== 'admin.authenticate').length,
+});
 const authorities = async () => (await call('GET', '/v1/authorities')).json<{ authorities: { id: string; kind: string; state: string; parentId: string | null; unexpiredIssuedCount: number }[] }>().authorities;
 const active = async () => (await authorities()).find((a) => a.kind === 'intermediate' && a.state === 'active')!;
 

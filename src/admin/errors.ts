@@ -31,6 +31,8 @@ function classify(error: FastifyError | Error): [number, ErrorBody] {
   if (error instanceof StoreError) {
     if (error.code === 'ERR_STORE_CONFLICT') return [409, { code: error.code, message: `${error.message}; the state changed concurrently, re-read and retry` }];
     if (error.code === 'ERR_STORE_BAD_CURSOR') return [400, { code: error.code, message: error.message }];
+    if (error.code === 'ERR_STORE_NOT_FOUND') return [404, { code: error.code, message: error.message }];
+    if (error.code === 'ERR_STORE_DUPLICATE') return [409, { code: error.code, message: error.message }];
     return [503, { code: error.code, message: 'the store is unavailable; retry later' }];
   }
   const fastifyError = error as FastifyError;

@@ -47,6 +47,7 @@ export class IssuanceService {
     private readonly ca: CertificateAuthority,
     private readonly store: Store,
     private readonly policy: IssuancePolicy,
+    private readonly verifySignature: (csr: CertificationRequest) => Promise<boolean> = verifyCsrSignature,
     now?: () => Date,
   ) {
     this.now = now ?? (() => new Date());
@@ -56,7 +57,7 @@ export class IssuanceService {
     const spiffeId = request.identity ?? request.caller.spiffeId;
     const csr = parseRequest(request.csrPem);
     this.policy.checkCsr(csr, { uris: [spiffeId], dnsNames: [] });
-    const [denied, signatureValid] = await Promise.all([this.store.isDenied(spiffeId), verifyCsrSignature(csr)]);
+    const [denied, signatureValid] = await Promise.all([this.store.isDenied(spiffeId), this.verifySignature(csr).catch(() => false)]);
     if (denied) throw new IssuanceError('ERR_IDENTITY_DENIED', `${spiffeId} is on the deny-list; an operator must allow it again`);
     if (!signatureValid) throw new IssuanceError('ERR_CSR_SIGNATURE', 'CSR signature does not verify: the CSR was altered or not signed by its key');
     return this.signAndRecord(

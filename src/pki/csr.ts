@@ -141,6 +141,26 @@ export function parseCsrDer(der: Buffer): CertificationRequest {
  * of CSRs does not block the event loop. False for a wrong signature; a public key OpenSSL
  * cannot load is ERR_CSR_UNSUPPORTED_KEY.
  */
+/** Everything a signature check needs, as plain cloneable data (for the verifier threads). */
+export interface SignatureCheck {
+  readonly hash: string;
+  readonly data: Buffer;
+  readonly key: VerifyPublicKeyInput | VerifyJsonWebKeyInput;
+  readonly signature: Buffer;
+}
+
+/** Exact-size copies: posting a view of a pooled Buffer would clone its whole 8 KiB slab. */
+export function signatureCheck(csr: CertificationRequest): SignatureCheck {
+  const key = verificationKey(csr);
+  const portableKey = Buffer.isBuffer(key.key) ? { ...key, key: exactCopy(key.key) } : key;
+  return { hash: csr.signatureHash, data: exactCopy(csr.certificationRequestInfoDer), key: portableKey as SignatureCheck['key'], signature: exactCopy(csr.signatureValue) };
+}
+
+function exactCopy(bytes: Buffer): Buffer {
+  const copy = new Uint8Array(bytes);
+  return Buffer.from(copy.buffer, 0, copy.byteLength);
+}
+
 export function verifyCsrSignature(csr: CertificationRequest): Promise<boolean> {
   return new Promise((resolve, reject) => {
     try {

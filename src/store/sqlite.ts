@@ -2,6 +2,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync, renameSync, rmSy
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { IssuanceWriterThread } from './issuance-writer.js';
 import Database from 'better-sqlite3';
 import type { Database as Connection, Statement } from 'better-sqlite3';
 import { StoreError } from './errors.js';
@@ -47,6 +48,8 @@ export interface SqliteStoreOptions {
    * crosses the threshold, which stalls the event loop ~10-30 ms about once a second under load.
    */
   readonly backgroundCheckpoint?: boolean;
+  /** Commit issuance batches from a worker thread (default true) so their fsync never blocks the event loop. */
+  readonly writerThread?: boolean;
 }
 
 /** The SQLite store, plus what only tests and operators need. */
@@ -72,7 +75,8 @@ export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
     applyMigrations(db, options.migrationsDir);
     restrictFiles(options.path);
     const checkpointer = options.backgroundCheckpoint === false ? undefined : new BackgroundCheckpointer(db, options.path, options.logger);
-    return new SqliteStoreImpl(db, options, checkpointer);
+    const writer = options.writerThread === false ? undefined : new IssuanceWriterThread(options.path, SQL_INSERT_ISSUED, checkpointer !== undefined);
+    return new SqliteStoreImpl(db, options, checkpointer, writer);
   } catch (error) {
     db.close();
     throw error instanceof StoreError ? error : toStoreError(error);
@@ -82,17 +86,20 @@ export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
 /** An online, consistent copy (better-sqlite3's backup API) written 0600 and renamed into place. */
 export async function backupSqliteStore(path: string, outFile: string): Promise<void> {
   const temporary = `${outFile}.partial-${process.pid}`;
-  closeSync(openSync(temporary, 'w', 0o600));
-  const db = new Database(path, { readonly: true, fileMustExist: true });
+  let db: Connection | undefined;
   try {
-    await db.backup(temporary);
-    chmodSync(temporary, 0o600);
+    db = new Database(path, { readonly: true, fileMustExist: true });
+    rmSync(temporary, { force: true });
+    closeSync(openSync(temporary, 'wx', 0o600));
+    // Copy every remaining page in one step: between small steps any commit by the server restarts
+    // the backup, so under sustained load a large database would never finish.
+    await db.backup(temporary, { progress: () => 0x7fffffff });
     renameSync(temporary, outFile);
   } catch (error) {
     rmSync(temporary, { force: true });
     throw toStoreError(error);
   } finally {
-    db.close();
+    db?.close();
   }
 }
 
@@ -434,16 +441,17 @@ interface PendingIssue {
 }
 
 /** Writes one batch in one transaction; per-record failures (duplicate serial) come back in place. */
-type BatchWriter = (records: readonly IssuedCertificateRecord[]) => (StoreError | undefined)[];
+type BatchWriter = (records: readonly IssuedCertificateRecord[]) => Promise<(StoreError | undefined)[]>;
 
 /**
- * Queues issuance records and commits them in batches: one fsync for many certificates. A caller's
- * promise settles only after its batch's COMMIT returned (synchronous=FULL, so it is durable).
+ * Queues issuance records and commits them in batches: one fsync for many certificates. One batch
+ * is in flight at a time; whatever arrives meanwhile forms the next one. A caller's promise settles
+ * only after its batch's COMMIT returned (synchronous=FULL, so it is durable).
  */
 class IssuanceJournal {
   private queue: PendingIssue[] = [];
   private timer: NodeJS.Timeout | undefined;
-  private immediate: NodeJS.Immediate | undefined;
+  private inFlight: Promise<void> | undefined;
 
   constructor(
     private readonly write: BatchWriter,
@@ -459,40 +467,33 @@ class IssuanceJournal {
   }
 
   /** Commits everything queued, now (close). */
-  flushAll(): void {
-    this.cancel();
-    while (this.queue.length > 0) this.flushBatch();
+  async flushAll(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    while (this.inFlight || this.queue.length > 0) await (this.inFlight ?? this.flushBatch());
   }
 
   private schedule(): void {
-    if (this.immediate) return;
-    if (this.queue.length >= this.maxRows || this.windowMs <= 0) {
-      this.cancel();
-      this.immediate = setImmediate(() => this.flushDue());
-    } else {
-      this.timer ??= setTimeout(() => this.flushDue(), this.windowMs);
-    }
+    if (this.inFlight || this.timer) return;
+    if (this.queue.length >= this.maxRows || this.windowMs <= 0) void this.flushBatch();
+    else this.timer = setTimeout(() => void this.flushBatch(), this.windowMs);
   }
 
-  private flushDue(): void {
-    this.cancel();
-    this.flushBatch();
-    // The rest has waited long enough; yield to I/O first so one burst cannot starve the loop.
-    if (this.queue.length > 0) this.immediate = setImmediate(() => this.flushDue());
-  }
-
-  private cancel(): void {
+  private flushBatch(): Promise<void> {
     clearTimeout(this.timer);
-    if (this.immediate) clearImmediate(this.immediate);
     this.timer = undefined;
-    this.immediate = undefined;
+    const batch = this.queue.splice(0, this.maxRows);
+    this.inFlight = this.commit(batch).finally(() => {
+      this.inFlight = undefined;
+      if (this.queue.length > 0) this.schedule();
+    });
+    return this.inFlight;
   }
 
-  private flushBatch(): void {
-    const batch = this.queue.splice(0, this.maxRows);
+  private async commit(batch: readonly PendingIssue[]): Promise<void> {
     let outcomes: (StoreError | undefined)[];
     try {
-      outcomes = this.write(batch.map((p) => p.record));
+      outcomes = await this.write(batch.map((p) => p.record));
     } catch (error) {
       const failure = toStoreError(error);
       for (const pending of batch) pending.reject(failure);
@@ -509,6 +510,9 @@ class IssuanceJournal {
 // ---------------------------------------------------------------------------------------------
 // The store
 
+const SQL_INSERT_ISSUED = `INSERT INTO issued_certificates (serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, der)
+    VALUES (@serialHex, @spiffeId, @callerId, @clusterId, @authorityId, @notBefore, @notAfter, @issuedAt, @der)`;
+
 const SQL = {
   loadAuthorities: 'SELECT * FROM authorities ORDER BY created_at, id',
   insertAuthority: `INSERT INTO authorities (id, kind, parent_id, state, key_type, certificate, sealed_key, serial_hex, subject,
@@ -521,8 +525,7 @@ const SQL = {
   reseal: 'UPDATE authorities SET sealed_key = @sealedKey, updated_at = @at WHERE id = @id',
   bundleSequence: "SELECT value FROM meta WHERE key = 'bundle_sequence'",
   bumpBundleSequence: "UPDATE meta SET value = value + 1 WHERE key = 'bundle_sequence'",
-  insertIssued: `INSERT INTO issued_certificates (serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, der)
-    VALUES (@serialHex, @spiffeId, @callerId, @clusterId, @authorityId, @notBefore, @notAfter, @issuedAt, @der)`,
+  insertIssued: SQL_INSERT_ISSUED,
   certificateBySerial: `SELECT ${SUMMARY_COLUMNS}, der FROM issued_certificates WHERE serial_hex = ?`,
   // Both scan the covering (authority_id, not_after) index and the small revoked-only index.
   usage: `SELECT authority_id, count(*) AS issued, total(not_after > ?) AS unexpired
@@ -564,9 +567,10 @@ class SqliteStoreImpl implements SqliteStore {
     private readonly db: Connection,
     private readonly options: SqliteStoreOptions,
     private readonly checkpointer: BackgroundCheckpointer | undefined,
+    private readonly writer: IssuanceWriterThread | undefined,
   ) {
     this.journal = new IssuanceJournal(
-      (records) => this.writeIssued(records),
+      (records) => (this.writer?.healthy ? this.writeIssuedInThread(this.writer, records) : Promise.resolve(this.writeIssued(records))),
       options.groupCommitWindowMs ?? DEFAULT_WINDOW_MS,
       Math.max(1, options.groupCommitMaxRows ?? DEFAULT_MAX_ROWS),
     );
@@ -619,7 +623,21 @@ class SqliteStoreImpl implements SqliteStore {
     return this.journal.enqueue(record);
   }
 
-  /** Also runs during close(), after `closed` is set, to drain the queue. */
+  private async writeIssuedInThread(writer: IssuanceWriterThread, records: readonly IssuedCertificateRecord[]): Promise<(StoreError | undefined)[]> {
+    let result;
+    try {
+      // Exact-size copies: posting a view of a pooled Buffer would clone its whole slab.
+      result = await writer.write(records.map((r) => ({ ...issuedParams(r), der: new Uint8Array(r.der) })));
+    } catch (error) {
+      this.options.logger?.warn({ err: error, rows: records.length }, 'an issuance batch failed to commit; none of its certificates were recorded');
+      throw new StoreError('ERR_STORE_UNAVAILABLE', `recording issued certificates failed: ${(error as Error).message}`, { cause: error });
+    }
+    const outcomes = result.outcomes.map((failure, i) => failure && toStoreError(Object.assign(new Error(failure.message), { code: failure.code }), `certificate ${records[i]!.serialHex}`));
+    this.reportCommit(outcomes.filter((o) => o === undefined).length, result.seconds);
+    return outcomes;
+  }
+
+  /** Inline fallback (no writer thread); also runs during close(), after `closed` is set, to drain the queue. */
   private writeIssued(records: readonly IssuedCertificateRecord[]): (StoreError | undefined)[] {
     const started = process.hrtime.bigint();
     let outcomes: (StoreError | undefined)[];
@@ -636,13 +654,17 @@ class SqliteStoreImpl implements SqliteStore {
     return outcomes;
   }
 
-  /** A constraint failure only undoes its own statement, so batch-mates still commit. */
+  /**
+   * A constraint failure (or a malformed record) only undoes its own statement, so batch-mates
+   * still commit; engine failures (I/O, disk full) fail the whole batch.
+   */
   private insertIssued(record: IssuedCertificateRecord): StoreError | undefined {
     try {
       this.run('insertIssued', issuedParams(record));
       return undefined;
     } catch (error) {
-      if (!sqliteCode(error).startsWith('SQLITE_CONSTRAINT')) throw error;
+      const code = sqliteCode(error);
+      if (code !== '' && !code.startsWith('SQLITE_CONSTRAINT')) throw error;
       return toStoreError(error, `certificate ${record.serialHex}`);
     }
   }
@@ -808,7 +830,8 @@ class SqliteStoreImpl implements SqliteStore {
     if (this.closed) return;
     this.closed = true;
     try {
-      this.journal.flushAll();
+      await this.journal.flushAll();
+      await this.writer?.stop();
       await this.checkpointer?.stop();
       this.db.pragma('optimize');
     } finally {

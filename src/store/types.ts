@@ -42,7 +42,7 @@ export interface AuditEvent extends AuditEventInput {
 
 export interface AuthorityTransition {
   readonly id: string;
-  /** Guard: the change is refused (StoreConflictError) unless the current state is one of these. */
+  /** Guard: the change is refused (StoreError ERR_STORE_CONFLICT) unless the current state is one of these. */
   readonly from: readonly AuthorityState[];
   readonly to: AuthorityState;
 }
@@ -95,9 +95,11 @@ export interface CertificateQuery {
   readonly spiffeId?: string;
   readonly authorityId?: string;
   readonly status?: CertificateStatus;
+  /** Page size; the SQLite store clamps it to 1..1000. */
   readonly limit: number;
-  /** Opaque cursor from a previous page. */
+  /** Opaque cursor from a previous page; one the store did not produce fails with ERR_STORE_BAD_CURSOR. */
   readonly cursor?: string;
+  /** What 'active' and 'expired' are relative to. */
   readonly now: Date;
 }
 
@@ -106,6 +108,7 @@ export interface Page<T> {
   readonly nextCursor: string | null;
 }
 
+/** Counts over stored rows: pruned certificates no longer count; `unexpired` includes revoked ones. */
 export interface AuthorityUsage {
   readonly issued: number;
   readonly unexpired: number;
@@ -140,25 +143,39 @@ export interface DeniedIdentity {
 
 export interface Store {
   loadAuthorities(): Promise<AuthorityRecord[]>;
+  /** 0 for a new store; every applied change with bumpBundleSequence adds one. */
   bundleSequence(): Promise<number>;
-  /** Applies one authority change atomically; returns the bundle sequence after it. */
+  /**
+   * Applies one authority change atomically; returns the bundle sequence after it. Fails with
+   * ERR_STORE_CONFLICT (a guard saw another state; nothing was written), ERR_STORE_NOT_FOUND
+   * (unknown id in a transition/re-seal, or an unknown parent) or ERR_STORE_DUPLICATE (id or fingerprint).
+   */
   applyAuthorityChange(change: AuthorityChange): Promise<{ bundleSequence: number }>;
 
-  /** Resolves only after the record is durably committed (group commit batches concurrent calls). */
+  /**
+   * Resolves only after the record is durably committed (group commit batches concurrent calls).
+   * Rejects with ERR_STORE_DUPLICATE (serial already stored) or ERR_STORE_NOT_FOUND (unknown
+   * authority) for that record alone, or ERR_STORE_UNAVAILABLE when its whole batch failed.
+   */
   recordIssued(record: IssuedCertificateRecord): Promise<void>;
   getCertificate(serialHex: string, now: Date): Promise<CertificateDetail | undefined>;
+  /** Newest expiry first (notAfter descending); keyset-paged, so pages never repeat or skip rows. */
   listCertificates(query: CertificateQuery): Promise<Page<CertificateSummary>>;
-  /** Per-authority counts, keyed by authority id. */
+  /** Per-authority counts, keyed by authority id (only authorities that issued something). A full index scan: ~150 ms at 1M rows. */
   authorityUsage(now: Date): Promise<Map<string, AuthorityUsage>>;
-  /** Unexpired certificates issued by any of the given (intermediate) authorities. */
+  /** Unexpired certificates (revoked ones included) issued by any of the given (intermediate) authorities. */
   countUnexpired(authorityIds: readonly string[], now: Date): Promise<number>;
 
   /**
    * Revokes one certificate with an audit event, in one transaction. Idempotent: revoking an already
-   * revoked certificate keeps the original time and reason. Undefined when the serial is unknown.
+   * revoked certificate keeps the original time and reason (and is still audited, with
+   * `alreadyRevoked: true`). Undefined, with nothing written, when the serial is unknown.
    */
   revokeCertificate(serialHex: string, revocation: RevocationInput): Promise<CertificateSummary | undefined>;
-  /** Revokes every unexpired certificate of an identity (and optionally denies it) in one transaction. */
+  /**
+   * Revokes every unexpired, not yet revoked certificate of an identity (unexpired at `revocation.at`),
+   * and optionally denies it (an existing deny entry is kept as it was), with an audit event, in one transaction.
+   */
   revokeIdentity(spiffeId: string, revocation: RevocationInput & { readonly deny: boolean }): Promise<{ revoked: number }>;
   /** Removes an identity from the deny-list (audited); false when it was not denied. */
   allowIdentity(spiffeId: string, actor: string, at: Date): Promise<boolean>;
@@ -170,14 +187,20 @@ export interface Store {
   revocationVersion(authorityId: string): Promise<number>;
   /** Durably increments and returns the authority's CRL number (RFC 5280 §5.2.3: strictly increasing). */
   nextCrlNumber(authorityId: string): Promise<number>;
-  /** Deletes up to `batch` certificates whose notAfter is before `expiredBefore`; returns how many. */
+  /**
+   * Deletes up to `batch` certificates whose notAfter is before `expiredBefore`; returns how many.
+   * Keep batches around 1,000 (~35 ms): the SQLite store blocks the event loop while deleting.
+   */
   pruneExpired(expiredBefore: Date, batch: number): Promise<number>;
 
   appendAudit(event: AuditEventInput): Promise<void>;
   listAudit(query: { readonly limit: number; readonly cursor?: string }): Promise<Page<AuditEvent>>;
 
-  /** `PRAGMA integrity_check` result: 'ok' or the problems found. */
+  /**
+   * `PRAGMA integrity_check` result: 'ok' or the problems found. Reads the whole database: ~9 s
+   * at 1M certificates, blocking the event loop, so run it from ops tooling, not a hot path.
+   */
   integrityCheck(): Promise<string>;
-  /** Flushes pending issuance records and closes the database. */
+  /** Flushes pending issuance records and closes the database. Idempotent; every other call then fails with ERR_STORE_UNAVAILABLE. */
   close(): Promise<void>;
 }

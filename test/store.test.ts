@@ -1,0 +1,623 @@
+import { spawn, execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { appendFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { StoreError, type StoreErrorCode } from '../src/store/errors.js';
+import { applyMigrations, DEFAULT_MIGRATIONS_DIR, recordedMigrations } from '../src/store/migrations.js';
+import { backupSqliteStore, openSqliteStore, type SqliteStore, type SqliteStoreOptions } from '../src/store/sqlite.js';
+import type {
+  AuthorityKind,
+  AuthorityRecord,
+  AuthorityState,
+  CertificateQuery,
+  CertificateSummary,
+  IssuedCertificateRecord,
+} from '../src/store/types.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const HOUR = 3_600_000;
+const NOW = new Date('2030-01-01T00:00:00Z');
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+const cleanup: string[] = [];
+const openStores: SqliteStore[] = [];
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'meshca-store-'));
+  cleanup.push(dir);
+  return dir;
+}
+
+function open(path: string, options: Partial<SqliteStoreOptions> = {}): SqliteStore {
+  const store = openSqliteStore({ path, ...options });
+  openStores.push(store);
+  return store;
+}
+
+function freshStore(options: Partial<SqliteStoreOptions> = {}): { store: SqliteStore; path: string } {
+  const path = join(tempDir(), 'meshca.db');
+  return { store: open(path, options), path };
+}
+
+afterEach(async () => {
+  await Promise.all(openStores.splice(0).map((s) => s.close()));
+});
+
+afterAll(() => {
+  for (const dir of cleanup) rmSync(dir, { recursive: true, force: true });
+});
+
+function authority(id: string, kind: AuthorityKind, state: AuthorityState, parentId: string | null = null): AuthorityRecord {
+  return {
+    id,
+    kind,
+    parentId,
+    state,
+    keyType: 'ecdsa-p256',
+    certificateDer: randomBytes(200),
+    sealedKey: randomBytes(80),
+    serialHex: randomSerial(),
+    subject: `O=meshca,CN=${id}`,
+    notBefore: new Date(NOW.getTime() - HOUR),
+    notAfter: new Date(NOW.getTime() + 1000 * HOUR),
+    sha256Fingerprint: randomBytes(32).toString('hex'),
+    createdAt: NOW,
+    updatedAt: NOW,
+  };
+}
+
+function randomSerial(): string {
+  return randomBytes(16).toString('hex').replace(/^0+/, '');
+}
+
+let issuedCounter = 0;
+
+function issued(overrides: Partial<IssuedCertificateRecord> = {}): IssuedCertificateRecord {
+  issuedCounter += 1;
+  return {
+    serialHex: randomSerial(),
+    spiffeId: 'spiffe://cluster.local/ns/default/sa/app',
+    callerId: 'spiffe://cluster.local/ns/default/sa/app',
+    clusterId: 'Kubernetes',
+    authorityId: 'int-1',
+    notBefore: new Date(NOW.getTime() - 60_000),
+    notAfter: new Date(NOW.getTime() + 24 * HOUR + issuedCounter),
+    issuedAt: NOW,
+    der: randomBytes(64),
+    ...overrides,
+  };
+}
+
+const audit = (action: string, target: string) => ({ actor: 'test', action, target, result: 'ok' as const, at: NOW });
+
+/** A root and its intermediate `int-1`, both active; bundle sequence 1. */
+async function bootstrap(store: SqliteStore, intermediates: readonly string[] = ['int-1']): Promise<void> {
+  const insert = [authority('root-1', 'root', 'active'), ...intermediates.map((id) => authority(id, 'intermediate', 'active', 'root-1'))];
+  await store.applyAuthorityChange({ insert, bumpBundleSequence: true, audit: audit('authority.bootstrap', 'root-1') });
+}
+
+function states(authorities: readonly AuthorityRecord[]): Record<string, AuthorityState> {
+  return Object.fromEntries(authorities.map((a) => [a.id, a.state]));
+}
+
+async function expectStoreError(promise: Promise<unknown>, code: StoreErrorCode, message?: RegExp): Promise<StoreError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(StoreError);
+  expect((error as StoreError).code).toBe(code);
+  if (message) expect((error as StoreError).message).toMatch(message);
+  return error as StoreError;
+}
+
+async function allPages(store: SqliteStore, query: Omit<CertificateQuery, 'cursor'>): Promise<CertificateSummary[]> {
+  const items: CertificateSummary[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await store.listCertificates({ ...query, cursor });
+    expect(page.items.length).toBeLessThanOrEqual(query.limit);
+    items.push(...page.items);
+    cursor = page.nextCursor ?? undefined;
+  } while (cursor);
+  return items;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('migrations', () => {
+  it('applies each migration once and records it with its checksum', () => {
+    const db = new Database(join(tempDir(), 'm.db'));
+    try {
+      expect(applyMigrations(db)).toEqual([1]);
+      expect(applyMigrations(db)).toEqual([]);
+      const sql = readFileSync(join(DEFAULT_MIGRATIONS_DIR, '001_initial.sql'), 'utf8');
+      expect(recordedMigrations(db)).toEqual([
+        { version: 1, name: 'initial', sha256: createHash('sha256').update(sql).digest('hex'), appliedAt: expect.any(Date) },
+      ]);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('reopens an existing database without re-applying anything', async () => {
+    const { store, path } = freshStore();
+    await bootstrap(store);
+    await store.close();
+    const reopened = open(path);
+    expect(await reopened.bundleSequence()).toBe(1);
+    expect(states(await reopened.loadAuthorities())).toEqual({ 'root-1': 'active', 'int-1': 'active' });
+  });
+
+  const refusals: { name: string; change: (migrations: string) => void; message: RegExp }[] = [
+    { name: 'an applied migration was edited', change: (m) => appendFileSync(join(m, '001_initial.sql'), '\n-- edited\n'), message: /changed after it was applied/ },
+    { name: 'the database is newer than the code', change: (m) => rmSync(join(m, '002_future.sql')), message: /newer than this meshca knows/ },
+  ];
+
+  it.each(refusals)('refuses to open when $name', async ({ change, message }) => {
+    const migrations = join(tempDir(), 'migrations');
+    cpSync(DEFAULT_MIGRATIONS_DIR, migrations, { recursive: true });
+    writeFileSync(join(migrations, '002_future.sql'), 'CREATE TABLE future (id INTEGER PRIMARY KEY);\n');
+    const { store, path } = freshStore({ migrationsDir: migrations });
+    await store.close();
+    change(migrations);
+    await expectStoreError(Promise.resolve().then(() => open(path, { migrationsDir: migrations })), 'ERR_STORE_MIGRATION', message);
+  });
+});
+
+describe('authority changes', () => {
+  it('commits inserts, transitions, the bundle bump and the audit event together', async () => {
+    const { store } = freshStore();
+    const root = authority('root-1', 'root', 'prepared');
+    const intermediate = authority('int-1', 'intermediate', 'prepared', 'root-1');
+    // Child first: the parent foreign key is checked at commit.
+    expect(await store.applyAuthorityChange({ insert: [intermediate, root], bumpBundleSequence: true, audit: audit('authority.prepare', 'root-1') })).toEqual({
+      bundleSequence: 1,
+    });
+    const later = new Date(NOW.getTime() + 1000);
+    const result = await store.applyAuthorityChange({
+      transitions: [
+        { id: 'root-1', from: ['prepared'], to: 'active' },
+        { id: 'int-1', from: ['prepared'], to: 'active' },
+      ],
+      resealed: [{ id: 'int-1', sealedKey: Buffer.from('resealed') }],
+      bumpBundleSequence: true,
+      audit: { ...audit('authority.activate', 'int-1'), at: later },
+    });
+    expect(result).toEqual({ bundleSequence: 2 });
+    const loaded = await store.loadAuthorities();
+    expect(states(loaded)).toEqual({ 'root-1': 'active', 'int-1': 'active' });
+    const int = loaded.find((a) => a.id === 'int-1')!;
+    expect(int).toMatchObject({ parentId: 'root-1', sealedKey: Buffer.from('resealed'), updatedAt: later, certificateDer: intermediate.certificateDer });
+    expect((await store.listAudit({ limit: 10 })).items.map((e) => e.action)).toEqual(['authority.activate', 'authority.prepare']);
+  });
+
+  const failures: { name: string; change: (fresh: AuthorityRecord) => Parameters<SqliteStore['applyAuthorityChange']>[0]; code: StoreErrorCode; message?: RegExp }[] = [
+    {
+      name: 'a guard finds another state',
+      change: (fresh) => ({ insert: [fresh], transitions: [{ id: 'int-1', from: ['prepared'], to: 'active' }], bumpBundleSequence: true, audit: audit('x', 'int-1') }),
+      code: 'ERR_STORE_CONFLICT',
+      message: /int-1 is active, not prepared/,
+    },
+    {
+      name: 'a transition names an unknown authority',
+      change: (fresh) => ({ insert: [fresh], transitions: [{ id: 'nope', from: ['active'], to: 'retired' }], bumpBundleSequence: true, audit: audit('x', 'nope') }),
+      code: 'ERR_STORE_NOT_FOUND',
+    },
+    {
+      name: 'an insert duplicates an id',
+      change: (fresh) => ({ insert: [fresh, authority('int-1', 'intermediate', 'prepared', 'root-1')], bumpBundleSequence: true, audit: audit('x', 'int-1') }),
+      code: 'ERR_STORE_DUPLICATE',
+    },
+    {
+      name: 'a parent is missing',
+      change: (fresh) => ({ insert: [fresh, authority('int-9', 'intermediate', 'prepared', 'root-9')], bumpBundleSequence: true, audit: audit('x', 'int-9') }),
+      code: 'ERR_STORE_NOT_FOUND',
+    },
+    {
+      name: 'a re-seal names an unknown authority',
+      change: (fresh) => ({ insert: [fresh], resealed: [{ id: 'nope', sealedKey: Buffer.alloc(1) }], bumpBundleSequence: true, audit: audit('x', 'nope') }),
+      code: 'ERR_STORE_NOT_FOUND',
+    },
+  ];
+
+  it.each(failures)('rolls back everything when $name', async ({ change, code, message }) => {
+    const { store } = freshStore();
+    await bootstrap(store);
+    const fresh = authority('int-2', 'intermediate', 'prepared', 'root-1');
+    await expectStoreError(store.applyAuthorityChange(change(fresh)), code, message);
+    expect(await store.bundleSequence()).toBe(1);
+    expect((await store.listAudit({ limit: 10 })).items).toHaveLength(1);
+    expect(states(await store.loadAuthorities())).toEqual({ 'root-1': 'active', 'int-1': 'active' });
+  });
+});
+
+describe('group commit', () => {
+  it('commits 2,000 concurrent records in bounded batches, all durable after reopening', async () => {
+    const batches: number[] = [];
+    const { store, path } = freshStore({ groupCommitMaxRows: 256, onCommit: (rows) => batches.push(rows) });
+    await bootstrap(store);
+    const records = Array.from({ length: 2000 }, () => issued());
+    await Promise.all(records.map((r) => store.recordIssued(r)));
+    expect(batches.reduce((a, b) => a + b, 0)).toBe(2000);
+    expect(Math.max(...batches)).toBeLessThanOrEqual(256);
+    expect(batches.length).toBeLessThan(100);
+    await store.close();
+
+    const reopened = open(path);
+    expect((await reopened.authorityUsage(NOW)).get('int-1')).toEqual({ issued: 2000, unexpired: 2000, revoked: 0 });
+    const found = await Promise.all(records.map((r) => reopened.getCertificate(r.serialHex, NOW)));
+    expect(found.every((c, i) => c?.der.equals(records[i].der))).toBe(true);
+  });
+
+  const rejects: { name: string; bad: (existing: IssuedCertificateRecord) => IssuedCertificateRecord; code: StoreErrorCode }[] = [
+    { name: 'a duplicate serial', bad: (existing) => issued({ serialHex: existing.serialHex }), code: 'ERR_STORE_DUPLICATE' },
+    { name: 'a duplicate serial in another spelling', bad: (existing) => issued({ serialHex: `00${existing.serialHex.toUpperCase()}` }), code: 'ERR_STORE_DUPLICATE' },
+    { name: 'an unknown authority', bad: () => issued({ authorityId: 'int-404' }), code: 'ERR_STORE_NOT_FOUND' },
+  ];
+
+  it.each(rejects)('rejects only $name, not its batch-mates', async ({ bad, code }) => {
+    const { store } = freshStore({ groupCommitWindowMs: 20 });
+    await bootstrap(store);
+    const existing = issued();
+    await store.recordIssued(existing);
+    const mates = [issued(), issued(), issued()];
+    const outcomes = await Promise.allSettled([store.recordIssued(mates[0]), store.recordIssued(bad(existing)), ...mates.slice(1).map((m) => store.recordIssued(m))]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    await expectStoreError(Promise.reject((outcomes[1] as PromiseRejectedResult).reason), code);
+    for (const mate of mates) expect(await store.getCertificate(mate.serialHex, NOW)).toBeDefined();
+  });
+
+  it('close() commits what is still queued, then refuses every call', async () => {
+    const { store, path } = freshStore({ groupCommitWindowMs: 60_000 });
+    await bootstrap(store);
+    const records = [issued(), issued()];
+    const pending = records.map((r) => store.recordIssued(r));
+    await store.close();
+    await expect(Promise.all(pending)).resolves.toBeDefined();
+    await store.close(); // idempotent
+
+    const calls: [string, () => Promise<unknown>][] = [
+      ['recordIssued', () => store.recordIssued(issued())],
+      ['loadAuthorities', () => store.loadAuthorities()],
+      ['listCertificates', () => store.listCertificates({ limit: 10, now: NOW })],
+      ['isDenied', () => store.isDenied('spiffe://x')],
+      ['applyAuthorityChange', () => store.applyAuthorityChange({ bumpBundleSequence: true, audit: audit('x', 'y') })],
+    ];
+    for (const [, call] of calls) await expectStoreError(call(), 'ERR_STORE_UNAVAILABLE', /closed/);
+
+    const reopened = open(path);
+    for (const r of records) expect(await reopened.getCertificate(r.serialHex, NOW)).toBeDefined();
+  });
+});
+
+describe('durability', () => {
+  let build: string;
+
+  // The child runs plain node, so it needs the store compiled. Only src/store is compiled, into a
+  // temp dir, so that other in-progress files cannot break this test.
+  beforeAll(() => {
+    build = tempDir();
+    writeFileSync(
+      join(build, 'tsconfig.json'),
+      JSON.stringify({
+        extends: join(ROOT, 'tsconfig.json'),
+        compilerOptions: { rootDir: join(ROOT, 'src'), outDir: join(build, 'out'), sourceMap: false },
+        include: [join(ROOT, 'src/store/**/*.ts')],
+      }),
+    );
+    writeFileSync(join(build, 'package.json'), '{"type":"module"}\n');
+    symlinkSync(join(ROOT, 'node_modules'), join(build, 'node_modules'));
+    execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(build, 'tsconfig.json')], { stdio: 'pipe' });
+  });
+
+  it('keeps every acknowledged record after kill -9', async () => {
+    const dir = tempDir();
+    const path = join(dir, 'meshca.db');
+    const setup = open(path);
+    await bootstrap(setup);
+    await setup.close();
+
+    const child = join(build, 'child.mjs');
+    writeFileSync(
+      child,
+      `import { randomBytes } from 'node:crypto';
+import { openSqliteStore } from './out/store/sqlite.js';
+const [path, migrationsDir] = process.argv.slice(2);
+const store = openSqliteStore({ path, migrationsDir });
+async function issueForever() {
+  for (;;) {
+    const serialHex = randomBytes(16).toString('hex').replace(/^0+/, '');
+    const now = Date.now();
+    await store.recordIssued({ serialHex, spiffeId: 'spiffe://cluster.local/ns/a/sa/b', callerId: 'c', clusterId: 'k', authorityId: 'int-1',
+      notBefore: new Date(now), notAfter: new Date(now + 3600000), issuedAt: new Date(now), der: randomBytes(600) });
+    process.stdout.write(serialHex + '\\n');
+  }
+}
+for (let i = 0; i < 16; i++) void issueForever();
+`,
+    );
+    const acknowledged = await runUntilKilled(child, [path, DEFAULT_MIGRATIONS_DIR], 300);
+    expect(acknowledged.length).toBeGreaterThanOrEqual(300);
+
+    const reopened = open(path);
+    expect(await reopened.integrityCheck()).toBe('ok');
+    const missing: string[] = [];
+    for (const serial of acknowledged) if (!(await reopened.getCertificate(serial, NOW))) missing.push(serial);
+    expect(missing).toEqual([]);
+  });
+});
+
+/** Spawns the child, collects complete stdout lines, SIGKILLs it once `count` have arrived. */
+function runUntilKilled(script: string, args: string[], count: number): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const lines: string[] = [];
+    let partial = '';
+    let stderr = '';
+    proc.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      const parts = (partial + chunk).split('\n');
+      partial = parts.pop() ?? '';
+      lines.push(...parts);
+      if (lines.length >= count) proc.kill('SIGKILL');
+    });
+    proc.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    proc.on('exit', (code, signal) => (signal === 'SIGKILL' ? resolve(lines) : reject(new Error(`child exited ${code}: ${stderr}`))));
+  });
+}
+
+describe('listing certificates', () => {
+  const later = new Date(NOW.getTime() + 1000 * HOUR);
+
+  /** 60 records across two authorities and three identities; some expired, some revoked. */
+  async function seeded(): Promise<{ store: SqliteStore; records: (IssuedCertificateRecord & { revoked: boolean })[] }> {
+    const { store } = freshStore();
+    await bootstrap(store, ['int-1', 'int-2']);
+    const records = Array.from({ length: 60 }, (_, i) => ({
+      ...issued({
+        spiffeId: `spiffe://cluster.local/ns/default/sa/s${i % 3}`,
+        authorityId: i % 2 === 0 ? 'int-1' : 'int-2',
+        // A few share a notAfter, so ties are broken across page boundaries.
+        notAfter: new Date(NOW.getTime() + (i % 4 === 0 ? -HOUR : HOUR) + Math.floor(i / 3) * 1000),
+      }),
+      revoked: i % 5 === 0,
+    }));
+    for (const r of records) await store.recordIssued(r);
+    for (const r of records.filter((x) => x.revoked)) await store.revokeCertificate(r.serialHex, { reason: 'superseded', actor: 'test', at: NOW });
+    return { store, records };
+  }
+
+  function statusOf(r: IssuedCertificateRecord & { revoked: boolean }): string {
+    if (r.revoked) return 'revoked';
+    return r.notAfter > NOW ? 'active' : 'expired';
+  }
+
+  const filters: Omit<CertificateQuery, 'limit' | 'now' | 'cursor'>[] = [
+    {},
+    { spiffeId: 'spiffe://cluster.local/ns/default/sa/s1' },
+    { authorityId: 'int-2' },
+    { status: 'active' },
+    { status: 'expired' },
+    { status: 'revoked' },
+    { spiffeId: 'spiffe://cluster.local/ns/default/sa/s0', authorityId: 'int-1' },
+    { authorityId: 'int-1', status: 'revoked' },
+    { spiffeId: 'spiffe://cluster.local/ns/default/sa/s2', status: 'expired' },
+    { spiffeId: 'spiffe://cluster.local/ns/default/sa/nobody' },
+  ];
+
+  it.each(filters)('pages through %j exactly once, newest expiry first', async (filter) => {
+    const { store, records } = await seeded();
+    const expected = records.filter(
+      (r) =>
+        (filter.spiffeId === undefined || r.spiffeId === filter.spiffeId) &&
+        (filter.authorityId === undefined || r.authorityId === filter.authorityId) &&
+        (filter.status === undefined || statusOf(r) === filter.status),
+    );
+    const listed = await allPages(store, { ...filter, limit: 4, now: NOW });
+    expect(listed.map((c) => c.serialHex).sort()).toEqual(expected.map((r) => r.serialHex).sort());
+    expect(new Set(listed.map((c) => c.serialHex)).size).toBe(listed.length);
+    const notAfters = listed.map((c) => c.notAfter.getTime());
+    expect(notAfters).toEqual([...notAfters].sort((a, b) => b - a));
+    for (const c of listed) expect(c.status).toBe(statusOf(records.find((r) => r.serialHex === c.serialHex)!));
+  });
+
+  it('reports status relative to the query time', async () => {
+    const { store } = await seeded();
+    expect((await allPages(store, { status: 'active', limit: 100, now: later }))).toEqual([]);
+  });
+
+  const b64 = (text: string) => Buffer.from(text).toString('base64url');
+  const badCursors: { cursor: string; list: 'certificates' | 'audit' }[] = [
+    ...['not a cursor!', '', b64('c1:abc:1'), b64('c1:1:2:3'), b64('a1:5')].map((cursor) => ({ cursor, list: 'certificates' as const })),
+    ...['not a cursor!', '', b64('a1:'), b64('c1:1:2')].map((cursor) => ({ cursor, list: 'audit' as const })),
+  ];
+
+  it.each(badCursors)('rejects the $list cursor $cursor with ERR_STORE_BAD_CURSOR', async ({ cursor, list }) => {
+    const { store } = freshStore();
+    const call = list === 'audit' ? store.listAudit({ limit: 10, cursor }) : store.listCertificates({ limit: 10, now: NOW, cursor });
+    await expectStoreError(call, 'ERR_STORE_BAD_CURSOR');
+  });
+
+  it('returns a certificate with its DER and status', async () => {
+    const { store } = freshStore();
+    await bootstrap(store);
+    const record = issued();
+    await store.recordIssued(record);
+    expect(await store.getCertificate(record.serialHex.toUpperCase(), NOW)).toMatchObject({ ...record, status: 'active', revokedAt: null, revocationReason: null });
+    expect(await store.getCertificate('abcdef', NOW)).toBeUndefined();
+  });
+
+  it('pages the audit log newest first', async () => {
+    const { store } = freshStore();
+    for (let i = 0; i < 7; i++) await store.appendAudit({ ...audit('test.event', `t${i}`), details: { i } });
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await store.listAudit({ limit: 3, cursor });
+      seen.push(...page.items.map((e) => e.target));
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor);
+    expect(seen).toEqual(['t6', 't5', 't4', 't3', 't2', 't1', 't0']);
+    expect((await store.listAudit({ limit: 1 })).items[0]).toMatchObject({ details: { i: 6 }, result: 'ok', at: NOW });
+  });
+});
+
+describe('revocation', () => {
+  const revocation = { reason: 'keyCompromise' as const, actor: 'alice', at: NOW };
+
+  it('revokes idempotently, keeping the first time and reason', async () => {
+    const { store } = freshStore();
+    await bootstrap(store);
+    const record = issued();
+    await store.recordIssued(record);
+    const first = await store.revokeCertificate(record.serialHex, revocation);
+    expect(first).toMatchObject({ status: 'revoked', revokedAt: NOW, revocationReason: 'keyCompromise' });
+    const again = await store.revokeCertificate(record.serialHex, { reason: 'superseded', actor: 'bob', at: new Date(NOW.getTime() + HOUR) });
+    expect(again).toMatchObject({ revokedAt: NOW, revocationReason: 'keyCompromise' });
+    expect(await store.revocationVersion('int-1')).toBe(1);
+    expect(await store.revokeCertificate('ffff', revocation)).toBeUndefined();
+    const actions = (await store.listAudit({ limit: 10 })).items.map((e) => [e.action, e.details?.alreadyRevoked]);
+    expect(actions.slice(0, 2)).toEqual([
+      ['certificate.revoke', true],
+      ['certificate.revoke', false],
+    ]);
+  });
+
+  it('revokes an identity (unexpired, not yet revoked), denies and allows it', async () => {
+    const { store } = freshStore();
+    await bootstrap(store, ['int-1', 'int-2']);
+    const victim = 'spiffe://cluster.local/ns/default/sa/victim';
+    const records = [
+      issued({ spiffeId: victim, authorityId: 'int-1' }),
+      issued({ spiffeId: victim, authorityId: 'int-2' }),
+      issued({ spiffeId: victim, notAfter: new Date(NOW.getTime() - 1) }),
+      issued({ spiffeId: victim }),
+      issued(),
+    ];
+    for (const r of records) await store.recordIssued(r);
+    await store.revokeCertificate(records[3].serialHex, { ...revocation, reason: 'superseded' });
+
+    expect(await store.revokeIdentity(victim, { ...revocation, deny: true })).toEqual({ revoked: 2 });
+    expect(await store.isDenied(victim)).toBe(true);
+    expect(await store.isDenied(records[4].spiffeId)).toBe(false);
+    expect(await store.listDenied()).toEqual([{ spiffeId: victim, reason: 'keyCompromise', actor: 'alice', at: NOW }]);
+    expect([await store.revocationVersion('int-1'), await store.revocationVersion('int-2'), await store.revocationVersion('int-9')]).toEqual([2, 1, 0]);
+    expect(await store.revokeIdentity(victim, { ...revocation, deny: false })).toEqual({ revoked: 0 });
+
+    expect(await store.allowIdentity(victim, 'bob', NOW)).toBe(true);
+    expect(await store.allowIdentity(victim, 'bob', NOW)).toBe(false);
+    expect(await store.isDenied(victim)).toBe(false);
+    expect((await store.listAudit({ limit: 2 })).items.map((e) => [e.action, e.details])).toEqual([
+      ['identity.allow', { wasDenied: false }],
+      ['identity.allow', { wasDenied: true }],
+    ]);
+  });
+
+  it('lists revoked certificates that have not expired, per authority', async () => {
+    const { store } = freshStore();
+    await bootstrap(store, ['int-1', 'int-2']);
+    const live = issued();
+    const expired = issued({ notAfter: new Date(NOW.getTime() - 1) });
+    const other = issued({ authorityId: 'int-2' });
+    for (const r of [live, expired, other, issued()]) await store.recordIssued(r);
+    for (const r of [live, expired, other]) await store.revokeCertificate(r.serialHex, revocation);
+    expect(await store.listRevoked('int-1', NOW)).toEqual([{ serialHex: live.serialHex, revokedAt: NOW, reason: 'keyCompromise' }]);
+    expect(await store.authorityUsage(NOW)).toEqual(
+      new Map([
+        ['int-1', { issued: 3, unexpired: 2, revoked: 2 }],
+        ['int-2', { issued: 1, unexpired: 1, revoked: 1 }],
+      ]),
+    );
+    expect(await store.countUnexpired(['int-1', 'int-2', 'int-1'], NOW)).toBe(3);
+  });
+
+  it('hands out strictly increasing CRL numbers per authority, across restarts', async () => {
+    const { store, path } = freshStore();
+    await bootstrap(store, ['int-1', 'int-2']);
+    expect([await store.nextCrlNumber('int-1'), await store.nextCrlNumber('int-1'), await store.nextCrlNumber('int-2')]).toEqual([1, 2, 1]);
+    await store.close();
+    const reopened = open(path);
+    expect(await reopened.nextCrlNumber('int-1')).toBe(3);
+  });
+
+  it('prunes only certificates that expired before the cut-off, in batches', async () => {
+    const { store } = freshStore();
+    await bootstrap(store);
+    const cutoff = new Date(NOW.getTime() - 24 * HOUR);
+    const old = Array.from({ length: 25 }, (_, i) => issued({ notAfter: new Date(cutoff.getTime() - 1 - i) }));
+    const keep = [issued({ notAfter: cutoff }), issued({ notAfter: new Date(NOW.getTime() - 1) }), issued()];
+    for (const r of [...old, ...keep]) await store.recordIssued(r);
+    const deleted = [await store.pruneExpired(cutoff, 10), await store.pruneExpired(cutoff, 10), await store.pruneExpired(cutoff, 10), await store.pruneExpired(cutoff, 10)];
+    expect(deleted).toEqual([10, 10, 5, 0]);
+    const left = await allPages(store, { limit: 100, now: NOW });
+    expect(left.map((c) => c.serialHex).sort()).toEqual(keep.map((r) => r.serialHex).sort());
+  });
+});
+
+describe('files', () => {
+  it('creates the directory 0700 and the database files 0600', async () => {
+    const dir = join(tempDir(), 'data', 'nested');
+    const path = join(dir, 'meshca.db');
+    const store = open(path);
+    await bootstrap(store);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    for (const file of [path, `${path}-wal`, `${path}-shm`]) expect(statSync(file).mode & 0o777).toBe(0o600);
+  });
+
+  it('backs up online to a 0600 file that opens and checks clean', async () => {
+    const { store, path } = freshStore();
+    await bootstrap(store);
+    const record = issued();
+    await store.recordIssued(record);
+    const copy = join(tempDir(), 'backup.db');
+    await backupSqliteStore(path, copy);
+    expect(statSync(copy).mode & 0o777).toBe(0o600);
+    const restored = open(copy);
+    expect(await restored.integrityCheck()).toBe('ok');
+    expect(await restored.getCertificate(record.serialHex, NOW)).toBeDefined();
+    expect(existsSync(`${copy}.partial-${process.pid}`)).toBe(false);
+  });
+});
+
+describe('scale', () => {
+  // Not a timed assertion: proves the listing queries stay index range scans on a large table.
+  it('keeps certificate listings on indexes with 200,000 rows', async () => {
+    const { store } = freshStore({ groupCommitMaxRows: 2000 });
+    await bootstrap(store, ['int-1', 'int-2']);
+    const der = randomBytes(32);
+    for (let chunk = 0; chunk < 20; chunk++) {
+      await Promise.all(
+        Array.from({ length: 10_000 }, (_, i) =>
+          store.recordIssued(
+            issued({ spiffeId: `spiffe://cluster.local/ns/ns${i % 40}/sa/sa${i % 25}`, authorityId: i % 2 ? 'int-1' : 'int-2', der }),
+          ),
+        ),
+      );
+    }
+    const spiffeId = 'spiffe://cluster.local/ns/ns7/sa/sa7';
+    const first = await store.listCertificates({ spiffeId, limit: 50, now: NOW });
+    expect(first.items.length).toBe(50);
+    const queries: Omit<CertificateQuery, 'now' | 'limit'>[] = [
+      { spiffeId },
+      { spiffeId, cursor: first.nextCursor! },
+      { spiffeId, status: 'active' },
+      { spiffeId, authorityId: 'int-1' },
+      { authorityId: 'int-1', cursor: first.nextCursor! },
+      { status: 'expired' },
+      { status: 'revoked' },
+      {},
+    ];
+    for (const query of queries) {
+      const plan = await store.certificateListingPlan({ ...query, limit: 50, now: NOW });
+      expect(plan.join('\n'), JSON.stringify(query)).toMatch(/USING (COVERING )?INDEX/);
+      expect(plan.join('\n')).not.toMatch(/TEMP B-TREE|SCAN issued_certificates$/m);
+    }
+    expect((await store.certificateListingPlan({ spiffeId, limit: 50, now: NOW })).join('\n')).toMatch(/SEARCH issued_certificates USING INDEX issued_certificates_spiffe \(spiffe_id=\?\)/);
+    expect((await store.authorityUsage(NOW)).get('int-1')?.issued).toBe(100_000);
+  });
+});
