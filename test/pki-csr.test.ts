@@ -26,6 +26,7 @@ import { PkiError } from '../src/pki/errors.js';
 import { pemEncode } from '../src/pki/pem.js';
 
 import { x509 } from '../src/pki/x509.js';
+import { prng } from './support/prng.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'meshca-csr-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -419,16 +420,6 @@ describe('parseCsrDer on hand-built requests', () => {
 });
 
 describe('hostile input', () => {
-  /** mulberry32: deterministic, so a failure reproduces. */
-  function prng(seed: number): (n: number) => number {
-    let a = seed;
-    return (n) => {
-      a = (a + 0x6d2b79f5) | 0;
-      let t = Math.imul(a ^ (a >>> 15), 1 | a);
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-      return ((t ^ (t >>> 14)) >>> 0) % n; // n must stay below 2^32
-    };
-  }
 
   type Mutation = (der: Buffer, rand: (n: number) => number) => Buffer;
   const MUTATIONS: Mutation[] = [

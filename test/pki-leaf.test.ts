@@ -11,6 +11,7 @@ import { pemDecodeOne, pemEncode } from '../src/pki/pem.js';
 import { randomSerial, serialToHex } from '../src/pki/serial.js';
 
 import { x509 } from '../src/pki/x509.js';
+import { prng } from './support/prng.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'meshca-leaf-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -237,16 +238,6 @@ describe('LeafTemplate input checks', () => {
 });
 
 describe('LeafTemplate properties', () => {
-  /** mulberry32: deterministic, so a failure reproduces. */
-  function prng(seed: number): (n: number) => number {
-    let a = seed;
-    return (n) => {
-      a = (a + 0x6d2b79f5) | 0;
-      let t = Math.imul(a ^ (a >>> 15), 1 | a);
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-      return ((t ^ (t >>> 14)) >>> 0) % n; // n must stay below 2^32
-    };
-  }
   const ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789-._';
   const word = (rand: (n: number) => number, max: number): string =>
     Array.from({ length: 1 + rand(max) }, () => ALPHABET[rand(ALPHABET.length)]).join('');
