@@ -141,3 +141,25 @@ describe('revocation by identity and the deny-list', () => {
     expect(openssl(['crl', '-in', out, '-noout', '-text']).toUpperCase()).toContain(serialOf(w).toUpperCase());
   });
 });
+
+describe('retention', () => {
+  it('drops expired revoked entries from the CRL and prunes expired rows after --retention', async () => {
+    const d = tempDir();
+    const s = await startTestServer(join(d, 'data'), ['--dev', '--crl-validity', '4s', '--retention', '1s']);
+    try {
+      const sign = await openDevTokenIssuer(join(d, 'data'));
+      const chain = await s.client().createCertificate({ csrPem: await csrFor(id('brief')), token: await sign.sign({ namespace: 'rev', serviceAccount: 'brief', ttlSeconds: 600 }), validitySeconds: 1 });
+      const serial = new X509Certificate(chain[0]!).serialNumber.toLowerCase().replace(/^0+/, '');
+      const target = { port: s.server.adminAddress.port, roots: s.server.ca.current().rootsPem, token: readFileSync(join(d, 'data', 'admin-token'), 'utf8').trim() };
+      await adminCall(target, 'POST', `/v1/certificates/${serial}/revoke`, { body: { reason: 'superseded' } });
+      const listed = () => adminCall(target, 'GET', '/v1/crl?format=pem').then((r) => openssl(['crl', '-noout', '-text'], r.text).toLowerCase().includes(serial));
+      expect(await listed()).toBe(true);
+      await new Promise((r) => setTimeout(r, 4500));
+      expect(await listed()).toBe(false);
+      expect(await s.server.store.getCertificate(serial, new Date())).toBeUndefined();
+    } finally {
+      await s.close();
+      removeDir(d);
+    }
+  });
+});

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { X509Certificate } from 'node:crypto';
@@ -10,6 +10,7 @@ import { openDevTokenIssuer } from '../src/authn/index.js';
 import { CaClient } from '../src/client/ca-client.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
 import { databasePath } from '../src/server.js';
+import { adminCall } from './support/admin.js';
 import { openssl } from './support/openssl.js';
 import { CLI, spawnServer, type ServerProcess } from './support/process.js';
 import { csrFor, removeDir, tempDir } from './support/server.js';
@@ -179,5 +180,25 @@ describe('crash safety', () => {
     expect(received.length).toBeGreaterThanOrEqual(150);
     const again = await started(data);
     expect(await stop(again)).toBe(0);
+  });
+
+  it('revocations and denials acknowledged by the admin API survive kill -9', async () => {
+    const data = join(newDir(), 'data');
+    const server = await started(data);
+    const issuer = await openDevTokenIssuer(data);
+    const roots = (await meshca('bundle', '--data-dir', data)).stdout;
+    const client = new CaClient({ address: `127.0.0.1:${server.grpcPort}`, rootsPem: roots, serverName: 'localhost' });
+    const chain = await client.createCertificate({ csrPem: await csrFor('spiffe://cluster.local/ns/k/sa/leaked'), token: await issuer.sign({ namespace: 'k', serviceAccount: 'leaked', ttlSeconds: 600 }) });
+    client.close();
+    const serial = new X509Certificate(chain[0]!).serialNumber.toLowerCase().replace(/^0+/, '');
+    const admin = { port: server.adminPort, roots, token: readFileSync(join(data, 'admin-token'), 'utf8').trim() };
+    expect((await adminCall(admin, 'POST', `/v1/certificates/${serial}/revoke`, { body: { reason: 'keyCompromise' } })).status).toBe(200);
+    expect((await adminCall(admin, 'POST', '/v1/identities/revoke', { body: { spiffeId: 'spiffe://cluster.local/ns/k/sa/other', reason: 'keyCompromise', deny: true } })).status).toBe(200);
+    server.child.kill('SIGKILL');
+    await server.exited;
+    const store = openSqliteStore({ path: databasePath(data) });
+    expect((await store.getCertificate(serial, new Date()))?.revocationReason).toBe('keyCompromise');
+    expect(await store.isDenied('spiffe://cluster.local/ns/k/sa/other')).toBe(true);
+    await store.close();
   });
 });

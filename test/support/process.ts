@@ -8,6 +8,7 @@ export interface ServerProcess {
   readonly child: ChildProcess;
   readonly grpcPort: number;
   readonly monitoringPort: number;
+  readonly adminPort: number;
   readonly logs: string[];
   /** Resolves with the exit code (or signal name) once the process ends. */
   readonly exited: Promise<number | string>;
@@ -32,7 +33,7 @@ export function spawnServer(dataDir: string, extra: readonly string[] = [], env:
         const entry = parse(line);
         if (entry?.msg === 'meshca is serving') {
           clearTimeout(timer);
-          resolve({ child, logs, exited, grpcPort: port(entry.grpc), monitoringPort: port(entry.monitoring) });
+          resolve({ child, logs, exited, grpcPort: port(entry.grpc), monitoringPort: port(entry.monitoring), adminPort: port(entry.admin) });
         }
       }
     });
