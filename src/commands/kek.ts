@@ -1,0 +1,105 @@
+import { timingSafeEqual } from 'node:crypto';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import { join } from 'node:path';
+import { unsealAuthorityKey } from '../authority/signer.js';
+import { readSecretFile } from '../data-dir.js';
+import { bool, requireStr, str, UsageError, type FlagValues } from '../flags.js';
+import { openPrivateKey, parseKek, privateKeyMatchesCertificate, sealPrivateKey } from '../pki/keys.js';
+import { openSqliteStore } from '../store/sqlite.js';
+import { assertNotInUse } from '../store/verify.js';
+import { DATA_DIR_FLAG, JSON_FLAG, printRows, type Command } from './types.js';
+import { existingDatabase } from './verify.js';
+
+/** `meshca kek rotate`: re-seal every authority key under a new KEK in one store transaction. */
+export const kekCommand: Command = {
+  usage: 'meshca kek rotate --data-dir DIR --new-kek-file NEW [--kek-file OLD]',
+  description:
+    'Rotate the key-encryption key. Re-encrypts every authority private key under a new KEK in one transaction, working directly on the data dir. Stop the server first; start it again with the new KEK.',
+  flags: [
+    DATA_DIR_FLAG,
+    { name: 'kek-file', kind: 'string', value: 'PATH', help: 'the current KEK (or MESHCA_KEK; a --dev data dir uses <data-dir>/kek)' },
+    { name: 'new-kek-file', kind: 'string', value: 'PATH', help: 'the new KEK, mode 0600 (`openssl rand -base64 32 > new.kek && chmod 600 new.kek`)' },
+    JSON_FLAG,
+  ],
+  run: async (values, positionals) => {
+    if (positionals[0] !== 'rotate' || positionals.length > 1) throw new UsageError('usage: meshca kek rotate --data-dir DIR --new-kek-file NEW [--kek-file OLD]');
+    await rotate(values);
+  },
+};
+
+async function rotate(values: FlagValues): Promise<void> {
+  const dataDir = requireStr(values, 'data-dir');
+  const path = existingDatabase(dataDir);
+  const old = currentKek(values, dataDir);
+  const newFile = requireStr(values, 'new-kek-file');
+  const next = readSecretFile(newFile, parseKek);
+  if (timingSafeEqual(old.kek, next)) throw new UsageError('the new KEK is the same as the current one');
+  assertNotInUse(path, 'rotating the KEK (a running server keeps sealing new keys with the old KEK)');
+
+  const store = openSqliteStore({ path, backgroundCheckpoint: false });
+  try {
+    const sealed = (await store.loadAuthorities()).filter((a) => a.sealedKey !== null);
+    if (sealed.length === 0) throw new UsageError('the data dir holds no sealed keys: nothing to re-encrypt');
+    // Open every key first: a wrong current KEK (or one damaged key) changes nothing.
+    const resealed = sealed.map((record) => {
+      let key;
+      try {
+        key = unsealAuthorityKey(record, old.kek);
+      } catch (error) {
+        throw new Error(`${(error as Error).message}; nothing was changed`);
+      }
+      const sealedKey = sealPrivateKey(key, next, record.id);
+      if (!privateKeyMatchesCertificate(openPrivateKey(sealedKey, next, record.id), record.certificateDer)) {
+        throw new Error(`re-sealing the key of ${record.id} did not round-trip; nothing was changed`);
+      }
+      return { id: record.id, sealedKey };
+    });
+    await store.applyAuthorityChange({
+      resealed,
+      bumpBundleSequence: false,
+      audit: { actor: actor(), action: 'kek.rotate', target: 'authorities', result: 'ok', details: { authorities: resealed.map((r) => r.id) }, at: new Date() },
+    });
+    // Read back what was committed: every key must open with the new KEK.
+    const after = (await store.loadAuthorities()).filter((a) => a.sealedKey !== null);
+    for (const record of after) unsealAuthorityKey(record, next);
+
+    if (old.origin === join(dataDir, 'kek')) replaceDevKek(old.origin, newFile);
+    const rows = after.map((a) => ({ id: a.id, kind: a.kind, state: a.state, result: 're-encrypted' }));
+    printRows(rows, ['id', 'kind', 'state', 'result'], bool(values, 'json'), { reencrypted: rows.map((r) => r.id), kekFile: newFile });
+    if (!bool(values, 'json')) {
+      process.stdout.write(
+        `\nre-encrypted ${rows.length} keys in one transaction. Start the server with --kek-file ${newFile} (or MESHCA_KEK).\n` +
+          'Keep the old KEK as long as you keep backups taken before this rotation: they can only be opened with it.\n',
+      );
+    }
+  } finally {
+    await store.close();
+  }
+}
+
+function currentKek(values: FlagValues, dataDir: string): { kek: Buffer; origin: string } {
+  const file = str(values, 'kek-file');
+  if (file) return { kek: readSecretFile(file, parseKek), origin: file };
+  if (process.env.MESHCA_KEK) return { kek: parseKek(process.env.MESHCA_KEK), origin: 'MESHCA_KEK' };
+  const devFile = join(dataDir, 'kek');
+  if (existsSync(devFile)) return { kek: readSecretFile(devFile, parseKek), origin: devFile };
+  throw new UsageError('the current KEK is required: --kek-file OLD or MESHCA_KEK');
+}
+
+/** A --dev data dir keeps its KEK in <data-dir>/kek, which `serve --dev` reads: it must follow the rotation. */
+function replaceDevKek(devFile: string, newFile: string): void {
+  const text = readSecretFile(newFile, (t) => t.trim());
+  const temporary = `${devFile}.rotating`;
+  writeFileSync(temporary, text + '\n', { mode: 0o600, flag: 'w' });
+  renameSync(temporary, devFile);
+  process.stderr.write(`note: ${devFile} (the --dev KEK) now holds the new KEK\n`);
+}
+
+function actor(): string {
+  try {
+    return `cli:${userInfo().username}`;
+  } catch {
+    return 'cli';
+  }
+}
