@@ -14,6 +14,11 @@ import { workloadId } from './spiffe/id.js';
 import { openSqliteStore } from './store/sqlite.js';
 import { authoritiesCommand, certificatesCommand, identitiesCommand } from './commands/admin.js';
 import { crlCommand } from './commands/crl.js';
+import { istiodCertCommand } from './commands/istiod-cert.js';
+import { backupCommand, restoreCommand } from './commands/backup.js';
+import { kekCommand } from './commands/kek.js';
+import { statusCommand } from './commands/status.js';
+import { verifyCommand } from './commands/verify.js';
 import { DATA_DIR_FLAG, type Command } from './commands/types.js';
 
 const DATA_DIR = DATA_DIR_FLAG;
@@ -65,6 +70,12 @@ const COMMANDS: Record<string, Command> = {
   certificates: certificatesCommand,
   identities: identitiesCommand,
   crl: crlCommand,
+  'istiod-cert': istiodCertCommand,
+  status: statusCommand,
+  verify: verifyCommand,
+  backup: backupCommand,
+  restore: restoreCommand,
+  kek: kekCommand,
 };
 
 async function serve(values: FlagValues): Promise<void> {

@@ -45,6 +45,11 @@ export interface ServerConfig {
     readonly rootTtlMs: number;
     readonly intermediateTtlMs: number;
   };
+  /** SPIRE-style automatic rotation (authority/auto-rotation.ts); off by default. */
+  readonly autoRotate: {
+    readonly enabled: boolean;
+    readonly checkIntervalMs: number;
+  };
   readonly kekFile: string | undefined;
   readonly shutdownTimeoutMs: number;
   readonly admin: {
@@ -82,6 +87,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'ca-key-type', kind: 'string', value: 'TYPE', default: 'ec-p256', help: 'key type of new CAs: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096' },
   { name: 'root-ttl', kind: 'string', value: 'DURATION', default: '10y', help: 'lifetime of new root CAs' },
   { name: 'intermediate-ttl', kind: 'string', value: 'DURATION', default: '1y', help: 'lifetime of new intermediate CAs' },
+  { name: 'auto-rotate', kind: 'boolean', help: 'rotate automatically: prepare a new CA at 1/2 of the active intermediate\'s lifetime, activate it at 5/6, remove retired roots once their certificates expired' },
+  { name: 'auto-rotate-check-interval', kind: 'string', value: 'DURATION', default: '1m', help: 'how often --auto-rotate checks the thresholds' },
   { name: 'kek-file', kind: 'string', value: 'PATH', help: 'key-encryption key file (base64 of 32 bytes, `openssl rand -base64 32`); or set MESHCA_KEK to the key itself' },
   { name: 'admin-listen', kind: 'string', value: 'HOST:PORT', default: '127.0.0.1:8443', help: 'admin REST API listener (HTTPS)' },
   { name: 'admin-token-file', kind: 'string', value: 'PATH', help: 'file holding the admin bearer token (default: generated into <data-dir>/admin-token)' },
@@ -142,6 +149,7 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       rootTtlMs: duration(values, 'root-ttl'),
       intermediateTtlMs: duration(values, 'intermediate-ttl'),
     },
+    autoRotate: { enabled: bool(values, 'auto-rotate'), checkIntervalMs: positiveDuration(values, 'auto-rotate-check-interval') },
     kekFile: str(values, 'kek-file'),
     shutdownTimeoutMs: duration(values, 'shutdown-timeout'),
     admin: {
@@ -169,6 +177,12 @@ function guard<T>(flag: string, parse: () => T): T {
 
 export function duration(values: FlagValues, name: string): number {
   return guard(`--${name}`, () => parseDuration(str(values, name)!));
+}
+
+function positiveDuration(values: FlagValues, name: string): number {
+  const ms = duration(values, name);
+  if (ms <= 0) throw new UsageError(`--${name} must be longer than 0 (e.g. 1m)`);
+  return ms;
 }
 
 function nonNegativeNumber(values: FlagValues, name: string): number {

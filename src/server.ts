@@ -12,6 +12,7 @@ import { startAdminServer, type AdminServer } from './admin/server.js';
 import { Inventory } from './authority/inventory.js';
 import { RevocationService } from './authority/revocation.js';
 import { startHousekeeping, type Housekeeping } from './authority/housekeeping.js';
+import { startAutoRotation, type AutoRotator } from './authority/auto-rotation.js';
 import type { ServerConfig } from './config.js';
 import { ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
 import { certificateServiceHandlers } from './grpc/certificate-service.js';
@@ -71,7 +72,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     const serving = await ServingIdentity.start(ca, issuance, {
       dnsNames: config.serverDnsNames,
       spiffeId: `spiffe://${config.trustDomain}/ns/meshca/sa/meshca`,
-      ttlMs: Math.min(config.issuance.defaultTtlMs, 24 * 3_600_000),
+      ttlMs: Math.min(config.issuance.defaultTtlMs, 3_600_000), // short: superseded serving certs must not hold up root removal for long
       logger,
     });
     const grpc = await startGrpcServer({
@@ -112,10 +113,14 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         bodyLimitBytes: config.admin.bodyLimitBytes,
         requestTimeoutMs: config.admin.requestTimeoutMs,
         refreshHintSeconds: config.bundleRefreshHintSeconds,
-        istiod: { ca, issuance, trustDomain: config.trustDomain, clusterId: config.clusterId, defaultTtlMs: config.kubernetes.istiodCertTtlMs, maxTtlMs: config.issuance.maxTtlMs },
+        // issueProfile never goes beyond --default-ttl, so that is the ceiling the route reports.
+        istiod: { ca, issuance, trustDomain: config.trustDomain, clusterId: config.clusterId, defaultTtlMs: config.kubernetes.istiodCertTtlMs, maxTtlMs: config.issuance.defaultTtlMs },
       },
       serving,
     );
+    const autoRotation = config.autoRotate.enabled
+      ? startAutoRotation({ ca, store, logger, intermediateTtlMs: config.ca.intermediateTtlMs, keyType: config.ca.keyType, checkIntervalMs: config.autoRotate.checkIntervalMs })
+      : undefined;
     ready = true;
     logger.info(
       { grpc: formatAddress(grpc.address), tls: !config.grpc.plaintext, admin: `https://${formatAddress(admin.address)}`, monitoring: formatAddress(monitoring.address), trustDomain: config.trustDomain, bundle: `https://${formatAddress(admin.address)}/v1/bundle` },
@@ -133,7 +138,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         await ca.reload();
         await serving.reload('SIGHUP');
       },
-      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes! }, () => (ready = false)),
+      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation }, () => (ready = false)),
     };
   } catch (error) {
     await kubernetes?.close().catch(() => undefined);
@@ -163,10 +168,12 @@ interface Parts {
   readonly housekeeping: Housekeeping;
   readonly kubernetes: KubernetesIntegration;
   readonly verifiers: CsrVerifierPool;
+  readonly autoRotation: AutoRotator | undefined;
 }
 
-async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes }: Parts, notReady: () => void): Promise<void> {
+async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation }: Parts, notReady: () => void): Promise<void> {
   notReady();
+  await autoRotation?.stop(); // a step in progress commits before the store closes
   await kubernetes.close(); // leader tasks stop and the lease is released before the store closes
   housekeeping.stop();
   await Promise.all([grpc.close(config.shutdownTimeoutMs), admin.close()]);
@@ -192,6 +199,10 @@ function updateAuthorityMetrics(metrics: Metrics, snapshot: TrustSnapshot): void
   for (const a of snapshot.authorities) {
     metrics.authorityState.set({ id: a.id, kind: a.kind, state: a.state }, 1);
     if (a.state !== 'removed') metrics.authorityExpiry.set({ id: a.id, kind: a.kind, state: a.state }, a.notAfter.getTime() / 1000);
+    else {
+      metrics.crlNumber.remove({ authority: a.id });
+      metrics.crlNextUpdate.remove({ authority: a.id });
+    }
   }
   const rootExpiries = snapshot.authorities.filter((a) => a.kind === 'root' && a.state !== 'removed').map((a) => a.notAfter.getTime());
   metrics.rootExpiry.set(Math.min(...rootExpiries) / 1000);

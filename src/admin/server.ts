@@ -13,6 +13,7 @@ import { authorityRoutes } from './routes/authorities.js';
 import { certificateRoutes } from './routes/certificates.js';
 import { crlRoutes, revocationRoutes } from './routes/revocation.js';
 import { trustRoutes } from './routes/trust.js';
+import { istiodRoutes, type IstiodRoutesOptions } from './routes/istiod.js';
 import type { RevocationService } from '../authority/revocation.js';
 
 export interface AdminApiOptions {
@@ -27,6 +28,8 @@ export interface AdminApiOptions {
   readonly bodyLimitBytes: number;
   readonly requestTimeoutMs: number;
   readonly refreshHintSeconds: number;
+  /** POST /v1/profiles/istiod/issue; absent = route not served. */
+  readonly istiod?: IstiodRoutesOptions;
 }
 
 /** The admin REST API as a Fastify app; `serving` absent builds it for inject() tests (no TLS, no listener). */
@@ -53,6 +56,7 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
     const actor = (request: FastifyRequest) => clientSpiffeId(request.raw.socket as TLSSocket) ?? 'admin';
     authorityRoutes(protectedApp, { ca: options.ca, inventory: options.inventory, actor });
     certificateRoutes(protectedApp, options.inventory);
+    if (options.istiod) istiodRoutes(protectedApp, options.istiod);
     revocationRoutes(protectedApp, { revocation: options.revocation, actor, onRevoked: (n) => options.metrics.revoked.inc(n) });
     protectedApp.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   });

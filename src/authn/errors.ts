@@ -12,11 +12,15 @@ export type AuthenticationErrorCode =
   | 'ERR_TOKEN_SUBJECT'
   | 'ERR_TOKEN_KEY_UNKNOWN'
   | 'ERR_JWKS_UNAVAILABLE'
-  | 'ERR_CLUSTER_UNKNOWN';
+  | 'ERR_CLUSTER_UNKNOWN'
+  /** The Kubernetes API (TokenReview, pod lookups) could not give an answer: retryable. */
+  | 'ERR_AUTHN_BACKEND_UNAVAILABLE'
+  /** ztunnel-style impersonation refused (untrusted caller, pod checks failed). */
+  | 'ERR_IMPERSONATION_DENIED';
 
 /**
  * Thrown by every Authenticator. Messages never contain the token. `retryable` is true only when
- * the failure is ours (key set unavailable), which transports map to gRPC UNAVAILABLE.
+ * the failure is ours (key set or Kubernetes API unavailable), which transports map to gRPC UNAVAILABLE.
  */
 export class AuthenticationError extends Error {
   override readonly name = 'AuthenticationError';
@@ -28,6 +32,6 @@ export class AuthenticationError extends Error {
     options?: { readonly cause?: unknown },
   ) {
     super(message, options);
-    this.retryable = code === 'ERR_JWKS_UNAVAILABLE';
+    this.retryable = code === 'ERR_JWKS_UNAVAILABLE' || code === 'ERR_AUTHN_BACKEND_UNAVAILABLE';
   }
 }

@@ -14,3 +14,11 @@ export type { JwksSource } from './jwks-source.js';
 export type { CacheStats } from './token-cache.js';
 export { createClusterRouter } from './router.js';
 export { DEV_TOKEN_ISSUER, openDevTokenIssuer, type DevTokenClaims, type DevTokenIssuer } from './dev-issuer.js';
+export {
+  createIssuerRouter,
+  createTokenReviewAuthenticator,
+  type TokenReviewAuthenticator,
+  type TokenReviewAuthenticatorOptions,
+  type TokenReviewer,
+  type TokenReviewResult,
+} from './token-review.js';

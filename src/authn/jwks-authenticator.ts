@@ -163,6 +163,8 @@ const MESSAGES: Record<AuthenticationErrorCode, string> = {
   ERR_TOKEN_KEY_UNKNOWN: 'token signing key is not in the key set',
   ERR_JWKS_UNAVAILABLE: 'key set is unavailable',
   ERR_CLUSTER_UNKNOWN: 'cluster is not configured',
+  ERR_AUTHN_BACKEND_UNAVAILABLE: 'the Kubernetes API is unavailable',
+  ERR_IMPERSONATION_DENIED: 'impersonation is not allowed',
 };
 
 function claimError(claim: string, reason: string): AuthenticationError {

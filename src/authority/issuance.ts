@@ -69,10 +69,8 @@ export class IssuanceService {
 
   /** Issues a named-profile certificate for a key meshca generated itself. */
   issueProfile(request: ProfileIssuanceRequest, clusterId = ''): Promise<IssuedCertificate> {
-    const now = this.now();
-    const validity = this.policy.validity(0, now, this.ca.current().signer.notAfter);
-    const notAfter = new Date(Math.min(now.getTime() + request.ttlMs, validity.notAfter.getTime()));
-    return this.signAndRecord(request, { notBefore: validity.notBefore, notAfter }, clusterId);
+    const validity = this.policy.validity(Math.ceil(request.ttlMs / 1000), this.now(), this.ca.current().signer.notAfter);
+    return this.signAndRecord(request, validity, clusterId);
   }
 
   private async signAndRecord(
