@@ -38,8 +38,16 @@ export function identityFromClaims(payload: JWTPayload, trustDomain: string): To
     serviceAccount,
     spiffeId: workloadId(trustDomain, namespace, serviceAccount),
     ...k8s,
-    expiresAtMs: (payload.exp ?? 0) * 1000,
+    expiresAtMs: expiryMs(payload.exp),
   };
+}
+
+/** Latest exp we accept: far beyond any real token, well inside the Date range (found by fuzzing: 1e308). */
+const MAX_EXP_SECONDS = 253_402_300_799; // 9999-12-31T23:59:59Z
+
+function expiryMs(exp: number | undefined): number {
+  if (exp === undefined || !Number.isFinite(exp) || exp > MAX_EXP_SECONDS) throw new AuthenticationError('ERR_TOKEN_MALFORMED', 'token "exp" is missing or out of range');
+  return exp * 1000;
 }
 
 /** Parses `system:serviceaccount:<ns>:<sa>`. */

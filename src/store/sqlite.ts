@@ -767,7 +767,8 @@ class SqliteStoreImpl implements SqliteStore {
   async allowIdentity(spiffeId: string, actor: string, at: Date): Promise<boolean> {
     return this.writeTransaction(() => {
       const wasDenied = this.run('allow', spiffeId).changes > 0;
-      this.insertAudit({ actor, action: 'identity.allow', target: spiffeId, result: 'ok', details: { wasDenied }, at });
+      // Allowing an identity that was not denied changes nothing, so nothing is written.
+      if (wasDenied) this.insertAudit({ actor, action: 'identity.allow', target: spiffeId, result: 'ok', at });
       return wasDenied;
     });
   }

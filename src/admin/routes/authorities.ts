@@ -113,8 +113,14 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
   );
 }
 
+/** CA lifetimes below this are refused: such a root would expire while it is still being distributed. */
+const MIN_CA_TTL_MS = 60 * 60_000;
+
 function ttl(value: string | undefined): number | undefined {
-  return value === undefined ? undefined : parseDuration(value);
+  if (value === undefined) return undefined;
+  const ms = parseDuration(value);
+  if (ms < MIN_CA_TTL_MS) throw Object.assign(new Error(`CA lifetime "${value}" is too short: use at least 1h`), { statusCode: 400, code: 'ERR_VALIDATION' });
+  return ms;
 }
 
 function ids(records: readonly AuthorityRecord[]): string[] {
