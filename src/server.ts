@@ -114,7 +114,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         requestTimeoutMs: config.admin.requestTimeoutMs,
         refreshHintSeconds: config.bundleRefreshHintSeconds,
         // issueProfile never goes beyond --default-ttl, so that is the ceiling the route reports.
-        istiod: { ca, issuance, trustDomain: config.trustDomain, clusterId: config.clusterId, defaultTtlMs: config.kubernetes.istiodCertTtlMs, maxTtlMs: config.issuance.defaultTtlMs },
+        istiod: { ca, issuance, trustDomain: config.trustDomain, clusterId: config.clusterId, defaultTtlMs: config.kubernetes.istiodCertTtlMs, maxTtlMs: config.issuance.maxTtlMs },
       },
       serving,
     );

@@ -27,7 +27,7 @@ beforeAll(async () => {
     '--istiod-revision', 'canary',
     '--istiod-cert-ttl', '6s',
     '--clock-skew', '0s',
-    '--default-ttl', '72h',
+    '--max-ttl', '72h',
   ]);
   adminToken = readFileSync(join(dir, 'data', 'admin-token'), 'utf8').trim();
 });
@@ -97,7 +97,7 @@ describe('POST /v1/profiles/istiod/issue', () => {
   it.each([
     { body: { namespace: 'istio-system' }, dnsNames: ['istiod.istio-system.svc'], ttlMs: 6_000 },
     { body: { namespace: 'istio-system', revisions: ['canary', '1-24-0'], ttl: '48h' }, dnsNames: ['istiod.istio-system.svc', 'istiod-canary.istio-system.svc', 'istiod-1-24-0.istio-system.svc'], ttlMs: 48 * 3600_000 },
-    { body: { namespace: 'istio-system', revisions: ['default'], ttl: '100000h' }, dnsNames: ['istiod.istio-system.svc'], ttlMs: 72 * 3600_000, why: 'clamped to --default-ttl' },
+    { body: { namespace: 'istio-system', revisions: ['default'], ttl: '100000h' }, dnsNames: ['istiod.istio-system.svc'], ttlMs: 72 * 3600_000, why: 'clamped to --max-ttl' },
   ])('issues tls.crt, tls.key and root-cert.pem for $body', async ({ body, dnsNames, ttlMs }) => {
     const before = Date.now();
     const res = await call(body);

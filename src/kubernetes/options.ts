@@ -52,7 +52,7 @@ export const KUBERNETES_FLAGS: readonly FlagSpec[] = [
   { name: 'k8s-secret', kind: 'boolean', help: 'keep Secret istiod-tls (istiod\'s serving certificate) in --istiod-namespace, renewed at 2/3 of its lifetime' },
   { name: 'istiod-namespace', kind: 'string', value: 'NS', default: 'istio-system', help: 'namespace of istiod (DNS SANs istiod.<ns>.svc)' },
   { name: 'istiod-revision', kind: 'list', value: 'REV,...', help: 'istiod revisions: adds istiod-<rev>.<ns>.svc SANs' },
-  { name: 'istiod-cert-ttl', kind: 'string', value: 'DURATION', default: '24h', help: 'lifetime of istiod\'s serving certificate (at most --default-ttl)' },
+  { name: 'istiod-cert-ttl', kind: 'string', value: 'DURATION', default: '24h', help: 'lifetime of istiod\'s serving certificate (at most --max-ttl)' },
   { name: 'lease-namespace', kind: 'string', value: 'NS', help: 'namespace of the leader-election Lease "meshca-leader" (default: the pod\'s namespace)' },
   { name: 'lease-duration', kind: 'string', value: 'DURATION', default: '15s', help: 'leader-election lease duration; a stopped leader is replaced within it' },
   { name: 'kube-qps', kind: 'string', value: 'N', default: '50', help: 'sustained Kubernetes API requests per second, per cluster' },

@@ -12,7 +12,7 @@ export interface IstiodRoutesOptions {
   readonly clusterId: string;
   /** Lifetime when the body names none. */
   readonly defaultTtlMs: number;
-  /** Longer requested lifetimes are clamped to this (DESIGN.md §5; profile certificates stop at --default-ttl). */
+  /** Longer requested lifetimes are clamped to this (DESIGN.md §5; --max-ttl). */
   readonly maxTtlMs: number;
 }
 
@@ -36,7 +36,7 @@ export function istiodRoutes(app: FastifyInstance, options: IstiodRoutesOptions)
           properties: {
             namespace: dnsLabel,
             revisions: { type: 'array', items: { ...dnsLabel, maxLength: 56 }, maxItems: 32, default: [] },
-            ttl: { type: 'string', maxLength: 32, description: 'e.g. 24h; clamped to the server\'s --default-ttl' },
+            ttl: { type: 'string', maxLength: 32, description: 'e.g. 24h; clamped to the server\'s --max-ttl' },
           },
           required: ['namespace'],
           additionalProperties: false,
