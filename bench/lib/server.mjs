@@ -1,0 +1,348 @@
+// The server under test: a real `node dist/cli.js serve` child process, its admin API, its metrics,
+// and its CPU and memory as the kernel accounts them (/proc/<pid>).
+
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createWriteStream, readFileSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { Agent, request as httpsRequest } from 'node:https';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+
+const READY_TIMEOUT_MS = 60_000;
+const STOP_TIMEOUT_MS = 30_000;
+
+/**
+ * @typedef {object} ServerOptions
+ * @property {string} cli path of dist/cli.js
+ * @property {string} dataDir
+ * @property {string} kek base64 of 32 bytes (MESHCA_KEK)
+ * @property {string} jwksFile
+ * @property {string} jwtIssuer
+ * @property {string} logFile the server's stdout and stderr are appended here
+ * @property {string} logLevel
+ * @property {string[]} [extraArgs] more `meshca serve` flags
+ * @property {string[]} [nodeArgs] flags for node itself (e.g. --cpu-prof)
+ */
+
+export class ServerProcess {
+  /**
+   * @param {import('node:child_process').ChildProcess} child
+   * @param {{ grpc: string, admin: string, monitoring: string }} addresses
+   * @param {ServerOptions} options
+   */
+  constructor(child, addresses, options) {
+    this.child = child;
+    this.pid = /** @type {number} */ (child.pid);
+    this.addresses = addresses;
+    this.options = options;
+    /** @type {string[]} the last lines the server wrote, for error reports */
+    this.tail = [];
+    /** @type {{ code: number | null, signal: string | null } | undefined} */
+    this.exit = undefined;
+    /** set once the benchmark asks it to stop, so that its exit is not reported as a crash */
+    this.stopping = false;
+    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve((this.exit = { code, signal }))));
+  }
+
+  /**
+   * Spawns the server on free loopback ports and waits until /readyz answers 200.
+   * (The "meshca is serving" line is logged at info; the benchmark runs the server at warn, so it
+   * picks the ports itself rather than reading them from the log.)
+   * @param {ServerOptions} options
+   */
+  static async start(options) {
+    const [grpcPort, adminPort, monitoringPort] = await freePorts(3);
+    const addresses = { grpc: `127.0.0.1:${grpcPort}`, admin: `https://127.0.0.1:${adminPort}`, monitoring: `127.0.0.1:${monitoringPort}` };
+    const args = [
+      ...(options.nodeArgs ?? []),
+      options.cli, 'serve',
+      '--data-dir', options.dataDir,
+      '--grpc-listen', addresses.grpc,
+      '--admin-listen', `127.0.0.1:${adminPort}`,
+      '--monitoring-listen', addresses.monitoring,
+      '--jwks-file', options.jwksFile,
+      '--jwt-issuer', options.jwtIssuer,
+      '--log-level', options.logLevel,
+      ...(options.extraArgs ?? []),
+    ];
+    const child = spawn(process.execPath, args, { env: { ...process.env, MESHCA_KEK: options.kek }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const server = new ServerProcess(child, addresses, options);
+    const log = createWriteStream(options.logFile, { flags: 'a' });
+    log.write(`\n=== ${new Date().toISOString()} node ${args.join(' ')}\n`);
+    for (const stream of [child.stdout, child.stderr]) {
+      stream?.on('data', (/** @type {Buffer} */ chunk) => {
+        log.write(chunk);
+        server.tail.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+        if (server.tail.length > 200) server.tail.splice(0, server.tail.length - 200);
+      });
+    }
+    child.once('exit', () => log.end());
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    while (!(await server.ready())) {
+      if (server.exit) throw new Error(`meshca exited during startup (${describeExit(server.exit)}):\n${server.lastLines(30)}`);
+      if (Date.now() > deadline) {
+        server.kill();
+        throw new Error(`meshca was not ready within ${READY_TIMEOUT_MS / 1000} s:\n${server.lastLines(30)}`);
+      }
+      await sleep(50);
+    }
+    return server;
+  }
+
+  async ready() {
+    if (this.exit) return false;
+    try {
+      return (await httpGet(`http://${this.addresses.monitoring}/readyz`)).status === 200;
+    } catch {
+      return false;
+    }
+  }
+
+  /** @param {number} n */
+  lastLines(n) {
+    return this.tail.slice(-n).map((line) => `    | ${line}`).join('\n');
+  }
+
+  /** PEM roots of the trust bundle, read from the data dir by `meshca bundle`. */
+  bundlePem() {
+    const result = spawnSync(process.execPath, [this.options.cli, 'bundle', '--data-dir', this.options.dataDir], { encoding: 'utf8', env: { ...process.env, MESHCA_KEK: this.options.kek } });
+    if (result.status !== 0) throw new Error(`meshca bundle failed: ${result.stderr}`);
+    return result.stdout;
+  }
+
+  /** An admin API client trusting the current bundle (the admin listener serves meshca's own chain). */
+  admin() {
+    const token = readFileSync(join(this.options.dataDir, 'admin-token'), 'utf8').trim();
+    return new AdminClient(this.addresses.admin, token, this.bundlePem());
+  }
+
+  /** Prometheus text from /metrics. */
+  async metrics() {
+    return (await httpGet(`http://${this.addresses.monitoring}/metrics`)).body;
+  }
+
+  /** SIGTERM (drain, commit, close), then SIGKILL if it does not exit in time. */
+  async stop() {
+    this.stopping = true;
+    if (this.exit) return this.exit;
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.kill(), STOP_TIMEOUT_MS);
+    const exit = await this.exited;
+    clearTimeout(timer);
+    return exit;
+  }
+
+  kill() {
+    if (!this.exit) this.child.kill('SIGKILL');
+  }
+}
+
+export class AdminClient {
+  /**
+   * @param {string} baseUrl
+   * @param {string} token
+   * @param {string} caPem
+   */
+  constructor(baseUrl, token, caPem) {
+    this.baseUrl = baseUrl;
+    this.token = token;
+    this.agent = new Agent({ keepAlive: true, ca: caPem, servername: 'localhost' });
+  }
+
+  /**
+   * @param {'GET' | 'POST'} method
+   * @param {string} path
+   * @param {unknown} [body]
+   * @returns {Promise<{ status: number, json: any, ms: number }>}
+   */
+  request(method, path, body) {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const started = performance.now();
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(
+        new URL(path, this.baseUrl),
+        {
+          method,
+          agent: this.agent,
+          servername: 'localhost',
+          headers: { authorization: `Bearer ${this.token}`, ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}) },
+        },
+        (res) => {
+          const chunks = /** @type {Buffer[]} */ ([]);
+          res.on('data', (c) => chunks.push(c));
+          res.on('end', () => {
+            const ms = performance.now() - started;
+            const text = Buffer.concat(chunks).toString('utf8');
+            let json;
+            try {
+              json = JSON.parse(text);
+            } catch {
+              json = text;
+            }
+            resolve({ status: res.statusCode ?? 0, json, ms });
+          });
+        },
+      );
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
+
+  close() {
+    this.agent.destroy();
+  }
+}
+
+/**
+ * Sum and count of Prometheus histograms/summaries, by metric name.
+ * @param {string} text
+ * @returns {Map<string, number>}
+ */
+export function parseMetricTotals(text) {
+  const totals = new Map();
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*_(?:sum|count))(?:\{[^}]*\})?\s+(\S+)$/.exec(line);
+    if (m) totals.set(m[1], (totals.get(m[1]) ?? 0) + Number(m[2]));
+  }
+  return totals;
+}
+
+// ---- /proc accounting ----
+
+let clockTicks = 0;
+function ticksPerSecond() {
+  if (!clockTicks) {
+    try {
+      clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      clockTicks = 100;
+    }
+  }
+  return clockTicks;
+}
+
+/**
+ * User + system CPU seconds a process has consumed (all its threads: the event loop, the libuv pool
+ * doing crypto and SQLite, V8's GC helpers).
+ * @param {number} pid
+ */
+export function cpuSeconds(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond(); // utime, stime
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * @param {number} pid
+ * @param {'VmRSS' | 'VmHWM'} field
+ * @returns {number} bytes
+ */
+export function memoryBytes(pid, field) {
+  try {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * CPU seconds the whole machine spent busy (every core; /proc/stat: all but idle and iowait).
+ */
+export function machineBusySeconds() {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const [user, nice, system, , , irq, softirq, steal] = fields;
+    return (user + nice + system + irq + softirq + steal) / ticksPerSecond();
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * Measures one scenario window: CPU % (100 % = one core) of the server, of the load generators, and
+ * of everything else on the machine (this orchestrator included: other work shows up as noise), and
+ * the server's peak RSS.
+ * The peak comes from VmHWM after resetting it (clear_refs "5") at the start, cross-checked by
+ * sampling VmRSS every 50 ms in case the kernel refuses the reset.
+ */
+export class ResourceWindow {
+  /** @param {{ server: number, loadgens: number[] }} pids */
+  constructor(pids) {
+    this.pids = pids;
+    this.started = performance.now();
+    this.cpuStart = { server: cpuSeconds(pids.server), loadgens: pids.loadgens.map(cpuSeconds), machine: machineBusySeconds() };
+    let reset = false;
+    try {
+      writeFileSync(`/proc/${pids.server}/clear_refs`, '5');
+      reset = true;
+    } catch {
+      // not permitted: fall back to sampling
+    }
+    this.hwmReset = reset;
+    this.sampledPeak = memoryBytes(pids.server, 'VmRSS');
+    this.timer = setInterval(() => {
+      const rss = memoryBytes(pids.server, 'VmRSS');
+      if (rss > this.sampledPeak) this.sampledPeak = rss;
+    }, 50);
+  }
+
+  finish() {
+    clearInterval(this.timer);
+    const seconds = (performance.now() - this.started) / 1000;
+    const serverCpu = cpuSeconds(this.pids.server) - this.cpuStart.server;
+    const loadgenCpu = this.pids.loadgens.reduce((sum, pid, i) => sum + (cpuSeconds(pid) - this.cpuStart.loadgens[i]), 0);
+    const machineCpu = machineBusySeconds() - this.cpuStart.machine;
+    const hwm = this.hwmReset ? memoryBytes(this.pids.server, 'VmHWM') : NaN;
+    const peak = Math.max(Number.isNaN(hwm) ? 0 : hwm, this.sampledPeak || 0);
+    return {
+      wallSeconds: seconds,
+      serverCpuPercent: (100 * serverCpu) / seconds,
+      loadgenCpuPercent: (100 * loadgenCpu) / seconds,
+      otherCpuPercent: Math.max(0, (100 * (machineCpu - serverCpu - loadgenCpu)) / seconds),
+      serverPeakRssMb: peak / 2 ** 20,
+    };
+  }
+}
+
+// ---- helpers ----
+
+/** @param {number} n distinct free loopback TCP ports */
+async function freePorts(n) {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise((resolve, reject) => {
+      const s = createServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => resolve(s));
+    })),
+  );
+  const ports = servers.map((s) => /** @type {import('node:net').AddressInfo} */ (/** @type {import('node:net').Server} */ (s).address()).port);
+  await Promise.all(servers.map((s) => new Promise((r) => /** @type {import('node:net').Server} */ (s).close(r))));
+  return ports;
+}
+
+/** @param {string} url @returns {Promise<{ status: number, body: string }>} */
+function httpGet(url) {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { timeout: 5000 }, (res) => {
+      const chunks = /** @type {Buffer[]} */ ([]);
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** @param {{ code: number | null, signal: string | null }} exit */
+export function describeExit(exit) {
+  return exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`;
+}
+
+/** @param {number} ms */
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
