@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { chmodSync, closeSync, createReadStream, existsSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { checkInvariants, formatInvariantReport } from '../authority/invariants.js';
 import { prepareDataDir } from '../data-dir.js';
 import { bool, requireStr, UsageError, type FlagValues } from '../flags.js';

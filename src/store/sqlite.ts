@@ -6,12 +6,12 @@ import { IssuanceWriterThread } from './issuance-writer.js';
 import Database from 'better-sqlite3';
 import type { Database as Connection, Statement } from 'better-sqlite3';
 import { StoreError } from './errors.js';
+import { authorityFromRow, normalizeSerial, type AuthorityRow } from './rows.js';
 import { applyMigrations } from './migrations.js';
 import type {
   AuditEvent,
   AuditEventInput,
   AuthorityChange,
-  AuthorityKind,
   AuthorityRecord,
   AuthorityState,
   AuthorityTransition,
@@ -205,22 +205,6 @@ class BackgroundCheckpointer {
 // ---------------------------------------------------------------------------------------------
 // Rows
 
-interface AuthorityRow {
-  id: string;
-  kind: AuthorityKind;
-  parent_id: string | null;
-  state: AuthorityState;
-  key_type: string;
-  certificate: Buffer;
-  sealed_key: Buffer | null;
-  serial_hex: string;
-  subject: string;
-  not_before: number;
-  not_after: number;
-  sha256_fingerprint: string;
-  created_at: number;
-  updated_at: number;
-}
 
 interface CertificateRow {
   id: number;
@@ -259,24 +243,6 @@ interface DeniedRow {
 
 const SUMMARY_COLUMNS = 'id, serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, revoked_at, revocation_reason';
 
-function authorityFromRow(row: AuthorityRow): AuthorityRecord {
-  return {
-    id: row.id,
-    kind: row.kind,
-    parentId: row.parent_id,
-    state: row.state,
-    keyType: row.key_type,
-    certificateDer: row.certificate,
-    sealedKey: row.sealed_key,
-    serialHex: row.serial_hex,
-    subject: row.subject,
-    notBefore: new Date(row.not_before),
-    notAfter: new Date(row.not_after),
-    sha256Fingerprint: row.sha256_fingerprint,
-    createdAt: new Date(row.created_at),
-    updatedAt: new Date(row.updated_at),
-  };
-}
 
 function authorityParams(record: AuthorityRecord) {
   return {
@@ -349,9 +315,6 @@ function auditFromRow(row: AuditRow): AuditEvent {
 }
 
 /** Serials are stored as the interface spells them (lowercase, no leading zeros); lookups accept any case. */
-function normalizeSerial(serialHex: string): string {
-  return serialHex.toLowerCase().replace(/^0+(?=.)/, '');
-}
 
 // ---------------------------------------------------------------------------------------------
 // Cursors: base64url of a versioned position, so callers cannot depend on the layout.

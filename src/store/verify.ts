@@ -10,8 +10,9 @@
 import Database from 'better-sqlite3';
 import type { Database as Connection } from 'better-sqlite3';
 import { StoreError } from './errors.js';
+import { authorityFromRow, normalizeSerial, type AuthorityRow } from './rows.js';
 import { DEFAULT_MIGRATIONS_DIR, readMigrations, recordedMigrations } from './migrations.js';
-import type { AuthorityKind, AuthorityRecord, AuthorityState, AuthorityUsage, DeniedIdentity, RevocationReason } from './types.js';
+import type { AuthorityRecord, AuthorityUsage, DeniedIdentity, RevocationReason } from './types.js';
 
 export interface IssuedDer {
   readonly serialHex: string;
@@ -66,22 +67,6 @@ export interface InspectOptions {
   readonly readonly?: boolean;
 }
 
-interface AuthorityRow {
-  id: string;
-  kind: AuthorityKind;
-  parent_id: string | null;
-  state: AuthorityState;
-  key_type: string;
-  certificate: Buffer;
-  sealed_key: Buffer | null;
-  serial_hex: string;
-  subject: string;
-  not_before: number;
-  not_after: number;
-  sha256_fingerprint: string;
-  created_at: number;
-  updated_at: number;
-}
 
 const REQUIRED_TABLES = ['authorities', 'issued_certificates', 'meta', 'schema_migrations', 'denied_identities'];
 
@@ -128,28 +113,7 @@ export function assertNotInUse(path: string, what: string): void {
   }
 }
 
-function authorityFromRow(row: AuthorityRow): AuthorityRecord {
-  return {
-    id: row.id,
-    kind: row.kind,
-    parentId: row.parent_id,
-    state: row.state,
-    keyType: row.key_type,
-    certificateDer: row.certificate,
-    sealedKey: row.sealed_key,
-    serialHex: row.serial_hex,
-    subject: row.subject,
-    notBefore: new Date(row.not_before),
-    notAfter: new Date(row.not_after),
-    sha256Fingerprint: row.sha256_fingerprint,
-    createdAt: new Date(row.created_at),
-    updatedAt: new Date(row.updated_at),
-  };
-}
 
-function normalizeSerial(serialHex: string): string {
-  return serialHex.toLowerCase().replace(/:/g, '').replace(/^0+(?=.)/, '');
-}
 
 class SqliteInspection implements StoreInspection {
   constructor(private readonly db: Connection) {}

@@ -1,0 +1,43 @@
+import type { AuthorityKind, AuthorityRecord, AuthorityState } from './types.js';
+
+/** An `authorities` row as SQLite returns it (shared by the store and its read-only inspection). */
+export interface AuthorityRow {
+  id: string;
+  kind: AuthorityKind;
+  parent_id: string | null;
+  state: AuthorityState;
+  key_type: string;
+  certificate: Buffer;
+  sealed_key: Buffer | null;
+  serial_hex: string;
+  subject: string;
+  not_before: number;
+  not_after: number;
+  sha256_fingerprint: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export function authorityFromRow(row: AuthorityRow): AuthorityRecord {
+  return {
+    id: row.id,
+    kind: row.kind,
+    parentId: row.parent_id,
+    state: row.state,
+    keyType: row.key_type,
+    certificateDer: row.certificate,
+    sealedKey: row.sealed_key,
+    serialHex: row.serial_hex,
+    subject: row.subject,
+    notBefore: new Date(row.not_before),
+    notAfter: new Date(row.not_after),
+    sha256Fingerprint: row.sha256_fingerprint,
+    createdAt: new Date(row.created_at),
+    updatedAt: new Date(row.updated_at),
+  };
+}
+
+/** Serials as stored: lowercase hex, no separators, no leading zeros. */
+export function normalizeSerial(serialHex: string): string {
+  return serialHex.toLowerCase().replace(/:/g, '').replace(/^0+(?=.)/, '');
+}
