@@ -10,6 +10,7 @@ import { LeafTemplate, type LeafRequest } from '../src/pki/leaf.js';
 import { pemDecodeOne, pemEncode } from '../src/pki/pem.js';
 import { randomSerial, serialToHex } from '../src/pki/serial.js';
 
+import { inspect } from 'node:util';
 import { x509 } from '../src/pki/x509.js';
 import { prng } from './support/prng.js';
 
@@ -191,6 +192,17 @@ describe('LeafTemplate against openssl and @peculiar/x509', () => {
 async function expectRejected(promise: () => Promise<unknown>, code: string): Promise<void> {
   await expect(promise()).rejects.toSatisfy((err: unknown) => err instanceof PkiError && err.code === code);
 }
+
+describe('LeafTemplate key handling', () => {
+  it('keeps the issuer key unreachable: inspecting or serializing a template shows no key', () => {
+    const { template, key } = issuers.get('p256')!;
+    const d = String((key.export({ format: 'jwk' }) as { d: string }).d);
+    for (const text of [inspect(template, { showHidden: true, depth: 10 }), JSON.stringify(template)]) {
+      expect(text).not.toContain('KeyObject');
+      expect(text).not.toContain(d);
+    }
+  });
+});
 
 describe('LeafTemplate input checks', () => {
   const base = (): LeafRequest => leafRequest(subjectKeys.get('p256')!);

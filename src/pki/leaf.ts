@@ -85,14 +85,19 @@ const RSA_SHA256: IssuerSignature = {
 };
 
 export class LeafTemplate {
+  /** An ES private field, not TypeScript's `private`: unreachable from outside, never inspected or serialized. */
+  readonly #issuerKey: KeyObject;
+
   private constructor(
-    private readonly issuerKey: KeyObject,
+    issuerKey: KeyObject,
     private readonly signature: IssuerSignature,
     /** The issuer certificate's subject Name, verbatim. */
     private readonly issuerName: Buffer,
     /** The complete AKI extension, constant per issuer. */
     private readonly authorityKeyIdentifier: Buffer,
-  ) {}
+  ) {
+    this.#issuerKey = issuerKey;
+  }
 
   /** Precomputes issuer Name bytes, AKI (= issuer's SKID), signature algorithm identifier, constant extensions. */
   static create(issuerCertificateDer: Buffer, issuerKey: KeyObject): LeafTemplate {
@@ -113,7 +118,7 @@ export class LeafTemplate {
     }
     const { hash, algorithmIdentifier } = this.signature;
     return new Promise((resolve, reject) => {
-      sign(hash, tbs, this.issuerKey, (err, signatureValue) => {
+      sign(hash, tbs, this.#issuerKey, (err, signatureValue) => {
         if (err) reject(err);
         else resolve(encodeSequence(tbs, algorithmIdentifier, encodeBitString(signatureValue)));
       });
