@@ -64,10 +64,13 @@ describe('gRPC limits', () => {
     expect(await codes(t, ['a', 'b', 'c', 'd', 'e', 'f'])).toEqual(Array(6).fill('OK'));
   });
 
-  it('--max-connection-idle closes idle client connections', async () => {
-    const t = await server(['--max-connection-idle', '1s']);
+  it.each([
+    ['--max-connection-idle', 'idle'],
+    ['--max-connection-age', 'old'],
+  ])('%s closes %s client connections (GOAWAY)', async (flag) => {
+    const t = await server([flag, '1s']);
     const client = new CaClient({ address: t.address, rootsPem: t.server.ca.current().rootsPem, serverName: 'localhost' });
-    expect(await codes(t, ['idle'], client)).toEqual(['OK']);
+    expect(await codes(t, ['conn'], client)).toEqual(['OK']);
     const channel = (client as unknown as { stub: { getChannel(): { getConnectivityState(b: boolean): connectivityState } } }).stub.getChannel();
     expect(channel.getConnectivityState(false)).toBe(connectivityState.READY);
     await new Promise((r) => setTimeout(r, 2500));
