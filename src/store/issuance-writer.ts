@@ -24,6 +24,8 @@ const db = new Database(workerData.path, { fileMustExist: true });
 db.pragma('synchronous = FULL');
 db.pragma('foreign_keys = ON');
 db.pragma('busy_timeout = 5000');
+// The same page cache as the main connection: index inserts into a large store must not re-read pages.
+db.pragma('cache_size = -' + workerData.cacheKib);
 if (workerData.noAutocheckpoint) db.pragma('wal_autocheckpoint = 0');
 const insert = db.prepare(workerData.insertSql);
 function rowFailure(error) {
@@ -62,9 +64,9 @@ export class IssuanceWriterThread {
   private nextId = 1;
   private failure: Error | undefined;
 
-  constructor(path: string, insertSql: string, noAutocheckpoint: boolean) {
+  constructor(path: string, insertSql: string, noAutocheckpoint: boolean, cacheKib: number) {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-    this.worker = new Worker(WRITER_SOURCE, { eval: true, workerData: { driver, path, insertSql, noAutocheckpoint } });
+    this.worker = new Worker(WRITER_SOURCE, { eval: true, workerData: { driver, path, insertSql, noAutocheckpoint, cacheKib } });
     this.worker.on('message', (reply: Reply) => this.settle(reply));
     this.worker.on('error', (error) => this.fail(error));
     this.worker.on('exit', (code) => this.fail(new Error(`the issuance writer thread exited (code ${code})`)));

@@ -75,7 +75,7 @@ export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
     applyMigrations(db, options.migrationsDir);
     restrictFiles(options.path);
     const checkpointer = options.backgroundCheckpoint === false ? undefined : new BackgroundCheckpointer(db, options.path, options.logger);
-    const writer = options.writerThread === false ? undefined : new IssuanceWriterThread(options.path, SQL_INSERT_ISSUED, checkpointer !== undefined);
+    const writer = options.writerThread === false ? undefined : new IssuanceWriterThread(options.path, SQL_INSERT_ISSUED, checkpointer !== undefined, CACHE_KIB);
     return new SqliteStoreImpl(db, options, checkpointer, writer);
   } catch (error) {
     db.close();
