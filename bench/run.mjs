@@ -290,7 +290,7 @@ async function warmUp(ctx, server, { settle }) {
   log(`  warm-up: ${r.ok} certificates in ${r.wallSeconds.toFixed(1)} s (${Math.round(r.throughput)}/s)${errorTotal(r.errors) ? `, errors: ${JSON.stringify(r.errors)} ${JSON.stringify(r.errorSamples)}` : ''}`);
   if (r.ok === 0) throw new Error(`the warm-up issued no certificate: ${JSON.stringify(r.errorSamples)}\n${server.lastLines(20)}`);
   if (!settle) return;
-  const seconds = ctx.opts.quick ? 2 : 5;
+  const seconds = ctx.opts.quick ? 3 : 5;
   const more = summarize('settle', '', await ctx.pool.run({ kind: 'closed', concurrency: 32, durationMs: seconds * 1000, deadlineMs: REQUEST_DEADLINE_MS, cycle: true, work: work(ctx, 'ecCsrs', 'warmTokens') }, server.pid), undefined);
   log(`  settle: ${more.ok} more in ${more.wallSeconds.toFixed(1)} s (${Math.round(more.throughput)}/s)`);
 }
@@ -642,9 +642,11 @@ async function main() {
     scenarios: ctx.results,
   };
   mkdirSync(opts.out, { recursive: true });
-  // Quick, partial and profiled runs never overwrite the day's full results.
+  // Quick, partial and profiled runs never overwrite the day's full results; partial and profiled
+  // ones carry the time too, so that they do not overwrite each other either.
   const partial = opts.scenarios.length < ALL_SCENARIOS.length;
-  const base = join(opts.out, `${date}${opts.quick ? '-quick' : ''}${partial ? '-partial' : ''}${opts.profile ? '-profiled' : ''}`);
+  const time = new Date().toTimeString().slice(0, 8).replace(/:/g, '');
+  const base = join(opts.out, `${date}${opts.quick ? '-quick' : ''}${partial ? '-partial' : ''}${opts.profile ? '-profiled' : ''}${partial || opts.profile ? `-${time}` : ''}`);
   writeFileSync(`${base}.json`, JSON.stringify(run, null, 2) + '\n');
   writeFileSync(`${base}.md`, markdownReport(run));
   writeFileSync(`${base}.svg`, svgChart(run, GOALS));
