@@ -16,13 +16,14 @@
  * Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--keep]
  * The test suite runs a short version (test/chaos.test.ts). Needs dist/ (npm run chaos builds it).
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { spawnMeshca } from './lib/meshca-process.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(ROOT, 'dist');
@@ -57,41 +58,13 @@ function pemBlocks(pem) {
  */
 function startMeshca(dataDir, env, tail) {
   const args = ['serve', '--dev', '--data-dir', dataDir, '--grpc-listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--log-level', 'info'];
-  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
-  const remember = (line) => {
-    tail.push(line);
-    if (tail.length > 60) tail.shift();
-  };
-  const ready = new Promise((resolve, reject) => {
-    let buffered = '';
-    const timer = setTimeout(() => reject(new Error('meshca did not report "serving" within 30 s')), 30_000);
-    child.stderr.on('data', (d) => remember(d.toString().trimEnd()));
-    child.stdout.on('data', (d) => {
-      buffered += d.toString();
-      const lines = buffered.split('\n');
-      buffered = lines.pop();
-      for (const line of lines) {
-        remember(line);
-        let entry;
-        try {
-          entry = JSON.parse(line);
-        } catch {
-          continue;
-        }
-        if (entry.msg === 'meshca is serving') {
-          clearTimeout(timer);
-          const port = (address) => Number(String(address).split(':').pop());
-          resolve({ grpcPort: port(entry.grpc), adminPort: port(entry.admin), monitoringPort: port(entry.monitoring) });
-        }
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`meshca exited (${code}) before serving`));
-    });
+  return spawnMeshca(args, {
+    env,
+    onLine: (line) => {
+      tail.push(line);
+      if (tail.length > 60) tail.shift();
+    },
   });
-  return { child, exited, ready };
 }
 
 function adminRequest(port, ca, token, method, path) {

@@ -8,7 +8,7 @@
 // remove. One long-lived TLS connection stays open throughout and exchanges a message at every step,
 // and a fresh handshake is made at every step. Exits 0 on success, 1 with the reason on failure, and
 // always stops the server and deletes the temp dir (also on Ctrl-C).
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:https';
@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { connect, createServer } from 'node:tls';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { spawnMeshca } from './lib/meshca-process.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist', 'cli.js');
@@ -79,36 +80,11 @@ const serverLogs = [];
 function startCa(dataDir) {
   const args = ['serve', '--dev', '--data-dir', dataDir, '--grpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0'];
   cmd(args);
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  resources.server = child;
-  resources.serverExited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal)));
-  return new Promise((resolve, reject) => {
-    let buffered = '';
-    const timer = setTimeout(() => reject(new DemoError('meshca did not report "meshca is serving" within 30 s')), 30_000);
-    child.stderr.on('data', (d) => serverLogs.push(d.toString()));
-    child.stdout.on('data', (d) => {
-      buffered += d.toString();
-      const lines = buffered.split('\n');
-      buffered = lines.pop();
-      for (const line of lines) {
-        serverLogs.push(line);
-        let entry;
-        try {
-          entry = JSON.parse(line);
-        } catch {
-          continue;
-        }
-        if (entry.msg === 'meshca is serving') {
-          clearTimeout(timer);
-          const port = (address) => Number(String(address).split(':').pop());
-          resolve({ grpcPort: port(entry.grpc), adminPort: port(entry.admin) });
-        }
-      }
-    });
-    void resources.serverExited.then((code) => {
-      clearTimeout(timer);
-      reject(new DemoError(`meshca exited (${code}) before it was serving`));
-    });
+  const server = spawnMeshca(args, { onLine: (line) => serverLogs.push(line) });
+  resources.server = server.child;
+  resources.serverExited = server.exited;
+  return server.ready.catch((error) => {
+    throw new DemoError(error.message);
   });
 }
 

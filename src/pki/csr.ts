@@ -25,7 +25,7 @@ export interface SubjectAttribute {
   readonly value: string;
 }
 
-export interface CertificationRequest {
+export interface CertificationRequest extends RequestedExtensions {
   readonly der: Buffer;
   /** The SubjectPublicKeyInfo, raw DER bytes. */
   readonly spkiDer: Buffer;
@@ -34,19 +34,6 @@ export interface CertificationRequest {
   readonly rsaModulusBits: number | undefined;
   /** Every attribute of every RDN, in order. */
   readonly subject: readonly SubjectAttribute[];
-  readonly uris: readonly string[];
-  readonly dnsNames: readonly string[];
-  /** Printable form: dotted IPv4, RFC 5952 IPv6. */
-  readonly ipAddresses: readonly string[];
-  readonly emails: readonly string[];
-  /** SAN entries of other kinds (otherName, directoryName, registeredID, ...). */
-  readonly otherSanCount: number;
-  /** Undefined when there is no SAN extension. */
-  readonly sanCritical: boolean | undefined;
-  /** BasicConstraints cA=true requested. */
-  readonly requestsCa: boolean;
-  /** All requested extension OIDs, in order. */
-  readonly extensionOids: readonly string[];
   readonly signatureAlgorithm: CsrSignatureAlgorithm;
   /** The signed bytes (certificationRequestInfo TLV), a view into `der`. */
   readonly certificationRequestInfoDer: Buffer;
@@ -273,14 +260,20 @@ function unsignedBitLength(bytes: Buffer): number {
   return (bytes.length - i - 1) * 8 + (32 - Math.clz32(bytes[i]!));
 }
 
-interface RequestedExtensions {
+/** What the extensionRequest attribute asks for. */
+export interface RequestedExtensions {
   readonly uris: readonly string[];
   readonly dnsNames: readonly string[];
+  /** Printable form: dotted IPv4, RFC 5952 IPv6. */
   readonly ipAddresses: readonly string[];
   readonly emails: readonly string[];
+  /** SAN entries of other kinds (otherName, directoryName, registeredID, ...). */
   readonly otherSanCount: number;
+  /** Undefined when there is no SAN extension. */
   readonly sanCritical: boolean | undefined;
+  /** BasicConstraints cA=true requested. */
   readonly requestsCa: boolean;
+  /** All requested extension OIDs, in order. */
   readonly extensionOids: readonly string[];
 }
 

@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { CLI as CLI_PATH, spawnMeshca } from '../../scripts/lib/meshca-process.mjs';
 import { testServerArgs } from './server.js';
 
-export const CLI = join(import.meta.dirname, '..', '..', 'dist', 'cli.js');
+export const CLI: string = CLI_PATH;
 
 export interface ServerProcess {
   readonly child: ChildProcess;
@@ -15,43 +15,13 @@ export interface ServerProcess {
 }
 
 /** Starts `meshca serve` as a separate process and waits for its "serving" log line. */
-export function spawnServer(dataDir: string, extra: readonly string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
-  const args = testServerArgs(dataDir, extra).map((a) => (a === 'silent' ? 'info' : a));
-  const child = spawn(process.execPath, [CLI, 'serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function spawnServer(dataDir: string, extra: readonly string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
+  const args = ['serve', ...testServerArgs(dataDir, extra).map((a) => (a === 'silent' ? 'info' : a))];
   const logs: string[] = [];
-  const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
-  return new Promise((resolve, reject) => {
-    let buffered = '';
-    const timer = setTimeout(() => reject(new Error(`meshca did not start:\n${logs.join('\n')}`)), 30_000);
-    child.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
-    child.stdout!.on('data', (d: Buffer) => {
-      buffered += d.toString();
-      const lines = buffered.split('\n');
-      buffered = lines.pop()!;
-      for (const line of lines) {
-        logs.push(line);
-        const entry = parse(line);
-        if (entry?.msg === 'meshca is serving') {
-          clearTimeout(timer);
-          resolve({ child, logs, exited, grpcPort: port(entry.grpc), monitoringPort: port(entry.monitoring), adminPort: port(entry.admin) });
-        }
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`meshca exited (${code}) before serving:\n${logs.join('\n')}`));
-    });
-  });
-}
-
-function parse(line: string): Record<string, unknown> | undefined {
+  const server = spawnMeshca(args, { env: { ...process.env, ...env }, onLine: (line) => logs.push(line) });
   try {
-    return JSON.parse(line) as Record<string, unknown>;
-  } catch {
-    return undefined;
+    return { child: server.child, exited: server.exited, logs, ...(await server.ready) };
+  } catch (error) {
+    throw new Error(`${(error as Error).message}:\n${logs.join('\n')}`);
   }
-}
-
-function port(address: unknown): number {
-  return Number(String(address).split(':').pop());
 }
