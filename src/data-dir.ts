@@ -24,24 +24,47 @@ export interface KekSource {
   readonly generated: boolean;
 }
 
-/**
- * The key-encryption key: --kek-file, else MESHCA_KEK, else (dev mode only) <data-dir>/kek,
- * generated on first use. Production must bring its own KEK so keys at rest mean something.
- */
-export function loadKek(options: { readonly kekFile?: string; readonly env: NodeJS.ProcessEnv; readonly dataDir: string; readonly dev: boolean }): KekSource {
+interface KekOptions {
+  readonly kekFile?: string;
+  readonly env: NodeJS.ProcessEnv;
+}
+
+/** --kek-file, else MESHCA_KEK, else `devFile` when given; undefined when none is configured. */
+function configuredKek(options: KekOptions, devFile: string | undefined): KekSource | undefined {
   if (options.kekFile) return { kek: readSecretFile(options.kekFile, parseKek), origin: options.kekFile, generated: false };
   const fromEnv = options.env.MESHCA_KEK;
   if (fromEnv) return { kek: parseKek(fromEnv), origin: 'MESHCA_KEK', generated: false };
+  return devFile ? { kek: readSecretFile(devFile, parseKek), origin: devFile, generated: false } : undefined;
+}
+
+/**
+ * The server's key-encryption key: --kek-file, else MESHCA_KEK, else (dev mode only) <data-dir>/kek,
+ * generated on first use. Production must bring its own KEK so keys at rest mean something.
+ */
+export function loadKek(options: KekOptions & { readonly dataDir: string; readonly dev: boolean }): KekSource {
   const devFile = join(options.dataDir, 'kek');
-  if (!options.dev) {
-    throw new DataDirError(
-      'no key-encryption key: create one with `openssl rand -base64 32 > kek && chmod 600 kek` and pass --kek-file kek (or set MESHCA_KEK); --dev generates one for local use',
-    );
-  }
-  if (existsSync(devFile)) return { kek: readSecretFile(devFile, parseKek), origin: devFile, generated: false };
+  const found = configuredKek(options, options.dev && existsSync(devFile) ? devFile : undefined);
+  if (found) return found;
+  if (!options.dev) throw new DataDirError(NO_KEK);
   writeFileSync(devFile, randomBytes(32).toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
   return { kek: readSecretFile(devFile, parseKek), origin: devFile, generated: true };
 }
+
+/** The KEK for offline tools (crl, verify, kek rotate, ...): as the server finds it, plus an existing dev KEK; never generates one. */
+export function offlineKek(options: KekOptions & { readonly dataDir?: string }): KekSource | undefined {
+  const devFile = options.dataDir === undefined ? undefined : join(options.dataDir, 'kek');
+  return configuredKek(options, devFile && existsSync(devFile) ? devFile : undefined);
+}
+
+/** offlineKek, or a DataDirError saying how to provide one. */
+export function requireOfflineKek(options: KekOptions & { readonly dataDir?: string }): KekSource {
+  const found = offlineKek(options);
+  if (!found) throw new DataDirError(NO_KEK);
+  return found;
+}
+
+const NO_KEK =
+  'no key-encryption key: create one with `openssl rand -base64 32 > kek && chmod 600 kek` and pass --kek-file kek (or set MESHCA_KEK); --dev generates one for local use';
 
 /** Reads a secret file, refusing one readable by group/others. */
 export function readSecretFile<T>(path: string, parse: (text: string) => T): T {

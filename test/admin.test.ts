@@ -84,6 +84,7 @@ describe('admin input validation', () => {
     ['POST', '/v1/authorities/prepare', { keyType: 'rsa-1024' }],
     ['POST', '/v1/authorities/prepare', { rootTtl: 'forever' }],
     ['POST', '/v1/authorities/prepare', { rootTtl: '0s' }],
+    ['POST', '/v1/authorities/prepare', { intermediateTtl: '99999999999999999999999y' }],
     ['POST', '/v1/authorities/prepare', { surprise: true }],
     ['POST', '/v1/authorities/import', { caCert: 'x' }],
     ['POST', '/v1/authorities/import', { caCert: 'not pem', caKey: 'not pem', certChain: 'not pem', rootCert: 'not pem' }],

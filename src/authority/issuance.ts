@@ -62,24 +62,25 @@ export class IssuanceService {
     if (!signatureValid) throw new IssuanceError('ERR_CSR_SIGNATURE', 'CSR signature does not verify: the CSR was altered or not signed by its key');
     return this.signAndRecord(
       { spkiDer: csr.spkiDer, uris: [spiffeId], dnsNames: [], rsaKey: csr.keyAlgorithm === 'rsa', callerId: request.caller.spiffeId },
-      this.policy.validity(request.validitySeconds, this.now(), this.ca.current().signer.notAfter),
+      request.validitySeconds,
       request.caller.clusterId,
     );
   }
 
   /** Issues a named-profile certificate for a key meshca generated itself. */
   issueProfile(request: ProfileIssuanceRequest, clusterId = ''): Promise<IssuedCertificate> {
-    const validity = this.policy.validity(Math.ceil(request.ttlMs / 1000), this.now(), this.ca.current().signer.notAfter);
-    return this.signAndRecord(request, validity, clusterId);
+    return this.signAndRecord(request, Math.ceil(request.ttlMs / 1000), clusterId);
   }
 
   private async signAndRecord(
     request: Omit<ProfileIssuanceRequest, 'ttlMs'>,
-    validity: { readonly notBefore: Date; readonly notAfter: Date },
+    validitySeconds: number,
     clusterId: string,
   ): Promise<IssuedCertificate> {
+    // One snapshot for the whole issuance: the lifetime is clamped to the intermediate that signs.
     const snapshot = this.ca.current();
     const signer = snapshot.signer;
+    const validity = this.policy.validity(validitySeconds, this.now(), signer.notAfter);
     const serial = randomSerial();
     const der = await signer
       .sign({ serial, ...validity, spkiDer: request.spkiDer, uris: request.uris, dnsNames: request.dnsNames, keyEncipherment: request.rsaKey })

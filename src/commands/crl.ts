@@ -3,8 +3,8 @@ import { pino } from 'pino';
 import { CertificateAuthority } from '../authority/lifecycle.js';
 import { RevocationService } from '../authority/revocation.js';
 import { duration } from '../config.js';
-import { loadKek } from '../data-dir.js';
-import { bool, requireStr, str, UsageError } from '../flags.js';
+import { requireOfflineKek } from '../data-dir.js';
+import { requireStr, str, UsageError } from '../flags.js';
 import { pemEncode } from '../pki/pem.js';
 import { databasePath } from '../server.js';
 import { openSqliteStore } from '../store/sqlite.js';
@@ -18,7 +18,6 @@ export const crlCommand: Command = {
     DATA_DIR_FLAG,
     { name: 'out', kind: 'string', value: 'PATH', help: 'write here instead of stdout' },
     { name: 'kek-file', kind: 'string', value: 'PATH', help: 'key-encryption key (or MESHCA_KEK); dev data dirs use <data-dir>/kek' },
-    { name: 'dev', kind: 'boolean', help: 'use the development KEK in <data-dir>/kek' },
     { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate' },
   ],
   run: async (values) => {
@@ -26,7 +25,7 @@ export const crlCommand: Command = {
     const store = openSqliteStore({ path: databasePath(dataDir) });
     try {
       if ((await store.loadAuthorities()).length === 0) throw new UsageError('the data dir has no authorities yet: start "meshca serve" once first');
-      const kek = loadKek({ kekFile: str(values, 'kek-file'), env: process.env, dataDir, dev: bool(values, 'dev') || !str(values, 'kek-file') }).kek;
+      const kek = requireOfflineKek({ kekFile: str(values, 'kek-file'), env: process.env, dataDir }).kek;
       const ca = await CertificateAuthority.open({ store, kek, logger: pino({ level: 'silent' }), trustDomain: 'unused', keyType: 'ec-p256', rootTtlMs: 1, intermediateTtlMs: 1 });
       const crl = await new RevocationService(ca, store, kek, { crlValidityMs: duration(values, 'crl-validity') }).activeCrl();
       const pem = pemEncode(crl.der, 'X509 CRL');

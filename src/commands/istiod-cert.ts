@@ -6,7 +6,7 @@ import { IssuanceService } from '../authority/issuance.js';
 import { CertificateAuthority } from '../authority/lifecycle.js';
 import { IssuancePolicy } from '../authority/policy.js';
 import { duration } from '../config.js';
-import { loadKek } from '../data-dir.js';
+import { requireOfflineKek } from '../data-dir.js';
 import { bool, list, requireStr, str, UsageError } from '../flags.js';
 import { Resource } from '../kubernetes/api.js';
 import { KubeClient } from '../kubernetes/client.js';
@@ -36,7 +36,6 @@ export const istiodCertCommand: Command = {
     { name: 'force', kind: 'boolean', help: 'with --k8s-secret: renew even if the Secret is still fresh' },
     { name: 'cluster-id', kind: 'string', value: 'NAME', default: 'Kubernetes', help: 'cluster recorded with the issued certificate' },
     { name: 'kek-file', kind: 'string', value: 'PATH', help: 'key-encryption key (or MESHCA_KEK); dev data dirs use <data-dir>/kek' },
-    { name: 'dev', kind: 'boolean', help: 'use the development KEK in <data-dir>/kek' },
   ],
   run: async (values) => {
     const dataDir = requireStr(values, 'data-dir');
@@ -57,7 +56,7 @@ export const istiodCertCommand: Command = {
     const store = openSqliteStore({ path: databasePath(dataDir) });
     try {
       if ((await store.loadAuthorities()).length === 0) throw new UsageError('the data dir has no authorities yet: start "meshca serve" once first');
-      const kek = loadKek({ kekFile: str(values, 'kek-file'), env: process.env, dataDir, dev: bool(values, 'dev') || !str(values, 'kek-file') }).kek;
+      const kek = requireOfflineKek({ kekFile: str(values, 'kek-file'), env: process.env, dataDir }).kek;
       const ca = await CertificateAuthority.open({ store, kek, logger: pino({ level: 'silent' }), trustDomain, keyType: 'ec-p256', rootTtlMs: 1, intermediateTtlMs: 1 });
       if (client && !out && !bool(values, 'force')) {
         const reason = renewalReason(await Resource.secrets(client).get(namespace, ISTIOD_SECRET), { rootsPem: ca.current().rootsPem, dnsNames: istiodDnsNames(namespace, revisions) });

@@ -1,11 +1,12 @@
 import { timingSafeEqual } from 'node:crypto';
-import { existsSync, renameSync, writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
-import { unsealAuthorityKey } from '../authority/signer.js';
-import { readSecretFile } from '../data-dir.js';
+import { AuthorityError } from '../authority/errors.js';
+import { resealAuthorityKeys } from '../authority/kek-rotation.js';
+import { offlineKek, readSecretFile } from '../data-dir.js';
 import { bool, requireStr, str, UsageError, type FlagValues } from '../flags.js';
-import { openPrivateKey, parseKek, privateKeyMatchesCertificate, sealPrivateKey } from '../pki/keys.js';
+import { parseKek } from '../pki/keys.js';
 import { openSqliteStore } from '../store/sqlite.js';
 import { assertNotInUse } from '../store/verify.js';
 import { DATA_DIR_FLAG, JSON_FLAG, printRows, type Command } from './types.js';
@@ -39,30 +40,9 @@ async function rotate(values: FlagValues): Promise<void> {
 
   const store = openSqliteStore({ path, backgroundCheckpoint: false });
   try {
-    const sealed = (await store.loadAuthorities()).filter((a) => a.sealedKey !== null);
-    if (sealed.length === 0) throw new UsageError('the data dir holds no sealed keys: nothing to re-encrypt');
-    // Open every key first: a wrong current KEK (or one damaged key) changes nothing.
-    const resealed = sealed.map((record) => {
-      let key;
-      try {
-        key = unsealAuthorityKey(record, old.kek);
-      } catch (error) {
-        throw new Error(`${(error as Error).message}; nothing was changed`);
-      }
-      const sealedKey = sealPrivateKey(key, next, record.id);
-      if (!privateKeyMatchesCertificate(openPrivateKey(sealedKey, next, record.id), record.certificateDer)) {
-        throw new Error(`re-sealing the key of ${record.id} did not round-trip; nothing was changed`);
-      }
-      return { id: record.id, sealedKey };
+    const after = await resealAuthorityKeys(store, old.kek, next, actor()).catch((error: unknown) => {
+      throw error instanceof AuthorityError && error.code === 'ERR_AUTHORITY_INVALID' ? new UsageError('the data dir holds no sealed keys: nothing to re-encrypt') : error;
     });
-    await store.applyAuthorityChange({
-      resealed,
-      bumpBundleSequence: false,
-      audit: { actor: actor(), action: 'kek.rotate', target: 'authorities', result: 'ok', details: { authorities: resealed.map((r) => r.id) }, at: new Date() },
-    });
-    // Read back what was committed: every key must open with the new KEK.
-    const after = (await store.loadAuthorities()).filter((a) => a.sealedKey !== null);
-    for (const record of after) unsealAuthorityKey(record, next);
 
     if (old.origin === join(dataDir, 'kek')) replaceDevKek(old.origin, newFile);
     const rows = after.map((a) => ({ id: a.id, kind: a.kind, state: a.state, result: 're-encrypted' }));
@@ -79,12 +59,9 @@ async function rotate(values: FlagValues): Promise<void> {
 }
 
 function currentKek(values: FlagValues, dataDir: string): { kek: Buffer; origin: string } {
-  const file = str(values, 'kek-file');
-  if (file) return { kek: readSecretFile(file, parseKek), origin: file };
-  if (process.env.MESHCA_KEK) return { kek: parseKek(process.env.MESHCA_KEK), origin: 'MESHCA_KEK' };
-  const devFile = join(dataDir, 'kek');
-  if (existsSync(devFile)) return { kek: readSecretFile(devFile, parseKek), origin: devFile };
-  throw new UsageError('the current KEK is required: --kek-file OLD or MESHCA_KEK');
+  const found = offlineKek({ kekFile: str(values, 'kek-file'), env: process.env, dataDir });
+  if (!found) throw new UsageError('the current KEK is required: --kek-file OLD or MESHCA_KEK');
+  return found;
 }
 
 /** A --dev data dir keeps its KEK in <data-dir>/kek, which `serve --dev` reads: it must follow the rotation. */

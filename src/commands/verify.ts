@@ -1,9 +1,7 @@
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { checkInvariants, formatInvariantReport } from '../authority/invariants.js';
-import { readSecretFile } from '../data-dir.js';
+import { offlineKek } from '../data-dir.js';
 import { bool, requireStr, str, UsageError, type FlagSpec, type FlagValues } from '../flags.js';
-import { parseKek } from '../pki/keys.js';
 import { databasePath } from '../server.js';
 import { inspectSqliteStore } from '../store/verify.js';
 import { DATA_DIR_FLAG, JSON_FLAG, type Command } from './types.js';
@@ -17,13 +15,7 @@ export const KEK_FILE_FLAG: FlagSpec = {
 
 /** The KEK for offline tools: --kek-file, MESHCA_KEK, else a dev data dir's <data-dir>/kek, else none. */
 export function optionalKek(values: FlagValues, dataDir: string | undefined): { kek: Buffer; origin: string } | undefined {
-  const file = str(values, 'kek-file');
-  if (file) return { kek: readSecretFile(file, parseKek), origin: file };
-  const env = process.env.MESHCA_KEK;
-  if (env) return { kek: parseKek(env), origin: 'MESHCA_KEK' };
-  const devFile = dataDir === undefined ? undefined : join(dataDir, 'kek');
-  if (devFile && existsSync(devFile)) return { kek: readSecretFile(devFile, parseKek), origin: devFile };
-  return undefined;
+  return offlineKek({ kekFile: str(values, 'kek-file'), env: process.env, dataDir });
 }
 
 /** The database path of a data dir, refusing a dir without one (a typo in --data-dir must not look "empty"). */

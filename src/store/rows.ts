@@ -1,3 +1,4 @@
+import { normalizeSerialHex } from '../pki/serial.js';
 import type { AuthorityKind, AuthorityRecord, AuthorityState } from './types.js';
 
 /** An `authorities` row as SQLite returns it (shared by the store and its read-only inspection). */
@@ -37,7 +38,7 @@ export function authorityFromRow(row: AuthorityRow): AuthorityRecord {
   };
 }
 
-/** Serials as stored: lowercase hex, no separators, no leading zeros. */
+/** Serials as stored: lowercase hex, no separators, no leading zeros (non-hex input is kept, so it simply matches nothing). */
 export function normalizeSerial(serialHex: string): string {
-  return serialHex.toLowerCase().replace(/:/g, '').replace(/^0+(?=.)/, '');
+  return normalizeSerialHex(serialHex) ?? serialHex;
 }

@@ -115,11 +115,15 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
 
 /** CA lifetimes below this are refused: such a root would expire while it is still being distributed. */
 const MIN_CA_TTL_MS = 60 * 60_000;
+/** And above this: far past any sane CA lifetime, and it keeps dates inside what X.509 can encode. */
+const MAX_CA_TTL_MS = 100 * 365 * 86_400_000;
 
 function ttl(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const ms = parseDuration(value);
-  if (ms < MIN_CA_TTL_MS) throw Object.assign(new Error(`CA lifetime "${value}" is too short: use at least 1h`), { statusCode: 400, code: 'ERR_VALIDATION' });
+  if (ms < MIN_CA_TTL_MS || ms > MAX_CA_TTL_MS) {
+    throw Object.assign(new Error(`CA lifetime "${value}" is out of range: use between 1h and 100y`), { statusCode: 400, code: 'ERR_VALIDATION' });
+  }
   return ms;
 }
 
