@@ -390,7 +390,7 @@ async function main() {
   say(`long-lived connection: ${messages} messages over ${((Date.now() - openedAt) / 1000).toFixed(1)} s, one TLS session, never re-established`);
   say(`fresh handshakes: ${handshakes} of ${handshakes} succeeded; the root changed from ${oldRoot} to ${newRoot} with no failed connection`);
   say('(an established TLS session is not re-verified; new handshakes are, which is why the bundle holds both roots until the old one is removed)');
-  say('runbook: docs/rotation.md');
+  say('runbook: docs/operations/rotation.md');
   clearTimeout(watchdog);
 }
 

@@ -117,7 +117,7 @@ function validityTags(der: Buffer): number[] {
 
 const expectedTimeTag = (date: Date): number => (date.getUTCFullYear() < 2050 ? Tag.UTC_TIME : Tag.GENERALIZED_TIME);
 
-// Exact DER of the constant extensions (DESIGN.md §5); KU must be a minimal named-bit BIT STRING.
+// Exact DER of the constant extensions (the X509-SVID profile, docs/architecture.md); KU must be a minimal named-bit BIT STRING.
 const EXTENSION_BYTES = {
   basicConstraints: '300c0603551d130101ff04023000',
   keyUsageSign: '300e0603551d0f0101ff040403020780',

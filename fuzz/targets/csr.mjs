@@ -5,7 +5,7 @@
 //   - IssuancePolicy.checkCsr throws only IssuanceError;
 //   - verifyCsrSignature resolves a boolean or rejects with PkiError, and never resolves true for a
 //     certificationRequestInfo that differs from every seed's (unless the case re-signed it);
-//   - a CSR that passes policy and signature satisfies DESIGN.md §5 (checked by an independent
+//   - a CSR that passes policy and signature satisfies the X509-SVID profile (docs/architecture.md) (checked by an independent
 //     oracle here) and a second parser (@peculiar/x509) reads the same URI SANs from it;
 //   - unmodified seeds marked "accept" are accepted (the harness is not vacuous);
 //   - each case finishes within the time bound (engine).
@@ -167,7 +167,7 @@ export function csrTarget(mods, corpus, options = {}) {
     return input;
   }
 
-  /** DESIGN.md §5's strict CSR policy, restated independently of src/authority/policy.ts. */
+  /** the X509-SVID profile (docs/architecture.md)'s strict CSR policy, restated independently of src/authority/policy.ts. */
   function policyOracle(csr) {
     const problems = [];
     if (csr.uris.length === 0 || csr.uris.some((u) => u !== identity)) problems.push(`URI SANs ${JSON.stringify(csr.uris)} are not exactly ${identity}`);
@@ -175,7 +175,7 @@ export function csrTarget(mods, corpus, options = {}) {
     if (csr.subject.some((a) => a.oid !== ORGANIZATION)) problems.push(`subject has ${csr.subject.map((a) => a.oid).join(',')}, not only O=`);
     if (csr.requestsCa) problems.push('requests cA=true');
     if (csr.keyAlgorithm === 'rsa' ? !(csr.rsaModulusBits >= 2048) : !['ec-p256', 'ec-p384'].includes(csr.keyAlgorithm)) problems.push(`key ${csr.keyAlgorithm}/${csr.rsaModulusBits} is not allowed`);
-    return problems.map((p) => `accepted a CSR that breaks DESIGN.md §5: ${p}`);
+    return problems.map((p) => `accepted a CSR that breaks the X509-SVID profile (docs/architecture.md): ${p}`);
   }
 
   /**

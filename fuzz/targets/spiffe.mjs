@@ -2,7 +2,7 @@
 //
 // Invariants per case:
 //   - only SpiffeIdError is thrown, with a documented code;
-//   - parseSpiffeId accepts exactly the IDs the DESIGN.md §4 oracle below accepts (both directions);
+//   - parseSpiffeId accepts exactly the IDs the SPIFFE ID spec oracle below accepts (both directions);
 //   - an accepted ID round-trips through formatSpiffeId and splits into the oracle's parts;
 //   - parseWorkloadId accepts exactly the valid IDs shaped spiffe://<td>/ns/<ns>/sa/<sa>.
 
@@ -13,7 +13,7 @@ import { mutateString, NASTY_CHARS } from '../lib/mutate.mjs';
 const CODES = new Set(['ERR_SPIFFE_SCHEME', 'ERR_SPIFFE_TRUST_DOMAIN', 'ERR_SPIFFE_PATH', 'ERR_SPIFFE_TOO_LONG', 'ERR_SPIFFE_NOT_WORKLOAD']);
 
 /**
- * DESIGN.md §4, written independently of src/spiffe/id.ts: "spiffe://", a trust domain of
+ * The SPIFFE ID spec, written independently of src/spiffe/id.ts: "spiffe://", a trust domain of
  * lowercase [a-z0-9._-] labels (no empty label, so no leading/trailing or double dot), then path
  * segments of [A-Za-z0-9._-] that are neither "." nor "..", no trailing slash; query, fragment,
  * percent-encoding, port and userinfo all fall outside these alphabets. Lengths are checked apart.
@@ -128,7 +128,7 @@ export function spiffeTarget(mods, options = {}) {
       else if (!CODES.has(e.code)) violations.push(`${fn}: undocumented code ${e.code}`);
     }
     if (expected && error) violations.push(`rejected a valid SPIFFE ID (${error.code ?? error.name}: ${error.message})`);
-    if (!expected && parsed) violations.push('accepted an ID that DESIGN.md §4 forbids');
+    if (!expected && parsed) violations.push('accepted an ID that SPIFFE ID spec forbids');
     if (expected && parsed) {
       if (formatSpiffeId(parsed) !== id) violations.push(`formatSpiffeId does not round-trip: ${JSON.stringify(formatSpiffeId(parsed))}`);
       if (parsed.trustDomain !== expected.trustDomain || parsed.path !== expected.path) violations.push(`split into ${JSON.stringify(parsed)}, expected ${JSON.stringify(expected)}`);

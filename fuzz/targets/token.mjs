@@ -314,7 +314,7 @@ export async function tokenTarget(mods, jwtKeys, options = {}) {
     return input;
   }
 
-  /** What an accepted token must look like (DESIGN.md §3/§9, the authenticator's documented options). */
+  /** What an accepted token must look like (docs/architecture.md, the authenticator's documented options). */
   function acceptanceOracle(token, identity) {
     const problems = [];
     const [h, p, s] = token.split('.');

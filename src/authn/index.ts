@@ -1,4 +1,4 @@
-/** Token validation and caller-identity mapping (DESIGN.md §2, §3, §9). */
+/** Token validation and caller-identity mapping (docs/architecture.md). */
 
 export type { AuthenticationContext, Authenticator, CallerIdentity } from './types.js';
 export { AuthenticationError, type AuthenticationErrorCode } from './errors.js';

@@ -139,7 +139,7 @@ export interface AutoRotationPass {
 }
 
 /**
- * SPIRE-style automatic rotation (DESIGN.md §6), off unless --auto-rotate. Every step it takes is
+ * SPIRE-style automatic rotation (docs/architecture.md), off unless --auto-rotate. Every step it takes is
  * one of CertificateAuthority's journaled operations (one store transaction each, audited with the
  * actor "auto-rotate"), and every pass re-reads the store, so a restart resumes where it stopped.
  */

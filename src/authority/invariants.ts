@@ -1,5 +1,5 @@
 /**
- * The store invariants a crash must never break (issue 7 item 3, DESIGN.md §6 "restart safety"),
+ * The store invariants a crash must never break (docs/architecture.md, "restart safety"),
  * checked by `meshca verify`, `meshca restore`, the tests and the chaos harness (scripts/chaos.mjs):
  *
  *  - integrity: `PRAGMA integrity_check` is ok and no foreign key points nowhere;

@@ -34,7 +34,7 @@ const CA_BACKDATE_MS = 5 * 60_000;
 type ChangeListener = (snapshot: TrustSnapshot) => void;
 
 /**
- * The set of signing authorities and their state machine (DESIGN.md §6), SPIRE-style: every change
+ * The set of signing authorities and their state machine (docs/architecture.md), SPIRE-style: every change
  * is one journaled store transaction with a state guard, and the in-memory snapshot is rebuilt from
  * the store afterwards, so a crash at any point leaves either the old or the new state.
  */

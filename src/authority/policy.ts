@@ -26,7 +26,7 @@ export interface Lifetime {
   readonly notAfter: Date;
 }
 
-/** What a CSR may contain for a given profile (DESIGN.md §5: strict by default, like istio-csr). */
+/** What a CSR may contain for a given profile (docs/architecture.md: strict by default, like istio-csr). */
 export interface CsrProfile {
   readonly uris: readonly string[];
   readonly dnsNames: readonly string[];

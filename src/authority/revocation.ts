@@ -25,7 +25,7 @@ export interface RevocationOptions {
 
 /**
  * Revocation by serial and by identity, the deny-list, and one CRL per signing authority
- * (DESIGN.md §8). CRLs are rebuilt when the store's revocation version moves or half their
+ * (docs/architecture.md). CRLs are rebuilt when the store's revocation version moves or half their
  * validity has passed, so a served CRL is never stale and never older than nextUpdate.
  */
 export class RevocationService {

@@ -22,7 +22,7 @@ export interface ServingIdentityOptions {
 type Listener = (credentials: ServingCredentials) => void;
 
 /**
- * meshca's own TLS identity, issued from its own chain (DESIGN.md §3: clients verify the server
+ * meshca's own TLS identity, issued from its own chain (docs/architecture.md: clients verify the server
  * against the mesh root). The key lives only in memory. Re-issued at 2/3 of its lifetime and
  * whenever the authorities change, so a removed root never strands clients.
  */

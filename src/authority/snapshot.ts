@@ -2,7 +2,7 @@ import type { AuthorityRecord, AuthorityState } from '../store/types.js';
 import { pemEncode } from '../pki/pem.js';
 import type { SigningAuthority } from './signer.js';
 
-/** States whose roots are trusted, i.e. published in the bundle (DESIGN.md §6). */
+/** States whose roots are trusted, i.e. published in the bundle (docs/architecture.md). */
 export const TRUSTED_STATES: ReadonlySet<AuthorityState> = new Set(['prepared', 'active', 'retired', 'tainted']);
 
 /**

@@ -18,7 +18,7 @@ const ISSUANCE_STATUS: Record<IssuanceErrorCode, status> = {
   ERR_ISSUANCE_FAILED: status.INTERNAL,
 };
 
-/** DESIGN.md §3's status table. Unknown errors become INTERNAL without leaking their text. */
+/** docs/architecture.md's status table. Unknown errors become INTERNAL without leaking their text. */
 export function toGrpcFailure(error: unknown): GrpcFailure {
   if (error instanceof AuthenticationError) {
     const failure: AuthenticationError = error;

@@ -1,5 +1,5 @@
 /**
- * ztunnel impersonation (DESIGN.md §9), Istio's NodeAuthorizer checked against the API server: a
+ * ztunnel impersonation (docs/architecture.md), Istio's NodeAuthorizer checked against the API server: a
  * trusted node agent may obtain a certificate for an identity only while a pod with that identity
  * runs on the agent's own node.
  */

@@ -1,5 +1,5 @@
 /**
- * istiod's serving certificate when istiod is not the CA (DESIGN.md §9): DNS SANs istiod.<ns>.svc
+ * istiod's serving certificate when istiod is not the CA (docs/architecture.md): DNS SANs istiod.<ns>.svc
  * (+ istiod-<rev>.<ns>.svc per revision) and the istiod SPIFFE ID, in the file layout istiod reads
  * (/var/run/secrets/istiod/tls/{tls.crt,tls.key}, /var/run/secrets/istiod/ca/root-cert.pem), and
  * optionally kept in Secret istiod-tls, renewed before 2/3 of its lifetime.

@@ -1,7 +1,7 @@
 /**
  * Keeps ConfigMap istio-ca-root-cert (key root-cert.pem) equal to the trust bundle in every
  * namespace (or those matching a label selector): istiod does this itself only when it is the CA
- * (DESIGN.md §9). Runs while this replica leads; other keys, labels and annotations of an existing
+ * (docs/architecture.md). Runs while this replica leads; other keys, labels and annotations of an existing
  * ConfigMap are left as they are.
  */
 

@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 /**
  * Every metric meshca exports, on a registry of its own (no prom-client global), so several
- * servers in one test process do not collide. Names follow istiod's (DESIGN.md §10).
+ * servers in one test process do not collide. Names follow istiod's (docs/architecture.md).
  */
 export class Metrics {
   readonly registry = new Registry();

@@ -1,5 +1,5 @@
 /**
- * CA certificates, plug-in CA validation and CRLs: the slow admin path (DESIGN.md §5, §6, §8).
+ * CA certificates, plug-in CA validation and CRLs: the slow admin path (docs/architecture.md).
  * Built with @peculiar/x509 on Node's WebCrypto; checks that OpenSSL does best (signature and
  * issuer matching) use node:crypto's X509Certificate.
  */
@@ -24,7 +24,7 @@ interface SigningAlgorithm {
   readonly hash: 'SHA-256' | 'SHA-384';
 }
 
-/** ECDSA hashes match the curve size; RSA is always PKCS#1 v1.5 with SHA-256 (DESIGN.md §5). */
+/** ECDSA hashes match the curve size; RSA is always PKCS#1 v1.5 with SHA-256 (docs/architecture.md). */
 function signingAlgorithm(type: KeyType): SigningAlgorithm {
   if (type === 'ec-p256') return { name: 'ECDSA', hash: 'SHA-256' };
   if (type === 'ec-p384') return { name: 'ECDSA', hash: 'SHA-384' };

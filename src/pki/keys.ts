@@ -1,5 +1,5 @@
 /**
- * CA key handling: generation, type checks, sealing at rest (DESIGN.md §7) and PEM import for
+ * CA key handling: generation, type checks, sealing at rest (docs/architecture.md) and PEM import for
  * plug-in CAs. Nothing here ever puts key material into an error message.
  */
 import {

@@ -1,5 +1,5 @@
 /**
- * X509-SVID leaf writer (DESIGN.md §5, workload leaf). Everything that depends only on the
+ * X509-SVID leaf writer (docs/architecture.md, workload leaf). Everything that depends only on the
  * issuer is encoded once in LeafTemplate.create; sign() only encodes the per-request fields,
  * concatenates, and hands the TBSCertificate to node:crypto's asynchronous sign.
  */

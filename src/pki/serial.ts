@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 
-const SERIAL_BYTES = 16; // 128 bits of randomness (DESIGN.md §5)
+const SERIAL_BYTES = 16; // 128 bits of randomness (docs/architecture.md)
 
 /**
  * A random positive serial as DER INTEGER content bytes. A leading 0x00 keeps it positive when

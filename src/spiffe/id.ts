@@ -1,4 +1,4 @@
-/** SPIFFE ID parsing and formatting, strict per the SPIFFE ID spec (DESIGN.md §4). */
+/** SPIFFE ID parsing and formatting, strict per the SPIFFE ID spec (docs/architecture.md). */
 
 export type SpiffeIdErrorCode =
   | 'ERR_SPIFFE_SCHEME'

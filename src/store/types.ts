@@ -1,5 +1,5 @@
 /**
- * The store's domain interface (DESIGN.md §7). Nothing outside store/ knows SQL or the engine.
+ * The store's domain interface (docs/architecture.md). Nothing outside store/ knows SQL or the engine.
  * Every method is asynchronous at the edge so that a networked engine can implement it later,
  * and the interface caches nothing that another replica could change.
  */

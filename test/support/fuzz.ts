@@ -116,7 +116,7 @@ export const Rng: new (seed: number) => Rng = shared.Rng;
 export const caseSeed: (seed: number, target: string, index: number) => number = shared.caseSeed;
 /** Byte/string/JSON mutators and DER tools, for ad-hoc reproducers. */
 export const { mutateBytes, mutateString, mutateJsonObject, parseTree, encodeTree, lieAboutLength, mutateTree, tlv, oidContent } = shared as Record<string, (...args: never[]) => never>;
-/** DESIGN.md §4 as one regex (the SPIFFE target's oracle). */
+/** The SPIFFE ID spec as one regex (the SPIFFE target's oracle). */
 export const SPIFFE_ID_ORACLE: RegExp = shared.SPIFFE_ID_ORACLE;
 /** The admin target's bearer token. */
 export const ADMIN_TOKEN: string = shared.ADMIN_TOKEN;

@@ -30,7 +30,7 @@ const PEM = { type: 'string', minLength: 1, maxLength: 65536 } as const;
 const authorityList = { type: 'object', properties: { authorities: { type: 'array', items: authorityView } }, required: ['authorities'] } as const;
 const withConflicts = { ...protectedErrors, 404: errorReply, 409: errorReply } as const;
 
-/** Authority lifecycle (DESIGN.md §6): list, prepare, activate, remove, rotate-intermediate, import. */
+/** Authority lifecycle (docs/architecture.md): list, prepare, activate, remove, rotate-intermediate, import. */
 export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOptions): void {
   const { ca, inventory } = options;
   const views = async (ids: readonly string[]) => (await inventory.authorities()).filter((a) => ids.includes(a.id));

@@ -12,7 +12,7 @@ export interface IstiodRoutesOptions {
   readonly clusterId: string;
   /** Lifetime when the body names none. */
   readonly defaultTtlMs: number;
-  /** Longer requested lifetimes are clamped to this (DESIGN.md §5; --max-ttl). */
+  /** Longer requested lifetimes are clamped to this (docs/architecture.md; --max-ttl). */
   readonly maxTtlMs: number;
 }
 
@@ -24,7 +24,7 @@ interface IssueBody {
 
 const dnsLabel = { type: 'string', minLength: 1, maxLength: 63, pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$' } as const;
 
-/** istiod's serving certificate (DESIGN.md §9), for operators who install it themselves. */
+/** istiod's serving certificate (docs/architecture.md), for operators who install it themselves. */
 export function istiodRoutes(app: FastifyInstance, options: IstiodRoutesOptions): void {
   app.post<{ Body: IssueBody }>(
     '/v1/profiles/istiod/issue',

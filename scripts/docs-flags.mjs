@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Regenerates the `meshca serve` flag table in README.md from the flag specs (run after `npm run build`).
+// Regenerates the `meshca serve` flag table in docs/configuration.md from the flag specs (run after `npm run build`).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { SERVE_FLAGS } from '../dist/config.js';
 import { envName } from '../dist/flags.js';
@@ -10,7 +10,7 @@ const rows = SERVE_FLAGS.map((f) => {
   return `| ${flag} | \`${envName(f.name)}\` | ${def ? `\`${def}\`` : ''} | ${f.help.replace(/\|/g, '\\|')} |`;
 });
 const table = ['| Flag | Environment | Default | Meaning |', '|---|---|---|---|', ...rows].join('\n');
-const readme = readFileSync('README.md', 'utf8');
+const readme = readFileSync('docs/configuration.md', 'utf8');
 const updated = readme.replace(/<!-- flags:serve -->[\s\S]*<!-- \/flags:serve -->/, `<!-- flags:serve -->\n${table}\n<!-- /flags:serve -->`);
-writeFileSync('README.md', updated);
-console.log(`README.md: ${rows.length} serve flags`);
+writeFileSync('docs/configuration.md', updated);
+console.log(`docs/configuration.md: ${rows.length} serve flags`);
