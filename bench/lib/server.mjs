@@ -2,7 +2,7 @@
 // and its CPU and memory as the kernel accounts them (/proc/<pid>).
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { createWriteStream, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { Agent, request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
@@ -22,6 +22,7 @@ const STOP_TIMEOUT_MS = 30_000;
  * @property {string} logLevel
  * @property {string[]} [extraArgs] more `meshca serve` flags
  * @property {string[]} [nodeArgs] flags for node itself (e.g. --cpu-prof)
+ * @property {string} [cpus] run the server (every thread) on these CPUs (`taskset -c` list), e.g. "0"
  */
 
 export class ServerProcess {
@@ -65,10 +66,12 @@ export class ServerProcess {
       '--log-level', options.logLevel,
       ...(options.extraArgs ?? []),
     ];
-    const child = spawn(process.execPath, args, { env: { ...process.env, MESHCA_KEK: options.kek }, stdio: ['ignore', 'pipe', 'pipe'] });
+    // taskset execs node, so the child's pid is the server's, and every thread it starts inherits the CPU set.
+    const [command, argv] = options.cpus ? ['taskset', ['-c', options.cpus, process.execPath, ...args]] : [process.execPath, args];
+    const child = spawn(command, argv, { env: { ...process.env, MESHCA_KEK: options.kek }, stdio: ['ignore', 'pipe', 'pipe'] });
     const server = new ServerProcess(child, addresses, options);
     const log = createWriteStream(options.logFile, { flags: 'a' });
-    log.write(`\n=== ${new Date().toISOString()} node ${args.join(' ')}\n`);
+    log.write(`\n=== ${new Date().toISOString()} ${command === 'taskset' ? `taskset -c ${options.cpus} ` : ''}node ${args.join(' ')}\n`);
     for (const stream of [child.stdout, child.stderr]) {
       stream?.on('data', (/** @type {Buffer} */ chunk) => {
         log.write(chunk);
@@ -227,13 +230,65 @@ function ticksPerSecond() {
  * @param {number} pid
  */
 export function cpuSeconds(pid) {
+  return statCpuSeconds(`/proc/${pid}/stat`);
+}
+
+/**
+ * CPU seconds of one thread (/proc/<pid>/task/<tid>/stat); the main thread's tid is the pid.
+ * @param {number} pid @param {number} tid
+ */
+export function threadCpuSeconds(pid, tid) {
+  return statCpuSeconds(`/proc/${pid}/task/${tid}/stat`);
+}
+
+/**
+ * CPU seconds of every live thread of a process, by tid. Node names all its threads "node", so
+ * they are told apart by tid only; a thread that exits mid-window keeps counting in the process total.
+ * @param {number} pid
+ * @returns {Map<number, number>}
+ */
+export function threadsCpuSeconds(pid) {
+  const out = new Map();
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    for (const tid of readdirSync(`/proc/${pid}/task`)) out.set(Number(tid), statCpuSeconds(`/proc/${pid}/task/${tid}/stat`));
+  } catch {
+    // the process is gone
+  }
+  return out;
+}
+
+/** utime + stime of a /proc stat file, in seconds. @param {string} path */
+function statCpuSeconds(path) {
+  try {
+    const stat = readFileSync(path, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond(); // utime, stime
   } catch {
     return NaN;
   }
+}
+
+/**
+ * Pins a running process and all its threads to a CPU set (`taskset -a -p -c`).
+ * @param {number} pid @param {string} cpus
+ */
+export function pinProcess(pid, cpus) {
+  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+}
+
+/**
+ * How the benchmark can pin: the server on the first CPU(s), the load on the rest, when `taskset`
+ * exists and the machine has at least 2 CPUs the process may use.
+ * @param {number} cpuCount
+ * @returns {{ server: string, load: string } | { unavailable: string }}
+ */
+export function pinningPlan(cpuCount) {
+  if (cpuCount < 2) return { unavailable: `only ${cpuCount} CPU available` };
+  const probe = spawnSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore' });
+  if (probe.error || probe.status !== 0) return { unavailable: 'taskset is not available (Debian/Ubuntu: apt-get install util-linux)' };
+  const serverCpus = Math.max(1, Math.floor(cpuCount / 2));
+  const range = (/** @type {number} */ a, /** @type {number} */ b) => (a === b ? String(a) : `${a}-${b}`);
+  return { server: range(0, serverCpus - 1), load: range(serverCpus, cpuCount - 1) };
 }
 
 /**
@@ -275,7 +330,9 @@ export class ResourceWindow {
   constructor(pids) {
     this.pids = pids;
     this.started = performance.now();
-    this.cpuStart = { server: cpuSeconds(pids.server), loadgens: pids.loadgens.map(cpuSeconds), machine: machineBusySeconds() };
+    /** CLOCK_MONOTONIC in µs, the clock of V8 CPU profiles' timestamps (to cut a profile to this window) */
+    this.monotonicStartUs = Number(process.hrtime.bigint() / 1000n);
+    this.cpuStart = { server: cpuSeconds(pids.server), serverThreads: threadsCpuSeconds(pids.server), loadgens: pids.loadgens.map(cpuSeconds), machine: machineBusySeconds() };
     let reset = false;
     try {
       writeFileSync(`/proc/${pids.server}/clear_refs`, '5');
@@ -295,13 +352,20 @@ export class ResourceWindow {
     clearInterval(this.timer);
     const seconds = (performance.now() - this.started) / 1000;
     const serverCpu = cpuSeconds(this.pids.server) - this.cpuStart.server;
+    const threads = [...threadsCpuSeconds(this.pids.server)].map(([tid, s]) => ({ tid, cpuSeconds: s - (this.cpuStart.serverThreads.get(tid) ?? 0) }));
+    const mainCpu = threads.find((t) => t.tid === this.pids.server)?.cpuSeconds ?? NaN;
     const loadgenCpu = this.pids.loadgens.reduce((sum, pid, i) => sum + (cpuSeconds(pid) - this.cpuStart.loadgens[i]), 0);
     const machineCpu = machineBusySeconds() - this.cpuStart.machine;
     const hwm = this.hwmReset ? memoryBytes(this.pids.server, 'VmHWM') : NaN;
     const peak = Math.max(Number.isNaN(hwm) ? 0 : hwm, this.sampledPeak || 0);
     return {
       wallSeconds: seconds,
+      monotonicUs: { start: this.monotonicStartUs, end: Number(process.hrtime.bigint() / 1000n) },
       serverCpuPercent: (100 * serverCpu) / seconds,
+      serverCpuSeconds: serverCpu,
+      serverMainThreadCpuSeconds: mainCpu,
+      /** every server thread that used CPU in the window, busiest first (tid; Node names them all "node") */
+      serverThreads: threads.filter((t) => t.cpuSeconds > 0).sort((a, b) => b.cpuSeconds - a.cpuSeconds),
       loadgenCpuPercent: (100 * loadgenCpu) / seconds,
       otherCpuPercent: Math.max(0, (100 * (machineCpu - serverCpu - loadgenCpu)) / seconds),
       serverPeakRssMb: peak / 2 ** 20,
@@ -312,7 +376,7 @@ export class ResourceWindow {
 // ---- helpers ----
 
 /** @param {number} n distinct free loopback TCP ports */
-async function freePorts(n) {
+export async function freePorts(n) {
   const servers = await Promise.all(
     Array.from({ length: n }, () => new Promise((resolve, reject) => {
       const s = createServer();
