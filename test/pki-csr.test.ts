@@ -399,7 +399,7 @@ describe('parseCsrDer on hand-built requests', () => {
   });
 
   // Every way the server can check a CSR signature: node:crypto's libuv pool, the event loop
-  // (--verify-threads 0, the default on one core) and a verifier thread.
+  // (--verify-threads 0) and a verifier thread.
   const onLoop = new CsrVerifierPool(0);
   const inThread = new CsrVerifierPool(1);
   afterAll(() => inThread.close());
