@@ -49,6 +49,8 @@ const HELP = `Usage: npm run bench [-- flags]
   --pin                 server (all its threads) on the first half of the CPUs, load generators and this
                         process on the rest, via taskset (said so, and run unpinned, when unavailable)
   --server-cpus LIST    with --pin: the server's CPU list (taskset -c syntax); the load gets the others
+  --server-args="A B"   more \`meshca serve\` flags for the server under test (A/B comparisons), e.g.
+                        --server-args="--verify-threads 1"
   --no-cfssl            skip the cfssl side-by-side comparison even when cfssl is on PATH
 `;
 
@@ -110,6 +112,7 @@ function options() {
       pin: { type: 'boolean', default: false },
       'server-cpus': { type: 'string' },
       'no-cfssl': { type: 'boolean', default: false },
+      'server-args': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -142,6 +145,7 @@ function options() {
     pin: Boolean(values.pin),
     serverCpus: values['server-cpus'],
     cfssl: !values['no-cfssl'],
+    serverArgs: values['server-args'] ? values['server-args'].split(/\s+/).filter(Boolean) : [],
   };
 }
 
@@ -266,6 +270,7 @@ async function startServer(ctx, label, dataDir) {
     logLevel: ctx.opts.serverLogLevel,
     nodeArgs: ctx.opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${PROFILES}`] : [],
     cpus: ctx.pin?.server,
+    extraArgs: ctx.opts.serverArgs,
   });
   servers.add(server);
   server.exited.then((exit) => {
@@ -286,17 +291,17 @@ async function stopServer(server, label) {
       .filter((f) => f.endsWith('.cpuprofile') && f.split('.')[3] === String(server.pid))
       .sort((a, b) => Number(a.split('.')[4]) - Number(b.split('.')[4]));
     if (files.length) {
-      const summary = files
-        .map((f, i) => summarizeProfile(join(PROFILES, f), i === 0 ? 25 : 5, i === 0 ? 'main thread' : `worker thread ${f.split('.')[4]}`))
-        .join('\n');
-      const threads = files.map((f, i) => ({ file: join(PROFILES, f), thread: i === 0 ? 'main' : `worker ${f.split('.')[4]}` }));
-      // The breakdown covers one measured window: steady-c32 if it ran on this server, else the last one.
+      // The summary and breakdown cover one measured window: steady-c32 if it ran on this server, else the last one.
       const windows = measuredWindows.get(server) ?? [];
       const measured = windows.find((w) => w.name === 'steady-c32' || w.name === 'large-store') ?? windows.at(-1);
+      const summary = files
+        .map((f, i) => summarizeProfile(join(PROFILES, f), i === 0 ? 25 : 5, `${i === 0 ? 'main thread' : `worker thread ${f.split('.')[4]}`}${measured ? ` during ${measured.name}` : ''}`, measured?.window))
+        .join('\n');
+      const threads = files.map((f, i) => ({ file: join(PROFILES, f), thread: i === 0 ? 'main' : `worker ${f.split('.')[4]}` }));
       const stages = measured && measured.certificates > 0 ? stageBreakdown(threads, measured) : undefined;
       if (stages && measured) profileStages.push({ server: label, scenario: measured.name, certificates: measured.certificates, cpuMsPerCert: measured.cpuMsPerCert, mainThreadCpuMsPerCert: measured.mainThreadCpuMsPerCert, rows: stages.rows });
       writeFileSync(join(PROFILES, `${label}.txt`), `${summary}\n${stages?.text ?? ''}\n`);
-      log(`\nserver CPU profile (${label}, whole server lifetime incl. warm-up; ${relative(process.cwd(), PROFILES)}/${files[0]} and its worker threads):\n${summary}\n${stages?.text ?? ''}`);
+      log(`\nserver CPU profile (${label}; ${relative(process.cwd(), PROFILES)}/${files[0]} and its worker threads):\n${summary}\n${stages?.text ?? ''}`);
     } else {
       log(`bench: no CPU profile found for server pid ${server.pid} in ${PROFILES}`);
     }
@@ -746,6 +751,7 @@ async function main() {
       channels: opts.channels,
       requestDeadlineMs: REQUEST_DEADLINE_MS,
       serverLogLevel: opts.serverLogLevel,
+      serverArgs: opts.serverArgs,
       caKeyType: 'ec-p256 (server default)',
       dataFs: fileSystemOf(runDir),
       profiled: opts.profile,

@@ -12,16 +12,22 @@ import { readFileSync } from 'node:fs';
  * @param {string} path a .cpuprofile file
  * @param {number} [top] how many functions to list
  * @param {string} [thread] which thread the profile is of
+ * @param {{ start: number, end: number }} [window] only samples in this CLOCK_MONOTONIC µs window
  * @returns {string} a plain-text report
  */
-export function summarizeProfile(path, top = 25, thread = 'main thread') {
+export function summarizeProfile(path, top = 25, thread = 'main thread', window = undefined) {
   /** @type {{ nodes: ProfileNode[], samples: number[], timeDeltas: number[], startTime: number, endTime: number }} */
   const profile = JSON.parse(readFileSync(path, 'utf8'));
   /** @type {Map<number, ProfileNode>} */
   const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
   /** @type {Map<number, number>} µs per node */
   const self = new Map();
-  profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  let t = profile.startTime;
+  profile.samples.forEach((id, i) => {
+    t += profile.timeDeltas[i] ?? 0;
+    if (window && (t < window.start || t > window.end)) return;
+    self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  });
   const total = [...self.values()].reduce((a, b) => a + b, 0);
 
   /** @type {Map<string, number>} */
