@@ -5,12 +5,12 @@
 // config, the certdb (cfssl's `certificates` and `ocsp_responses` tables, created here with
 // better-sqlite3 in WAL mode like meshca's store) and the db config naming it.
 
-import { spawn, spawnSync } from 'node:child_process';
-import { createWriteStream, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { sleep } from './server.mjs';
+import { sleep, spawnLogged } from './server.mjs';
 
 const READY_TIMEOUT_MS = 30_000;
 
@@ -91,15 +91,14 @@ export function certdbRows(path) {
 
 export class CfsslServer {
   /**
-   * @param {import('node:child_process').ChildProcess} child
+   * @param {import('node:child_process').ChildProcess & { tail: string[] }} child from spawnLogged
    * @param {string} url
    */
   constructor(child, url) {
     this.child = child;
     this.pid = /** @type {number} */ (child.pid);
     this.url = url;
-    /** @type {string[]} */
-    this.tail = [];
+    this.tail = child.tail;
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   }
 
@@ -109,19 +108,8 @@ export class CfsslServer {
    */
   static async start({ files, port, logFile, cpus, probeCsr }) {
     const args = ['serve', '-address', '127.0.0.1', '-port', String(port), '-ca', files.ca, '-ca-key', files.caKey, '-config', files.config, '-db-config', files.dbConfig, '-loglevel', '3'];
-    const [command, argv] = cpus ? ['taskset', ['-c', cpus, 'cfssl', ...args]] : ['cfssl', args];
-    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawnLogged({ program: 'cfssl', args, cpus, logFile, tail: [] });
     const server = new CfsslServer(child, `http://127.0.0.1:${port}/api/v1/cfssl/sign`);
-    const log = createWriteStream(logFile, { flags: 'a' });
-    log.write(`\n=== ${new Date().toISOString()} ${command} ${argv.join(' ')}\n`);
-    for (const stream of [child.stdout, child.stderr]) {
-      stream?.on('data', (/** @type {Buffer} */ chunk) => {
-        log.write(chunk);
-        server.tail.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-        if (server.tail.length > 100) server.tail.splice(0, server.tail.length - 100);
-      });
-    }
-    child.once('exit', () => log.end());
     const deadline = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`cfssl serve exited during startup:\n${server.tail.slice(-20).join('\n')}`);

@@ -27,7 +27,7 @@ const STOP_TIMEOUT_MS = 30_000;
 
 export class ServerProcess {
   /**
-   * @param {import('node:child_process').ChildProcess} child
+   * @param {import('node:child_process').ChildProcess & { tail: string[] }} child from spawnLogged
    * @param {{ grpc: string, admin: string, monitoring: string }} addresses
    * @param {ServerOptions} options
    */
@@ -37,7 +37,7 @@ export class ServerProcess {
     this.addresses = addresses;
     this.options = options;
     /** @type {string[]} the last lines the server wrote, for error reports */
-    this.tail = [];
+    this.tail = child.tail;
     /** @type {{ code: number | null, signal: string | null } | undefined} */
     this.exit = undefined;
     /** set once the benchmark asks it to stop, so that its exit is not reported as a crash */
@@ -66,20 +66,11 @@ export class ServerProcess {
       '--log-level', options.logLevel,
       ...(options.extraArgs ?? []),
     ];
-    // taskset execs node, so the child's pid is the server's, and every thread it starts inherits the CPU set.
-    const [command, argv] = options.cpus ? ['taskset', ['-c', options.cpus, process.execPath, ...args]] : [process.execPath, args];
-    const child = spawn(command, argv, { env: { ...process.env, MESHCA_KEK: options.kek }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const server = new ServerProcess(child, addresses, options);
-    const log = createWriteStream(options.logFile, { flags: 'a' });
-    log.write(`\n=== ${new Date().toISOString()} ${command === 'taskset' ? `taskset -c ${options.cpus} ` : ''}node ${args.join(' ')}\n`);
-    for (const stream of [child.stdout, child.stderr]) {
-      stream?.on('data', (/** @type {Buffer} */ chunk) => {
-        log.write(chunk);
-        server.tail.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-        if (server.tail.length > 200) server.tail.splice(0, server.tail.length - 200);
-      });
-    }
-    child.once('exit', () => log.end());
+    const server = new ServerProcess(
+      spawnLogged({ program: process.execPath, args, cpus: options.cpus, env: { ...process.env, MESHCA_KEK: options.kek }, logFile: options.logFile, tail: [] }),
+      addresses,
+      options,
+    );
     const deadline = Date.now() + READY_TIMEOUT_MS;
     while (!(await server.ready())) {
       if (server.exit) throw new Error(`meshca exited during startup (${describeExit(server.exit)}):\n${server.lastLines(30)}`);
@@ -374,6 +365,28 @@ export class ResourceWindow {
 }
 
 // ---- helpers ----
+
+/**
+ * Spawns a server under test, under `taskset -c cpus` when given (taskset execs the program, so the
+ * pid is the program's and every thread it starts inherits the CPU set). Its output is appended to
+ * `logFile`, and its last 200 lines are kept in `child.tail` for error reports.
+ * @param {{ program: string, args: string[], cpus?: string, env?: NodeJS.ProcessEnv, logFile: string, tail: string[] }} spec
+ */
+export function spawnLogged({ program, args, cpus, env, logFile, tail }) {
+  const [command, argv] = cpus ? ['taskset', ['-c', cpus, program, ...args]] : [program, args];
+  const child = Object.assign(spawn(command, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] }), { tail });
+  const log = createWriteStream(logFile, { flags: 'a' });
+  log.write(`\n=== ${new Date().toISOString()} ${command} ${argv.join(' ')}\n`);
+  for (const stream of [child.stdout, child.stderr]) {
+    stream?.on('data', (/** @type {Buffer} */ chunk) => {
+      log.write(chunk);
+      tail.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      if (tail.length > 200) tail.splice(0, tail.length - 200);
+    });
+  }
+  child.once('exit', () => log.end());
+  return child;
+}
 
 /** @param {number} n distinct free loopback TCP ports */
 export async function freePorts(n) {
