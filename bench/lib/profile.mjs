@@ -166,10 +166,13 @@ export function stageBreakdown(profiles, measured) {
   const rows = [];
   for (const { file, thread } of profiles) {
     const { stages } = stageTimes(file, measured.window);
-    for (const [stage, us] of stages) rows.push({ stage, thread, usPerCert: us / measured.certificates });
+    // Node names every thread "node"; a worker is named after what it mostly does (verifier, writer, checkpointer).
+    const top = [...stages].filter(([stage]) => !stage.startsWith('other') && !stage.startsWith('native') && stage !== 'garbage collection').sort((a, b) => b[1] - a[1])[0];
+    const name = thread === 'main' || !top ? thread : `${thread}: ${top[0]}`;
+    for (const [stage, us] of stages) rows.push({ stage, thread: name, usPerCert: us / measured.certificates });
   }
   rows.sort((a, b) => b.usPerCert - a.usPerCert);
-  const sum = (/** @type {string} */ thread) => rows.filter((r) => (thread === 'main' ? r.thread === 'main' : r.thread !== 'main')).reduce((a, r) => a + r.usPerCert, 0);
+  const sum = (/** @type {'main' | 'workers'} */ which) => rows.filter((r) => (r.thread === 'main') === (which === 'main')).reduce((a, r) => a + r.usPerCert, 0);
   const text = [
     `per-stage breakdown of ${measured.name} (${measured.certificates.toLocaleString('en-US')} certificates; profiled busy time, with profiler overhead):`,
     ...rows.filter((r) => r.usPerCert >= 0.5).map((r) => `  ${r.usPerCert.toFixed(1).padStart(7)} µs/cert  ${r.stage} [${r.thread}]`),
