@@ -139,7 +139,7 @@ function printReport(r, count) {
 }
 
 if (unhandled > 0) process.stdout.write(`unhandled rejections: ${unhandled}\n`);
-if (values.json) writeFileSync(values.json, JSON.stringify({ seed, reports, unhandled }, (k, v) => (v instanceof RegExp ? String(v) : v), 2));
+if (values.json) writeFileSync(values.json, JSON.stringify({ seed, reports, unhandled }, (_key, v) => (v instanceof RegExp ? String(v) : v), 2));
 const failed = reports.some((r) => r.violations.length > 0) || unhandled > 0;
 process.stdout.write(failed ? `FAILED (seed ${seed})\n` : `ok (seed ${seed})\n`);
 // Lingering handles (gRPC channels, timers of hung cases) must not keep a finished run alive.

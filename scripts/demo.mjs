@@ -235,7 +235,7 @@ async function main() {
   const { grpcPort, adminPort } = await startCa(dataDir);
   const adminUrl = `https://localhost:${adminPort}`;
   const admin = ['--admin-url', adminUrl, '--data-dir', dataDir];
-  let { stdout: bundle } = await meshca(['bundle', '--data-dir', dataDir], { show: false });
+  const { stdout: bundle } = await meshca(['bundle', '--data-dir', dataDir], { show: false });
   remember(bundle);
   say(`serving: gRPC 127.0.0.1:${grpcPort} (Istio CA API), admin ${adminUrl}`);
   const bundleInfo = async (roots) => {

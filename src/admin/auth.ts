@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual, X509Certificate } from 'node:crypto';
+import { createHash, timingSafeEqual, type X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 

@@ -267,7 +267,7 @@ function activationTarget(authorities: readonly AuthorityRecord[], id: string): 
       : authorities
           .filter((a) => a.parentId === record.id && a.state === 'prepared')
           .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
-  if (!target || target.state !== 'prepared') {
+  if (target?.state !== 'prepared') {
     throw new AuthorityError('ERR_AUTHORITY_STATE', `${id} is ${record.state}; only a prepared authority can be activated (prepare one first)`, {
       state: record.state,
     });

@@ -463,7 +463,7 @@ function checkCrlSpec(spec: CrlSpec, issuer: ParsedCertificate): void {
     throw new PkiError('ERR_CRL_SPEC_INVALID', 'CRL nextUpdate must be after thisUpdate');
   }
   const serials = spec.entries.map((e) => normalizeSerialHex(e.serialHex));
-  const bad = serials.findIndex((s) => s === undefined);
+  const bad = serials.indexOf(undefined);
   if (bad !== -1) throw new PkiError('ERR_CRL_SPEC_INVALID', `CRL entry #${bad + 1} has an invalid serial "${spec.entries[bad]!.serialHex}"`);
   if (new Set(serials).size !== serials.length) throw new PkiError('ERR_CRL_SPEC_INVALID', 'CRL entries contain a serial more than once');
 }

@@ -587,7 +587,7 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   private async writeIssuedInThread(writer: IssuanceWriterThread, records: readonly IssuedCertificateRecord[]): Promise<(StoreError | undefined)[]> {
-    let result;
+    let result: Awaited<ReturnType<IssuanceWriterThread['write']>>;
     try {
       // Exact-size copies: posting a view of a pooled Buffer would clone its whole slab.
       result = await writer.write(records.map((r) => ({ ...issuedParams(r), der: new Uint8Array(r.der) })));
