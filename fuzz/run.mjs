@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 // meshca fuzz runner: `npm run fuzz -- --iterations N [--seed S] [--target csr|token|spiffe|admin|grpc]`.
 // Runs against the compiled code in dist/ with plain node (`npm run fuzz` builds first). See
 // docs/fuzzing.md for the targets and their invariants.
@@ -77,7 +78,7 @@ const mods = await loadModules((path) => import(pathToFileURL(join(ROOT, 'dist',
 let unhandled = 0;
 process.on('unhandledRejection', (reason) => {
   unhandled++;
-  process.stderr.write(`\nunhandled rejection: ${reason?.stack ?? reason}\n`);
+  process.stderr.write(`\nunhandled rejection: ${(reason instanceof Error && reason.stack) || reason}\n`);
 });
 
 const factories = {
