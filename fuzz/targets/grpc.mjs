@@ -105,7 +105,7 @@ export async function grpcTarget(mods, corpus, jwtKeys, options = {}) {
     return { csrPem: goodSeed, validitySeconds: 0, token, ...change, expectUnauthenticated: true, steps: [`unmodified seed, ${how}`] };
   }
 
-  function generate(rng, index) {
+  function generate(rng) {
     if (rng.bool(0.06)) return callerCase(rng);
     if (rng.bool(0.06)) {
       const validitySeconds = rng.pick([-1, 0, 1, 59, 3600, 86_400 * 365, 2 ** 31, 2 ** 53, -(2 ** 53), 1e18]);
