@@ -109,7 +109,7 @@ export function renderRoutes(/** @type {OpenApiDocument} */ doc) {
     for (const [method, op] of Object.entries(methods)) {
       out.push(`### \`${method.toUpperCase()} ${path}\``, '');
       if (op.summary) out.push(`${op.summary}.`, '');
-      out.push(`Authentication: ${op.security?.length === 0 ? 'none (public trust data)' : 'bearer token or client certificate'}.`, '');
+      out.push(`Authentication: ${op.security?.length === 0 ? 'none (public trust data)' : 'bearer token (and a client certificate with `--admin-client-ids`)'}.`, '');
       const params = (op.parameters ?? []).map((p) => ({ where: p.in, name: p.name, schema: p.schema, required: p.required === true }));
       out.push(...table('Parameters', params));
       const body = op.requestBody?.content?.['application/json']?.schema;
