@@ -21,7 +21,11 @@ export const CFSSL_INSTALL_HINT =
 export function cfsslVersion() {
   const result = spawnSync('cfssl', ['version'], { encoding: 'utf8' });
   if (result.error || result.status !== 0) return undefined;
-  return result.stdout.split('\n').map((l) => l.trim()).filter(Boolean).join(', ');
+  return result.stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .join(', ');
 }
 
 // cfssl's certdb tables, with the columns its SQL statements use (`INSERT INTO certificates
@@ -67,16 +71,39 @@ export function prepareCfssl(dir) {
   };
   openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', file('ca-key.pem')]);
   openssl([
-    'req', '-x509', '-new', '-key', file('ca-key.pem'), '-out', file('ca.pem'), '-days', '365', '-subj', '/O=meshca bench/CN=cfssl bench CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE,pathlen:0', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+    'req',
+    '-x509',
+    '-new',
+    '-key',
+    file('ca-key.pem'),
+    '-out',
+    file('ca.pem'),
+    '-days',
+    '365',
+    '-subj',
+    '/O=meshca bench/CN=cfssl bench CA',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE,pathlen:0',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
   ]);
-  writeFileSync(file('config.json'), JSON.stringify({ signing: { default: { expiry: '24h', usages: ['signing', 'server auth', 'client auth'] } } }));
+  writeFileSync(
+    file('config.json'),
+    JSON.stringify({ signing: { default: { expiry: '24h', usages: ['signing', 'server auth', 'client auth'] } } }),
+  );
   const db = openDb(file('certdb.sqlite'));
   db.pragma('journal_mode = WAL'); // persistent in the file: cfssl's connection uses WAL too
   db.exec(CERTDB_SCHEMA);
   db.close();
   writeFileSync(file('db-config.json'), JSON.stringify({ driver: 'sqlite3', data_source: file('certdb.sqlite') }));
-  return { dir, ca: file('ca.pem'), caKey: file('ca-key.pem'), config: file('config.json'), dbConfig: file('db-config.json'), db: file('certdb.sqlite') };
+  return {
+    dir,
+    ca: file('ca.pem'),
+    caKey: file('ca-key.pem'),
+    config: file('config.json'),
+    dbConfig: file('db-config.json'),
+    db: file('certdb.sqlite'),
+  };
 }
 
 /** Rows in the certdb's certificates table. @param {string} path */
@@ -107,17 +134,36 @@ export class CfsslServer {
    * @param {{ files: ReturnType<typeof prepareCfssl>, port: number, logFile: string, cpus?: string, probeCsr: string }} options
    */
   static async start({ files, port, logFile, cpus, probeCsr }) {
-    const args = ['serve', '-address', '127.0.0.1', '-port', String(port), '-ca', files.ca, '-ca-key', files.caKey, '-config', files.config, '-db-config', files.dbConfig, '-loglevel', '3'];
+    const args = [
+      'serve',
+      '-address',
+      '127.0.0.1',
+      '-port',
+      String(port),
+      '-ca',
+      files.ca,
+      '-ca-key',
+      files.caKey,
+      '-config',
+      files.config,
+      '-db-config',
+      files.dbConfig,
+      '-loglevel',
+      '3',
+    ];
     const child = spawnLogged({ program: 'cfssl', args, cpus, logFile, tail: [] });
     const server = new CfsslServer(child, `http://127.0.0.1:${port}/api/v1/cfssl/sign`);
     const deadline = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`cfssl serve exited during startup:\n${server.tail.slice(-20).join('\n')}`);
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(`cfssl serve exited during startup:\n${server.tail.slice(-20).join('\n')}`);
       const answer = await signOnce(server.url, probeCsr).catch((error) => ({ error }));
       if ('certificate' in answer) return server;
       if (Date.now() > deadline) {
         server.kill();
-        throw new Error(`cfssl serve did not sign within ${READY_TIMEOUT_MS / 1000} s: ${JSON.stringify(answer).slice(0, 300)}\n${server.tail.slice(-20).join('\n')}`);
+        throw new Error(
+          `cfssl serve did not sign within ${READY_TIMEOUT_MS / 1000} s: ${JSON.stringify(answer).slice(0, 300)}\n${server.tail.slice(-20).join('\n')}`,
+        );
       }
       await sleep(100);
     }
@@ -141,19 +187,23 @@ export class CfsslServer {
 function signOnce(url, csr) {
   const body = JSON.stringify({ certificate_request: csr });
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: 5000 }, (res) => {
-      const chunks = /** @type {Buffer[]} */ ([]);
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        try {
-          const json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-          if (json.success && typeof json.result?.certificate === 'string') resolve({ certificate: json.result.certificate });
-          else reject(new Error(`cfssl answered ${res.statusCode}: ${JSON.stringify(json.errors ?? json).slice(0, 300)}`));
-        } catch (error) {
-          reject(error);
-        }
-      });
-    });
+    const req = request(
+      url,
+      { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: 5000 },
+      (res) => {
+        const chunks = /** @type {Buffer[]} */ ([]);
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          try {
+            const json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+            if (json.success && typeof json.result?.certificate === 'string') resolve({ certificate: json.result.certificate });
+            else reject(new Error(`cfssl answered ${res.statusCode}: ${JSON.stringify(json.errors ?? json).slice(0, 300)}`));
+          } catch (error) {
+            reject(error);
+          }
+        });
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', reject);
     req.end(body);

@@ -1,3 +1,4 @@
+// @ts-check
 // Summarises V8 .cpuprofile files (written by the server under `node --cpu-prof`, i.e. `--profile`;
 // one file per thread): where a thread spent its time, by package/file and by function (self time).
 
@@ -91,7 +92,7 @@ const STAGE_RULES = [
   { stage: 'handler: logs and metrics', test: (url) => url.includes('node_modules/pino') || url.includes('node_modules/prom-client/') || url.includes('node_modules/sonic-boom/') },
   { stage: 'handler (metadata, status)', test: (url) => url.includes('/dist/grpc/') },
   { stage: 'gRPC / HTTP/2 / TLS', test: (url) => url.includes('node_modules/@grpc/') || url.includes('node_modules/protobufjs/') || url.includes('node_modules/@protobufjs/') || /^node:(internal\/)?(http2|tls|_tls|net|stream|internal\/streams|internal\/http2|internal\/tls)/.test(url) },
-  { stage: 'garbage collection', test: (url, fn) => fn === '(garbage collector)' },
+  { stage: 'garbage collection', test: (_url, fn) => fn === '(garbage collector)' },
 ];
 
 /**
