@@ -86,6 +86,7 @@ describe('the complete CRL set', () => {
     const sibling = await issue('sibling');
     expect((await call('POST', '/v1/authorities/rotate-intermediate')).status).toBe(201);
     const fresh = await issue('fresh');
+    expect(openssl(['x509', '-noout', '-ocsp_uri'], fresh.leaf).trim()).toBe(''); // no AIA unless --ocsp-url
     expect(await verdicts({ old, sibling, fresh })).toEqual({ old: true, sibling: true, fresh: true });
 
     expect((await call('POST', `/v1/certificates/${old.serial}/revoke`, { reason: 'keyCompromise' })).status).toBe(200);

@@ -2,6 +2,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDevTokenIssuer, type DevTokenIssuer } from '../src/authn/index.js';
+import { buildServerConfig, SERVE_FLAGS } from '../src/config.js';
+import { parseFlags } from '../src/flags.js';
 import { adminCall, type AdminResponse } from './support/admin.js';
 import { workloadCredentials } from './support/mtls.js';
 import { openssl, opensslStatus } from './support/openssl.js';
@@ -14,6 +16,7 @@ let t: TestServer;
 let devIssuer: DevTokenIssuer;
 let token: string;
 let n = 0;
+const OCSP_URL = 'http://meshca.example.test:8443/v1/ocsp';
 
 const target = () => ({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token });
 const call = (method: string, path: string, body?: unknown): Promise<AdminResponse> => adminCall(target(), method, path, { body });
@@ -49,7 +52,7 @@ async function ask(issuer: string, cert: string, options: { nonce?: boolean; via
 beforeAll(async () => {
   dir = tempDir();
   data = join(dir, 'data');
-  t = await startTestServer(data, ['--dev']);
+  t = await startTestServer(data, ['--dev', '--ocsp-url', OCSP_URL]);
   devIssuer = await openDevTokenIssuer(data);
   token = readFileSync(join(data, 'admin-token'), 'utf8').trim();
 });
@@ -117,6 +120,14 @@ describe('OCSP responder (openssl ocsp as judge)', () => {
     openssl(['ocsp', '-issuer', stranger, '-serial', '0x01', '-reqout', reqFile, '-no_nonce']);
     const refused = await post(readFileSync(reqFile));
     expect(opensslStatus(['ocsp', '-respin', file(refused.body), '-resp_text', '-noverify']).output).toContain('unauthorized (6)');
+  });
+
+  it('puts the --ocsp-url responder into issued leaves (AIA) and refuses a URL that is not one', async () => {
+    const w = await issue('aia');
+    expect(openssl(['x509', '-noout', '-ocsp_uri'], w.leaf).trim()).toBe(OCSP_URL);
+    for (const bad of ['ftp://x/ocsp', 'http://a b/ocsp', 'meshca/v1/ocsp']) {
+      expect(() => buildServerConfig(parseFlags(SERVE_FLAGS, ['--dev', '--ocsp-url', bad], {}, 'serve').values)).toThrow(/--ocsp-url must be an absolute http\(s\) URL/);
+    }
   });
 
   const MALFORMED = Buffer.from([0x30, 0x03, 0x0a, 0x01, 0x01]); // OCSPResponse { malformedRequest }

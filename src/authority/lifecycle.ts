@@ -19,6 +19,8 @@ export interface CertificateAuthorityOptions extends AuthorityProfile {
   readonly store: Store;
   readonly kek: Buffer;
   readonly logger: Logger;
+  /** AIA OCSP URL put in every leaf (--ocsp-url); none by default. */
+  readonly ocspUrl?: string;
   readonly now?: () => Date;
 }
 
@@ -94,7 +96,7 @@ export class CertificateAuthority {
         `the store has ${active.length} active signing authorities; exactly one is required (inspect with "meshca verify")`,
       );
     }
-    const signer = SigningAuthority.open(active[0]!, this.options.kek);
+    const signer = SigningAuthority.open(active[0]!, this.options.kek, { ocspUrl: this.options.ocspUrl });
     const previous = this.snapshot;
     this.snapshot = buildSnapshot(authorities, signer, await this.options.store.bundleSequence());
     if (previous) this.listeners.forEach((listener) => listener(this.snapshot));
