@@ -54,7 +54,7 @@ function arg(args: readonly string[], what: string): string {
   return args[0];
 }
 
-const AUTHORITY_COLUMNS = ['id', 'kind', 'state', 'parentId', 'keyType', 'notAfter', 'issuedCount', 'unexpiredIssuedCount', 'revokedCount'];
+const AUTHORITY_COLUMNS = ['id', 'kind', 'state', 'parentId', 'keyType', 'notAfter', 'issuedCount', 'unexpiredIssuedCount', 'revokedCount', 'taintReason'];
 type Authorities = { authorities: Record<string, unknown>[] };
 type RevokeOutcome = { authority: Record<string, unknown>; replacement: Record<string, unknown> | null; tainted: string[]; unexpiredCertificates: number; certificates: string[]; reissued: boolean };
 const showAuthorities = (values: FlagValues) => (r: Authorities) => printRows(r.authorities, AUTHORITY_COLUMNS, bool(values, 'json'), r);
@@ -91,7 +91,7 @@ export const authoritiesCommand = group(
       run: async (c, v, a) => {
         const r = await c.json<RevokeOutcome>('POST', `/v1/authorities/${encodeURIComponent(arg(a, 'authority ID'))}/revoke`, { reason: str(v, 'reason'), reissue: bool(v, 'reissue-signal') });
         const rows = [{ ...r.authority, role: 'revoked' }, ...(r.replacement ? [{ ...r.replacement, role: 'now signing' }] : [])];
-        printRows(rows, ['role', ...AUTHORITY_COLUMNS, 'taintReason'], bool(v, 'json'), r);
+        printRows(rows, ['role', ...AUTHORITY_COLUMNS], bool(v, 'json'), r);
         if (!bool(v, 'json')) {
           process.stdout.write(`tainted: ${r.tainted.join(', ')}; ${r.unexpiredCertificates} unexpired certificates chain to it${r.reissued ? '; serving certificate re-issued' : ''}\n`);
           for (const path of r.certificates) process.stdout.write(`list them: GET ${path}\n`);
