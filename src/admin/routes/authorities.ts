@@ -127,10 +127,9 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
       const outcome = await ca.revoke(request.params.id, request.body.reason, options.actor(request));
       const reissued = request.body.reissue && options.reissueServing !== undefined;
       if (reissued) await options.reissueServing!();
-      const [authority, replacement] = await views([outcome.authority.id, ...(outcome.replacement ? [outcome.replacement.id] : [])]).then((v) => [
-        v.find((a) => a.id === outcome.authority.id),
-        v.find((a) => a.id === outcome.replacement?.id) ?? null,
-      ]);
+      const all = await inventory.authorities();
+      const authority = all.find((a) => a.id === outcome.authority.id);
+      const replacement = all.find((a) => a.id === outcome.replacement?.id) ?? null;
       const listings = outcome.tainted.filter((id) => id.startsWith('int-')).map((id) => `/v1/certificates?authorityId=${id}&status=active`);
       return { authority, tainted: outcome.tainted, replacement, unexpiredCertificates: outcome.unexpiredCertificates, certificates: listings, reissued };
     },
