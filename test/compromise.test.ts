@@ -1,10 +1,17 @@
 import { execFile } from 'node:child_process';
+import { generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
 import { openDevTokenIssuer, type DevTokenIssuer } from '../src/authn/index.js';
+import { IssuanceService } from '../src/authority/issuance.js';
+import { CertificateAuthority } from '../src/authority/lifecycle.js';
+import { IssuancePolicy } from '../src/authority/policy.js';
+import { openSqliteStore } from '../src/store/sqlite.js';
+import type { IssuedCertificateRecord } from '../src/store/types.js';
 import { adminCall, type AdminResponse } from './support/admin.js';
 import { workloadCredentials } from './support/mtls.js';
 import { openssl } from './support/openssl.js';
@@ -31,6 +38,8 @@ interface RevokeReply {
   reissued: boolean;
 }
 
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
 let dir: string;
 let data: string;
 let t: TestServer;
@@ -189,5 +198,39 @@ describe('revoking a root', () => {
     expect(roots.match(/BEGIN CERTIFICATE/g)).toHaveLength(1);
     expect(verifyWithCrlSet(survivor.leaf, survivor.intermediate, roots, await crlSet()).ok).toBe(false);
     expect(crlBlocks(await crlSet())).toHaveLength(2); // the new root and its intermediate
+  });
+});
+
+describe('an issuance racing the revocation of its signer', () => {
+  it('is re-signed by the replacement, so nothing from the tainted intermediate is handed out after the revocation returned', async () => {
+    const d = tempDir();
+    const store = openSqliteStore({ path: join(d, 'meshca.db') });
+    try {
+      const ca = await CertificateAuthority.open({ store, kek: randomBytes(32), logger: pino({ level: 'silent' }), trustDomain: 'cluster.local', keyType: 'ec-p256', rootTtlMs: 10 * DAY, intermediateTtlMs: DAY });
+      // The same store, except that recording an issued certificate waits for the gate: the
+      // revocation happens after the certificate was signed and before the issuance returns.
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => (open = resolve));
+      const gated = new Proxy(store, {
+        get(target, key) {
+          if (key === 'recordIssued') return async (record: IssuedCertificateRecord) => gate.then(() => target.recordIssued(record));
+          const value = Reflect.get(target, key) as unknown;
+          return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+      const issuance = new IssuanceService(ca, gated, new IssuancePolicy({ defaultTtlMs: HOUR, maxTtlMs: DAY, backdateMs: 60_000 }));
+      const victim = ca.current().signer.id;
+      const spkiDer = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' });
+      const pending = issuance.issueProfile({ spkiDer, uris: ['spiffe://cluster.local/ns/race/sa/w'], dnsNames: [], ttlMs: HOUR, callerId: 'test', rsaKey: false });
+      const outcome = await ca.revoke(victim, 'keyCompromise', 'test');
+      open();
+      const issued = await pending;
+      expect(issued.authorityId).toBe(outcome.replacement!.id);
+      expect(new X509Certificate(issued.chain[0]!).checkIssued(new X509Certificate(outcome.replacement!.certificateDer))).toBe(true);
+      expect(await store.countUnexpired([victim], new Date())).toBe(1); // the stray one stays on record, under the tainted intermediate
+    } finally {
+      await store.close();
+      removeDir(d);
+    }
   });
 });
