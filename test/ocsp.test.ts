@@ -1,5 +1,7 @@
+import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDevTokenIssuer, type DevTokenIssuer } from '../src/authn/index.js';
 import { buildServerConfig, SERVE_FLAGS } from '../src/config.js';
@@ -78,6 +80,11 @@ describe('OCSP responder (openssl ocsp as judge)', () => {
       expect(revoked.output).toMatch(/Revocation Time: \w+ +\d+ [\d:]+ \d{4} GMT/);
     }
     expect((await ask(w.issuer, w.leaf, { via: 'GET' })).headers['cache-control']).toMatch(/^public, max-age=\d+$/);
+    // openssl as the client too: it sends the request to the real listener over HTTPS (async: the server runs in this process).
+    const url = `https://localhost:${t.server.adminAddress.port}/v1/ocsp`;
+    const { stdout, stderr } = await promisify(execFile)('openssl', ['ocsp', '-issuer', file(w.issuer), '-cert', file(w.leaf), '-url', url, '-CAfile', file(t.server.ca.current().rootsPem)]);
+    expect(`${stdout}${stderr}`).toContain('Response verify OK');
+    expect(stdout).toContain('Reason: keyCompromise');
   });
 
   it('echoes the nonce (openssl checks it) and signs with SHA-256 by the issuing CA', async () => {
