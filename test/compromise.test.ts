@@ -41,6 +41,8 @@ interface RevokeReply {
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 let dir: string;
+/** The intermediate the first test rotates out, and one of its leaves that is never revoked on its own. */
+let retired: { id: string; sibling: Issued };
 let data: string;
 let t: TestServer;
 let devIssuer: DevTokenIssuer;
@@ -93,6 +95,7 @@ describe('the complete CRL set', () => {
   it('publishes every live authority\'s CRL; a revoked leaf of a retired intermediate fails -crl_check_all', async () => {
     const old = await issue('old');
     const sibling = await issue('sibling');
+    retired = { id: signerId(), sibling };
     expect((await call('POST', '/v1/authorities/rotate-intermediate')).status).toBe(201);
     const fresh = await issue('fresh');
     expect(openssl(['x509', '-noout', '-ocsp_uri'], fresh.leaf).trim()).toBe(''); // no AIA unless --ocsp-url
@@ -126,6 +129,18 @@ describe('the complete CRL set', () => {
 });
 
 describe('revoking an intermediate', () => {
+  it('taints a retired one without touching the signer; its leaves fail -crl_check_all from then on', async () => {
+    const signer = signerId();
+    expect(verifyWithCrlSet(retired.sibling.leaf, retired.sibling.intermediate, await bundle(), await crlSet()).ok).toBe(true);
+    const reply = (await call('POST', `/v1/authorities/${retired.id}/revoke`, { reason: 'superseded' })).json<RevokeReply>();
+    expect(reply).toMatchObject({ authority: { id: retired.id, state: 'tainted', taintReason: 'superseded' }, replacement: null, tainted: [retired.id] });
+    expect(reply.unexpiredCertificates).toBeGreaterThanOrEqual(2);
+    expect(signerId()).toBe(signer);
+    const verdict = verifyWithCrlSet(retired.sibling.leaf, retired.sibling.intermediate, await bundle(), await crlSet());
+    expect(verdict.ok).toBe(false);
+    expect(verdict.output).toMatch(/certificate revoked/);
+  });
+
   it('taints the active one, activates a fresh intermediate under the same root in one step, and re-issues the serving certificate', async () => {
     const victim = await issue('victim');
     const tainted = signerId();
