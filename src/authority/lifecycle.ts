@@ -344,7 +344,8 @@ function activationTarget(authorities: readonly AuthorityRecord[], id: string): 
     });
   }
   const root = find(authorities, target.parentId!);
-  if (!TRUSTED_STATES.has(root.state)) throw new AuthorityError('ERR_AUTHORITY_STATE', `the root ${root.id} of ${target.id} is ${root.state}`);
+  // A tainted root stays trusted until removed, but nothing under it may sign again.
+  if (!TRUSTED_STATES.has(root.state) || root.state === 'tainted') throw new AuthorityError('ERR_AUTHORITY_STATE', `the root ${root.id} of ${target.id} is ${root.state}`);
   return target;
 }
 
