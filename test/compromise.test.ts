@@ -51,7 +51,11 @@ let token: string;
 const call = (method: string, path: string, body?: unknown, tok?: string | null): Promise<AdminResponse> =>
   adminCall({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token }, method, path, { body, token: tok });
 const issue = async (sa: string) => {
-  const w = await workloadCredentials(t.client(), `spiffe://cluster.local/ns/ir/sa/${sa}`, await devIssuer.sign({ namespace: 'ir', serviceAccount: sa, ttlSeconds: 600 }));
+  const w = await workloadCredentials(
+    t.client(),
+    `spiffe://cluster.local/ns/ir/sa/${sa}`,
+    await devIssuer.sign({ namespace: 'ir', serviceAccount: sa, ttlSeconds: 600 }),
+  );
   const [leaf, intermediate] = leafAndIssuer(w.cert);
   return { leaf, intermediate, serial: serialOf(leaf) };
 };
@@ -70,10 +74,13 @@ const auditCount = async () => (await call('GET', '/v1/audit?limit=1000')).json<
 /** The issuer CN of the certificate the admin listener presents now. */
 function servingIssuerCn(): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host: '127.0.0.1', port: t.server.adminAddress.port, servername: 'localhost', rejectUnauthorized: false }, () => {
-      resolve(String(socket.getPeerCertificate().issuer.CN));
-      socket.end();
-    });
+    const socket = connect(
+      { host: '127.0.0.1', port: t.server.adminAddress.port, servername: 'localhost', rejectUnauthorized: false },
+      () => {
+        resolve(String(socket.getPeerCertificate().issuer.CN));
+        socket.end();
+      },
+    );
     socket.on('error', reject);
   });
 }
@@ -92,7 +99,7 @@ afterAll(async () => {
 });
 
 describe('the complete CRL set', () => {
-  it('publishes every live authority\'s CRL; a revoked leaf of a retired intermediate fails -crl_check_all', async () => {
+  it("publishes every live authority's CRL; a revoked leaf of a retired intermediate fails -crl_check_all", async () => {
     const old = await issue('old');
     const sibling = await issue('sibling');
     retired = { id: signerId(), sibling };
@@ -109,7 +116,9 @@ describe('the complete CRL set', () => {
     expect(verifyWithCrlSet(old.leaf, old.intermediate, roots, set).output).toContain('certificate revoked');
     // GET /v1/crl (DER) stays the active intermediate's, and it leads the PEM set.
     const der = (await call('GET', '/v1/crl', undefined, null)).body;
-    expect(openssl(['crl', '-inform', 'DER', '-noout', '-issuer'], der)).toContain(t.server.ca.current().signer.record.subject.split('CN=')[1]!);
+    expect(openssl(['crl', '-inform', 'DER', '-noout', '-issuer'], der)).toContain(
+      t.server.ca.current().signer.record.subject.split('CN=')[1]!,
+    );
     expect(crlBlocks(set)[0]).toBe(openssl(['crl', '-inform', 'DER', '-outform', 'PEM'], der));
   });
 
@@ -133,7 +142,11 @@ describe('revoking an intermediate', () => {
     const signer = signerId();
     expect(verifyWithCrlSet(retired.sibling.leaf, retired.sibling.intermediate, await bundle(), await crlSet()).ok).toBe(true);
     const reply = (await call('POST', `/v1/authorities/${retired.id}/revoke`, { reason: 'superseded' })).json<RevokeReply>();
-    expect(reply).toMatchObject({ authority: { id: retired.id, state: 'tainted', taintReason: 'superseded' }, replacement: null, tainted: [retired.id] });
+    expect(reply).toMatchObject({
+      authority: { id: retired.id, state: 'tainted', taintReason: 'superseded' },
+      replacement: null,
+      tainted: [retired.id],
+    });
     expect(reply.unexpiredCertificates).toBeGreaterThanOrEqual(2);
     expect(signerId()).toBe(signer);
     const verdict = verifyWithCrlSet(retired.sibling.leaf, retired.sibling.intermediate, await bundle(), await crlSet());
@@ -165,8 +178,13 @@ describe('revoking an intermediate', () => {
     expect(await verdicts({ victim, after })).toEqual({ victim: false, after: true });
     const rootCrl = (await call('GET', `/v1/authorities/${root}/crl?format=pem`, undefined, null)).text;
     expect(openssl(['crl', '-noout', '-text'], rootCrl).toLowerCase()).toContain(reply.authority.serialNumber.slice(-8));
-    const events = (await call('GET', '/v1/audit?limit=5')).json<{ items: { action: string; target: string; details: Record<string, unknown> }[] }>().items;
-    expect(events.find((e) => e.action === 'authority.revoke')).toMatchObject({ target: tainted, details: { reason: 'keyCompromise', replacementId: reply.replacement!.id } });
+    const events = (await call('GET', '/v1/audit?limit=5')).json<{
+      items: { action: string; target: string; details: Record<string, unknown> }[];
+    }>().items;
+    expect(events.find((e) => e.action === 'authority.revoke')).toMatchObject({
+      target: tainted,
+      details: { reason: 'keyCompromise', replacementId: reply.replacement!.id },
+    });
   });
 
   it.each([
@@ -174,8 +192,20 @@ describe('revoking an intermediate', () => {
     ['a bad reason', () => `/v1/authorities/${signerId()}/revoke`, { reason: 'oops' }, token, 400],
     ['no reason', () => `/v1/authorities/${signerId()}/revoke`, {}, token, 400],
     ['no admin token', () => `/v1/authorities/${signerId()}/revoke`, { reason: 'keyCompromise' }, null, 401],
-    ['an already tainted one', async () => `/v1/authorities/${(await authorities()).find((a) => a.state === 'tainted')!.id}/revoke`, { reason: 'keyCompromise' }, token, 409],
-    ['the only root', async () => `/v1/authorities/${t.server.ca.current().signer.record.parentId}/revoke`, { reason: 'cACompromise' }, token, 409],
+    [
+      'an already tainted one',
+      async () => `/v1/authorities/${(await authorities()).find((a) => a.state === 'tainted')!.id}/revoke`,
+      { reason: 'keyCompromise' },
+      token,
+      409,
+    ],
+    [
+      'the only root',
+      async () => `/v1/authorities/${t.server.ca.current().signer.record.parentId}/revoke`,
+      { reason: 'cACompromise' },
+      token,
+      409,
+    ],
   ] as const)('refuses %s with %i and changes nothing', async (_what, path, body, tok, code) => {
     const [states, audit] = [JSON.stringify(await authorities()), await auditCount()];
     const res = await call('POST', await path(), body, tok === null ? null : token);
@@ -221,7 +251,15 @@ describe('an issuance racing the revocation of its signer', () => {
     const d = tempDir();
     const store = openSqliteStore({ path: join(d, 'meshca.db') });
     try {
-      const ca = await CertificateAuthority.open({ store, kek: randomBytes(32), logger: pino({ level: 'silent' }), trustDomain: 'cluster.local', keyType: 'ec-p256', rootTtlMs: 10 * DAY, intermediateTtlMs: DAY });
+      const ca = await CertificateAuthority.open({
+        store,
+        kek: randomBytes(32),
+        logger: pino({ level: 'silent' }),
+        trustDomain: 'cluster.local',
+        keyType: 'ec-p256',
+        rootTtlMs: 10 * DAY,
+        intermediateTtlMs: DAY,
+      });
       // The same store, except that recording an issued certificate waits for the gate: the
       // revocation happens after the certificate was signed and before the issuance returns.
       let open!: () => void;
@@ -236,7 +274,14 @@ describe('an issuance racing the revocation of its signer', () => {
       const issuance = new IssuanceService(ca, gated, new IssuancePolicy({ defaultTtlMs: HOUR, maxTtlMs: DAY, backdateMs: 60_000 }));
       const victim = ca.current().signer.id;
       const spkiDer = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' });
-      const pending = issuance.issueProfile({ spkiDer, uris: ['spiffe://cluster.local/ns/race/sa/w'], dnsNames: [], ttlMs: HOUR, callerId: 'test', rsaKey: false });
+      const pending = issuance.issueProfile({
+        spkiDer,
+        uris: ['spiffe://cluster.local/ns/race/sa/w'],
+        dnsNames: [],
+        ttlMs: HOUR,
+        callerId: 'test',
+        rsaKey: false,
+      });
       const outcome = await ca.revoke(victim, 'keyCompromise', 'test');
       open();
       const issued = await pending;

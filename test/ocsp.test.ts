@@ -22,7 +22,8 @@ const OCSP_URL = 'http://meshca.example.test:8443/v1/ocsp';
 
 const target = () => ({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token });
 const call = (method: string, path: string, body?: unknown): Promise<AdminResponse> => adminCall(target(), method, path, { body });
-const post = (raw: Buffer, contentType = 'application/ocsp-request') => adminCall(target(), 'POST', '/v1/ocsp', { raw, token: null, headers: { 'content-type': contentType } });
+const post = (raw: Buffer, contentType = 'application/ocsp-request') =>
+  adminCall(target(), 'POST', '/v1/ocsp', { raw, token: null, headers: { 'content-type': contentType } });
 const get = (raw: Buffer) => adminCall(target(), 'GET', `/v1/ocsp/${encodeURIComponent(raw.toString('base64'))}`, { token: null });
 const file = (text: string | Buffer) => {
   const path = join(dir, `f${n++}`);
@@ -30,7 +31,11 @@ const file = (text: string | Buffer) => {
   return path;
 };
 const issue = async (sa: string) => {
-  const w = await workloadCredentials(t.client(), `spiffe://cluster.local/ns/ocsp/sa/${sa}`, await devIssuer.sign({ namespace: 'ocsp', serviceAccount: sa, ttlSeconds: 600 }));
+  const w = await workloadCredentials(
+    t.client(),
+    `spiffe://cluster.local/ns/ocsp/sa/${sa}`,
+    await devIssuer.sign({ namespace: 'ocsp', serviceAccount: sa, ttlSeconds: 600 }),
+  );
   const [leaf, issuer] = leafAndIssuer(w.cert);
   return { leaf, issuer, serial: serialOf(leaf) };
 };
@@ -82,7 +87,17 @@ describe('OCSP responder (openssl ocsp as judge)', () => {
     expect((await ask(w.issuer, w.leaf, { via: 'GET' })).headers['cache-control']).toMatch(/^public, max-age=\d+$/);
     // openssl as the client too: it sends the request to the real listener over HTTPS (async: the server runs in this process).
     const url = `https://localhost:${t.server.adminAddress.port}/v1/ocsp`;
-    const { stdout, stderr } = await promisify(execFile)('openssl', ['ocsp', '-issuer', file(w.issuer), '-cert', file(w.leaf), '-url', url, '-CAfile', file(t.server.ca.current().rootsPem)]);
+    const { stdout, stderr } = await promisify(execFile)('openssl', [
+      'ocsp',
+      '-issuer',
+      file(w.issuer),
+      '-cert',
+      file(w.leaf),
+      '-url',
+      url,
+      '-CAfile',
+      file(t.server.ca.current().rootsPem),
+    ]);
     expect(`${stdout}${stderr}`).toContain('Response verify OK');
     expect(stdout).toContain('Reason: keyCompromise');
   });
@@ -120,7 +135,20 @@ describe('OCSP responder (openssl ocsp as judge)', () => {
     openssl(['ocsp', '-issuer', issuerFile, '-serial', '0x1234567890abcdef', '-reqout', reqFile, '-no_nonce']);
     const unknown = await post(readFileSync(reqFile));
     const respFile = file(unknown.body);
-    expect(openssl(['ocsp', '-respin', respFile, '-issuer', issuerFile, '-serial', '0x1234567890abcdef', '-CAfile', file(t.server.ca.current().rootsPem), '-no_nonce'])).toMatch(/: unknown/);
+    expect(
+      openssl([
+        'ocsp',
+        '-respin',
+        respFile,
+        '-issuer',
+        issuerFile,
+        '-serial',
+        '0x1234567890abcdef',
+        '-CAfile',
+        file(t.server.ca.current().rootsPem),
+        '-no_nonce',
+      ]),
+    ).toMatch(/: unknown/);
 
     const key = file(openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256']));
     const stranger = file(openssl(['req', '-x509', '-new', '-key', key, '-subj', '/CN=stranger', '-days', '1']));
@@ -133,7 +161,9 @@ describe('OCSP responder (openssl ocsp as judge)', () => {
     const w = await issue('aia');
     expect(openssl(['x509', '-noout', '-ocsp_uri'], w.leaf).trim()).toBe(OCSP_URL);
     for (const bad of ['ftp://x/ocsp', 'http://a b/ocsp', 'meshca/v1/ocsp']) {
-      expect(() => buildServerConfig(parseFlags(SERVE_FLAGS, ['--dev', '--ocsp-url', bad], {}, 'serve').values)).toThrow(/--ocsp-url must be an absolute http\(s\) URL/);
+      expect(() => buildServerConfig(parseFlags(SERVE_FLAGS, ['--dev', '--ocsp-url', bad], {}, 'serve').values)).toThrow(
+        /--ocsp-url must be an absolute http\(s\) URL/,
+      );
     }
   });
 

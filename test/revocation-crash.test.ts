@@ -36,7 +36,10 @@ async function onDisk() {
   }
 }
 
-async function start(): Promise<{ server: ServerProcess; call: (method: string, path: string, body?: unknown) => ReturnType<typeof adminCall> }> {
+async function start(): Promise<{
+  server: ServerProcess;
+  call: (method: string, path: string, body?: unknown) => ReturnType<typeof adminCall>;
+}> {
   const server = await spawnServer(data, ['--dev'], { MESHCA_KEK: kekText });
   const { roots } = await onDisk();
   const token = readFileSync(join(data, 'admin-token'), 'utf8').trim();
@@ -48,14 +51,18 @@ async function kill(server: ServerProcess): Promise<void> {
   await server.exited;
 }
 
-const activeIntermediate = (authorities: { kind: string; state: string; id: string }[]) => authorities.find((a) => a.kind === 'intermediate' && a.state === 'active')!;
+const activeIntermediate = (authorities: { kind: string; state: string; id: string }[]) =>
+  authorities.find((a) => a.kind === 'intermediate' && a.state === 'active')!;
 
 describe('revocation survives kill -9', () => {
   it('a revoked leaf and a tainted intermediate are on disk once the API answered', async () => {
     const { server, call } = await start();
     const client = new CaClient({ address: `127.0.0.1:${server.grpcPort}`, rootsPem: (await onDisk()).roots, serverName: 'localhost' });
     const sign = await openDevTokenIssuer(data);
-    const chain = await client.createCertificate({ csrPem: await csrFor('spiffe://cluster.local/ns/crash/sa/w'), token: await sign.sign({ namespace: 'crash', serviceAccount: 'w', ttlSeconds: 600 }) });
+    const chain = await client.createCertificate({
+      csrPem: await csrFor('spiffe://cluster.local/ns/crash/sa/w'),
+      token: await sign.sign({ namespace: 'crash', serviceAccount: 'w', ttlSeconds: 600 }),
+    });
     client.close();
     const [leaf, intermediate] = leafAndIssuer(chain.slice(0, -1).join(''));
     const tainted = activeIntermediate((await onDisk()).authorities).id;
@@ -69,10 +76,15 @@ describe('revocation survives kill -9', () => {
     expect(disk.authorities.find((a) => a.id === tainted)?.state).toBe('tainted');
     const restarted = await start();
     try {
-      const views = (await restarted.call('GET', '/v1/authorities')).json<{ authorities: { id: string; state: string; taintReason: string | null }[] }>().authorities;
+      const views = (await restarted.call('GET', '/v1/authorities')).json<{
+        authorities: { id: string; state: string; taintReason: string | null }[];
+      }>().authorities;
       expect(views.find((a) => a.id === tainted)).toMatchObject({ state: 'tainted', taintReason: 'keyCompromise' });
       expect(activeIntermediate(views).id).toBe(revoke.json<{ replacement: { id: string } }>().replacement.id);
-      expect((await restarted.call('GET', `/v1/certificates/${serialOf(leaf)}`)).json()).toMatchObject({ status: 'revoked', revocationReason: 'keyCompromise' });
+      expect((await restarted.call('GET', `/v1/certificates/${serialOf(leaf)}`)).json()).toMatchObject({
+        status: 'revoked',
+        revocationReason: 'keyCompromise',
+      });
       const set = (await restarted.call('GET', '/v1/crl?format=pem')).text;
       expect(verifyWithCrlSet(leaf, intermediate, disk.roots, set).output).toContain('certificate revoked');
     } finally {
@@ -80,24 +92,28 @@ describe('revocation survives kill -9', () => {
     }
   }, 90_000);
 
-  it.each([0, 15, 60])('killed %i ms into revoking the signer: either nothing happened or all of it (taint, record, replacement)', async (delayMs) => {
-    const { server, call } = await start();
-    const target = activeIntermediate(await onDisk().then((d) => d.authorities));
-    const answered = call('POST', `/v1/authorities/${target.id}/revoke`, { reason: 'keyCompromise' }).catch(() => undefined);
-    await new Promise((resolve) => setTimeout(resolve, delayMs));
-    await kill(server);
-    await answered;
+  it.each([0, 15, 60])(
+    'killed %i ms into revoking the signer: either nothing happened or all of it (taint, record, replacement)',
+    async (delayMs) => {
+      const { server, call } = await start();
+      const target = activeIntermediate(await onDisk().then((d) => d.authorities));
+      const answered = call('POST', `/v1/authorities/${target.id}/revoke`, { reason: 'keyCompromise' }).catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      await kill(server);
+      await answered;
 
-    const disk = await onDisk();
-    expect(disk.report.ok, formatInvariantReport(disk.report)).toBe(true);
-    const state = disk.authorities.find((a) => a.id === target.id)!.state;
-    const active = activeIntermediate(disk.authorities);
-    if (state === 'tainted') {
-      expect(disk.revoked.has(target.id)).toBe(true);
-      expect(active.id).not.toBe(target.id);
-      expect(active.parentId).toBe(target.parentId);
-    } else {
-      expect([state, disk.revoked.has(target.id), active.id]).toEqual(['active', false, target.id]);
-    }
-  }, 90_000);
+      const disk = await onDisk();
+      expect(disk.report.ok, formatInvariantReport(disk.report)).toBe(true);
+      const state = disk.authorities.find((a) => a.id === target.id)!.state;
+      const active = activeIntermediate(disk.authorities);
+      if (state === 'tainted') {
+        expect(disk.revoked.has(target.id)).toBe(true);
+        expect(active.id).not.toBe(target.id);
+        expect(active.parentId).toBe(target.parentId);
+      } else {
+        expect([state, disk.revoked.has(target.id), active.id]).toEqual(['active', false, target.id]);
+      }
+    },
+    90_000,
+  );
 });

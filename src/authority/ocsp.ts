@@ -1,7 +1,15 @@
 import { createHash, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { PkiError } from '../pki/errors.js';
-import { certIdHashes, createOcspResponse, ocspErrorResponse, parseOcspRequest, type OcspCertId, type OcspCertStatus, type OcspHash } from '../pki/ocsp.js';
+import {
+  certIdHashes,
+  createOcspResponse,
+  ocspErrorResponse,
+  parseOcspRequest,
+  type OcspCertId,
+  type OcspCertStatus,
+  type OcspHash,
+} from '../pki/ocsp.js';
 import type { AuthorityRecord, RevocationReason, Store } from '../store/types.js';
 import type { CertificateAuthority } from './lifecycle.js';
 import { unsealAuthorityKey } from './signer.js';
@@ -48,7 +56,8 @@ export class OcspResponder {
     try {
       return await this.answer(requestDer);
     } catch (error) {
-      if (error instanceof PkiError && error.code === 'ERR_OCSP_MALFORMED') return { der: ocspErrorResponse('malformedRequest'), maxAgeSeconds: 0 };
+      if (error instanceof PkiError && error.code === 'ERR_OCSP_MALFORMED')
+        return { der: ocspErrorResponse('malformedRequest'), maxAgeSeconds: 0 };
       this.logger.error({ err: error }, 'OCSP request failed');
       return { der: ocspErrorResponse('internalError'), maxAgeSeconds: 0 };
     }
@@ -66,7 +75,11 @@ export class OcspResponder {
       return { der: cached.der, maxAgeSeconds: Math.floor((cached.expires - now.getTime()) / 1000) };
     }
     const answers = [];
-    for (const certId of request.certIds) answers.push({ certId, status: this.matches(issuer, certId) ? await this.status(issuer, certId.serialHex, now) : ({ kind: 'unknown' } as const) });
+    for (const certId of request.certIds)
+      answers.push({
+        certId,
+        status: this.matches(issuer, certId) ? await this.status(issuer, certId.serialHex, now) : ({ kind: 'unknown' } as const),
+      });
     const der = createOcspResponse({
       signerCertificateDer: issuer.certificateDer,
       signerKey: this.key(issuer),
@@ -115,7 +128,8 @@ export class OcspResponder {
     }
     const leaf = await this.store.getCertificate(serialHex, now);
     if (!leaf || leaf.authorityId !== issuer.id) return { kind: 'unknown' };
-    if (leaf.revokedAt) return { kind: 'revoked', revokedAt: leaf.revokedAt, reason: (leaf.revocationReason ?? 'unspecified') as RevocationReason };
+    if (leaf.revokedAt)
+      return { kind: 'revoked', revokedAt: leaf.revokedAt, reason: (leaf.revocationReason ?? 'unspecified') as RevocationReason };
     const tainted = revocations.get(issuer.id);
     return tainted ? { kind: 'revoked', revokedAt: tainted.revokedAt, reason: 'cACompromise' } : { kind: 'good' };
   }

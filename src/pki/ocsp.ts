@@ -5,10 +5,10 @@
  */
 import { createHash, sign, type KeyObject } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
-import { AlgorithmIdentifier, Certificate, CRLReason, CRLReasons, Extension } from '@peculiar/asn1-x509';
+import { AlgorithmIdentifier, Certificate, CRLReason, CRLReasons, type Extension } from '@peculiar/asn1-x509';
 import {
   BasicOCSPResponse,
-  CertID,
+  type CertID,
   CertStatus,
   KeyHash,
   OCSPRequest,
@@ -66,18 +66,28 @@ export function parseOcspRequest(der: Uint8Array): OcspRequestInfo {
     throw new PkiError('ERR_OCSP_MALFORMED', 'the body is not a DER OCSPRequest');
   }
   // RFC 6960 requests are DER: re-encoding must give the same bytes (this also refuses trailing data).
-  if (!Buffer.from(AsnConvert.serialize(request)).equals(Buffer.from(der))) throw new PkiError('ERR_OCSP_MALFORMED', 'the OCSPRequest is not DER or has trailing data');
+  if (!Buffer.from(AsnConvert.serialize(request)).equals(Buffer.from(der)))
+    throw new PkiError('ERR_OCSP_MALFORMED', 'the OCSPRequest is not DER or has trailing data');
   const list = request.tbsRequest.requestList;
-  if (list.length === 0 || list.length > MAX_OCSP_CERT_IDS) throw new PkiError('ERR_OCSP_MALFORMED', `an OCSPRequest must ask about 1 to ${MAX_OCSP_CERT_IDS} certificates`);
+  if (list.length === 0 || list.length > MAX_OCSP_CERT_IDS)
+    throw new PkiError('ERR_OCSP_MALFORMED', `an OCSPRequest must ask about 1 to ${MAX_OCSP_CERT_IDS} certificates`);
   const certIds = list.map(({ reqCert }) => {
     const hash = HASH_BY_OID[reqCert.hashAlgorithm.algorithm];
     if (!hash) throw new PkiError('ERR_OCSP_MALFORMED', `unsupported CertID hash algorithm ${reqCert.hashAlgorithm.algorithm}`);
     const serial = Buffer.from(reqCert.serialNumber);
-    if (serial.length === 0 || serial.length > 21) throw new PkiError('ERR_OCSP_MALFORMED', 'the CertID serial number is not a certificate serial');
-    return { hash, issuerNameHash: Buffer.from(reqCert.issuerNameHash.buffer), issuerKeyHash: Buffer.from(reqCert.issuerKeyHash.buffer), serialHex: serialToHex(serial), asn: reqCert };
+    if (serial.length === 0 || serial.length > 21)
+      throw new PkiError('ERR_OCSP_MALFORMED', 'the CertID serial number is not a certificate serial');
+    return {
+      hash,
+      issuerNameHash: Buffer.from(reqCert.issuerNameHash.buffer),
+      issuerKeyHash: Buffer.from(reqCert.issuerKeyHash.buffer),
+      serialHex: serialToHex(serial),
+      asn: reqCert,
+    };
   });
   const nonce = request.tbsRequest.requestExtensions?.find((e) => e.extnID === id_pkix_ocsp_nonce);
-  if (nonce && nonce.extnValue.byteLength > MAX_NONCE_BYTES + 2) throw new PkiError('ERR_OCSP_MALFORMED', `the nonce is longer than ${MAX_NONCE_BYTES} bytes`);
+  if (nonce && nonce.extnValue.byteLength > MAX_NONCE_BYTES + 2)
+    throw new PkiError('ERR_OCSP_MALFORMED', `the nonce is longer than ${MAX_NONCE_BYTES} bytes`);
   return { certIds, nonce };
 }
 
@@ -117,7 +127,13 @@ export function createOcspResponse(spec: OcspResponseSpec): Buffer {
     responderID: new ResponderID({ byKey: new KeyHash(keyHash) }),
     producedAt: wholeSeconds(spec.producedAt),
     responses: spec.answers.map(
-      (a) => new SingleResponse({ certID: a.certId.asn, certStatus: certStatus(a.status), thisUpdate: wholeSeconds(spec.thisUpdate), nextUpdate: wholeSeconds(spec.nextUpdate) }),
+      (a) =>
+        new SingleResponse({
+          certID: a.certId.asn,
+          certStatus: certStatus(a.status),
+          thisUpdate: wholeSeconds(spec.thisUpdate),
+          nextUpdate: wholeSeconds(spec.nextUpdate),
+        }),
     ),
     responseExtensions: spec.nonce ? [spec.nonce] : undefined,
   });
@@ -125,7 +141,9 @@ export function createOcspResponse(spec: OcspResponseSpec): Buffer {
   const ecdsa = keyTypeOf(spec.signerKey).startsWith('ec-');
   const basic = new BasicOCSPResponse({
     tbsResponseData: data,
-    signatureAlgorithm: ecdsa ? new AlgorithmIdentifier({ algorithm: '1.2.840.10045.4.3.2' }) : new AlgorithmIdentifier({ algorithm: '1.2.840.113549.1.1.11', parameters: null }),
+    signatureAlgorithm: ecdsa
+      ? new AlgorithmIdentifier({ algorithm: '1.2.840.10045.4.3.2' })
+      : new AlgorithmIdentifier({ algorithm: '1.2.840.113549.1.1.11', parameters: null }),
     signature: toArrayBuffer(sign('sha256', tbs, { key: spec.signerKey, dsaEncoding: 'der' })),
     certs: [signer],
   });

@@ -39,7 +39,17 @@ export function verifyWithCrlSet(leaf: string, intermediate: string, rootsPem: s
       writeFileSync(join(dir, name), text);
       return join(dir, name);
     };
-    const args = ['verify', '-crl_check_all', '-CRLfile', file('crls.pem', crlSetPem), '-CAfile', file('roots.pem', rootsPem), '-untrusted', file('int.pem', intermediate), file('leaf.pem', leaf)];
+    const args = [
+      'verify',
+      '-crl_check_all',
+      '-CRLfile',
+      file('crls.pem', crlSetPem),
+      '-CAfile',
+      file('roots.pem', rootsPem),
+      '-untrusted',
+      file('int.pem', intermediate),
+      file('leaf.pem', leaf),
+    ];
     return opensslStatus(args);
   } finally {
     removeDir(dir);
