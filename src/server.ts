@@ -48,8 +48,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   if (config.dev) logger.warn('DEVELOPMENT MODE: generated secrets and a local token issuer; never use --dev in production');
   prepareDataDir(config.dataDir, config.dev);
   const kek = loadKek({ kekFile: config.kekFile, env, dataDir: config.dataDir, dev: config.dev });
-  if (kek.generated)
-    logger.warn({ path: kek.origin }, 'generated a development key-encryption key; production must use --kek-file or MESHCA_KEK');
+  if (kek.generated) logger.warn({ path: kek.origin }, 'generated a development key-encryption key; production must use --kek-file or MESHCA_KEK');
   const metrics = new Metrics();
   const store = openSqliteStore({
     path: databasePath(config.dataDir),
@@ -63,14 +62,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready);
   let kubernetes: KubernetesIntegration | undefined;
   try {
-    const ca = await CertificateAuthority.open({
-      store,
-      kek: kek.kek,
-      logger,
-      trustDomain: config.trustDomain,
-      ocspUrl: config.ocspUrl,
-      ...config.ca,
-    });
+    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ocspUrl: config.ocspUrl, ...config.ca });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
     const jwks = await tokenAuthenticator(config, logger);
@@ -97,10 +89,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         logger,
         maxInFlight: config.grpc.maxInFlight,
         maxCsrBytes: 16 * 1024,
-        rateLimiter:
-          config.grpc.rateLimitPerIdentity > 0
-            ? new IdentityRateLimiter(config.grpc.rateLimitPerIdentity, Math.max(1, config.grpc.rateLimitPerIdentity * 5))
-            : undefined,
+        rateLimiter: config.grpc.rateLimitPerIdentity > 0 ? new IdentityRateLimiter(config.grpc.rateLimitPerIdentity, Math.max(1, config.grpc.rateLimitPerIdentity * 5)) : undefined,
       }),
     });
     const revocation = new RevocationService(ca, store, kek.kek, {
@@ -110,13 +99,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         metrics.crlNextUpdate.set({ authority: crl.authorityId }, crl.nextUpdate.getTime() / 1000);
       },
     });
-    const housekeeping = startHousekeeping({
-      store,
-      revocation,
-      logger,
-      retentionMs: config.retentionMs,
-      crlValidityMs: config.crlValidityMs,
-    });
+    const housekeeping = startHousekeeping({ store, revocation, logger, retentionMs: config.retentionMs, crlValidityMs: config.crlValidityMs });
     const admin = await startAdminServer(
       config.admin.listen,
       {
@@ -134,37 +117,16 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         reissueServing: () => serving.reload('authority revoked'),
         ocsp: new OcspResponder(ca, store, kek.kek, logger.child({ component: 'ocsp' })),
         // issueProfile never goes beyond --default-ttl, so that is the ceiling the route reports.
-        istiod: {
-          ca,
-          issuance,
-          trustDomain: config.trustDomain,
-          clusterId: config.clusterId,
-          defaultTtlMs: config.kubernetes.istiodCertTtlMs,
-          maxTtlMs: config.issuance.maxTtlMs,
-        },
+        istiod: { ca, issuance, trustDomain: config.trustDomain, clusterId: config.clusterId, defaultTtlMs: config.kubernetes.istiodCertTtlMs, maxTtlMs: config.issuance.maxTtlMs },
       },
       serving,
     );
     const autoRotation = config.autoRotate.enabled
-      ? startAutoRotation({
-          ca,
-          store,
-          logger,
-          intermediateTtlMs: config.ca.intermediateTtlMs,
-          keyType: config.ca.keyType,
-          checkIntervalMs: config.autoRotate.checkIntervalMs,
-        })
+      ? startAutoRotation({ ca, store, logger, intermediateTtlMs: config.ca.intermediateTtlMs, keyType: config.ca.keyType, checkIntervalMs: config.autoRotate.checkIntervalMs })
       : undefined;
     ready = true;
     logger.info(
-      {
-        grpc: formatAddress(grpc.address),
-        tls: !config.grpc.plaintext,
-        admin: `https://${formatAddress(admin.address)}`,
-        monitoring: formatAddress(monitoring.address),
-        trustDomain: config.trustDomain,
-        bundle: `https://${formatAddress(admin.address)}/v1/bundle`,
-      },
+      { grpc: formatAddress(grpc.address), tls: !config.grpc.plaintext, admin: `https://${formatAddress(admin.address)}`, monitoring: formatAddress(monitoring.address), trustDomain: config.trustDomain, bundle: `https://${formatAddress(admin.address)}/v1/bundle` },
       'meshca is serving',
     );
     return {
@@ -179,12 +141,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         await ca.reload();
         await serving.reload('SIGHUP');
       },
-      close: () =>
-        shutdown(
-          config,
-          { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation },
-          () => (ready = false),
-        ),
+      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation }, () => (ready = false)),
     };
   } catch (error) {
     await kubernetes?.close().catch(() => undefined);
@@ -201,10 +158,7 @@ async function tokenAuthenticator(config: ServerConfig, logger: Logger): Promise
   if (config.jwt.jwksUrl) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { url: config.jwt.jwksUrl } });
   if (!config.dev) return undefined;
   const dev = await openDevTokenIssuer(config.dataDir);
-  logger.warn(
-    { issuer: dev.issuer },
-    `accepting development tokens: get one with "meshca dev-token --data-dir ${config.dataDir} --namespace NS --service-account SA"`,
-  );
+  logger.warn({ issuer: dev.issuer }, `accepting development tokens: get one with "meshca dev-token --data-dir ${config.dataDir} --namespace NS --service-account SA"`);
   return createJwksAuthenticator({ ...common, issuer: dev.issuer, jwks: { keys: dev.jwks } });
 }
 
@@ -220,11 +174,7 @@ interface Parts {
   readonly autoRotation: AutoRotator | undefined;
 }
 
-async function shutdown(
-  config: ServerConfig,
-  { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation }: Parts,
-  notReady: () => void,
-): Promise<void> {
+async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation }: Parts, notReady: () => void): Promise<void> {
   notReady();
   await autoRotation?.stop(); // a step in progress commits before the store closes
   await kubernetes.close(); // leader tasks stop and the lease is released before the store closes

@@ -51,11 +51,7 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
   }) as unknown as FastifyInstance;
   app.setErrorHandler(adminErrorHandler);
   await app.register(swagger, {
-    openapi: {
-      info: { title: 'meshca admin API', version: '1' },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
-      security: [{ bearer: [] }],
-    },
+    openapi: { info: { title: 'meshca admin API', version: '1' }, components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }, security: [{ bearer: [] }] },
   });
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   trustRoutes(app, { ca: options.ca, refreshHintSeconds: options.refreshHintSeconds });
@@ -64,12 +60,7 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
   await app.register(async (protectedApp) => {
     protectedApp.addHook(
       'onRequest',
-      requireAdmin({
-        token: options.adminToken,
-        clientIds: options.clientIds,
-        maxFailuresPerMinute: options.maxAuthFailuresPerMinute,
-        onFailure: (request, reason) => authFailure(options, request, reason),
-      }),
+      requireAdmin({ token: options.adminToken, clientIds: options.clientIds, maxFailuresPerMinute: options.maxAuthFailuresPerMinute, onFailure: (request, reason) => authFailure(options, request, reason) }),
     );
     const actor = (request: FastifyRequest) => clientSpiffeId(request.raw.socket as TLSSocket) ?? 'admin';
     authorityRoutes(protectedApp, { ca: options.ca, inventory: options.inventory, actor, reissueServing: options.reissueServing });
@@ -78,10 +69,7 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
     revocationRoutes(protectedApp, { revocation: options.revocation, actor, onRevoked: (n) => options.metrics.revoked.inc(n) });
     protectedApp.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   });
-  app.setNotFoundHandler(
-    (request, reply) =>
-      void reply.code(404).send({ code: 'ERR_NOT_FOUND', message: `no route ${request.method} ${request.url}; see GET /v1/openapi.json` }),
-  );
+  app.setNotFoundHandler((request, reply) => void reply.code(404).send({ code: 'ERR_NOT_FOUND', message: `no route ${request.method} ${request.url}; see GET /v1/openapi.json` }));
   return app;
 }
 
@@ -90,14 +78,7 @@ function authFailure(options: AdminApiOptions, request: FastifyRequest, reason: 
   options.metrics.adminAuthFailures.inc();
   request.log.warn({ ip: request.ip, route, reason }, 'admin authentication failed');
   void options.inventory
-    .recordEvent({
-      actor: `ip:${request.ip}`,
-      action: 'admin.authenticate',
-      target: route,
-      result: 'denied',
-      details: { reason },
-      at: new Date(),
-    })
+    .recordEvent({ actor: `ip:${request.ip}`, action: 'admin.authenticate', target: route, result: 'denied', details: { reason }, at: new Date() })
     .catch((error: unknown) => request.log.error({ err: error }, 'could not audit an authentication failure'));
 }
 
@@ -130,3 +111,4 @@ export async function startAdminServer(listen: ListenAddress, options: AdminApiO
   options.logger.info({ admin: `https://${formatAddress(address)}` }, 'admin API listening');
   return { address, app, close: () => app.close() };
 }
+

@@ -1,13 +1,4 @@
-import type {
-  AuditEvent,
-  AuditEventInput,
-  AuthorityRecord,
-  CertificateDetail,
-  CertificateStatus,
-  CertificateSummary,
-  Page,
-  Store,
-} from '../store/types.js';
+import type { AuditEvent, AuditEventInput, AuthorityRecord, CertificateDetail, CertificateStatus, CertificateSummary, Page, Store } from '../store/types.js';
 import { AuthorityError } from './errors.js';
 
 export interface AuthorityView {
@@ -46,11 +37,7 @@ export class Inventory {
   ) {}
 
   async authorities(): Promise<AuthorityView[]> {
-    const [records, usage, revocations] = await Promise.all([
-      this.store.loadAuthorities(),
-      this.store.authorityUsage(this.now()),
-      this.store.listAuthorityRevocations(),
-    ]);
+    const [records, usage, revocations] = await Promise.all([this.store.loadAuthorities(), this.store.authorityUsage(this.now()), this.store.listAuthorityRevocations()]);
     const taints = new Map(revocations.map((r) => [r.authorityId, r]));
     return records.map((r) => {
       const counts = r.kind === 'root' ? sumChildren(records, usage, r.id) : (usage.get(r.id) ?? { issued: 0, unexpired: 0, revoked: 0 });
@@ -98,11 +85,7 @@ export class Inventory {
   }
 }
 
-function sumChildren(
-  records: readonly AuthorityRecord[],
-  usage: Map<string, { issued: number; unexpired: number; revoked: number }>,
-  rootId: string,
-) {
+function sumChildren(records: readonly AuthorityRecord[], usage: Map<string, { issued: number; unexpired: number; revoked: number }>, rootId: string) {
   return records
     .filter((a) => a.parentId === rootId)
     .reduce(

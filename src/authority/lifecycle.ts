@@ -173,22 +173,12 @@ export class CertificateAuthority {
         transitions: plan.transitions,
         revocations: plan.tainted.map((a) => ({ authorityId: a.id, revokedAt: at, reason: a.id === id ? reason : 'cACompromise', actor })),
         bumpBundleSequence: false,
-        audit: {
-          actor,
-          action: 'authority.revoke',
-          target: id,
-          result: 'ok',
-          details: { reason, kind: target.kind, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired },
-          at,
-        },
+        audit: { actor, action: 'authority.revoke', target: id, result: 'ok', details: { reason, kind: target.kind, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired }, at },
       });
       await this.reload();
       const current = this.snapshot.authorities;
       const replacement = plan.replacementId === null ? null : find(current, plan.replacementId);
-      this.options.logger.warn(
-        { id, reason, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired },
-        'authority revoked and tainted',
-      );
+      this.options.logger.warn({ id, reason, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired }, 'authority revoked and tainted');
       return { authority: find(current, id), tainted, replacement, unexpiredCertificates: unexpired };
     });
   }
@@ -220,15 +210,9 @@ export class CertificateAuthority {
       const issuer = { certificateDer: root.certificateDer, privateKey: unsealAuthorityKey(root, this.options.kek) };
       const intermediate = await this.createIntermediate(root, issuer, this.options, 'prepared');
       const transitions = [...retireActive(authorities, root.id), { id: intermediate.id, from: ['prepared'], to: 'active' } as const];
-      await this.commit(
-        { insert: [intermediate], transitions, bumpBundleSequence: false },
-        actor,
-        'authority.rotate-intermediate',
-        intermediate.id,
-        {
-          rootId: root.id,
-        },
-      );
+      await this.commit({ insert: [intermediate], transitions, bumpBundleSequence: false }, actor, 'authority.rotate-intermediate', intermediate.id, {
+        rootId: root.id,
+      });
       return { ...intermediate, state: 'active' };
     });
   }
@@ -249,22 +233,14 @@ export class CertificateAuthority {
   private async pluginRecords(files: PluginCaFiles, authorities: readonly AuthorityRecord[]): Promise<AuthorityRecord[]> {
     const plugin = await validatePluginCa(files, this.now());
     if (plugin.chainDers.length > 0) {
-      throw new AuthorityError(
-        'ERR_AUTHORITY_INVALID',
-        'plug-in chains with more than one intermediate are not supported yet; sign ca-cert directly by the root',
-      );
+      throw new AuthorityError('ERR_AUTHORITY_INVALID', 'plug-in chains with more than one intermediate are not supported yet; sign ca-cert directly by the root');
     }
     const now = this.now();
     const known = new Set(authorities.map((a) => a.sha256Fingerprint));
-    const newRoot = async (der: Buffer) =>
-      authorityRecord({ kind: 'root', parentId: null, state: 'prepared', certificateDer: der, privateKey: null }, this.options.kek, now);
+    const newRoot = async (der: Buffer) => authorityRecord({ kind: 'root', parentId: null, state: 'prepared', certificateDer: der, privateKey: null }, this.options.kek, now);
     const selfSigned = plugin.caCertificateDer.equals(plugin.rootDer);
     const rootRecord = selfSigned
-      ? await authorityRecord(
-          { kind: 'root', parentId: null, state: 'prepared', certificateDer: plugin.rootDer, privateKey: plugin.privateKey },
-          this.options.kek,
-          now,
-        )
+      ? await authorityRecord({ kind: 'root', parentId: null, state: 'prepared', certificateDer: plugin.rootDer, privateKey: plugin.privateKey }, this.options.kek, now)
       : await newRoot(plugin.rootDer);
     if (known.has(rootRecord.sha256Fingerprint) && selfSigned) {
       throw new AuthorityError('ERR_AUTHORITY_INVALID', `root ${rootRecord.id} is already imported`);
@@ -272,25 +248,9 @@ export class CertificateAuthority {
     const records: AuthorityRecord[] = known.has(rootRecord.sha256Fingerprint) ? [] : [rootRecord];
     const rootId = rootRecord.id;
     const intermediate = selfSigned
-      ? await this.createIntermediate(
-          rootRecord,
-          { certificateDer: plugin.rootDer, privateKey: plugin.privateKey },
-          this.options,
-          'prepared',
-        )
-      : await authorityRecord(
-          {
-            kind: 'intermediate',
-            parentId: rootId,
-            state: 'prepared',
-            certificateDer: plugin.caCertificateDer,
-            privateKey: plugin.privateKey,
-          },
-          this.options.kek,
-          now,
-        );
-    if (known.has(intermediate.sha256Fingerprint))
-      throw new AuthorityError('ERR_AUTHORITY_INVALID', `${intermediate.id} is already imported`);
+      ? await this.createIntermediate(rootRecord, { certificateDer: plugin.rootDer, privateKey: plugin.privateKey }, this.options, 'prepared')
+      : await authorityRecord({ kind: 'intermediate', parentId: rootId, state: 'prepared', certificateDer: plugin.caCertificateDer, privateKey: plugin.privateKey }, this.options.kek, now);
+    if (known.has(intermediate.sha256Fingerprint)) throw new AuthorityError('ERR_AUTHORITY_INVALID', `${intermediate.id} is already imported`);
     records.push(intermediate);
     for (const der of plugin.extraRootDers) {
       const extra = await newRoot(der);
@@ -305,10 +265,7 @@ export class CertificateAuthority {
       intermediateId: intermediate.id,
       keyType: root.keyType,
     });
-    this.options.logger.info(
-      { rootId: root.id, intermediateId: intermediate.id, keyType: root.keyType },
-      'created the first root and intermediate CA',
-    );
+    this.options.logger.info({ rootId: root.id, intermediateId: intermediate.id, keyType: root.keyType }, 'created the first root and intermediate CA');
   }
 
   private async createPair(profile: AuthorityProfile, state: AuthorityState) {
@@ -321,11 +278,7 @@ export class CertificateAuthority {
       notBefore,
       notAfter: new Date(now.getTime() + profile.rootTtlMs),
     });
-    const rootRecord = await authorityRecord(
-      { kind: 'root', parentId: null, state, certificateDer: root.certificateDer, privateKey: root.privateKey },
-      this.options.kek,
-      now,
-    );
+    const rootRecord = await authorityRecord({ kind: 'root', parentId: null, state, certificateDer: root.certificateDer, privateKey: root.privateKey }, this.options.kek, now);
     const intermediate = await this.createIntermediate(rootRecord, root, profile, state);
     return { root: rootRecord, intermediate };
   }
@@ -346,11 +299,7 @@ export class CertificateAuthority {
       notAfter: new Date(notAfter),
       issuer,
     });
-    return authorityRecord(
-      { kind: 'intermediate', parentId: root.id, state, certificateDer: cert.certificateDer, privateKey: cert.privateKey },
-      this.options.kek,
-      now,
-    );
+    return authorityRecord({ kind: 'intermediate', parentId: root.id, state, certificateDer: cert.certificateDer, privateKey: cert.privateKey }, this.options.kek, now);
   }
 
   private async commit(
@@ -391,18 +340,13 @@ function activationTarget(authorities: readonly AuthorityRecord[], id: string): 
           .filter((a) => a.parentId === record.id && a.state === 'prepared')
           .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
   if (target?.state !== 'prepared') {
-    throw new AuthorityError(
-      'ERR_AUTHORITY_STATE',
-      `${id} is ${record.state}; only a prepared authority can be activated (prepare one first)`,
-      {
-        state: record.state,
-      },
-    );
+    throw new AuthorityError('ERR_AUTHORITY_STATE', `${id} is ${record.state}; only a prepared authority can be activated (prepare one first)`, {
+      state: record.state,
+    });
   }
   const root = find(authorities, target.parentId!);
   // A tainted root stays trusted until removed, but nothing under it may sign again.
-  if (!TRUSTED_STATES.has(root.state) || root.state === 'tainted')
-    throw new AuthorityError('ERR_AUTHORITY_STATE', `the root ${root.id} of ${target.id} is ${root.state}`);
+  if (!TRUSTED_STATES.has(root.state) || root.state === 'tainted') throw new AuthorityError('ERR_AUTHORITY_STATE', `the root ${root.id} of ${target.id} is ${root.state}`);
   return target;
 }
 
@@ -434,13 +378,9 @@ function rootRevocation(authorities: readonly AuthorityRecord[], root: Authority
       .filter((a) => a.kind === 'intermediate' && a.state === 'prepared' && a.sealedKey && successors.some((r) => r.id === a.parentId))
       .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
     if (!next) {
-      throw new AuthorityError(
-        'ERR_AUTHORITY_STATE',
-        `${root.id} holds the signer and no prepared intermediate under another root can take over: prepare one first`,
-        {
-          state: root.state,
-        },
-      );
+      throw new AuthorityError('ERR_AUTHORITY_STATE', `${root.id} holds the signer and no prepared intermediate under another root can take over: prepare one first`, {
+        state: root.state,
+      });
     }
     const successor = find(authorities, next.parentId!);
     transitions.push({ id: next.id, from: ['prepared'], to: 'active' });

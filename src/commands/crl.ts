@@ -13,15 +13,10 @@ import { DATA_DIR_FLAG, type Command } from './types.js';
 /** `meshca crl`: CRLs as PEM, what Istio's ca-crl.pem / istio-ca-crl ConfigMap holds. */
 export const crlCommand: Command = {
   usage: 'meshca crl --data-dir DIR [--all] [--out ca-crl.pem] [--kek-file PATH]',
-  description:
-    "Write the active signing authority's CRL, or with --all every published CRL (PEM, concatenated), for Istio's plug-in ca-crl.pem, working directly on the data dir.",
+  description: "Write the active signing authority's CRL, or with --all every published CRL (PEM, concatenated), for Istio's plug-in ca-crl.pem, working directly on the data dir.",
   flags: [
     DATA_DIR_FLAG,
-    {
-      name: 'all',
-      kind: 'boolean',
-      help: 'every CRL meshca publishes (intermediates and roots), as openssl -crl_check_all and Envoy need',
-    },
+    { name: 'all', kind: 'boolean', help: 'every CRL meshca publishes (intermediates and roots), as openssl -crl_check_all and Envoy need' },
     { name: 'out', kind: 'string', value: 'PATH', help: 'write here instead of stdout' },
     { name: 'kek-file', kind: 'string', value: 'PATH', help: 'key-encryption key (or MESHCA_KEK); dev data dirs use <data-dir>/kek' },
     { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate' },
@@ -30,18 +25,9 @@ export const crlCommand: Command = {
     const dataDir = requireStr(values, 'data-dir');
     const store = openSqliteStore({ path: databasePath(dataDir) });
     try {
-      if ((await store.loadAuthorities()).length === 0)
-        throw new UsageError('the data dir has no authorities yet: start "meshca serve" once first');
+      if ((await store.loadAuthorities()).length === 0) throw new UsageError('the data dir has no authorities yet: start "meshca serve" once first');
       const kek = requireOfflineKek({ kekFile: str(values, 'kek-file'), env: process.env, dataDir }).kek;
-      const ca = await CertificateAuthority.open({
-        store,
-        kek,
-        logger: pino({ level: 'silent' }),
-        trustDomain: 'unused',
-        keyType: 'ec-p256',
-        rootTtlMs: 1,
-        intermediateTtlMs: 1,
-      });
+      const ca = await CertificateAuthority.open({ store, kek, logger: pino({ level: 'silent' }), trustDomain: 'unused', keyType: 'ec-p256', rootTtlMs: 1, intermediateTtlMs: 1 });
       const revocation = new RevocationService(ca, store, kek, { crlValidityMs: duration(values, 'crl-validity') });
       const crls = bool(values, 'all') ? await revocation.crlSet() : [await revocation.activeCrl()];
       const pem = crls.map((crl) => pemEncode(crl.der, 'X509 CRL')).join('');

@@ -296,10 +296,7 @@ export async function validatePluginCa(files: PluginCaFiles, now: Date): Promise
   const caCert = parseCertificate(onlyCertificate(files.caCert, 'ca-cert.pem'), 'ca-cert.pem');
   const privateKey = inFile('ca-key.pem', () => importPrivateKeyPem(files.caKey));
   if (!privateKeyMatchesCertificate(privateKey, caCert.der)) {
-    throw new PkiError(
-      'ERR_KEY_MISMATCH',
-      'ca-key.pem does not belong to ca-cert.pem; supply the private key that was certified in ca-cert.pem',
-    );
+    throw new PkiError('ERR_KEY_MISMATCH', 'ca-key.pem does not belong to ca-cert.pem; supply the private key that was certified in ca-cert.pem');
   }
   checkSigningCa(caCert);
   const roots = parseRoots(files.rootCert);
@@ -329,10 +326,7 @@ function onlyCertificate(pem: string, file: string): Buffer {
   const certs = inFile(file, () => pemCertificates(pem));
   const [only] = certs;
   if (only === undefined || certs.length !== 1) {
-    throw new PkiError(
-      'ERR_PEM_MALFORMED',
-      `${file} must hold exactly one certificate, found ${certs.length}; put intermediates in cert-chain.pem`,
-    );
+    throw new PkiError('ERR_PEM_MALFORMED', `${file} must hold exactly one certificate, found ${certs.length}; put intermediates in cert-chain.pem`);
   }
   return only;
 }
@@ -393,24 +387,17 @@ function checkPath(path: readonly ParsedCertificate[], now: Date): void {
       );
     }
     const bc = basicConstraints(cert);
-    if (bc?.ca !== true)
-      throw new PkiError('ERR_CHAIN_INVALID', `${name} (${cert.x.subject}) is not a CA certificate (BasicConstraints CA:TRUE missing)`);
+    if (bc?.ca !== true) throw new PkiError('ERR_CHAIN_INVALID', `${name} (${cert.x.subject}) is not a CA certificate (BasicConstraints CA:TRUE missing)`);
     // A CA at position i has i intermediates below it (caCert included, leaves not counted).
     if (bc.pathLength !== undefined && bc.pathLength < i) {
-      throw new PkiError(
-        'ERR_CHAIN_INVALID',
-        `${name} (${cert.x.subject}) has pathLen ${bc.pathLength}, too small for ${i} CA certificate(s) below it`,
-      );
+      throw new PkiError('ERR_CHAIN_INVALID', `${name} (${cert.x.subject}) has pathLen ${bc.pathLength}, too small for ${i} CA certificate(s) below it`);
     }
   });
 }
 
 function checkValidity(cert: ParsedCertificate, name: string, now: Date): void {
   if (now.getTime() > cert.x.notAfter.getTime()) {
-    throw new PkiError(
-      'ERR_CERT_EXPIRED',
-      `${name} (${cert.x.subject}) expired at ${cert.x.notAfter.toISOString()}; renew it and import again`,
-    );
+    throw new PkiError('ERR_CERT_EXPIRED', `${name} (${cert.x.subject}) expired at ${cert.x.notAfter.toISOString()}; renew it and import again`);
   }
   if (now.getTime() < cert.x.notBefore.getTime()) {
     throw new PkiError(
@@ -479,8 +466,7 @@ function checkCrlSpec(spec: CrlSpec, issuer: ParsedCertificate): void {
   }
   const serials = spec.entries.map((e) => normalizeSerialHex(e.serialHex));
   const bad = serials.indexOf(undefined);
-  if (bad !== -1)
-    throw new PkiError('ERR_CRL_SPEC_INVALID', `CRL entry #${bad + 1} has an invalid serial "${spec.entries[bad]?.serialHex}"`);
+  if (bad !== -1) throw new PkiError('ERR_CRL_SPEC_INVALID', `CRL entry #${bad + 1} has an invalid serial "${spec.entries[bad]?.serialHex}"`);
   if (new Set(serials).size !== serials.length) throw new PkiError('ERR_CRL_SPEC_INVALID', 'CRL entries contain a serial more than once');
 }
 

@@ -77,10 +77,7 @@ export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
     applyMigrations(db, options.migrationsDir);
     restrictFiles(options.path);
     const checkpointer = options.backgroundCheckpoint === false ? undefined : new BackgroundCheckpointer(db, options.path, options.logger);
-    const writer =
-      options.writerThread === false
-        ? undefined
-        : new IssuanceWriterThread(options.path, SQL_INSERT_ISSUED, checkpointer !== undefined, CACHE_KIB);
+    const writer = options.writerThread === false ? undefined : new IssuanceWriterThread(options.path, SQL_INSERT_ISSUED, checkpointer !== undefined, CACHE_KIB);
     return new SqliteStoreImpl(db, options, checkpointer, writer);
   } catch (error) {
     db.close();
@@ -210,6 +207,7 @@ class BackgroundCheckpointer {
 // ---------------------------------------------------------------------------------------------
 // Rows
 
+
 interface CertificateRow {
   id: number;
   serial_hex: string;
@@ -245,8 +243,8 @@ interface DeniedRow {
   at: number;
 }
 
-const SUMMARY_COLUMNS =
-  'id, serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, revoked_at, revocation_reason';
+const SUMMARY_COLUMNS = 'id, serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, revoked_at, revocation_reason';
+
 
 function authorityParams(record: AuthorityRecord) {
   return {
@@ -594,8 +592,7 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   private reseal(id: string, sealedKey: Buffer, at: Date): void {
-    if (this.run('reseal', { id, sealedKey, at: at.getTime() }).changes === 0)
-      throw new StoreError('ERR_STORE_NOT_FOUND', `no authority with id ${id} to re-seal`);
+    if (this.run('reseal', { id, sealedKey, at: at.getTime() }).changes === 0) throw new StoreError('ERR_STORE_NOT_FOUND', `no authority with id ${id} to re-seal`);
   }
 
   private readBundleSequence(): number {
@@ -609,25 +606,16 @@ class SqliteStoreImpl implements SqliteStore {
     return this.journal.enqueue(record);
   }
 
-  private async writeIssuedInThread(
-    writer: IssuanceWriterThread,
-    records: readonly IssuedCertificateRecord[],
-  ): Promise<(StoreError | undefined)[]> {
+  private async writeIssuedInThread(writer: IssuanceWriterThread, records: readonly IssuedCertificateRecord[]): Promise<(StoreError | undefined)[]> {
     let result: Awaited<ReturnType<IssuanceWriterThread['write']>>;
     try {
       // Exact-size copies: posting a view of a pooled Buffer would clone its whole slab.
       result = await writer.write(records.map((r) => ({ ...issuedParams(r), der: new Uint8Array(r.der) })));
     } catch (error) {
-      this.options.logger?.warn(
-        { err: error, rows: records.length },
-        'an issuance batch failed to commit; none of its certificates were recorded',
-      );
+      this.options.logger?.warn({ err: error, rows: records.length }, 'an issuance batch failed to commit; none of its certificates were recorded');
       throw new StoreError('ERR_STORE_UNAVAILABLE', `recording issued certificates failed: ${(error as Error).message}`, { cause: error });
     }
-    const outcomes = result.outcomes.map(
-      (failure, i) =>
-        failure && toStoreError(Object.assign(new Error(failure.message), { code: failure.code }), `certificate ${records[i]?.serialHex}`),
-    );
+    const outcomes = result.outcomes.map((failure, i) => failure && toStoreError(Object.assign(new Error(failure.message), { code: failure.code }), `certificate ${records[i]?.serialHex}`));
     this.reportCommit(outcomes.filter((o) => o === undefined).length, result.seconds);
     return outcomes;
   }
@@ -642,10 +630,7 @@ class SqliteStoreImpl implements SqliteStore {
       this.db.exec('COMMIT');
     } catch (error) {
       if (this.db.inTransaction) this.db.exec('ROLLBACK');
-      this.options.logger?.warn(
-        { err: error, rows: records.length },
-        'an issuance batch failed to commit; none of its certificates were recorded',
-      );
+      this.options.logger?.warn({ err: error, rows: records.length }, 'an issuance batch failed to commit; none of its certificates were recorded');
       throw new StoreError('ERR_STORE_UNAVAILABLE', `recording issued certificates failed: ${(error as Error).message}`, { cause: error });
     }
     this.reportCommit(outcomes.filter((o) => o === undefined).length, Number(process.hrtime.bigint() - started) / 1e9);
@@ -777,24 +762,17 @@ class SqliteStoreImpl implements SqliteStore {
 
   async listDenied(): Promise<DeniedIdentity[]> {
     return this.use(() =>
-      this.all<DeniedRow>('listDenied').map((row) => ({
-        spiffeId: row.spiffe_id,
-        reason: row.reason as RevocationReason,
-        actor: row.actor,
-        at: new Date(row.at),
-      })),
+      this.all<DeniedRow>('listDenied').map((row) => ({ spiffeId: row.spiffe_id, reason: row.reason as RevocationReason, actor: row.actor, at: new Date(row.at) })),
     );
   }
 
   async listRevoked(authorityId: string, now: Date): Promise<RevokedEntry[]> {
     return this.use(() =>
-      this.all<{ serial_hex: string; revoked_at: number; revocation_reason: string }>('listRevoked', authorityId, now.getTime()).map(
-        (row) => ({
-          serialHex: row.serial_hex,
-          revokedAt: new Date(row.revoked_at),
-          reason: row.revocation_reason as RevocationReason,
-        }),
-      ),
+      this.all<{ serial_hex: string; revoked_at: number; revocation_reason: string }>('listRevoked', authorityId, now.getTime()).map((row) => ({
+        serialHex: row.serial_hex,
+        revokedAt: new Date(row.revoked_at),
+        reason: row.revocation_reason as RevocationReason,
+      })),
     );
   }
 
@@ -839,11 +817,7 @@ class SqliteStoreImpl implements SqliteStore {
   // --- maintenance ---
 
   async integrityCheck(): Promise<string> {
-    return this.use(() =>
-      this.all<{ integrity_check: string }>('integrityCheck')
-        .map((row) => row.integrity_check)
-        .join('\n'),
-    );
+    return this.use(() => this.all<{ integrity_check: string }>('integrityCheck').map((row) => row.integrity_check).join('\n'));
   }
 
   /** Commits queued issuance records, then closes; the last connection out checkpoints the WAL. */
@@ -925,7 +899,6 @@ function toStoreError(error: unknown, what = 'the record'): StoreError {
   if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
     return new StoreError('ERR_STORE_DUPLICATE', `${what} is already stored (${message})`, { cause: error });
   }
-  if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY')
-    return new StoreError('ERR_STORE_NOT_FOUND', `${what} refers to an authority that is not stored`, { cause: error });
+  if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY') return new StoreError('ERR_STORE_NOT_FOUND', `${what} refers to an authority that is not stored`, { cause: error });
   return new StoreError('ERR_STORE_UNAVAILABLE', `the store failed: ${message}`, { cause: error });
 }

@@ -117,7 +117,12 @@ export interface AuthorityUsage {
   readonly revoked: number;
 }
 
-export type RevocationReason = 'unspecified' | 'keyCompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation';
+export type RevocationReason =
+  | 'unspecified'
+  | 'keyCompromise'
+  | 'affiliationChanged'
+  | 'superseded'
+  | 'cessationOfOperation';
 
 /** CA certificates may also be revoked for cACompromise (RFC 5280 §5.3.1), which leaves cannot. */
 export type AuthorityRevocationReason = RevocationReason | 'cACompromise';

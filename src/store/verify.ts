@@ -69,6 +69,7 @@ export interface InspectOptions {
   readonly readonly?: boolean;
 }
 
+
 const REQUIRED_TABLES = ['authorities', 'issued_certificates', 'meta', 'schema_migrations', 'denied_identities'];
 
 /** Opens a meshca database for inspection; refuses a file that is not one. */
@@ -81,21 +82,13 @@ export function inspectSqliteStore(path: string, options: InspectOptions = {}): 
   }
   try {
     if (!options.readonly) db.pragma('query_only = ON');
-    const tables = new Set(
-      db
-        .prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .all()
-        .map((r) => r.name),
-    );
+    const tables = new Set(db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'").all().map((r) => r.name));
     const missing = REQUIRED_TABLES.filter((t) => !tables.has(t));
-    if (missing.length > 0)
-      throw new StoreError('ERR_STORE_MIGRATION', `${path} is not a meshca database (missing tables: ${missing.join(', ')})`);
+    if (missing.length > 0) throw new StoreError('ERR_STORE_MIGRATION', `${path} is not a meshca database (missing tables: ${missing.join(', ')})`);
   } catch (error) {
     db.close();
     if (error instanceof StoreError) throw error;
-    throw new StoreError('ERR_STORE_UNAVAILABLE', `${path} is not a readable SQLite database: ${(error as Error).message}`, {
-      cause: error,
-    });
+    throw new StoreError('ERR_STORE_UNAVAILABLE', `${path} is not a readable SQLite database: ${(error as Error).message}`, { cause: error });
   }
   return new SqliteInspection(db);
 }
@@ -114,11 +107,7 @@ export function assertNotInUse(path: string, what: string): void {
   } catch (error) {
     const code = (error as { code?: string }).code ?? '';
     if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
-      throw new StoreError(
-        'ERR_STORE_UNAVAILABLE',
-        `${path} is in use (is "meshca serve" running on this data dir?); stop the server before ${what}`,
-        { cause: error },
-      );
+      throw new StoreError('ERR_STORE_UNAVAILABLE', `${path} is in use (is "meshca serve" running on this data dir?); stop the server before ${what}`, { cause: error });
     }
     throw new StoreError('ERR_STORE_UNAVAILABLE', `cannot open the database ${path}: ${(error as Error).message}`, { cause: error });
   } finally {
@@ -126,17 +115,13 @@ export function assertNotInUse(path: string, what: string): void {
   }
 }
 
+
+
 class SqliteInspection implements StoreInspection {
   constructor(private readonly db: Connection) {}
 
   async integrityCheck(): Promise<string> {
-    return this.read(() =>
-      this.db
-        .prepare<[], { integrity_check: string }>('PRAGMA integrity_check')
-        .all()
-        .map((r) => r.integrity_check)
-        .join('\n'),
-    );
+    return this.read(() => this.db.prepare<[], { integrity_check: string }>('PRAGMA integrity_check').all().map((r) => r.integrity_check).join('\n'));
   }
 
   async foreignKeyViolations(limit = 20): Promise<string[]> {
@@ -158,15 +143,11 @@ class SqliteInspection implements StoreInspection {
   }
 
   async loadAuthorities(): Promise<AuthorityRecord[]> {
-    return this.read(() =>
-      this.db.prepare<[], AuthorityRow>('SELECT * FROM authorities ORDER BY created_at, id').all().map(authorityFromRow),
-    );
+    return this.read(() => this.db.prepare<[], AuthorityRow>('SELECT * FROM authorities ORDER BY created_at, id').all().map(authorityFromRow));
   }
 
   async bundleSequence(): Promise<number> {
-    return this.read(
-      () => this.db.prepare<[], { value: number }>("SELECT value FROM meta WHERE key = 'bundle_sequence'").get()?.value ?? 0,
-    );
+    return this.read(() => this.db.prepare<[], { value: number }>("SELECT value FROM meta WHERE key = 'bundle_sequence'").get()?.value ?? 0);
   }
 
   async missingSerials(serials: Iterable<string>): Promise<string[]> {
@@ -182,13 +163,7 @@ class SqliteInspection implements StoreInspection {
     return this.read(() => {
       const from = 'FROM issued_certificates c WHERE NOT EXISTS (SELECT 1 FROM authorities a WHERE a.id = c.authority_id)';
       const count = this.db.prepare<[], { n: number }>(`SELECT count(*) AS n ${from}`).get()?.n ?? 0;
-      const sample =
-        count === 0
-          ? []
-          : this.db
-              .prepare<[number], { s: string }>(`SELECT c.serial_hex AS s ${from} LIMIT ?`)
-              .all(sampleSize)
-              .map((r) => r.s);
+      const sample = count === 0 ? [] : this.db.prepare<[number], { s: string }>(`SELECT c.serial_hex AS s ${from} LIMIT ?`).all(sampleSize).map((r) => r.s);
       return { count, sample };
     });
   }
@@ -204,25 +179,15 @@ class SqliteInspection implements StoreInspection {
     if (options.sample !== undefined) {
       // ORDER BY random() sorts only (id, random) pairs of the index, then fetches the chosen rows.
       const ids = this.read(() =>
-        this.db
-          .prepare<[number], { id: number }>('SELECT id FROM issued_certificates ORDER BY random() LIMIT ?')
-          .all(Math.max(0, options.sample!))
-          .map((r) => r.id),
+        this.db.prepare<[number], { id: number }>('SELECT id FROM issued_certificates ORDER BY random() LIMIT ?').all(Math.max(0, options.sample!)).map((r) => r.id),
       );
       const byId = this.db.prepare<[number], Row>('SELECT id, serial_hex, authority_id, der FROM issued_certificates WHERE id = ?');
       for (let i = 0; i < ids.length; i += batchSize) {
-        yield this.read(() =>
-          ids
-            .slice(i, i + batchSize)
-            .flatMap((id) => byId.get(id) ?? [])
-            .map(toDer),
-        );
+        yield this.read(() => ids.slice(i, i + batchSize).flatMap((id) => byId.get(id) ?? []).map(toDer));
       }
       return;
     }
-    const page = this.db.prepare<[number, number], Row>(
-      'SELECT id, serial_hex, authority_id, der FROM issued_certificates WHERE id > ? ORDER BY id LIMIT ?',
-    );
+    const page = this.db.prepare<[number, number], Row>('SELECT id, serial_hex, authority_id, der FROM issued_certificates WHERE id > ? ORDER BY id LIMIT ?');
     let after = -1;
     for (;;) {
       const rows = this.read(() => page.all(after, batchSize));
@@ -240,13 +205,9 @@ class SqliteInspection implements StoreInspection {
    */
   async issuedSince(since: Date): Promise<number> {
     return this.read(() => {
-      const bounds = this.db
-        .prepare<[], { lo: number | null; hi: number | null }>('SELECT min(id) AS lo, max(id) AS hi FROM issued_certificates')
-        .get();
+      const bounds = this.db.prepare<[], { lo: number | null; hi: number | null }>('SELECT min(id) AS lo, max(id) AS hi FROM issued_certificates').get();
       if (!bounds || bounds.lo === null || bounds.hi === null) return 0;
-      const issuedAtOf = this.db.prepare<[number], { id: number; issued_at: number }>(
-        'SELECT id, issued_at FROM issued_certificates WHERE id >= ? ORDER BY id LIMIT 1',
-      );
+      const issuedAtOf = this.db.prepare<[number], { id: number; issued_at: number }>('SELECT id, issued_at FROM issued_certificates WHERE id >= ? ORDER BY id LIMIT 1');
       const slack = since.getTime() - 60_000;
       let lo = bounds.lo;
       let hi = bounds.hi + 1;
@@ -256,11 +217,7 @@ class SqliteInspection implements StoreInspection {
         if (!row || row.issued_at >= slack) hi = mid;
         else lo = row.id + 1;
       }
-      return (
-        this.db
-          .prepare<[number, number], { n: number }>('SELECT count(*) AS n FROM issued_certificates WHERE id >= ? AND issued_at >= ?')
-          .get(lo, since.getTime())?.n ?? 0
-      );
+      return this.db.prepare<[number, number], { n: number }>('SELECT count(*) AS n FROM issued_certificates WHERE id >= ? AND issued_at >= ?').get(lo, since.getTime())?.n ?? 0;
     });
   }
 
@@ -286,15 +243,11 @@ class SqliteInspection implements StoreInspection {
         .all(now.getTime());
       const revoked = new Map(
         this.db
-          .prepare<[], { authority_id: string; n: number }>(
-            'SELECT authority_id, count(*) AS n FROM issued_certificates WHERE revoked_at IS NOT NULL GROUP BY authority_id',
-          )
+          .prepare<[], { authority_id: string; n: number }>('SELECT authority_id, count(*) AS n FROM issued_certificates WHERE revoked_at IS NOT NULL GROUP BY authority_id')
           .all()
           .map((r) => [r.authority_id, r.n]),
       );
-      return new Map(
-        rows.map((r) => [r.authority_id, { issued: r.issued, unexpired: r.unexpired ?? 0, revoked: revoked.get(r.authority_id) ?? 0 }]),
-      );
+      return new Map(rows.map((r) => [r.authority_id, { issued: r.issued, unexpired: r.unexpired ?? 0, revoked: revoked.get(r.authority_id) ?? 0 }]));
     });
   }
 
@@ -302,19 +255,14 @@ class SqliteInspection implements StoreInspection {
     return this.read(() => {
       const exists = this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'revoked_authorities'").get();
       if (!exists) return [];
-      return this.db
-        .prepare<[], { authority_id: string }>('SELECT authority_id FROM revoked_authorities ORDER BY authority_id')
-        .all()
-        .map((r) => r.authority_id);
+      return this.db.prepare<[], { authority_id: string }>('SELECT authority_id FROM revoked_authorities ORDER BY authority_id').all().map((r) => r.authority_id);
     });
   }
 
   async deniedIdentities(): Promise<DeniedIdentity[]> {
     return this.read(() =>
       this.db
-        .prepare<[], { spiffe_id: string; reason: string; actor: string; at: number }>(
-          'SELECT spiffe_id, reason, actor, at FROM denied_identities ORDER BY spiffe_id',
-        )
+        .prepare<[], { spiffe_id: string; reason: string; actor: string; at: number }>('SELECT spiffe_id, reason, actor, at FROM denied_identities ORDER BY spiffe_id')
         .all()
         .map((r) => ({ spiffeId: r.spiffe_id, reason: r.reason as RevocationReason, actor: r.actor, at: new Date(r.at) })),
     );

@@ -35,11 +35,7 @@ interface ImportBody {
 
 const DURATION = { type: 'string', pattern: '^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d|y))+$', maxLength: 32 } as const;
 const PEM = { type: 'string', minLength: 1, maxLength: 65536 } as const;
-const authorityList = {
-  type: 'object',
-  properties: { authorities: { type: 'array', items: authorityView } },
-  required: ['authorities'],
-} as const;
+const authorityList = { type: 'object', properties: { authorities: { type: 'array', items: authorityView } }, required: ['authorities'] } as const;
 const withConflicts = { ...protectedErrors, 404: errorReply, 409: errorReply } as const;
 
 /** Authority lifecycle (docs/architecture.md): list, prepare, activate, remove, revoke, rotate-intermediate, import. */
@@ -47,13 +43,9 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
   const { ca, inventory } = options;
   const views = async (ids: readonly string[]) => (await inventory.authorities()).filter((a) => ids.includes(a.id));
 
-  app.get(
-    '/v1/authorities',
-    { schema: { summary: 'List roots and intermediates with usage counts', response: { 200: authorityList, ...protectedErrors } } },
-    async () => ({
-      authorities: await inventory.authorities(),
-    }),
-  );
+  app.get('/v1/authorities', { schema: { summary: 'List roots and intermediates with usage counts', response: { 200: authorityList, ...protectedErrors } } }, async () => ({
+    authorities: await inventory.authorities(),
+  }));
 
   app.post<{ Body: PrepareBody }>(
     '/v1/authorities/prepare',
@@ -80,18 +72,10 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
 
   app.post<{ Params: { id: string } }>(
     '/v1/authorities/:id/activate',
-    {
-      schema: {
-        summary: 'Make a prepared authority the signer; the previous one retires',
-        params: authorityIdParams,
-        response: { 200: authorityList, ...withConflicts },
-      },
-    },
+    { schema: { summary: 'Make a prepared authority the signer; the previous one retires', params: authorityIdParams, response: { 200: authorityList, ...withConflicts } } },
     async (request) => {
       const activated = await ca.activate(request.params.id, options.actor(request));
-      return {
-        authorities: await views(ids(ca.current().authorities.filter((a) => a.id === activated.id || a.id === activated.parentId))),
-      };
+      return { authorities: await views(ids(ca.current().authorities.filter((a) => a.id === activated.id || a.id === activated.parentId))) };
     },
   );
 
@@ -103,10 +87,7 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
         params: authorityIdParams,
         querystring: { type: 'object', properties: { force: { type: 'boolean', default: false } }, additionalProperties: false },
         response: {
-          200: {
-            type: 'object',
-            properties: { removed: { type: 'array', items: { type: 'string' } }, unexpiredCertificates: { type: 'integer' } },
-          },
+          200: { type: 'object', properties: { removed: { type: 'array', items: { type: 'string' } }, unexpiredCertificates: { type: 'integer' } } },
           ...withConflicts,
         },
       },
@@ -118,8 +99,7 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
     '/v1/authorities/:id/revoke',
     {
       schema: {
-        summary:
-          'Revoke a compromised root or intermediate: it is tainted and never signs again; a signing intermediate is replaced in the same transaction',
+        summary: 'Revoke a compromised root or intermediate: it is tainted and never signs again; a signing intermediate is replaced in the same transaction',
         params: authorityIdParams,
         body: {
           type: 'object',
@@ -150,17 +130,8 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
       const all = await inventory.authorities();
       const authority = all.find((a) => a.id === outcome.authority.id);
       const replacement = all.find((a) => a.id === outcome.replacement?.id) ?? null;
-      const listings = outcome.tainted
-        .filter((id) => id.startsWith('int-'))
-        .map((id) => `/v1/certificates?authorityId=${id}&status=active`);
-      return {
-        authority,
-        tainted: outcome.tainted,
-        replacement,
-        unexpiredCertificates: outcome.unexpiredCertificates,
-        certificates: listings,
-        reissued,
-      };
+      const listings = outcome.tainted.filter((id) => id.startsWith('int-')).map((id) => `/v1/certificates?authorityId=${id}&status=active`);
+      return { authority, tainted: outcome.tainted, replacement, unexpiredCertificates: outcome.unexpiredCertificates, certificates: listings, reissued };
     },
   );
 
@@ -179,12 +150,7 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
       bodyLimit: 512 * 1024,
       schema: {
         summary: "Import Istio's plug-in CA files (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem) as a prepared authority",
-        body: {
-          type: 'object',
-          properties: { caCert: PEM, caKey: PEM, certChain: PEM, rootCert: PEM },
-          required: ['caCert', 'caKey', 'certChain', 'rootCert'],
-          additionalProperties: false,
-        },
+        body: { type: 'object', properties: { caCert: PEM, caKey: PEM, certChain: PEM, rootCert: PEM }, required: ['caCert', 'caKey', 'certChain', 'rootCert'], additionalProperties: false },
         response: { 201: authorityList, ...withConflicts },
       },
     },
@@ -204,10 +170,7 @@ function ttl(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const ms = parseDuration(value);
   if (ms < MIN_CA_TTL_MS || ms > MAX_CA_TTL_MS) {
-    throw Object.assign(new Error(`CA lifetime "${value}" is out of range: use between 1h and 100y`), {
-      statusCode: 400,
-      code: 'ERR_VALIDATION',
-    });
+    throw Object.assign(new Error(`CA lifetime "${value}" is out of range: use between 1h and 100y`), { statusCode: 400, code: 'ERR_VALIDATION' });
   }
   return ms;
 }
