@@ -4,6 +4,7 @@ import { parseListenAddress, type ListenAddress } from './net.js';
 import { parseKeyType, type KeyType } from './pki/keys.js';
 import { defaultVerifierThreads } from './pki/verify-pool.js';
 import { parseTrustDomain } from './spiffe/id.js';
+import { parseJwtKeyType, type JwtKeyType } from './authority/jwt-authority.js';
 import { buildKubernetesConfig, KUBERNETES_FLAGS, type KubernetesConfig } from './kubernetes/options.js';
 
 /** The validated configuration the composition root (server.ts) is wired from. */
@@ -61,6 +62,13 @@ export interface ServerConfig {
     readonly maxAuthFailuresPerMinute: number;
   };
   readonly bundleRefreshHintSeconds: number;
+  /** JWT-SVIDs (authority/jwt-authority.ts, authority/jwt-svid-issuance.ts). */
+  readonly jwtSvid: {
+    readonly defaultTtlMs: number;
+    readonly maxTtlMs: number;
+    readonly keyType: JwtKeyType;
+    readonly keyTtlMs: number;
+  };
   readonly crlValidityMs: number;
   /** Expired certificate rows are pruned this long after they expire. */
   readonly retentionMs: number;
@@ -97,6 +105,10 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'admin-client-ids', kind: 'list', value: 'SPIFFE_ID,...', help: 'also require an admin client certificate from the mesh CA with one of these SPIFFE IDs' },
   { name: 'admin-max-auth-failures', kind: 'string', value: 'N', default: '10', help: 'failed admin authentications per client IP per minute before it is locked out for a minute' },
   { name: 'bundle-refresh-hint', kind: 'string', value: 'DURATION', default: '5m', help: 'spiffe_refresh_hint of the SPIFFE bundle' },
+  { name: 'jwt-svid-ttl', kind: 'string', value: 'DURATION', default: '5m', help: 'lifetime of a JWT-SVID when none is requested' },
+  { name: 'jwt-svid-max-ttl', kind: 'string', value: 'DURATION', default: '1h', help: 'longer requested JWT-SVID lifetimes are clamped to this' },
+  { name: 'jwt-key-type', kind: 'string', value: 'TYPE', default: 'ec-p256', help: 'JWT-SVID signing keys: ec-p256 (ES256), ec-p384 (ES384), rsa-2048 (RS256)' },
+  { name: 'jwt-key-ttl', kind: 'string', value: 'DURATION', default: '24h', help: 'lifetime of a JWT-SVID signing key; the next one is prepared at 1/2 and activated at 5/6 of it' },
   { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
   { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
@@ -161,10 +173,19 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       maxAuthFailuresPerMinute: positiveInt(values, 'admin-max-auth-failures'),
     },
     bundleRefreshHintSeconds: Math.round(duration(values, 'bundle-refresh-hint') / 1000),
+    jwtSvid: jwtSvidConfig(values),
     crlValidityMs: duration(values, 'crl-validity'),
     retentionMs: duration(values, 'retention'),
     kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
   };
+}
+
+function jwtSvidConfig(values: FlagValues): ServerConfig['jwtSvid'] {
+  const defaultTtlMs = positiveDuration(values, 'jwt-svid-ttl');
+  const maxTtlMs = positiveDuration(values, 'jwt-svid-max-ttl');
+  const keyTtlMs = positiveDuration(values, 'jwt-key-ttl');
+  if (defaultTtlMs > maxTtlMs) throw new UsageError('--jwt-svid-ttl must not be longer than --jwt-svid-max-ttl');
+  return { defaultTtlMs, maxTtlMs, keyTtlMs, keyType: guard('--jwt-key-type', () => parseJwtKeyType(str(values, 'jwt-key-type')!)) };
 }
 
 function guard<T>(flag: string, parse: () => T): T {

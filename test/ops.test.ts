@@ -436,7 +436,7 @@ describe('meshca status', () => {
       deniedIdentities: string[];
       warnings: { severity: string; message: string }[];
     };
-    expect(status.bundleSequence).toBe(1);
+    expect(status.bundleSequence).toBe(2); // the first CA, then the first JWT-SVID key
     expect(status.authorities.map((a) => [a.kind, a.state])).toEqual([['root', 'active'], ['intermediate', 'active']]);
     expect(status.authorities[0]!.daysLeft).toBeCloseTo(20, 0);
     expect(status.authorities[1]!.daysLeft).toBeCloseTo(5, 0);

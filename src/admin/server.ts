@@ -15,6 +15,7 @@ import { crlRoutes, revocationRoutes } from './routes/revocation.js';
 import { trustRoutes } from './routes/trust.js';
 import { istiodRoutes, type IstiodRoutesOptions } from './routes/istiod.js';
 import type { RevocationService } from '../authority/revocation.js';
+import type { TrustBundles } from '../authority/trust-bundles.js';
 
 export interface AdminApiOptions {
   readonly ca: CertificateAuthority;
@@ -28,6 +29,8 @@ export interface AdminApiOptions {
   readonly bodyLimitBytes: number;
   readonly requestTimeoutMs: number;
   readonly refreshHintSeconds: number;
+  /** SPIFFE bundle with JWT keys and federated bundles (GET /v1/bundles/federated). */
+  readonly bundles?: TrustBundles;
   /** POST /v1/profiles/istiod/issue; absent = route not served. */
   readonly istiod?: IstiodRoutesOptions;
 }
@@ -48,7 +51,7 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
     openapi: { info: { title: 'meshca admin API', version: '1' }, components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }, security: [{ bearer: [] }] },
   });
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
-  trustRoutes(app, { ca: options.ca, refreshHintSeconds: options.refreshHintSeconds });
+  trustRoutes(app, { ca: options.ca, refreshHintSeconds: options.refreshHintSeconds, bundles: options.bundles });
   crlRoutes(app, options.revocation);
   await app.register(async (protectedApp) => {
     protectedApp.addHook(

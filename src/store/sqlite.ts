@@ -21,7 +21,13 @@ import type {
   CertificateStatus,
   CertificateSummary,
   DeniedIdentity,
+  FederatedBundleRecord,
   IssuedCertificateRecord,
+  JwtAuthorityChange,
+  JwtAuthorityRecord,
+  JwtAuthorityState,
+  JwtAuthorityTransition,
+  JwtSvidRecord,
   Page,
   RevocationInput,
   RevocationReason,
@@ -239,6 +245,73 @@ interface DeniedRow {
   reason: string;
   actor: string;
   at: number;
+}
+
+interface JwtAuthorityRow {
+  kid: string;
+  state: JwtAuthorityState;
+  algorithm: string;
+  public_jwk: string;
+  sealed_key: Buffer;
+  not_after: number;
+  created_at: number;
+  updated_at: number;
+}
+
+interface JwtSvidRow {
+  jti: string;
+  spiffe_id: string;
+  caller_id: string;
+  audiences: string;
+  kid: string;
+  issued_at: number;
+  expires_at: number;
+}
+
+interface FederatedBundleRow {
+  trust_domain: string;
+  endpoint_url: string;
+  bundle: string;
+  sequence: number | null;
+  fetched_at: number;
+}
+
+function jwtAuthorityParams(record: JwtAuthorityRecord) {
+  return {
+    kid: record.kid,
+    state: record.state,
+    algorithm: record.algorithm,
+    publicJwk: JSON.stringify(record.publicJwk),
+    sealedKey: record.sealedKey,
+    notAfter: record.notAfter.getTime(),
+    createdAt: record.createdAt.getTime(),
+    updatedAt: record.updatedAt.getTime(),
+  };
+}
+
+function jwtAuthorityFromRow(row: JwtAuthorityRow): JwtAuthorityRecord {
+  return {
+    kid: row.kid,
+    state: row.state,
+    algorithm: row.algorithm,
+    publicJwk: JSON.parse(row.public_jwk) as Record<string, string>,
+    sealedKey: row.sealed_key,
+    notAfter: new Date(row.not_after),
+    createdAt: new Date(row.created_at),
+    updatedAt: new Date(row.updated_at),
+  };
+}
+
+function jwtSvidFromRow(row: JwtSvidRow): JwtSvidRecord {
+  return {
+    jti: row.jti,
+    spiffeId: row.spiffe_id,
+    callerId: row.caller_id,
+    audiences: JSON.parse(row.audiences) as string[],
+    kid: row.kid,
+    issuedAt: new Date(row.issued_at),
+    expiresAt: new Date(row.expires_at),
+  };
 }
 
 const SUMMARY_COLUMNS = 'id, serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, revoked_at, revocation_reason';
@@ -517,6 +590,24 @@ const SQL = {
     VALUES (@at, @actor, @action, @target, @result, @details)`,
   listAudit: 'SELECT id, at, actor, action, target, result, details FROM audit_events WHERE id < ? ORDER BY id DESC LIMIT ?',
   integrityCheck: 'PRAGMA integrity_check',
+  loadJwtAuthorities: 'SELECT * FROM jwt_authorities ORDER BY created_at, kid',
+  insertJwtAuthority: `INSERT INTO jwt_authorities (kid, state, algorithm, public_jwk, sealed_key, not_after, created_at, updated_at)
+    VALUES (@kid, @state, @algorithm, @publicJwk, @sealedKey, @notAfter, @createdAt, @updatedAt)`,
+  jwtTransition: `UPDATE jwt_authorities SET state = @to, updated_at = @at
+    WHERE kid = @kid AND state IN (SELECT value FROM json_each(@from))`,
+  jwtAuthorityState: 'SELECT state FROM jwt_authorities WHERE kid = ?',
+  resealJwt: 'UPDATE jwt_authorities SET sealed_key = @sealedKey, updated_at = @at WHERE kid = @kid',
+  insertJwtSvid: `INSERT INTO jwt_svids (jti, spiffe_id, caller_id, audiences, kid, issued_at, expires_at)
+    VALUES (@jti, @spiffeId, @callerId, @audiences, @kid, @issuedAt, @expiresAt)`,
+  listJwtSvids: 'SELECT * FROM jwt_svids ORDER BY issued_at DESC, jti LIMIT ?',
+  listJwtSvidsOf: 'SELECT * FROM jwt_svids WHERE spiffe_id = ? ORDER BY issued_at DESC, jti LIMIT ?',
+  pruneJwtSvids: `DELETE FROM jwt_svids WHERE jti IN
+    (SELECT jti FROM jwt_svids WHERE expires_at < ? ORDER BY expires_at LIMIT ?)`,
+  saveFederatedBundle: `INSERT INTO federated_bundles (trust_domain, endpoint_url, bundle, sequence, fetched_at)
+    VALUES (@trustDomain, @endpointUrl, @bundle, @sequence, @fetchedAt)
+    ON CONFLICT (trust_domain) DO UPDATE SET endpoint_url = excluded.endpoint_url, bundle = excluded.bundle,
+      sequence = excluded.sequence, fetched_at = excluded.fetched_at`,
+  loadFederatedBundles: 'SELECT * FROM federated_bundles ORDER BY trust_domain',
 } as const;
 
 type SqlName = keyof typeof SQL;
@@ -554,6 +645,9 @@ class SqliteStoreImpl implements SqliteStore {
       for (const record of change.insert ?? []) this.run('insertAuthority', authorityParams(record));
       for (const transition of change.transitions ?? []) this.transition(transition, change.audit.at);
       for (const { id, sealedKey } of change.resealed ?? []) this.reseal(id, sealedKey, change.audit.at);
+      for (const { kid, sealedKey } of change.resealedJwtKeys ?? []) {
+        if (this.run('resealJwt', { kid, sealedKey, at: change.audit.at.getTime() }).changes === 0) throw new StoreError('ERR_STORE_NOT_FOUND', `no JWT key with kid ${kid} to re-seal`);
+      }
       if (change.bumpBundleSequence) this.run('bumpBundleSequence');
       this.insertAudit(change.audit);
       return { bundleSequence: this.readBundleSequence() };
@@ -762,6 +856,81 @@ class SqliteStoreImpl implements SqliteStore {
 
   async nextCrlNumber(authorityId: string): Promise<number> {
     return this.use(() => this.count('nextCrlNumber', authorityId));
+  }
+
+  // --- JWT-SVIDs ---
+
+  async loadJwtAuthorities(): Promise<JwtAuthorityRecord[]> {
+    return this.use(() => this.all<JwtAuthorityRow>('loadJwtAuthorities').map(jwtAuthorityFromRow));
+  }
+
+  async applyJwtAuthorityChange(change: JwtAuthorityChange): Promise<{ bundleSequence: number }> {
+    return this.writeTransaction(() => {
+      for (const record of change.insert ?? []) this.run('insertJwtAuthority', jwtAuthorityParams(record));
+      for (const transition of change.transitions ?? []) this.jwtTransition(transition, change.audit.at);
+      if (change.bumpBundleSequence) this.run('bumpBundleSequence');
+      this.insertAudit(change.audit);
+      return { bundleSequence: this.readBundleSequence() };
+    });
+  }
+
+  private jwtTransition(transition: JwtAuthorityTransition, at: Date): void {
+    const params = { kid: transition.kid, to: transition.to, from: JSON.stringify(transition.from), at: at.getTime() };
+    if (this.run('jwtTransition', params).changes > 0) return;
+    const current = this.get<{ state: JwtAuthorityState }>('jwtAuthorityState', transition.kid);
+    if (!current) throw new StoreError('ERR_STORE_NOT_FOUND', `no JWT key with kid ${transition.kid}`);
+    throw new StoreError('ERR_STORE_CONFLICT', `JWT key ${transition.kid} is ${current.state}, not ${transition.from.join(' or ')}; cannot make it ${transition.to}`);
+  }
+
+  async recordJwtSvid(record: JwtSvidRecord): Promise<void> {
+    return this.use(() => {
+      this.run('insertJwtSvid', {
+        jti: record.jti,
+        spiffeId: record.spiffeId,
+        callerId: record.callerId,
+        audiences: JSON.stringify(record.audiences),
+        kid: record.kid,
+        issuedAt: record.issuedAt.getTime(),
+        expiresAt: record.expiresAt.getTime(),
+      });
+    });
+  }
+
+  async listJwtSvids(query: { readonly spiffeId?: string; readonly limit: number }): Promise<JwtSvidRecord[]> {
+    return this.use(() => {
+      const rows = query.spiffeId === undefined ? this.all<JwtSvidRow>('listJwtSvids', pageLimit(query.limit)) : this.all<JwtSvidRow>('listJwtSvidsOf', query.spiffeId, pageLimit(query.limit));
+      return rows.map(jwtSvidFromRow);
+    });
+  }
+
+  async pruneJwtSvids(expiredBefore: Date, batch: number): Promise<number> {
+    return this.use(() => this.run('pruneJwtSvids', expiredBefore.getTime(), Math.max(0, Math.floor(batch))).changes);
+  }
+
+  // --- federation ---
+
+  async saveFederatedBundle(record: FederatedBundleRecord): Promise<void> {
+    return this.use(() => {
+      this.run('saveFederatedBundle', {
+        trustDomain: record.trustDomain,
+        endpointUrl: record.endpointUrl,
+        bundle: record.bundleJson,
+        sequence: record.sequence,
+        fetchedAt: record.fetchedAt.getTime(),
+      });
+    });
+  }
+
+  async loadFederatedBundles(): Promise<FederatedBundleRecord[]> {
+    return this.use(() =>
+      this.all<FederatedBundleRow>('loadFederatedBundles').map((row) => ({
+        trustDomain: row.trust_domain,
+        endpointUrl: row.endpoint_url,
+        bundleJson: row.bundle,
+        sequence: row.sequence,
+        fetchedAt: new Date(row.fetched_at),
+      })),
+    );
   }
 
   // --- audit ---
