@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { openDevTokenIssuer } from './authn/index.js';
 import { trustedRootsPem } from './authority/snapshot.js';
 import { CaClient } from './client/ca-client.js';
+import { serviceAccountOfToken } from './client/token-claims.js';
 import { generateWorkloadKey, privateKeyPemOf, workloadCsr, type ClientKeyType } from './client/csr.js';
 import { buildServerConfig, duration, SERVE_FLAGS } from './config.js';
 import { formatHelp, parseFlags, requireStr, str, UsageError, type FlagValues } from './flags.js';
@@ -13,6 +14,7 @@ import { spiffeBundle } from './spiffe/bundle.js';
 import { workloadId } from './spiffe/id.js';
 import { openSqliteStore } from './store/sqlite.js';
 import { authoritiesCommand, certificatesCommand, identitiesCommand } from './commands/admin.js';
+import { agentCommand } from './commands/agent.js';
 import { crlCommand } from './commands/crl.js';
 import { istiodCertCommand } from './commands/istiod-cert.js';
 import { backupCommand, restoreCommand } from './commands/backup.js';
@@ -66,6 +68,7 @@ const COMMANDS: Record<string, Command> = {
     ],
     run: request,
   },
+  agent: agentCommand,
   authorities: authoritiesCommand,
   certificates: certificatesCommand,
   identities: identitiesCommand,
@@ -160,16 +163,10 @@ async function request(values: FlagValues): Promise<void> {
   }
 }
 
-/** Reads (without verifying — the server does that) the namespace and service account of a token. */
 function tokenClaims(token: string): { namespace: string; serviceAccount: string } {
-  try {
-    const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { sub?: string };
-    const m = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(payload.sub ?? '');
-    if (m) return { namespace: m[1]!, serviceAccount: m[2]! };
-  } catch {
-    // fall through to the usage error
-  }
-  throw new UsageError('cannot read the namespace/service account from the token; pass --namespace and --service-account');
+  const claims = serviceAccountOfToken(token);
+  if (!claims) throw new UsageError('cannot read the namespace/service account from the token; pass --namespace and --service-account');
+  return claims;
 }
 
 const TOP_HELP = `meshca: a SPIFFE certificate authority for Istio meshes
@@ -183,6 +180,9 @@ ${Object.entries(COMMANDS)
 
 Run "meshca <command> --help" for the flags of a command. Every flag can also be set as MESHCA_<FLAG_IN_CAPS>.
 `;
+
+/** Commands that keep running after main() returns (their signal handlers exit). */
+const LONG_RUNNING = new Set(['serve', 'agent']);
 
 export async function main(argv: readonly string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -212,7 +212,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(
   (code) => {
-    if (code !== 0 || process.argv[2] !== 'serve') process.exitCode = code;
+    if (code !== 0 || !LONG_RUNNING.has(process.argv[2] ?? '')) process.exitCode = code;
   },
   (error: unknown) => {
     process.stderr.write(`meshca: ${(error as Error).stack ?? String(error)}\n`);
