@@ -5,6 +5,7 @@ import { parseKeyType, type KeyType } from './pki/keys.js';
 import { defaultVerifierThreads } from './pki/verify-pool.js';
 import { parseTrustDomain } from './spiffe/id.js';
 import { parseJwtKeyType, type JwtKeyType } from './authority/jwt-authority.js';
+import { parseFederationPeer, type FederationPeer } from './federation/federation.js';
 import { buildKubernetesConfig, KUBERNETES_FLAGS, type KubernetesConfig } from './kubernetes/options.js';
 
 /** The validated configuration the composition root (server.ts) is wired from. */
@@ -69,6 +70,13 @@ export interface ServerConfig {
     readonly keyType: JwtKeyType;
     readonly keyTtlMs: number;
   };
+  /** Federation with other trust domains (src/federation/). */
+  readonly federation: {
+    readonly peers: readonly FederationPeer[];
+    readonly caFile: string | undefined;
+    /** Dedicated https_spiffe bundle endpoint; undefined = not served. */
+    readonly bundleEndpointListen: ListenAddress | undefined;
+  };
   readonly crlValidityMs: number;
   /** Expired certificate rows are pruned this long after they expire. */
   readonly retentionMs: number;
@@ -109,6 +117,9 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'jwt-svid-max-ttl', kind: 'string', value: 'DURATION', default: '1h', help: 'longer requested JWT-SVID lifetimes are clamped to this' },
   { name: 'jwt-key-type', kind: 'string', value: 'TYPE', default: 'ec-p256', help: 'JWT-SVID signing keys: ec-p256 (ES256), ec-p384 (ES384), rsa-2048 (RS256)' },
   { name: 'jwt-key-ttl', kind: 'string', value: 'DURATION', default: '24h', help: 'lifetime of a JWT-SVID signing key; the next one is prepared at 1/2 and activated at 5/6 of it' },
+  { name: 'federate-with', kind: 'list', value: 'TD=URL', help: 'federate with another trust domain: fetch its SPIFFE bundle from this https bundle endpoint (repeatable)' },
+  { name: 'federation-ca-file', kind: 'string', value: 'PATH', help: 'PEM roots that verify the federated bundle endpoints (default: the system roots)' },
+  { name: 'bundle-endpoint-listen', kind: 'string', value: 'HOST:PORT', help: 'also serve the SPIFFE bundle on a dedicated HTTPS listener with meshca\'s SVID (https_spiffe profile)' },
   { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
   { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
@@ -174,9 +185,23 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
     },
     bundleRefreshHintSeconds: Math.round(duration(values, 'bundle-refresh-hint') / 1000),
     jwtSvid: jwtSvidConfig(values),
+    federation: federationConfig(values),
     crlValidityMs: duration(values, 'crl-validity'),
     retentionMs: duration(values, 'retention'),
     kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
+  };
+}
+
+function federationConfig(values: FlagValues): ServerConfig['federation'] {
+  const peers = list(values, 'federate-with').map((value) => guard('--federate-with', () => parseFederationPeer(value, parseTrustDomain)));
+  const trustDomain = str(values, 'trust-domain');
+  if (peers.some((p) => p.trustDomain === trustDomain)) throw new UsageError('--federate-with: a trust domain does not federate with itself');
+  if (new Set(peers.map((p) => p.trustDomain)).size !== peers.length) throw new UsageError('--federate-with: each trust domain once');
+  const listen = str(values, 'bundle-endpoint-listen');
+  return {
+    peers,
+    caFile: str(values, 'federation-ca-file'),
+    bundleEndpointListen: listen === undefined ? undefined : guard('--bundle-endpoint-listen', () => parseListenAddress(listen)),
   };
 }
 

@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Federation } from './federation/federation.js';
+import { startBundleEndpoint, type BundleEndpoint } from './federation/bundle-endpoint.js';
 import type { Logger } from 'pino';
 import { createJwksAuthenticator, openDevTokenIssuer, type Authenticator, type JwksAuthenticator } from './authn/index.js';
 import { CertificateAuthority } from './authority/lifecycle.js';
@@ -34,6 +37,8 @@ export interface RunningServer {
   readonly grpcAddress: ListenAddress;
   readonly monitoringAddress: ListenAddress;
   readonly adminAddress: ListenAddress;
+  /** The https_spiffe bundle endpoint, when --bundle-endpoint-listen is set. */
+  readonly bundleEndpointAddress: ListenAddress | undefined;
   readonly ca: CertificateAuthority;
   readonly jwt: JwtAuthority;
   readonly bundles: TrustBundles;
@@ -67,7 +72,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   let ready = false;
   const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready);
   let kubernetes: KubernetesIntegration | undefined;
-  const parts: { jwt?: JwtAuthority } = {};
+  const parts: { jwt?: JwtAuthority; federation?: Federation } = {};
   try {
     const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ...config.ca });
     updateAuthorityMetrics(metrics, ca.current());
@@ -78,7 +83,14 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     jwt.onChange(() => void ca.reload().catch((error: unknown) => logger.error({ err: error }, 'reloading the authorities after a JWT key change failed')));
     jwt.start();
     parts.jwt = jwt;
-    const bundles = new TrustBundles(ca, jwt, config.trustDomain, config.bundleRefreshHintSeconds);
+    const federation = await Federation.start({
+      peers: config.federation.peers,
+      store,
+      logger,
+      caPem: config.federation.caFile ? readFileSync(config.federation.caFile, 'utf8') : undefined,
+    });
+    parts.federation = federation;
+    const bundles = new TrustBundles(ca, jwt, config.trustDomain, config.bundleRefreshHintSeconds, federation);
     const jwks = await tokenAuthenticator(config, logger);
     const verifiers = new CsrVerifierPool(config.grpc.verifyThreads);
     const issuance = new IssuanceService(ca, store, new IssuancePolicy(config.issuance), (csr) => verifiers.verify(csr));
@@ -141,6 +153,9 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       },
       serving,
     );
+    const bundleEndpoint = config.federation.bundleEndpointListen
+      ? await startBundleEndpoint({ listen: config.federation.bundleEndpointListen, bundle: () => JSON.stringify(bundles.own()), credentials: () => serving.current(), onRenew: (listener) => serving.onRenew(listener) })
+      : undefined;
     const autoRotation = config.autoRotate.enabled
       ? startAutoRotation({ ca, store, logger, intermediateTtlMs: config.ca.intermediateTtlMs, keyType: config.ca.keyType, checkIntervalMs: config.autoRotate.checkIntervalMs })
       : undefined;
@@ -153,6 +168,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       grpcAddress: grpc.address,
       monitoringAddress: monitoring.address,
       adminAddress: admin.address,
+      bundleEndpointAddress: bundleEndpoint?.address,
       ca,
       jwt,
       bundles,
@@ -163,10 +179,11 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         await ca.reload();
         await serving.reload('SIGHUP');
       },
-      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwt }, () => (ready = false)),
+      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwt, federation, bundleEndpoint }, () => (ready = false)),
     };
   } catch (error) {
     await parts.jwt?.stop();
+    parts.federation?.stop();
     await kubernetes?.close().catch(() => undefined);
     await store.close().catch(() => undefined);
     await monitoring.close();
@@ -196,12 +213,16 @@ interface Parts {
   readonly verifiers: CsrVerifierPool;
   readonly autoRotation: AutoRotator | undefined;
   readonly jwt: JwtAuthority;
+  readonly federation: Federation;
+  readonly bundleEndpoint: BundleEndpoint | undefined;
 }
 
-async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation, jwt }: Parts, notReady: () => void): Promise<void> {
+async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation, jwt, federation, bundleEndpoint }: Parts, notReady: () => void): Promise<void> {
   notReady();
   await autoRotation?.stop(); // a step in progress commits before the store closes
   await jwt.stop();
+  federation.stop();
+  await bundleEndpoint?.close();
   await kubernetes.close(); // leader tasks stop and the lease is released before the store closes
   housekeeping.stop();
   await Promise.all([grpc.close(config.shutdownTimeoutMs), admin.close()]);
