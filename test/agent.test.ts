@@ -7,6 +7,7 @@ import { credentials, loadPackageDefinition, status, type ServiceClientConstruct
 import { loadSync } from '@grpc/proto-loader';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import { pino } from 'pino';
+import { parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAgent, type RunningAgent } from '../src/agent/agent.js';
 import { AgentMetrics } from '../src/agent/metrics.js';
@@ -267,5 +268,26 @@ describe('meshca agent (process)', () => {
     }
     expect(await agent.exited).toBe(0);
     expect(existsSync(socket)).toBe(false);
+  });
+});
+
+describe('deploy/spiffe/agent-daemonset.yaml', () => {
+  it('runs the agent with flags it accepts, its socket on a hostPath, and a projected istio-ca token', () => {
+    const docs = parseAllDocuments(readFileSync(fileURLToPath(new URL('../deploy/spiffe/agent-daemonset.yaml', import.meta.url)), 'utf8')).map((d) => d.toJS() as Record<string, any>); // eslint-disable-line @typescript-eslint/no-explicit-any
+    const daemonSet = docs.find((d) => d.kind === 'DaemonSet')!;
+    const spec = daemonSet.spec.template.spec;
+    expect(docs.find((d) => d.kind === 'ServiceAccount')!.metadata.name).toBe(spec.serviceAccountName);
+    const container = spec.containers[0];
+    expect(container.args[0]).toBe('agent');
+    const config = buildAgentConfig(parseFlags(AGENT_FLAGS, container.args.slice(1), {}, 'agent').values);
+    const volume = (path: string) => {
+      const mount = container.volumeMounts.find((m: { mountPath: string }) => path.startsWith(`${m.mountPath}/`));
+      return spec.volumes.find((v: { name: string }) => v.name === mount?.name);
+    };
+    expect(volume(config.socket).hostPath).toMatchObject({ path: '/run/meshca', type: 'DirectoryOrCreate' });
+    expect(volume(config.sdsSocket!).hostPath.path).toBe('/run/meshca');
+    expect(volume(config.tokenFile).projected.sources[0].serviceAccountToken.audience).toBe('istio-ca');
+    expect(volume(config.rootFile).configMap.name).toBe('istio-ca-root-cert');
+    expect(container.readinessProbe.httpGet.port).toBe(config.monitoringListen.port);
   });
 });
