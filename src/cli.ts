@@ -15,6 +15,7 @@ import { workloadId } from './spiffe/id.js';
 import { openSqliteStore } from './store/sqlite.js';
 import { authoritiesCommand, certificatesCommand, identitiesCommand } from './commands/admin.js';
 import { agentCommand } from './commands/agent.js';
+import { stopOnSignals } from './commands/signals.js';
 import { crlCommand } from './commands/crl.js';
 import { istiodCertCommand } from './commands/istiod-cert.js';
 import { backupCommand, restoreCommand } from './commands/backup.js';
@@ -89,26 +90,7 @@ async function serve(values: FlagValues): Promise<void> {
     logger.flush();
     process.exit(1);
   });
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down: draining in-flight requests');
-    server.close().then(
-      () => {
-        logger.info('meshca stopped cleanly');
-        logger.flush();
-        process.exit(0);
-      },
-      (error: unknown) => {
-        logger.error({ err: error }, 'unclean shutdown');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => void server.reload().then(() => logger.info('reloaded JWKS and authorities'), (error: unknown) => logger.error({ err: error }, 'reload failed')));
+  stopOnSignals(logger, 'meshca', server);
 }
 
 async function bundle(values: FlagValues): Promise<void> {
@@ -118,7 +100,8 @@ async function bundle(values: FlagValues): Promise<void> {
     if (authorities.length === 0) throw new UsageError('the data dir has no authorities yet: start the server once ("meshca serve") to create them');
     const roots = trustedRootsPem(authorities);
     if (str(values, 'format') === 'spiffe') {
-      process.stdout.write(JSON.stringify(spiffeBundle(roots.ders, await store.bundleSequence(), 300), null, 2) + '\n');
+      const jwtKeys = (await store.loadJwtAuthorities()).filter((k) => k.state !== 'removed');
+      process.stdout.write(JSON.stringify(spiffeBundle(roots.ders, await store.bundleSequence(), 300, jwtKeys), null, 2) + '\n');
     } else {
       process.stdout.write(roots.pem);
     }

@@ -65,6 +65,31 @@ export function backoffMs(attempt: number, ceilingMs = 30_000): number {
   return Math.min(ceilingMs, 1000 * 2 ** Math.min(attempt, 10));
 }
 
+/** Runs a task at once, then again after the delay its outcome asks for, until stopped. */
+class RetryLoop {
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly task: () => Promise<boolean>,
+    private readonly nextDelay: (ok: boolean) => number,
+  ) {}
+
+  start(): void {
+    this.schedule(0);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => void this.task().then((ok) => this.schedule(this.nextDelay(ok))), Math.min(delayMs, 2 ** 31 - 1));
+  }
+}
+
 export interface SvidRotatorOptions {
   readonly connection: MeshcaConnection;
   readonly state: AgentState;
@@ -86,19 +111,27 @@ export interface SvidRotatorOptions {
  * and the last good SVID kept (and served) while meshca is unreachable.
  */
 export class SvidRotator {
-  private timer: NodeJS.Timeout | undefined;
   private failures = 0;
-  private stopped = false;
+  private readonly loop: RetryLoop;
 
-  constructor(private readonly options: SvidRotatorOptions) {}
+  constructor(private readonly options: SvidRotatorOptions) {
+    this.loop = new RetryLoop(
+      () => this.renew(),
+      (ok) => {
+        if (ok) return this.nextRenewalDelay();
+        const svid = this.options.state.currentSvid();
+        // While failing, retry well before the last good SVID runs out.
+        return backoffMs(this.failures - 1, Math.max(1000, svid ? (svid.notAfter.getTime() - Date.now()) / 4 : Infinity));
+      },
+    );
+  }
 
   start(): void {
-    this.schedule(0);
+    this.loop.start();
   }
 
   stop(): void {
-    this.stopped = true;
-    clearTimeout(this.timer);
+    this.loop.stop();
   }
 
   /** One renewal attempt; resolves true on success. */
@@ -140,18 +173,6 @@ export class SvidRotator {
     const at = svid.receivedAt.getTime() + half + (Math.random() * 2 - 1) * jitter * half;
     return Math.max(0, at - now);
   }
-
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      void this.renew().then((ok) => {
-        const svid = this.options.state.currentSvid();
-        const remaining = svid ? svid.notAfter.getTime() - Date.now() : Infinity;
-        // While failing, retry well before the last good SVID runs out.
-        this.schedule(ok ? this.nextRenewalDelay() : backoffMs(this.failures - 1, Math.max(1000, remaining / 4)));
-      });
-    }, Math.min(delayMs, 2 ** 31 - 1));
-  }
 }
 
 /** Parses a SPIFFE bundle document into what the agent serves; throws on anything malformed. */
@@ -187,19 +208,22 @@ export interface BundlePollerOptions {
 
 /** Polls meshca's TrustBundleService at the bundle's refresh hint; keeps the last good bundles on failure. */
 export class BundlePoller {
-  private timer: NodeJS.Timeout | undefined;
   private failures = 0;
-  private stopped = false;
+  private readonly loop: RetryLoop;
 
-  constructor(private readonly options: BundlePollerOptions) {}
+  constructor(private readonly options: BundlePollerOptions) {
+    this.loop = new RetryLoop(
+      () => this.refresh(),
+      (ok) => (ok ? this.interval() : Math.min(this.interval(), backoffMs(this.failures - 1))),
+    );
+  }
 
   start(): void {
-    this.schedule(0);
+    this.loop.start();
   }
 
   stop(): void {
-    this.stopped = true;
-    clearTimeout(this.timer);
+    this.loop.stop();
   }
 
   /** Fetches now (also after each SVID renewal). */
@@ -227,10 +251,5 @@ export class BundlePoller {
     const hint = this.options.state.ownBundle()?.refreshHintSeconds;
     const max = this.options.maxIntervalMs ?? 300_000;
     return hint ? Math.max(1000, Math.min(max, hint * 1000)) : max;
-  }
-
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => void this.refresh().then((ok) => this.schedule(ok ? this.interval() : Math.min(this.interval(), backoffMs(this.failures - 1)))), delayMs);
   }
 }

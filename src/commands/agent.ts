@@ -2,32 +2,14 @@ import { startAgent } from '../agent/agent.js';
 import { AGENT_FLAGS, buildAgentConfig } from '../agent/options.js';
 import type { FlagValues } from '../flags.js';
 import { createLogger } from '../observability/logger.js';
+import { stopOnSignals } from './signals.js';
 import type { Command } from './types.js';
 
 async function runAgent(values: FlagValues): Promise<void> {
   const config = buildAgentConfig(values);
   const logger = createLogger({ level: config.logLevel });
   const agent = await startAgent(config, logger);
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'meshca agent shutting down');
-    agent.close().then(
-      () => {
-        logger.info('meshca agent stopped cleanly');
-        logger.flush();
-        process.exit(0);
-      },
-      (error: unknown) => {
-        logger.error({ err: error }, 'unclean agent shutdown');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => void agent.renew());
+  stopOnSignals(logger, 'meshca agent', { close: () => agent.close(), reload: async () => void (await agent.renew()) });
 }
 
 export const agentCommand: Command = {

@@ -655,14 +655,20 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   private transition(transition: AuthorityTransition, at: Date): void {
-    const params = { id: transition.id, to: transition.to, from: JSON.stringify(transition.from), at: at.getTime() };
-    if (this.run('transition', params).changes > 0) return;
-    const current = this.get<{ state: AuthorityState }>('authorityState', transition.id);
-    if (!current) throw new StoreError('ERR_STORE_NOT_FOUND', `no authority with id ${transition.id}`);
-    throw new StoreError(
-      'ERR_STORE_CONFLICT',
-      `authority ${transition.id} is ${current.state}, not ${transition.from.join(' or ') || '(no state allowed)'}; cannot make it ${transition.to}`,
-    );
+    this.guardedTransition({ update: 'transition', read: 'authorityState', what: `authority ${transition.id}` }, { id: transition.id }, transition, at);
+  }
+
+  /** A state change guarded by the current state: NOT_FOUND for an unknown row, CONFLICT for any other state. */
+  private guardedTransition(
+    sql: { readonly update: SqlName; readonly read: SqlName; readonly what: string },
+    key: Readonly<Record<string, string>>,
+    transition: { readonly from: readonly string[]; readonly to: string },
+    at: Date,
+  ): void {
+    if (this.run(sql.update, { ...key, to: transition.to, from: JSON.stringify(transition.from), at: at.getTime() }).changes > 0) return;
+    const current = this.get<{ state: string }>(sql.read, Object.values(key)[0]);
+    if (!current) throw new StoreError('ERR_STORE_NOT_FOUND', `no ${sql.what}`);
+    throw new StoreError('ERR_STORE_CONFLICT', `${sql.what} is ${current.state}, not ${transition.from.join(' or ') || '(no state allowed)'}; cannot make it ${transition.to}`);
   }
 
   private reseal(id: string, sealedKey: Buffer, at: Date): void {
@@ -875,11 +881,7 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   private jwtTransition(transition: JwtAuthorityTransition, at: Date): void {
-    const params = { kid: transition.kid, to: transition.to, from: JSON.stringify(transition.from), at: at.getTime() };
-    if (this.run('jwtTransition', params).changes > 0) return;
-    const current = this.get<{ state: JwtAuthorityState }>('jwtAuthorityState', transition.kid);
-    if (!current) throw new StoreError('ERR_STORE_NOT_FOUND', `no JWT key with kid ${transition.kid}`);
-    throw new StoreError('ERR_STORE_CONFLICT', `JWT key ${transition.kid} is ${current.state}, not ${transition.from.join(' or ')}; cannot make it ${transition.to}`);
+    this.guardedTransition({ update: 'jwtTransition', read: 'jwtAuthorityState', what: `JWT key ${transition.kid}` }, { kid: transition.kid }, transition, at);
   }
 
   async recordJwtSvid(record: JwtSvidRecord): Promise<void> {
