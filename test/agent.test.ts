@@ -259,7 +259,7 @@ describe('meshca agent (process)', () => {
     agent.ready.catch(() => undefined); // the agent never logs the server's "meshca is serving"
     const client = workloadApiClient(socket);
     try {
-      await expect.poll(() => existsSync(socket), { timeout: 20_000 }).toBe(true);
+      await expect.poll(() => existsSync(socket), { timeout: 60_000 }).toBe(true);
       expect(statSync(socket).mode & 0o777).toBe(0o777);
       expect((await firstSvid(client)).svids[0]!.spiffe_id).toBe(ID);
     } finally {
@@ -268,7 +268,7 @@ describe('meshca agent (process)', () => {
     }
     expect(await agent.exited).toBe(0);
     expect(existsSync(socket)).toBe(false);
-  });
+  }, 120_000);
 });
 
 describe('deploy/spiffe/agent-daemonset.yaml', () => {

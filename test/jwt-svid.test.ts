@@ -2,7 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
+import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
+import { openDevTokenIssuer } from '../src/authn/index.js';
+import { trustedRootsPem } from '../src/authority/snapshot.js';
+import { CaClient } from '../src/client/ca-client.js';
+import { databasePath } from '../src/server.js';
+import { openSqliteStore } from '../src/store/sqlite.js';
+import { spawnServer } from './support/process.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SpiffeBundle } from '../src/spiffe/bundle.js';
 import { adminCall } from './support/admin.js';
@@ -138,4 +144,40 @@ describe('JWT signing key rotation', () => {
       removeDir(rotDir);
     }
   });
+});
+
+describe('JWT-SVID records survive kill -9', () => {
+  it('every JWT-SVID a client received is recorded after the server is killed mid-load', async () => {
+    const crashDir = tempDir();
+    const data = join(crashDir, 'data');
+    const server = await spawnServer(data, ['--dev']);
+    const dev = await openDevTokenIssuer(data);
+    const inspect = openSqliteStore({ path: databasePath(data) });
+    const client = new CaClient({ address: `127.0.0.1:${server.grpcPort}`, rootsPem: trustedRootsPem(await inspect.loadAuthorities()).pem, serverName: 'localhost' });
+    await inspect.close();
+    const received: string[] = [];
+    let killed = false;
+    const worker = async (w: number) => {
+      while (!killed) {
+        const minted = await client.mintJwtSvid({ token: await dev.sign({ namespace: 'crash', serviceAccount: `w${w}`, ttlSeconds: 600 }), audiences: ['api'] }).catch(() => undefined);
+        if (minted) received.push(String(decodeJwt(minted.token).jti));
+        if (received.length >= 60 && !killed) {
+          killed = true;
+          server.child.kill('SIGKILL');
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, (_, w) => worker(w)));
+    expect(await server.exited).toBe('SIGKILL');
+    client.close();
+    const store = openSqliteStore({ path: databasePath(data) });
+    try {
+      expect(await store.integrityCheck()).toBe('ok');
+      const recorded = new Set((await store.listJwtSvids({ limit: 1000 })).map((r) => r.jti));
+      expect(received.filter((jti) => !recorded.has(jti))).toEqual([]);
+    } finally {
+      await store.close();
+      removeDir(crashDir);
+    }
+  }, 120_000);
 });
