@@ -8,6 +8,8 @@ import { trustedRootsPem } from '../src/authority/snapshot.js';
 import { CaClient } from '../src/client/ca-client.js';
 import { databasePath } from '../src/server.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
+import { inspectSqliteStore } from '../src/store/verify.js';
+import { checkInvariants } from '../src/authority/invariants.js';
 import { spawnServer } from './support/process.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SpiffeBundle } from '../src/spiffe/bundle.js';
@@ -113,6 +115,16 @@ describe('MintJwtSvid', () => {
     t = await startTestServer(join(dir, 'data'), ['--jwks-file', issuer.jwksPath, '--jwt-issuer', TEST_ISSUER], { MESHCA_KEK: kek });
     expect(t.server.jwt.current().signer.kid).toBe(before);
     expect((await mint(t, 'shop', 'again', ['aud'])).kid).toBe(before);
+    // meshca verify's jwt-keys invariant: ok with the KEK, failed with another one
+    for (const [key, expected] of [[kek, 'ok'], [randomBytes(32).toString('base64'), 'failed']] as const) {
+      const inspection = inspectSqliteStore(databasePath(join(dir, 'data')));
+      try {
+        const report = await checkInvariants(inspection, { kek: Buffer.from(key, 'base64') });
+        expect(report.results.find((r) => r.name === 'jwt-keys')?.status).toBe(expected);
+      } finally {
+        inspection.close();
+      }
+    }
   });
 });
 

@@ -6,7 +6,7 @@ import { IssuanceWriterThread } from './issuance-writer.js';
 import Database from 'better-sqlite3';
 import type { Database as Connection, Statement } from 'better-sqlite3';
 import { StoreError } from './errors.js';
-import { authorityFromRow, normalizeSerial, type AuthorityRow } from './rows.js';
+import { authorityFromRow, jwtAuthorityFromRow, normalizeSerial, type AuthorityRow, type JwtAuthorityRow } from './rows.js';
 import { applyMigrations } from './migrations.js';
 import type {
   AuditEvent,
@@ -247,17 +247,6 @@ interface DeniedRow {
   at: number;
 }
 
-interface JwtAuthorityRow {
-  kid: string;
-  state: JwtAuthorityState;
-  algorithm: string;
-  public_jwk: string;
-  sealed_key: Buffer;
-  not_after: number;
-  created_at: number;
-  updated_at: number;
-}
-
 interface JwtSvidRow {
   jti: string;
   spiffe_id: string;
@@ -286,19 +275,6 @@ function jwtAuthorityParams(record: JwtAuthorityRecord) {
     notAfter: record.notAfter.getTime(),
     createdAt: record.createdAt.getTime(),
     updatedAt: record.updatedAt.getTime(),
-  };
-}
-
-function jwtAuthorityFromRow(row: JwtAuthorityRow): JwtAuthorityRecord {
-  return {
-    kid: row.kid,
-    state: row.state,
-    algorithm: row.algorithm,
-    publicJwk: JSON.parse(row.public_jwk) as Record<string, string>,
-    sealedKey: row.sealed_key,
-    notAfter: new Date(row.not_after),
-    createdAt: new Date(row.created_at),
-    updatedAt: new Date(row.updated_at),
   };
 }
 
