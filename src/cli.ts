@@ -135,11 +135,13 @@ async function request(values: FlagValues): Promise<void> {
   try {
     const ttl = str(values, 'ttl');
     const chain = await client.createCertificate({ csrPem: await workloadCsr(key, spiffeId), token, clusterId: str(values, 'cluster-id'), validitySeconds: ttl ? duration(values, 'ttl') / 1000 : 0 });
+    const roots = chain.at(-1);
+    if (roots === undefined || chain.length < 2) throw new Error(`the CA returned ${chain.length} certificate(s); expected the leaf, its issuer and the roots`);
     mkdirSync(out, { recursive: true, mode: 0o700 });
     writeFileSync(join(out, 'cert-chain.pem'), chain.slice(0, -1).join(''));
     writeFileSync(join(out, 'key.pem'), await privateKeyPemOf(key), { mode: 0o600 });
     chmodSync(join(out, 'key.pem'), 0o600);
-    writeFileSync(join(out, 'root-cert.pem'), chain[chain.length - 1]!);
+    writeFileSync(join(out, 'root-cert.pem'), roots);
     process.stdout.write(`wrote ${join(out, 'cert-chain.pem')}, ${join(out, 'key.pem')} and ${join(out, 'root-cert.pem')} for ${spiffeId}\n`);
   } finally {
     client.close();

@@ -28,7 +28,21 @@ let serverArgs: string[];
 const kek = randomBytes(32).toString('base64');
 
 function agentArgs(name: string, extra: readonly string[] = []): string[] {
-  return ['--server', meshca.address, '--server-name', 'localhost', '--root', join(dir, 'root.pem'), '--token-file', join(dir, `${name}.token`), '--socket', join(dir, name, 'sock', 'agent.sock'), '--monitoring-listen', '127.0.0.1:0', ...extra];
+  return [
+    '--server',
+    meshca.address,
+    '--server-name',
+    'localhost',
+    '--root',
+    join(dir, 'root.pem'),
+    '--token-file',
+    join(dir, `${name}.token`),
+    '--socket',
+    join(dir, name, 'sock', 'agent.sock'),
+    '--monitoring-listen',
+    '127.0.0.1:0',
+    ...extra,
+  ];
 }
 
 async function writeToken(name: string, sa = 'web'): Promise<void> {
@@ -79,7 +93,14 @@ describe('Workload API', () => {
   let client: WorkloadApiClient;
 
   beforeAll(async () => {
-    agent = await runAgent('a', ['--write-dir', join(dir, 'a', 'files'), '--on-rotate', `echo rotated >> ${join(dir, 'a', 'rotations')}`, '--sds-socket', join(dir, 'a', 'sock', 'sds.sock')]);
+    agent = await runAgent('a', [
+      '--write-dir',
+      join(dir, 'a', 'files'),
+      '--on-rotate',
+      `echo rotated >> ${join(dir, 'a', 'rotations')}`,
+      '--sds-socket',
+      join(dir, 'a', 'sock', 'sds.sock'),
+    ]);
     client = workloadApiClient(join(dir, 'a', 'sock', 'agent.sock'));
   });
 
@@ -97,7 +118,12 @@ describe('Workload API', () => {
     const roots = splitDer(svid.bundle);
     checkChain(chain, roots, ID);
     expect(chain[0]!.checkPrivateKey(createPrivateKey({ key: svid.x509_svid_key, format: 'der', type: 'pkcs8' }))).toBe(true);
-    expect(roots.map((r) => r.raw.toString('base64')).sort()).toEqual(meshca.server.ca.current().roots.map((r) => r.toString('base64')).sort());
+    expect(roots.map((r) => r.raw.toString('base64')).sort()).toEqual(
+      meshca.server.ca
+        .current()
+        .roots.map((r) => r.toString('base64'))
+        .sort(),
+    );
     expect(statSync(join(dir, 'a', 'sock', 'agent.sock')).mode & 0o777).toBe(0o770);
   });
 
@@ -140,7 +166,8 @@ describe('Workload API', () => {
       { request: { audience: [] }, code: status.INVALID_ARGUMENT },
       { request: { audience: ['api'], spiffe_id: 'spiffe://cluster.local/ns/apps/sa/other' }, code: status.PERMISSION_DENIED },
     ];
-    for (const { request, code } of refusals) expect(((await unary(client.FetchJWTSVID, client, request).catch((e: unknown) => e)) as ServiceError).code).toBe(code);
+    for (const { request, code } of refusals)
+      expect(((await unary(client.FetchJWTSVID, client, request).catch((e: unknown) => e)) as ServiceError).code).toBe(code);
   });
 
   it('ValidateJWTSVID accepts the right audience and refuses a wrong audience or a tampered token', async () => {
@@ -152,8 +179,14 @@ describe('Workload API', () => {
     expect(valid.claims.fields.aud!.listValue!.values.map((v) => v.stringValue)).toEqual(['billing']);
     const [header, payload, signature] = token.split('.');
     const forged = `${header}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), sub: 'spiffe://cluster.local/ns/apps/sa/admin' })).toString('base64url')}.${signature}`;
-    for (const request of [{ audience: 'other-api', svid: token }, { audience: 'billing', svid: forged }, { audience: '', svid: token }]) {
-      expect(((await unary(client.ValidateJWTSVID, client, request).catch((e: unknown) => e)) as ServiceError).code).toBe(status.INVALID_ARGUMENT);
+    for (const request of [
+      { audience: 'other-api', svid: token },
+      { audience: 'billing', svid: forged },
+      { audience: '', svid: token },
+    ]) {
+      expect(((await unary(client.ValidateJWTSVID, client, request).catch((e: unknown) => e)) as ServiceError).code).toBe(
+        status.INVALID_ARGUMENT,
+      );
     }
   });
 
@@ -170,18 +203,40 @@ describe('Workload API', () => {
   });
 
   it('Envoy SDS: StreamSecrets answers "default" and "ROOTCA" like the Istio agent', async () => {
-    const loaded = loadPackageDefinition(loadSync('envoy/service/secret/v3/sds.proto', { includeDirs: [fileURLToPath(new URL('../proto/', import.meta.url))], keepCase: true, defaults: true, oneofs: true, json: true })) as unknown as {
+    const loaded = loadPackageDefinition(
+      loadSync('envoy/service/secret/v3/sds.proto', {
+        includeDirs: [fileURLToPath(new URL('../proto/', import.meta.url))],
+        keepCase: true,
+        defaults: true,
+        oneofs: true,
+        json: true,
+      }),
+    ) as unknown as {
       envoy: { service: { secret: { v3: { SecretDiscoveryService: ServiceClientConstructor } } } };
     };
-    const sds = new loaded.envoy.service.secret.v3.SecretDiscoveryService(`unix:${join(dir, 'a', 'sock', 'sds.sock')}`, credentials.createInsecure()) as unknown as {
+    const sds = new loaded.envoy.service.secret.v3.SecretDiscoveryService(
+      `unix:${join(dir, 'a', 'sock', 'sds.sock')}`,
+      credentials.createInsecure(),
+    ) as unknown as {
       StreamSecrets(): NodeJS.ReadWriteStream & { write(m: object): void; cancel(): void };
       close(): void;
     };
     const stream = sds.StreamSecrets();
-    const response = await new Promise<{ resources: { name: string; tls_certificate?: { certificate_chain: { inline_bytes: Buffer }; private_key: { inline_bytes: Buffer } }; validation_context?: { trusted_ca: { inline_bytes: Buffer } } }[]; nonce: string }>((resolve, reject) => {
+    const response = await new Promise<{
+      resources: {
+        name: string;
+        tls_certificate?: { certificate_chain: { inline_bytes: Buffer }; private_key: { inline_bytes: Buffer } };
+        validation_context?: { trusted_ca: { inline_bytes: Buffer } };
+      }[];
+      nonce: string;
+    }>((resolve, reject) => {
       stream.on('data', resolve);
       stream.on('error', reject);
-      stream.write({ node: { id: 'sidecar~10.0.0.1~web.apps~apps.svc.cluster.local' }, resource_names: ['default', 'ROOTCA'], type_url: 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret' });
+      stream.write({
+        node: { id: 'sidecar~10.0.0.1~web.apps~apps.svc.cluster.local' },
+        resource_names: ['default', 'ROOTCA'],
+        type_url: 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret',
+      });
     });
     stream.cancel();
     sds.close();
@@ -190,7 +245,9 @@ describe('Workload API', () => {
     const leafPem = Buffer.from(certificate.certificate_chain.inline_bytes).toString();
     expect(leafPem).toContain('BEGIN CERTIFICATE');
     expect(Buffer.from(certificate.private_key.inline_bytes).toString()).toContain('BEGIN PRIVATE KEY');
-    expect(Buffer.from(byName.get('ROOTCA')!.validation_context!.trusted_ca.inline_bytes).toString()).toContain(meshca.server.ca.current().rootsPem.split('\n')[1]);
+    expect(Buffer.from(byName.get('ROOTCA')!.validation_context!.trusted_ca.inline_bytes).toString()).toContain(
+      meshca.server.ca.current().rootsPem.split('\n')[1],
+    );
   });
 
   it('serves its own /healthz, /readyz and /metrics', async () => {
@@ -234,7 +291,11 @@ describe('rotation and outages', () => {
 
       // meshca back on the same port and data dir: the agent renews by itself.
       meshca = await startTestServer(join(dir, 'data'), [...serverArgs, '--grpc-listen', meshca.address], { MESHCA_KEK: kek });
-      const after = await collect(client.FetchX509SVID({}, workloadMetadata()), (m) => splitDer(m[m.length - 1]!.svids[0]!.x509_svid)[0]!.serialNumber !== splitDer(lastGood.x509_svid)[0]!.serialNumber, 20_000);
+      const after = await collect(
+        client.FetchX509SVID({}, workloadMetadata()),
+        (m) => splitDer(m[m.length - 1]!.svids[0]!.x509_svid)[0]!.serialNumber !== splitDer(lastGood.x509_svid)[0]!.serialNumber,
+        20_000,
+      );
       expect(after.length).toBeGreaterThanOrEqual(2);
     } finally {
       client.close();
@@ -271,9 +332,14 @@ describe('meshca agent (process)', () => {
   }, 120_000);
 });
 
+// biome-ignore lint/suspicious/noExplicitAny: parsed YAML, checked by the assertions
+type Doc = Record<string, any>;
+
 describe('deploy/spiffe/agent-daemonset.yaml', () => {
   it('runs the agent with flags it accepts, its socket on a hostPath, and a projected istio-ca token', () => {
-    const docs = parseAllDocuments(readFileSync(fileURLToPath(new URL('../deploy/spiffe/agent-daemonset.yaml', import.meta.url)), 'utf8')).map((d) => d.toJS() as Record<string, any>); // eslint-disable-line @typescript-eslint/no-explicit-any
+    const docs = parseAllDocuments(
+      readFileSync(fileURLToPath(new URL('../deploy/spiffe/agent-daemonset.yaml', import.meta.url)), 'utf8'),
+    ).map((d) => d.toJS() as Doc);
     const daemonSet = docs.find((d) => d.kind === 'DaemonSet')!;
     const spec = daemonSet.spec.template.spec;
     expect(docs.find((d) => d.kind === 'ServiceAccount')!.metadata.name).toBe(spec.serviceAccountName);

@@ -25,7 +25,11 @@ let t: TestServer;
 const kek = randomBytes(32).toString('base64');
 
 async function publishedBundle(server: TestServer): Promise<SpiffeBundle> {
-  const response = await adminCall({ port: server.server.adminAddress.port, roots: server.server.ca.current().rootsPem }, 'GET', '/v1/bundle?format=spiffe');
+  const response = await adminCall(
+    { port: server.server.adminAddress.port, roots: server.server.ca.current().rootsPem },
+    'GET',
+    '/v1/bundle?format=spiffe',
+  );
   expect(response.status).toBe(200);
   return response.json<SpiffeBundle>();
 }
@@ -64,7 +68,12 @@ describe('MintJwtSvid', () => {
     expect(payload.aud).toEqual(['https://api.example.com', 'billing']);
     expect(payload.exp! - payload.iat!).toBe(300);
     const [record] = await t.server.store.listJwtSvids({ spiffeId: id('shop', 'cart'), limit: 10 });
-    expect(record).toMatchObject({ jti: payload.jti, kid: minted.kid, audiences: ['https://api.example.com', 'billing'], expiresAt: new Date(payload.exp! * 1000) });
+    expect(record).toMatchObject({
+      jti: payload.jti,
+      kid: minted.kid,
+      audiences: ['https://api.example.com', 'billing'],
+      expiresAt: new Date(payload.exp! * 1000),
+    });
     expect(JSON.stringify(record)).not.toContain(minted.token.split('.')[2]);
     const stored = ['meshca.db', 'meshca.db-wal'].map((f) => readFileSync(join(t.dataDir, f)).toString('latin1')).join('');
     expect(stored).not.toContain(minted.token.split('.')[2]);
@@ -100,9 +109,16 @@ describe('MintJwtSvid', () => {
     { why: 'a token from another issuer', sa: 'forged', audiences: ['aud'], token: 'forged', code: status.UNAUTHENTICATED },
     { why: 'a denied identity', sa: 'denied', audiences: ['aud'], token: undefined, code: status.PERMISSION_DENIED },
   ])('refuses $why and records nothing', async ({ sa, audiences, token, code }) => {
-    if (sa === 'denied') await t.server.store.revokeIdentity(id('shop', sa), { reason: 'keyCompromise', actor: 'test', at: new Date(), deny: true });
-    const bearer = token === 'forged' ? await issuer.token({ namespace: 'shop', serviceAccount: sa, iss: 'https://evil.example' }) : await issuer.token({ namespace: 'shop', serviceAccount: sa });
-    const error = (await t.client().mintJwtSvid({ token: bearer, audiences }).catch((e: unknown) => e)) as ServiceError;
+    if (sa === 'denied')
+      await t.server.store.revokeIdentity(id('shop', sa), { reason: 'keyCompromise', actor: 'test', at: new Date(), deny: true });
+    const bearer =
+      token === 'forged'
+        ? await issuer.token({ namespace: 'shop', serviceAccount: sa, iss: 'https://evil.example' })
+        : await issuer.token({ namespace: 'shop', serviceAccount: sa });
+    const error = (await t
+      .client()
+      .mintJwtSvid({ token: bearer, audiences })
+      .catch((e: unknown) => e)) as ServiceError;
     expect(error.code).toBe(code);
     expect(await t.server.store.listJwtSvids({ spiffeId: id('shop', sa), limit: 10 })).toEqual([]);
   });
@@ -116,7 +132,10 @@ describe('MintJwtSvid', () => {
     expect(t.server.jwt.current().signer.kid).toBe(before);
     expect((await mint(t, 'shop', 'again', ['aud'])).kid).toBe(before);
     // meshca verify's jwt-keys invariant: ok with the KEK, failed with another one
-    for (const [key, expected] of [[kek, 'ok'], [randomBytes(32).toString('base64'), 'failed']] as const) {
+    for (const [key, expected] of [
+      [kek, 'ok'],
+      [randomBytes(32).toString('base64'), 'failed'],
+    ] as const) {
       const inspection = inspectSqliteStore(databasePath(join(dir, 'data')));
       try {
         const report = await checkInvariants(inspection, { kek: Buffer.from(key, 'base64') });
@@ -131,7 +150,22 @@ describe('MintJwtSvid', () => {
 describe('JWT signing key rotation', () => {
   it('prepares, activates and retires keys automatically; every unexpired token keeps verifying against the bundle', async () => {
     const rotDir = tempDir();
-    const server = await startTestServer(join(rotDir, 'data'), ['--jwks-file', issuer.jwksPath, '--jwt-issuer', TEST_ISSUER, '--jwt-key-ttl', '3s', '--jwt-svid-ttl', '1s', '--jwt-svid-max-ttl', '1s'], { MESHCA_KEK: kek });
+    const server = await startTestServer(
+      join(rotDir, 'data'),
+      [
+        '--jwks-file',
+        issuer.jwksPath,
+        '--jwt-issuer',
+        TEST_ISSUER,
+        '--jwt-key-ttl',
+        '3s',
+        '--jwt-svid-ttl',
+        '1s',
+        '--jwt-svid-max-ttl',
+        '1s',
+      ],
+      { MESHCA_KEK: kek },
+    );
     try {
       const outstanding: { token: string; exp: number }[] = [];
       const kids = new Set<string>();
@@ -150,7 +184,9 @@ describe('JWT signing key rotation', () => {
       expect(states.filter((s) => s === 'active')).toHaveLength(1);
       expect(states).toContain('removed');
       const page = await server.server.store.listAudit({ limit: 100 });
-      expect(page.items.map((e) => e.action)).toEqual(expect.arrayContaining(['jwt-authority.bootstrap', 'jwt-authority.prepare', 'jwt-authority.activate', 'jwt-authority.remove']));
+      expect(page.items.map((e) => e.action)).toEqual(
+        expect.arrayContaining(['jwt-authority.bootstrap', 'jwt-authority.prepare', 'jwt-authority.activate', 'jwt-authority.remove']),
+      );
     } finally {
       await server.close();
       removeDir(rotDir);
@@ -165,13 +201,19 @@ describe('JWT-SVID records survive kill -9', () => {
     const server = await spawnServer(data, ['--dev']);
     const dev = await openDevTokenIssuer(data);
     const inspect = openSqliteStore({ path: databasePath(data) });
-    const client = new CaClient({ address: `127.0.0.1:${server.grpcPort}`, rootsPem: trustedRootsPem(await inspect.loadAuthorities()).pem, serverName: 'localhost' });
+    const client = new CaClient({
+      address: `127.0.0.1:${server.grpcPort}`,
+      rootsPem: trustedRootsPem(await inspect.loadAuthorities()).pem,
+      serverName: 'localhost',
+    });
     await inspect.close();
     const received: string[] = [];
     let killed = false;
     const worker = async (w: number) => {
       while (!killed) {
-        const minted = await client.mintJwtSvid({ token: await dev.sign({ namespace: 'crash', serviceAccount: `w${w}`, ttlSeconds: 600 }), audiences: ['api'] }).catch(() => undefined);
+        const minted = await client
+          .mintJwtSvid({ token: await dev.sign({ namespace: 'crash', serviceAccount: `w${w}`, ttlSeconds: 600 }), audiences: ['api'] })
+          .catch(() => undefined);
         if (minted) received.push(String(decodeJwt(minted.token).jti));
         if (received.length >= 60 && !killed) {
           killed = true;

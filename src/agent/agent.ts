@@ -23,7 +23,12 @@ export interface RunningAgent {
 }
 
 /** A gRPC server on a Unix socket: directory created, stale socket replaced, mode set after bind. */
-async function serveOnSocket(path: string, mode: number, service: ServiceDefinition, handlers: UntypedServiceImplementation): Promise<Server> {
+async function serveOnSocket(
+  path: string,
+  mode: number,
+  service: ServiceDefinition,
+  handlers: UntypedServiceImplementation,
+): Promise<Server> {
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   if (existsSync(path)) {
     if (!lstatSync(path).isSocket()) throw new Error(`${path} exists and is not a socket; remove it or choose another path`);
@@ -31,7 +36,9 @@ async function serveOnSocket(path: string, mode: number, service: ServiceDefinit
   }
   const server = new Server({ 'grpc.enable_channelz': 0 });
   server.addService(service, handlers);
-  await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${path}`, ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())));
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`unix:${path}`, ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())),
+  );
   chmodSync(path, mode);
   return server;
 }
@@ -55,9 +62,24 @@ function shutdownServer(server: Server, path: string): Promise<void> {
  */
 export async function startAgent(config: AgentConfig, logger: Logger, metrics = new AgentMetrics()): Promise<RunningAgent> {
   const state = new AgentState(config.trustDomain);
-  const connection = new MeshcaConnection({ address: config.server, rootsPem: readFileSync(config.rootFile, 'utf8'), serverName: config.serverName, clusterId: config.clusterId });
+  const connection = new MeshcaConnection({
+    address: config.server,
+    rootsPem: readFileSync(config.rootFile, 'utf8'),
+    serverName: config.serverName,
+    clusterId: config.clusterId,
+  });
   const bundles = new BundlePoller({ connection, state, logger, metrics });
-  const rotator = new SvidRotator({ connection, state, tokenFile: config.tokenFile, trustDomain: config.trustDomain, clusterId: config.clusterId, ttlSeconds: config.svidTtlSeconds, logger, metrics, onRenewed: () => void bundles.refresh() });
+  const rotator = new SvidRotator({
+    connection,
+    state,
+    tokenFile: config.tokenFile,
+    trustDomain: config.trustDomain,
+    clusterId: config.clusterId,
+    ttlSeconds: config.svidTtlSeconds,
+    logger,
+    metrics,
+    onRenewed: () => void bundles.refresh(),
+  });
   const jwtSvids = new JwtSvidCache(connection, config.tokenFile, config.clusterId);
   const monitoring: MonitoringServer = await startMonitoringServer(config.monitoringListen, metrics, () => {
     const svid = state.currentSvid();
@@ -65,8 +87,20 @@ export async function startAgent(config: AgentConfig, logger: Logger, metrics = 
   });
   const sockets: { server: Server; path: string }[] = [];
   try {
-    sockets.push({ path: config.socket, server: await serveOnSocket(config.socket, config.socketMode, workloadApiDefinition(), workloadApiHandlers({ state, jwtSvids: (aud) => jwtSvids.get(aud), metrics, logger })) });
-    if (config.sdsSocket) sockets.push({ path: config.sdsSocket, server: await serveOnSocket(config.sdsSocket, config.socketMode, sdsDefinition(), sdsHandlers({ state, metrics, logger })) });
+    sockets.push({
+      path: config.socket,
+      server: await serveOnSocket(
+        config.socket,
+        config.socketMode,
+        workloadApiDefinition(),
+        workloadApiHandlers({ state, jwtSvids: (aud) => jwtSvids.get(aud), metrics, logger }),
+      ),
+    });
+    if (config.sdsSocket)
+      sockets.push({
+        path: config.sdsSocket,
+        server: await serveOnSocket(config.sdsSocket, config.socketMode, sdsDefinition(), sdsHandlers({ state, metrics, logger })),
+      });
   } catch (error) {
     await Promise.all(sockets.map((s) => shutdownServer(s.server, s.path)));
     await monitoring.close();
@@ -76,7 +110,16 @@ export async function startAgent(config: AgentConfig, logger: Logger, metrics = 
   const files = config.writeDir ? new FileWriter({ dir: config.writeDir, state, logger, metrics, onRotate: config.onRotate }) : undefined;
   bundles.start();
   rotator.start();
-  logger.info({ server: config.server, socket: config.socket, sdsSocket: config.sdsSocket, writeDir: config.writeDir, monitoring: monitoring.address }, 'meshca agent is serving the Workload API');
+  logger.info(
+    {
+      server: config.server,
+      socket: config.socket,
+      sdsSocket: config.sdsSocket,
+      writeDir: config.writeDir,
+      monitoring: monitoring.address,
+    },
+    'meshca agent is serving the Workload API',
+  );
   return {
     state,
     metrics,

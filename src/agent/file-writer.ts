@@ -63,7 +63,10 @@ export class FileWriter {
 
   private runHook(command: string): Promise<void> {
     return new Promise((resolve) => {
-      const child = spawn('sh', ['-c', command], { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, MESHCA_WRITE_DIR: this.options.dir } });
+      const child = spawn('sh', ['-c', command], {
+        stdio: ['ignore', 'inherit', 'inherit'],
+        env: { ...process.env, MESHCA_WRITE_DIR: this.options.dir },
+      });
       child.on('error', (error) => {
         this.options.logger.warn({ err: error }, `--on-rotate could not start: ${error.message}`);
         resolve();

@@ -1,5 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { status, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import {
+  status,
+  type ServerDuplexStream,
+  type ServerUnaryCall,
+  type sendUnaryData,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import type { Logger } from 'pino';
 import { PROTO_ROOT } from '../grpc/proto.js';
@@ -12,7 +19,12 @@ export const SDS_ROOTCA = 'ROOTCA';
 const SECRET_TYPE = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret';
 
 export function sdsDefinition(): ServiceDefinition {
-  const definition = loadSync('envoy/service/secret/v3/sds.proto', { includeDirs: [PROTO_ROOT], keepCase: true, defaults: true, oneofs: true });
+  const definition = loadSync('envoy/service/secret/v3/sds.proto', {
+    includeDirs: [PROTO_ROOT],
+    keepCase: true,
+    defaults: true,
+    oneofs: true,
+  });
   return definition['envoy.service.secret.v3.SecretDiscoveryService'] as ServiceDefinition;
 }
 
@@ -38,7 +50,11 @@ function secrets(state: AgentState, names: readonly string[]): object[] {
   for (const name of names) {
     if (name === SDS_DEFAULT && svid) {
       const { chainPem, keyPem } = svidPem(svid);
-      out.push({ '@type': SECRET_TYPE, name, tls_certificate: { certificate_chain: { inline_bytes: Buffer.from(chainPem) }, private_key: { inline_bytes: Buffer.from(keyPem) } } });
+      out.push({
+        '@type': SECRET_TYPE,
+        name,
+        tls_certificate: { certificate_chain: { inline_bytes: Buffer.from(chainPem) }, private_key: { inline_bytes: Buffer.from(keyPem) } },
+      });
     }
     if (name === SDS_ROOTCA && state.ownBundle()) {
       out.push({ '@type': SECRET_TYPE, name, validation_context: { trusted_ca: { inline_bytes: Buffer.from(state.allRootsPem()) } } });
@@ -52,13 +68,19 @@ function secrets(state: AgentState, names: readonly string[]): object[] {
  * new subscription, and a push to every stream when the SVID or the bundles change. Requests that only
  * ACK or NACK the last response (same nonce, same names) get no answer, as xDS requires.
  */
-export function sdsHandlers(options: { readonly state: AgentState; readonly metrics: AgentMetrics; readonly logger: Logger }): UntypedServiceImplementation {
+export function sdsHandlers(options: {
+  readonly state: AgentState;
+  readonly metrics: AgentMetrics;
+  readonly logger: Logger;
+}): UntypedServiceImplementation {
   const { state, metrics, logger } = options;
   let version = 0;
   state.onChange(() => version++);
   const respond = (names: readonly string[]): DiscoveryResponse | undefined => {
     const resources = secrets(state, names);
-    return resources.length === 0 ? undefined : { version_info: String(version), resources, type_url: SECRET_TYPE, nonce: randomBytes(8).toString('hex') };
+    return resources.length === 0
+      ? undefined
+      : { version_info: String(version), resources, type_url: SECRET_TYPE, nonce: randomBytes(8).toString('hex') };
   };
 
   const StreamSecrets = (call: ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>): void => {
@@ -100,5 +122,8 @@ export function sdsHandlers(options: { readonly state: AgentState; readonly metr
     else callback({ code: status.UNAVAILABLE, details: 'the requested secrets are not available yet' });
   };
 
-  return { StreamSecrets: StreamSecrets as UntypedServiceImplementation[string], FetchSecrets: FetchSecrets as UntypedServiceImplementation[string] };
+  return {
+    StreamSecrets: StreamSecrets as UntypedServiceImplementation[string],
+    FetchSecrets: FetchSecrets as UntypedServiceImplementation[string],
+  };
 }

@@ -140,11 +140,23 @@ export class SvidRotator {
     try {
       const token = readToken(options.tokenFile);
       const sa = serviceAccountOfToken(token);
-      if (!sa) throw new Error(`the token in ${options.tokenFile} is not a Kubernetes ServiceAccount token (sub system:serviceaccount:NS:SA)`);
+      if (!sa)
+        throw new Error(`the token in ${options.tokenFile} is not a Kubernetes ServiceAccount token (sub system:serviceaccount:NS:SA)`);
       const spiffeId = workloadId(options.trustDomain, sa.namespace, sa.serviceAccount);
       const key = await generateWorkloadKey('ec-p256');
-      const chain = await options.connection.current().createCertificate({ csrPem: await workloadCsr(key, spiffeId), token, clusterId: options.clusterId, validitySeconds: options.ttlSeconds });
-      const certificates = chain.slice(0, -1).flatMap((pem) => pemBlocks(pem).filter((b) => b.label === 'CERTIFICATE').map((b) => b.der));
+      const chain = await options.connection
+        .current()
+        .createCertificate({
+          csrPem: await workloadCsr(key, spiffeId),
+          token,
+          clusterId: options.clusterId,
+          validitySeconds: options.ttlSeconds,
+        });
+      const certificates = chain.slice(0, -1).flatMap((pem) =>
+        pemBlocks(pem)
+          .filter((b) => b.label === 'CERTIFICATE')
+          .map((b) => b.der),
+      );
       const leaf = new X509Certificate(certificates[0]!);
       const keyPkcs8Der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key.keys.privateKey));
       options.state.setSvid({ spiffeId, chainDer: certificates, keyPkcs8Der, notAfter: new Date(leaf.validTo), receivedAt: new Date() });
@@ -158,7 +170,10 @@ export class SvidRotator {
       this.failures++;
       options.metrics.renewals.inc({ result: 'error' });
       const last = options.state.currentSvid();
-      options.logger.warn({ err: error, failures: this.failures, servingUntil: last?.notAfter }, `X509-SVID renewal failed; keeping the last good SVID: ${(error as Error).message}`);
+      options.logger.warn(
+        { err: error, failures: this.failures, servingUntil: last?.notAfter },
+        `X509-SVID renewal failed; keeping the last good SVID: ${(error as Error).message}`,
+      );
       return false;
     }
   }
@@ -182,7 +197,8 @@ export function parseSpiffeBundle(trustDomain: string, json: string): TrustDomai
   const x509Roots: Buffer[] = [];
   const jwtKeys: Record<string, unknown>[] = [];
   for (const key of doc.keys as Record<string, unknown>[]) {
-    if (key.use === 'x509-svid' && Array.isArray(key.x5c) && typeof key.x5c[0] === 'string') x509Roots.push(Buffer.from(key.x5c[0], 'base64'));
+    if (key.use === 'x509-svid' && Array.isArray(key.x5c) && typeof key.x5c[0] === 'string')
+      x509Roots.push(Buffer.from(key.x5c[0], 'base64'));
     if (key.use === 'jwt-svid' && typeof key.kid === 'string') {
       const { use: _use, ...jwk } = key;
       jwtKeys.push(jwk);
@@ -242,7 +258,10 @@ export class BundlePoller {
       return true;
     } catch (error) {
       this.failures++;
-      logger.warn({ err: error, failures: this.failures }, `bundle refresh failed; keeping the last good bundles: ${(error as Error).message}`);
+      logger.warn(
+        { err: error, failures: this.failures },
+        `bundle refresh failed; keeping the last good bundles: ${(error as Error).message}`,
+      );
       return false;
     }
   }

@@ -76,7 +76,10 @@ export class AgentState {
   /** Own roots first, then every federated trust domain's, as PEM. */
   allRootsPem(): string {
     const own = this.ownBundle();
-    return [...(own ? [own] : []), ...this.federatedBundles()].flatMap((b) => b.x509Roots).map((der) => pemEncode(der, 'CERTIFICATE')).join('');
+    return [...(own ? [own] : []), ...this.federatedBundles()]
+      .flatMap((b) => b.x509Roots)
+      .map((der) => pemEncode(der, 'CERTIFICATE'))
+      .join('');
   }
 }
 
@@ -95,6 +98,8 @@ function sameBundles(a: ReadonlyMap<string, TrustDomainBundle>, b: ReadonlyMap<s
 
 /** PEM of a chain (leaf first) and of a PKCS#8 key, for files and SDS. */
 export function svidPem(svid: X509Svid): { chainPem: string; keyPem: string } {
-  return { chainPem: svid.chainDer.map((der) => pemEncode(der, 'CERTIFICATE')).join(''), keyPem: pemEncode(svid.keyPkcs8Der, 'PRIVATE KEY') };
+  return {
+    chainPem: svid.chainDer.map((der) => pemEncode(der, 'CERTIFICATE')).join(''),
+    keyPem: pemEncode(svid.keyPkcs8Der, 'PRIVATE KEY'),
+  };
 }
-

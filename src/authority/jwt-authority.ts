@@ -12,7 +12,10 @@ export type JwtKeyType = keyof typeof JWT_KEY_ALGORITHMS;
 
 export function parseJwtKeyType(input: string): JwtKeyType {
   if (input in JWT_KEY_ALGORITHMS) return input as JwtKeyType;
-  throw new AuthorityError('ERR_AUTHORITY_INVALID', `unsupported JWT key type "${input}"; use one of ${Object.keys(JWT_KEY_ALGORITHMS).join(', ')}`);
+  throw new AuthorityError(
+    'ERR_AUTHORITY_INVALID',
+    `unsupported JWT key type "${input}"; use one of ${Object.keys(JWT_KEY_ALGORITHMS).join(', ')}`,
+  );
 }
 
 /** A published JWT key: what the SPIFFE bundle lists with use "jwt-svid". */
@@ -86,7 +89,9 @@ function lifetimePoint(key: JwtAuthorityRecord, fraction: number): number {
  */
 export function planJwtRotation(keys: readonly JwtAuthorityRecord[], now: number): JwtRotationStep {
   const active = keys.find((k) => k.state === 'active');
-  const prepared = keys.filter((k) => k.state === 'prepared' && k.notAfter.getTime() > now).sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
+  const prepared = keys
+    .filter((k) => k.state === 'prepared' && k.notAfter.getTime() > now)
+    .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
   const expiredRetired = keys.find((k) => k.state === 'retired' && k.notAfter.getTime() <= now);
   if (expiredRetired) return { kind: 'remove', kid: expiredRetired.kid };
   if (!active) return prepared ? { kind: 'activate', kid: prepared.kid, retire: undefined } : { kind: 'bootstrap' };
@@ -176,20 +181,45 @@ export class JwtAuthority {
     const keys = await store.loadJwtAuthorities();
     const now = this.now();
     const step = planJwtRotation(keys, now.getTime());
-    const audit = (action: string, target: string, details: Record<string, unknown> = {}) => ({ actor: ACTOR, action, target, result: 'ok' as const, details, at: now });
+    const audit = (action: string, target: string, details: Record<string, unknown> = {}) => ({
+      actor: ACTOR,
+      action,
+      target,
+      result: 'ok' as const,
+      details,
+      at: now,
+    });
     let change: JwtAuthorityChange | undefined;
     if (step.kind === 'bootstrap' || step.kind === 'prepare') {
       const record = await this.newKey(step.kind === 'bootstrap' ? 'active' : 'prepared', now);
-      change = { insert: [record], bumpBundleSequence: true, audit: audit(`jwt-authority.${step.kind}`, record.kid, { algorithm: record.algorithm, notAfter: record.notAfter.toISOString() }) };
+      change = {
+        insert: [record],
+        bumpBundleSequence: true,
+        audit: audit(`jwt-authority.${step.kind}`, record.kid, { algorithm: record.algorithm, notAfter: record.notAfter.toISOString() }),
+      };
     } else if (step.kind === 'activate') {
-      const transitions = [...(step.retire ? [{ kid: step.retire, from: ['active'] as const, to: 'retired' as const }] : []), { kid: step.kid, from: ['prepared'] as const, to: 'active' as const }];
-      change = { transitions, bumpBundleSequence: false, audit: audit('jwt-authority.activate', step.kid, { retired: step.retire ?? null }) };
+      const transitions = [
+        ...(step.retire ? [{ kid: step.retire, from: ['active'] as const, to: 'retired' as const }] : []),
+        { kid: step.kid, from: ['prepared'] as const, to: 'active' as const },
+      ];
+      change = {
+        transitions,
+        bumpBundleSequence: false,
+        audit: audit('jwt-authority.activate', step.kid, { retired: step.retire ?? null }),
+      };
     } else if (step.kind === 'remove') {
-      change = { transitions: [{ kid: step.kid, from: ['retired'], to: 'removed' }], bumpBundleSequence: true, audit: audit('jwt-authority.remove', step.kid) };
+      change = {
+        transitions: [{ kid: step.kid, from: ['retired'], to: 'removed' }],
+        bumpBundleSequence: true,
+        audit: audit('jwt-authority.remove', step.kid),
+      };
     }
     if (change) {
       await store.applyJwtAuthorityChange(change);
-      logger.info({ step: step.kind, kid: change.insert?.[0]?.kid ?? (step as { kid?: string }).kid }, `JWT-SVID signing key rotation: ${step.kind}`);
+      logger.info(
+        { step: step.kind, kid: change.insert?.[0]?.kid ?? (step as { kid?: string }).kid },
+        `JWT-SVID signing key rotation: ${step.kind}`,
+      );
     }
     if (change || !this.trust) await this.reload();
     if (change) this.listeners.forEach((listener) => listener(this.trust));
@@ -205,10 +235,19 @@ export class JwtAuthority {
     try {
       key = openPrivateKey(active.sealedKey, this.options.kek, active.kid);
     } catch {
-      throw new AuthorityError('ERR_AUTHORITY_INCONSISTENT', `cannot decrypt JWT signing key ${active.kid}: is this the KEK the data dir was created with?`);
+      throw new AuthorityError(
+        'ERR_AUTHORITY_INCONSISTENT',
+        `cannot decrypt JWT signing key ${active.kid}: is this the KEK the data dir was created with?`,
+      );
     }
-    const published = keys.filter((k) => k.state !== 'removed').map(({ kid, state, algorithm, publicJwk, notAfter }) => ({ kid, state, algorithm, publicJwk, notAfter }));
-    this.trust = { signer: new JwtSigner(active.kid, active.algorithm, active.notAfter, key), published, bundleSequence: await this.options.store.bundleSequence() };
+    const published = keys
+      .filter((k) => k.state !== 'removed')
+      .map(({ kid, state, algorithm, publicJwk, notAfter }) => ({ kid, state, algorithm, publicJwk, notAfter }));
+    this.trust = {
+      signer: new JwtSigner(active.kid, active.algorithm, active.notAfter, key),
+      published,
+      bundleSequence: await this.options.store.bundleSequence(),
+    };
     return this.trust;
   }
 

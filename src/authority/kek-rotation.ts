@@ -27,7 +27,7 @@ export async function resealAuthorityKeys(store: Store, currentKek: Buffer, newK
 
 /** JWT keys have no certificate: the round trip compares the public key instead. */
 function resealJwtKey(record: JwtAuthorityRecord, currentKek: Buffer, newKek: Buffer): Buffer {
-  let key;
+  let key: KeyObject;
   try {
     key = openPrivateKey(record.sealedKey, currentKek, record.kid);
   } catch {
@@ -42,7 +42,7 @@ function resealJwtKey(record: JwtAuthorityRecord, currentKek: Buffer, newKek: Bu
 }
 
 function reseal(record: AuthorityRecord, currentKek: Buffer, newKek: Buffer): Buffer {
-  let key;
+  let key: ReturnType<typeof unsealAuthorityKey>;
   try {
     key = unsealAuthorityKey(record, currentKek);
   } catch (error) {

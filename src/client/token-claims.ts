@@ -2,8 +2,8 @@
 export function serviceAccountOfToken(token: string): { namespace: string; serviceAccount: string } | undefined {
   try {
     const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { sub?: string };
-    const m = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(payload.sub ?? '');
-    return m ? { namespace: m[1]!, serviceAccount: m[2]! } : undefined;
+    const [, namespace, serviceAccount] = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(payload.sub ?? '') ?? [];
+    return namespace !== undefined && serviceAccount !== undefined ? { namespace, serviceAccount } : undefined;
   } catch {
     return undefined;
   }

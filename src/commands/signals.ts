@@ -28,5 +28,12 @@ export function stopOnSignals(logger: Logger, name: string, running: LongRunning
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => void running.reload().then(() => logger.info(`${name} reloaded (SIGHUP)`), (error: unknown) => logger.error({ err: error }, `${name}: reload failed`)));
+  process.on(
+    'SIGHUP',
+    () =>
+      void running.reload().then(
+        () => logger.info(`${name} reloaded (SIGHUP)`),
+        (error: unknown) => logger.error({ err: error }, `${name}: reload failed`),
+      ),
+  );
 }

@@ -25,7 +25,8 @@ export function fetchBundleDocument(url: string, caPem: string | undefined, time
       let size = 0;
       res.on('data', (chunk: Buffer) => {
         size += chunk.length;
-        if (size > MAX_BUNDLE_BYTES) req.destroy(new FederationError('ERR_FEDERATION_FETCH', `the bundle at ${url} is larger than ${MAX_BUNDLE_BYTES} bytes`));
+        if (size > MAX_BUNDLE_BYTES)
+          req.destroy(new FederationError('ERR_FEDERATION_FETCH', `the bundle at ${url} is larger than ${MAX_BUNDLE_BYTES} bytes`));
         else chunks.push(chunk);
       });
       res.on('end', () => {
@@ -35,7 +36,11 @@ export function fetchBundleDocument(url: string, caPem: string | undefined, time
       res.on('error', reject);
     });
     req.on('timeout', () => req.destroy(new FederationError('ERR_FEDERATION_FETCH', `${url} did not answer within ${timeoutMs} ms`)));
-    req.on('error', (error) => reject(error instanceof FederationError ? error : new FederationError('ERR_FEDERATION_FETCH', `fetching ${url} failed: ${error.message}`)));
+    req.on('error', (error) =>
+      reject(
+        error instanceof FederationError ? error : new FederationError('ERR_FEDERATION_FETCH', `fetching ${url} failed: ${error.message}`),
+      ),
+    );
     req.end();
   });
 }
@@ -49,12 +54,15 @@ export function parseBundleDocument(trustDomain: string, text: string): SpiffeBu
     throw new FederationError('ERR_FEDERATION_BUNDLE', `the bundle of ${trustDomain} is not JSON`);
   }
   const bundle = doc as Partial<SpiffeBundle>;
-  if (!bundle || !Array.isArray(bundle.keys)) throw new FederationError('ERR_FEDERATION_BUNDLE', `the bundle of ${trustDomain} has no "keys" array`);
+  if (!bundle || !Array.isArray(bundle.keys))
+    throw new FederationError('ERR_FEDERATION_BUNDLE', `the bundle of ${trustDomain} has no "keys" array`);
   const x509 = bundle.keys.filter((k) => k.use === 'x509-svid');
   if (x509.length === 0) throw new FederationError('ERR_FEDERATION_BUNDLE', `the bundle of ${trustDomain} has no X.509 authority`);
   for (const key of bundle.keys) {
-    if (key.use === 'x509-svid' && (!Array.isArray(key.x5c) || key.x5c.length !== 1)) throw new FederationError('ERR_FEDERATION_BUNDLE', `an X.509 authority of ${trustDomain} lacks its single x5c certificate`);
-    if (key.use === 'jwt-svid' && typeof key.kid !== 'string') throw new FederationError('ERR_FEDERATION_BUNDLE', `a JWT authority of ${trustDomain} has no kid`);
+    if (key.use === 'x509-svid' && (!Array.isArray(key.x5c) || key.x5c.length !== 1))
+      throw new FederationError('ERR_FEDERATION_BUNDLE', `an X.509 authority of ${trustDomain} lacks its single x5c certificate`);
+    if (key.use === 'jwt-svid' && typeof key.kid !== 'string')
+      throw new FederationError('ERR_FEDERATION_BUNDLE', `a JWT authority of ${trustDomain} has no kid`);
   }
   return {
     keys: bundle.keys.filter((k) => k.use === 'x509-svid' || k.use === 'jwt-svid'),

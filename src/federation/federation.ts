@@ -44,7 +44,10 @@ export class Federation {
       try {
         federation.bundles.set(stored.trustDomain, parseBundleDocument(stored.trustDomain, stored.bundleJson));
       } catch (error) {
-        options.logger.warn({ err: error, trustDomain: stored.trustDomain }, 'the stored federated bundle is unusable; waiting for a fresh one');
+        options.logger.warn(
+          { err: error, trustDomain: stored.trustDomain },
+          'the stored federated bundle is unusable; waiting for a fresh one',
+        );
       }
     }
     for (const peer of options.peers) federation.schedule(peer, 0);
@@ -64,15 +67,27 @@ export class Federation {
       this.failures.delete(peer.trustDomain);
       const previous = this.bundles.get(peer.trustDomain);
       if (previous && JSON.stringify(previous) === JSON.stringify(bundle)) return true;
-      await store.saveFederatedBundle({ trustDomain: peer.trustDomain, endpointUrl: peer.url, bundleJson: JSON.stringify(bundle), sequence: bundle.spiffe_sequence, fetchedAt: new Date() });
+      await store.saveFederatedBundle({
+        trustDomain: peer.trustDomain,
+        endpointUrl: peer.url,
+        bundleJson: JSON.stringify(bundle),
+        sequence: bundle.spiffe_sequence,
+        fetchedAt: new Date(),
+      });
       this.bundles.set(peer.trustDomain, bundle);
-      logger.info({ trustDomain: peer.trustDomain, sequence: bundle.spiffe_sequence, keys: bundle.keys.length }, 'federated bundle updated');
+      logger.info(
+        { trustDomain: peer.trustDomain, sequence: bundle.spiffe_sequence, keys: bundle.keys.length },
+        'federated bundle updated',
+      );
       this.options.onChange?.(peer.trustDomain);
       return true;
     } catch (error) {
       const failures = (this.failures.get(peer.trustDomain) ?? 0) + 1;
       this.failures.set(peer.trustDomain, failures);
-      logger.warn({ err: error, trustDomain: peer.trustDomain, url: peer.url, failures, keepingLastGood: this.bundles.has(peer.trustDomain) }, `federated bundle refresh failed: ${(error as Error).message}`);
+      logger.warn(
+        { err: error, trustDomain: peer.trustDomain, url: peer.url, failures, keepingLastGood: this.bundles.has(peer.trustDomain) },
+        `federated bundle refresh failed: ${(error as Error).message}`,
+      );
       return false;
     }
   }

@@ -17,13 +17,25 @@ export interface JwtSvidServiceOptions {
 
 /** meshca.v1.JwtSvidService: authn as CreateCertificate, then mint for the caller's own identity. */
 export function jwtSvidServiceHandlers(options: JwtSvidServiceOptions): UntypedServiceImplementation {
-  const MintJwtSvid = (call: ServerUnaryCall<MintJwtSvidRequest, MintJwtSvidResponse>, callback: sendUnaryData<MintJwtSvidResponse>): void => {
+  const MintJwtSvid = (
+    call: ServerUnaryCall<MintJwtSvidRequest, MintJwtSvidResponse>,
+    callback: sendUnaryData<MintJwtSvidResponse>,
+  ): void => {
     void (async () => {
       const caller = await authenticateCall(options.authenticator, call.metadata);
-      const minted = await options.jwtSvids.mint({ caller, audiences: call.request.audience ?? [], ttlSeconds: Number(call.request.ttl_seconds) || 0 });
+      const minted = await options.jwtSvids.mint({
+        caller,
+        audiences: call.request.audience ?? [],
+        ttlSeconds: Number(call.request.ttl_seconds) || 0,
+      });
       options.metrics.jwtSvidsMinted.inc();
       options.logger.info({ spiffeId: minted.spiffeId, kid: minted.kid, jti: minted.jti, expiresAt: minted.expiresAt }, 'minted JWT-SVID');
-      return { token: minted.token, spiffe_id: minted.spiffeId, expires_at: Math.floor(minted.expiresAt.getTime() / 1000), kid: minted.kid };
+      return {
+        token: minted.token,
+        spiffe_id: minted.spiffeId,
+        expires_at: Math.floor(minted.expiresAt.getTime() / 1000),
+        kid: minted.kid,
+      };
     })().then(
       (response) => callback(null, response),
       (error: unknown) => {

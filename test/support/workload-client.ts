@@ -1,6 +1,14 @@
 import { X509Certificate } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { credentials, loadPackageDefinition, Metadata, type Client, type ClientReadableStream, type ServiceClientConstructor, type ServiceError } from '@grpc/grpc-js';
+import {
+  credentials,
+  loadPackageDefinition,
+  Metadata,
+  type Client,
+  type ClientReadableStream,
+  type ServiceClientConstructor,
+  type ServiceError,
+} from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 
 /**
@@ -30,7 +38,12 @@ export interface JwtSvidResponse {
 }
 export interface ValidateResponse {
   spiffe_id: string;
-  claims: { fields: Record<string, { kind: string; stringValue?: string; numberValue?: number; listValue?: { values: { stringValue?: string }[] } }> };
+  claims: {
+    fields: Record<
+      string,
+      { kind: string; stringValue?: string; numberValue?: number; listValue?: { values: { stringValue?: string }[] } }
+    >;
+  };
 }
 
 type Unary<Req, Res> = (request: Req, metadata: Metadata, callback: (error: ServiceError | null, response?: Res) => void) => void;
@@ -44,7 +57,9 @@ export interface WorkloadApiClient extends Client {
 }
 
 export function workloadApiClient(socketPath: string): WorkloadApiClient {
-  const loaded = loadPackageDefinition(loadSync('spiffe/workload/workload.proto', { includeDirs: [PROTO_DIR], keepCase: true, defaults: true, oneofs: true })) as unknown as {
+  const loaded = loadPackageDefinition(
+    loadSync('spiffe/workload/workload.proto', { includeDirs: [PROTO_DIR], keepCase: true, defaults: true, oneofs: true }),
+  ) as unknown as {
     SpiffeWorkloadAPI: ServiceClientConstructor;
   };
   return new loaded.SpiffeWorkloadAPI(`unix:${socketPath}`, credentials.createInsecure()) as unknown as WorkloadApiClient;
@@ -57,8 +72,15 @@ export function workloadMetadata(withHeader = true): Metadata {
   return metadata;
 }
 
-export function unary<Req, Res>(method: Unary<Req, Res>, client: WorkloadApiClient, request: Req, metadata = workloadMetadata()): Promise<Res> {
-  return new Promise((resolve, reject) => method.call(client, request, metadata, (error, response) => (error ? reject(error) : resolve(response!))));
+export function unary<Req, Res>(
+  method: Unary<Req, Res>,
+  client: WorkloadApiClient,
+  request: Req,
+  metadata = workloadMetadata(),
+): Promise<Res> {
+  return new Promise((resolve, reject) =>
+    method.call(client, request, metadata, (error, response) => (error ? reject(error) : resolve(response!))),
+  );
 }
 
 /** Collects stream messages until `done` says so (or rejects after the timeout / on a stream error). */
@@ -91,7 +113,8 @@ export function splitDer(concatenated: Buffer): X509Certificate[] {
   while (offset < concatenated.length) {
     const lengthByte = concatenated[offset + 1]!;
     const lengthBytes = lengthByte & 0x80 ? lengthByte & 0x7f : 0;
-    const length = lengthBytes === 0 ? lengthByte : concatenated.subarray(offset + 2, offset + 2 + lengthBytes).reduce((n, b) => n * 256 + b, 0);
+    const length =
+      lengthBytes === 0 ? lengthByte : concatenated.subarray(offset + 2, offset + 2 + lengthBytes).reduce((n, b) => n * 256 + b, 0);
     const end = offset + 2 + lengthBytes + length;
     certificates.push(new X509Certificate(concatenated.subarray(offset, end)));
     offset = end;

@@ -17,7 +17,8 @@ export function trustRoutes(app: FastifyInstance, options: TrustRoutesOptions): 
     '/v1/bundle',
     {
       schema: {
-        summary: 'Trust bundle: every trusted root (public)',
+        summary: 'Trust bundle: every trusted root; with format=spiffe also the JWT-SVID signing keys (use jwt-svid, kid), spiffe_sequence and spiffe_refresh_hint (public)',
+        security: [],
         querystring: { type: 'object', properties: { format: { type: 'string', enum: ['pem', 'spiffe'], default: 'pem' } }, additionalProperties: false },
         response: { 400: errorReply },
       },
@@ -39,7 +40,7 @@ export function trustRoutes(app: FastifyInstance, options: TrustRoutesOptions): 
   if (!bundles) return;
   app.get(
     '/v1/bundles/federated',
-    { schema: { summary: 'Last good SPIFFE bundle of every federated trust domain, by trust domain (public)' } },
+    { schema: { summary: 'Last good SPIFFE bundle of every --federate-with trust domain, keyed by trust domain name (public)', security: [] } },
     async (_request, reply) => {
       void reply.header('cache-control', `max-age=${Math.min(60, options.refreshHintSeconds)}`);
       return reply.type('application/json').send(JSON.stringify(Object.fromEntries(bundles.federated())));
