@@ -78,6 +78,8 @@ export interface ServerConfig {
     readonly bundleEndpointListen: ListenAddress | undefined;
   };
   readonly crlValidityMs: number;
+  /** Authority Information Access OCSP URL in issued leaves; undefined = none (Istio does not use it). */
+  readonly ocspUrl: string | undefined;
   /** Expired certificate rows are pruned this long after they expire. */
   readonly retentionMs: number;
   /** TokenReview, multi-cluster, ztunnel impersonation, root distribution, istiod Secret. */
@@ -121,6 +123,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'federation-ca-file', kind: 'string', value: 'PATH', help: 'PEM roots that verify the federated bundle endpoints (default: the system roots)' },
   { name: 'bundle-endpoint-listen', kind: 'string', value: 'HOST:PORT', help: 'also serve the SPIFFE bundle on a dedicated HTTPS listener with meshca\'s SVID (https_spiffe profile)' },
   { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
+  { name: 'ocsp-url', kind: 'string', value: 'URL', help: 'put this OCSP responder URL (AIA) in issued leaves, e.g. https://meshca.istio-system.svc:8443/v1/ocsp; off by default (Istio does not use OCSP)' },
   { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
   { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '256', help: 'HTTP/2 streams per client connection' },
@@ -187,6 +190,7 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
     jwtSvid: jwtSvidConfig(values),
     federation: federationConfig(values),
     crlValidityMs: duration(values, 'crl-validity'),
+    ocspUrl: ocspUrl(str(values, 'ocsp-url')),
     retentionMs: duration(values, 'retention'),
     kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
   };
@@ -211,6 +215,15 @@ function jwtSvidConfig(values: FlagValues): ServerConfig['jwtSvid'] {
   const keyTtlMs = positiveDuration(values, 'jwt-key-ttl');
   if (defaultTtlMs > maxTtlMs) throw new UsageError('--jwt-svid-ttl must not be longer than --jwt-svid-max-ttl');
   return { defaultTtlMs, maxTtlMs, keyTtlMs, keyType: guard('--jwt-key-type', () => parseJwtKeyType(str(values, 'jwt-key-type')!)) };
+}
+
+/** An absolute http(s) URL in plain ASCII, as AIA's IA5String needs. */
+function ocspUrl(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (!/^https?:\/\/[\x21-\x7e]+$/.test(value) || !URL.canParse(value)) {
+    throw new UsageError(`--ocsp-url must be an absolute http(s) URL without spaces, e.g. https://meshca.istio-system.svc:8443/v1/ocsp (got "${value}")`);
+  }
+  return value;
 }
 
 function guard<T>(flag: string, parse: () => T): T {

@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { startAdminServer, type AdminServer } from './admin/server.js';
 import { Inventory } from './authority/inventory.js';
 import { RevocationService } from './authority/revocation.js';
+import { OcspResponder } from './authority/ocsp.js';
 import { startHousekeeping, type Housekeeping } from './authority/housekeeping.js';
 import { startAutoRotation, type AutoRotator } from './authority/auto-rotation.js';
 import type { ServerConfig } from './config.js';
@@ -74,7 +75,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   let kubernetes: KubernetesIntegration | undefined;
   const parts: { jwt?: JwtAuthority; federation?: Federation } = {};
   try {
-    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ...config.ca });
+    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ocspUrl: config.ocspUrl, ...config.ca });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
     const jwt = await JwtAuthority.open({ store, kek: kek.kek, logger, keyType: config.jwtSvid.keyType, keyTtlMs: config.jwtSvid.keyTtlMs, checkIntervalMs: Math.min(60_000, config.jwtSvid.keyTtlMs / 12) });
@@ -148,6 +149,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         requestTimeoutMs: config.admin.requestTimeoutMs,
         refreshHintSeconds: config.bundleRefreshHintSeconds,
         bundles,
+        reissueServing: () => serving.reload('authority revoked'),
+        ocsp: new OcspResponder(ca, store, kek.kek, logger.child({ component: 'ocsp' })),
         // issueProfile never goes beyond --default-ttl, so that is the ceiling the route reports.
         istiod: { ca, issuance, trustDomain: config.trustDomain, clusterId: config.clusterId, defaultTtlMs: config.kubernetes.istiodCertTtlMs, maxTtlMs: config.issuance.maxTtlMs },
       },

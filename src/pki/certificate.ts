@@ -410,7 +410,7 @@ function checkValidity(cert: ParsedCertificate, name: string, now: Date): void {
 // ---------------------------------------------------------------------------------------------
 // CRL
 
-export type CrlReason = 'unspecified' | 'keyCompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation';
+export type CrlReason = 'unspecified' | 'keyCompromise' | 'cACompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation';
 
 export interface CrlEntry {
   readonly serialHex: string;
