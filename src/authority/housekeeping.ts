@@ -32,7 +32,9 @@ export function startHousekeeping(options: HousekeepingOptions): Housekeeping {
       if (n < batch || stopped) break;
       await new Promise((resolve) => setImmediate(resolve)); // let issuance run between batches
     }
-    if (pruned > 0) options.logger.info({ pruned }, 'pruned expired certificate records');
+    const expiredBefore = new Date(Date.now() - options.retentionMs);
+    for (let n = batch; n === batch && !stopped; ) pruned += n = await options.store.pruneJwtSvids(expiredBefore, batch);
+    if (pruned > 0) options.logger.info({ pruned }, 'pruned expired certificate and JWT-SVID records');
     return { pruned };
   };
   const interval = options.intervalMs ?? Math.min(options.crlValidityMs / 4, 15 * 60_000);

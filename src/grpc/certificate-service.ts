@@ -68,7 +68,7 @@ export function certificateServiceHandlers(options: CertificateServiceOptions): 
 }
 
 async function createCertificate(options: CertificateServiceOptions, call: Call): Promise<IstioCertificateResponse> {
-  const caller = await options.authenticator.authenticate({ token: bearerToken(header(call.metadata, 'authorization')), clusterId: header(call.metadata, 'clusterid') ?? '' });
+  const caller = await authenticateCall(options.authenticator, call.metadata);
   const csrPem = call.request.csr ?? '';
   if (Buffer.byteLength(csrPem) > options.maxCsrBytes) {
     throw new IssuanceError('ERR_CSR_REJECTED', `CSR is larger than ${options.maxCsrBytes} bytes`);
@@ -89,6 +89,11 @@ async function impersonatedIdentity(options: CertificateServiceOptions, caller: 
   if (!options.impersonation) throw new AuthenticationError('ERR_TOKEN_SUBJECT', 'impersonation is not enabled on this CA (--trusted-node-accounts)');
   await options.impersonation(caller, impersonated);
   return impersonated;
+}
+
+/** The caller of an Istio-style call: the bearer token and clusterid metadata (also meshca.v1's services). */
+export function authenticateCall(authenticator: Authenticator, metadata: Metadata): Promise<CallerIdentity> {
+  return authenticator.authenticate({ token: bearerToken(header(metadata, 'authorization')), clusterId: header(metadata, 'clusterid') ?? '' });
 }
 
 function header(metadata: Metadata, name: string): string | undefined {

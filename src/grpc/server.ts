@@ -1,4 +1,4 @@
-import { experimental, Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { experimental, Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { ServingCredentials, ServingIdentity } from '../authority/serving.js';
 import { formatAddress, type ListenAddress } from '../net.js';
 import { istioCertificateServiceDefinition } from './proto.js';
@@ -19,6 +19,8 @@ export interface GrpcServerOptions {
   readonly plaintext: boolean;
   readonly serving: ServingIdentity;
   readonly handlers: UntypedServiceImplementation;
+  /** More services on the same listener (meshca.v1's JWT-SVID and bundle services). */
+  readonly services?: readonly { readonly definition: ServiceDefinition; readonly handlers: UntypedServiceImplementation }[];
   readonly limits: GrpcLimits;
 }
 
@@ -75,6 +77,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     'grpc.enable_channelz': 0,
   });
   server.addService(istioCertificateServiceDefinition(), options.handlers);
+  for (const service of options.services ?? []) server.addService(service.definition, service.handlers);
   const credentials = options.plaintext
     ? ServerCredentials.createInsecure()
     : experimental.createCertificateProviderServerCredentials(new ServingCertificateProvider(options.serving), null, false);
