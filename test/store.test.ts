@@ -6,12 +6,13 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { StoreError, type StoreErrorCode } from '../src/store/errors.js';
-import { applyMigrations, DEFAULT_MIGRATIONS_DIR, recordedMigrations } from '../src/store/migrations.js';
+import { applyMigrations, DEFAULT_MIGRATIONS_DIR, readMigrations, recordedMigrations } from '../src/store/migrations.js';
 import { backupSqliteStore, openSqliteStore, type SqliteStore, type SqliteStoreOptions } from '../src/store/sqlite.js';
 import type {
   AuthorityKind,
   AuthorityRecord,
   AuthorityState,
+  PendingAuthorityRecord,
   CertificateQuery,
   CertificateSummary,
   IssuedCertificateRecord,
@@ -61,6 +62,7 @@ function authority(id: string, kind: AuthorityKind, state: AuthorityState, paren
     keyType: 'ecdsa-p256',
     certificateDer: randomBytes(200),
     sealedKey: randomBytes(80),
+    upstreamChainDers: [],
     serialHex: randomSerial(),
     subject: `O=meshca,CN=${id}`,
     notBefore: new Date(NOW.getTime() - HOUR),
@@ -134,12 +136,12 @@ describe('migrations', () => {
   it('applies each migration once and records it with its checksum', () => {
     const db = new Database(join(tempDir(), 'm.db'));
     try {
-      expect(applyMigrations(db)).toEqual([1]);
+      const shipped = readMigrations(DEFAULT_MIGRATIONS_DIR);
+      expect(shipped[0]).toMatchObject({ version: 1, name: 'initial' });
+      expect(applyMigrations(db)).toEqual(shipped.map((m) => m.version));
       expect(applyMigrations(db)).toEqual([]);
-      const sql = readFileSync(join(DEFAULT_MIGRATIONS_DIR, '001_initial.sql'), 'utf8');
-      expect(recordedMigrations(db)).toEqual([
-        { version: 1, name: 'initial', sha256: createHash('sha256').update(sql).digest('hex'), appliedAt: expect.any(Date) },
-      ]);
+      const sha = (m: { version: number; name: string }) => createHash('sha256').update(readFileSync(join(DEFAULT_MIGRATIONS_DIR, `${String(m.version).padStart(3, '0')}_${m.name}.sql`), 'utf8')).digest('hex');
+      expect(recordedMigrations(db)).toEqual(shipped.map((m) => ({ version: m.version, name: m.name, sha256: sha(m), appliedAt: expect.any(Date) })));
     } finally {
       db.close();
     }
@@ -156,13 +158,13 @@ describe('migrations', () => {
 
   const refusals: { name: string; change: (migrations: string) => void; message: RegExp }[] = [
     { name: 'an applied migration was edited', change: (m) => appendFileSync(join(m, '001_initial.sql'), '\n-- edited\n'), message: /changed after it was applied/ },
-    { name: 'the database is newer than the code', change: (m) => rmSync(join(m, '002_future.sql')), message: /newer than this meshca knows/ },
+    { name: 'the database is newer than the code', change: (m) => rmSync(join(m, '999_future.sql')), message: /newer than this meshca knows/ },
   ];
 
   it.each(refusals)('refuses to open when $name', async ({ change, message }) => {
     const migrations = join(tempDir(), 'migrations');
     cpSync(DEFAULT_MIGRATIONS_DIR, migrations, { recursive: true });
-    writeFileSync(join(migrations, '002_future.sql'), 'CREATE TABLE future (id INTEGER PRIMARY KEY);\n');
+    writeFileSync(join(migrations, '999_future.sql'), 'CREATE TABLE future (id INTEGER PRIMARY KEY);\n');
     const { store, path } = freshStore({ migrationsDir: migrations });
     await store.close();
     change(migrations);
@@ -220,6 +222,12 @@ describe('authority changes', () => {
       code: 'ERR_STORE_NOT_FOUND',
     },
     {
+      name: 'it completes a pending authority that is gone',
+      change: (fresh) => ({ insert: [fresh], completesPending: 'pending-0000000000000000', bumpBundleSequence: true, audit: audit('x', 'int-2') }),
+      code: 'ERR_STORE_NOT_FOUND',
+      message: /no pending authority with id pending-0000000000000000/,
+    },
+    {
       name: 'a re-seal names an unknown authority',
       change: (fresh) => ({ insert: [fresh], resealed: [{ id: 'nope', sealedKey: Buffer.alloc(1) }], bumpBundleSequence: true, audit: audit('x', 'nope') }),
       code: 'ERR_STORE_NOT_FOUND',
@@ -234,6 +242,31 @@ describe('authority changes', () => {
     expect(await store.bundleSequence()).toBe(1);
     expect((await store.listAudit({ limit: 10 })).items).toHaveLength(1);
     expect(states(await store.loadAuthorities())).toEqual({ 'root-1': 'active', 'int-1': 'active' });
+  });
+});
+
+describe('pending authorities', () => {
+  const pending = (id: string, createdAt = NOW): PendingAuthorityRecord => ({
+    id, keyType: 'ec-p256', sealedKey: randomBytes(80), csrDer: randomBytes(300), subject: 'CN=x', upstream: 'manual', createdAt, expiresAt: new Date(createdAt.getTime() + HOUR),
+  });
+
+  it('survives a reopen; completing one deletes it in the same transaction as the inserted chain', async () => {
+    const { store, path } = freshStore();
+    await bootstrap(store);
+    const [a, b] = [pending('pending-a'), pending('pending-b', new Date(NOW.getTime() + 1))];
+    await store.addPendingAuthority(a, audit('operator', a.id));
+    await store.addPendingAuthority(b, audit('operator', b.id));
+    await expectStoreError(store.addPendingAuthority(a, audit('operator', a.id)), 'ERR_STORE_DUPLICATE');
+    await store.close();
+    const reopened = open(path);
+    expect(await reopened.loadPendingAuthorities()).toEqual([a, b]);
+    const chained = { ...authority('int-2', 'intermediate', 'prepared', 'root-1'), upstreamChainDers: [randomBytes(100), randomBytes(120)] };
+    await reopened.applyAuthorityChange({ insert: [chained], completesPending: a.id, resealedPending: [{ id: b.id, sealedKey: Buffer.from('resealed') }], bumpBundleSequence: false, audit: audit('operator', 'int-2') });
+    expect(await reopened.loadPendingAuthorities()).toEqual([{ ...b, sealedKey: Buffer.from('resealed') }]);
+    expect((await reopened.loadAuthorities()).find((r) => r.id === 'int-2')?.upstreamChainDers).toEqual(chained.upstreamChainDers);
+    expect(await reopened.deletePendingAuthority(b.id, audit('operator', b.id))).toBe(true);
+    expect(await reopened.deletePendingAuthority(b.id, audit('operator', b.id))).toBe(false);
+    expect((await reopened.listAudit({ limit: 10 })).items.map((e) => e.target)).toEqual(['pending-b', 'int-2', 'pending-b', 'pending-a', 'root-1']);
   });
 });
 

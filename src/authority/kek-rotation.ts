@@ -1,6 +1,8 @@
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { openPrivateKey, privateKeyMatchesCertificate, sealPrivateKey } from '../pki/keys.js';
-import type { AuthorityRecord, Store } from '../store/types.js';
+import type { AuthorityRecord, PendingAuthorityRecord, Store } from '../store/types.js';
 import { AuthorityError } from './errors.js';
+import { unsealPendingKey } from './pending.js';
 import { unsealAuthorityKey } from './signer.js';
 
 /**
@@ -12,10 +14,12 @@ export async function resealAuthorityKeys(store: Store, currentKek: Buffer, newK
   const sealed = (await store.loadAuthorities()).filter((a) => a.sealedKey !== null);
   if (sealed.length === 0) throw new AuthorityError('ERR_AUTHORITY_INVALID', 'the store holds no sealed keys: nothing to re-encrypt');
   const resealed = sealed.map((record) => ({ id: record.id, sealedKey: reseal(record, currentKek, newKek) }));
+  const resealedPending = (await store.loadPendingAuthorities()).map((pending) => ({ id: pending.id, sealedKey: resealPending(pending, currentKek, newKek) }));
   await store.applyAuthorityChange({
     resealed,
+    resealedPending,
     bumpBundleSequence: false,
-    audit: { actor, action: 'kek.rotate', target: 'authorities', result: 'ok', details: { authorities: resealed.map((r) => r.id) }, at: new Date() },
+    audit: { actor, action: 'kek.rotate', target: 'authorities', result: 'ok', details: { authorities: resealed.map((r) => r.id), pending: resealedPending.map((r) => r.id) }, at: new Date() },
   });
   const after = (await store.loadAuthorities()).filter((a) => a.sealedKey !== null);
   for (const record of after) unsealAuthorityKey(record, newKek);
@@ -32,6 +36,22 @@ function reseal(record: AuthorityRecord, currentKek: Buffer, newKek: Buffer): Bu
   const sealedKey = sealPrivateKey(key, newKek, record.id);
   if (!privateKeyMatchesCertificate(openPrivateKey(sealedKey, newKek, record.id), record.certificateDer)) {
     throw new AuthorityError('ERR_AUTHORITY_INCONSISTENT', `re-sealing the key of ${record.id} did not round-trip; nothing was changed`);
+  }
+  return sealedKey;
+}
+
+/** A pending key has no certificate yet: the round trip compares public keys instead. */
+function resealPending(pending: PendingAuthorityRecord, currentKek: Buffer, newKek: Buffer): Buffer {
+  let key;
+  try {
+    key = unsealPendingKey(pending, currentKek);
+  } catch (error) {
+    throw new AuthorityError('ERR_AUTHORITY_INCONSISTENT', `${(error as Error).message}; nothing was changed`);
+  }
+  const sealedKey = sealPrivateKey(key, newKek, pending.id);
+  const spki = (k: KeyObject) => createPublicKey(k).export({ type: 'spki', format: 'der' });
+  if (!spki(openPrivateKey(sealedKey, newKek, pending.id)).equals(spki(key))) {
+    throw new AuthorityError('ERR_AUTHORITY_INCONSISTENT', `re-sealing the key of ${pending.id} did not round-trip; nothing was changed`);
   }
   return sealedKey;
 }
