@@ -5,6 +5,7 @@ import { parseKeyType, type KeyType } from './pki/keys.js';
 import { defaultVerifierThreads } from './pki/verify-pool.js';
 import { parseTrustDomain } from './spiffe/id.js';
 import { buildKubernetesConfig, KUBERNETES_FLAGS, type KubernetesConfig } from './kubernetes/options.js';
+import { buildUpstreamConfig, UPSTREAM_FLAGS, type UpstreamConfig } from './upstream/options.js';
 
 /** The validated configuration the composition root (server.ts) is wired from. */
 export interface ServerConfig {
@@ -66,6 +67,8 @@ export interface ServerConfig {
   readonly retentionMs: number;
   /** TokenReview, multi-cluster, ztunnel impersonation, root distribution, istiod Secret. */
   readonly kubernetes: KubernetesConfig;
+  /** An upstream CA that signs and renews meshca's intermediate (docs/operations/upstream.md). */
+  readonly upstream: UpstreamConfig;
 }
 
 export const SERVE_FLAGS: readonly FlagSpec[] = [
@@ -110,6 +113,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'shutdown-timeout', kind: 'string', value: 'DURATION', default: '15s', help: 'how long SIGTERM waits for in-flight requests' },
   { name: 'log-level', kind: 'string', value: 'LEVEL', default: 'info', help: 'trace, debug, info, warn, error' },
   ...KUBERNETES_FLAGS,
+  ...UPSTREAM_FLAGS,
 ];
 
 export function buildServerConfig(values: FlagValues): ServerConfig {
@@ -164,7 +168,16 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
     crlValidityMs: duration(values, 'crl-validity'),
     retentionMs: duration(values, 'retention'),
     kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
+    upstream: upstreamConfig(values),
   };
+}
+
+function upstreamConfig(values: FlagValues): UpstreamConfig {
+  const upstream = buildUpstreamConfig(values);
+  if (upstream.kind !== 'none' && bool(values, 'auto-rotate')) {
+    throw new UsageError(`--upstream ${upstream.kind} renews the intermediate itself; drop --auto-rotate (it would create meshca-signed roots)`);
+  }
+  return upstream;
 }
 
 function guard<T>(flag: string, parse: () => T): T {

@@ -13,6 +13,8 @@ import { Inventory } from './authority/inventory.js';
 import { RevocationService } from './authority/revocation.js';
 import { startHousekeeping, type Housekeeping } from './authority/housekeeping.js';
 import { startAutoRotation, type AutoRotator } from './authority/auto-rotation.js';
+import { UpstreamRenewer } from './authority/upstream-renewal.js';
+import { createUpstreamSigner } from './upstream/index.js';
 import type { ServerConfig } from './config.js';
 import { ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
 import { certificateServiceHandlers } from './grpc/certificate-service.js';
@@ -61,7 +63,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready);
   let kubernetes: KubernetesIntegration | undefined;
   try {
-    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ...config.ca, minIntermediateLifetimeMs: config.issuance.maxTtlMs });
+    const upstream = createUpstreamSigner(config.upstream, logger);
+    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ...config.ca, minIntermediateLifetimeMs: config.issuance.maxTtlMs, bootstrapSigner: upstream });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
     const jwks = await tokenAuthenticator(config, logger);
@@ -121,6 +124,22 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     const autoRotation = config.autoRotate.enabled
       ? startAutoRotation({ ca, store, logger, intermediateTtlMs: config.ca.intermediateTtlMs, keyType: config.ca.keyType, checkIntervalMs: config.autoRotate.checkIntervalMs })
       : undefined;
+    const upstreamRenewal =
+      upstream && config.upstream.kind !== 'none'
+        ? new UpstreamRenewer({
+            ca,
+            store,
+            signer: upstream,
+            logger,
+            intermediateTtlMs: config.ca.intermediateTtlMs,
+            checkIntervalMs: config.upstream.renewal.checkIntervalMs,
+            retry: { initialMs: config.upstream.renewal.retryInitialMs, maxMs: config.upstream.renewal.retryMaxMs },
+            onAttempt: (result, overdue) => {
+              metrics.upstreamRequests.inc({ upstream: upstream.kind, result });
+              metrics.upstreamRenewalOverdue.set(overdue ? 1 : 0);
+            },
+          }).start()
+        : undefined;
     ready = true;
     logger.info(
       { grpc: formatAddress(grpc.address), tls: !config.grpc.plaintext, admin: `https://${formatAddress(admin.address)}`, monitoring: formatAddress(monitoring.address), trustDomain: config.trustDomain, bundle: `https://${formatAddress(admin.address)}/v1/bundle` },
@@ -138,7 +157,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         await ca.reload();
         await serving.reload('SIGHUP');
       },
-      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation }, () => (ready = false)),
+      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, upstreamRenewal }, () => (ready = false)),
     };
   } catch (error) {
     await kubernetes?.close().catch(() => undefined);
@@ -169,11 +188,13 @@ interface Parts {
   readonly kubernetes: KubernetesIntegration;
   readonly verifiers: CsrVerifierPool;
   readonly autoRotation: AutoRotator | undefined;
+  readonly upstreamRenewal: UpstreamRenewer | undefined;
 }
 
-async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation }: Parts, notReady: () => void): Promise<void> {
+async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation, upstreamRenewal }: Parts, notReady: () => void): Promise<void> {
   notReady();
   await autoRotation?.stop(); // a step in progress commits before the store closes
+  await upstreamRenewal?.stop();
   await kubernetes.close(); // leader tasks stop and the lease is released before the store closes
   housekeeping.stop();
   await Promise.all([grpc.close(config.shutdownTimeoutMs), admin.close()]);

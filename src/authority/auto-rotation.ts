@@ -88,16 +88,8 @@ export function planRotation(authorities: readonly AuthorityRecord[], now: Date,
   const thresholds = { activeId: active.id, prepareAt: new Date(prepareAt), activateAt: new Date(activateAt) };
   const plan = (step: RotationStep): RotationPlan => ({ step, retiredRoots, ...thresholds });
 
-  const candidate = authorities
-    .filter((a) => a.kind === 'intermediate' && a.state === 'prepared' && a.sealedKey !== null && a.notAfter.getTime() > t)
-    .filter((a) => TRUSTED_STATES.has(byId.get(a.parentId ?? '')?.state ?? 'removed'))
-    .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
-  if (candidate) {
-    const prepared = candidate.createdAt.getTime();
-    const due = Math.max(activateAt, prepared + Math.max(0, active.notAfter.getTime() - prepared) / 2);
-    if (t >= due) return plan({ kind: 'activate', id: candidate.id, reason: `${active.id} passed 5/6 of its lifetime; ${candidate.id} was prepared at ${new Date(prepared).toISOString()}` });
-    return plan({ kind: 'wait', reason: `${candidate.id} is prepared; it becomes the signer at ${new Date(due).toISOString()}`, until: new Date(due) });
-  }
+  const successor = preparedSuccessor(authorities, active, now);
+  if (successor) return plan(successor);
   if (t < prepareAt) return plan({ kind: 'wait', reason: `${active.id} is before half of its lifetime`, until: new Date(prepareAt) });
   if (!root || root.sealedKey === null) {
     return plan({
@@ -116,6 +108,25 @@ export function planRotation(authorities: readonly AuthorityRecord[], now: Date,
   }
   if (t >= activateAt) return plan({ kind: 'rotate-intermediate', reason: `${active.id} passed 5/6 of its lifetime; its root ${root.id} is kept (before half of its lifetime)` });
   return plan({ kind: 'wait', reason: `${active.id} gets a new intermediate under ${root.id} at 5/6 of its lifetime`, until: new Date(activateAt) });
+}
+
+/**
+ * The step for the newest usable prepared intermediate, if there is one: activate it at 5/6 of the
+ * active one's lifetime, or halfway between its preparation and the active one's expiry if it was
+ * prepared late, so it has time to reach workloads and old leaves have time to drain.
+ */
+export function preparedSuccessor(authorities: readonly AuthorityRecord[], active: AuthorityRecord, now: Date): Extract<RotationStep, { kind: 'activate' | 'wait' }> | undefined {
+  const byId = new Map(authorities.map((a) => [a.id, a]));
+  const t = now.getTime();
+  const candidate = authorities
+    .filter((a) => a.kind === 'intermediate' && a.state === 'prepared' && a.sealedKey !== null && a.notAfter.getTime() > t)
+    .filter((a) => TRUSTED_STATES.has(byId.get(a.parentId ?? '')?.state ?? 'removed'))
+    .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
+  if (!candidate) return undefined;
+  const prepared = candidate.createdAt.getTime();
+  const due = Math.max(lifetimePoint(active, ACTIVATE_FRACTION), prepared + Math.max(0, active.notAfter.getTime() - prepared) / 2);
+  if (t >= due) return { kind: 'activate', id: candidate.id, reason: `${active.id} passed 5/6 of its lifetime; ${candidate.id} was prepared at ${new Date(prepared).toISOString()}` };
+  return { kind: 'wait', reason: `${candidate.id} is prepared; it becomes the signer at ${new Date(due).toISOString()}`, until: new Date(due) };
 }
 
 export interface AutoRotationOptions {
