@@ -15,6 +15,8 @@ import { startHousekeeping, type Housekeeping } from './authority/housekeeping.j
 import { startAutoRotation, type AutoRotator } from './authority/auto-rotation.js';
 import { UpstreamRenewer } from './authority/upstream-renewal.js';
 import { createUpstreamSigner } from './upstream/index.js';
+import { KubeClient } from './kubernetes/client.js';
+import { loadKubeConnection } from './kubernetes/connection.js';
 import type { ServerConfig } from './config.js';
 import { ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
 import { certificateServiceHandlers } from './grpc/certificate-service.js';
@@ -63,7 +65,10 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready);
   let kubernetes: KubernetesIntegration | undefined;
   try {
-    const upstream = createUpstreamSigner(config.upstream, logger);
+    const upstream = createUpstreamSigner(config.upstream, {
+      logger,
+      kubeClient: () => new KubeClient({ connection: loadKubeConnection({ kubeconfig: config.kubernetes.kubeconfig, env }), qps: config.kubernetes.qps, burst: config.kubernetes.burst, timeoutMs: config.kubernetes.requestTimeoutMs, logger }),
+    });
     const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ...config.ca, minIntermediateLifetimeMs: config.issuance.maxTtlMs, bootstrapSigner: upstream });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDevTokenIssuer } from '../src/authn/index.js';
 import { UpstreamError } from '../src/authority/errors.js';
 import { CertificateAuthority } from '../src/authority/lifecycle.js';
+import { lifetimePoint } from '../src/authority/auto-rotation.js';
 import { UpstreamRenewer } from '../src/authority/upstream-renewal.js';
 import { buildServerConfig, SERVE_FLAGS } from '../src/config.js';
 import { parseFlags } from '../src/flags.js';
@@ -149,7 +150,7 @@ describe('renewal from Vault (injected clock)', () => {
     clock = point(await active());
     return renewer.runOnce();
   };
-  const fraction = (f: number) => (a: AuthorityRecord) => Math.max(a.notBefore.getTime(), a.createdAt.getTime()) + (a.notAfter.getTime() - Math.max(a.notBefore.getTime(), a.createdAt.getTime())) * f + 1;
+  const fraction = (f: number) => (a: AuthorityRecord) => lifetimePoint(a, f) + 1;
 
   beforeAll(async () => {
     const d = tempDir('meshca-vault-renew-');

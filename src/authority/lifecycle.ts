@@ -33,7 +33,7 @@ export interface CertificateAuthorityOptions extends AuthorityProfile {
 export interface IntermediateSigner {
   readonly kind: 'vault' | 'cert-manager';
   /** Resolves with the signed certificate and the chain up to and including the upstream root. */
-  signIntermediate(request: { readonly id: string; readonly csrPem: string; readonly ttlMs: number }): Promise<UpstreamCertificateFiles>;
+  signIntermediate(request: { readonly id: string; readonly csrPem: string; readonly ttlMs: number; readonly signal?: AbortSignal }): Promise<UpstreamCertificateFiles>;
 }
 
 export interface PrepareRequest {

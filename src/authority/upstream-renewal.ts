@@ -64,6 +64,8 @@ export class UpstreamRenewer {
   private running: Promise<UpstreamPass> | undefined;
   private stopped = false;
   private failures = 0;
+  /** Aborts a request still waiting upstream (a CertificateRequest not yet Ready) on stop. */
+  private readonly abort = new AbortController();
 
   constructor(private readonly options: UpstreamRenewalOptions) {
     this.now = options.now ?? (() => new Date());
@@ -88,6 +90,7 @@ export class UpstreamRenewer {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.abort.abort();
     await this.running?.catch(() => undefined);
   }
 
@@ -125,7 +128,7 @@ export class UpstreamRenewer {
     for (const stale of (await ca.pendingAuthorities()).filter((p) => p.upstream === signer.kind)) await ca.removePending(stale.id, UPSTREAM_ACTOR).catch(() => undefined);
     const { pending, csrPem } = await ca.requestIntermediate({ upstream: signer.kind }, UPSTREAM_ACTOR);
     try {
-      const files = await signer.signIntermediate({ id: pending.id, csrPem, ttlMs: this.options.intermediateTtlMs });
+      const files = await signer.signIntermediate({ id: pending.id, csrPem, ttlMs: this.options.intermediateTtlMs, signal: this.abort.signal });
       const attached = await ca.attachCertificate(pending.id, files, UPSTREAM_ACTOR);
       this.failures = 0;
       this.options.onAttempt?.('ok', false);

@@ -112,6 +112,9 @@ export interface UpstreamCertificate {
   readonly rootDer: Buffer;
 }
 
+/** How far ahead of meshca's clock an upstream certificate's notBefore may be. */
+const CLOCK_SKEW_MS = 5 * 60_000;
+
 /** Longer paths are refused: nobody runs more than a few CA tiers, and path building stays cheap. */
 const MAX_UPSTREAM_DEPTH = 8;
 
@@ -125,17 +128,22 @@ export function validateUpstreamCertificate(input: UpstreamCertificateInput): Up
   checkPublicKey(cert, input.publicKeySpkiDer);
   checkSigningCa(cert);
   checkTrustDomain(cert, input.trustDomain);
-  const pool = [...given.slice(1), ...certificatesIn(input.chainPem, 'chain')].map((der, i) => parseCertificate(der, `chain certificate #${i + 1}`));
+  // The chain may also come inside the certificate PEM (cert-manager puts it there when status.ca is empty).
+  const pool = [...given.slice(1), ...certificateBlocks(input.chainPem)].map((der, i) => parseCertificate(der, `chain certificate #${i + 1}`));
   const path = buildPath(cert, pool);
   checkPathConstraints(path, input.now);
   checkLifetime(path, input.minLifetimeMs, input.now);
   return { certificateDer: cert.der, intermediateDers: path.slice(1, -1).map((c) => c.der), rootDer: path.at(-1)!.der };
 }
 
-function certificatesIn(pem: string, what: string): Buffer[] {
-  const ders = pemBlocks(pem)
+function certificateBlocks(pem: string): Buffer[] {
+  return pemBlocks(pem)
     .filter((b) => b.label === 'CERTIFICATE')
     .map((b) => b.der);
+}
+
+function certificatesIn(pem: string, what: string): Buffer[] {
+  const ders = certificateBlocks(pem);
   if (ders.length === 0) throw new PkiError('ERR_PEM_MALFORMED', `${what}: no CERTIFICATE PEM block found`);
   return ders;
 }
@@ -190,7 +198,8 @@ function buildPath(cert: ParsedCertificate, pool: readonly ParsedCertificate[]):
 function checkPathConstraints(path: readonly ParsedCertificate[], now: Date): void {
   path.forEach((c, i) => {
     const name = i === 0 ? 'the certificate' : i === path.length - 1 ? `the upstream root (${c.x.subject})` : `the upstream intermediate ${c.x.subject}`;
-    checkValidity(c, name, now);
+    // An upstream clock a little ahead of ours must not block the attach; leaves are backdated anyway.
+    checkValidity(c, name, new Date(Math.min(now.getTime() + CLOCK_SKEW_MS, Math.max(now.getTime(), c.x.notBefore.getTime()))));
     if (i === 0) return;
     const bc = basicConstraints(c);
     if (bc?.ca !== true) throw new PkiError('ERR_CHAIN_INVALID', `${name} is not a CA certificate (BasicConstraints CA:TRUE missing)`);

@@ -1,6 +1,7 @@
 /** `meshca serve` flags for an upstream CA (Vault PKI, cert-manager) and their validated form. */
 import { parseDuration } from '../duration.js';
 import { str, UsageError, type FlagSpec, type FlagValues } from '../flags.js';
+import type { CertManagerConfig } from './cert-manager.js';
 import type { VaultAuth, VaultConfig } from './vault.js';
 
 export interface UpstreamRenewalConfig {
@@ -12,13 +13,14 @@ export interface UpstreamRenewalConfig {
 
 export type UpstreamConfig =
   | { readonly kind: 'none' }
-  | { readonly kind: 'vault'; readonly vault: VaultConfig; readonly renewal: UpstreamRenewalConfig };
+  | { readonly kind: 'vault'; readonly vault: VaultConfig; readonly renewal: UpstreamRenewalConfig }
+  | { readonly kind: 'cert-manager'; readonly certManager: CertManagerConfig; readonly renewal: UpstreamRenewalConfig };
 
 const K8S_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
 const MAX_RETRY_MS = 10 * 60_000;
 
 export const UPSTREAM_FLAGS: readonly FlagSpec[] = [
-  { name: 'upstream', kind: 'string', value: 'none|vault', default: 'none', help: 'an upstream CA signs meshca\'s intermediate (its key never leaves meshca) and renews it at 2/3 of its lifetime' },
+  { name: 'upstream', kind: 'string', value: 'none|vault|cert-manager', default: 'none', help: 'an upstream CA signs meshca\'s intermediate (its key never leaves meshca) and renews it at 2/3 of its lifetime' },
   { name: 'upstream-timeout', kind: 'string', value: 'DURATION', default: '10s', help: 'timeout of one request to the upstream CA' },
   { name: 'upstream-check-interval', kind: 'string', value: 'DURATION', default: '1m', help: 'how often the upstream renewal checks its thresholds' },
   { name: 'upstream-retry', kind: 'string', value: 'DURATION', default: '30s', help: 'first retry after a failed upstream request, doubling up to 10m' },
@@ -32,6 +34,11 @@ export const UPSTREAM_FLAGS: readonly FlagSpec[] = [
   { name: 'vault-role', kind: 'string', value: 'NAME', help: 'vault-auth kubernetes: the Vault role to log in as' },
   { name: 'vault-k8s-token-file', kind: 'string', value: 'PATH', default: K8S_TOKEN, help: 'vault-auth kubernetes: the service account token sent to Vault' },
   { name: 'vault-auth-mount', kind: 'string', value: 'PATH', help: 'mount of the approle or kubernetes auth method (default: approle, kubernetes)' },
+  { name: 'issuer-name', kind: 'string', value: 'NAME', help: 'with --upstream cert-manager: the issuer that signs the intermediate' },
+  { name: 'issuer-kind', kind: 'string', value: 'KIND', default: 'Issuer', help: 'with --upstream cert-manager: Issuer or ClusterIssuer (or an external issuer\'s kind)' },
+  { name: 'issuer-group', kind: 'string', value: 'GROUP', default: 'cert-manager.io', help: 'with --upstream cert-manager: API group of the issuer' },
+  { name: 'cert-manager-namespace', kind: 'string', value: 'NS', help: 'with --upstream cert-manager: namespace of the CertificateRequests (default: the Kubernetes connection\'s namespace)' },
+  { name: 'upstream-wait', kind: 'string', value: 'DURATION', default: '5m', help: 'with --upstream cert-manager: how long to wait for a CertificateRequest to be approved and Ready' },
 ];
 
 export function buildUpstreamConfig(values: FlagValues): UpstreamConfig {
@@ -43,7 +50,19 @@ export function buildUpstreamConfig(values: FlagValues): UpstreamConfig {
     retryMaxMs: Math.max(positive(values, 'upstream-retry'), MAX_RETRY_MS),
   };
   if (kind === 'vault') return { kind, vault: vaultConfig(values), renewal };
-  throw new UsageError(`--upstream must be none or vault, not "${kind}"`);
+  if (kind === 'cert-manager') return { kind, certManager: certManagerConfig(values), renewal };
+  throw new UsageError(`--upstream must be none, vault or cert-manager, not "${kind}"`);
+}
+
+const K8S_NAME = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+
+function certManagerConfig(values: FlagValues): CertManagerConfig {
+  const issuerName = required(values, 'issuer-name', 'with --upstream cert-manager');
+  const namespace = str(values, 'cert-manager-namespace');
+  for (const [flag, value] of [['issuer-name', issuerName], ['cert-manager-namespace', namespace]] as const) {
+    if (value !== undefined && !K8S_NAME.test(value)) throw new UsageError(`--${flag} "${value}" is not a Kubernetes object name`);
+  }
+  return { issuerName, issuerKind: str(values, 'issuer-kind')!, issuerGroup: str(values, 'issuer-group')!, namespace, waitMs: positive(values, 'upstream-wait') };
 }
 
 function vaultConfig(values: FlagValues): VaultConfig {

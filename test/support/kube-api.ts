@@ -2,8 +2,9 @@
  * A small Kubernetes API server for tests: real HTTPS (a CA made with openssl), a real bearer-token
  * (or client-certificate) check, and the real paths and JSON shapes of the endpoints meshca uses —
  * TokenReview, namespaces (list + watch), pods (get, list with field selectors), configmaps, secrets
- * and leases (get/create/update with resourceVersion conflicts). It is the only simulated part of
- * the Kubernetes tests; meshca talks to it exactly as to an API server.
+ * and leases (get/create/update with resourceVersion conflicts), and cert-manager.io/v1
+ * CertificateRequests (create/get; a test plays cert-manager through onCertificateRequest and
+ * setStatus). It is the only simulated part of the Kubernetes tests; meshca talks to it exactly as to an API server.
  */
 
 import { randomBytes, randomUUID, X509Certificate } from 'node:crypto';
@@ -16,7 +17,7 @@ import type { TLSSocket } from 'node:tls';
 import { stringify } from 'yaml';
 import { openssl } from './openssl.js';
 
-type Obj = { metadata: Record<string, unknown> & { name: string; namespace?: string; resourceVersion?: string; labels?: Record<string, string> }; [key: string]: unknown };
+export type Obj = { metadata: Record<string, unknown> & { name: string; namespace?: string; resourceVersion?: string; labels?: Record<string, string> }; [key: string]: unknown };
 
 export interface ServiceAccountTokenSpec {
   readonly namespace: string;
@@ -59,6 +60,8 @@ export class KubeApiSimulator {
   fault: { readonly status: number; readonly match?: RegExp; times?: number; readonly retryAfterSeconds?: number } | undefined;
   /** Delay every response this long (ms). */
   latencyMs = 0;
+  /** Plays cert-manager: called with each created CertificateRequest (approve, sign, deny or ignore it with setStatus). */
+  onCertificateRequest: ((request: Obj) => void) | undefined;
   /** false: answer like an API server without audience support (authenticated, status.audiences empty). */
   audienceAware = true;
   /** Clients authenticating this way ('token', 'client-cert') get 401: a replica cut off from the API. */
@@ -200,6 +203,13 @@ export class KubeApiSimulator {
     return this.#store(resource, namespace, structuredClone(object));
   }
 
+  /** Writes an object's status as a controller would (e.g. cert-manager on a CertificateRequest). */
+  setStatus(resource: string, namespace: string, name: string, status: Record<string, unknown>): void {
+    const object = this.get(resource, namespace, name);
+    if (!object) throw new Error(`${resource} ${namespace}/${name} does not exist`);
+    this.#store(resource, namespace, { ...object, status });
+  }
+
   count(method: string, pathPattern: RegExp): number {
     return this.requests.filter((r) => r.method === method && pathPattern.test(r.path)).length;
   }
@@ -324,7 +334,9 @@ export class KubeApiSimulator {
     if (!this.#objects.has(`namespaces//${params.ns}`)) return status(res, 404, 'NotFound', `namespaces "${params.ns}" not found`);
     if (this.#objects.has(`${resource}/${params.ns}/${name}`)) return status(res, 409, 'AlreadyExists', `${resource} "${name}" already exists`);
     if (object.metadata.resourceVersion) return status(res, 422, 'Invalid', 'metadata.resourceVersion: must be empty on create');
-    json(res, 201, this.#store(resource, params.ns!, object));
+    const stored = this.#store(resource, params.ns!, object);
+    json(res, 201, stored);
+    if (resource === 'certificaterequests') this.onCertificateRequest?.(stored);
   }
 
   updateObject({ params, body, res }: Ctx): void {
@@ -388,7 +400,7 @@ interface Ctx {
 
 const NS = '(?<ns>[a-z0-9-]+)';
 const NAME = '(?<name>[a-z0-9.-]+)';
-const OBJECTS = `(?:/api/v1|/apis/coordination\\.k8s\\.io/v1)/namespaces/${NS}/(?<resource>configmaps|secrets|leases)`;
+const OBJECTS = `(?:/api/v1|/apis/coordination\\.k8s\\.io/v1|/apis/cert-manager\\.io/v1)/namespaces/${NS}/(?<resource>configmaps|secrets|leases|certificaterequests)`;
 
 const ROUTES: { method: string; pattern: RegExp; handle: (sim: KubeApiSimulator, ctx: Ctx) => void }[] = [
   { method: 'POST', pattern: /^\/apis\/authentication\.k8s\.io\/v1\/tokenreviews$/, handle: (s, c) => s.tokenReview(c) },
