@@ -1,10 +1,12 @@
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDevTokenIssuer, type DevTokenIssuer } from '../src/authn/index.js';
 import { AuthorityError } from '../src/authority/errors.js';
+import { resealAuthorityKeys } from '../src/authority/kek-rotation.js';
 import { CertificateAuthority } from '../src/authority/lifecycle.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
 import { adminCall, type AdminResponse, type AdminTarget } from './support/admin.js';
@@ -159,15 +161,37 @@ describe('offline root: CSR out, certificate in', () => {
   });
 });
 
-describe('pending expiry', () => {
-  it('refuses to attach after the pending lifetime and housekeeping deletes the CSR', async () => {
-    const d = tempDir('meshca-pending-');
+describe('pending authorities on a local store', () => {
+  const openCa = async (d: string, kek: Buffer, now: () => Date) => {
     const store = openSqliteStore({ path: join(d, 'meshca.db') });
-    let now = Date.now();
     const ca = await CertificateAuthority.open({
-      store, kek: Buffer.alloc(32, 7), logger: pino({ level: 'silent' }), now: () => new Date(now),
+      store, kek, logger: pino({ level: 'silent' }), now,
       trustDomain: 'cluster.local', keyType: 'ec-p256', rootTtlMs: 10 * 365 * 86_400_000, intermediateTtlMs: 365 * 86_400_000, pendingTtlMs: 3_600_000,
     });
+    return { store, ca };
+  };
+
+  it('KEK rotation re-seals a pending key: the certificate attaches under the new KEK', async () => {
+    const d = tempDir('meshca-pending-kek-');
+    const [oldKek, newKek] = [randomBytes(32), randomBytes(32)];
+    let { store, ca } = await openCa(d, oldKek, () => new Date());
+    try {
+      const { pending, csrPem } = await ca.requestIntermediate({}, 'test');
+      await resealAuthorityKeys(store, oldKek, newKek, 'test');
+      await store.close();
+      ({ store, ca } = await openCa(d, newKek, () => new Date()));
+      const attached = await ca.attachCertificate(pending.id, { certificate: offline.sign(csrPem), chain: offline.certPem }, 'test');
+      expect(attached.map((a) => a.kind)).toEqual(['root', 'intermediate']);
+    } finally {
+      await store.close();
+      removeDir(d);
+    }
+  });
+
+  it('refuses to attach after the pending lifetime and housekeeping deletes the CSR', async () => {
+    const d = tempDir('meshca-pending-');
+    let now = Date.now();
+    const { store, ca } = await openCa(d, Buffer.alloc(32, 7), () => new Date(now));
     try {
       const { pending, csrPem } = await ca.requestIntermediate({}, 'test');
       const certificate = offline.sign(csrPem);
