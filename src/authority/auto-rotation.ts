@@ -3,6 +3,7 @@ import { KEY_TYPES, type KeyType } from '../pki/keys.js';
 import type { AuthorityRecord, Store } from '../store/types.js';
 import { AuthorityError } from './errors.js';
 import type { CertificateAuthority } from './lifecycle.js';
+import { PassLoop, thresholdDelay } from './pass-loop.js';
 import { TRUSTED_STATES } from './snapshot.js';
 
 /** The actor recorded in the audit log for every automatic step. */
@@ -154,39 +155,22 @@ export interface AutoRotationPass {
  * one of CertificateAuthority's journaled operations (one store transaction each, audited with the
  * actor "auto-rotate"), and every pass re-reads the store, so a restart resumes where it stopped.
  */
-export class AutoRotator {
+export class AutoRotator extends PassLoop<AutoRotationPass> {
   private readonly now: () => Date;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<AutoRotationPass> | undefined;
-  private stopped = false;
   private lastReport = '';
 
   constructor(private readonly options: AutoRotationOptions) {
+    super(options.logger, 'auto-rotation', options.checkIntervalMs);
     this.now = options.now ?? (() => new Date());
   }
 
-  /** Starts the timer; the first pass runs at once. */
-  start(): this {
-    this.schedule(0);
-    return this;
+  /** The check interval, or sooner when the plan knows its next threshold; soon after a step. */
+  nextDelay(pass: AutoRotationPass): number {
+    const until = pass.plan.step.kind === 'wait' ? pass.plan.step.until : undefined;
+    return thresholdDelay(pass.performed !== null, until, this.now(), this.options.checkIntervalMs);
   }
 
-  /** One pass: at most one lifecycle step, then removal of retired roots with no unexpired leaves. */
-  runOnce(): Promise<AutoRotationPass> {
-    if (this.running) return this.running;
-    const pass = this.pass().finally(() => (this.running = undefined));
-    this.running = pass;
-    return pass;
-  }
-
-  /** Stops the timer and waits for a pass in progress (call before closing the store). */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running?.catch(() => undefined);
-  }
-
-  private async pass(): Promise<AutoRotationPass> {
+  protected async pass(): Promise<AutoRotationPass> {
     const { ca, logger } = this.options;
     const plan = planRotation(await this.options.store.loadAuthorities(), this.now(), this.options);
     const step = plan.step;
@@ -233,27 +217,6 @@ export class AutoRotator {
     if (message === this.lastReport) return;
     this.lastReport = message;
     this.options.logger[level](fields, message);
-  }
-
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      void this.runOnce()
-        .then((pass) => this.schedule(this.nextDelay(pass)))
-        .catch((error: unknown) => {
-          this.options.logger.warn({ err: error }, `auto-rotation: check failed: ${(error as Error).message}`);
-          this.schedule(this.options.checkIntervalMs);
-        });
-    }, delayMs);
-    this.timer.unref();
-  }
-
-  /** The check interval, or sooner when the plan knows its next threshold; soon after a step. */
-  private nextDelay(pass: AutoRotationPass): number {
-    if (pass.performed) return Math.min(1000, this.options.checkIntervalMs);
-    const until = pass.plan.step.kind === 'wait' ? pass.plan.step.until : undefined;
-    const toThreshold = until ? until.getTime() - this.now().getTime() + 1 : Infinity;
-    return Math.max(10, Math.min(this.options.checkIntervalMs, toThreshold, 2 ** 31 - 1));
   }
 }
 

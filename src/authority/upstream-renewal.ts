@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { AuthorityRecord, Store } from '../store/types.js';
 import { ACTIVATE_FRACTION, lifetimePoint, preparedSuccessor } from './auto-rotation.js';
 import type { CertificateAuthority, IntermediateSigner } from './lifecycle.js';
+import { PassLoop, thresholdDelay } from './pass-loop.js';
 
 /** The actor recorded in the audit log for every step the renewal takes. */
 export const UPSTREAM_ACTOR = 'upstream-renewal';
@@ -58,53 +59,33 @@ export interface UpstreamPass {
  * prepared, then activated with the usual overlap. The current intermediate keeps signing while the
  * upstream is unreachable; failures are retried with backoff and logged louder once expiry nears.
  */
-export class UpstreamRenewer {
+export class UpstreamRenewer extends PassLoop<UpstreamPass> {
   private readonly now: () => Date;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<UpstreamPass> | undefined;
-  private stopped = false;
   private failures = 0;
   /** Aborts a request still waiting upstream (a CertificateRequest not yet Ready) on stop. */
   private readonly abort = new AbortController();
 
   constructor(private readonly options: UpstreamRenewalOptions) {
+    super(options.logger, 'upstream renewal', options.checkIntervalMs);
     this.now = options.now ?? (() => new Date());
-  }
-
-  start(): this {
-    this.schedule(0);
-    return this;
   }
 
   get consecutiveFailures(): number {
     return this.failures;
   }
 
-  runOnce(): Promise<UpstreamPass> {
-    if (this.running) return this.running;
-    const pass = this.pass().finally(() => (this.running = undefined));
-    this.running = pass;
-    return pass;
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.abort.abort();
-    await this.running?.catch(() => undefined);
-  }
-
-  /** How long until the next pass: backoff after a failure, soon after a step, else the next threshold. */
+  /** Backoff after a failure, else as automatic rotation: soon after a step, else the next threshold. */
   nextDelay(pass: UpstreamPass): number {
     const { checkIntervalMs, retry } = this.options;
     if (pass.error) return Math.min(retry.maxMs, retry.initialMs * 2 ** Math.min(30, this.failures - 1));
-    if (pass.performed) return Math.min(1000, checkIntervalMs);
-    const until = pass.step.kind === 'wait' ? pass.step.until : undefined;
-    const toThreshold = until ? until.getTime() - this.now().getTime() + 1 : Infinity;
-    return Math.max(10, Math.min(checkIntervalMs, toThreshold, 2 ** 31 - 1));
+    return thresholdDelay(pass.performed, pass.step.kind === 'wait' ? pass.step.until : undefined, this.now(), checkIntervalMs);
   }
 
-  private async pass(): Promise<UpstreamPass> {
+  protected override onStop(): void {
+    this.abort.abort();
+  }
+
+  protected async pass(): Promise<UpstreamPass> {
     const { ca, logger, signer } = this.options;
     const authorities = await this.options.store.loadAuthorities();
     const step = planUpstreamRenewal(authorities, this.now());
@@ -149,18 +130,5 @@ export class UpstreamRenewer {
     if (overdue) this.options.logger.error(fields, `${message}; the intermediate expires at ${active!.notAfter.toISOString()}: fix the upstream CA before then`);
     else this.options.logger.warn(fields, message);
     return error;
-  }
-
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      void this.runOnce()
-        .then((pass) => this.schedule(this.nextDelay(pass)))
-        .catch((error: unknown) => {
-          this.options.logger.warn({ err: error }, `upstream renewal: check failed: ${(error as Error).message}`);
-          this.schedule(this.options.checkIntervalMs);
-        });
-    }, delayMs);
-    this.timer.unref();
   }
 }

@@ -10,11 +10,10 @@
 import { randomBytes, randomUUID, X509Certificate } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createServer, type Server } from 'node:https';
-import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { stringify } from 'yaml';
+import { LoopbackHttpsServer } from './loopback-https.js';
 import { openssl } from './openssl.js';
 
 export type Obj = { metadata: Record<string, unknown> & { name: string; namespace?: string; resourceVersion?: string; labels?: Record<string, string> }; [key: string]: unknown };
@@ -72,10 +71,8 @@ export class KubeApiSimulator {
   readonly #tokens = new Map<string, TokenEntry>();
   readonly #watchers = new Set<{ res: ServerResponse; selector: string | null; timer: NodeJS.Timeout }>();
   readonly #namespaceEvents: { type: string; object: Obj; rv: number }[] = [];
-  readonly #sockets = new Set<Socket>();
   #rv = 100;
-  #server: Server;
-  #port = 0;
+  readonly #http: LoopbackHttpsServer;
 
   private constructor(
     readonly dir: string,
@@ -85,7 +82,9 @@ export class KubeApiSimulator {
     readonly name: string,
   ) {
     this.issuer = `https://${name}.kube-sim.example`;
-    this.#server = this.#createServer();
+    this.#http = new LoopbackHttpsServer({ key: this.tls.key, cert: this.tls.cert, ca: this.caPem, requestCert: true, rejectUnauthorized: false }, (req, res) => {
+      void this.#handle(req, res).catch((error: unknown) => status(res, 500, 'InternalError', String(error)));
+    });
   }
 
   /** Starts a simulator with its own CA in `dir`. */
@@ -104,12 +103,12 @@ export class KubeApiSimulator {
     const read = (n: string) => openssl(['x509', '-in', f(n)]);
     const key = openssl(['pkey', '-in', f('server.key')]);
     const sim = new KubeApiSimulator(dir, read('ca.crt'), { key, cert: read('server.crt') }, `sim-${randomBytes(16).toString('hex')}`, name);
-    await sim.#listen(0);
+    await sim.#http.listen(0);
     return sim;
   }
 
   get url(): string {
-    return `https://127.0.0.1:${this.#port}`;
+    return `https://127.0.0.1:${this.#http.port}`;
   }
 
   /** Writes a kubeconfig for this API server and returns its path. */
@@ -221,16 +220,12 @@ export class KubeApiSimulator {
       w.res.destroy();
     }
     this.#watchers.clear();
-    await new Promise<void>((resolve) => {
-      this.#server.close(() => resolve());
-      this.#sockets.forEach((s) => s.destroy());
-    });
+    await this.#http.stop();
   }
 
   /** Comes back on the same port. */
-  async resume(): Promise<void> {
-    this.#server = this.#createServer();
-    await this.#listen(this.#port);
+  resume(): Promise<void> {
+    return this.#http.resume();
   }
 
   close(): Promise<void> {
@@ -238,27 +233,6 @@ export class KubeApiSimulator {
   }
 
   // ---- server -------------------------------------------------------------------------------
-
-  #createServer(): Server {
-    const server = createServer({ key: this.tls.key, cert: this.tls.cert, ca: this.caPem, requestCert: true, rejectUnauthorized: false }, (req, res) => {
-      void this.#handle(req, res).catch((error: unknown) => status(res, 500, 'InternalError', String(error)));
-    });
-    server.on('secureConnection', (socket: TLSSocket) => {
-      this.#sockets.add(socket);
-      socket.on('close', () => this.#sockets.delete(socket));
-    });
-    return server;
-  }
-
-  #listen(port: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(port, '127.0.0.1', () => {
-        this.#port = (this.#server.address() as { port: number }).port;
-        resolve();
-      });
-    });
-  }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'https://sim');

@@ -7,10 +7,9 @@
 import { randomBytes, webcrypto } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createServer, type Server } from 'node:https';
-import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { x509 } from '../../src/pki/x509.js';
+import { LoopbackHttpsServer } from './loopback-https.js';
 import { tlsServerIdentity } from './openssl.js';
 
 const crypto = webcrypto as unknown as Parameters<typeof x509.X509CertificateGenerator.create>[1];
@@ -42,9 +41,7 @@ export class VaultSimulator {
   /** The mount meshca must use. */
   readonly mount = 'pki_meshca';
   readonly #tokens = new Map<string, TokenEntry>();
-  readonly #sockets = new Set<Socket>();
-  #server: Server;
-  #port = 0;
+  readonly #http: LoopbackHttpsServer;
 
   private constructor(
     readonly dir: string,
@@ -55,7 +52,9 @@ export class VaultSimulator {
     private readonly issuer: Issuer,
     private readonly now: () => Date,
   ) {
-    this.#server = this.#createServer();
+    this.#http = new LoopbackHttpsServer({ key: tls.key, cert: tls.cert }, (req, res) => {
+      void this.#handle(req, res).catch((error: unknown) => reply(res, 500, { errors: [String(error)] }));
+    });
   }
 
   /** `issuer: 'intermediate'` makes the mount an intermediate CA whose ca_chain includes the root. */
@@ -67,12 +66,12 @@ export class VaultSimulator {
     const sim = new VaultSimulator(dir, tls.caPem, tls, root, issuer, now);
     writeFileSync(sim.rootPath, sim.rootPem);
     writeFileSync(join(dir, 'vault-tls-ca.pem'), tls.caPem);
-    await sim.#listen(0);
+    await sim.#http.listen(0);
     return sim;
   }
 
   get url(): string {
-    return `https://127.0.0.1:${this.#port}`;
+    return `https://127.0.0.1:${this.#http.port}`;
   }
 
   get rootPem(): string {
@@ -103,38 +102,13 @@ export class VaultSimulator {
   }
 
   /** Vault goes away: the listener closes and every connection is cut. */
-  async stop(): Promise<void> {
-    await new Promise<void>((resolve) => {
-      this.#server.close(() => resolve());
-      this.#sockets.forEach((s) => s.destroy());
-    });
+  stop(): Promise<void> {
+    return this.#http.stop();
   }
 
   /** Comes back on the same port. */
-  async resume(): Promise<void> {
-    this.#server = this.#createServer();
-    await this.#listen(this.#port);
-  }
-
-  #createServer(): Server {
-    const server = createServer({ key: this.tls.key, cert: this.tls.cert }, (req, res) => {
-      void this.#handle(req, res).catch((error: unknown) => reply(res, 500, { errors: [String(error)] }));
-    });
-    server.on('secureConnection', (socket) => {
-      this.#sockets.add(socket);
-      socket.on('close', () => this.#sockets.delete(socket));
-    });
-    return server;
-  }
-
-  #listen(port: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(port, '127.0.0.1', () => {
-        this.#port = (this.#server.address() as { port: number }).port;
-        resolve();
-      });
-    });
+  resume(): Promise<void> {
+    return this.#http.resume();
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
