@@ -6,9 +6,14 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDevTokenIssuer, type DevTokenIssuer } from '../src/authn/index.js';
 import { AuthorityError } from '../src/authority/errors.js';
+import { checkInvariants } from '../src/authority/invariants.js';
 import { resealAuthorityKeys } from '../src/authority/kek-rotation.js';
+import { trustedRootsPem } from '../src/authority/snapshot.js';
+import { parseKek } from '../src/pki/keys.js';
 import { CertificateAuthority } from '../src/authority/lifecycle.js';
+import { databasePath } from '../src/server.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
+import { inspectSqliteStore } from '../src/store/verify.js';
 import { adminCall, type AdminResponse, type AdminTarget } from './support/admin.js';
 import { mutualTls, workloadCredentials, type WorkloadCredentials } from './support/mtls.js';
 import { MESHCA_INTERMEDIATE_EXT, OpensslCa } from './support/offline-ca.js';
@@ -121,6 +126,14 @@ describe('offline root: CSR out, certificate in', () => {
     const [c, d] = [await credentials('c'), await credentials('d')];
     expect(verifiesAgainst(offline.certPath, c, 'extra')).toContain('OK');
     expect(await mutualTls(c, d, { clientCa: offline.certPem, serverCa: offline.certPem })).toMatchObject({ ok: true });
+    // The store's invariants follow intermediates through their upstream chain; the leaves verify against their authority.
+    const inspection = inspectSqliteStore(databasePath(join(dir, 'data')), { readonly: true });
+    try {
+      const report = await checkInvariants(inspection, { skipIntegrity: true });
+      expect(report.results.filter((r) => r.status === 'failed')).toEqual([]);
+    } finally {
+      inspection.close();
+    }
   });
 
   it('refuses an unfit certificate with 400 and the precise reason, writing nothing', async () => {
@@ -216,33 +229,50 @@ function cli(args: readonly string[]): Promise<{ code: number; stdout: string; s
 }
 
 describe('crash between CSR and attach', () => {
-  it('kill -9 after "meshca authorities csr" keeps the sealed pending key; after restart "attach" completes it and the store verifies', async () => {
+  it('kill -9 after "meshca authorities csr" keeps the sealed pending key; after restart "attach" completes it and the store verifies', { timeout: 180_000 }, async () => {
     const data = join(dir, 'crash');
-    const admin = (port: number) => ['--admin-url', `https://localhost:${port}`, '--data-dir', data];
+    const cliAdmin = (port: number) => ['--admin-url', `https://localhost:${port}`, '--data-dir', data];
     let server = await spawnServer(data, ['--dev']);
     try {
       const csrPath = join(dir, 'crash.csr');
-      const csr = await cli(['authorities', 'csr', '--out', csrPath, ...admin(server.adminPort)]);
+      const csr = await cli(['authorities', 'csr', '--out', csrPath, ...cliAdmin(server.adminPort)]);
       expect(csr.code, csr.stderr).toBe(0);
       const id = /pending authority (pending-[0-9a-f]{16})/.exec(csr.stdout)![1]!;
       server.child.kill('SIGKILL');
       await server.exited;
 
       server = await spawnServer(data, ['--dev']);
-      const listed = await cli(['authorities', 'list', ...admin(server.adminPort)]);
-      expect(listed.stdout).toMatch(new RegExp(`${id}\\s+intermediate\\s+pending`));
+      const roots = trustedRootsPem(await storeAuthorities(data)).pem;
+      const listed = await adminCall({ port: server.adminPort, roots, token: readFileSync(join(data, 'admin-token'), 'utf8').trim() }, 'GET', '/v1/authorities');
+      expect(listed.json<{ pending: Pending[] }>().pending.map((p) => p.id)).toEqual([id]);
       const certPath = join(dir, 'crash-int.pem');
       writeFileSync(certPath, offline.sign(readFileSync(csrPath, 'utf8')));
-      const attached = await cli(['authorities', 'attach', id, '--cert', certPath, '--chain', offline.certPath, ...admin(server.adminPort)]);
+      const attached = await cli(['authorities', 'attach', id, '--cert', certPath, '--chain', offline.certPath, ...cliAdmin(server.adminPort)]);
       expect(attached.code, attached.stderr).toBe(0);
       expect(attached.stdout).toMatch(/int-[0-9a-f]{16}\s+intermediate\s+prepared/);
       server.child.kill('SIGKILL');
       await server.exited;
 
-      const verified = await cli(['verify', '--data-dir', data, '--kek-file', join(data, 'kek')]);
-      expect(verified.stdout, verified.stderr).toContain('all invariants hold');
+      const inspection = inspectSqliteStore(databasePath(data));
+      try {
+        const report = await checkInvariants(inspection, { kek: parseKek(readFileSync(join(data, 'kek'), 'utf8')) });
+        expect(report.results.filter((r) => r.status === 'failed')).toEqual([]);
+        expect(report.authorities).toBe(4);
+      } finally {
+        inspection.close();
+      }
     } finally {
       server.child.kill('SIGKILL');
     }
   });
 });
+
+/** The authorities straight from a data dir (the server may be running: WAL readers do not block it). */
+async function storeAuthorities(data: string) {
+  const store = openSqliteStore({ path: databasePath(data) });
+  try {
+    return await store.loadAuthorities();
+  } finally {
+    await store.close();
+  }
+}
