@@ -272,15 +272,16 @@ export class CertificateAuthority {
   /** The first intermediate, signed upstream and active at once (nothing was issued before it). */
   private async bootstrapUpstream(signer: IntermediateSigner): Promise<void> {
     const { pending, csrPem } = await this.requestIntermediate({ upstream: signer.kind }, 'meshca');
-    let files: UpstreamCertificateFiles;
+    let attached: AuthorityRecord[];
     try {
-      files = await signer.signIntermediate({ id: pending.id, csrPem, ttlMs: this.options.intermediateTtlMs });
+      const files = await signer.signIntermediate({ id: pending.id, csrPem, ttlMs: this.options.intermediateTtlMs });
+      attached = await this.attach(pending.id, files, 'meshca', 'active');
     } catch (error) {
-      await this.removePending(pending.id, 'meshca').catch(() => undefined);
+      await this.removePending(pending.id, 'meshca').catch(() => undefined); // the next start asks again with a new key
       throw error;
     }
-    const [intermediate] = (await this.attach(pending.id, files, 'meshca', 'active')).filter((a) => a.kind === 'intermediate');
-    this.options.logger.info({ intermediateId: intermediate?.id, rootId: intermediate?.parentId, upstream: signer.kind }, `created the first intermediate CA, signed by ${signer.kind}`);
+    const [root, intermediate] = attached;
+    this.options.logger.info({ intermediateId: intermediate?.id, rootId: root?.id, upstream: signer.kind }, `created the first intermediate CA, signed by ${signer.kind}`);
   }
 
   private audit(actor: string, action: string, target: string, details: Record<string, unknown>) {
