@@ -145,6 +145,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
             },
           }).start()
         : undefined;
+    if (upstreamRenewal) logger.info({ upstream: upstream!.kind }, `upstream CA: ${upstream!.kind} signs the intermediate; a new one is requested at 2/3 of its lifetime and activated at 5/6`);
     ready = true;
     logger.info(
       { grpc: formatAddress(grpc.address), tls: !config.grpc.plaintext, admin: `https://${formatAddress(admin.address)}`, monitoring: formatAddress(monitoring.address), trustDomain: config.trustDomain, bundle: `https://${formatAddress(admin.address)}/v1/bundle` },
