@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 /**
  * Crash-safety harness (issue 7 item 3): runs CreateCertificate load and admin rotations against a
  * real `meshca serve` process, kills it with SIGKILL at seeded random moments (sometimes while it is
@@ -132,7 +133,7 @@ export async function runChaos(options = {}) {
   const received = new Set();
   const rootsSeen = new Set();
   const violations = [];
-  const stats = { iterations: 0, kills: 0, killsWhileStarting: 0, restarts: 0, issued: 0, failedRequests: 0, adminOps: { prepare: 0, activate: 0, 'rotate-intermediate': 0, remove: 0 }, adminFailures: 0, adminFailureSamples: [], checks: 0, maxBundleSequence: 0 };
+  const stats = { iterations: 0, kills: 0, killsWhileStarting: 0, restarts: 0, issued: 0, failedRequests: 0, adminOps: { prepare: 0, activate: 0, 'rotate-intermediate': 0, remove: 0 }, adminFailures: 0, adminFailureSamples: /** @type {string[]} */ ([]), checks: 0, maxBundleSequence: 0 };
   let maxSequence = 0;
   const caPem = () => [...rootsSeen].join('');
   const learnRoots = (pem) => pemBlocks(pem).forEach((b) => rootsSeen.add(b));
@@ -271,7 +272,8 @@ export async function runChaos(options = {}) {
         break;
       }
       if (i === 0) await check('first start', server.ports);
-      ctx.client = new CaClient({ address: `127.0.0.1:${server.ports.grpcPort}`, rootsPem: caPem(), serverName: 'localhost' });
+      const client = new CaClient({ address: `127.0.0.1:${server.ports.grpcPort}`, rootsPem: caPem(), serverName: 'localhost' });
+      ctx.client = client;
       const upMs = minUpMs + Math.floor(killRandom() * (maxUpMs - minUpMs));
       const work = Promise.all([runLoad(ctx), runAdmin(ctx)]);
       await sleep(upMs);
@@ -279,7 +281,7 @@ export async function runChaos(options = {}) {
       await server.exited;
       ctx.running = false;
       await work;
-      ctx.client.close();
+      client.close();
       stats.kills++;
       log(`iteration ${i + 1}/${iterations}: killed after ${upMs} ms; ${ctx.issued} certificates, ${ctx.adminOps} admin ops (totals: ${received.size} received, bundle sequence ≥ ${maxSequence})`);
     }

@@ -44,6 +44,13 @@ export const pendingAuthorityView = {
 
 export const authorityIdParams = {
   type: 'object',
+  properties: { id: { type: 'string', pattern: '^(root|int)-[0-9a-f]{16}$' } },
+  required: ['id'],
+} as const;
+
+/** Routes that also take a pending authority (remove, attach). */
+export const authorityOrPendingIdParams = {
+  type: 'object',
   properties: { id: { type: 'string', pattern: '^(root|int|pending)-[0-9a-f]{16}$' } },
   required: ['id'],
 } as const;

@@ -181,10 +181,10 @@ function chainsTo(cert: X509Certificate, upstreamDers: readonly Buffer[], root: 
 
 function checkActive(authorities: readonly AuthorityRecord[], byId: ReadonlyMap<string, AuthorityRecord>): { record?: AuthorityRecord; problem?: string } {
   const active = authorities.filter((a) => a.kind === 'intermediate' && a.state === 'active');
-  if (active.length !== 1) {
+  const [record] = active;
+  if (record === undefined || active.length !== 1) {
     return { problem: `${active.length} active intermediates${active.length > 0 ? ` (${active.map((a) => a.id).join(', ')})` : ''}; exactly one is required` };
   }
-  const record = active[0]!;
   const root = record.parentId === null ? undefined : byId.get(record.parentId);
   if (!root || !TRUSTED_STATES.has(root.state)) return { record, problem: `the active intermediate ${record.id} is not under a trusted root (${root ? `${root.id} is ${root.state}` : 'root missing'})` };
   if (root.state !== 'active') return { record, problem: `the root ${root.id} of the active intermediate is ${root.state}, not active` };
@@ -252,9 +252,11 @@ function count(n: number, what: string): string {
 
 /** The report as the table `meshca verify` prints. */
 export function formatInvariantReport(report: InvariantReport): string {
-  const rows = report.results.map((r) => [r.name, r.status === 'failed' ? 'FAILED' : r.status, r.detail]);
-  const widths = [0, 1].map((i) => Math.max(i === 0 ? 'INVARIANT'.length : 'RESULT'.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: readonly string[]) => `${cells[0]!.padEnd(widths[0]!)}  ${cells[1]!.padEnd(widths[1]!)}  ${cells[2]}`.trimEnd();
+  type Row = readonly [name: string, result: string, detail: string];
+  const rows = report.results.map((r): Row => [r.name, r.status === 'failed' ? 'FAILED' : r.status, r.detail]);
+  const nameWidth = Math.max('INVARIANT'.length, ...rows.map(([name]) => name.length));
+  const resultWidth = Math.max('RESULT'.length, ...rows.map(([, result]) => result.length));
+  const line = ([name, result, detail]: Row) => `${name.padEnd(nameWidth)}  ${result.padEnd(resultWidth)}  ${detail}`.trimEnd();
   const failed = report.results.filter((r) => r.status === 'failed').length;
   return [
     line(['INVARIANT', 'RESULT', 'DETAIL']),

@@ -82,13 +82,14 @@ export class CertificateAuthority {
   async reload(): Promise<TrustSnapshot> {
     const authorities = await this.options.store.loadAuthorities();
     const active = authorities.filter((a) => a.kind === 'intermediate' && a.state === 'active');
-    if (active.length !== 1) {
+    const [current] = active;
+    if (current === undefined || active.length !== 1) {
       throw new AuthorityError(
         'ERR_AUTHORITY_INCONSISTENT',
         `the store has ${active.length} active signing authorities; exactly one is required (inspect with "meshca verify")`,
       );
     }
-    const signer = SigningAuthority.open(active[0]!, this.options.kek);
+    const signer = SigningAuthority.open(current, this.options.kek);
     const previous = this.snapshot;
     this.snapshot = buildSnapshot(authorities, signer, await this.options.store.bundleSequence());
     if (previous) this.listeners.forEach((listener) => listener(this.snapshot));
@@ -359,7 +360,7 @@ function activationTarget(authorities: readonly AuthorityRecord[], id: string): 
       : authorities
           .filter((a) => a.parentId === record.id && a.state === 'prepared')
           .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
-  if (!target || target.state !== 'prepared') {
+  if (target?.state !== 'prepared') {
     throw new AuthorityError('ERR_AUTHORITY_STATE', `${id} is ${record.state}; only a prepared authority can be activated (prepare one first)`, {
       state: record.state,
     });

@@ -357,7 +357,8 @@ function pageLimit(limit: number): number {
 function toPage<R, T>(rows: R[], limit: number, item: (row: R) => T, cursor: (row: R) => string): Page<T> {
   const more = rows.length > limit;
   const shown = more ? rows.slice(0, limit) : rows;
-  return { items: shown.map(item), nextCursor: more ? cursor(shown[shown.length - 1]) : null };
+  const last = shown.at(-1);
+  return { items: shown.map(item), nextCursor: more && last !== undefined ? cursor(last) : null };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -628,7 +629,7 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   private async writeIssuedInThread(writer: IssuanceWriterThread, records: readonly IssuedCertificateRecord[]): Promise<(StoreError | undefined)[]> {
-    let result;
+    let result: Awaited<ReturnType<IssuanceWriterThread['write']>>;
     try {
       // Exact-size copies: posting a view of a pooled Buffer would clone its whole slab.
       result = await writer.write(records.map((r) => ({ ...issuedParams(r), der: new Uint8Array(r.der) })));
@@ -636,7 +637,7 @@ class SqliteStoreImpl implements SqliteStore {
       this.options.logger?.warn({ err: error, rows: records.length }, 'an issuance batch failed to commit; none of its certificates were recorded');
       throw new StoreError('ERR_STORE_UNAVAILABLE', `recording issued certificates failed: ${(error as Error).message}`, { cause: error });
     }
-    const outcomes = result.outcomes.map((failure, i) => failure && toStoreError(Object.assign(new Error(failure.message), { code: failure.code }), `certificate ${records[i]!.serialHex}`));
+    const outcomes = result.outcomes.map((failure, i) => failure && toStoreError(Object.assign(new Error(failure.message), { code: failure.code }), `certificate ${records[i]?.serialHex}`));
     this.reportCommit(outcomes.filter((o) => o === undefined).length, result.seconds);
     return outcomes;
   }

@@ -189,8 +189,9 @@ class SqliteInspection implements StoreInspection {
     let after = -1;
     for (;;) {
       const rows = this.read(() => page.all(after, batchSize));
-      if (rows.length === 0) return;
-      after = rows[rows.length - 1]!.id;
+      const last = rows.at(-1);
+      if (last === undefined) return;
+      after = last.id;
       yield rows.map(toDer);
     }
   }

@@ -6,7 +6,7 @@ import { KEY_TYPES, type KeyType } from '../../pki/keys.js';
 import type { AuthorityRecord, PendingAuthorityRecord } from '../../store/types.js';
 import { isPendingId } from '../../authority/pending.js';
 import { pemEncode } from '../../pki/pem.js';
-import { authorityIdParams, authorityView, errorReply, pendingAuthorityView, protectedErrors } from '../schemas.js';
+import { authorityIdParams, authorityOrPendingIdParams, authorityView, errorReply, pendingAuthorityView, protectedErrors } from '../schemas.js';
 
 export interface AuthorityRoutesOptions {
   readonly ca: CertificateAuthority;
@@ -83,7 +83,7 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
       bodyLimit: 512 * 1024,
       schema: {
         summary: "Attach the upstream-signed certificate and its chain (up to the upstream root) to a pending authority; it becomes prepared and the root joins the bundle",
-        params: authorityIdParams,
+        params: authorityOrPendingIdParams,
         body: { type: 'object', properties: { certificate: PEM, chain: PEM }, required: ['certificate', 'chain'], additionalProperties: false },
         response: { 200: authorityList, ...withConflicts },
       },
@@ -119,7 +119,7 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
 
   app.post<{ Params: { id: string } }>(
     '/v1/authorities/:id/activate',
-    { schema: { summary: 'Make a prepared authority the signer; the previous one retires', params: authorityIdParams, response: { 200: authorityList, ...withConflicts } } },
+    { schema: { summary: 'Make a prepared authority the signer; the previous one retires', params: authorityOrPendingIdParams, response: { 200: authorityList, ...withConflicts } } },
     async (request) => {
       const activated = await ca.activate(request.params.id, options.actor(request));
       return { authorities: await views(ids(ca.current().authorities.filter((a) => a.id === activated.id || a.id === activated.parentId))) };
@@ -130,8 +130,8 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
     '/v1/authorities/:id/remove',
     {
       schema: {
-        summary: 'Remove a retired authority (a root with its intermediates) from the bundle',
-        params: authorityIdParams,
+        summary: 'Remove a retired authority (a root with its intermediates) from the bundle, or delete a pending one',
+        params: authorityOrPendingIdParams,
         querystring: { type: 'object', properties: { force: { type: 'boolean', default: false } }, additionalProperties: false },
         response: {
           200: { type: 'object', properties: { removed: { type: 'array', items: { type: 'string' } }, unexpiredCertificates: { type: 'integer' } } },
