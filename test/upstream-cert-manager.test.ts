@@ -28,7 +28,12 @@ let issuerCa: OpensslCa;
 
 type Condition = { type: string; status: string; reason?: string; message?: string };
 const b64 = (text: string) => Buffer.from(text).toString('base64');
-const approved: Condition = { type: 'Approved', status: 'True', reason: 'cert-manager.io', message: 'Certificate request has been approved by cert-manager.io' };
+const approved: Condition = {
+  type: 'Approved',
+  status: 'True',
+  reason: 'cert-manager.io',
+  message: 'Certificate request has been approved by cert-manager.io',
+};
 
 /** What "cert-manager" does with each CertificateRequest, as the real controllers would write its status. */
 const behaviours: Record<string, (cr: Obj) => Record<string, unknown> | undefined> = {
@@ -36,11 +41,20 @@ const behaviours: Record<string, (cr: Obj) => Record<string, unknown> | undefine
     const spec = cr.spec as { request: string; duration: string };
     const days = Math.ceil(Number(/^(\d+)s$/.exec(spec.duration)![1]) / 86_400);
     const certificate = issuerCa.sign(Buffer.from(spec.request, 'base64').toString('utf8'), { days });
-    return { conditions: [approved, { type: 'Ready', status: 'True', reason: 'Issued', message: 'Certificate fetched from issuer successfully' }], certificate: b64(certificate), ca: b64(issuerCa.certPem) };
+    return {
+      conditions: [approved, { type: 'Ready', status: 'True', reason: 'Issued', message: 'Certificate fetched from issuer successfully' }],
+      certificate: b64(certificate),
+      ca: b64(issuerCa.certPem),
+    };
   },
   deny: () => ({
     conditions: [
-      { type: 'Denied', status: 'True', reason: 'policy.cert-manager.io', message: 'No policy approved this request: [mesh-intermediates: spec.isCA: Invalid value: true]' },
+      {
+        type: 'Denied',
+        status: 'True',
+        reason: 'policy.cert-manager.io',
+        message: 'No policy approved this request: [mesh-intermediates: spec.isCA: Invalid value: true]',
+      },
       { type: 'Ready', status: 'False', reason: 'Denied', message: 'The CertificateRequest was denied by an approval controller' },
     ],
   }),
@@ -72,16 +86,55 @@ afterAll(async () => {
 });
 
 const client = () => new KubeClient({ connection: loadKubeconfig(api.kubeconfig()), logger: silent });
-const signer = (waitMs = 5000) => new CertManagerSigner(client(), { issuerName: 'mesh-root', issuerKind: 'ClusterIssuer', issuerGroup: 'cert-manager.io', namespace: NS, waitMs }, silent);
-const CSR = () => openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'k.pem'), '-subj', '/CN=t', '-addext', 'basicConstraints=critical,CA:TRUE,pathlen:0', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+const signer = (waitMs = 5000) =>
+  new CertManagerSigner(
+    client(),
+    { issuerName: 'mesh-root', issuerKind: 'ClusterIssuer', issuerGroup: 'cert-manager.io', namespace: NS, waitMs },
+    silent,
+  );
+const CSR = () =>
+  openssl([
+    'req',
+    '-new',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    join(dir, 'k.pem'),
+    '-subj',
+    '/CN=t',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE,pathlen:0',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ]);
 
 describe('--upstream cert-manager flags', () => {
   const config = (argv: string[]) => buildServerConfig(parseFlags(SERVE_FLAGS, ['--dev', ...argv], {}, 'serve').values).upstream;
 
   it('builds the cert-manager config slice', () => {
-    expect(config(['--upstream', 'cert-manager', '--issuer-name', 'mesh-root', '--issuer-kind', 'ClusterIssuer', '--cert-manager-namespace', 'istio-system'])).toMatchObject({
+    expect(
+      config([
+        '--upstream',
+        'cert-manager',
+        '--issuer-name',
+        'mesh-root',
+        '--issuer-kind',
+        'ClusterIssuer',
+        '--cert-manager-namespace',
+        'istio-system',
+      ]),
+    ).toMatchObject({
       kind: 'cert-manager',
-      certManager: { issuerName: 'mesh-root', issuerKind: 'ClusterIssuer', issuerGroup: 'cert-manager.io', namespace: 'istio-system', waitMs: 300_000 },
+      certManager: {
+        issuerName: 'mesh-root',
+        issuerKind: 'ClusterIssuer',
+        issuerGroup: 'cert-manager.io',
+        namespace: 'istio-system',
+        waitMs: 300_000,
+      },
     });
   });
 
@@ -101,7 +154,13 @@ describe('cert-manager client', () => {
     expect(cr).toMatchObject({
       apiVersion: 'cert-manager.io/v1',
       kind: 'CertificateRequest',
-      spec: { isCA: true, request: b64(csr), duration: '7776000s', usages: ['cert sign', 'crl sign'], issuerRef: { name: 'mesh-root', kind: 'ClusterIssuer', group: 'cert-manager.io' } },
+      spec: {
+        isCA: true,
+        request: b64(csr),
+        duration: '7776000s',
+        usages: ['cert sign', 'crl sign'],
+        issuerRef: { name: 'mesh-root', kind: 'ClusterIssuer', group: 'cert-manager.io' },
+      },
     });
     expect(new X509Certificate(files.certificate).ca).toBe(true);
     expect(files.chain).toBe(issuerCa.certPem);
@@ -113,7 +172,9 @@ describe('cert-manager client', () => {
     ['ignore', 'ERR_UPSTREAM_TIMEOUT', /is not Ready after 1s \(no conditions yet\); approve it/],
   ])('reports a CertificateRequest that cert-manager answers with "%s" clearly', async (answer, code, message) => {
     behaviour = answer;
-    const error = await signer(1000).signIntermediate({ id: `pending-${randomBytes(8).toString('hex')}`, csrPem: CSR(), ttlMs: 86_400_000 }).catch((e: unknown) => e);
+    const error = await signer(1000)
+      .signIntermediate({ id: `pending-${randomBytes(8).toString('hex')}`, csrPem: CSR(), ttlMs: 86_400_000 })
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(UpstreamError);
     expect(error).toMatchObject({ code, message: expect.stringMatching(message) });
   });
@@ -121,10 +182,17 @@ describe('cert-manager client', () => {
   it('reports an unreachable API server as unavailable', async () => {
     await api.stop();
     try {
-      const error = await new CertManagerSigner(new KubeClient({ connection: loadKubeconfig(api.kubeconfig()), maxAttempts: 1, logger: silent }), { issuerName: 'x', issuerKind: 'Issuer', issuerGroup: 'cert-manager.io', namespace: NS, waitMs: 1000 }, silent)
+      const error = await new CertManagerSigner(
+        new KubeClient({ connection: loadKubeconfig(api.kubeconfig()), maxAttempts: 1, logger: silent }),
+        { issuerName: 'x', issuerKind: 'Issuer', issuerGroup: 'cert-manager.io', namespace: NS, waitMs: 1000 },
+        silent,
+      )
         .signIntermediate({ id: 'pending-ffffffffffffffff', csrPem: CSR(), ttlMs: 86_400_000 })
         .catch((e: unknown) => e);
-      expect(error).toMatchObject({ code: 'ERR_UPSTREAM_UNAVAILABLE', message: expect.stringMatching(/cert-manager: creating CertificateRequest meshca\/meshca-intermediate-ffffffffffffffff failed/) });
+      expect(error).toMatchObject({
+        code: 'ERR_UPSTREAM_UNAVAILABLE',
+        message: expect.stringMatching(/cert-manager: creating CertificateRequest meshca\/meshca-intermediate-ffffffffffffffff failed/),
+      });
     } finally {
       await api.resume();
     }
@@ -134,13 +202,31 @@ describe('cert-manager client', () => {
 describe('meshca serve --upstream cert-manager', () => {
   it('starts with an intermediate cert-manager issued; leaves verify against the issuer root alone', async () => {
     const data = join(dir, 'serve');
-    const t = await startTestServer(data, ['--dev', '--upstream', 'cert-manager', '--issuer-name', 'mesh-root', '--issuer-kind', 'ClusterIssuer', '--kubeconfig', api.kubeconfig(), '--upstream-wait', '10s']);
+    const t = await startTestServer(data, [
+      '--dev',
+      '--upstream',
+      'cert-manager',
+      '--issuer-name',
+      'mesh-root',
+      '--issuer-kind',
+      'ClusterIssuer',
+      '--kubeconfig',
+      api.kubeconfig(),
+      '--upstream-wait',
+      '10s',
+    ]);
     try {
       expect(t.server.ca.current().rootsPem).toBe(issuerCa.certPem);
       const issuer = await openDevTokenIssuer(data);
-      const leaf = await workloadCredentials(t.client(), 'spiffe://cluster.local/ns/c/sa/c', await issuer.sign({ namespace: 'c', serviceAccount: 'c', ttlSeconds: 600 }));
+      const leaf = await workloadCredentials(
+        t.client(),
+        'spiffe://cluster.local/ns/c/sa/c',
+        await issuer.sign({ namespace: 'c', serviceAccount: 'c', ttlSeconds: 600 }),
+      );
       writeFileSync(join(dir, 'cm-leaf.pem'), leaf.cert);
-      expect(openssl(['verify', '-CAfile', issuerCa.certPath, '-untrusted', join(dir, 'cm-leaf.pem'), join(dir, 'cm-leaf.pem')])).toContain('OK');
+      expect(openssl(['verify', '-CAfile', issuerCa.certPath, '-untrusted', join(dir, 'cm-leaf.pem'), join(dir, 'cm-leaf.pem')])).toContain(
+        'OK',
+      );
     } finally {
       await t.close();
     }
@@ -152,8 +238,27 @@ describe('meshca serve --upstream cert-manager', () => {
     let clock = Date.now();
     const now = () => new Date(clock);
     const cm = signer();
-    const ca = await CertificateAuthority.open({ store, kek: randomBytes(32), logger: silent, now, bootstrapSigner: cm, trustDomain: 'cluster.local', keyType: 'ec-p256', rootTtlMs: 3650 * 86_400_000, intermediateTtlMs: 30 * 86_400_000 });
-    const renewer = new UpstreamRenewer({ ca, store, signer: cm, logger: silent, intermediateTtlMs: 30 * 86_400_000, checkIntervalMs: 60_000, retry: { initialMs: 1000, maxMs: 1000 }, now });
+    const ca = await CertificateAuthority.open({
+      store,
+      kek: randomBytes(32),
+      logger: silent,
+      now,
+      bootstrapSigner: cm,
+      trustDomain: 'cluster.local',
+      keyType: 'ec-p256',
+      rootTtlMs: 3650 * 86_400_000,
+      intermediateTtlMs: 30 * 86_400_000,
+    });
+    const renewer = new UpstreamRenewer({
+      ca,
+      store,
+      signer: cm,
+      logger: silent,
+      intermediateTtlMs: 30 * 86_400_000,
+      checkIntervalMs: 60_000,
+      retry: { initialMs: 1000, maxMs: 1000 },
+      now,
+    });
     try {
       const first = ca.current().signer.record;
       clock = lifetimePoint(first, RENEW_FRACTION) + 1;

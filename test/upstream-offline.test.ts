@@ -49,9 +49,14 @@ const requestCsr = async (body: Record<string, unknown> = {}) => {
   expect(res.status, res.text).toBe(201);
   return res.json<Pending>();
 };
-const attach = (id: string, certificate: string, chain: string) => call('POST', `/v1/authorities/${id}/certificate`, { certificate, chain });
+const attach = (id: string, certificate: string, chain: string) =>
+  call('POST', `/v1/authorities/${id}/certificate`, { certificate, chain });
 const credentials = async (sa: string) =>
-  workloadCredentials(t.client(), `spiffe://cluster.local/ns/up/sa/${sa}`, await devIssuer.sign({ namespace: 'up', serviceAccount: sa, ttlSeconds: 600 }));
+  workloadCredentials(
+    t.client(),
+    `spiffe://cluster.local/ns/up/sa/${sa}`,
+    await devIssuer.sign({ namespace: 'up', serviceAccount: sa, ttlSeconds: 600 }),
+  );
 
 /** openssl verify of a leaf against the upstream root alone, the rest of cert_chain as untrusted. */
 function verifiesAgainst(rootPath: string, leaf: WorkloadCredentials, name: string): string {
@@ -87,7 +92,9 @@ describe('offline root: CSR out, certificate in', () => {
     expect(listed).toMatchObject({ state: 'pending', csr: pending.csr });
     expect(new Date(listed.expiresAt).getTime()).toBeGreaterThan(Date.now() + 6 * 86_400_000);
     expect((await call('POST', `/v1/authorities/${pending.id}/activate`)).json()).toMatchObject({ code: 'ERR_AUTHORITY_STATE' });
-    expect((await call('POST', '/v1/authorities/intermediate-csr', { subject: 'not a name' })).json()).toMatchObject({ code: 'ERR_CA_SPEC_INVALID' });
+    expect((await call('POST', '/v1/authorities/intermediate-csr', { subject: 'not a name' })).json()).toMatchObject({
+      code: 'ERR_CA_SPEC_INVALID',
+    });
   });
 
   it('attaches the root-signed certificate: prepared, the upstream root joins the bundle, leaves verify against it alone over mTLS', async () => {
@@ -120,7 +127,10 @@ describe('offline root: CSR out, certificate in', () => {
     const intermediate = res.json<{ authorities: Authority[] }>().authorities.find((a) => a.kind === 'intermediate')!;
     expect((await call('POST', `/v1/authorities/${intermediate.id}/activate`)).status).toBe(200);
 
-    const chain = await t.client().createCertificate({ csrPem: await csrFor('spiffe://cluster.local/ns/up/sa/c'), token: await devIssuer.sign({ namespace: 'up', serviceAccount: 'c', ttlSeconds: 600 }) });
+    const chain = await t.client().createCertificate({
+      csrPem: await csrFor('spiffe://cluster.local/ns/up/sa/c'),
+      token: await devIssuer.sign({ namespace: 'up', serviceAccount: 'c', ttlSeconds: 600 }),
+    });
     expect(chain).toHaveLength(4);
     expect(chain[2]).toBe(upstreamIntermediate.certPem.replace(/\r/g, ''));
     const [c, d] = [await credentials('c'), await credentials('d')];
@@ -140,23 +150,86 @@ describe('offline root: CSR out, certificate in', () => {
     const pending = await requestCsr();
     const pathlenZero = offline.child('pathlen-zero', 'critical,CA:TRUE,pathlen:0');
     const otherRoot = OpensslCa.root(dir, 'other-root');
-    const strangerCsr = openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'stranger-key.pem'), '-subj', '/CN=stranger']);
+    const strangerCsr = openssl([
+      'req',
+      '-new',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      join(dir, 'stranger-key.pem'),
+      '-subj',
+      '/CN=stranger',
+    ]);
     const ext = (replace: [RegExp, string]) => MESHCA_INTERMEDIATE_EXT.replace(...replace);
     const cases: { name: string; certificate: () => string; chain: () => string; code: string; message: RegExp }[] = [
-      { name: 'another key', certificate: () => offline.sign(strangerCsr, { ext: MESHCA_INTERMEDIATE_EXT }), chain: () => offline.certPem, code: 'ERR_KEY_MISMATCH', message: /another public key than this pending authority's/ },
-      { name: 'not a CA', certificate: () => offline.sign(pending.csr, { ext: ext([/CA:TRUE,pathlen:0/, 'CA:FALSE']) }), chain: () => offline.certPem, code: 'ERR_UPSTREAM_NOT_CA', message: /not a CA certificate/ },
-      { name: 'no keyCertSign', certificate: () => offline.sign(pending.csr, { ext: ext([/keyCertSign,cRLSign/, 'digitalSignature']) }), chain: () => offline.certPem, code: 'ERR_UPSTREAM_NOT_CA', message: /lacks KeyUsage keyCertSign/ },
-      { name: 'pathLen of the issuer forbids leaves', certificate: () => pathlenZero.sign(pending.csr, { ext: MESHCA_INTERMEDIATE_EXT }), chain: () => pathlenZero.certPem + offline.certPem, code: 'ERR_UPSTREAM_PATHLEN', message: /pathLen 0 but 1 CA certificate\(s\) sit below it/ },
-      { name: 'shorter than --max-ttl', certificate: () => offline.sign(pending.csr, { days: 10 }), chain: () => offline.certPem, code: 'ERR_UPSTREAM_LIFETIME', message: /shorter than the longest workload certificate \(--max-ttl, 720h\)/ },
-      { name: 'chain to another root', certificate: () => offline.sign(pending.csr), chain: () => otherRoot.certPem, code: 'ERR_CHAIN_INVALID', message: /the chain does not verify to a root/ },
-      { name: 'missing upstream intermediate', certificate: () => pathlenZero.sign(pending.csr, { ext: MESHCA_INTERMEDIATE_EXT }), chain: () => offline.certPem, code: 'ERR_CHAIN_INVALID', message: /nothing in it issued the certificate/ },
-      { name: 'another trust domain', certificate: () => offline.sign(pending.csr, { ext: ext([/cluster\.local/, 'other.example']) }), chain: () => offline.certPem, code: 'ERR_UPSTREAM_TRUST_DOMAIN', message: /URI SAN spiffe:\/\/other\.example is not this meshca's trust domain/ },
+      {
+        name: 'another key',
+        certificate: () => offline.sign(strangerCsr, { ext: MESHCA_INTERMEDIATE_EXT }),
+        chain: () => offline.certPem,
+        code: 'ERR_KEY_MISMATCH',
+        message: /another public key than this pending authority's/,
+      },
+      {
+        name: 'not a CA',
+        certificate: () => offline.sign(pending.csr, { ext: ext([/CA:TRUE,pathlen:0/, 'CA:FALSE']) }),
+        chain: () => offline.certPem,
+        code: 'ERR_UPSTREAM_NOT_CA',
+        message: /not a CA certificate/,
+      },
+      {
+        name: 'no keyCertSign',
+        certificate: () => offline.sign(pending.csr, { ext: ext([/keyCertSign,cRLSign/, 'digitalSignature']) }),
+        chain: () => offline.certPem,
+        code: 'ERR_UPSTREAM_NOT_CA',
+        message: /lacks KeyUsage keyCertSign/,
+      },
+      {
+        name: 'pathLen of the issuer forbids leaves',
+        certificate: () => pathlenZero.sign(pending.csr, { ext: MESHCA_INTERMEDIATE_EXT }),
+        chain: () => pathlenZero.certPem + offline.certPem,
+        code: 'ERR_UPSTREAM_PATHLEN',
+        message: /pathLen 0 but 1 CA certificate\(s\) sit below it/,
+      },
+      {
+        name: 'shorter than --max-ttl',
+        certificate: () => offline.sign(pending.csr, { days: 10 }),
+        chain: () => offline.certPem,
+        code: 'ERR_UPSTREAM_LIFETIME',
+        message: /shorter than the longest workload certificate \(--max-ttl, 720h\)/,
+      },
+      {
+        name: 'chain to another root',
+        certificate: () => offline.sign(pending.csr),
+        chain: () => otherRoot.certPem,
+        code: 'ERR_CHAIN_INVALID',
+        message: /the chain does not verify to a root/,
+      },
+      {
+        name: 'missing upstream intermediate',
+        certificate: () => pathlenZero.sign(pending.csr, { ext: MESHCA_INTERMEDIATE_EXT }),
+        chain: () => offline.certPem,
+        code: 'ERR_CHAIN_INVALID',
+        message: /nothing in it issued the certificate/,
+      },
+      {
+        name: 'another trust domain',
+        certificate: () => offline.sign(pending.csr, { ext: ext([/cluster\.local/, 'other.example']) }),
+        chain: () => offline.certPem,
+        code: 'ERR_UPSTREAM_TRUST_DOMAIN',
+        message: /URI SAN spiffe:\/\/other\.example is not this meshca's trust domain/,
+      },
     ];
     const before = { sequence: t.server.ca.current().bundleSequence, authorities: (await inventory()).authorities.length };
     for (const c of cases) {
       const res = await attach(pending.id, c.certificate(), c.chain());
       expect(res.status, c.name).toBe(400);
-      expect(res.json<{ code: string; message: string }>(), c.name).toMatchObject({ code: c.code, message: expect.stringMatching(c.message) });
+      expect(res.json<{ code: string; message: string }>(), c.name).toMatchObject({
+        code: c.code,
+        message: expect.stringMatching(c.message),
+      });
     }
     const after = await inventory();
     expect({ sequence: t.server.ca.current().bundleSequence, authorities: after.authorities.length }).toEqual(before);
@@ -167,7 +240,10 @@ describe('offline root: CSR out, certificate in', () => {
 
   it('deletes a pending authority on request', async () => {
     const pending = await requestCsr();
-    expect((await call('POST', `/v1/authorities/${pending.id}/remove`)).json()).toEqual({ removed: [pending.id], unexpiredCertificates: 0 });
+    expect((await call('POST', `/v1/authorities/${pending.id}/remove`)).json()).toEqual({
+      removed: [pending.id],
+      unexpiredCertificates: 0,
+    });
     expect((await inventory()).pending.map((p) => p.id)).not.toContain(pending.id);
     expect((await call('POST', `/v1/authorities/${pending.id}/remove`)).status).toBe(404);
     expect((await attach(pending.id, offline.sign(pending.csr), offline.certPem)).status).toBe(404);
@@ -178,8 +254,15 @@ describe('pending authorities on a local store', () => {
   const openCa = async (d: string, kek: Buffer, now: () => Date) => {
     const store = openSqliteStore({ path: join(d, 'meshca.db') });
     const ca = await CertificateAuthority.open({
-      store, kek, logger: pino({ level: 'silent' }), now,
-      trustDomain: 'cluster.local', keyType: 'ec-p256', rootTtlMs: 10 * 365 * 86_400_000, intermediateTtlMs: 365 * 86_400_000, pendingTtlMs: 3_600_000,
+      store,
+      kek,
+      logger: pino({ level: 'silent' }),
+      now,
+      trustDomain: 'cluster.local',
+      keyType: 'ec-p256',
+      rootTtlMs: 10 * 365 * 86_400_000,
+      intermediateTtlMs: 365 * 86_400_000,
+      pendingTtlMs: 3_600_000,
     });
     return { store, ca };
   };
@@ -210,7 +293,9 @@ describe('pending authorities on a local store', () => {
       const certificate = offline.sign(csrPem);
       now += 3_600_000;
       await expect(ca.attachCertificate(pending.id, { certificate, chain: offline.certPem }, 'test')).rejects.toThrow(AuthorityError);
-      await expect(ca.attachCertificate(pending.id, { certificate, chain: offline.certPem }, 'test')).rejects.toThrow(/expired at .*; remove it and request a new CSR/);
+      await expect(ca.attachCertificate(pending.id, { certificate, chain: offline.certPem }, 'test')).rejects.toThrow(
+        /expired at .*; remove it and request a new CSR/,
+      );
       expect(await ca.expirePending('housekeeping')).toEqual([pending.id]);
       expect(await ca.pendingAuthorities()).toEqual([]);
       const audit = (await store.listAudit({ limit: 10 })).items.map((e) => e.action);
@@ -224,12 +309,16 @@ describe('pending authorities on a local store', () => {
 
 function cli(args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) =>
-    execFile(process.execPath, [CLI, ...args], { timeout: 30_000 }, (error, stdout, stderr) => resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr })),
+    execFile(process.execPath, [CLI, ...args], { timeout: 30_000 }, (error, stdout, stderr) =>
+      resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    ),
   );
 }
 
 describe('crash between CSR and attach', () => {
-  it('kill -9 after "meshca authorities csr" keeps the sealed pending key; after restart "attach" completes it and the store verifies', { timeout: 180_000 }, async () => {
+  it('kill -9 after "meshca authorities csr" keeps the sealed pending key; after restart "attach" completes it and the store verifies', {
+    timeout: 180_000,
+  }, async () => {
     const data = join(dir, 'crash');
     const cliAdmin = (port: number) => ['--admin-url', `https://localhost:${port}`, '--data-dir', data];
     let server = await spawnServer(data, ['--dev']);
@@ -243,11 +332,24 @@ describe('crash between CSR and attach', () => {
 
       server = await spawnServer(data, ['--dev']);
       const roots = trustedRootsPem(await storeAuthorities(data)).pem;
-      const listed = await adminCall({ port: server.adminPort, roots, token: readFileSync(join(data, 'admin-token'), 'utf8').trim() }, 'GET', '/v1/authorities');
+      const listed = await adminCall(
+        { port: server.adminPort, roots, token: readFileSync(join(data, 'admin-token'), 'utf8').trim() },
+        'GET',
+        '/v1/authorities',
+      );
       expect(listed.json<{ pending: Pending[] }>().pending.map((p) => p.id)).toEqual([id]);
       const certPath = join(dir, 'crash-int.pem');
       writeFileSync(certPath, offline.sign(readFileSync(csrPath, 'utf8')));
-      const attached = await cli(['authorities', 'attach', id, '--cert', certPath, '--chain', offline.certPath, ...cliAdmin(server.adminPort)]);
+      const attached = await cli([
+        'authorities',
+        'attach',
+        id,
+        '--cert',
+        certPath,
+        '--chain',
+        offline.certPath,
+        ...cliAdmin(server.adminPort),
+      ]);
       expect(attached.code, attached.stderr).toBe(0);
       expect(attached.stdout).toMatch(/int-[0-9a-f]{16}\s+intermediate\s+prepared/);
       server.child.kill('SIGKILL');

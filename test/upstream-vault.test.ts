@@ -40,7 +40,22 @@ const secretFile = (name: string, value: string) => {
 };
 const signer = (sim: VaultSimulator, auth: VaultAuth, now?: () => number) =>
   new VaultSigner({ addr: sim.url, pkiMount: sim.mount, caFile: sim.tlsCaPath, auth, requestTimeoutMs: 2000 }, silent, now);
-const CSR = () => openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'k.pem'), '-subj', '/CN=t', '-addext', 'subjectAltName=URI:spiffe://cluster.local']);
+const CSR = () =>
+  openssl([
+    'req',
+    '-new',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    join(dir, 'k.pem'),
+    '-subj',
+    '/CN=t',
+    '-addext',
+    'subjectAltName=URI:spiffe://cluster.local',
+  ]);
 
 describe('--upstream vault flags', () => {
   const config = (argv: string[]) => buildServerConfig(parseFlags(SERVE_FLAGS, ['--dev', ...argv], {}, 'serve').values).upstream;
@@ -53,7 +68,9 @@ describe('--upstream vault flags', () => {
       vault: { addr: 'https://vault.example:8200', pkiMount: 'pki/int', auth: { method: 'token', tokenFile: '/t' } },
       renewal: { retryInitialMs: 30_000, retryMaxMs: 600_000, checkIntervalMs: 60_000 },
     });
-    expect(config([...vaultArgs, '--vault-auth', 'kubernetes', '--vault-role', 'meshca'])).toMatchObject({ vault: { auth: { method: 'kubernetes', mount: 'kubernetes', role: 'meshca' } } });
+    expect(config([...vaultArgs, '--vault-auth', 'kubernetes', '--vault-role', 'meshca'])).toMatchObject({
+      vault: { auth: { method: 'kubernetes', mount: 'kubernetes', role: 'meshca' } },
+    });
   });
 
   it.each([
@@ -71,9 +88,31 @@ describe('--upstream vault flags', () => {
 
 describe('Vault client', () => {
   it.each<[string, () => VaultAuth, RegExp]>([
-    ['token file, renewed with renew-self', () => ({ method: 'token', tokenFile: secretFile('token', vault.issueToken(600)) }), /^\/v1\/auth\/token\/renew-self$/],
-    ['AppRole', () => ({ method: 'approle', mount: 'approle', roleIdFile: secretFile('role-id', vault.approle.roleId), secretIdFile: secretFile('secret-id', vault.approle.secretId) }), /^\/v1\/auth\/approle\/login$/],
-    ['Kubernetes auth', () => ({ method: 'kubernetes', mount: 'kubernetes', role: vault.kubernetes.role, jwtFile: secretFile('sa-token', vault.kubernetes.jwt) }), /^\/v1\/auth\/kubernetes\/login$/],
+    [
+      'token file, renewed with renew-self',
+      () => ({ method: 'token', tokenFile: secretFile('token', vault.issueToken(600)) }),
+      /^\/v1\/auth\/token\/renew-self$/,
+    ],
+    [
+      'AppRole',
+      () => ({
+        method: 'approle',
+        mount: 'approle',
+        roleIdFile: secretFile('role-id', vault.approle.roleId),
+        secretIdFile: secretFile('secret-id', vault.approle.secretId),
+      }),
+      /^\/v1\/auth\/approle\/login$/,
+    ],
+    [
+      'Kubernetes auth',
+      () => ({
+        method: 'kubernetes',
+        mount: 'kubernetes',
+        role: vault.kubernetes.role,
+        jwtFile: secretFile('sa-token', vault.kubernetes.jwt),
+      }),
+      /^\/v1\/auth\/kubernetes\/login$/,
+    ],
   ])('signs through %s; a revoked token is replaced once', async (_name, auth, authPath) => {
     const client = signer(vault, auth());
     const before = vault.requests.length;
@@ -88,25 +127,61 @@ describe('Vault client', () => {
     vault.revoke(seen[1]!.token!);
     if (auth().method === 'token') writeFileSync(join(dir, 'token'), vault.issueToken(600));
     await client.signIntermediate({ id: 'pending-y', csrPem: CSR(), ttlMs: 90 * MIN });
-    expect(vault.requests.slice(before + 2).map((r) => r.path)).toEqual([`/v1/${vault.mount}/root/sign-intermediate`, expect.stringMatching(authPath), `/v1/${vault.mount}/root/sign-intermediate`]);
+    expect(vault.requests.slice(before + 2).map((r) => r.path)).toEqual([
+      `/v1/${vault.mount}/root/sign-intermediate`,
+      expect.stringMatching(authPath),
+      `/v1/${vault.mount}/root/sign-intermediate`,
+    ]);
   });
 
   it.each<[string, (sim: VaultSimulator) => Promise<VaultAuth>, string, RegExp]>([
-    ['an unknown token', async () => ({ method: 'token', tokenFile: secretFile('bad-token', 'hvs.nope') }), 'ERR_UPSTREAM_REFUSED', /Vault refused signing the intermediate .*HTTP 403: permission denied/],
-    ['a wrong AppRole secret', async (sim) => ({ method: 'approle', mount: 'approle', roleIdFile: secretFile('r', sim.approle.roleId), secretIdFile: secretFile('s', 'wrong') }), 'ERR_UPSTREAM_REFUSED', /approle login .*HTTP 400: invalid role or secret ID/],
-    ['a missing token file', async () => ({ method: 'token', tokenFile: join(dir, 'no-such-file') }), 'ERR_UPSTREAM_REFUSED', /cannot read the Vault token file/],
-    ['a Vault server error', async (sim) => {
-      sim.fault = { status: 500, errors: ['internal error'], match: /sign-intermediate/, times: 2 };
-      return { method: 'token', tokenFile: secretFile('t5', sim.issueToken()) };
-    }, 'ERR_UPSTREAM_UNAVAILABLE', /HTTP 500: internal error/],
-    ['Vault being unreachable', async (sim) => {
-      await sim.stop();
-      return { method: 'token', tokenFile: secretFile('t6', sim.issueToken()) };
-    }, 'ERR_UPSTREAM_UNAVAILABLE', /ECONNREFUSED/],
+    [
+      'an unknown token',
+      async () => ({ method: 'token', tokenFile: secretFile('bad-token', 'hvs.nope') }),
+      'ERR_UPSTREAM_REFUSED',
+      /Vault refused signing the intermediate .*HTTP 403: permission denied/,
+    ],
+    [
+      'a wrong AppRole secret',
+      async (sim) => ({
+        method: 'approle',
+        mount: 'approle',
+        roleIdFile: secretFile('r', sim.approle.roleId),
+        secretIdFile: secretFile('s', 'wrong'),
+      }),
+      'ERR_UPSTREAM_REFUSED',
+      /approle login .*HTTP 400: invalid role or secret ID/,
+    ],
+    [
+      'a missing token file',
+      async () => ({ method: 'token', tokenFile: join(dir, 'no-such-file') }),
+      'ERR_UPSTREAM_REFUSED',
+      /cannot read the Vault token file/,
+    ],
+    [
+      'a Vault server error',
+      async (sim) => {
+        sim.fault = { status: 500, errors: ['internal error'], match: /sign-intermediate/, times: 2 };
+        return { method: 'token', tokenFile: secretFile('t5', sim.issueToken()) };
+      },
+      'ERR_UPSTREAM_UNAVAILABLE',
+      /HTTP 500: internal error/,
+    ],
+    [
+      'Vault being unreachable',
+      async (sim) => {
+        await sim.stop();
+        return { method: 'token', tokenFile: secretFile('t6', sim.issueToken()) };
+      },
+      'ERR_UPSTREAM_UNAVAILABLE',
+      /ECONNREFUSED/,
+    ],
   ])('reports %s clearly', async (_name, setup, code, message) => {
     const sim = await VaultSimulator.start(tempDir('meshca-vault-err-'));
     try {
-      const error = await signer(sim, await setup(sim)).signIntermediate({ id: 'p', csrPem: CSR(), ttlMs: 90 * MIN }).catch((e: unknown) => e);
+      const error = await signer(sim, await setup(sim))
+        .signIntermediate({ id: 'p', csrPem: CSR(), ttlMs: 90 * MIN })
+        .catch((e: unknown) => e);
       expect(error).toBeInstanceOf(UpstreamError);
       expect(error).toMatchObject({ code, message: expect.stringMatching(message) });
     } finally {
@@ -119,16 +194,39 @@ describe('Vault client', () => {
 describe('meshca serve --upstream vault', () => {
   it('starts on an empty data dir with an intermediate Vault signed; leaves verify against the Vault root alone', async () => {
     const data = join(dir, 'serve');
-    const t = await startTestServer(data, ['--dev', '--upstream', 'vault', '--vault-addr', vault.url, '--vault-pki-mount', vault.mount, '--vault-ca-file', vault.tlsCaPath, '--vault-token-file', secretFile('serve-token', vault.issueToken())]);
+    const t = await startTestServer(data, [
+      '--dev',
+      '--upstream',
+      'vault',
+      '--vault-addr',
+      vault.url,
+      '--vault-pki-mount',
+      vault.mount,
+      '--vault-ca-file',
+      vault.tlsCaPath,
+      '--vault-token-file',
+      secretFile('serve-token', vault.issueToken()),
+    ]);
     try {
       const authorities = t.server.ca.current().authorities;
-      expect(authorities.map((a) => [a.kind, a.state, a.sealedKey !== null])).toEqual(expect.arrayContaining([['root', 'active', false], ['intermediate', 'active', true]]));
+      expect(authorities.map((a) => [a.kind, a.state, a.sealedKey !== null])).toEqual(
+        expect.arrayContaining([
+          ['root', 'active', false],
+          ['intermediate', 'active', true],
+        ]),
+      );
       expect(authorities).toHaveLength(2);
       expect(t.server.ca.current().rootsPem).toBe(vault.rootPem);
       const issuer = await openDevTokenIssuer(data);
-      const leaf = await workloadCredentials(t.client(), 'spiffe://cluster.local/ns/v/sa/v', await issuer.sign({ namespace: 'v', serviceAccount: 'v', ttlSeconds: 600 }));
+      const leaf = await workloadCredentials(
+        t.client(),
+        'spiffe://cluster.local/ns/v/sa/v',
+        await issuer.sign({ namespace: 'v', serviceAccount: 'v', ttlSeconds: 600 }),
+      );
       writeFileSync(join(dir, 'vault-leaf.pem'), leaf.cert);
-      expect(openssl(['verify', '-CAfile', vault.rootPath, '-untrusted', join(dir, 'vault-leaf.pem'), join(dir, 'vault-leaf.pem')])).toContain('OK');
+      expect(
+        openssl(['verify', '-CAfile', vault.rootPath, '-untrusted', join(dir, 'vault-leaf.pem'), join(dir, 'vault-leaf.pem')]),
+      ).toContain('OK');
       expect(leaf.cert.match(/BEGIN CERTIFICATE/g)).toHaveLength(3); // leaf, meshca intermediate, Vault issuing CA
     } finally {
       await t.close();
@@ -159,11 +257,26 @@ describe('renewal from Vault (injected clock)', () => {
     const vaultSigner = signer(sim, { method: 'token', tokenFile: secretFile('renew-token', sim.issueToken(24 * 3600)) }, () => clock);
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
     ca = await CertificateAuthority.open({
-      store, kek: randomBytes(32), logger, now: () => new Date(clock), bootstrapSigner: vaultSigner, minIntermediateLifetimeMs: 10 * MIN,
-      trustDomain: 'cluster.local', keyType: 'ec-p256', rootTtlMs: 600 * MIN, intermediateTtlMs: 60 * MIN,
+      store,
+      kek: randomBytes(32),
+      logger,
+      now: () => new Date(clock),
+      bootstrapSigner: vaultSigner,
+      minIntermediateLifetimeMs: 10 * MIN,
+      trustDomain: 'cluster.local',
+      keyType: 'ec-p256',
+      rootTtlMs: 600 * MIN,
+      intermediateTtlMs: 60 * MIN,
     });
     renewer = new UpstreamRenewer({
-      ca, store, signer: vaultSigner, logger, intermediateTtlMs: 60 * MIN, checkIntervalMs: MIN, retry: { initialMs: 1000, maxMs: 8000 }, now: () => new Date(clock),
+      ca,
+      store,
+      signer: vaultSigner,
+      logger,
+      intermediateTtlMs: 60 * MIN,
+      checkIntervalMs: MIN,
+      retry: { initialMs: 1000, maxMs: 8000 },
+      now: () => new Date(clock),
       onAttempt: (result, overdue) => void attempts.push([result, overdue]),
     });
   });
@@ -197,7 +310,9 @@ describe('renewal from Vault (injected clock)', () => {
     attempts.length = 0;
     const failed = await at(fraction(2 / 3));
     expect(failed.error).toBeInstanceOf(UpstreamError);
-    expect([renewer.nextDelay(failed), renewer.nextDelay(await renewer.runOnce()), renewer.nextDelay(await renewer.runOnce())]).toEqual([1000, 2000, 4000]);
+    expect([renewer.nextDelay(failed), renewer.nextDelay(await renewer.runOnce()), renewer.nextDelay(await renewer.runOnce())]).toEqual([
+      1000, 2000, 4000,
+    ]);
     expect(renewer.nextDelay(await renewer.runOnce())).toBe(8000);
     expect(renewer.nextDelay(await renewer.runOnce())).toBe(8000);
     expect((await active()).id).toBe(signing.id);

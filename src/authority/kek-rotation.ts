@@ -42,7 +42,7 @@ function reseal(record: AuthorityRecord, currentKek: Buffer, newKek: Buffer): Bu
 
 /** A pending key has no certificate yet: the round trip compares public keys instead. */
 function resealPending(pending: PendingAuthorityRecord, currentKek: Buffer, newKek: Buffer): Buffer {
-  let key;
+  let key: KeyObject;
   try {
     key = unsealPendingKey(pending, currentKek);
   } catch (error) {

@@ -79,7 +79,11 @@ export interface AttachChange {
 export async function attachChange(context: AttachContext): Promise<AttachChange> {
   const { pending, kek, now } = context;
   if (now.getTime() >= pending.expiresAt.getTime()) {
-    throw new AuthorityError('ERR_AUTHORITY_STATE', `${pending.id} expired at ${pending.expiresAt.toISOString()}; remove it and request a new CSR`, { state: 'expired' });
+    throw new AuthorityError(
+      'ERR_AUTHORITY_STATE',
+      `${pending.id} expired at ${pending.expiresAt.toISOString()}; remove it and request a new CSR`,
+      { state: 'expired' },
+    );
   }
   const key = unsealPendingKey(pending, kek);
   const upstream = validateUpstreamCertificate({
@@ -91,17 +95,29 @@ export async function attachChange(context: AttachContext): Promise<AttachChange
     now,
   });
   const rootState = context.state;
-  const candidateRoot = await authorityRecord({ kind: 'root', parentId: null, state: rootState, certificateDer: upstream.rootDer, privateKey: null }, kek, now);
+  const candidateRoot = await authorityRecord(
+    { kind: 'root', parentId: null, state: rootState, certificateDer: upstream.rootDer, privateKey: null },
+    kek,
+    now,
+  );
   const known = context.authorities.find((a) => a.id === candidateRoot.id);
   const transitions: AuthorityTransition[] = [];
   if (known && !TRUSTED_STATES.has(known.state)) transitions.push({ id: known.id, from: [known.state], to: 'prepared' });
   const root = known ?? candidateRoot;
   const intermediate = await authorityRecord(
-    { kind: 'intermediate', parentId: root.id, state: context.state, certificateDer: upstream.certificateDer, privateKey: key, upstreamChainDers: upstream.intermediateDers },
+    {
+      kind: 'intermediate',
+      parentId: root.id,
+      state: context.state,
+      certificateDer: upstream.certificateDer,
+      privateKey: key,
+      upstreamChainDers: upstream.intermediateDers,
+    },
     kek,
     now,
   );
-  if (context.authorities.some((a) => a.id === intermediate.id)) throw new AuthorityError('ERR_AUTHORITY_INVALID', `${intermediate.id} is already stored`);
+  if (context.authorities.some((a) => a.id === intermediate.id))
+    throw new AuthorityError('ERR_AUTHORITY_INVALID', `${intermediate.id} is already stored`);
   return {
     insert: known ? [intermediate] : [root, intermediate],
     transitions,
@@ -115,6 +131,9 @@ export function unsealPendingKey(pending: PendingAuthorityRecord, kek: Buffer) {
   try {
     return openPrivateKey(pending.sealedKey, kek, pending.id);
   } catch {
-    throw new AuthorityError('ERR_AUTHORITY_INCONSISTENT', `cannot decrypt the key of ${pending.id}: is this the KEK the data dir was created with (--kek-file / MESHCA_KEK)?`);
+    throw new AuthorityError(
+      'ERR_AUTHORITY_INCONSISTENT',
+      `cannot decrypt the key of ${pending.id}: is this the KEK the data dir was created with (--kek-file / MESHCA_KEK)?`,
+    );
   }
 }

@@ -92,10 +92,16 @@ export class UpstreamRenewer extends PassLoop<UpstreamPass> {
     try {
       if (step.kind === 'activate') {
         const activated = await ca.activate(step.id, UPSTREAM_ACTOR);
-        logger.info({ intermediateId: activated.id, rootId: activated.parentId, upstream: signer.kind }, `upstream renewal: activated ${activated.id} (${step.reason})`);
+        logger.info(
+          { intermediateId: activated.id, rootId: activated.parentId, upstream: signer.kind },
+          `upstream renewal: activated ${activated.id} (${step.reason})`,
+        );
       } else if (step.kind === 'renew') {
         const attached = await this.renew();
-        logger.info({ intermediateId: attached.id, rootId: attached.parentId, notAfter: attached.notAfter, upstream: signer.kind }, `upstream renewal: ${signer.kind} signed a new intermediate ${attached.id}, prepared (${step.reason})`);
+        logger.info(
+          { intermediateId: attached.id, rootId: attached.parentId, notAfter: attached.notAfter, upstream: signer.kind },
+          `upstream renewal: ${signer.kind} signed a new intermediate ${attached.id}, prepared (${step.reason})`,
+        );
       }
       return { step, performed: step.kind !== 'wait' };
     } catch (error) {
@@ -106,10 +112,16 @@ export class UpstreamRenewer extends PassLoop<UpstreamPass> {
   /** One request upstream; a pending record of an earlier, interrupted request is dropped first. */
   private async renew(): Promise<AuthorityRecord> {
     const { ca, signer } = this.options;
-    for (const stale of (await ca.pendingAuthorities()).filter((p) => p.upstream === signer.kind)) await ca.removePending(stale.id, UPSTREAM_ACTOR).catch(() => undefined);
+    for (const stale of (await ca.pendingAuthorities()).filter((p) => p.upstream === signer.kind))
+      await ca.removePending(stale.id, UPSTREAM_ACTOR).catch(() => undefined);
     const { pending, csrPem } = await ca.requestIntermediate({ upstream: signer.kind }, UPSTREAM_ACTOR);
     try {
-      const files = await signer.signIntermediate({ id: pending.id, csrPem, ttlMs: this.options.intermediateTtlMs, signal: this.abort.signal });
+      const files = await signer.signIntermediate({
+        id: pending.id,
+        csrPem,
+        ttlMs: this.options.intermediateTtlMs,
+        signal: this.abort.signal,
+      });
       const attached = await ca.attachCertificate(pending.id, files, UPSTREAM_ACTOR);
       this.failures = 0;
       this.options.onAttempt?.('ok', false);
@@ -125,9 +137,20 @@ export class UpstreamRenewer extends PassLoop<UpstreamPass> {
     const active = authorities.find((a) => a.kind === 'intermediate' && a.state === 'active');
     const overdue = active !== undefined && this.now().getTime() >= lifetimePoint(active, ACTIVATE_FRACTION);
     this.options.onAttempt?.('error', overdue);
-    const fields = { err: error, step: step.kind, failures: this.failures, upstream: this.options.signer.kind, activeId: active?.id, activeNotAfter: active?.notAfter };
+    const fields = {
+      err: error,
+      step: step.kind,
+      failures: this.failures,
+      upstream: this.options.signer.kind,
+      activeId: active?.id,
+      activeNotAfter: active?.notAfter,
+    };
     const message = `upstream renewal: ${step.kind} failed (${this.failures} in a row), meshca keeps signing with ${active?.id ?? 'the current intermediate'} and retries: ${error.message}`;
-    if (overdue) this.options.logger.error(fields, `${message}; the intermediate expires at ${active!.notAfter.toISOString()}: fix the upstream CA before then`);
+    if (overdue)
+      this.options.logger.error(
+        fields,
+        `${message}; the intermediate expires at ${active!.notAfter.toISOString()}: fix the upstream CA before then`,
+      );
     else this.options.logger.warn(fields, message);
     return error;
   }

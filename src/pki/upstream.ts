@@ -75,7 +75,11 @@ export async function createIntermediateRequest(spec: IntermediateRequestSpec): 
 
 function requestSubject(spec: IntermediateRequestSpec): x509.Name {
   if (spec.subject === undefined) {
-    return new x509.Name([{ O: ['meshca'] }, { OU: [spec.trustDomain] }, { CN: [`meshca Intermediate CA ${randomBytes(8).toString('hex')}`] }]);
+    return new x509.Name([
+      { O: ['meshca'] },
+      { OU: [spec.trustDomain] },
+      { CN: [`meshca Intermediate CA ${randomBytes(8).toString('hex')}`] },
+    ]);
   }
   let name: x509.Name | undefined;
   try {
@@ -84,7 +88,10 @@ function requestSubject(spec: IntermediateRequestSpec): x509.Name {
     name = undefined;
   }
   if (name === undefined || name.toJSON().length === 0) {
-    throw new PkiError('ERR_CA_SPEC_INVALID', `subject "${spec.subject.slice(0, 80)}" is not a distinguished name; write it like "CN=meshca cluster-1, O=Example"`);
+    throw new PkiError(
+      'ERR_CA_SPEC_INVALID',
+      `subject "${spec.subject.slice(0, 80)}" is not a distinguished name; write it like "CN=meshca cluster-1, O=Example"`,
+    );
   }
   return name;
 }
@@ -129,7 +136,9 @@ export function validateUpstreamCertificate(input: UpstreamCertificateInput): Up
   checkSigningCa(cert);
   checkTrustDomain(cert, input.trustDomain);
   // The chain may also come inside the certificate PEM (cert-manager puts it there when status.ca is empty).
-  const pool = [...given.slice(1), ...certificateBlocks(input.chainPem)].map((der, i) => parseCertificate(der, `chain certificate #${i + 1}`));
+  const pool = [...given.slice(1), ...certificateBlocks(input.chainPem)].map((der, i) =>
+    parseCertificate(der, `chain certificate #${i + 1}`),
+  );
   const path = buildPath(cert, pool);
   checkPathConstraints(path, input.now);
   checkLifetime(path, input.minLifetimeMs, input.now);
@@ -151,26 +160,42 @@ function certificatesIn(pem: string, what: string): Buffer[] {
 function checkPublicKey(cert: ParsedCertificate, spki: Buffer): void {
   const certified = cert.node.publicKey.export({ type: 'spki', format: 'der' });
   if (!certified.equals(spki)) {
-    throw new PkiError('ERR_KEY_MISMATCH', `the certificate (${cert.x.subject}) certifies another public key than this pending authority's; sign the CSR meshca returned for this id`);
+    throw new PkiError(
+      'ERR_KEY_MISMATCH',
+      `the certificate (${cert.x.subject}) certifies another public key than this pending authority's; sign the CSR meshca returned for this id`,
+    );
   }
 }
 
 function checkSigningCa(cert: ParsedCertificate): void {
   if (basicConstraints(cert)?.ca !== true) {
-    throw new PkiError('ERR_UPSTREAM_NOT_CA', `the certificate (${cert.x.subject}) is not a CA certificate (BasicConstraints CA:TRUE missing); sign it with the CSR's extensions (openssl: -copy_extensions copy, or an extfile with basicConstraints=critical,CA:TRUE,pathlen:0)`);
+    throw new PkiError(
+      'ERR_UPSTREAM_NOT_CA',
+      `the certificate (${cert.x.subject}) is not a CA certificate (BasicConstraints CA:TRUE missing); sign it with the CSR's extensions (openssl: -copy_extensions copy, or an extfile with basicConstraints=critical,CA:TRUE,pathlen:0)`,
+    );
   }
   if (!hasKeyUsage(cert, x509.KeyUsageFlags.keyCertSign)) {
-    throw new PkiError('ERR_UPSTREAM_NOT_CA', `the certificate (${cert.x.subject}) lacks KeyUsage keyCertSign, so it cannot sign workload certificates; sign it with keyUsage=critical,keyCertSign,cRLSign`);
+    throw new PkiError(
+      'ERR_UPSTREAM_NOT_CA',
+      `the certificate (${cert.x.subject}) lacks KeyUsage keyCertSign, so it cannot sign workload certificates; sign it with keyUsage=critical,keyCertSign,cRLSign`,
+    );
   }
 }
 
 /** URI SANs are optional on a signing CA, but one naming anything else than this trust domain is refused. */
 function checkTrustDomain(cert: ParsedCertificate, trustDomain: string): void {
   const expected = authorityId(trustDomain);
-  const uris = cert.x.getExtension(x509.SubjectAlternativeNameExtension)?.names.items.filter((n) => n.type === 'url').map((n) => n.value) ?? [];
+  const uris =
+    cert.x
+      .getExtension(x509.SubjectAlternativeNameExtension)
+      ?.names.items.filter((n) => n.type === 'url')
+      .map((n) => n.value) ?? [];
   const other = uris.find((uri) => uri !== expected);
   if (other !== undefined) {
-    throw new PkiError('ERR_UPSTREAM_TRUST_DOMAIN', `the certificate's URI SAN ${other} is not this meshca's trust domain (${expected}); sign the CSR as it is, without other URI SANs`);
+    throw new PkiError(
+      'ERR_UPSTREAM_TRUST_DOMAIN',
+      `the certificate's URI SAN ${other} is not this meshca's trust domain (${expected}); sign the CSR as it is, without other URI SANs`,
+    );
   }
 }
 
@@ -186,7 +211,8 @@ function buildPath(cert: ParsedCertificate, pool: readonly ParsedCertificate[]):
         `the chain does not verify to a root: nothing in it issued ${top === cert ? 'the certificate' : top.x.subject} (issuer ${top.x.issuer}); give every upstream intermediate and the upstream root, whose signature must verify`,
       );
     }
-    if (path.length > MAX_UPSTREAM_DEPTH) throw new PkiError('ERR_CHAIN_INVALID', `the chain is longer than ${MAX_UPSTREAM_DEPTH} certificates`);
+    if (path.length > MAX_UPSTREAM_DEPTH)
+      throw new PkiError('ERR_CHAIN_INVALID', `the chain is longer than ${MAX_UPSTREAM_DEPTH} certificates`);
     path.push(issuer);
     top = issuer;
   }
@@ -197,7 +223,12 @@ function buildPath(cert: ParsedCertificate, pool: readonly ParsedCertificate[]):
 /** Every upstream certificate is a CA, valid now, and its pathLen leaves room for the CAs below it. */
 function checkPathConstraints(path: readonly ParsedCertificate[], now: Date): void {
   path.forEach((c, i) => {
-    const name = i === 0 ? 'the certificate' : i === path.length - 1 ? `the upstream root (${c.x.subject})` : `the upstream intermediate ${c.x.subject}`;
+    const name =
+      i === 0
+        ? 'the certificate'
+        : i === path.length - 1
+          ? `the upstream root (${c.x.subject})`
+          : `the upstream intermediate ${c.x.subject}`;
     // An upstream clock a little ahead of ours must not block the attach; leaves are backdated anyway.
     checkValidity(c, name, new Date(Math.min(now.getTime() + CLOCK_SKEW_MS, Math.max(now.getTime(), c.x.notBefore.getTime()))));
     if (i === 0) return;

@@ -42,9 +42,15 @@ export class CertManagerSigner implements IntermediateSigner {
     private readonly logger: Logger,
   ) {}
 
-  async signIntermediate(request: { readonly id: string; readonly csrPem: string; readonly ttlMs: number; readonly signal?: AbortSignal }): Promise<UpstreamCertificateFiles> {
+  async signIntermediate(request: {
+    readonly id: string;
+    readonly csrPem: string;
+    readonly ttlMs: number;
+    readonly signal?: AbortSignal;
+  }): Promise<UpstreamCertificateFiles> {
     const namespace = this.config.namespace ?? this.client.namespace;
-    if (!namespace) throw new UpstreamError('ERR_UPSTREAM_REFUSED', 'no namespace for the CertificateRequest: pass --cert-manager-namespace');
+    if (!namespace)
+      throw new UpstreamError('ERR_UPSTREAM_REFUSED', 'no namespace for the CertificateRequest: pass --cert-manager-namespace');
     const name = `meshca-intermediate-${request.id.replace(/^pending-/, '')}`;
     const path = `${GROUP_PATH}/namespaces/${namespace}/certificaterequests`;
     await this.call(`creating CertificateRequest ${namespace}/${name}`, async () => {
@@ -54,7 +60,10 @@ export class CertManagerSigner implements IntermediateSigner {
         if (!isConflict(error)) throw error; // already created before a restart: wait for it
       }
     });
-    this.logger.info({ certificateRequest: `${namespace}/${name}`, issuer: `${this.config.issuerKind}/${this.config.issuerName}` }, 'cert-manager: created a CertificateRequest for the next intermediate; waiting for approval and issuance');
+    this.logger.info(
+      { certificateRequest: `${namespace}/${name}`, issuer: `${this.config.issuerKind}/${this.config.issuerName}` },
+      'cert-manager: created a CertificateRequest for the next intermediate; waiting for approval and issuance',
+    );
     return this.waitForCertificate(`${path}/${name}`, `${namespace}/${name}`, request.signal);
   }
 
@@ -79,7 +88,8 @@ export class CertManagerSigner implements IntermediateSigner {
     const interval = Math.max(50, Math.min(2000, this.config.waitMs / 20));
     let conditions: readonly Condition[] = [];
     while (Date.now() < deadline) {
-      if (signal?.aborted) throw new UpstreamError('ERR_UPSTREAM_TIMEOUT', `stopped waiting for CertificateRequest ${ref} (meshca is shutting down)`);
+      if (signal?.aborted)
+        throw new UpstreamError('ERR_UPSTREAM_TIMEOUT', `stopped waiting for CertificateRequest ${ref} (meshca is shutting down)`);
       const cr = await this.call(`reading CertificateRequest ${ref}`, () => this.client.get<CertificateRequest>(path));
       conditions = cr.status?.conditions ?? [];
       const verdict = outcome(ref, cr, conditions);
@@ -98,8 +108,17 @@ export class CertManagerSigner implements IntermediateSigner {
       return await operation();
     } catch (error) {
       if (!(error instanceof KubeApiError)) throw error;
-      const hint = error.status === 404 ? ' (is cert-manager installed, and does the namespace exist?)' : error.status === 403 ? ' (meshca\'s service account needs create/get on certificaterequests.cert-manager.io)' : '';
-      throw new UpstreamError(error.retryable ? 'ERR_UPSTREAM_UNAVAILABLE' : 'ERR_UPSTREAM_REFUSED', `cert-manager: ${what} failed: ${error.message}${hint}`, { cause: error });
+      const hint =
+        error.status === 404
+          ? ' (is cert-manager installed, and does the namespace exist?)'
+          : error.status === 403
+            ? " (meshca's service account needs create/get on certificaterequests.cert-manager.io)"
+            : '';
+      throw new UpstreamError(
+        error.retryable ? 'ERR_UPSTREAM_UNAVAILABLE' : 'ERR_UPSTREAM_REFUSED',
+        `cert-manager: ${what} failed: ${error.message}${hint}`,
+        { cause: error },
+      );
     }
   }
 }
@@ -107,11 +126,20 @@ export class CertManagerSigner implements IntermediateSigner {
 function outcome(ref: string, cr: CertificateRequest, conditions: readonly Condition[]): UpstreamCertificateFiles | undefined {
   const find = (type: string) => conditions.find((c) => c.type === type && c.status === 'True');
   const denied = find('Denied');
-  if (denied) throw new UpstreamError('ERR_UPSTREAM_REFUSED', `CertificateRequest ${ref} was denied (${denied.reason ?? 'no reason'}): ${denied.message ?? ''}`.trimEnd());
+  if (denied)
+    throw new UpstreamError(
+      'ERR_UPSTREAM_REFUSED',
+      `CertificateRequest ${ref} was denied (${denied.reason ?? 'no reason'}): ${denied.message ?? ''}`.trimEnd(),
+    );
   const invalid = find('InvalidRequest');
-  if (invalid) throw new UpstreamError('ERR_UPSTREAM_REFUSED', `CertificateRequest ${ref} is invalid (${invalid.reason ?? 'no reason'}): ${invalid.message ?? ''}`.trimEnd());
+  if (invalid)
+    throw new UpstreamError(
+      'ERR_UPSTREAM_REFUSED',
+      `CertificateRequest ${ref} is invalid (${invalid.reason ?? 'no reason'}): ${invalid.message ?? ''}`.trimEnd(),
+    );
   const ready = conditions.find((c) => c.type === 'Ready');
-  if (ready?.status === 'False' && ready.reason === 'Failed') throw new UpstreamError('ERR_UPSTREAM_REFUSED', `CertificateRequest ${ref} failed: ${ready.message ?? 'no message'}`);
+  if (ready?.status === 'False' && ready.reason === 'Failed')
+    throw new UpstreamError('ERR_UPSTREAM_REFUSED', `CertificateRequest ${ref} failed: ${ready.message ?? 'no message'}`);
   if (ready?.status !== 'True' || !cr.status?.certificate) return undefined;
   return { certificate: decode(cr.status.certificate), chain: cr.status.ca ? decode(cr.status.ca) : '' };
 }

@@ -27,18 +27,27 @@ export function requestJson(request: JsonRequest): Promise<JsonResponse> {
   const headers: Record<string, string> = { accept: 'application/json', ...request.headers };
   if (payload !== undefined) headers['content-type'] = 'application/json';
   return new Promise((resolve, reject) => {
-    const fail = (reason: string, cause?: unknown) => reject(new UpstreamError('ERR_UPSTREAM_UNAVAILABLE', `${request.method} ${request.url.origin}${request.url.pathname}: ${reason}`, { cause }));
-    const req = https.request(request.url, { method: request.method, headers, ca: request.ca, timeout: request.timeoutMs, minVersion: 'TLSv1.2' }, (res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on('data', (chunk: Buffer) => {
-        size += chunk.length;
-        if (size > MAX_BODY_BYTES) req.destroy(new Error(`response larger than ${MAX_BODY_BYTES} bytes`));
-        else chunks.push(chunk);
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: parseJson(Buffer.concat(chunks).toString('utf8')) }));
-      res.on('error', (error) => fail(error.message, error));
-    });
+    const fail = (reason: string, cause?: unknown) =>
+      reject(
+        new UpstreamError('ERR_UPSTREAM_UNAVAILABLE', `${request.method} ${request.url.origin}${request.url.pathname}: ${reason}`, {
+          cause,
+        }),
+      );
+    const req = https.request(
+      request.url,
+      { method: request.method, headers, ca: request.ca, timeout: request.timeoutMs, minVersion: 'TLSv1.2' },
+      (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > MAX_BODY_BYTES) req.destroy(new Error(`response larger than ${MAX_BODY_BYTES} bytes`));
+          else chunks.push(chunk);
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: parseJson(Buffer.concat(chunks).toString('utf8')) }));
+        res.on('error', (error) => fail(error.message, error));
+      },
+    );
     req.on('timeout', () => req.destroy(new Error(`no answer within ${request.timeoutMs} ms`)));
     req.on('error', (error) => fail(error.message, error));
     req.end(payload);

@@ -16,6 +16,7 @@ export interface UpstreamPorts {
 /** The configured upstream CA client, or undefined when meshca is its own root (--upstream none). */
 export function createUpstreamSigner(config: UpstreamConfig, ports: UpstreamPorts): IntermediateSigner | undefined {
   if (config.kind === 'vault') return new VaultSigner(config.vault, ports.logger.child({ upstream: 'vault' }));
-  if (config.kind === 'cert-manager') return new CertManagerSigner(ports.kubeClient(), config.certManager, ports.logger.child({ upstream: 'cert-manager' }));
+  if (config.kind === 'cert-manager')
+    return new CertManagerSigner(ports.kubeClient(), config.certManager, ports.logger.child({ upstream: 'cert-manager' }));
   return undefined;
 }

@@ -53,7 +53,13 @@ export class VaultSigner implements IntermediateSigner {
   }
 
   async signIntermediate(request: { readonly csrPem: string; readonly ttlMs: number }): Promise<UpstreamCertificateFiles> {
-    const body = { csr: request.csrPem, ttl: `${Math.max(1, Math.round(request.ttlMs / 1000))}s`, format: 'pem', use_csr_values: true, max_path_length: 0 };
+    const body = {
+      csr: request.csrPem,
+      ttl: `${Math.max(1, Math.round(request.ttlMs / 1000))}s`,
+      format: 'pem',
+      use_csr_values: true,
+      max_path_length: 0,
+    };
     const path = `/v1/${this.config.pkiMount}/root/sign-intermediate`;
     let res = await this.call('POST', path, body, await this.currentToken());
     if (res.status === 403) {
@@ -76,10 +82,17 @@ export class VaultSigner implements IntermediateSigner {
       this.token = readSecret(auth.tokenFile, 'Vault token file');
       await this.renewSelf(this.token);
     } else {
-      const body = auth.method === 'approle' ? { role_id: readSecret(auth.roleIdFile, 'AppRole role_id file'), secret_id: readSecret(auth.secretIdFile, 'AppRole secret_id file') } : { role: auth.role, jwt: readSecret(auth.jwtFile, 'Kubernetes service account token file') };
+      const body =
+        auth.method === 'approle'
+          ? {
+              role_id: readSecret(auth.roleIdFile, 'AppRole role_id file'),
+              secret_id: readSecret(auth.secretIdFile, 'AppRole secret_id file'),
+            }
+          : { role: auth.role, jwt: readSecret(auth.jwtFile, 'Kubernetes service account token file') };
       const path = `/v1/auth/${auth.mount}/login`;
       const reply = expectOk(await this.call('POST', path, body), `${auth.method} login at ${path}`) as VaultAuthReply;
-      if (typeof reply.auth?.client_token !== 'string') throw new UpstreamError('ERR_UPSTREAM_UNAVAILABLE', `Vault answered ${path} without auth.client_token`);
+      if (typeof reply.auth?.client_token !== 'string')
+        throw new UpstreamError('ERR_UPSTREAM_UNAVAILABLE', `Vault answered ${path} without auth.client_token`);
       this.token = reply.auth.client_token;
       this.leased(reply.auth.lease_duration);
     }
@@ -93,7 +106,10 @@ export class VaultSigner implements IntermediateSigner {
       this.leased((res.body as VaultAuthReply | undefined)?.auth?.lease_duration);
       return;
     }
-    this.logger.warn({ status: res.status, errors: vaultErrors(res) }, 'Vault token could not be renewed (auth/token/renew-self); using it as it is');
+    this.logger.warn(
+      { status: res.status, errors: vaultErrors(res) },
+      'Vault token could not be renewed (auth/token/renew-self); using it as it is',
+    );
     this.refreshAt = this.now() + UNLEASED_RECHECK_MS;
   }
 

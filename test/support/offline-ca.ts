@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { openssl } from './openssl.js';
 
 /** Extensions an operator gives `openssl x509 -req` for meshca's intermediate when not copying the CSR's. */
-export const MESHCA_INTERMEDIATE_EXT = 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\nsubjectAltName=URI:spiffe://cluster.local\n';
+export const MESHCA_INTERMEDIATE_EXT =
+  'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\nsubjectAltName=URI:spiffe://cluster.local\n';
 
 let counter = 0;
 
@@ -32,8 +33,29 @@ export class OpensslCa {
   /** A self-signed root (no pathLen unless given), 10 years. */
   static root(dir: string, name: string, basicConstraints = 'critical,CA:TRUE'): OpensslCa {
     const ca = new OpensslCa(dir, name);
-    openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', ca.keyPath, '-out', ca.certPath, '-days', '3650', '-subj', `/O=Offline/CN=${name}`,
-      '-addext', `basicConstraints=${basicConstraints}`, '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-addext', 'subjectKeyIdentifier=hash']);
+    openssl([
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      ca.keyPath,
+      '-out',
+      ca.certPath,
+      '-days',
+      '3650',
+      '-subj',
+      `/O=Offline/CN=${name}`,
+      '-addext',
+      `basicConstraints=${basicConstraints}`,
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+      '-addext',
+      'subjectKeyIdentifier=hash',
+    ]);
     return ca;
   }
 
@@ -41,8 +63,25 @@ export class OpensslCa {
   child(name: string, basicConstraints = 'critical,CA:TRUE'): OpensslCa {
     const ca = new OpensslCa(this.dir, name);
     const csr = join(this.dir, `${name}.csr`);
-    openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', ca.keyPath, '-out', csr, '-subj', `/O=Offline/CN=${name}`]);
-    this.signFile(csr, ca.certPath, { ext: `basicConstraints=${basicConstraints}\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n`, days: 3000 });
+    openssl([
+      'req',
+      '-new',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      ca.keyPath,
+      '-out',
+      csr,
+      '-subj',
+      `/O=Offline/CN=${name}`,
+    ]);
+    this.signFile(csr, ca.certPath, {
+      ext: `basicConstraints=${basicConstraints}\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n`,
+      days: 3000,
+    });
     return ca;
   }
 
@@ -60,7 +99,21 @@ export class OpensslCa {
   }
 
   private signFile(csr: string, out: string, options: { ext?: string; days?: number }): void {
-    const args = ['x509', '-req', '-in', csr, '-CA', this.certPath, '-CAkey', this.keyPath, '-CAcreateserial', '-out', out, '-days', String(options.days ?? 365)];
+    const args = [
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      this.certPath,
+      '-CAkey',
+      this.keyPath,
+      '-CAcreateserial',
+      '-out',
+      out,
+      '-days',
+      String(options.days ?? 365),
+    ];
     if (options.ext === undefined) args.push('-copy_extensions', 'copy');
     else {
       const extFile = `${out}.ext`;

@@ -46,7 +46,7 @@ export class VaultSimulator {
   private constructor(
     readonly dir: string,
     readonly tlsCaPem: string,
-    private readonly tls: { key: string; cert: string },
+    tls: { key: string; cert: string },
     private readonly root: Issuer,
     /** The mount's issuer: the root itself, or an intermediate below it. */
     private readonly issuer: Issuer,
@@ -124,8 +124,15 @@ export class VaultSimulator {
     }
     if (req.method !== 'POST' && req.method !== 'PUT') return reply(res, 405, { errors: ['unsupported operation'] });
     if (path === '/v1/auth/token/renew-self') return this.#renewSelf(token, res);
-    if (path === '/v1/auth/approle/login') return this.#login(body.role_id === this.approle.roleId && body.secret_id === this.approle.secretId, 400, 'invalid role or secret ID', res);
-    if (path === '/v1/auth/kubernetes/login') return this.#login(body.role === this.kubernetes.role && body.jwt === this.kubernetes.jwt, 403, 'permission denied', res);
+    if (path === '/v1/auth/approle/login')
+      return this.#login(
+        body.role_id === this.approle.roleId && body.secret_id === this.approle.secretId,
+        400,
+        'invalid role or secret ID',
+        res,
+      );
+    if (path === '/v1/auth/kubernetes/login')
+      return this.#login(body.role === this.kubernetes.role && body.jwt === this.kubernetes.jwt, 403, 'permission denied', res);
     if (path === `/v1/${this.mount}/root/sign-intermediate`) {
       if (token === undefined || !this.#tokens.has(token)) return reply(res, 403, { errors: ['permission denied'] });
       return reply(res, 200, await this.#signIntermediate(body));
@@ -137,7 +144,9 @@ export class VaultSimulator {
     const entry = token === undefined ? undefined : this.#tokens.get(token);
     if (!entry) return reply(res, 403, { errors: ['permission denied'] });
     if (!entry.renewable) return reply(res, 400, { errors: ['lease is not renewable'] });
-    reply(res, 200, { auth: { client_token: token, accessor: 'acc', policies: ['meshca'], lease_duration: entry.leaseSeconds, renewable: true } });
+    reply(res, 200, {
+      auth: { client_token: token, accessor: 'acc', policies: ['meshca'], lease_duration: entry.leaseSeconds, renewable: true },
+    });
   }
 
   #login(ok: boolean, status: number, error: string, res: ServerResponse): void {
@@ -156,7 +165,9 @@ export class VaultSimulator {
     const sans = body.use_csr_values === true ? csr.getExtension(x509.SubjectAlternativeNameExtension) : null;
     const cert = await x509.X509CertificateGenerator.create(
       {
-        serialNumber: randomBytes(16).toString('hex').replace(/^[89a-f]/, '1'),
+        serialNumber: randomBytes(16)
+          .toString('hex')
+          .replace(/^[89a-f]/, '1'),
         subject: body.use_csr_values === true ? csr.subject : `CN=${String(body.common_name ?? 'meshca')}`,
         issuer: this.issuer.cert.subject,
         notBefore: new Date(Math.floor((now - 30_000) / 1000) * 1000),
@@ -181,7 +192,13 @@ export class VaultSimulator {
       lease_id: '',
       renewable: false,
       lease_duration: 0,
-      data: { certificate: pem(cert), issuing_ca: pem(this.issuer.cert), ca_chain: chain, serial_number: cert.serialNumber, expiration: Math.floor(notAfter / 1000) },
+      data: {
+        certificate: pem(cert),
+        issuing_ca: pem(this.issuer.cert),
+        ca_chain: chain,
+        serial_number: cert.serialNumber,
+        expiration: Math.floor(notAfter / 1000),
+      },
       wrap_info: null,
       warnings: null,
       auth: null,

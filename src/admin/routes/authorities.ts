@@ -6,7 +6,7 @@ import { KEY_TYPES, type KeyType } from '../../pki/keys.js';
 import type { AuthorityRecord, PendingAuthorityRecord } from '../../store/types.js';
 import { isPendingId } from '../../authority/pending.js';
 import { pemEncode } from '../../pki/pem.js';
-import { authorityIdParams, authorityOrPendingIdParams, authorityView, errorReply, pendingAuthorityView, protectedErrors } from '../schemas.js';
+import { authorityOrPendingIdParams, authorityView, errorReply, pendingAuthorityView, protectedErrors } from '../schemas.js';
 
 export interface AuthorityRoutesOptions {
   readonly ca: CertificateAuthority;
