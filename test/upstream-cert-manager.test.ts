@@ -16,7 +16,7 @@ import { openSqliteStore } from '../src/store/sqlite.js';
 import { CertManagerSigner } from '../src/upstream/cert-manager.js';
 import { KubeApiSimulator, type Obj } from './support/kube-api.js';
 import { workloadCredentials } from './support/mtls.js';
-import { OpensslCa } from './support/offline-ca.js';
+import { ecCsr, OpensslCa } from './support/offline-ca.js';
 import { openssl } from './support/openssl.js';
 import { removeDir, startTestServer, tempDir } from './support/server.js';
 
@@ -93,18 +93,7 @@ const signer = (waitMs = 5000) =>
     silent,
   );
 const CSR = () =>
-  openssl([
-    'req',
-    '-new',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    join(dir, 'k.pem'),
-    '-subj',
-    '/CN=t',
+  ecCsr(join(dir, 'k.pem'), '/CN=t', [
     '-addext',
     'basicConstraints=critical,CA:TRUE,pathlen:0',
     '-addext',

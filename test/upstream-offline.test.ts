@@ -16,7 +16,7 @@ import { openSqliteStore } from '../src/store/sqlite.js';
 import { inspectSqliteStore } from '../src/store/verify.js';
 import { adminCall, type AdminResponse, type AdminTarget } from './support/admin.js';
 import { mutualTls, workloadCredentials, type WorkloadCredentials } from './support/mtls.js';
-import { MESHCA_INTERMEDIATE_EXT, OpensslCa } from './support/offline-ca.js';
+import { ecCsr, MESHCA_INTERMEDIATE_EXT, OpensslCa } from './support/offline-ca.js';
 import { openssl } from './support/openssl.js';
 import { CLI, spawnServer } from './support/process.js';
 import { csrFor, removeDir, startTestServer, tempDir, type TestServer } from './support/server.js';
@@ -150,19 +150,7 @@ describe('offline root: CSR out, certificate in', () => {
     const pending = await requestCsr();
     const pathlenZero = offline.child('pathlen-zero', 'critical,CA:TRUE,pathlen:0');
     const otherRoot = OpensslCa.root(dir, 'other-root');
-    const strangerCsr = openssl([
-      'req',
-      '-new',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      join(dir, 'stranger-key.pem'),
-      '-subj',
-      '/CN=stranger',
-    ]);
+    const strangerCsr = ecCsr(join(dir, 'stranger-key.pem'), '/CN=stranger');
     const ext = (replace: [RegExp, string]) => MESHCA_INTERMEDIATE_EXT.replace(...replace);
     const cases: { name: string; certificate: () => string; chain: () => string; code: string; message: RegExp }[] = [
       {

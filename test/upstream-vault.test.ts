@@ -14,6 +14,7 @@ import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.js';
 import type { AuthorityRecord } from '../src/store/types.js';
 import { VaultSigner, type VaultAuth } from '../src/upstream/vault.js';
 import { workloadCredentials } from './support/mtls.js';
+import { ecCsr } from './support/offline-ca.js';
 import { openssl } from './support/openssl.js';
 import { removeDir, startTestServer, tempDir } from './support/server.js';
 import { VaultSimulator } from './support/vault-api.js';
@@ -40,22 +41,7 @@ const secretFile = (name: string, value: string) => {
 };
 const signer = (sim: VaultSimulator, auth: VaultAuth, now?: () => number) =>
   new VaultSigner({ addr: sim.url, pkiMount: sim.mount, caFile: sim.tlsCaPath, auth, requestTimeoutMs: 2000 }, silent, now);
-const CSR = () =>
-  openssl([
-    'req',
-    '-new',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    join(dir, 'k.pem'),
-    '-subj',
-    '/CN=t',
-    '-addext',
-    'subjectAltName=URI:spiffe://cluster.local',
-  ]);
+const CSR = () => ecCsr(join(dir, 'k.pem'), '/CN=t', ['-addext', 'subjectAltName=URI:spiffe://cluster.local']);
 
 describe('--upstream vault flags', () => {
   const config = (argv: string[]) => buildServerConfig(parseFlags(SERVE_FLAGS, ['--dev', ...argv], {}, 'serve').values).upstream;

@@ -8,6 +8,22 @@ export const MESHCA_INTERMEDIATE_EXT =
 
 let counter = 0;
 
+/** openssl's arguments for a new P-256 key (unencrypted) written to keyPath. */
+export const newEcKey = (keyPath: string): string[] => [
+  '-newkey',
+  'ec',
+  '-pkeyopt',
+  'ec_paramgen_curve:P-256',
+  '-nodes',
+  '-keyout',
+  keyPath,
+];
+
+/** A PEM CSR for a new P-256 key, with extra `openssl req` arguments (e.g. -addext). */
+export function ecCsr(keyPath: string, subject: string, extra: readonly string[] = []): string {
+  return openssl(['req', '-new', ...newEcKey(keyPath), '-subj', subject, ...extra]);
+}
+
 /**
  * An offline CA driven by the openssl CLI, as an operator would run it: a self-signed root, CAs
  * below it, and `openssl x509 -req` signing meshca's CSR.
@@ -36,13 +52,7 @@ export class OpensslCa {
     openssl([
       'req',
       '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      ca.keyPath,
+      ...newEcKey(ca.keyPath),
       '-out',
       ca.certPath,
       '-days',
@@ -63,21 +73,7 @@ export class OpensslCa {
   child(name: string, basicConstraints = 'critical,CA:TRUE'): OpensslCa {
     const ca = new OpensslCa(this.dir, name);
     const csr = join(this.dir, `${name}.csr`);
-    openssl([
-      'req',
-      '-new',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      ca.keyPath,
-      '-out',
-      csr,
-      '-subj',
-      `/O=Offline/CN=${name}`,
-    ]);
+    writeFileSync(csr, ecCsr(ca.keyPath, `/O=Offline/CN=${name}`));
     this.signFile(csr, ca.certPath, {
       ext: `basicConstraints=${basicConstraints}\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n`,
       days: 3000,
