@@ -410,7 +410,7 @@ export function checkValidity(cert: ParsedCertificate, name: string, now: Date):
 // ---------------------------------------------------------------------------------------------
 // CRL
 
-export type CrlReason = 'unspecified' | 'keyCompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation';
+export type CrlReason = 'unspecified' | 'keyCompromise' | 'cACompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation';
 
 export interface CrlEntry {
   readonly serialHex: string;

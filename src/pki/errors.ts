@@ -15,6 +15,8 @@ export type PkiErrorCode =
   | 'ERR_KEK_INVALID'
   | 'ERR_CA_SPEC_INVALID'
   | 'ERR_CRL_SPEC_INVALID'
+  /** Not a DER OCSPRequest meshca can answer (the responder replies malformedRequest). */
+  | 'ERR_OCSP_MALFORMED'
   /** An upstream-signed intermediate is not a signing CA (CA:TRUE and keyCertSign). */
   | 'ERR_UPSTREAM_NOT_CA'
   /** A pathLen in the upstream chain leaves no room for meshca's intermediate and its leaves. */

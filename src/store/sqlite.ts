@@ -13,6 +13,8 @@ import type {
   AuditEventInput,
   AuthorityChange,
   AuthorityRecord,
+  AuthorityRevocation,
+  AuthorityRevocationReason,
   AuthorityState,
   AuthorityTransition,
   AuthorityUsage,
@@ -493,6 +495,9 @@ const SQL = {
   transition: `UPDATE authorities SET state = @to, updated_at = @at
     WHERE id = @id AND state IN (SELECT value FROM json_each(@from))`,
   authorityState: 'SELECT state FROM authorities WHERE id = ?',
+  authorityParent: 'SELECT parent_id FROM authorities WHERE id = ?',
+  insertAuthorityRevocation: `INSERT INTO revoked_authorities (authority_id, revoked_at, reason, actor) VALUES (@id, @at, @reason, @actor)`,
+  listAuthorityRevocations: 'SELECT authority_id, revoked_at, reason, actor FROM revoked_authorities ORDER BY revoked_at, authority_id',
   reseal: 'UPDATE authorities SET sealed_key = @sealedKey, updated_at = @at WHERE id = @id',
   bundleSequence: "SELECT value FROM meta WHERE key = 'bundle_sequence'",
   bumpBundleSequence: "UPDATE meta SET value = value + 1 WHERE key = 'bundle_sequence'",
@@ -568,6 +573,7 @@ class SqliteStoreImpl implements SqliteStore {
       if (change.completesPending !== undefined && this.run('deletePending', change.completesPending).changes === 0) {
         throw new StoreError('ERR_STORE_NOT_FOUND', `no pending authority with id ${change.completesPending} (already completed or deleted?)`);
       }
+      for (const revocation of change.revocations ?? []) this.revokeAuthority(revocation);
       if (change.bumpBundleSequence) this.run('bumpBundleSequence');
       this.insertAudit(change.audit);
       return { bundleSequence: this.readBundleSequence() };
@@ -611,6 +617,19 @@ class SqliteStoreImpl implements SqliteStore {
       'ERR_STORE_CONFLICT',
       `authority ${transition.id} is ${current.state}, not ${transition.from.join(' or ') || '(no state allowed)'}; cannot make it ${transition.to}`,
     );
+  }
+
+  /** The row, plus version bumps: the authority's own (OCSP answers for its leaves) and its root's (CRL entry). */
+  private revokeAuthority(revocation: AuthorityRevocation): void {
+    const params = { id: revocation.authorityId, at: revocation.revokedAt.getTime(), reason: revocation.reason, actor: revocation.actor };
+    try {
+      this.run('insertAuthorityRevocation', params);
+    } catch (error) {
+      throw toStoreError(error, `the revocation of authority ${revocation.authorityId}`);
+    }
+    const parent = this.get<{ parent_id: string | null }>('authorityParent', revocation.authorityId);
+    this.run('bumpRevocationVersion', revocation.authorityId);
+    if (parent?.parent_id) this.run('bumpRevocationVersion', parent.parent_id);
   }
 
   private reseal(id: string, sealedKey: Buffer, at: Date): void {
@@ -794,6 +813,17 @@ class SqliteStoreImpl implements SqliteStore {
         serialHex: row.serial_hex,
         revokedAt: new Date(row.revoked_at),
         reason: row.revocation_reason as RevocationReason,
+      })),
+    );
+  }
+
+  async listAuthorityRevocations(): Promise<AuthorityRevocation[]> {
+    return this.use(() =>
+      this.all<{ authority_id: string; revoked_at: number; reason: string; actor: string }>('listAuthorityRevocations').map((row) => ({
+        authorityId: row.authority_id,
+        revokedAt: new Date(row.revoked_at),
+        reason: row.reason as AuthorityRevocationReason,
+        actor: row.actor,
       })),
     );
   }
