@@ -19,6 +19,7 @@ export interface ServerConfig {
     readonly maxMessageBytes: number;
     readonly maxConcurrentStreams: number;
     readonly maxInFlight: number;
+    readonly maxActive: number;
     readonly keepaliveTimeMs: number;
     readonly maxConnectionIdleMs: number;
     readonly maxConnectionAgeMs: number;
@@ -108,7 +109,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
   { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '256', help: 'HTTP/2 streams per client connection' },
   { name: 'max-in-flight', kind: 'string', value: 'N', default: '2048', help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED' },
-  { name: 'verify-threads', kind: 'string', value: 'N', default: String(defaultVerifierThreads()), help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4)' },
+  { name: 'max-active', kind: 'string', value: 'N', default: '64', help: 'of those, requests worked on at once; the rest wait in arrival order, so a burst finishes in order' },
+  { name: 'verify-threads', kind: 'string', value: 'N', default: String(defaultVerifierThreads()), help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4); 0 = on the event loop (least CPU on one core)' },
   { name: 'rate-limit-per-identity', kind: 'string', value: 'N', default: '0', help: 'certificate requests per second per SPIFFE ID, 0 = unlimited' },
   { name: 'keepalive-time', kind: 'string', value: 'DURATION', default: '5m', help: 'server pings idle clients this often and drops dead connections' },
   { name: 'max-connection-idle', kind: 'string', value: 'DURATION', default: '30m', help: 'connections without calls this long are closed (GOAWAY)' },
@@ -140,11 +142,12 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       maxMessageBytes: positiveInt(values, 'max-message-bytes'),
       maxConcurrentStreams: positiveInt(values, 'max-concurrent-streams'),
       maxInFlight: positiveInt(values, 'max-in-flight'),
+      maxActive: positiveInt(values, 'max-active'),
       keepaliveTimeMs: duration(values, 'keepalive-time'),
       maxConnectionIdleMs: duration(values, 'max-connection-idle'),
       maxConnectionAgeMs: duration(values, 'max-connection-age'),
       rateLimitPerIdentity: nonNegativeNumber(values, 'rate-limit-per-identity'),
-      verifyThreads: positiveInt(values, 'verify-threads'),
+      verifyThreads: nonNegativeInt(values, 'verify-threads'),
     },
     serverDnsNames: list(values, 'server-dns'),
     monitoringListen: guard('--monitoring-listen', () => parseListenAddress(str(values, 'monitoring-listen')!)),
@@ -214,6 +217,12 @@ function positiveDuration(values: FlagValues, name: string): number {
 function nonNegativeNumber(values: FlagValues, name: string): number {
   const n = Number(str(values, name));
   if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number ≥ 0`);
+  return n;
+}
+
+function nonNegativeInt(values: FlagValues, name: string): number {
+  const n = Number(str(values, name));
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be an integer ≥ 0`);
   return n;
 }
 

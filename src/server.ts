@@ -96,6 +96,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         metrics,
         logger,
         maxInFlight: config.grpc.maxInFlight,
+        maxActive: config.grpc.maxActive,
         maxCsrBytes: 16 * 1024,
         rateLimiter: config.grpc.rateLimitPerIdentity > 0 ? new IdentityRateLimiter(config.grpc.rateLimitPerIdentity, Math.max(1, config.grpc.rateLimitPerIdentity * 5)) : undefined,
       }),
