@@ -7,6 +7,7 @@ import { parseTrustDomain } from './spiffe/id.js';
 import { parseJwtKeyType, type JwtKeyType } from './authority/jwt-authority.js';
 import { parseFederationPeer, type FederationPeer } from './federation/federation.js';
 import { buildKubernetesConfig, KUBERNETES_FLAGS, type KubernetesConfig } from './kubernetes/options.js';
+import { buildUpstreamConfig, UPSTREAM_FLAGS, type UpstreamConfig } from './upstream/options.js';
 
 /** The validated configuration the composition root (server.ts) is wired from. */
 export interface ServerConfig {
@@ -85,6 +86,8 @@ export interface ServerConfig {
   readonly retentionMs: number;
   /** TokenReview, multi-cluster, ztunnel impersonation, root distribution, istiod Secret. */
   readonly kubernetes: KubernetesConfig;
+  /** An upstream CA that signs and renews meshca's intermediate (docs/operations/upstream.md). */
+  readonly upstream: UpstreamConfig;
 }
 
 export const SERVE_FLAGS: readonly FlagSpec[] = [
@@ -138,6 +141,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'shutdown-timeout', kind: 'string', value: 'DURATION', default: '15s', help: 'how long SIGTERM waits for in-flight requests' },
   { name: 'log-level', kind: 'string', value: 'LEVEL', default: 'info', help: 'trace, debug, info, warn, error' },
   ...KUBERNETES_FLAGS,
+  ...UPSTREAM_FLAGS,
 ];
 
 export function buildServerConfig(values: FlagValues): ServerConfig {
@@ -196,6 +200,7 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
     ocspUrl: ocspUrl(str(values, 'ocsp-url')),
     retentionMs: duration(values, 'retention'),
     kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
+    upstream: upstreamConfig(values),
   };
 }
 
@@ -218,6 +223,14 @@ function jwtSvidConfig(values: FlagValues): ServerConfig['jwtSvid'] {
   const keyTtlMs = positiveDuration(values, 'jwt-key-ttl');
   if (defaultTtlMs > maxTtlMs) throw new UsageError('--jwt-svid-ttl must not be longer than --jwt-svid-max-ttl');
   return { defaultTtlMs, maxTtlMs, keyTtlMs, keyType: guard('--jwt-key-type', () => parseJwtKeyType(str(values, 'jwt-key-type')!)) };
+}
+
+function upstreamConfig(values: FlagValues): UpstreamConfig {
+  const upstream = buildUpstreamConfig(values);
+  if (upstream.kind !== 'none' && bool(values, 'auto-rotate')) {
+    throw new UsageError(`--upstream ${upstream.kind} renews the intermediate itself; drop --auto-rotate (it would create meshca-signed roots)`);
+  }
+  return upstream;
 }
 
 /** An absolute http(s) URL in plain ASCII, as AIA's IA5String needs. */

@@ -17,6 +17,10 @@ import { RevocationService } from './authority/revocation.js';
 import { OcspResponder } from './authority/ocsp.js';
 import { startHousekeeping, type Housekeeping } from './authority/housekeeping.js';
 import { startAutoRotation, type AutoRotator } from './authority/auto-rotation.js';
+import { UpstreamRenewer } from './authority/upstream-renewal.js';
+import { createUpstreamSigner } from './upstream/index.js';
+import { KubeClient } from './kubernetes/client.js';
+import { loadKubeConnection } from './kubernetes/connection.js';
 import type { ServerConfig } from './config.js';
 import { ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
 import { certificateServiceHandlers } from './grpc/certificate-service.js';
@@ -75,7 +79,11 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   let kubernetes: KubernetesIntegration | undefined;
   const parts: { jwt?: JwtAuthority; federation?: Federation } = {};
   try {
-    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ocspUrl: config.ocspUrl, ...config.ca });
+    const upstream = createUpstreamSigner(config.upstream, {
+      logger,
+      kubeClient: () => new KubeClient({ connection: loadKubeConnection({ kubeconfig: config.kubernetes.kubeconfig, env }), qps: config.kubernetes.qps, burst: config.kubernetes.burst, timeoutMs: config.kubernetes.requestTimeoutMs, logger }),
+    });
+    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ocspUrl: config.ocspUrl, ...config.ca, minIntermediateLifetimeMs: config.issuance.maxTtlMs, bootstrapSigner: upstream });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
     const jwt = await JwtAuthority.open({ store, kek: kek.kek, logger, keyType: config.jwtSvid.keyType, keyTtlMs: config.jwtSvid.keyTtlMs, checkIntervalMs: Math.min(60_000, config.jwtSvid.keyTtlMs / 12) });
@@ -134,7 +142,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         metrics.crlNextUpdate.set({ authority: crl.authorityId }, crl.nextUpdate.getTime() / 1000);
       },
     });
-    const housekeeping = startHousekeeping({ store, revocation, logger, retentionMs: config.retentionMs, crlValidityMs: config.crlValidityMs });
+    const housekeeping = startHousekeeping({ store, revocation, logger, retentionMs: config.retentionMs, crlValidityMs: config.crlValidityMs, expirePending: () => ca.expirePending('housekeeping') });
     const admin = await startAdminServer(
       config.admin.listen,
       {
@@ -163,6 +171,23 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     const autoRotation = config.autoRotate.enabled
       ? startAutoRotation({ ca, store, logger, intermediateTtlMs: config.ca.intermediateTtlMs, keyType: config.ca.keyType, checkIntervalMs: config.autoRotate.checkIntervalMs })
       : undefined;
+    const upstreamRenewal =
+      upstream && config.upstream.kind !== 'none'
+        ? new UpstreamRenewer({
+            ca,
+            store,
+            signer: upstream,
+            logger,
+            intermediateTtlMs: config.ca.intermediateTtlMs,
+            checkIntervalMs: config.upstream.renewal.checkIntervalMs,
+            retry: { initialMs: config.upstream.renewal.retryInitialMs, maxMs: config.upstream.renewal.retryMaxMs },
+            onAttempt: (result, overdue) => {
+              metrics.upstreamRequests.inc({ upstream: upstream.kind, result });
+              metrics.upstreamRenewalOverdue.set(overdue ? 1 : 0);
+            },
+          }).start()
+        : undefined;
+    if (upstreamRenewal) logger.info({ upstream: upstream!.kind }, `upstream CA: ${upstream!.kind} signs the intermediate; a new one is requested at 2/3 of its lifetime and activated at 5/6`);
     ready = true;
     logger.info(
       { grpc: formatAddress(grpc.address), tls: !config.grpc.plaintext, admin: `https://${formatAddress(admin.address)}`, monitoring: formatAddress(monitoring.address), trustDomain: config.trustDomain, bundle: `https://${formatAddress(admin.address)}/v1/bundle` },
@@ -183,7 +208,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         await ca.reload();
         await serving.reload('SIGHUP');
       },
-      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwt, federation, bundleEndpoint }, () => (ready = false)),
+      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal }, () => (ready = false)),
     };
   } catch (error) {
     await parts.jwt?.stop();
@@ -219,11 +244,17 @@ interface Parts {
   readonly jwt: JwtAuthority;
   readonly federation: Federation;
   readonly bundleEndpoint: BundleEndpoint | undefined;
+  readonly upstreamRenewal: UpstreamRenewer | undefined;
 }
 
-async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation, jwt, federation, bundleEndpoint }: Parts, notReady: () => void): Promise<void> {
+async function shutdown(
+  config: ServerConfig,
+  { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal }: Parts,
+  notReady: () => void,
+): Promise<void> {
   notReady();
   await autoRotation?.stop(); // a step in progress commits before the store closes
+  await upstreamRenewal?.stop();
   await jwt.stop();
   federation.stop();
   await bundleEndpoint?.close();

@@ -44,6 +44,8 @@ const PROTECTED: [string, string, unknown?][] = [
   ['POST', '/v1/authorities/root-0000000000000000/remove'],
   ['POST', '/v1/authorities/rotate-intermediate'],
   ['POST', '/v1/authorities/import', { caCert: 'x', caKey: 'x', certChain: 'x', rootCert: 'x' }],
+  ['POST', '/v1/authorities/intermediate-csr', {}],
+  ['POST', '/v1/authorities/pending-0000000000000000/certificate', { certificate: 'x', chain: 'x' }],
   ['GET', '/v1/certificates'],
   ['GET', '/v1/certificates/abc'],
   ['GET', '/v1/audit'],

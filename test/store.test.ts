@@ -12,6 +12,7 @@ import type {
   AuthorityKind,
   AuthorityRecord,
   AuthorityState,
+  PendingAuthorityRecord,
   CertificateQuery,
   CertificateSummary,
   IssuedCertificateRecord,
@@ -63,6 +64,7 @@ function authority(id: string, kind: AuthorityKind, state: AuthorityState, paren
     keyType: 'ecdsa-p256',
     certificateDer: randomBytes(200),
     sealedKey: randomBytes(80),
+    upstreamChainDers: [],
     serialHex: randomSerial(),
     subject: `O=meshca,CN=${id}`,
     notBefore: new Date(NOW.getTime() - HOUR),
@@ -228,6 +230,12 @@ describe('authority changes', () => {
       code: 'ERR_STORE_NOT_FOUND',
     },
     {
+      name: 'it completes a pending authority that is gone',
+      change: (fresh) => ({ insert: [fresh], completesPending: 'pending-0000000000000000', bumpBundleSequence: true, audit: audit('x', 'int-2') }),
+      code: 'ERR_STORE_NOT_FOUND',
+      message: /no pending authority with id pending-0000000000000000/,
+    },
+    {
       name: 'a re-seal names an unknown authority',
       change: (fresh) => ({ insert: [fresh], resealed: [{ id: 'nope', sealedKey: Buffer.alloc(1) }], bumpBundleSequence: true, audit: audit('x', 'nope') }),
       code: 'ERR_STORE_NOT_FOUND',
@@ -242,6 +250,31 @@ describe('authority changes', () => {
     expect(await store.bundleSequence()).toBe(1);
     expect((await store.listAudit({ limit: 10 })).items).toHaveLength(1);
     expect(states(await store.loadAuthorities())).toEqual({ 'root-1': 'active', 'int-1': 'active' });
+  });
+});
+
+describe('pending authorities', () => {
+  const pending = (id: string, createdAt = NOW): PendingAuthorityRecord => ({
+    id, keyType: 'ec-p256', sealedKey: randomBytes(80), csrDer: randomBytes(300), subject: 'CN=x', upstream: 'manual', createdAt, expiresAt: new Date(createdAt.getTime() + HOUR),
+  });
+
+  it('survives a reopen; completing one deletes it in the same transaction as the inserted chain', async () => {
+    const { store, path } = freshStore();
+    await bootstrap(store);
+    const [a, b] = [pending('pending-a'), pending('pending-b', new Date(NOW.getTime() + 1))];
+    await store.addPendingAuthority(a, audit('operator', a.id));
+    await store.addPendingAuthority(b, audit('operator', b.id));
+    await expectStoreError(store.addPendingAuthority(a, audit('operator', a.id)), 'ERR_STORE_DUPLICATE');
+    await store.close();
+    const reopened = open(path);
+    expect(await reopened.loadPendingAuthorities()).toEqual([a, b]);
+    const chained = { ...authority('int-2', 'intermediate', 'prepared', 'root-1'), upstreamChainDers: [randomBytes(100), randomBytes(120)] };
+    await reopened.applyAuthorityChange({ insert: [chained], completesPending: a.id, resealedPending: [{ id: b.id, sealedKey: Buffer.from('resealed') }], bumpBundleSequence: false, audit: audit('operator', 'int-2') });
+    expect(await reopened.loadPendingAuthorities()).toEqual([{ ...b, sealedKey: Buffer.from('resealed') }]);
+    expect((await reopened.loadAuthorities()).find((r) => r.id === 'int-2')?.upstreamChainDers).toEqual(chained.upstreamChainDers);
+    expect(await reopened.deletePendingAuthority(b.id, audit('operator', b.id))).toBe(true);
+    expect(await reopened.deletePendingAuthority(b.id, audit('operator', b.id))).toBe(false);
+    expect((await reopened.listAudit({ limit: 10 })).items.map((e) => e.target)).toEqual(['pending-b', 'int-2', 'pending-b', 'pending-a', 'root-1']);
   });
 });
 

@@ -47,3 +47,23 @@ export class AuthorityError extends Error {
     super(message);
   }
 }
+
+export type UpstreamErrorCode =
+  /** The upstream CA could not be reached or answered with a server error; retrying may succeed. */
+  | 'ERR_UPSTREAM_UNAVAILABLE'
+  /** The upstream CA refused the request (authentication, policy, a denied CertificateRequest). */
+  | 'ERR_UPSTREAM_REFUSED'
+  /** The upstream CA did not answer in time (e.g. a CertificateRequest never became Ready). */
+  | 'ERR_UPSTREAM_TIMEOUT';
+
+/** A failure talking to an upstream CA (Vault PKI, cert-manager); the message says what the upstream said. */
+export class UpstreamError extends Error {
+  override readonly name = 'UpstreamError';
+  constructor(
+    readonly code: UpstreamErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

@@ -11,6 +11,8 @@ export interface HousekeepingOptions {
   /** Rows deleted per transaction; small so issuance commits are never blocked for long. */
   readonly pruneBatch?: number;
   readonly intervalMs?: number;
+  /** Deletes pending authorities whose CSR was never answered; returns their ids. */
+  readonly expirePending?: () => Promise<string[]>;
 }
 
 export interface Housekeeping {
@@ -19,7 +21,7 @@ export interface Housekeeping {
   stop(): void;
 }
 
-/** Background upkeep: keep CRLs fresh before nextUpdate, prune long-expired certificate rows in batches. */
+/** Background upkeep: keep CRLs fresh before nextUpdate, prune long-expired certificate rows in batches, drop expired pending CSRs. */
 export function startHousekeeping(options: HousekeepingOptions): Housekeeping {
   const batch = options.pruneBatch ?? 500;
   let stopped = false;
@@ -35,6 +37,8 @@ export function startHousekeeping(options: HousekeepingOptions): Housekeeping {
     const expiredBefore = new Date(Date.now() - options.retentionMs);
     for (let n = batch; n === batch && !stopped; ) pruned += n = await options.store.pruneJwtSvids(expiredBefore, batch);
     if (pruned > 0) options.logger.info({ pruned }, 'pruned expired certificate and JWT-SVID records');
+    const expired = (await options.expirePending?.()) ?? [];
+    if (expired.length > 0) options.logger.warn({ pending: expired }, 'deleted pending authorities whose certificate never came back; request a new CSR if still needed');
     return { pruned };
   };
   const interval = options.intervalMs ?? Math.min(options.crlValidityMs / 4, 15 * 60_000);

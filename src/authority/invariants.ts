@@ -180,9 +180,21 @@ function checkAuthorityChain(authorities: readonly AuthorityRecord[], byId: Read
     const parentCert = parent && certs.get(parent.id);
     if (!parent) problems.push(`intermediate ${a.id}: its root ${a.parentId ?? '(none)'} is not stored`);
     else if (parent.kind !== 'root') problems.push(`intermediate ${a.id}: its parent ${parent.id} is not a root`);
-    else if (parentCert && !(cert.checkIssued(parentCert) && cert.verify(parentCert.publicKey))) problems.push(`intermediate ${a.id} does not verify against its root ${parent.id}`);
+    else if (parentCert && !chainsTo(cert, a.upstreamChainDers, parentCert)) {
+      problems.push(`intermediate ${a.id} does not verify against its root ${parent.id}${a.upstreamChainDers.length > 0 ? ` through its ${a.upstreamChainDers.length} upstream intermediate(s)` : ''}`);
+    }
   }
   return problems;
+}
+
+/** cert → upstream intermediates (nearest first) → root, each link checked for issuer name and signature. */
+function chainsTo(cert: X509Certificate, upstreamDers: readonly Buffer[], root: X509Certificate): boolean {
+  try {
+    const path = [cert, ...upstreamDers.map((der) => new X509Certificate(der)), root];
+    return path.slice(0, -1).every((child, i) => child.checkIssued(path[i + 1]!) && child.verify(path[i + 1]!.publicKey));
+  } catch {
+    return false;
+  }
 }
 
 function checkActive(authorities: readonly AuthorityRecord[], byId: ReadonlyMap<string, AuthorityRecord>): { record?: AuthorityRecord; problem?: string } {

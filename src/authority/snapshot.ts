@@ -17,13 +17,14 @@ export interface TrustSnapshot {
   readonly roots: readonly Buffer[];
   /** All trusted roots as one PEM string: the last cert_chain element. */
   readonly rootsPem: string;
-  /** cert_chain after the leaf: each intermediate as its own element, then rootsPem. */
+  /** cert_chain after the leaf: the signing intermediate and its upstream intermediates, each as its own element, then rootsPem. */
   readonly chainTail: readonly string[];
 }
 
 export function buildSnapshot(authorities: readonly AuthorityRecord[], signer: SigningAuthority, bundleSequence: number): TrustSnapshot {
   const { ders: roots, pem: rootsPem } = trustedRootsPem(authorities);
-  const chainTail = [pemEncode(signer.record.certificateDer, 'CERTIFICATE'), rootsPem];
+  const intermediates = [signer.record.certificateDer, ...signer.record.upstreamChainDers];
+  const chainTail = [...intermediates.map((der) => pemEncode(der, 'CERTIFICATE')), rootsPem];
   return { authorities, signer, bundleSequence, roots, rootsPem, chainTail };
 }
 

@@ -48,6 +48,16 @@ export class Metrics {
     registers: [this.registry],
   });
   readonly bundleSequence = this.gauge('meshca_bundle_sequence', 'Current trust bundle sequence number.');
+  readonly upstreamRequests = new Counter({
+    name: 'meshca_upstream_requests_total',
+    help: 'Requests to the upstream CA for a new intermediate, by upstream and result.',
+    labelNames: ['upstream', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamRenewalOverdue = this.gauge(
+    'meshca_upstream_renewal_overdue',
+    '1 while the active intermediate is past 5/6 of its lifetime and the upstream CA has not signed its successor: alert on it.',
+  );
   readonly authorityState = new Gauge({
     name: 'meshca_authority_state',
     help: '1 for the state each authority is in.',

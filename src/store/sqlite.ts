@@ -6,7 +6,7 @@ import { IssuanceWriterThread } from './issuance-writer.js';
 import Database from 'better-sqlite3';
 import type { Database as Connection, Statement } from 'better-sqlite3';
 import { StoreError } from './errors.js';
-import { authorityFromRow, jwtAuthorityFromRow, normalizeSerial, type AuthorityRow, type JwtAuthorityRow } from './rows.js';
+import { authorityFromRow, jwtAuthorityFromRow, normalizeSerial, pendingFromRow, upstreamChainColumn, type AuthorityRow, type JwtAuthorityRow, type PendingAuthorityRow } from './rows.js';
 import { applyMigrations } from './migrations.js';
 import type {
   AuditEvent,
@@ -18,6 +18,7 @@ import type {
   AuthorityState,
   AuthorityTransition,
   AuthorityUsage,
+  PendingAuthorityRecord,
   CertificateDetail,
   CertificateQuery,
   CertificateStatus,
@@ -303,6 +304,7 @@ function authorityParams(record: AuthorityRecord) {
     keyType: record.keyType,
     certificate: record.certificateDer,
     sealedKey: record.sealedKey,
+    upstreamChain: upstreamChainColumn(record.upstreamChainDers),
     serialHex: record.serialHex,
     subject: record.subject,
     notBefore: record.notBefore.getTime(),
@@ -529,10 +531,15 @@ const SQL_INSERT_ISSUED = `INSERT INTO issued_certificates (serial_hex, spiffe_i
 
 const SQL = {
   loadAuthorities: 'SELECT * FROM authorities ORDER BY created_at, id',
-  insertAuthority: `INSERT INTO authorities (id, kind, parent_id, state, key_type, certificate, sealed_key, serial_hex, subject,
+  insertAuthority: `INSERT INTO authorities (id, kind, parent_id, state, key_type, certificate, sealed_key, upstream_chain, serial_hex, subject,
       not_before, not_after, sha256_fingerprint, created_at, updated_at)
-    VALUES (@id, @kind, @parentId, @state, @keyType, @certificate, @sealedKey, @serialHex, @subject,
+    VALUES (@id, @kind, @parentId, @state, @keyType, @certificate, @sealedKey, @upstreamChain, @serialHex, @subject,
       @notBefore, @notAfter, @fingerprint, @createdAt, @updatedAt)`,
+  loadPending: 'SELECT * FROM pending_authorities ORDER BY created_at, id',
+  insertPending: `INSERT INTO pending_authorities (id, key_type, sealed_key, csr, subject, upstream, created_at, expires_at)
+    VALUES (@id, @keyType, @sealedKey, @csr, @subject, @upstream, @createdAt, @expiresAt)`,
+  deletePending: 'DELETE FROM pending_authorities WHERE id = ?',
+  resealPending: 'UPDATE pending_authorities SET sealed_key = @sealedKey WHERE id = @id',
   transition: `UPDATE authorities SET state = @to, updated_at = @at
     WHERE id = @id AND state IN (SELECT value FROM json_each(@from))`,
   authorityState: 'SELECT state FROM authorities WHERE id = ?',
@@ -629,10 +636,44 @@ class SqliteStoreImpl implements SqliteStore {
       for (const { kid, sealedKey } of change.resealedJwtKeys ?? []) {
         if (this.run('resealJwt', { kid, sealedKey, at: change.audit.at.getTime() }).changes === 0) throw new StoreError('ERR_STORE_NOT_FOUND', `no JWT key with kid ${kid} to re-seal`);
       }
+      for (const { id, sealedKey } of change.resealedPending ?? []) {
+        if (this.run('resealPending', { id, sealedKey }).changes === 0) throw new StoreError('ERR_STORE_NOT_FOUND', `no pending authority with id ${id} to re-seal`);
+      }
+      if (change.completesPending !== undefined && this.run('deletePending', change.completesPending).changes === 0) {
+        throw new StoreError('ERR_STORE_NOT_FOUND', `no pending authority with id ${change.completesPending} (already completed or deleted?)`);
+      }
       for (const revocation of change.revocations ?? []) this.revokeAuthority(revocation);
       if (change.bumpBundleSequence) this.run('bumpBundleSequence');
       this.insertAudit(change.audit);
       return { bundleSequence: this.readBundleSequence() };
+    });
+  }
+
+  async loadPendingAuthorities(): Promise<PendingAuthorityRecord[]> {
+    return this.use(() => this.all<PendingAuthorityRow>('loadPending').map(pendingFromRow));
+  }
+
+  async addPendingAuthority(record: PendingAuthorityRecord, audit: AuditEventInput): Promise<void> {
+    return this.writeTransaction(() => {
+      this.run('insertPending', {
+        id: record.id,
+        keyType: record.keyType,
+        sealedKey: record.sealedKey,
+        csr: record.csrDer,
+        subject: record.subject,
+        upstream: record.upstream,
+        createdAt: record.createdAt.getTime(),
+        expiresAt: record.expiresAt.getTime(),
+      });
+      this.insertAudit(audit);
+    });
+  }
+
+  async deletePendingAuthority(id: string, audit: AuditEventInput): Promise<boolean> {
+    return this.writeTransaction(() => {
+      if (this.run('deletePending', id).changes === 0) return false;
+      this.insertAudit(audit);
+      return true;
     });
   }
 

@@ -17,6 +17,8 @@ export interface AuthorityRecord {
   readonly certificateDer: Buffer;
   /** AES-256-GCM sealed PKCS#8 private key; null for a root whose key meshca does not hold (plug-in CA). */
   readonly sealedKey: Buffer | null;
+  /** Upstream intermediates between this intermediate and its root (DER, nearest first); empty when the root signed it directly. */
+  readonly upstreamChainDers: readonly Buffer[];
   readonly serialHex: string;
   readonly subject: string;
   readonly notBefore: Date;
@@ -24,6 +26,23 @@ export interface AuthorityRecord {
   readonly sha256Fingerprint: string;
   readonly createdAt: Date;
   readonly updatedAt: Date;
+}
+
+/** A key meshca generated for an intermediate whose certificate an upstream CA has not returned yet. */
+export interface PendingAuthorityRecord {
+  /** `pending-` + 16 hex digits of the public key's SHA-256. */
+  readonly id: string;
+  readonly keyType: string;
+  /** AES-256-GCM sealed PKCS#8 private key, the pending id as AAD. */
+  readonly sealedKey: Buffer;
+  /** The PKCS#10 request sent upstream (DER). */
+  readonly csrDer: Buffer;
+  readonly subject: string;
+  /** 'manual' (an operator attaches the certificate), 'vault' or 'cert-manager'. */
+  readonly upstream: string;
+  readonly createdAt: Date;
+  /** Attaching is refused after this; housekeeping then deletes the record. */
+  readonly expiresAt: Date;
 }
 
 export interface AuditEventInput {
@@ -55,6 +74,10 @@ export interface AuthorityChange {
   readonly resealed?: readonly { readonly id: string; readonly sealedKey: Buffer }[];
   /** Re-sealed JWT-SVID signing keys (KEK rotation), by kid. */
   readonly resealedJwtKeys?: readonly { readonly kid: string; readonly sealedKey: Buffer }[];
+  /** Re-sealed pending keys (KEK rotation). */
+  readonly resealedPending?: readonly { readonly id: string; readonly sealedKey: Buffer }[];
+  /** A pending authority this change completes (its certificate was attached): deleted in the same transaction. */
+  readonly completesPending?: string;
   /** Authorities revoked (made tainted) by this change; each bumps its own and its parent's revocation version. */
   readonly revocations?: readonly AuthorityRevocation[];
   readonly bumpBundleSequence: boolean;
@@ -217,9 +240,16 @@ export interface Store {
   /**
    * Applies one authority change atomically; returns the bundle sequence after it. Fails with
    * ERR_STORE_CONFLICT (a guard saw another state; nothing was written), ERR_STORE_NOT_FOUND
-   * (unknown id in a transition/re-seal, or an unknown parent) or ERR_STORE_DUPLICATE (id or fingerprint).
+   * (unknown id in a transition/re-seal, an unknown parent, or a completed pending authority that
+   * no longer exists) or ERR_STORE_DUPLICATE (id or fingerprint).
    */
   applyAuthorityChange(change: AuthorityChange): Promise<{ bundleSequence: number }>;
+  /** Oldest first. */
+  loadPendingAuthorities(): Promise<PendingAuthorityRecord[]>;
+  /** Records a pending authority with its audit event, in one transaction (ERR_STORE_DUPLICATE for a known id). */
+  addPendingAuthority(record: PendingAuthorityRecord, audit: AuditEventInput): Promise<void>;
+  /** Deletes a pending authority with its audit event, in one transaction; false (nothing written) when it does not exist. */
+  deletePendingAuthority(id: string, audit: AuditEventInput): Promise<boolean>;
 
   /**
    * Resolves only after the record is durably committed (group commit batches concurrent calls).
