@@ -13,7 +13,12 @@
  *   - no stored certificate chains to an authority the store does not know (all are verified);
  *   - the restarted server serves exactly the roots the store trusts.
  *
- * Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--keep]
+ * Before the first kill it also runs a short unauthenticated stream flood (issue 11; the full one is
+ * test/security.test.ts): header-only gRPC streams with 60 KB headers and no token while the load
+ * keeps running; the server's RSS must grow by less than 150 MB and its workloads must still get
+ * certificates.
+ *
+ * Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--no-flood] [--keep]
  * The test suite runs a short version (test/chaos.test.ts). Needs dist/ (npm run chaos builds it).
  */
 import { execFile } from 'node:child_process';
@@ -24,6 +29,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { spawnMeshca } from './lib/meshca-process.mjs';
+import { residentBytes, spawnStreamFlood } from './lib/stream-flood.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(ROOT, 'dist');
@@ -232,6 +238,28 @@ export async function runChaos(options = {}) {
     }
   };
 
+  // The short flood: 10 connections x 64 header-only streams, 3 s, under the running load.
+  const floodCheck = async (server, ctx) => {
+    const baseline = residentBytes(server.child.pid);
+    const issuedBefore = ctx.issued;
+    const flood = spawnStreamFlood({ port: server.ports.grpcPort, ca: caPem(), connections: 10, streams: 64, headerBytes: 60 * 1024 });
+    let peak = baseline;
+    await flood.underway(10_000);
+    const started = Date.now();
+    while (Date.now() - started < 3000) {
+      peak = Math.max(peak, residentBytes(server.child.pid));
+      await sleep(100);
+    }
+    const attack = await flood.stop();
+    const problems = [];
+    if (peak - baseline > 150 * 1024 * 1024) problems.push(`RSS grew by ${((peak - baseline) / 1048576).toFixed(0)} MB under the flood (limit 150 MB)`);
+    if (ctx.issued === issuedBefore) problems.push('no certificate was issued while the flood ran');
+    if (attack.opened === 0) problems.push('the flood could not open a single connection');
+    stats.flood = { ...attack, rssGrowthMb: Math.round((peak - baseline) / 1048576), issuedDuring: ctx.issued - issuedBefore };
+    if (problems.length > 0) violations.push({ label: 'stream flood', problems });
+    log(`stream flood: ${attack.opened} connections, ${attack.streamsOpened} streams; RSS +${stats.flood.rssGrowthMb} MB; ${stats.flood.issuedDuring} certificates issued meanwhile`);
+  };
+
   const tail = [];
   const live = new Set();
   const start = async (label) => {
@@ -274,6 +302,7 @@ export async function runChaos(options = {}) {
       ctx.client = new CaClient({ address: `127.0.0.1:${server.ports.grpcPort}`, rootsPem: caPem(), serverName: 'localhost' });
       const upMs = minUpMs + Math.floor(killRandom() * (maxUpMs - minUpMs));
       const work = Promise.all([runLoad(ctx), runAdmin(ctx)]);
+      if (i === 0 && options.flood) await floodCheck(server, ctx);
       await sleep(upMs);
       server.child.kill('SIGKILL');
       await server.exited;
@@ -311,10 +340,11 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--help' || arg === '-h') {
-      process.stdout.write('Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--early-kill-rate 0.2] [--keep]\n');
+      process.stdout.write('Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--early-kill-rate 0.2] [--no-flood] [--keep]\n');
       process.exit(0);
     }
     if (arg === '--keep') options.keep = true;
+    else if (arg === '--no-flood') options.flood = false;
     else if (numbers[arg] && argv[i + 1] !== undefined && Number.isFinite(Number(argv[i + 1]))) options[numbers[arg]] = Number(argv[++i]);
     else {
       process.stderr.write(`chaos: unknown or incomplete argument ${arg}; see --help\n`);
@@ -325,7 +355,7 @@ function parseArgs(argv) {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const options = { iterations: 30, seed: Date.now() % 100000, ...parseArgs(process.argv.slice(2)) };
+  const options = { iterations: 30, seed: Date.now() % 100000, flood: true, ...parseArgs(process.argv.slice(2)) };
   const started = Date.now();
   process.stdout.write(`chaos: ${options.iterations} iterations, seed ${options.seed} (re-run with --seed ${options.seed})\n`);
   const result = await runChaos({ ...options, log: (line) => process.stdout.write(line + '\n') });

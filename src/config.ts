@@ -18,6 +18,9 @@ export interface ServerConfig {
     readonly maxMessageBytes: number;
     readonly maxConcurrentStreams: number;
     readonly maxInFlight: number;
+    readonly requestReadTimeoutMs: number;
+    readonly maxConnections: number;
+    readonly maxConnectionsPerPeer: number;
     readonly keepaliveTimeMs: number;
     readonly maxConnectionIdleMs: number;
     readonly maxConnectionAgeMs: number;
@@ -100,7 +103,10 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
   { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
-  { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '256', help: 'HTTP/2 streams per client connection' },
+  { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '16', help: 'HTTP/2 streams per client connection (istio-agent uses one per request)' },
+  { name: 'request-read-timeout', kind: 'string', value: 'DURATION', default: '10s', help: 'cancel a call whose request message has not arrived this long after its headers (also the TLS handshake deadline)' },
+  { name: 'max-connections', kind: 'string', value: 'N', default: '1024', help: 'open gRPC connections in total; new ones beyond are refused' },
+  { name: 'max-connections-per-peer', kind: 'string', value: 'N', default: '64', help: 'open gRPC connections from one IP address; new ones beyond are refused' },
   { name: 'max-in-flight', kind: 'string', value: 'N', default: '2048', help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED' },
   { name: 'verify-threads', kind: 'string', value: 'N', default: String(defaultVerifierThreads()), help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4)' },
   { name: 'rate-limit-per-identity', kind: 'string', value: 'N', default: '0', help: 'certificate requests per second per SPIFFE ID, 0 = unlimited' },
@@ -133,6 +139,9 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       maxMessageBytes: positiveInt(values, 'max-message-bytes'),
       maxConcurrentStreams: positiveInt(values, 'max-concurrent-streams'),
       maxInFlight: positiveInt(values, 'max-in-flight'),
+      requestReadTimeoutMs: positiveDuration(values, 'request-read-timeout'),
+      maxConnections: positiveInt(values, 'max-connections'),
+      maxConnectionsPerPeer: positiveInt(values, 'max-connections-per-peer'),
       keepaliveTimeMs: duration(values, 'keepalive-time'),
       maxConnectionIdleMs: duration(values, 'max-connection-idle'),
       maxConnectionAgeMs: duration(values, 'max-connection-age'),

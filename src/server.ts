@@ -80,6 +80,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       plaintext: config.grpc.plaintext,
       serving,
       limits: config.grpc,
+      metrics,
+      logger,
       handlers: certificateServiceHandlers({
         authenticator,
         impersonation: kubernetes.impersonation,

@@ -1,10 +1,11 @@
-import { connect as http2Connect } from 'node:http2';
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connectivityState, status } from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openDevTokenIssuer } from '../src/authn/index.js';
 import { CaClient } from '../src/client/ca-client.js';
+import { MAX_HEADER_LIST_BYTES } from '../src/grpc/server.js';
 import { adminCall } from './support/admin.js';
 import { countCertificates, csrFor, removeDir, startTestServer, tempDir, type TestServer } from './support/server.js';
 
@@ -23,6 +24,18 @@ async function server(flags: string[]): Promise<TestServer & { token(sa: string)
 async function codes(t: Awaited<ReturnType<typeof server>>, sas: readonly string[], client = t.client()): Promise<(status | 'OK')[]> {
   const requests = await Promise.all(sas.map(async (sa) => ({ csrPem: await csrFor(id(sa)), token: await t.token(sa) })));
   return Promise.all(requests.map((r) => client.createCertificate(r).then(() => 'OK' as const, (e: { code: status }) => e.code)));
+}
+
+function h2(t: TestServer): ClientHttp2Session {
+  const session = http2Connect(`https://127.0.0.1:${t.server.grpcAddress.port}`, { ca: t.server.ca.current().rootsPem, servername: 'localhost' });
+  session.on('error', () => undefined);
+  return session;
+}
+
+async function metricValue(t: TestServer, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const metric = await t.server.metrics.registry.getSingleMetric(name)?.get();
+  const sample = metric?.values.find((v) => Object.entries(labels).every(([k, value]) => v.labels[k] === value));
+  return sample?.value ?? 0;
 }
 
 afterEach(async () => {
@@ -52,16 +65,51 @@ describe('gRPC limits', () => {
     expect(await codes(t, ['quiet'], client)).toEqual(['OK']);
   });
 
-  it('--max-concurrent-streams is advertised in HTTP/2 SETTINGS', async () => {
+  it('--max-concurrent-streams and the header-list bound are advertised in HTTP/2 SETTINGS', async () => {
     const t = await server(['--max-concurrent-streams', '3']);
-    const session = http2Connect(`https://127.0.0.1:${t.server.grpcAddress.port}`, { ca: t.server.ca.current().rootsPem, servername: 'localhost' });
-    const settings = await new Promise<{ maxConcurrentStreams?: number }>((resolve, reject) => {
+    const session = h2(t);
+    const settings = await new Promise<{ maxConcurrentStreams?: number; maxHeaderListSize?: number }>((resolve, reject) => {
       session.once('remoteSettings', resolve);
       session.once('error', reject);
     });
     session.close();
     expect(settings.maxConcurrentStreams).toBe(3);
+    expect(settings.maxHeaderListSize).toBe(MAX_HEADER_LIST_BYTES);
     expect(await codes(t, ['a', 'b', 'c', 'd', 'e', 'f'])).toEqual(Array(6).fill('OK'));
+  });
+
+  it.each([
+    { flag: '--max-connections-per-peer', reason: 'per_peer' },
+    { flag: '--max-connections', reason: 'total' },
+  ])('$flag refuses connections beyond it before TLS, counts them, and serves the admitted ones', async ({ flag, reason }) => {
+    const t = await server([flag, '2']);
+    const sessions = Array.from({ length: 3 }, () => h2(t));
+    const outcomes = await Promise.all(sessions.map((s) => new Promise<string>((resolve) => {
+      s.once('remoteSettings', () => resolve('open'));
+      s.once('error', () => resolve('refused'));
+      s.once('close', () => resolve('refused'));
+    })));
+    expect(outcomes.sort()).toEqual(['open', 'open', 'refused']);
+    expect(await metricValue(t, 'meshca_grpc_refused_connections_total', { reason })).toBe(1);
+    sessions.forEach((s) => s.destroy());
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await codes(t, ['after'])).toEqual(['OK']); // the closed ones freed their slots
+  });
+
+  it('--request-read-timeout cancels a call whose request message never arrives, and counts it', async () => {
+    const t = await server(['--request-read-timeout', '300ms']);
+    const session = h2(t);
+    const stream = session.request({ ':method': 'POST', ':path': '/istio.v1.auth.IstioCertificateService/CreateCertificate', 'content-type': 'application/grpc', te: 'trailers' }, { endStream: false });
+    const [headers, closed] = await Promise.all([
+      new Promise<Record<string, unknown>>((resolve) => stream.once('response', resolve)),
+      new Promise<number>((resolve) => stream.once('close', () => resolve(stream.rstCode ?? -1))),
+    ]);
+    stream.resume();
+    session.close();
+    expect(headers['grpc-status']).toBe(String(status.DEADLINE_EXCEEDED));
+    expect(closed).toBe(0); // reset with NO_ERROR: the server frees the half-open stream
+    expect(await metricValue(t, 'meshca_grpc_request_read_timeouts_total')).toBe(1);
+    expect(await codes(t, ['prompt'])).toEqual(['OK']);
   });
 
   it.each([
