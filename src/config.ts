@@ -67,6 +67,8 @@ export interface ServerConfig {
   readonly crlValidityMs: number;
   /** Expired certificate rows are pruned this long after they expire. */
   readonly retentionMs: number;
+  /** Audit events are pruned this long after they were written. */
+  readonly auditRetentionMs: number;
   /** TokenReview, multi-cluster, ztunnel impersonation, root distribution, istiod Secret. */
   readonly kubernetes: KubernetesConfig;
 }
@@ -102,6 +104,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'bundle-refresh-hint', kind: 'string', value: 'DURATION', default: '5m', help: 'spiffe_refresh_hint of the SPIFFE bundle' },
   { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
   { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
+  { name: 'audit-retention', kind: 'string', value: 'DURATION', default: '1y', help: 'keep audit events this long; older ones are pruned by housekeeping' },
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
   { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '16', help: 'HTTP/2 streams per client connection (istio-agent uses one per request)' },
   { name: 'request-read-timeout', kind: 'string', value: 'DURATION', default: '10s', help: 'cancel a call whose request message has not arrived this long after its headers (also the TLS handshake deadline)' },
@@ -172,6 +175,7 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
     bundleRefreshHintSeconds: Math.round(duration(values, 'bundle-refresh-hint') / 1000),
     crlValidityMs: duration(values, 'crl-validity'),
     retentionMs: duration(values, 'retention'),
+    auditRetentionMs: positiveDuration(values, 'audit-retention'),
     kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
   };
 }

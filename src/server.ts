@@ -14,7 +14,8 @@ import { RevocationService } from './authority/revocation.js';
 import { startHousekeeping, type Housekeeping } from './authority/housekeeping.js';
 import { startAutoRotation, type AutoRotator } from './authority/auto-rotation.js';
 import type { ServerConfig } from './config.js';
-import { ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
+import { DataDirError, ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
+import { MIN_ADMIN_TOKEN_LENGTH } from './admin/auth.js';
 import { certificateServiceHandlers } from './grpc/certificate-service.js';
 import { IdentityRateLimiter } from './grpc/rate-limit.js';
 import { startGrpcServer, type GrpcServer } from './grpc/server.js';
@@ -100,7 +101,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         metrics.crlNextUpdate.set({ authority: crl.authorityId }, crl.nextUpdate.getTime() / 1000);
       },
     });
-    const housekeeping = startHousekeeping({ store, revocation, logger, retentionMs: config.retentionMs, crlValidityMs: config.crlValidityMs });
+    const housekeeping = startHousekeeping({ store, revocation, logger, retentionMs: config.retentionMs, auditRetentionMs: config.auditRetentionMs, crlValidityMs: config.crlValidityMs });
     const admin = await startAdminServer(
       config.admin.listen,
       {
@@ -187,11 +188,18 @@ async function shutdown(config: ServerConfig, { grpc, admin, serving, store, mon
 
 /** --admin-token-file, else <data-dir>/admin-token generated on first start (0600). */
 function adminToken(config: ServerConfig, logger: Logger): string {
-  if (config.admin.tokenFile) return readSecretFile(config.admin.tokenFile, (text) => text.trim());
+  if (config.admin.tokenFile) return strongAdminToken(readSecretFile(config.admin.tokenFile, (text) => text.trim()), config.admin.tokenFile);
   const path = join(config.dataDir, 'admin-token');
   const { value, created } = ensureSecretFile(path, () => randomBytes(32).toString('base64url'));
   logger.info({ path, created }, 'admin API token file (send it as "Authorization: Bearer <token>")');
-  return value;
+  return strongAdminToken(value, path);
+}
+
+function strongAdminToken(token: string, path: string): string {
+  if (token.length >= MIN_ADMIN_TOKEN_LENGTH) return token;
+  throw new DataDirError(
+    `the admin token in ${path} has ${token.length} characters; at least ${MIN_ADMIN_TOKEN_LENGTH} are required. Generate one with: openssl rand -base64 32 | tr -d '\\n' > ${path} && chmod 600 ${path}`,
+  );
 }
 
 function updateAuthorityMetrics(metrics: Metrics, snapshot: TrustSnapshot): void {

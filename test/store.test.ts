@@ -1,6 +1,6 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { appendFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -134,12 +134,12 @@ describe('migrations', () => {
   it('applies each migration once and records it with its checksum', () => {
     const db = new Database(join(tempDir(), 'm.db'));
     try {
-      expect(applyMigrations(db)).toEqual([1]);
+      const versions = readdirSync(DEFAULT_MIGRATIONS_DIR).filter((f) => f.endsWith('.sql')).map((f) => Number(f.slice(0, 3))).sort((a, b) => a - b);
+      expect(applyMigrations(db)).toEqual(versions);
       expect(applyMigrations(db)).toEqual([]);
       const sql = readFileSync(join(DEFAULT_MIGRATIONS_DIR, '001_initial.sql'), 'utf8');
-      expect(recordedMigrations(db)).toEqual([
-        { version: 1, name: 'initial', sha256: createHash('sha256').update(sql).digest('hex'), appliedAt: expect.any(Date) },
-      ]);
+      expect(recordedMigrations(db)[0]).toEqual({ version: 1, name: 'initial', sha256: createHash('sha256').update(sql).digest('hex'), appliedAt: expect.any(Date) });
+      expect(recordedMigrations(db).map((m) => m.version)).toEqual(versions);
     } finally {
       db.close();
     }
@@ -557,6 +557,17 @@ describe('revocation', () => {
     expect(deleted).toEqual([10, 10, 5, 0]);
     const left = await allPages(store, { limit: 100, now: NOW });
     expect(left.map((c) => c.serialHex).sort()).toEqual(keep.map((r) => r.serialHex).sort());
+  });
+
+  it('prunes only audit events dated before the cut-off, oldest first, in batches', async () => {
+    const { store } = freshStore();
+    const cutoff = new Date(NOW.getTime() - 365 * 24 * HOUR);
+    const event = (at: Date, target: string) => ({ actor: 'admin', action: 'test', target, result: 'ok' as const, at });
+    for (let i = 0; i < 7; i++) await store.appendAudit(event(new Date(cutoff.getTime() - 1 - i), `old-${i}`));
+    await store.appendAudit(event(cutoff, 'at-cutoff'));
+    await store.appendAudit(event(NOW, 'recent'));
+    expect([await store.pruneAudit(cutoff, 5), await store.pruneAudit(cutoff, 5), await store.pruneAudit(cutoff, 5)]).toEqual([5, 2, 0]);
+    expect((await store.listAudit({ limit: 100 })).items.map((e) => e.target)).toEqual(['recent', 'at-cutoff']);
   });
 });
 

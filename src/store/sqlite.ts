@@ -515,6 +515,8 @@ const SQL = {
     (SELECT id FROM issued_certificates WHERE not_after < ? ORDER BY not_after LIMIT ?)`,
   insertAudit: `INSERT INTO audit_events (at, actor, action, target, result, details)
     VALUES (@at, @actor, @action, @target, @result, @details)`,
+  pruneAudit: `DELETE FROM audit_events WHERE id IN
+    (SELECT id FROM audit_events WHERE at < ? ORDER BY at LIMIT ?)`,
   listAudit: 'SELECT id, at, actor, action, target, result, details FROM audit_events WHERE id < ? ORDER BY id DESC LIMIT ?',
   integrityCheck: 'PRAGMA integrity_check',
 } as const;
@@ -765,6 +767,10 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   // --- audit ---
+
+  async pruneAudit(before: Date, batch: number): Promise<number> {
+    return this.use(() => this.run('pruneAudit', before.getTime(), Math.max(0, Math.floor(batch))).changes);
+  }
 
   async appendAudit(event: AuditEventInput): Promise<void> {
     return this.use(() => this.insertAudit(event));

@@ -194,6 +194,8 @@ export interface Store {
   pruneExpired(expiredBefore: Date, batch: number): Promise<number>;
 
   appendAudit(event: AuditEventInput): Promise<void>;
+  /** Deletes up to `batch` of the oldest audit events dated before `before` (--audit-retention); returns how many. */
+  pruneAudit(before: Date, batch: number): Promise<number>;
   listAudit(query: { readonly limit: number; readonly cursor?: string }): Promise<Page<AuditEvent>>;
 
   /**
