@@ -156,13 +156,13 @@ describe('migrations', () => {
 
   const refusals: { name: string; change: (migrations: string) => void; message: RegExp }[] = [
     { name: 'an applied migration was edited', change: (m) => appendFileSync(join(m, '001_initial.sql'), '\n-- edited\n'), message: /changed after it was applied/ },
-    { name: 'the database is newer than the code', change: (m) => rmSync(join(m, '002_future.sql')), message: /newer than this meshca knows/ },
+    { name: 'the database is newer than the code', change: (m) => rmSync(join(m, '999_future.sql')), message: /newer than this meshca knows/ },
   ];
 
   it.each(refusals)('refuses to open when $name', async ({ change, message }) => {
     const migrations = join(tempDir(), 'migrations');
     cpSync(DEFAULT_MIGRATIONS_DIR, migrations, { recursive: true });
-    writeFileSync(join(migrations, '002_future.sql'), 'CREATE TABLE future (id INTEGER PRIMARY KEY);\n');
+    writeFileSync(join(migrations, '999_future.sql'), 'CREATE TABLE future (id INTEGER PRIMARY KEY);\n');
     const { store, path } = freshStore({ migrationsDir: migrations });
     await store.close();
     change(migrations);
