@@ -26,6 +26,8 @@ export interface ServerConfig {
     readonly maxConnectionAgeMs: number;
     /** Certificates per second per identity (0 = unlimited), with a burst of 5× that. */
     readonly rateLimitPerIdentity: number;
+    /** Share (0..1) of the data volume that must stay free for new issuance. */
+    readonly minFreeDiskRatio: number;
     /** Worker threads verifying CSR signatures off the event loop. */
     readonly verifyThreads: number;
   };
@@ -112,7 +114,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'max-connections-per-peer', kind: 'string', value: 'N', default: '64', help: 'open gRPC connections from one IP address; new ones beyond are refused' },
   { name: 'max-in-flight', kind: 'string', value: 'N', default: '2048', help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED' },
   { name: 'verify-threads', kind: 'string', value: 'N', default: String(defaultVerifierThreads()), help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4)' },
-  { name: 'rate-limit-per-identity', kind: 'string', value: 'N', default: '0', help: 'certificate requests per second per SPIFFE ID, 0 = unlimited' },
+  { name: 'rate-limit-per-identity', kind: 'string', value: 'N', default: '10', help: 'certificate requests per second per SPIFFE ID, burst 5x that (docs/security.md explains the size); 0 = unlimited' },
+  { name: 'min-free-disk', kind: 'string', value: 'PERCENT', default: '5%', help: 'refuse new certificates (UNAVAILABLE) while less than this share of the data volume is free; 0 = off' },
   { name: 'keepalive-time', kind: 'string', value: 'DURATION', default: '5m', help: 'server pings idle clients this often and drops dead connections' },
   { name: 'max-connection-idle', kind: 'string', value: 'DURATION', default: '30m', help: 'connections without calls this long are closed (GOAWAY)' },
   { name: 'max-connection-age', kind: 'string', value: 'DURATION', default: '1h', help: 'connections are recycled after this long so clients rebalance across replicas' },
@@ -149,6 +152,7 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       maxConnectionIdleMs: duration(values, 'max-connection-idle'),
       maxConnectionAgeMs: duration(values, 'max-connection-age'),
       rateLimitPerIdentity: nonNegativeNumber(values, 'rate-limit-per-identity'),
+      minFreeDiskRatio: percentage(values, 'min-free-disk'),
       verifyThreads: positiveInt(values, 'verify-threads'),
     },
     serverDnsNames: list(values, 'server-dns'),
@@ -196,6 +200,14 @@ function positiveDuration(values: FlagValues, name: string): number {
   const ms = duration(values, name);
   if (ms <= 0) throw new UsageError(`--${name} must be longer than 0 (e.g. 1m)`);
   return ms;
+}
+
+/** "5%" or "0.05" → 0.05. */
+function percentage(values: FlagValues, name: string): number {
+  const raw = str(values, name)!.trim();
+  const n = raw.endsWith('%') ? Number(raw.slice(0, -1)) / 100 : Number(raw);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new UsageError(`--${name} must be a percentage between 0% and 100% (e.g. 5%)`);
+  return n;
 }
 
 function nonNegativeNumber(values: FlagValues, name: string): number {

@@ -57,6 +57,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       metrics.storeCommitDuration.observe(seconds);
       metrics.storeCommitRows.observe(rows);
     },
+    minFreeDisk: { minFreeRatio: config.grpc.minFreeDiskRatio, onSample: diskReporter(metrics, logger, config) },
   });
   let ready = false;
   const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready);
@@ -200,6 +201,20 @@ function strongAdminToken(token: string, path: string): string {
   throw new DataDirError(
     `the admin token in ${path} has ${token.length} characters; at least ${MIN_ADMIN_TOKEN_LENGTH} are required. Generate one with: openssl rand -base64 32 | tr -d '\\n' > ${path} && chmod 600 ${path}`,
   );
+}
+
+/** Metrics on every sample; an error line when issuance stops for lack of space (and every minute while it lasts). */
+function diskReporter(metrics: Metrics, logger: Logger, config: ServerConfig) {
+  let loggedAt = -Infinity;
+  return (freeRatio: number, low: boolean, changed: boolean) => {
+    metrics.dataVolumeFreeRatio.set(freeRatio);
+    metrics.diskLow.set(low ? 1 : 0);
+    const fields = { dataDir: config.dataDir, freePercent: Number((freeRatio * 100).toFixed(2)), minFreePercent: config.grpc.minFreeDiskRatio * 100 };
+    if (low && (changed || performance.now() - loggedAt > 60_000)) {
+      loggedAt = performance.now();
+      logger.error(fields, 'DATA VOLUME ALMOST FULL: refusing new certificates with UNAVAILABLE until space is freed (--min-free-disk)');
+    } else if (!low && changed) logger.warn(fields, 'data volume has room again: issuing certificates');
+  };
 }
 
 function updateAuthorityMetrics(metrics: Metrics, snapshot: TrustSnapshot): void {

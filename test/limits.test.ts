@@ -84,6 +84,24 @@ describe('gRPC limits', () => {
     expect(await codes(t, ['quiet'], client)).toEqual(['OK']);
   });
 
+  it('limits each identity by default, so one token cannot fill the disk', async () => {
+    const t = await server([]);
+    const results = await codes(t, Array.from({ length: 80 }, () => 'greedy'));
+    expect(results.filter((c) => c === status.RESOURCE_EXHAUSTED).length).toBeGreaterThan(0);
+    expect(await codes(t, ['modest'])).toEqual(['OK']);
+  });
+
+  it.each([
+    { minFree: '100%', expected: status.UNAVAILABLE, low: 1 },
+    { minFree: '0', expected: 'OK' as const, low: 0 },
+  ])('--min-free-disk $minFree: issuance answers $expected (real statfs of the data volume)', async ({ minFree, expected, low }) => {
+    const t = await server(['--min-free-disk', minFree]);
+    const before = await countCertificates(t.server);
+    expect(await codes(t, ['disk'])).toEqual([expected]);
+    expect(await countCertificates(t.server)).toBe(before + (expected === 'OK' ? 1 : 0));
+    expect(await metricValue(t, 'meshca_data_volume_low')).toBe(low);
+  });
+
   it('--max-concurrent-streams and the header-list bound are advertised in HTTP/2 SETTINGS', async () => {
     const t = await server(['--max-concurrent-streams', '3']);
     const session = h2(t);

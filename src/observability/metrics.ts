@@ -73,6 +73,8 @@ export class Metrics {
     'meshca_grpc_request_read_timeouts_total',
     'Calls cancelled because their request message did not arrive within --request-read-timeout.',
   );
+  readonly dataVolumeFreeRatio = this.gauge('meshca_data_volume_free_ratio', 'Share (0..1) of the data volume that is free, sampled at issuance.');
+  readonly diskLow = this.gauge('meshca_data_volume_low', '1 while new certificates are refused because free space is under --min-free-disk.');
   readonly tokenCacheHits = this.counter('meshca_token_cache_hits_total', 'Token verifications answered from the cache.');
   readonly revoked = this.counter('meshca_revoked_certificates_total', 'Certificates revoked.');
   readonly denied = this.counter('meshca_denied_requests_total', 'Requests refused because the identity is on the deny-list.');

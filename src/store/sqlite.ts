@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { IssuanceWriterThread } from './issuance-writer.js';
+import { DiskGuard, type DiskGuardOptions } from './disk-guard.js';
 import Database from 'better-sqlite3';
 import type { Database as Connection, Statement } from 'better-sqlite3';
 import { StoreError } from './errors.js';
@@ -50,6 +51,8 @@ export interface SqliteStoreOptions {
   readonly backgroundCheckpoint?: boolean;
   /** Commit issuance batches from a worker thread (default true) so their fsync never blocks the event loop. */
   readonly writerThread?: boolean;
+  /** checkFreeSpace() fails (ERR_STORE_DISK_LOW) while less than this fraction of the volume is free; default 0 (off). */
+  readonly minFreeDisk?: Omit<DiskGuardOptions, 'path'>;
 }
 
 /** The SQLite store, plus what only tests and operators need. */
@@ -526,6 +529,7 @@ type SqlName = keyof typeof SQL;
 class SqliteStoreImpl implements SqliteStore {
   private readonly statements = new Map<string, Statement<unknown[], unknown>>();
   private readonly journal: IssuanceJournal;
+  private readonly diskGuard: DiskGuard;
   private closed = false;
 
   constructor(
@@ -539,6 +543,7 @@ class SqliteStoreImpl implements SqliteStore {
       options.groupCommitWindowMs ?? DEFAULT_WINDOW_MS,
       Math.max(1, options.groupCommitMaxRows ?? DEFAULT_MAX_ROWS),
     );
+    this.diskGuard = new DiskGuard({ path: options.path, minFreeRatio: 0, ...options.minFreeDisk });
   }
 
   // --- authorities ---
@@ -582,6 +587,10 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   // --- issuance ---
+
+  async checkFreeSpace(): Promise<void> {
+    this.diskGuard.check();
+  }
 
   async recordIssued(record: IssuedCertificateRecord): Promise<void> {
     if (this.closed) throw closedError();

@@ -158,6 +158,11 @@ export interface Store {
    * authority) for that record alone, or ERR_STORE_UNAVAILABLE when its whole batch failed.
    */
   recordIssued(record: IssuedCertificateRecord): Promise<void>;
+  /**
+   * Rejects with ERR_STORE_DISK_LOW while the data volume has less free space than configured
+   * (--min-free-disk), so workload issuance stops before the volume fills. Cheap: sampled at most once a second.
+   */
+  checkFreeSpace(): Promise<void>;
   getCertificate(serialHex: string, now: Date): Promise<CertificateDetail | undefined>;
   /** Newest expiry first (notAfter descending); keyset-paged, so pages never repeat or skip rows. */
   listCertificates(query: CertificateQuery): Promise<Page<CertificateSummary>>;
