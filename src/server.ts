@@ -66,7 +66,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ...config.ca });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
-    const jwks = await tokenAuthenticator(config, logger);
+    const jwks = await tokenAuthenticator(config, logger, metrics);
     const verifiers = new CsrVerifierPool(config.grpc.verifyThreads);
     const issuance = new IssuanceService(ca, store, new IssuancePolicy(config.issuance), (csr) => verifiers.verify(csr));
     kubernetes = await startKubernetesIntegration(config, { jwks, ca, issuance, logger, env });
@@ -142,7 +142,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         await ca.reload();
         await serving.reload('SIGHUP');
       },
-      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation }, () => (ready = false)),
+      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwks }, () => (ready = false)),
     };
   } catch (error) {
     await kubernetes?.close().catch(() => undefined);
@@ -153,8 +153,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
 }
 
 /** The offline (JWKS) validator; undefined when only --token-review validates tokens. */
-async function tokenAuthenticator(config: ServerConfig, logger: Logger): Promise<JwksAuthenticator | undefined> {
-  const common = { trustDomain: config.trustDomain, audiences: config.jwt.audiences, clusterId: config.clusterId };
+async function tokenAuthenticator(config: ServerConfig, logger: Logger, metrics: Metrics): Promise<JwksAuthenticator | undefined> {
+  const common = { trustDomain: config.trustDomain, audiences: config.jwt.audiences, clusterId: config.clusterId, onCacheHit: () => metrics.tokenCacheHits.inc() };
   if (config.jwt.jwksFile) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { file: config.jwt.jwksFile } });
   if (config.jwt.jwksUrl) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { url: config.jwt.jwksUrl } });
   if (!config.dev) return undefined;
@@ -173,10 +173,12 @@ interface Parts {
   readonly kubernetes: KubernetesIntegration;
   readonly verifiers: CsrVerifierPool;
   readonly autoRotation: AutoRotator | undefined;
+  readonly jwks: JwksAuthenticator | undefined;
 }
 
-async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation }: Parts, notReady: () => void): Promise<void> {
+async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation, jwks }: Parts, notReady: () => void): Promise<void> {
   notReady();
+  jwks?.close();
   await autoRotation?.stop(); // a step in progress commits before the store closes
   await kubernetes.close(); // leader tasks stop and the lease is released before the store closes
   housekeeping.stop();
