@@ -1,7 +1,6 @@
 import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { get as httpsGet } from 'node:https';
 import { join } from 'node:path';
 import { connectivityState, status } from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -13,7 +12,7 @@ import { storeClientStanding } from '../src/admin/client-standing.js';
 import { AUDITED_ROUTE_CHARS } from '../src/admin/failure-audit.js';
 import { databasePath } from '../src/server.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
-import { adminCall } from './support/admin.js';
+import { adminCall, publicBundle } from './support/admin.js';
 import { spawnServer } from './support/process.js';
 import { countCertificates, csrFor, removeDir, startTestServer, tempDir, type TestServer } from './support/server.js';
 
@@ -44,17 +43,6 @@ async function metricValue(t: TestServer, name: string, labels: Record<string, s
   const metric = await t.server.metrics.registry.getSingleMetric(name)?.get();
   const sample = metric?.values.find((v) => Object.entries(labels).every(([k, value]) => v.labels[k] === value));
   return sample?.value ?? 0;
-}
-
-/** The public trust bundle, trusted on first use (it is public data). */
-function publicRoots(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    httpsGet({ host: '127.0.0.1', port, path: '/v1/bundle', rejectUnauthorized: false }, (res) => {
-      let text = '';
-      res.on('data', (c: Buffer) => (text += c.toString()));
-      res.on('end', () => resolve(text));
-    }).on('error', reject);
-  });
 }
 
 afterEach(async () => {
@@ -177,7 +165,7 @@ describe('admin limits', () => {
     const dir = tempDir();
     const proc = await spawnServer(join(dir, 'data'), ['--dev', '--admin-max-auth-failures', '2']);
     try {
-      const roots = await publicRoots(proc.adminPort);
+      const roots = await publicBundle(proc.adminPort);
       const target = { port: proc.adminPort, roots, token: readFileSync(join(dir, 'data', 'admin-token'), 'utf8').trim() };
       const probe = `/v1/certificates/${'a'.repeat(6000)}?token=leaked-secret`;
       const attempts = [];

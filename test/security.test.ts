@@ -1,9 +1,9 @@
-import { get } from 'node:https';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openDevTokenIssuer } from '../src/authn/index.js';
 import { CaClient } from '../src/client/ca-client.js';
 // Plain ESM shared with `npm run chaos`: a real TLS HTTP/2 attacker client.
 import { residentBytes, spawnStreamFlood } from '../scripts/lib/stream-flood.mjs';
+import { publicBundle } from './support/admin.js';
 import { spawnServer, type ServerProcess } from './support/process.js';
 import { csrFor, removeDir, tempDir } from './support/server.js';
 
@@ -52,14 +52,3 @@ describe('unauthenticated memory exhaustion on the gRPC port (issue 11)', () => 
     expect((residentBytes(proc.child.pid!) - baseline) / MB).toBeLessThan(100);
   }, 120_000);
 });
-
-/** The public trust bundle, fetched the way a bootstrapping client would (trust on first use). */
-function publicBundle(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    get({ host: '127.0.0.1', port, path: '/v1/bundle', rejectUnauthorized: false }, (res) => {
-      let text = '';
-      res.on('data', (c: Buffer) => (text += c.toString()));
-      res.on('end', () => resolve(text));
-    }).on('error', reject);
-  });
-}
