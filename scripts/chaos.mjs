@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 /**
  * Crash-safety harness (issue 7 item 3): runs CreateCertificate load and admin rotations against a
  * real `meshca serve` process, kills it with SIGKILL at seeded random moments (sometimes while it is
@@ -11,7 +12,8 @@
  *     across restarts);
  *   - every certificate a client received is in the store;
  *   - no stored certificate chains to an authority the store does not know (all are verified);
- *   - the restarted server serves exactly the roots the store trusts.
+ *   - the restarted server serves exactly the roots the store trusts;
+ *   - a revoked intermediate is tainted exactly when its revocation is recorded (authority-taint).
  *
  * Before the first kill it also runs a short unauthenticated stream flood (issue 11; the full one is
  * test/security.test.ts): header-only gRPC streams with 60 KB headers and no token while the load
@@ -19,6 +21,7 @@
  * certificates.
  *
  * Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--no-flood] [--keep]
+ * Admin operations: prepare, activate, rotate-intermediate, remove, and revoke (key compromise).
  * The test suite runs a short version (test/chaos.test.ts). Needs dist/ (npm run chaos builds it).
  */
 import { execFile } from 'node:child_process';
@@ -73,9 +76,10 @@ function startMeshca(dataDir, env, tail) {
   });
 }
 
-function adminRequest(port, ca, token, method, path) {
+function adminRequest(port, ca, token, method, path, body) {
   return new Promise((resolve, reject) => {
     const headers = token ? { authorization: `Bearer ${token}` } : {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
     const req = request({ host: '127.0.0.1', port, path, method, headers, ca, servername: 'localhost', timeout: 10_000 }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
@@ -87,7 +91,7 @@ function adminRequest(port, ca, token, method, path) {
     });
     req.on('timeout', () => req.destroy(new Error('admin request timed out')));
     req.on('error', reject);
-    req.end();
+    req.end(body === undefined ? undefined : JSON.stringify(body));
   });
 }
 
@@ -138,7 +142,7 @@ export async function runChaos(options = {}) {
   const received = new Set();
   const rootsSeen = new Set();
   const violations = [];
-  const stats = { iterations: 0, kills: 0, killsWhileStarting: 0, restarts: 0, issued: 0, failedRequests: 0, adminOps: { prepare: 0, activate: 0, 'rotate-intermediate': 0, remove: 0 }, adminFailures: 0, adminFailureSamples: [], checks: 0, maxBundleSequence: 0 };
+  const stats = { iterations: 0, kills: 0, killsWhileStarting: 0, restarts: 0, issued: 0, failedRequests: 0, adminOps: { prepare: 0, activate: 0, 'rotate-intermediate': 0, remove: 0, revoke: 0 }, adminFailures: 0, adminFailureSamples: /** @type {string[]} */ ([]), checks: 0, maxBundleSequence: 0 };
   let maxSequence = 0;
   const caPem = () => [...rootsSeen].join('');
   const learnRoots = (pem) => pemBlocks(pem).forEach((b) => rootsSeen.add(b));
@@ -200,7 +204,7 @@ export async function runChaos(options = {}) {
     while (ctx.running) {
       await sleep(Math.floor(opRandom() * 120));
       if (!ctx.running) return;
-      const call = (method, path) => adminRequest(ctx.ports.adminPort, caPem(), ctx.adminToken, method, path);
+      const call = (method, path, body) => adminRequest(ctx.ports.adminPort, caPem(), ctx.adminToken, method, path, body);
       let op = 'list';
       try {
         const { authorities } = JSON.parse(await call('GET', '/v1/authorities'));
@@ -208,7 +212,12 @@ export async function runChaos(options = {}) {
         const retiredRoots = authorities.filter((a) => a.kind === 'root' && a.state === 'retired');
         const retiredIntermediates = authorities.filter((a) => a.kind === 'intermediate' && a.state === 'retired');
         const r = opRandom();
-        if (prepared.length > 0 && r < 0.5) {
+        if (r >= 0.9) {
+          // Key compromise: the active intermediate is tainted and replaced in one transaction.
+          op = 'revoke';
+          const active = authorities.find((a) => a.kind === 'intermediate' && a.state === 'active');
+          await call('POST', `/v1/authorities/${active.id}/revoke`, { reason: 'keyCompromise' });
+        } else if (prepared.length > 0 && r < 0.5) {
           op = 'activate';
           await call('POST', `/v1/authorities/${prepared[0].id}/activate`);
         } else if (retiredRoots.length > 0 && r < 0.75) {
@@ -299,7 +308,8 @@ export async function runChaos(options = {}) {
         break;
       }
       if (i === 0) await check('first start', server.ports);
-      ctx.client = new CaClient({ address: `127.0.0.1:${server.ports.grpcPort}`, rootsPem: caPem(), serverName: 'localhost' });
+      const client = new CaClient({ address: `127.0.0.1:${server.ports.grpcPort}`, rootsPem: caPem(), serverName: 'localhost' });
+      ctx.client = client;
       const upMs = minUpMs + Math.floor(killRandom() * (maxUpMs - minUpMs));
       const work = Promise.all([runLoad(ctx), runAdmin(ctx)]);
       if (i === 0 && options.flood) await floodCheck(server, ctx);
@@ -308,7 +318,7 @@ export async function runChaos(options = {}) {
       await server.exited;
       ctx.running = false;
       await work;
-      ctx.client.close();
+      client.close();
       stats.kills++;
       log(`iteration ${i + 1}/${iterations}: killed after ${upMs} ms; ${ctx.issued} certificates, ${ctx.adminOps} admin ops (totals: ${received.size} received, bundle sequence ≥ ${maxSequence})`);
     }
@@ -335,7 +345,8 @@ export async function runChaos(options = {}) {
 }
 
 function parseArgs(argv) {
-  const options = {};
+  /** @type {{ flood: boolean, keep?: boolean } & Record<string, number | boolean>} */
+  const options = { flood: true };
   const numbers = { '--iterations': 'iterations', '--seed': 'seed', '--workers': 'workers', '--min-up-ms': 'minUpMs', '--max-up-ms': 'maxUpMs', '--early-kill-rate': 'earlyKillRate' };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -355,7 +366,8 @@ function parseArgs(argv) {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const options = { iterations: 30, seed: Date.now() % 100000, flood: true, ...parseArgs(process.argv.slice(2)) };
+  // The CLI runs the short stream flood unless --no-flood; runChaos() alone (the test) does not.
+  const options = { iterations: 30, seed: Date.now() % 100000, ...parseArgs(process.argv.slice(2)) };
   const started = Date.now();
   process.stdout.write(`chaos: ${options.iterations} iterations, seed ${options.seed} (re-run with --seed ${options.seed})\n`);
   const result = await runChaos({ ...options, log: (line) => process.stdout.write(line + '\n') });

@@ -150,10 +150,12 @@ async function request(values: FlagValues): Promise<void> {
   try {
     const ttl = str(values, 'ttl');
     const chain = await client.createCertificate({ csrPem: await workloadCsr(key, spiffeId), token, clusterId: str(values, 'cluster-id'), validitySeconds: ttl ? duration(values, 'ttl') / 1000 : 0 });
+    const roots = chain.at(-1);
+    if (roots === undefined || chain.length < 2) throw new Error(`the CA returned ${chain.length} certificate(s); expected the leaf, its issuer and the roots`);
     mkdirSync(out, { recursive: true, mode: 0o700 });
     writeFileSync(join(out, 'cert-chain.pem'), chain.slice(0, -1).join(''));
     writePrivateFile(join(out, 'key.pem'), await privateKeyPemOf(key));
-    writeFileSync(join(out, 'root-cert.pem'), chain[chain.length - 1]!);
+    writeFileSync(join(out, 'root-cert.pem'), roots);
     process.stdout.write(`wrote ${join(out, 'cert-chain.pem')}, ${join(out, 'key.pem')} and ${join(out, 'root-cert.pem')} for ${spiffeId}\n`);
   } finally {
     client.close();
@@ -164,8 +166,8 @@ async function request(values: FlagValues): Promise<void> {
 function tokenClaims(token: string): { namespace: string; serviceAccount: string } {
   try {
     const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { sub?: string };
-    const m = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(payload.sub ?? '');
-    if (m) return { namespace: m[1]!, serviceAccount: m[2]! };
+    const [, namespace, serviceAccount] = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(payload.sub ?? '') ?? [];
+    if (namespace !== undefined && serviceAccount !== undefined) return { namespace, serviceAccount };
   } catch {
     // fall through to the usage error
   }

@@ -67,6 +67,8 @@ export interface ServerConfig {
   };
   readonly bundleRefreshHintSeconds: number;
   readonly crlValidityMs: number;
+  /** Authority Information Access OCSP URL in issued leaves; undefined = none (Istio does not use it). */
+  readonly ocspUrl: string | undefined;
   /** Expired certificate rows are pruned this long after they expire. */
   readonly retentionMs: number;
   /** Audit events are pruned this long after they were written. */
@@ -105,6 +107,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'admin-max-auth-failures', kind: 'string', value: 'N', default: '10', help: 'failed admin authentications per minute (all sources together) answered at once; further failures are answered with a growing delay (the correct token never waits)' },
   { name: 'bundle-refresh-hint', kind: 'string', value: 'DURATION', default: '5m', help: 'spiffe_refresh_hint of the SPIFFE bundle' },
   { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
+  { name: 'ocsp-url', kind: 'string', value: 'URL', help: 'put this OCSP responder URL (AIA) in issued leaves, e.g. https://meshca.istio-system.svc:8443/v1/ocsp; off by default (Istio does not use OCSP)' },
   { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
   { name: 'audit-retention', kind: 'string', value: 'DURATION', default: '1y', help: 'keep audit events this long; older ones are pruned by housekeeping' },
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
@@ -178,10 +181,20 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
     },
     bundleRefreshHintSeconds: Math.round(duration(values, 'bundle-refresh-hint') / 1000),
     crlValidityMs: duration(values, 'crl-validity'),
+    ocspUrl: ocspUrl(str(values, 'ocsp-url')),
     retentionMs: duration(values, 'retention'),
     auditRetentionMs: positiveDuration(values, 'audit-retention'),
     kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
   };
+}
+
+/** An absolute http(s) URL in plain ASCII, as AIA's IA5String needs. */
+function ocspUrl(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (!/^https?:\/\/[\x21-\x7e]+$/.test(value) || !URL.canParse(value)) {
+    throw new UsageError(`--ocsp-url must be an absolute http(s) URL without spaces, e.g. https://meshca.istio-system.svc:8443/v1/ocsp (got "${value}")`);
+  }
+  return value;
 }
 
 function guard<T>(flag: string, parse: () => T): T {

@@ -35,7 +35,8 @@ export function parseFlags(specs: readonly FlagSpec[], argv: readonly string[], 
   const positionals: string[] = [];
   let help = false;
   for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
+    const arg = argv[i];
+    if (arg === undefined) break;
     if (arg === '--help' || arg === '-h') {
       help = true;
       continue;

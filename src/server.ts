@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { startAdminServer, type AdminServer } from './admin/server.js';
 import { Inventory } from './authority/inventory.js';
 import { RevocationService } from './authority/revocation.js';
+import { OcspResponder } from './authority/ocsp.js';
 import { startHousekeeping, type Housekeeping } from './authority/housekeeping.js';
 import { startAutoRotation, type AutoRotator } from './authority/auto-rotation.js';
 import type { ServerConfig } from './config.js';
@@ -63,7 +64,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready);
   let kubernetes: KubernetesIntegration | undefined;
   try {
-    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ...config.ca });
+    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ocspUrl: config.ocspUrl, ...config.ca });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
     const jwks = await tokenAuthenticator(config, logger, metrics);
@@ -117,6 +118,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         bodyLimitBytes: config.admin.bodyLimitBytes,
         requestTimeoutMs: config.admin.requestTimeoutMs,
         refreshHintSeconds: config.bundleRefreshHintSeconds,
+        reissueServing: () => serving.reload('authority revoked'),
+        ocsp: new OcspResponder(ca, store, kek.kek, logger.child({ component: 'ocsp' })),
         // issueProfile never goes beyond --default-ttl, so that is the ceiling the route reports.
         istiod: { ca, issuance, trustDomain: config.trustDomain, clusterId: config.clusterId, defaultTtlMs: config.kubernetes.istiodCertTtlMs, maxTtlMs: config.issuance.maxTtlMs },
       },

@@ -552,7 +552,7 @@ describe('monitoring artefacts', () => {
     expect(dashboard.title).toBe('meshca');
     const exprs = [...alerts.map((r) => r.expr), ...dashboardExprs(dashboard.panels)];
     const referenced = new Set(exprs.flatMap((e) => [...e.matchAll(METRIC_NAME)].map((m) => m[1]!)));
-    // The list: expiry, issuance errors, authentication failures, CRL, active authority, commit latency.
+    // What an operator alerts on: expiry, issuance errors, authentication failures, CRL, active authority, commit latency.
     for (const name of [
       'meshca_authority_expiry_timestamp_seconds',
       'citadel_server_root_cert_expiry_timestamp',

@@ -27,7 +27,11 @@ describe('unauthenticated memory exhaustion on the gRPC port (issue 11)', () => 
     const issuer = await openDevTokenIssuer(dir);
     const client = new CaClient({ address: `127.0.0.1:${proc.grpcPort}`, rootsPem: roots, serverName: 'localhost' });
     const workload = async (sa: string) =>
-      client.createCertificate({ csrPem: await csrFor(`spiffe://cluster.local/ns/sec/sa/${sa}`), token: await issuer.sign({ namespace: 'sec', serviceAccount: sa, ttlSeconds: 600 }), deadlineMs: 15_000 });
+      client.createCertificate({
+        csrPem: await csrFor(`spiffe://cluster.local/ns/sec/sa/${sa}`),
+        token: await issuer.sign({ namespace: 'sec', serviceAccount: sa, ttlSeconds: 600 }),
+        deadlineMs: 15_000,
+      });
     await workload('warmup');
     await sleep(500);
     const baseline = residentBytes(proc.child.pid!);

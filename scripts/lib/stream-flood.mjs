@@ -1,3 +1,4 @@
+// @ts-check
 // The unauthenticated memory-exhaustion attack of issue 11, as a real TLS HTTP/2 client: many
 // connections, each opening many gRPC streams that send HEADERS only (a large padding header, no
 // token) and never the request message. Shared by test/security.test.ts and `npm run chaos`.
@@ -27,14 +28,22 @@ export function startStreamFlood(options) {
       maxSessionMemory: 1024,
       peerMaxConcurrentStreams: streams,
     });
+    let connected = false;
     session.on('error', () => undefined);
     session.once('connect', () => {
+      connected = true;
       stats.opened++;
       for (let s = 0; s < streams && !session.destroyed && !session.closed; s++) {
         let stream;
         try {
           stream = session.request(
-            { ':method': 'POST', ':path': '/istio.v1.auth.IstioCertificateService/CreateCertificate', 'content-type': 'application/grpc', te: 'trailers', 'x-padding': padding },
+            {
+              ':method': 'POST',
+              ':path': '/istio.v1.auth.IstioCertificateService/CreateCertificate',
+              'content-type': 'application/grpc',
+              te: 'trailers',
+              'x-padding': padding,
+            },
             { endStream: false },
           );
         } catch {
@@ -49,9 +58,8 @@ export function startStreamFlood(options) {
       }
     });
     session.once('close', () => {
-      if (!session.connectedAt) stats.refused++;
+      if (!connected) stats.refused++;
     });
-    session.once('connect', () => (session.connectedAt = Date.now()));
     sessions.push(session);
   }
   return {

@@ -29,14 +29,28 @@ export function storeClientStanding(source: StandingSource, cacheMs = 1000, now:
 
 function expiryRefusal(certificate: X509Certificate, nowMs: number): ClientRefusal | undefined {
   if (nowMs < Date.parse(certificate.validFrom) || nowMs > Date.parse(certificate.validTo)) {
-    return { status: 401, code: 'ERR_ADMIN_CLIENT_EXPIRED', message: `client certificate ${certificate.serialNumber} is outside its validity (${certificate.validFrom} – ${certificate.validTo}); get a new one` };
+    return {
+      status: 401,
+      code: 'ERR_ADMIN_CLIENT_EXPIRED',
+      message: `client certificate ${certificate.serialNumber} is outside its validity (${certificate.validFrom} – ${certificate.validTo}); get a new one`,
+    };
   }
   return undefined;
 }
 
 async function storeRefusal(source: StandingSource, serial: string, spiffeId: string): Promise<ClientRefusal | undefined> {
   const [record, denied] = await Promise.all([source.certificate(serial), source.isDenied(spiffeId)]);
-  if (denied) return { status: 403, code: 'ERR_ADMIN_CLIENT_DENIED', message: `${spiffeId} is on the deny-list; another admin can allow it again with DELETE /v1/identities/deny/<id>` };
-  if (record?.status === 'revoked') return { status: 401, code: 'ERR_ADMIN_CLIENT_REVOKED', message: `client certificate ${serial} was revoked (${record.revocationReason ?? 'unspecified'}); get a new one` };
+  if (denied)
+    return {
+      status: 403,
+      code: 'ERR_ADMIN_CLIENT_DENIED',
+      message: `${spiffeId} is on the deny-list; another admin can allow it again with DELETE /v1/identities/deny/<id>`,
+    };
+  if (record?.status === 'revoked')
+    return {
+      status: 401,
+      code: 'ERR_ADMIN_CLIENT_REVOKED',
+      message: `client certificate ${serial} was revoked (${record.revocationReason ?? 'unspecified'}); get a new one`,
+    };
   return undefined;
 }

@@ -15,6 +15,8 @@ import { authorityRoutes } from './routes/authorities.js';
 import { certificateRoutes } from './routes/certificates.js';
 import { crlRoutes, revocationRoutes } from './routes/revocation.js';
 import { trustRoutes } from './routes/trust.js';
+import { ocspRoutes } from './routes/ocsp.js';
+import type { OcspResponder } from '../authority/ocsp.js';
 import { istiodRoutes, type IstiodRoutesOptions } from './routes/istiod.js';
 import type { RevocationService } from '../authority/revocation.js';
 
@@ -33,6 +35,10 @@ export interface AdminApiOptions {
   readonly bodyLimitBytes: number;
   readonly requestTimeoutMs: number;
   readonly refreshHintSeconds: number;
+  /** The OCSP responder (public POST/GET /v1/ocsp); absent = not served. */
+  readonly ocsp?: OcspResponder;
+  /** Re-issues meshca's serving certificate (authority revoke with reissue=true). */
+  readonly reissueServing?: () => Promise<void>;
   /** POST /v1/profiles/istiod/issue; absent = route not served. */
   readonly istiod?: IstiodRoutesOptions;
 }
@@ -44,7 +50,7 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
     loggerInstance: options.logger.child({ component: 'admin' }, { serializers: { req: requestWithoutQuery } }),
     bodyLimit: options.bodyLimitBytes,
     // SPIFFE IDs (up to 2048 bytes) travel URL-encoded in paths; the router's default cap is 100.
-    maxParamLength: 6400,
+    routerOptions: { maxParamLength: 6400 },
     requestTimeout: options.requestTimeoutMs,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
     ...(serving ? { https: tlsOptions(serving.current(), options.clientIds.length > 0) } : {}),
@@ -61,6 +67,7 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
     (error) => options.logger.error({ err: error }, 'could not audit failed admin authentications'),
   );
   app.addHook('onClose', () => failures.close());
+  if (options.ocsp) await ocspRoutes(app, options.ocsp);
   await app.register(async (protectedApp) => {
     protectedApp.addHook(
       'onRequest',
@@ -73,7 +80,7 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
       }),
     );
     const actor = (request: FastifyRequest) => clientSpiffeId(request.raw.socket as TLSSocket) ?? 'admin';
-    authorityRoutes(protectedApp, { ca: options.ca, inventory: options.inventory, actor });
+    authorityRoutes(protectedApp, { ca: options.ca, inventory: options.inventory, actor, reissueServing: options.reissueServing });
     certificateRoutes(protectedApp, options.inventory);
     if (options.istiod) istiodRoutes(protectedApp, options.istiod);
     revocationRoutes(protectedApp, { revocation: options.revocation, actor, onRevoked: (n) => options.metrics.revoked.inc(n) });

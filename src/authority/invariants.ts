@@ -8,6 +8,8 @@
  *    roots are self-signed, every intermediate verifies against a stored root;
  *  - active-authority: exactly one active intermediate, under a trusted, active root, and no other
  *    active root;
+ *  - authority-taint: an authority is tainted exactly when its revocation is recorded (a removed
+ *    one keeps its record), so a revocation is never half applied;
  *  - authority-keys (needs the KEK): every sealed key opens with the KEK and matches its certificate;
  *  - bundle-sequence: at least 1 once authorities exist, and never below what was seen before;
  *  - received-certificates (harness): every certificate a client received is stored;
@@ -27,6 +29,7 @@ export type InvariantName =
   | 'schema'
   | 'authority-chain'
   | 'active-authority'
+  | 'authority-taint'
   | 'authority-keys'
   | 'bundle-sequence'
   | 'received-certificates'
@@ -90,6 +93,13 @@ export async function checkInvariants(store: StoreInspection, options: Invariant
 
   const active = checkActive(authorities, byId);
   add('active-authority', active.problem ? 'failed' : 'ok', active.problem ?? `${active.record!.id} under ${active.record!.parentId}`);
+
+  const revoked = new Set(await store.revokedAuthorityIds());
+  const taintProblems = [
+    ...authorities.filter((a) => a.state === 'tainted' && !revoked.has(a.id)).map((a) => `${a.id} is tainted but its revocation is not recorded`),
+    ...[...revoked].filter((id) => !['tainted', 'removed'].includes(byId.get(id)?.state ?? '')).map((id) => `${id} has a recorded revocation but is ${byId.get(id)?.state ?? 'not stored'}`),
+  ];
+  add('authority-taint', taintProblems.length > 0 ? 'failed' : 'ok', taintProblems.length > 0 ? summarize(taintProblems) : `${count(revoked.size, 'revoked authority')}, each tainted or removed`);
 
   if (!options.kek) add('authority-keys', 'skipped', 'no KEK given (--kek-file or MESHCA_KEK): private keys not checked');
   else {
@@ -169,10 +179,10 @@ function checkAuthorityChain(authorities: readonly AuthorityRecord[], byId: Read
 
 function checkActive(authorities: readonly AuthorityRecord[], byId: ReadonlyMap<string, AuthorityRecord>): { record?: AuthorityRecord; problem?: string } {
   const active = authorities.filter((a) => a.kind === 'intermediate' && a.state === 'active');
-  if (active.length !== 1) {
+  const [record] = active;
+  if (record === undefined || active.length !== 1) {
     return { problem: `${active.length} active intermediates${active.length > 0 ? ` (${active.map((a) => a.id).join(', ')})` : ''}; exactly one is required` };
   }
-  const record = active[0]!;
   const root = record.parentId === null ? undefined : byId.get(record.parentId);
   if (!root || !TRUSTED_STATES.has(root.state)) return { record, problem: `the active intermediate ${record.id} is not under a trusted root (${root ? `${root.id} is ${root.state}` : 'root missing'})` };
   if (root.state !== 'active') return { record, problem: `the root ${root.id} of the active intermediate is ${root.state}, not active` };
@@ -240,9 +250,11 @@ function count(n: number, what: string): string {
 
 /** The report as the table `meshca verify` prints. */
 export function formatInvariantReport(report: InvariantReport): string {
-  const rows = report.results.map((r) => [r.name, r.status === 'failed' ? 'FAILED' : r.status, r.detail]);
-  const widths = [0, 1].map((i) => Math.max(i === 0 ? 'INVARIANT'.length : 'RESULT'.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: readonly string[]) => `${cells[0]!.padEnd(widths[0]!)}  ${cells[1]!.padEnd(widths[1]!)}  ${cells[2]}`.trimEnd();
+  type Row = readonly [name: string, result: string, detail: string];
+  const rows = report.results.map((r): Row => [r.name, r.status === 'failed' ? 'FAILED' : r.status, r.detail]);
+  const nameWidth = Math.max('INVARIANT'.length, ...rows.map(([name]) => name.length));
+  const resultWidth = Math.max('RESULT'.length, ...rows.map(([, result]) => result.length));
+  const line = ([name, result, detail]: Row) => `${name.padEnd(nameWidth)}  ${result.padEnd(resultWidth)}  ${detail}`.trimEnd();
   const failed = report.results.filter((r) => r.status === 'failed').length;
   return [
     line(['INVARIANT', 'RESULT', 'DETAIL']),

@@ -1,5 +1,11 @@
 import { constants } from 'node:http2';
-import { ServerInterceptingCall, ServerListenerBuilder, status, type ServerInterceptingCallInterface, type ServerInterceptor } from '@grpc/grpc-js';
+import {
+  ServerInterceptingCall,
+  ServerListenerBuilder,
+  status,
+  type ServerInterceptingCallInterface,
+  type ServerInterceptor,
+} from '@grpc/grpc-js';
 
 /**
  * Cancels a call whose request message has not fully arrived within `timeoutMs` of its HEADERS.

@@ -324,10 +324,11 @@ function inFile<T>(file: string, parse: () => T): T {
 
 function onlyCertificate(pem: string, file: string): Buffer {
   const certs = inFile(file, () => pemCertificates(pem));
-  if (certs.length !== 1) {
+  const [only] = certs;
+  if (only === undefined || certs.length !== 1) {
     throw new PkiError('ERR_PEM_MALFORMED', `${file} must hold exactly one certificate, found ${certs.length}; put intermediates in cert-chain.pem`);
   }
-  return certs[0]!;
+  return only;
 }
 
 function checkSigningCa(caCert: ParsedCertificate): void {
@@ -359,7 +360,8 @@ function chainLinks(pem: string, caCert: ParsedCertificate, roots: readonly Pars
     .filter((b) => b.label === 'CERTIFICATE')
     .map((b) => b.der);
   if (ders[0]?.equals(caCert.der)) ders.shift();
-  while (ders.length > 0 && roots.some((r) => r.der.equals(ders.at(-1)!))) ders.pop();
+  const isRoot = (der: Buffer | undefined) => der !== undefined && roots.some((r) => r.der.equals(der));
+  while (isRoot(ders.at(-1))) ders.pop();
   return ders.map((der, i) => parseCertificate(der, `cert-chain.pem certificate #${i + 1}`));
 }
 
@@ -408,7 +410,7 @@ function checkValidity(cert: ParsedCertificate, name: string, now: Date): void {
 // ---------------------------------------------------------------------------------------------
 // CRL
 
-export type CrlReason = 'unspecified' | 'keyCompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation';
+export type CrlReason = 'unspecified' | 'keyCompromise' | 'cACompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation';
 
 export interface CrlEntry {
   readonly serialHex: string;
@@ -463,8 +465,8 @@ function checkCrlSpec(spec: CrlSpec, issuer: ParsedCertificate): void {
     throw new PkiError('ERR_CRL_SPEC_INVALID', 'CRL nextUpdate must be after thisUpdate');
   }
   const serials = spec.entries.map((e) => normalizeSerialHex(e.serialHex));
-  const bad = serials.findIndex((s) => s === undefined);
-  if (bad !== -1) throw new PkiError('ERR_CRL_SPEC_INVALID', `CRL entry #${bad + 1} has an invalid serial "${spec.entries[bad]!.serialHex}"`);
+  const bad = serials.indexOf(undefined);
+  if (bad !== -1) throw new PkiError('ERR_CRL_SPEC_INVALID', `CRL entry #${bad + 1} has an invalid serial "${spec.entries[bad]?.serialHex}"`);
   if (new Set(serials).size !== serials.length) throw new PkiError('ERR_CRL_SPEC_INVALID', 'CRL entries contain a serial more than once');
 }
 
@@ -482,6 +484,6 @@ function evenHex(hex: string): string {
 /** DER INTEGER for a non-negative value (CRLNumber). */
 function derInteger(value: bigint): Buffer {
   let content = Buffer.from(evenHex(value.toString(16)), 'hex');
-  if (content[0]! & 0x80) content = Buffer.concat([Buffer.from([0]), content]);
+  if (content.readUInt8(0) & 0x80) content = Buffer.concat([Buffer.from([0]), content]);
   return Buffer.concat([Buffer.from([0x02, content.length]), content]);
 }

@@ -14,6 +14,8 @@ import type {
   AuditEventInput,
   AuthorityChange,
   AuthorityRecord,
+  AuthorityRevocation,
+  AuthorityRevocationReason,
   AuthorityState,
   AuthorityTransition,
   AuthorityUsage,
@@ -358,7 +360,8 @@ function pageLimit(limit: number): number {
 function toPage<R, T>(rows: R[], limit: number, item: (row: R) => T, cursor: (row: R) => string): Page<T> {
   const more = rows.length > limit;
   const shown = more ? rows.slice(0, limit) : rows;
-  return { items: shown.map(item), nextCursor: more ? cursor(shown[shown.length - 1]) : null };
+  const last = shown.at(-1);
+  return { items: shown.map(item), nextCursor: more && last !== undefined ? cursor(last) : null };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -488,6 +491,9 @@ const SQL = {
   transition: `UPDATE authorities SET state = @to, updated_at = @at
     WHERE id = @id AND state IN (SELECT value FROM json_each(@from))`,
   authorityState: 'SELECT state FROM authorities WHERE id = ?',
+  authorityParent: 'SELECT parent_id FROM authorities WHERE id = ?',
+  insertAuthorityRevocation: `INSERT INTO revoked_authorities (authority_id, revoked_at, reason, actor) VALUES (@id, @at, @reason, @actor)`,
+  listAuthorityRevocations: 'SELECT authority_id, revoked_at, reason, actor FROM revoked_authorities ORDER BY revoked_at, authority_id',
   reseal: 'UPDATE authorities SET sealed_key = @sealedKey, updated_at = @at WHERE id = @id',
   bundleSequence: "SELECT value FROM meta WHERE key = 'bundle_sequence'",
   bumpBundleSequence: "UPDATE meta SET value = value + 1 WHERE key = 'bundle_sequence'",
@@ -561,6 +567,7 @@ class SqliteStoreImpl implements SqliteStore {
       for (const record of change.insert ?? []) this.run('insertAuthority', authorityParams(record));
       for (const transition of change.transitions ?? []) this.transition(transition, change.audit.at);
       for (const { id, sealedKey } of change.resealed ?? []) this.reseal(id, sealedKey, change.audit.at);
+      for (const revocation of change.revocations ?? []) this.revokeAuthority(revocation);
       if (change.bumpBundleSequence) this.run('bumpBundleSequence');
       this.insertAudit(change.audit);
       return { bundleSequence: this.readBundleSequence() };
@@ -576,6 +583,19 @@ class SqliteStoreImpl implements SqliteStore {
       'ERR_STORE_CONFLICT',
       `authority ${transition.id} is ${current.state}, not ${transition.from.join(' or ') || '(no state allowed)'}; cannot make it ${transition.to}`,
     );
+  }
+
+  /** The row, plus version bumps: the authority's own (OCSP answers for its leaves) and its root's (CRL entry). */
+  private revokeAuthority(revocation: AuthorityRevocation): void {
+    const params = { id: revocation.authorityId, at: revocation.revokedAt.getTime(), reason: revocation.reason, actor: revocation.actor };
+    try {
+      this.run('insertAuthorityRevocation', params);
+    } catch (error) {
+      throw toStoreError(error, `the revocation of authority ${revocation.authorityId}`);
+    }
+    const parent = this.get<{ parent_id: string | null }>('authorityParent', revocation.authorityId);
+    this.run('bumpRevocationVersion', revocation.authorityId);
+    if (parent?.parent_id) this.run('bumpRevocationVersion', parent.parent_id);
   }
 
   private reseal(id: string, sealedKey: Buffer, at: Date): void {
@@ -598,7 +618,7 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   private async writeIssuedInThread(writer: IssuanceWriterThread, records: readonly IssuedCertificateRecord[]): Promise<(StoreError | undefined)[]> {
-    let result;
+    let result: Awaited<ReturnType<IssuanceWriterThread['write']>>;
     try {
       // Exact-size copies: posting a view of a pooled Buffer would clone its whole slab.
       result = await writer.write(records.map((r) => ({ ...issuedParams(r), der: new Uint8Array(r.der) })));
@@ -606,7 +626,7 @@ class SqliteStoreImpl implements SqliteStore {
       this.options.logger?.warn({ err: error, rows: records.length }, 'an issuance batch failed to commit; none of its certificates were recorded');
       throw new StoreError('ERR_STORE_UNAVAILABLE', `recording issued certificates failed: ${(error as Error).message}`, { cause: error });
     }
-    const outcomes = result.outcomes.map((failure, i) => failure && toStoreError(Object.assign(new Error(failure.message), { code: failure.code }), `certificate ${records[i]!.serialHex}`));
+    const outcomes = result.outcomes.map((failure, i) => failure && toStoreError(Object.assign(new Error(failure.message), { code: failure.code }), `certificate ${records[i]?.serialHex}`));
     this.reportCommit(outcomes.filter((o) => o === undefined).length, result.seconds);
     return outcomes;
   }
@@ -763,6 +783,17 @@ class SqliteStoreImpl implements SqliteStore {
         serialHex: row.serial_hex,
         revokedAt: new Date(row.revoked_at),
         reason: row.revocation_reason as RevocationReason,
+      })),
+    );
+  }
+
+  async listAuthorityRevocations(): Promise<AuthorityRevocation[]> {
+    return this.use(() =>
+      this.all<{ authority_id: string; revoked_at: number; reason: string; actor: string }>('listAuthorityRevocations').map((row) => ({
+        authorityId: row.authority_id,
+        revokedAt: new Date(row.revoked_at),
+        reason: row.reason as AuthorityRevocationReason,
+        actor: row.actor,
       })),
     );
   }

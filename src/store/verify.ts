@@ -59,6 +59,8 @@ export interface StoreInspection {
   /** Per-authority counts (intermediates that issued something). */
   authorityUsage(now: Date): Promise<Map<string, AuthorityUsage>>;
   deniedIdentities(): Promise<DeniedIdentity[]>;
+  /** Ids of revoked (tainted) authorities; empty for a store from before migration 003. */
+  revokedAuthorityIds(): Promise<string[]>;
   close(): void;
 }
 
@@ -189,8 +191,9 @@ class SqliteInspection implements StoreInspection {
     let after = -1;
     for (;;) {
       const rows = this.read(() => page.all(after, batchSize));
-      if (rows.length === 0) return;
-      after = rows[rows.length - 1]!.id;
+      const last = rows.at(-1);
+      if (last === undefined) return;
+      after = last.id;
       yield rows.map(toDer);
     }
   }
@@ -245,6 +248,14 @@ class SqliteInspection implements StoreInspection {
           .map((r) => [r.authority_id, r.n]),
       );
       return new Map(rows.map((r) => [r.authority_id, { issued: r.issued, unexpired: r.unexpired ?? 0, revoked: revoked.get(r.authority_id) ?? 0 }]));
+    });
+  }
+
+  async revokedAuthorityIds(): Promise<string[]> {
+    return this.read(() => {
+      const exists = this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'revoked_authorities'").get();
+      if (!exists) return [];
+      return this.db.prepare<[], { authority_id: string }>('SELECT authority_id FROM revoked_authorities ORDER BY authority_id').all().map((r) => r.authority_id);
     });
   }
 
