@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { openDevTokenIssuer } from './authn/index.js';
 import { trustedRootsPem } from './authority/snapshot.js';
 import { CaClient } from './client/ca-client.js';
+import { serviceAccountOfToken } from './client/token-claims.js';
 import { generateWorkloadKey, privateKeyPemOf, workloadCsr, type ClientKeyType } from './client/csr.js';
 import { buildServerConfig, duration, SERVE_FLAGS } from './config.js';
 import { writePrivateFile } from './data-dir.js';
@@ -14,6 +15,8 @@ import { spiffeBundle } from './spiffe/bundle.js';
 import { workloadId } from './spiffe/id.js';
 import { openSqliteStore } from './store/sqlite.js';
 import { authoritiesCommand, certificatesCommand, identitiesCommand } from './commands/admin.js';
+import { agentCommand } from './commands/agent.js';
+import { stopOnSignals } from './commands/signals.js';
 import { crlCommand } from './commands/crl.js';
 import { istiodCertCommand } from './commands/istiod-cert.js';
 import { backupCommand, restoreCommand } from './commands/backup.js';
@@ -67,6 +70,7 @@ const COMMANDS: Record<string, Command> = {
     ],
     run: request,
   },
+  agent: agentCommand,
   authorities: authoritiesCommand,
   certificates: certificatesCommand,
   identities: identitiesCommand,
@@ -87,26 +91,7 @@ async function serve(values: FlagValues): Promise<void> {
     logger.flush();
     process.exit(1);
   });
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down: draining in-flight requests');
-    server.close().then(
-      () => {
-        logger.info('meshca stopped cleanly');
-        logger.flush();
-        process.exit(0);
-      },
-      (error: unknown) => {
-        logger.error({ err: error }, 'unclean shutdown');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => void server.reload().then(() => logger.info('reloaded JWKS and authorities'), (error: unknown) => logger.error({ err: error }, 'reload failed')));
+  stopOnSignals(logger, 'meshca', server);
 }
 
 async function bundle(values: FlagValues): Promise<void> {
@@ -116,7 +101,8 @@ async function bundle(values: FlagValues): Promise<void> {
     if (authorities.length === 0) throw new UsageError('the data dir has no authorities yet: start the server once ("meshca serve") to create them');
     const roots = trustedRootsPem(authorities);
     if (str(values, 'format') === 'spiffe') {
-      process.stdout.write(JSON.stringify(spiffeBundle(roots.ders, await store.bundleSequence(), 300), null, 2) + '\n');
+      const jwtKeys = (await store.loadJwtAuthorities()).filter((k) => k.state !== 'removed');
+      process.stdout.write(JSON.stringify(spiffeBundle(roots.ders, await store.bundleSequence(), 300, jwtKeys), null, 2) + '\n');
     } else {
       process.stdout.write(roots.pem);
     }
@@ -162,16 +148,10 @@ async function request(values: FlagValues): Promise<void> {
   }
 }
 
-/** Reads (without verifying — the server does that) the namespace and service account of a token. */
 function tokenClaims(token: string): { namespace: string; serviceAccount: string } {
-  try {
-    const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { sub?: string };
-    const [, namespace, serviceAccount] = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(payload.sub ?? '') ?? [];
-    if (namespace !== undefined && serviceAccount !== undefined) return { namespace, serviceAccount };
-  } catch {
-    // fall through to the usage error
-  }
-  throw new UsageError('cannot read the namespace/service account from the token; pass --namespace and --service-account');
+  const claims = serviceAccountOfToken(token);
+  if (!claims) throw new UsageError('cannot read the namespace/service account from the token; pass --namespace and --service-account');
+  return claims;
 }
 
 const TOP_HELP = `meshca: a SPIFFE certificate authority for Istio meshes
@@ -185,6 +165,9 @@ ${Object.entries(COMMANDS)
 
 Run "meshca <command> --help" for the flags of a command. Every flag can also be set as MESHCA_<FLAG_IN_CAPS>.
 `;
+
+/** Commands that keep running after main() returns (their signal handlers exit). */
+const LONG_RUNNING = new Set(['serve', 'agent']);
 
 export async function main(argv: readonly string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -214,7 +197,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(
   (code) => {
-    if (code !== 0 || process.argv[2] !== 'serve') process.exitCode = code;
+    if (code !== 0 || !LONG_RUNNING.has(process.argv[2] ?? '')) process.exitCode = code;
   },
   (error: unknown) => {
     process.stderr.write(`meshca: ${(error as Error).stack ?? String(error)}\n`);

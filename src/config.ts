@@ -4,6 +4,8 @@ import { parseListenAddress, type ListenAddress } from './net.js';
 import { parseKeyType, type KeyType } from './pki/keys.js';
 import { defaultVerifierThreads } from './pki/verify-pool.js';
 import { parseTrustDomain } from './spiffe/id.js';
+import { parseJwtKeyType, type JwtKeyType } from './authority/jwt-authority.js';
+import { parseFederationPeer, type FederationPeer } from './federation/federation.js';
 import { buildKubernetesConfig, KUBERNETES_FLAGS, type KubernetesConfig } from './kubernetes/options.js';
 
 /** The validated configuration the composition root (server.ts) is wired from. */
@@ -18,6 +20,7 @@ export interface ServerConfig {
     readonly maxMessageBytes: number;
     readonly maxConcurrentStreams: number;
     readonly maxInFlight: number;
+    readonly maxActive: number;
     readonly requestReadTimeoutMs: number;
     readonly maxConnections: number;
     readonly maxConnectionsPerPeer: number;
@@ -66,6 +69,20 @@ export interface ServerConfig {
     readonly maxAuthFailuresPerMinute: number;
   };
   readonly bundleRefreshHintSeconds: number;
+  /** JWT-SVIDs (authority/jwt-authority.ts, authority/jwt-svid-issuance.ts). */
+  readonly jwtSvid: {
+    readonly defaultTtlMs: number;
+    readonly maxTtlMs: number;
+    readonly keyType: JwtKeyType;
+    readonly keyTtlMs: number;
+  };
+  /** Federation with other trust domains (src/federation/). */
+  readonly federation: {
+    readonly peers: readonly FederationPeer[];
+    readonly caFile: string | undefined;
+    /** Dedicated https_spiffe bundle endpoint; undefined = not served. */
+    readonly bundleEndpointListen: ListenAddress | undefined;
+  };
   readonly crlValidityMs: number;
   /** Authority Information Access OCSP URL in issued leaves; undefined = none (Istio does not use it). */
   readonly ocspUrl: string | undefined;
@@ -106,6 +123,13 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'admin-client-ids', kind: 'list', value: 'SPIFFE_ID,...', help: 'also require an admin client certificate from the mesh CA with one of these SPIFFE IDs' },
   { name: 'admin-max-auth-failures', kind: 'string', value: 'N', default: '10', help: 'failed admin authentications per minute (all sources together) answered at once; further failures are answered with a growing delay (the correct token never waits)' },
   { name: 'bundle-refresh-hint', kind: 'string', value: 'DURATION', default: '5m', help: 'spiffe_refresh_hint of the SPIFFE bundle' },
+  { name: 'jwt-svid-ttl', kind: 'string', value: 'DURATION', default: '5m', help: 'lifetime of a JWT-SVID when none is requested' },
+  { name: 'jwt-svid-max-ttl', kind: 'string', value: 'DURATION', default: '1h', help: 'longer requested JWT-SVID lifetimes are clamped to this' },
+  { name: 'jwt-key-type', kind: 'string', value: 'TYPE', default: 'ec-p256', help: 'JWT-SVID signing keys: ec-p256 (ES256), ec-p384 (ES384), rsa-2048 (RS256)' },
+  { name: 'jwt-key-ttl', kind: 'string', value: 'DURATION', default: '24h', help: 'lifetime of a JWT-SVID signing key; the next one is prepared at 1/2 and activated at 5/6 of it' },
+  { name: 'federate-with', kind: 'list', value: 'TD=URL', help: 'federate with another trust domain: fetch its SPIFFE bundle from this https bundle endpoint (repeatable)' },
+  { name: 'federation-ca-file', kind: 'string', value: 'PATH', help: 'PEM roots that verify the federated bundle endpoints (default: the system roots)' },
+  { name: 'bundle-endpoint-listen', kind: 'string', value: 'HOST:PORT', help: 'also serve the SPIFFE bundle on a dedicated HTTPS listener with meshca\'s SVID (https_spiffe profile)' },
   { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
   { name: 'ocsp-url', kind: 'string', value: 'URL', help: 'put this OCSP responder URL (AIA) in issued leaves, e.g. https://meshca.istio-system.svc:8443/v1/ocsp; off by default (Istio does not use OCSP)' },
   { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
@@ -116,7 +140,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'max-connections', kind: 'string', value: 'N', default: '1024', help: 'open gRPC connections in total; new ones beyond are refused' },
   { name: 'max-connections-per-peer', kind: 'string', value: 'N', default: '64', help: 'open gRPC connections from one IP address; new ones beyond are refused' },
   { name: 'max-in-flight', kind: 'string', value: 'N', default: '2048', help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED' },
-  { name: 'verify-threads', kind: 'string', value: 'N', default: String(defaultVerifierThreads()), help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4)' },
+  { name: 'max-active', kind: 'string', value: 'N', default: '64', help: 'of those, requests worked on at once; the rest wait in arrival order, so a burst finishes in order' },
+  { name: 'verify-threads', kind: 'string', value: 'N', default: String(defaultVerifierThreads()), help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4); 0 = on the event loop (least CPU on one core)' },
   { name: 'rate-limit-per-identity', kind: 'string', value: 'N', default: '10', help: 'certificate requests per second per SPIFFE ID, burst 5x that (docs/security.md explains the size); 0 = unlimited' },
   { name: 'min-free-disk', kind: 'string', value: 'PERCENT', default: '5%', help: 'refuse new certificates (UNAVAILABLE) while less than this share of the data volume is free; 0 = off' },
   { name: 'keepalive-time', kind: 'string', value: 'DURATION', default: '5m', help: 'server pings idle clients this often and drops dead connections' },
@@ -148,6 +173,7 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       maxMessageBytes: positiveInt(values, 'max-message-bytes'),
       maxConcurrentStreams: positiveInt(values, 'max-concurrent-streams'),
       maxInFlight: positiveInt(values, 'max-in-flight'),
+      maxActive: positiveInt(values, 'max-active'),
       requestReadTimeoutMs: positiveDuration(values, 'request-read-timeout'),
       maxConnections: positiveInt(values, 'max-connections'),
       maxConnectionsPerPeer: positiveInt(values, 'max-connections-per-peer'),
@@ -156,7 +182,7 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       maxConnectionAgeMs: duration(values, 'max-connection-age'),
       rateLimitPerIdentity: nonNegativeNumber(values, 'rate-limit-per-identity'),
       minFreeDiskRatio: percentage(values, 'min-free-disk'),
-      verifyThreads: positiveInt(values, 'verify-threads'),
+      verifyThreads: nonNegativeInt(values, 'verify-threads'),
     },
     serverDnsNames: list(values, 'server-dns'),
     monitoringListen: guard('--monitoring-listen', () => parseListenAddress(str(values, 'monitoring-listen')!)),
@@ -180,12 +206,35 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       maxAuthFailuresPerMinute: positiveInt(values, 'admin-max-auth-failures'),
     },
     bundleRefreshHintSeconds: Math.round(duration(values, 'bundle-refresh-hint') / 1000),
+    jwtSvid: jwtSvidConfig(values),
+    federation: federationConfig(values),
     crlValidityMs: duration(values, 'crl-validity'),
     ocspUrl: ocspUrl(str(values, 'ocsp-url')),
     retentionMs: duration(values, 'retention'),
     auditRetentionMs: positiveDuration(values, 'audit-retention'),
     kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
   };
+}
+
+function federationConfig(values: FlagValues): ServerConfig['federation'] {
+  const peers = list(values, 'federate-with').map((value) => guard('--federate-with', () => parseFederationPeer(value, parseTrustDomain)));
+  const trustDomain = str(values, 'trust-domain');
+  if (peers.some((p) => p.trustDomain === trustDomain)) throw new UsageError('--federate-with: a trust domain does not federate with itself');
+  if (new Set(peers.map((p) => p.trustDomain)).size !== peers.length) throw new UsageError('--federate-with: each trust domain once');
+  const listen = str(values, 'bundle-endpoint-listen');
+  return {
+    peers,
+    caFile: str(values, 'federation-ca-file'),
+    bundleEndpointListen: listen === undefined ? undefined : guard('--bundle-endpoint-listen', () => parseListenAddress(listen)),
+  };
+}
+
+function jwtSvidConfig(values: FlagValues): ServerConfig['jwtSvid'] {
+  const defaultTtlMs = positiveDuration(values, 'jwt-svid-ttl');
+  const maxTtlMs = positiveDuration(values, 'jwt-svid-max-ttl');
+  const keyTtlMs = positiveDuration(values, 'jwt-key-ttl');
+  if (defaultTtlMs > maxTtlMs) throw new UsageError('--jwt-svid-ttl must not be longer than --jwt-svid-max-ttl');
+  return { defaultTtlMs, maxTtlMs, keyTtlMs, keyType: guard('--jwt-key-type', () => parseJwtKeyType(str(values, 'jwt-key-type')!)) };
 }
 
 /** An absolute http(s) URL in plain ASCII, as AIA's IA5String needs. */
@@ -226,6 +275,12 @@ function percentage(values: FlagValues, name: string): number {
 function nonNegativeNumber(values: FlagValues, name: string): number {
   const n = Number(str(values, name));
   if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number ≥ 0`);
+  return n;
+}
+
+function nonNegativeInt(values: FlagValues, name: string): number {
+  const n = Number(str(values, name));
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be an integer ≥ 0`);
   return n;
 }
 

@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Federation } from './federation/federation.js';
+import { startBundleEndpoint, type BundleEndpoint } from './federation/bundle-endpoint.js';
 import type { Logger } from 'pino';
 import { createJwksAuthenticator, openDevTokenIssuer, type Authenticator, type JwksAuthenticator } from './authn/index.js';
 import { CertificateAuthority } from './authority/lifecycle.js';
@@ -18,6 +21,11 @@ import type { ServerConfig } from './config.js';
 import { DataDirError, ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
 import { MIN_ADMIN_TOKEN_LENGTH } from './admin/auth.js';
 import { certificateServiceHandlers } from './grpc/certificate-service.js';
+import { jwtSvidServiceHandlers, trustBundleServiceHandlers } from './grpc/spiffe-service.js';
+import { meshcaSpiffeServices } from './grpc/proto.js';
+import { JwtAuthority } from './authority/jwt-authority.js';
+import { JwtSvidIssuance } from './authority/jwt-svid-issuance.js';
+import { TrustBundles } from './authority/trust-bundles.js';
 import { IdentityRateLimiter } from './grpc/rate-limit.js';
 import { startGrpcServer, type GrpcServer } from './grpc/server.js';
 import { Metrics } from './observability/metrics.js';
@@ -31,7 +39,11 @@ export interface RunningServer {
   readonly grpcAddress: ListenAddress;
   readonly monitoringAddress: ListenAddress;
   readonly adminAddress: ListenAddress;
+  /** The https_spiffe bundle endpoint, when --bundle-endpoint-listen is set. */
+  readonly bundleEndpointAddress: ListenAddress | undefined;
   readonly ca: CertificateAuthority;
+  readonly jwt: JwtAuthority;
+  readonly bundles: TrustBundles;
   readonly store: Store;
   readonly metrics: Metrics;
   /** SIGHUP: re-read the JWKS and re-issue the serving certificate. */
@@ -63,10 +75,25 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   let ready = false;
   const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready);
   let kubernetes: KubernetesIntegration | undefined;
+  const parts: { jwt?: JwtAuthority; federation?: Federation } = {};
   try {
     const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ocspUrl: config.ocspUrl, ...config.ca });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
+    const jwt = await JwtAuthority.open({ store, kek: kek.kek, logger, keyType: config.jwtSvid.keyType, keyTtlMs: config.jwtSvid.keyTtlMs, checkIntervalMs: Math.min(60_000, config.jwtSvid.keyTtlMs / 12) });
+    // JWT key changes bump the shared bundle sequence: the CA's view re-reads it.
+    if (jwt.current().bundleSequence !== ca.current().bundleSequence) await ca.reload();
+    jwt.onChange(() => void ca.reload().catch((error: unknown) => logger.error({ err: error }, 'reloading the authorities after a JWT key change failed')));
+    jwt.start();
+    parts.jwt = jwt;
+    const federation = await Federation.start({
+      peers: config.federation.peers,
+      store,
+      logger,
+      caPem: config.federation.caFile ? readFileSync(config.federation.caFile, 'utf8') : undefined,
+    });
+    parts.federation = federation;
+    const bundles = new TrustBundles(ca, jwt, config.trustDomain, config.bundleRefreshHintSeconds, federation);
     const jwks = await tokenAuthenticator(config, logger, metrics);
     const verifiers = new CsrVerifierPool(config.grpc.verifyThreads);
     const issuance = new IssuanceService(ca, store, new IssuancePolicy(config.issuance), (csr) => verifiers.verify(csr));
@@ -92,9 +119,17 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         metrics,
         logger,
         maxInFlight: config.grpc.maxInFlight,
+        maxActive: config.grpc.maxActive,
         maxCsrBytes: 16 * 1024,
         rateLimiter: config.grpc.rateLimitPerIdentity > 0 ? new IdentityRateLimiter(config.grpc.rateLimitPerIdentity, Math.max(1, config.grpc.rateLimitPerIdentity * 5)) : undefined,
       }),
+      services: [
+        {
+          definition: meshcaSpiffeServices().JwtSvidService.service,
+          handlers: jwtSvidServiceHandlers({ authenticator, jwtSvids: new JwtSvidIssuance(jwt, store, config.jwtSvid), metrics, logger }),
+        },
+        { definition: meshcaSpiffeServices().TrustBundleService.service, handlers: trustBundleServiceHandlers(() => ({ trust_domain: config.trustDomain, bundles: bundles.all() })) },
+      ],
     });
     const revocation = new RevocationService(ca, store, kek.kek, {
       crlValidityMs: config.crlValidityMs,
@@ -118,6 +153,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         bodyLimitBytes: config.admin.bodyLimitBytes,
         requestTimeoutMs: config.admin.requestTimeoutMs,
         refreshHintSeconds: config.bundleRefreshHintSeconds,
+        bundles,
         reissueServing: () => serving.reload('authority revoked'),
         ocsp: new OcspResponder(ca, store, kek.kek, logger.child({ component: 'ocsp' })),
         // issueProfile never goes beyond --default-ttl, so that is the ceiling the route reports.
@@ -125,6 +161,9 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       },
       serving,
     );
+    const bundleEndpoint = config.federation.bundleEndpointListen
+      ? await startBundleEndpoint({ listen: config.federation.bundleEndpointListen, bundle: () => JSON.stringify(bundles.own()), credentials: () => serving.current(), onRenew: (listener) => serving.onRenew(listener) })
+      : undefined;
     const autoRotation = config.autoRotate.enabled
       ? startAutoRotation({ ca, store, logger, intermediateTtlMs: config.ca.intermediateTtlMs, keyType: config.ca.keyType, checkIntervalMs: config.autoRotate.checkIntervalMs })
       : undefined;
@@ -137,7 +176,10 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       grpcAddress: grpc.address,
       monitoringAddress: monitoring.address,
       adminAddress: admin.address,
+      bundleEndpointAddress: bundleEndpoint?.address,
       ca,
+      jwt,
+      bundles,
       store,
       metrics,
       reload: async () => {
@@ -145,9 +187,11 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         await ca.reload();
         await serving.reload('SIGHUP');
       },
-      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwks }, () => (ready = false)),
+      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwt, federation, bundleEndpoint, jwks }, () => (ready = false)),
     };
   } catch (error) {
+    await parts.jwt?.stop();
+    parts.federation?.stop();
     await kubernetes?.close().catch(() => undefined);
     await store.close().catch(() => undefined);
     await monitoring.close();
@@ -176,13 +220,19 @@ interface Parts {
   readonly kubernetes: KubernetesIntegration;
   readonly verifiers: CsrVerifierPool;
   readonly autoRotation: AutoRotator | undefined;
+  readonly jwt: JwtAuthority;
+  readonly federation: Federation;
+  readonly bundleEndpoint: BundleEndpoint | undefined;
   readonly jwks: JwksAuthenticator | undefined;
 }
 
-async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation, jwks }: Parts, notReady: () => void): Promise<void> {
+async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation, jwt, federation, bundleEndpoint, jwks }: Parts, notReady: () => void): Promise<void> {
   notReady();
   jwks?.close();
   await autoRotation?.stop(); // a step in progress commits before the store closes
+  await jwt.stop();
+  federation.stop();
+  await bundleEndpoint?.close();
   await kubernetes.close(); // leader tasks stop and the lease is released before the store closes
   housekeeping.stop();
   await Promise.all([grpc.close(config.shutdownTimeoutMs), admin.close()]);

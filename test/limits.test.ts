@@ -62,6 +62,17 @@ describe('gRPC limits', () => {
     expect(await countCertificates(t.server)).toBe(results.filter((c) => c === 'OK').length + 1); // + the serving certificate
   });
 
+  it('--max-active queues calls beyond it instead of shedding them, and does no work for calls that expire while waiting', async () => {
+    const t = await server(['--max-active', '1']);
+    const client = t.client();
+    const waiting = codes(t, Array.from({ length: 30 }, (_, i) => `q${i}`), client);
+    const requests = await Promise.all(['late0', 'late1', 'late2'].map(async (sa) => ({ csrPem: await csrFor(id(sa)), token: await t.token(sa), deadlineMs: 1 })));
+    const expired = await Promise.all(requests.map((r) => client.createCertificate(r).then(() => 'OK' as const, (e: { code: status }) => e.code)));
+    expect(await waiting).toEqual(Array(30).fill('OK'));
+    expect(expired).toEqual(Array(3).fill(status.DEADLINE_EXCEEDED));
+    expect(await countCertificates(t.server)).toBe(30 + 1); // + the serving certificate
+  });
+
   it('--rate-limit-per-identity limits one identity without affecting others', async () => {
     const t = await server(['--rate-limit-per-identity', '1']);
     const client = t.client();

@@ -15,6 +15,8 @@ import type {
   CertificateQuery,
   CertificateSummary,
   IssuedCertificateRecord,
+  JwtAuthorityRecord,
+  JwtAuthorityState,
 } from '../src/store/types.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -656,5 +658,56 @@ describe('scale', () => {
     }
     expect((await store.certificateListingPlan({ spiffeId, limit: 50, now: NOW })).join('\n')).toMatch(/SEARCH issued_certificates USING INDEX issued_certificates_spiffe \(spiffe_id=\?\)/);
     expect((await store.authorityUsage(NOW)).get('int-1')?.issued).toBe(100_000);
+  });
+});
+
+describe('JWT-SVID keys, minted JWT-SVIDs and federated bundles', () => {
+  const jwtKey = (kid: string, state: JwtAuthorityState): JwtAuthorityRecord => ({
+    kid,
+    state,
+    algorithm: 'ES256',
+    publicJwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' },
+    sealedKey: Buffer.from('sealed'),
+    notAfter: new Date(NOW.getTime() + HOUR),
+    createdAt: NOW,
+    updatedAt: NOW,
+  });
+  const svid = (jti: string, kid: string, expiresAt = new Date(NOW.getTime() + 300_000)) => ({ jti, spiffeId: 'spiffe://td/ns/a/sa/b', callerId: 'spiffe://td/ns/a/sa/b', audiences: ['api'], kid, issuedAt: NOW, expiresAt });
+
+  it('journals key changes with guards, bumps the bundle sequence only when asked, and allows one active key', async () => {
+    const { store } = freshStore();
+    expect(await store.applyJwtAuthorityChange({ insert: [jwtKey('k1', 'active')], bumpBundleSequence: true, audit: audit('jwt.bootstrap', 'k1') })).toEqual({ bundleSequence: 1 });
+    await store.applyJwtAuthorityChange({ insert: [jwtKey('k2', 'prepared')], bumpBundleSequence: true, audit: audit('jwt.prepare', 'k2') });
+    const refusals: { change: Parameters<SqliteStore['applyJwtAuthorityChange']>[0]; code: StoreErrorCode }[] = [
+      { change: { transitions: [{ kid: 'k2', from: ['active'], to: 'retired' }], bumpBundleSequence: false, audit: audit('x', 'k2') }, code: 'ERR_STORE_CONFLICT' },
+      { change: { transitions: [{ kid: 'k9', from: ['prepared'], to: 'active' }], bumpBundleSequence: false, audit: audit('x', 'k9') }, code: 'ERR_STORE_NOT_FOUND' },
+      { change: { transitions: [{ kid: 'k2', from: ['prepared'], to: 'active' }], bumpBundleSequence: true, audit: audit('x', 'k2') }, code: 'ERR_STORE_DUPLICATE' }, // two active keys
+    ];
+    for (const { change, code } of refusals) await expectStoreError(store.applyJwtAuthorityChange(change), code);
+    expect((await store.loadJwtAuthorities()).map((k) => [k.kid, k.state])).toEqual([['k1', 'active'], ['k2', 'prepared']]);
+    expect(await store.bundleSequence()).toBe(2);
+    await store.applyJwtAuthorityChange({ transitions: [{ kid: 'k1', from: ['active'], to: 'retired' }, { kid: 'k2', from: ['prepared'], to: 'active' }], bumpBundleSequence: false, audit: audit('jwt.activate', 'k2') });
+    expect((await store.loadJwtAuthorities()).map((k) => k.state)).toEqual(['retired', 'active']);
+  });
+
+  it('records JWT-SVIDs (never for an unknown kid or twice), lists them newest first and prunes expired ones', async () => {
+    const { store } = freshStore();
+    await store.applyJwtAuthorityChange({ insert: [jwtKey('k1', 'active')], bumpBundleSequence: true, audit: audit('jwt.bootstrap', 'k1') });
+    await store.recordJwtSvid(svid('j1', 'k1', new Date(NOW.getTime() - HOUR)));
+    await store.recordJwtSvid(svid('j2', 'k1'));
+    await expectStoreError(store.recordJwtSvid(svid('j2', 'k1')), 'ERR_STORE_DUPLICATE');
+    await expectStoreError(store.recordJwtSvid(svid('j3', 'nope')), 'ERR_STORE_NOT_FOUND');
+    expect((await store.listJwtSvids({ spiffeId: 'spiffe://td/ns/a/sa/b', limit: 10 })).map((r) => r.jti).sort()).toEqual(['j1', 'j2']);
+    expect(await store.pruneJwtSvids(NOW, 10)).toBe(1);
+    expect((await store.listJwtSvids({ limit: 10 })).map((r) => ({ jti: r.jti, audiences: r.audiences }))).toEqual([{ jti: 'j2', audiences: ['api'] }]);
+  });
+
+  it('keeps one last good bundle per federated trust domain, across reopening', async () => {
+    const { store, path } = freshStore();
+    const record = (sequence: number) => ({ trustDomain: 'peer.test', endpointUrl: 'https://peer/v1/bundle', bundleJson: JSON.stringify({ keys: [], spiffe_sequence: sequence }), sequence, fetchedAt: NOW });
+    await store.saveFederatedBundle(record(1));
+    await store.saveFederatedBundle(record(2));
+    await store.close();
+    expect(await open(path).loadFederatedBundles()).toEqual([record(2)]);
   });
 });

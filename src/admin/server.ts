@@ -19,6 +19,7 @@ import { ocspRoutes } from './routes/ocsp.js';
 import type { OcspResponder } from '../authority/ocsp.js';
 import { istiodRoutes, type IstiodRoutesOptions } from './routes/istiod.js';
 import type { RevocationService } from '../authority/revocation.js';
+import type { TrustBundles } from '../authority/trust-bundles.js';
 
 export interface AdminApiOptions {
   readonly ca: CertificateAuthority;
@@ -35,6 +36,8 @@ export interface AdminApiOptions {
   readonly bodyLimitBytes: number;
   readonly requestTimeoutMs: number;
   readonly refreshHintSeconds: number;
+  /** SPIFFE bundle with JWT keys and federated bundles (GET /v1/bundles/federated). */
+  readonly bundles?: TrustBundles;
   /** The OCSP responder (public POST/GET /v1/ocsp); absent = not served. */
   readonly ocsp?: OcspResponder;
   /** Re-issues meshca's serving certificate (authority revoke with reissue=true). */
@@ -60,7 +63,7 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
     openapi: { info: { title: 'meshca admin API', version: '1' }, components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }, security: [{ bearer: [] }] },
   });
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
-  trustRoutes(app, { ca: options.ca, refreshHintSeconds: options.refreshHintSeconds });
+  trustRoutes(app, { ca: options.ca, refreshHintSeconds: options.refreshHintSeconds, bundles: options.bundles });
   crlRoutes(app, options.revocation);
   const failures = new FailedAuthAudit(
     (event) => options.inventory.recordEvent(event),

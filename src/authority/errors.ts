@@ -7,6 +7,8 @@ export type IssuanceErrorCode =
   | 'ERR_CSR_SIGNATURE'
   /** A valid caller asks for an identity it does not own. */
   | 'ERR_IDENTITY_MISMATCH'
+  /** A JWT-SVID request without audiences, or with malformed ones. */
+  | 'ERR_JWT_REQUEST_INVALID'
   /** The identity is on the deny-list. */
   | 'ERR_IDENTITY_DENIED'
   /** No usable signing authority (startup, or the store lost it). */

@@ -36,8 +36,10 @@ export function startHousekeeping(options: HousekeepingOptions): Housekeeping {
   };
   const runOnce = async () => {
     await options.revocation.refreshAll();
-    const pruned = await inBatches((n) => options.store.pruneExpired(new Date(Date.now() - options.retentionMs), n));
-    if (pruned > 0) options.logger.info({ pruned }, 'pruned expired certificate records');
+    const expiredBefore = new Date(Date.now() - options.retentionMs);
+    const pruned =
+      (await inBatches((n) => options.store.pruneExpired(expiredBefore, n))) + (await inBatches((n) => options.store.pruneJwtSvids(expiredBefore, n)));
+    if (pruned > 0) options.logger.info({ pruned }, 'pruned expired certificate and JWT-SVID records');
     const auditPruned = await inBatches((n) => options.store.pruneAudit(new Date(Date.now() - options.auditRetentionMs), n));
     if (auditPruned > 0) options.logger.info({ auditPruned }, 'pruned audit events older than --audit-retention');
     return { pruned, auditPruned };

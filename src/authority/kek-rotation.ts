@@ -1,5 +1,6 @@
 import { openPrivateKey, privateKeyMatchesCertificate, sealPrivateKey } from '../pki/keys.js';
-import type { AuthorityRecord, Store } from '../store/types.js';
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import type { AuthorityRecord, JwtAuthorityRecord, Store } from '../store/types.js';
 import { AuthorityError } from './errors.js';
 import { unsealAuthorityKey } from './signer.js';
 
@@ -12,14 +13,32 @@ export async function resealAuthorityKeys(store: Store, currentKek: Buffer, newK
   const sealed = (await store.loadAuthorities()).filter((a) => a.sealedKey !== null);
   if (sealed.length === 0) throw new AuthorityError('ERR_AUTHORITY_INVALID', 'the store holds no sealed keys: nothing to re-encrypt');
   const resealed = sealed.map((record) => ({ id: record.id, sealedKey: reseal(record, currentKek, newKek) }));
+  const resealedJwtKeys = (await store.loadJwtAuthorities()).filter((k) => k.state !== 'removed').map((k) => ({ kid: k.kid, sealedKey: resealJwtKey(k, currentKek, newKek) }));
   await store.applyAuthorityChange({
     resealed,
+    resealedJwtKeys,
     bumpBundleSequence: false,
     audit: { actor, action: 'kek.rotate', target: 'authorities', result: 'ok', details: { authorities: resealed.map((r) => r.id) }, at: new Date() },
   });
   const after = (await store.loadAuthorities()).filter((a) => a.sealedKey !== null);
   for (const record of after) unsealAuthorityKey(record, newKek);
   return after;
+}
+
+/** JWT keys have no certificate: the round trip compares the public key instead. */
+function resealJwtKey(record: JwtAuthorityRecord, currentKek: Buffer, newKek: Buffer): Buffer {
+  let key: KeyObject;
+  try {
+    key = openPrivateKey(record.sealedKey, currentKek, record.kid);
+  } catch {
+    throw new AuthorityError('ERR_AUTHORITY_INCONSISTENT', `cannot decrypt JWT signing key ${record.kid} with the current KEK; nothing was changed`);
+  }
+  const sealedKey = sealPrivateKey(key, newKek, record.kid);
+  const spki = (k: KeyObject) => createPublicKey(k).export({ format: 'der', type: 'spki' });
+  if (!spki(openPrivateKey(sealedKey, newKek, record.kid)).equals(spki(key))) {
+    throw new AuthorityError('ERR_AUTHORITY_INCONSISTENT', `re-sealing JWT signing key ${record.kid} did not round-trip; nothing was changed`);
+  }
+  return sealedKey;
 }
 
 function reseal(record: AuthorityRecord, currentKek: Buffer, newKek: Buffer): Buffer {

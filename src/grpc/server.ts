@@ -1,5 +1,5 @@
 import { createServer as createTcpServer } from 'node:net';
-import { experimental, Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { experimental, Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ServingCredentials, ServingIdentity } from '../authority/serving.js';
 import { listenOn, type ListenAddress } from '../net.js';
@@ -34,6 +34,8 @@ export interface GrpcServerOptions {
   readonly plaintext: boolean;
   readonly serving: ServingIdentity;
   readonly handlers: UntypedServiceImplementation;
+  /** More services on the same listener (meshca.v1's JWT-SVID and bundle services). */
+  readonly services?: readonly { readonly definition: ServiceDefinition; readonly handlers: UntypedServiceImplementation }[];
   readonly limits: GrpcLimits;
   readonly metrics: Metrics;
   readonly logger: Logger;
@@ -94,6 +96,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     interceptors: [requestReadDeadline(limits.requestReadTimeoutMs, () => metrics.requestReadTimeouts.inc())],
   });
   server.addService(istioCertificateServiceDefinition(), options.handlers);
+  for (const service of options.services ?? []) server.addService(service.definition, service.handlers);
   const credentials = options.plaintext
     ? ServerCredentials.createInsecure()
     : withHttp2Limits(experimental.createCertificateProviderServerCredentials(new ServingCertificateProvider(options.serving), null, false), limits);

@@ -90,6 +90,7 @@ export class Metrics {
     labelNames: ['authority'] as const,
     registers: [this.registry],
   });
+  readonly jwtSvidsMinted = this.counter('meshca_jwt_svids_minted_total', 'JWT-SVIDs minted (MintJwtSvid).');
   readonly adminAuthFailures = this.counter('meshca_admin_authentication_failures_total', 'Admin API requests with a missing or wrong token.');
 
   constructor(options: { readonly processMetrics?: boolean } = {}) {

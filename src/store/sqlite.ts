@@ -7,7 +7,7 @@ import { DiskGuard, type DiskGuardOptions } from './disk-guard.js';
 import Database from 'better-sqlite3';
 import type { Database as Connection, Statement } from 'better-sqlite3';
 import { StoreError } from './errors.js';
-import { authorityFromRow, normalizeSerial, type AuthorityRow } from './rows.js';
+import { authorityFromRow, jwtAuthorityFromRow, normalizeSerial, type AuthorityRow, type JwtAuthorityRow } from './rows.js';
 import { applyMigrations } from './migrations.js';
 import type {
   AuditEvent,
@@ -24,7 +24,12 @@ import type {
   CertificateStatus,
   CertificateSummary,
   DeniedIdentity,
+  FederatedBundleRecord,
   IssuedCertificateRecord,
+  JwtAuthorityChange,
+  JwtAuthorityRecord,
+  JwtAuthorityTransition,
+  JwtSvidRecord,
   Page,
   RevocationInput,
   RevocationReason,
@@ -244,6 +249,49 @@ interface DeniedRow {
   reason: string;
   actor: string;
   at: number;
+}
+
+interface JwtSvidRow {
+  jti: string;
+  spiffe_id: string;
+  caller_id: string;
+  audiences: string;
+  kid: string;
+  issued_at: number;
+  expires_at: number;
+}
+
+interface FederatedBundleRow {
+  trust_domain: string;
+  endpoint_url: string;
+  bundle: string;
+  sequence: number | null;
+  fetched_at: number;
+}
+
+function jwtAuthorityParams(record: JwtAuthorityRecord) {
+  return {
+    kid: record.kid,
+    state: record.state,
+    algorithm: record.algorithm,
+    publicJwk: JSON.stringify(record.publicJwk),
+    sealedKey: record.sealedKey,
+    notAfter: record.notAfter.getTime(),
+    createdAt: record.createdAt.getTime(),
+    updatedAt: record.updatedAt.getTime(),
+  };
+}
+
+function jwtSvidFromRow(row: JwtSvidRow): JwtSvidRecord {
+  return {
+    jti: row.jti,
+    spiffeId: row.spiffe_id,
+    callerId: row.caller_id,
+    audiences: JSON.parse(row.audiences) as string[],
+    kid: row.kid,
+    issuedAt: new Date(row.issued_at),
+    expiresAt: new Date(row.expires_at),
+  };
 }
 
 const SUMMARY_COLUMNS = 'id, serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, revoked_at, revocation_reason';
@@ -528,6 +576,24 @@ const SQL = {
     (SELECT id FROM audit_events WHERE at < ? ORDER BY at LIMIT ?)`,
   listAudit: 'SELECT id, at, actor, action, target, result, details FROM audit_events WHERE id < ? ORDER BY id DESC LIMIT ?',
   integrityCheck: 'PRAGMA integrity_check',
+  loadJwtAuthorities: 'SELECT * FROM jwt_authorities ORDER BY created_at, kid',
+  insertJwtAuthority: `INSERT INTO jwt_authorities (kid, state, algorithm, public_jwk, sealed_key, not_after, created_at, updated_at)
+    VALUES (@kid, @state, @algorithm, @publicJwk, @sealedKey, @notAfter, @createdAt, @updatedAt)`,
+  jwtTransition: `UPDATE jwt_authorities SET state = @to, updated_at = @at
+    WHERE kid = @kid AND state IN (SELECT value FROM json_each(@from))`,
+  jwtAuthorityState: 'SELECT state FROM jwt_authorities WHERE kid = ?',
+  resealJwt: 'UPDATE jwt_authorities SET sealed_key = @sealedKey, updated_at = @at WHERE kid = @kid',
+  insertJwtSvid: `INSERT INTO jwt_svids (jti, spiffe_id, caller_id, audiences, kid, issued_at, expires_at)
+    VALUES (@jti, @spiffeId, @callerId, @audiences, @kid, @issuedAt, @expiresAt)`,
+  listJwtSvids: 'SELECT * FROM jwt_svids ORDER BY issued_at DESC, jti LIMIT ?',
+  listJwtSvidsOf: 'SELECT * FROM jwt_svids WHERE spiffe_id = ? ORDER BY issued_at DESC, jti LIMIT ?',
+  pruneJwtSvids: `DELETE FROM jwt_svids WHERE jti IN
+    (SELECT jti FROM jwt_svids WHERE expires_at < ? ORDER BY expires_at LIMIT ?)`,
+  saveFederatedBundle: `INSERT INTO federated_bundles (trust_domain, endpoint_url, bundle, sequence, fetched_at)
+    VALUES (@trustDomain, @endpointUrl, @bundle, @sequence, @fetchedAt)
+    ON CONFLICT (trust_domain) DO UPDATE SET endpoint_url = excluded.endpoint_url, bundle = excluded.bundle,
+      sequence = excluded.sequence, fetched_at = excluded.fetched_at`,
+  loadFederatedBundles: 'SELECT * FROM federated_bundles ORDER BY trust_domain',
 } as const;
 
 type SqlName = keyof typeof SQL;
@@ -567,6 +633,9 @@ class SqliteStoreImpl implements SqliteStore {
       for (const record of change.insert ?? []) this.run('insertAuthority', authorityParams(record));
       for (const transition of change.transitions ?? []) this.transition(transition, change.audit.at);
       for (const { id, sealedKey } of change.resealed ?? []) this.reseal(id, sealedKey, change.audit.at);
+      for (const { kid, sealedKey } of change.resealedJwtKeys ?? []) {
+        if (this.run('resealJwt', { kid, sealedKey, at: change.audit.at.getTime() }).changes === 0) throw new StoreError('ERR_STORE_NOT_FOUND', `no JWT key with kid ${kid} to re-seal`);
+      }
       for (const revocation of change.revocations ?? []) this.revokeAuthority(revocation);
       if (change.bumpBundleSequence) this.run('bumpBundleSequence');
       this.insertAudit(change.audit);
@@ -575,14 +644,20 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   private transition(transition: AuthorityTransition, at: Date): void {
-    const params = { id: transition.id, to: transition.to, from: JSON.stringify(transition.from), at: at.getTime() };
-    if (this.run('transition', params).changes > 0) return;
-    const current = this.get<{ state: AuthorityState }>('authorityState', transition.id);
-    if (!current) throw new StoreError('ERR_STORE_NOT_FOUND', `no authority with id ${transition.id}`);
-    throw new StoreError(
-      'ERR_STORE_CONFLICT',
-      `authority ${transition.id} is ${current.state}, not ${transition.from.join(' or ') || '(no state allowed)'}; cannot make it ${transition.to}`,
-    );
+    this.guardedTransition({ update: 'transition', read: 'authorityState', what: `authority ${transition.id}` }, { id: transition.id }, transition, at);
+  }
+
+  /** A state change guarded by the current state: NOT_FOUND for an unknown row, CONFLICT for any other state. */
+  private guardedTransition(
+    sql: { readonly update: SqlName; readonly read: SqlName; readonly what: string },
+    key: Readonly<Record<string, string>>,
+    transition: { readonly from: readonly string[]; readonly to: string },
+    at: Date,
+  ): void {
+    if (this.run(sql.update, { ...key, to: transition.to, from: JSON.stringify(transition.from), at: at.getTime() }).changes > 0) return;
+    const current = this.get<{ state: string }>(sql.read, Object.values(key)[0]);
+    if (!current) throw new StoreError('ERR_STORE_NOT_FOUND', `no ${sql.what}`);
+    throw new StoreError('ERR_STORE_CONFLICT', `${sql.what} is ${current.state}, not ${transition.from.join(' or ') || '(no state allowed)'}; cannot make it ${transition.to}`);
   }
 
   /** The row, plus version bumps: the authority's own (OCSP answers for its leaves) and its root's (CRL entry). */
@@ -804,6 +879,77 @@ class SqliteStoreImpl implements SqliteStore {
 
   async nextCrlNumber(authorityId: string): Promise<number> {
     return this.use(() => this.count('nextCrlNumber', authorityId));
+  }
+
+  // --- JWT-SVIDs ---
+
+  async loadJwtAuthorities(): Promise<JwtAuthorityRecord[]> {
+    return this.use(() => this.all<JwtAuthorityRow>('loadJwtAuthorities').map(jwtAuthorityFromRow));
+  }
+
+  async applyJwtAuthorityChange(change: JwtAuthorityChange): Promise<{ bundleSequence: number }> {
+    return this.writeTransaction(() => {
+      for (const record of change.insert ?? []) this.run('insertJwtAuthority', jwtAuthorityParams(record));
+      for (const transition of change.transitions ?? []) this.jwtTransition(transition, change.audit.at);
+      if (change.bumpBundleSequence) this.run('bumpBundleSequence');
+      this.insertAudit(change.audit);
+      return { bundleSequence: this.readBundleSequence() };
+    });
+  }
+
+  private jwtTransition(transition: JwtAuthorityTransition, at: Date): void {
+    this.guardedTransition({ update: 'jwtTransition', read: 'jwtAuthorityState', what: `JWT key ${transition.kid}` }, { kid: transition.kid }, transition, at);
+  }
+
+  async recordJwtSvid(record: JwtSvidRecord): Promise<void> {
+    return this.use(() => {
+      this.run('insertJwtSvid', {
+        jti: record.jti,
+        spiffeId: record.spiffeId,
+        callerId: record.callerId,
+        audiences: JSON.stringify(record.audiences),
+        kid: record.kid,
+        issuedAt: record.issuedAt.getTime(),
+        expiresAt: record.expiresAt.getTime(),
+      });
+    });
+  }
+
+  async listJwtSvids(query: { readonly spiffeId?: string; readonly limit: number }): Promise<JwtSvidRecord[]> {
+    return this.use(() => {
+      const rows = query.spiffeId === undefined ? this.all<JwtSvidRow>('listJwtSvids', pageLimit(query.limit)) : this.all<JwtSvidRow>('listJwtSvidsOf', query.spiffeId, pageLimit(query.limit));
+      return rows.map(jwtSvidFromRow);
+    });
+  }
+
+  async pruneJwtSvids(expiredBefore: Date, batch: number): Promise<number> {
+    return this.use(() => this.run('pruneJwtSvids', expiredBefore.getTime(), Math.max(0, Math.floor(batch))).changes);
+  }
+
+  // --- federation ---
+
+  async saveFederatedBundle(record: FederatedBundleRecord): Promise<void> {
+    return this.use(() => {
+      this.run('saveFederatedBundle', {
+        trustDomain: record.trustDomain,
+        endpointUrl: record.endpointUrl,
+        bundle: record.bundleJson,
+        sequence: record.sequence,
+        fetchedAt: record.fetchedAt.getTime(),
+      });
+    });
+  }
+
+  async loadFederatedBundles(): Promise<FederatedBundleRecord[]> {
+    return this.use(() =>
+      this.all<FederatedBundleRow>('loadFederatedBundles').map((row) => ({
+        trustDomain: row.trust_domain,
+        endpointUrl: row.endpoint_url,
+        bundleJson: row.bundle,
+        sequence: row.sequence,
+        fetchedAt: new Date(row.fetched_at),
+      })),
+    );
   }
 
   // --- audit ---

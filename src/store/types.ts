@@ -53,10 +53,66 @@ export interface AuthorityChange {
   readonly transitions?: readonly AuthorityTransition[];
   /** Re-sealed keys (KEK rotation). */
   readonly resealed?: readonly { readonly id: string; readonly sealedKey: Buffer }[];
+  /** Re-sealed JWT-SVID signing keys (KEK rotation), by kid. */
+  readonly resealedJwtKeys?: readonly { readonly kid: string; readonly sealedKey: Buffer }[];
   /** Authorities revoked (made tainted) by this change; each bumps its own and its parent's revocation version. */
   readonly revocations?: readonly AuthorityRevocation[];
   readonly bumpBundleSequence: boolean;
   readonly audit: AuditEventInput;
+}
+
+export type JwtAuthorityState = 'prepared' | 'active' | 'retired' | 'removed';
+
+/** A JWT-SVID signing key: published in the SPIFFE bundle (use "jwt-svid", its kid) until removed. */
+export interface JwtAuthorityRecord {
+  readonly kid: string;
+  readonly state: JwtAuthorityState;
+  /** JWS algorithm, e.g. ES256. */
+  readonly algorithm: string;
+  /** The public JWK (kty, crv, x, y or n, e), without kid/use. */
+  readonly publicJwk: Readonly<Record<string, string>>;
+  /** AES-256-GCM sealed PKCS#8 private key, AAD = kid. */
+  readonly sealedKey: Buffer;
+  /** No JWT-SVID signed with the key outlives this; the key is removed after it. */
+  readonly notAfter: Date;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+}
+
+export interface JwtAuthorityTransition {
+  readonly kid: string;
+  /** Guard, as for AuthorityTransition. */
+  readonly from: readonly JwtAuthorityState[];
+  readonly to: JwtAuthorityState;
+}
+
+/** One journaled JWT key change, in one transaction with its audit event. */
+export interface JwtAuthorityChange {
+  readonly insert?: readonly JwtAuthorityRecord[];
+  readonly transitions?: readonly JwtAuthorityTransition[];
+  readonly bumpBundleSequence: boolean;
+  readonly audit: AuditEventInput;
+}
+
+/** A minted JWT-SVID as recorded: never the token itself. */
+export interface JwtSvidRecord {
+  readonly jti: string;
+  readonly spiffeId: string;
+  readonly callerId: string;
+  readonly audiences: readonly string[];
+  readonly kid: string;
+  readonly issuedAt: Date;
+  readonly expiresAt: Date;
+}
+
+/** The last good bundle fetched from a federated trust domain's bundle endpoint. */
+export interface FederatedBundleRecord {
+  readonly trustDomain: string;
+  readonly endpointUrl: string;
+  /** The SPIFFE bundle document (JWK Set) as fetched. */
+  readonly bundleJson: string;
+  readonly sequence: number | null;
+  readonly fetchedAt: Date;
 }
 
 export interface IssuedCertificateRecord {
@@ -212,6 +268,20 @@ export interface Store {
    * Keep batches around 1,000 (~35 ms): the SQLite store blocks the event loop while deleting.
    */
   pruneExpired(expiredBefore: Date, batch: number): Promise<number>;
+
+  /** JWT-SVID signing keys, oldest first. */
+  loadJwtAuthorities(): Promise<JwtAuthorityRecord[]>;
+  /** Applies one JWT key change atomically (guards as applyAuthorityChange); returns the bundle sequence after it. */
+  applyJwtAuthorityChange(change: JwtAuthorityChange): Promise<{ bundleSequence: number }>;
+  /** Durably records a minted JWT-SVID (ERR_STORE_DUPLICATE for a repeated jti, ERR_STORE_NOT_FOUND for an unknown kid). */
+  recordJwtSvid(record: JwtSvidRecord): Promise<void>;
+  /** Recorded JWT-SVIDs, newest first, optionally of one identity; limit clamped to 1..1000. */
+  listJwtSvids(query: { readonly spiffeId?: string; readonly limit: number }): Promise<JwtSvidRecord[]>;
+  /** Deletes up to `batch` JWT-SVID records that expired before `expiredBefore`; returns how many. */
+  pruneJwtSvids(expiredBefore: Date, batch: number): Promise<number>;
+  /** Replaces the stored last good bundle of a federated trust domain. */
+  saveFederatedBundle(record: FederatedBundleRecord): Promise<void>;
+  loadFederatedBundles(): Promise<FederatedBundleRecord[]>;
 
   appendAudit(event: AuditEventInput): Promise<void>;
   /** Deletes up to `batch` of the oldest audit events dated before `before` (--audit-retention); returns how many. */

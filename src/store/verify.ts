@@ -10,9 +10,9 @@
 import Database from 'better-sqlite3';
 import type { Database as Connection } from 'better-sqlite3';
 import { StoreError } from './errors.js';
-import { authorityFromRow, normalizeSerial, type AuthorityRow } from './rows.js';
+import { authorityFromRow, jwtAuthorityFromRow, normalizeSerial, type AuthorityRow, type JwtAuthorityRow } from './rows.js';
 import { DEFAULT_MIGRATIONS_DIR, readMigrations, recordedMigrations } from './migrations.js';
-import type { AuthorityRecord, AuthorityUsage, DeniedIdentity, RevocationReason } from './types.js';
+import type { AuthorityRecord, AuthorityUsage, DeniedIdentity, JwtAuthorityRecord, RevocationReason } from './types.js';
 
 export interface IssuedDer {
   readonly serialHex: string;
@@ -42,6 +42,8 @@ export interface StoreInspection {
   foreignKeyViolations(limit?: number): Promise<string[]>;
   schema(): Promise<SchemaInfo>;
   loadAuthorities(): Promise<AuthorityRecord[]>;
+  /** JWT-SVID signing keys; none in a database from before migration 005. */
+  loadJwtAuthorities(): Promise<JwtAuthorityRecord[]>;
   bundleSequence(): Promise<number>;
   /** The serials (any case, leading zeros allowed) that are not stored. */
   missingSerials(serials: Iterable<string>): Promise<string[]>;
@@ -144,6 +146,13 @@ class SqliteInspection implements StoreInspection {
 
   async loadAuthorities(): Promise<AuthorityRecord[]> {
     return this.read(() => this.db.prepare<[], AuthorityRow>('SELECT * FROM authorities ORDER BY created_at, id').all().map(authorityFromRow));
+  }
+
+  async loadJwtAuthorities(): Promise<JwtAuthorityRecord[]> {
+    return this.read(() => {
+      const exists = this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jwt_authorities'").get();
+      return exists ? this.db.prepare<[], JwtAuthorityRow>('SELECT * FROM jwt_authorities ORDER BY created_at, kid').all().map(jwtAuthorityFromRow) : [];
+    });
   }
 
   async bundleSequence(): Promise<number> {
