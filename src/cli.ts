@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openDevTokenIssuer } from './authn/index.js';
 import { trustedRootsPem } from './authority/snapshot.js';
@@ -7,6 +7,7 @@ import { CaClient } from './client/ca-client.js';
 import { serviceAccountOfToken } from './client/token-claims.js';
 import { generateWorkloadKey, privateKeyPemOf, workloadCsr, type ClientKeyType } from './client/csr.js';
 import { buildServerConfig, duration, SERVE_FLAGS } from './config.js';
+import { writePrivateFile } from './data-dir.js';
 import { formatHelp, parseFlags, requireStr, str, UsageError, type FlagValues } from './flags.js';
 import { createLogger } from './observability/logger.js';
 import { databasePath, startServer } from './server.js';
@@ -139,8 +140,7 @@ async function request(values: FlagValues): Promise<void> {
     if (roots === undefined || chain.length < 2) throw new Error(`the CA returned ${chain.length} certificate(s); expected the leaf, its issuer and the roots`);
     mkdirSync(out, { recursive: true, mode: 0o700 });
     writeFileSync(join(out, 'cert-chain.pem'), chain.slice(0, -1).join(''));
-    writeFileSync(join(out, 'key.pem'), await privateKeyPemOf(key), { mode: 0o600 });
-    chmodSync(join(out, 'key.pem'), 0o600);
+    writePrivateFile(join(out, 'key.pem'), await privateKeyPemOf(key));
     writeFileSync(join(out, 'root-cert.pem'), roots);
     process.stdout.write(`wrote ${join(out, 'cert-chain.pem')}, ${join(out, 'key.pem')} and ${join(out, 'root-cert.pem')} for ${spiffeId}\n`);
   } finally {

@@ -22,11 +22,16 @@ export interface ServerConfig {
     readonly maxConcurrentStreams: number;
     readonly maxInFlight: number;
     readonly maxActive: number;
+    readonly requestReadTimeoutMs: number;
+    readonly maxConnections: number;
+    readonly maxConnectionsPerPeer: number;
     readonly keepaliveTimeMs: number;
     readonly maxConnectionIdleMs: number;
     readonly maxConnectionAgeMs: number;
     /** Certificates per second per identity (0 = unlimited), with a burst of 5× that. */
     readonly rateLimitPerIdentity: number;
+    /** Share (0..1) of the data volume that must stay free for new issuance. */
+    readonly minFreeDiskRatio: number;
     /** Worker threads verifying CSR signatures off the event loop. */
     readonly verifyThreads: number;
   };
@@ -84,6 +89,8 @@ export interface ServerConfig {
   readonly ocspUrl: string | undefined;
   /** Expired certificate rows are pruned this long after they expire. */
   readonly retentionMs: number;
+  /** Audit events are pruned this long after they were written. */
+  readonly auditRetentionMs: number;
   /** TokenReview, multi-cluster, ztunnel impersonation, root distribution, istiod Secret. */
   readonly kubernetes: KubernetesConfig;
   /** An upstream CA that signs and renews meshca's intermediate (docs/operations/upstream.md). */
@@ -117,7 +124,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'admin-body-limit', kind: 'string', value: 'BYTES', default: '1048576', help: 'largest admin request body' },
   { name: 'admin-request-timeout', kind: 'string', value: 'DURATION', default: '30s', help: 'admin requests taking longer are aborted' },
   { name: 'admin-client-ids', kind: 'list', value: 'SPIFFE_ID,...', help: 'also require an admin client certificate from the mesh CA with one of these SPIFFE IDs' },
-  { name: 'admin-max-auth-failures', kind: 'string', value: 'N', default: '10', help: 'failed admin authentications per client IP per minute before it is locked out for a minute' },
+  { name: 'admin-max-auth-failures', kind: 'string', value: 'N', default: '10', help: 'failed admin authentications per minute (all sources together) answered at once; further failures are answered with a growing delay (the correct token never waits)' },
   { name: 'bundle-refresh-hint', kind: 'string', value: 'DURATION', default: '5m', help: 'spiffe_refresh_hint of the SPIFFE bundle' },
   { name: 'jwt-svid-ttl', kind: 'string', value: 'DURATION', default: '5m', help: 'lifetime of a JWT-SVID when none is requested' },
   { name: 'jwt-svid-max-ttl', kind: 'string', value: 'DURATION', default: '1h', help: 'longer requested JWT-SVID lifetimes are clamped to this' },
@@ -129,12 +136,17 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
   { name: 'ocsp-url', kind: 'string', value: 'URL', help: 'put this OCSP responder URL (AIA) in issued leaves, e.g. https://meshca.istio-system.svc:8443/v1/ocsp; off by default (Istio does not use OCSP)' },
   { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
+  { name: 'audit-retention', kind: 'string', value: 'DURATION', default: '1y', help: 'keep audit events this long; older ones are pruned by housekeeping' },
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
-  { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '256', help: 'HTTP/2 streams per client connection' },
+  { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '16', help: 'HTTP/2 streams per client connection (istio-agent uses one per request)' },
+  { name: 'request-read-timeout', kind: 'string', value: 'DURATION', default: '10s', help: 'cancel a call whose request message has not arrived this long after its headers (also the TLS handshake deadline)' },
+  { name: 'max-connections', kind: 'string', value: 'N', default: '1024', help: 'open gRPC connections in total; new ones beyond are refused' },
+  { name: 'max-connections-per-peer', kind: 'string', value: 'N', default: '64', help: 'open gRPC connections from one IP address; new ones beyond are refused' },
   { name: 'max-in-flight', kind: 'string', value: 'N', default: '2048', help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED' },
   { name: 'max-active', kind: 'string', value: 'N', default: '64', help: 'of those, requests worked on at once; the rest wait in arrival order, so a burst finishes in order' },
   { name: 'verify-threads', kind: 'string', value: 'N', default: String(defaultVerifierThreads()), help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4); 0 = on the event loop (least CPU on one core)' },
-  { name: 'rate-limit-per-identity', kind: 'string', value: 'N', default: '0', help: 'certificate requests per second per SPIFFE ID, 0 = unlimited' },
+  { name: 'rate-limit-per-identity', kind: 'string', value: 'N', default: '10', help: 'certificate requests per second per SPIFFE ID, burst 5x that (docs/security.md explains the size); 0 = unlimited' },
+  { name: 'min-free-disk', kind: 'string', value: 'PERCENT', default: '5%', help: 'refuse new certificates (UNAVAILABLE) while less than this share of the data volume is free; 0 = off' },
   { name: 'keepalive-time', kind: 'string', value: 'DURATION', default: '5m', help: 'server pings idle clients this often and drops dead connections' },
   { name: 'max-connection-idle', kind: 'string', value: 'DURATION', default: '30m', help: 'connections without calls this long are closed (GOAWAY)' },
   { name: 'max-connection-age', kind: 'string', value: 'DURATION', default: '1h', help: 'connections are recycled after this long so clients rebalance across replicas' },
@@ -166,10 +178,14 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       maxConcurrentStreams: positiveInt(values, 'max-concurrent-streams'),
       maxInFlight: positiveInt(values, 'max-in-flight'),
       maxActive: positiveInt(values, 'max-active'),
+      requestReadTimeoutMs: positiveDuration(values, 'request-read-timeout'),
+      maxConnections: positiveInt(values, 'max-connections'),
+      maxConnectionsPerPeer: positiveInt(values, 'max-connections-per-peer'),
       keepaliveTimeMs: duration(values, 'keepalive-time'),
       maxConnectionIdleMs: duration(values, 'max-connection-idle'),
       maxConnectionAgeMs: duration(values, 'max-connection-age'),
       rateLimitPerIdentity: nonNegativeNumber(values, 'rate-limit-per-identity'),
+      minFreeDiskRatio: percentage(values, 'min-free-disk'),
       verifyThreads: nonNegativeInt(values, 'verify-threads'),
     },
     serverDnsNames: list(values, 'server-dns'),
@@ -199,6 +215,7 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
     crlValidityMs: duration(values, 'crl-validity'),
     ocspUrl: ocspUrl(str(values, 'ocsp-url')),
     retentionMs: duration(values, 'retention'),
+    auditRetentionMs: positiveDuration(values, 'audit-retention'),
     kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
     upstream: upstreamConfig(values),
   };
@@ -258,6 +275,14 @@ function positiveDuration(values: FlagValues, name: string): number {
   const ms = duration(values, name);
   if (ms <= 0) throw new UsageError(`--${name} must be longer than 0 (e.g. 1m)`);
   return ms;
+}
+
+/** "5%" or "0.05" → 0.05. */
+function percentage(values: FlagValues, name: string): number {
+  const raw = str(values, name)!.trim();
+  const n = raw.endsWith('%') ? Number(raw.slice(0, -1)) / 100 : Number(raw);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new UsageError(`--${name} must be a percentage between 0% and 100% (e.g. 5%)`);
+  return n;
 }
 
 function nonNegativeNumber(values: FlagValues, name: string): number {

@@ -22,7 +22,8 @@ import { createUpstreamSigner } from './upstream/index.js';
 import { KubeClient } from './kubernetes/client.js';
 import { loadKubeConnection } from './kubernetes/connection.js';
 import type { ServerConfig } from './config.js';
-import { ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
+import { DataDirError, ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
+import { MIN_ADMIN_TOKEN_LENGTH } from './admin/auth.js';
 import { certificateServiceHandlers } from './grpc/certificate-service.js';
 import { jwtSvidServiceHandlers, trustBundleServiceHandlers } from './grpc/spiffe-service.js';
 import { meshcaSpiffeServices } from './grpc/proto.js';
@@ -73,6 +74,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       metrics.storeCommitDuration.observe(seconds);
       metrics.storeCommitRows.observe(rows);
     },
+    minFreeDisk: { minFreeRatio: config.grpc.minFreeDiskRatio, onSample: diskReporter(metrics, logger, config) },
   });
   let ready = false;
   const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready);
@@ -100,7 +102,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     });
     parts.federation = federation;
     const bundles = new TrustBundles(ca, jwt, config.trustDomain, config.bundleRefreshHintSeconds, federation);
-    const jwks = await tokenAuthenticator(config, logger);
+    const jwks = await tokenAuthenticator(config, logger, metrics);
     const verifiers = new CsrVerifierPool(config.grpc.verifyThreads);
     const issuance = new IssuanceService(ca, store, new IssuancePolicy(config.issuance), (csr) => verifiers.verify(csr));
     kubernetes = await startKubernetesIntegration(config, { jwks, ca, issuance, logger, env });
@@ -116,6 +118,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       plaintext: config.grpc.plaintext,
       serving,
       limits: config.grpc,
+      metrics,
+      logger,
       handlers: certificateServiceHandlers({
         authenticator,
         impersonation: kubernetes.impersonation,
@@ -142,7 +146,15 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         metrics.crlNextUpdate.set({ authority: crl.authorityId }, crl.nextUpdate.getTime() / 1000);
       },
     });
-    const housekeeping = startHousekeeping({ store, revocation, logger, retentionMs: config.retentionMs, crlValidityMs: config.crlValidityMs, expirePending: () => ca.expirePending('housekeeping') });
+    const housekeeping = startHousekeeping({
+      store,
+      revocation,
+      logger,
+      retentionMs: config.retentionMs,
+      auditRetentionMs: config.auditRetentionMs,
+      crlValidityMs: config.crlValidityMs,
+      expirePending: () => ca.expirePending('housekeeping'),
+    });
     const admin = await startAdminServer(
       config.admin.listen,
       {
@@ -208,7 +220,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         await ca.reload();
         await serving.reload('SIGHUP');
       },
-      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal }, () => (ready = false)),
+      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal, jwks }, () => (ready = false)),
     };
   } catch (error) {
     await parts.jwt?.stop();
@@ -221,8 +233,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
 }
 
 /** The offline (JWKS) validator; undefined when only --token-review validates tokens. */
-async function tokenAuthenticator(config: ServerConfig, logger: Logger): Promise<JwksAuthenticator | undefined> {
-  const common = { trustDomain: config.trustDomain, audiences: config.jwt.audiences, clusterId: config.clusterId };
+async function tokenAuthenticator(config: ServerConfig, logger: Logger, metrics: Metrics): Promise<JwksAuthenticator | undefined> {
+  const common = { trustDomain: config.trustDomain, audiences: config.jwt.audiences, clusterId: config.clusterId, onCacheHit: () => metrics.tokenCacheHits.inc() };
   if (config.jwt.jwksFile) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { file: config.jwt.jwksFile } });
   if (config.jwt.jwksUrl) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { url: config.jwt.jwksUrl } });
   if (!config.dev) return undefined;
@@ -245,14 +257,16 @@ interface Parts {
   readonly federation: Federation;
   readonly bundleEndpoint: BundleEndpoint | undefined;
   readonly upstreamRenewal: UpstreamRenewer | undefined;
+  readonly jwks: JwksAuthenticator | undefined;
 }
 
 async function shutdown(
   config: ServerConfig,
-  { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal }: Parts,
+  { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal, jwks }: Parts,
   notReady: () => void,
 ): Promise<void> {
   notReady();
+  jwks?.close();
   await autoRotation?.stop(); // a step in progress commits before the store closes
   await upstreamRenewal?.stop();
   await jwt.stop();
@@ -269,11 +283,32 @@ async function shutdown(
 
 /** --admin-token-file, else <data-dir>/admin-token generated on first start (0600). */
 function adminToken(config: ServerConfig, logger: Logger): string {
-  if (config.admin.tokenFile) return readSecretFile(config.admin.tokenFile, (text) => text.trim());
+  if (config.admin.tokenFile) return strongAdminToken(readSecretFile(config.admin.tokenFile, (text) => text.trim()), config.admin.tokenFile);
   const path = join(config.dataDir, 'admin-token');
   const { value, created } = ensureSecretFile(path, () => randomBytes(32).toString('base64url'));
   logger.info({ path, created }, 'admin API token file (send it as "Authorization: Bearer <token>")');
-  return value;
+  return strongAdminToken(value, path);
+}
+
+function strongAdminToken(token: string, path: string): string {
+  if (token.length >= MIN_ADMIN_TOKEN_LENGTH) return token;
+  throw new DataDirError(
+    `the admin token in ${path} has ${token.length} characters; at least ${MIN_ADMIN_TOKEN_LENGTH} are required. Generate one with: openssl rand -base64 32 | tr -d '\\n' > ${path} && chmod 600 ${path}`,
+  );
+}
+
+/** Metrics on every sample; an error line when issuance stops for lack of space (and every minute while it lasts). */
+function diskReporter(metrics: Metrics, logger: Logger, config: ServerConfig) {
+  let loggedAt = -Infinity;
+  return (freeRatio: number, low: boolean, changed: boolean) => {
+    metrics.dataVolumeFreeRatio.set(freeRatio);
+    metrics.diskLow.set(low ? 1 : 0);
+    const fields = { dataDir: config.dataDir, freePercent: Number((freeRatio * 100).toFixed(2)), minFreePercent: config.grpc.minFreeDiskRatio * 100 };
+    if (low && (changed || performance.now() - loggedAt > 60_000)) {
+      loggedAt = performance.now();
+      logger.error(fields, 'DATA VOLUME ALMOST FULL: refusing new certificates with UNAVAILABLE until space is freed (--min-free-disk)');
+    } else if (!low && changed) logger.warn(fields, 'data volume has room again: issuing certificates');
+  };
 }
 
 function updateAuthorityMetrics(metrics: Metrics, snapshot: TrustSnapshot): void {

@@ -132,6 +132,11 @@ describe('zero-downtime root rotation', () => {
     const b = await credentials('b');
     const bIssuer = new X509Certificate(b.cert.split(/(?=-----BEGIN)/)[1]!);
     expect(bIssuer.fingerprint256.replace(/:/g, '').toLowerCase().startsWith(newInt!.id.slice(4))).toBe(true);
+    // cert_chain's last element: the root that signs the intermediate first, then the others (signing order)
+    const rootsOf = (pem: string) => pem.split(/(?=-----BEGIN)/).map((block) => new X509Certificate(block));
+    const served = rootsOf(b.ca);
+    expect(bIssuer.checkIssued(served[0]!)).toBe(true);
+    expect(served.map((r) => r.fingerprint256).sort()).toEqual(rootsOf(t.server.ca.current().rootsPem).map((r) => r.fingerprint256).sort());
     expect((await mutualTls(a, b, dual)).ok).toBe(true);
     expect((await mutualTls(b, a, dual)).ok).toBe(true);
 

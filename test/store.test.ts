@@ -139,7 +139,7 @@ describe('migrations', () => {
     const db = new Database(join(tempDir(), 'm.db'));
     try {
       const shipped = readMigrations(DEFAULT_MIGRATIONS_DIR);
-      expect(shipped.map((m) => m.version)).toEqual(expect.arrayContaining([1, 3]));
+      expect(shipped.map((m) => m.version)).toEqual(expect.arrayContaining([1, 2, 3]));
       expect(applyMigrations(db)).toEqual(shipped.map((m) => m.version));
       expect(applyMigrations(db)).toEqual([]);
       const sql = readFileSync(join(DEFAULT_MIGRATIONS_DIR, '001_initial.sql'), 'utf8');
@@ -617,6 +617,17 @@ describe('revocation', () => {
     expect(deleted).toEqual([10, 10, 5, 0]);
     const left = await allPages(store, { limit: 100, now: NOW });
     expect(left.map((c) => c.serialHex).sort()).toEqual(keep.map((r) => r.serialHex).sort());
+  });
+
+  it('prunes only audit events dated before the cut-off, oldest first, in batches', async () => {
+    const { store } = freshStore();
+    const cutoff = new Date(NOW.getTime() - 365 * 24 * HOUR);
+    const event = (at: Date, target: string) => ({ actor: 'admin', action: 'test', target, result: 'ok' as const, at });
+    for (let i = 0; i < 7; i++) await store.appendAudit(event(new Date(cutoff.getTime() - 1 - i), `old-${i}`));
+    await store.appendAudit(event(cutoff, 'at-cutoff'));
+    await store.appendAudit(event(NOW, 'recent'));
+    expect([await store.pruneAudit(cutoff, 5), await store.pruneAudit(cutoff, 5), await store.pruneAudit(cutoff, 5)]).toEqual([5, 2, 0]);
+    expect((await store.listAudit({ limit: 100 })).items.map((e) => e.target)).toEqual(['recent', 'at-cutoff']);
   });
 });
 

@@ -65,6 +65,11 @@ export class ServerProcess {
       '--jwks-file', options.jwksFile,
       '--jwt-issuer', options.jwtIssuer,
       '--log-level', options.logLevel,
+      // The benchmark measures throughput: one load generator plays thousands of identities from a
+      // few connections, so the per-identity limit is off and each connection may multiplex many
+      // calls (istio-agent uses one stream per request; the production defaults are sized for it).
+      '--rate-limit-per-identity', '0',
+      '--max-concurrent-streams', '256',
       ...(options.extraArgs ?? []),
     ];
     const server = new ServerProcess(

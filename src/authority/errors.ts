@@ -14,7 +14,11 @@ export type IssuanceErrorCode =
   /** No usable signing authority (startup, or the store lost it). */
   | 'ERR_CA_NOT_READY'
   /** Signing or recording failed; retrying may succeed. */
-  | 'ERR_ISSUANCE_FAILED';
+  | 'ERR_ISSUANCE_FAILED'
+  /** The CSR signature could not be checked (a verifier thread died): a server fault, retry later. */
+  | 'ERR_VERIFIER_UNAVAILABLE'
+  /** The data volume is under --min-free-disk: new certificates are refused until space is freed. */
+  | 'ERR_DISK_LOW';
 
 export class IssuanceError extends Error {
   override readonly name = 'IssuanceError';

@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { isNamespaceName } from '../authn/subject.js';
@@ -6,7 +6,7 @@ import { IssuanceService } from '../authority/issuance.js';
 import { CertificateAuthority } from '../authority/lifecycle.js';
 import { IssuancePolicy } from '../authority/policy.js';
 import { duration } from '../config.js';
-import { requireOfflineKek } from '../data-dir.js';
+import { requireOfflineKek, writePrivateFile } from '../data-dir.js';
 import { bool, list, requireStr, str, UsageError } from '../flags.js';
 import { Resource } from '../kubernetes/api.js';
 import { KubeClient } from '../kubernetes/client.js';
@@ -78,8 +78,7 @@ export const istiodCertCommand: Command = {
       if (out) {
         mkdirSync(out, { recursive: true, mode: 0o700 });
         writeFileSync(join(out, 'tls.crt'), issued.files['tls.crt']);
-        writeFileSync(join(out, 'tls.key'), issued.files['tls.key'], { mode: 0o600 });
-        chmodSync(join(out, 'tls.key'), 0o600);
+        writePrivateFile(join(out, 'tls.key'), issued.files['tls.key']);
         writeFileSync(join(out, 'root-cert.pem'), issued.files['root-cert.pem']);
         process.stdout.write(`wrote ${['tls.crt', 'tls.key', 'root-cert.pem'].map((f) => join(out, f)).join(', ')}\n`);
       }

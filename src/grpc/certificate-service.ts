@@ -114,7 +114,8 @@ function recordFailure(options: CertificateServiceOptions, error: unknown): Grpc
     if (error.code === 'ERR_CSR_REJECTED' || error.code === 'ERR_CSR_SIGNATURE') metrics.csrParsingErrors.inc();
     if (error.code === 'ERR_IDENTITY_MISMATCH') metrics.idExtractionErrors.inc();
     if (error.code === 'ERR_IDENTITY_DENIED') metrics.denied.inc();
-    if (error.code === 'ERR_ISSUANCE_FAILED') metrics.signErrors.inc({ error: error.code });
+    if (error.code === 'ERR_ISSUANCE_FAILED' || error.code === 'ERR_VERIFIER_UNAVAILABLE' || error.code === 'ERR_DISK_LOW') metrics.signErrors.inc({ error: error.code });
+    if (error.code === 'ERR_VERIFIER_UNAVAILABLE') options.logger.error({ err: error }, 'CSR verification failed on the server side');
   } else {
     options.logger.error({ err: error }, 'unexpected error in CreateCertificate');
   }

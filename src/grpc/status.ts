@@ -17,6 +17,8 @@ const ISSUANCE_STATUS: Record<IssuanceErrorCode, status> = {
   ERR_JWT_REQUEST_INVALID: status.INVALID_ARGUMENT,
   ERR_CA_NOT_READY: status.UNAVAILABLE,
   ERR_ISSUANCE_FAILED: status.INTERNAL,
+  ERR_VERIFIER_UNAVAILABLE: status.UNAVAILABLE,
+  ERR_DISK_LOW: status.UNAVAILABLE,
 };
 
 /** docs/architecture.md's status table. Unknown errors become INTERNAL without leaking their text. */

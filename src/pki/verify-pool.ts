@@ -126,7 +126,8 @@ export class CsrVerifierPool {
     const batch = this.queue;
     this.queue = [];
     const live = this.threads.filter((t) => !t.failed);
-    if (live.length === 0) return batch.forEach((p) => p.reject(new PkiError('ERR_CSR_UNSUPPORTED_KEY', 'no CSR verifier thread is running')));
+    // A server fault, not the CSR's: the caller maps it to UNAVAILABLE so istio-agent retries.
+    if (live.length === 0) return batch.forEach((p) => p.reject(new Error('no CSR verifier thread is running')));
     live.reduce((a, b) => (b.load < a.load ? b : a)).send(batch);
   }
 }

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { IssuanceWriterThread } from './issuance-writer.js';
+import { DiskGuard, type DiskGuardOptions } from './disk-guard.js';
 import Database from 'better-sqlite3';
 import type { Database as Connection, Statement } from 'better-sqlite3';
 import { StoreError } from './errors.js';
@@ -58,6 +59,8 @@ export interface SqliteStoreOptions {
   readonly backgroundCheckpoint?: boolean;
   /** Commit issuance batches from a worker thread (default true) so their fsync never blocks the event loop. */
   readonly writerThread?: boolean;
+  /** checkFreeSpace() fails (ERR_STORE_DISK_LOW) while less than this fraction of the volume is free; default 0 (off). */
+  readonly minFreeDisk?: Omit<DiskGuardOptions, 'path'>;
 }
 
 /** The SQLite store, plus what only tests and operators need. */
@@ -576,6 +579,8 @@ const SQL = {
     (SELECT id FROM issued_certificates WHERE not_after < ? ORDER BY not_after LIMIT ?)`,
   insertAudit: `INSERT INTO audit_events (at, actor, action, target, result, details)
     VALUES (@at, @actor, @action, @target, @result, @details)`,
+  pruneAudit: `DELETE FROM audit_events WHERE id IN
+    (SELECT id FROM audit_events WHERE at < ? ORDER BY at LIMIT ?)`,
   listAudit: 'SELECT id, at, actor, action, target, result, details FROM audit_events WHERE id < ? ORDER BY id DESC LIMIT ?',
   integrityCheck: 'PRAGMA integrity_check',
   loadJwtAuthorities: 'SELECT * FROM jwt_authorities ORDER BY created_at, kid',
@@ -603,6 +608,7 @@ type SqlName = keyof typeof SQL;
 class SqliteStoreImpl implements SqliteStore {
   private readonly statements = new Map<string, Statement<unknown[], unknown>>();
   private readonly journal: IssuanceJournal;
+  private readonly diskGuard: DiskGuard;
   private closed = false;
 
   constructor(
@@ -616,6 +622,7 @@ class SqliteStoreImpl implements SqliteStore {
       options.groupCommitWindowMs ?? DEFAULT_WINDOW_MS,
       Math.max(1, options.groupCommitMaxRows ?? DEFAULT_MAX_ROWS),
     );
+    this.diskGuard = new DiskGuard({ path: options.path, minFreeRatio: 0, ...options.minFreeDisk });
   }
 
   // --- authorities ---
@@ -716,6 +723,10 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   // --- issuance ---
+
+  async checkFreeSpace(): Promise<void> {
+    this.diskGuard.check();
+  }
 
   async recordIssued(record: IssuedCertificateRecord): Promise<void> {
     if (this.closed) throw closedError();
@@ -983,6 +994,10 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   // --- audit ---
+
+  async pruneAudit(before: Date, batch: number): Promise<number> {
+    return this.use(() => this.run('pruneAudit', before.getTime(), Math.max(0, Math.floor(batch))).changes);
+  }
 
   async appendAudit(event: AuditEventInput): Promise<void> {
     return this.use(() => this.insertAudit(event));

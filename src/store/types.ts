@@ -257,6 +257,11 @@ export interface Store {
    * authority) for that record alone, or ERR_STORE_UNAVAILABLE when its whole batch failed.
    */
   recordIssued(record: IssuedCertificateRecord): Promise<void>;
+  /**
+   * Rejects with ERR_STORE_DISK_LOW while the data volume has less free space than configured
+   * (--min-free-disk), so workload issuance stops before the volume fills. Cheap: sampled at most once a second.
+   */
+  checkFreeSpace(): Promise<void>;
   getCertificate(serialHex: string, now: Date): Promise<CertificateDetail | undefined>;
   /** Newest expiry first (notAfter descending); keyset-paged, so pages never repeat or skip rows. */
   listCertificates(query: CertificateQuery): Promise<Page<CertificateSummary>>;
@@ -309,6 +314,8 @@ export interface Store {
   loadFederatedBundles(): Promise<FederatedBundleRecord[]>;
 
   appendAudit(event: AuditEventInput): Promise<void>;
+  /** Deletes up to `batch` of the oldest audit events dated before `before` (--audit-retention); returns how many. */
+  pruneAudit(before: Date, batch: number): Promise<number>;
   listAudit(query: { readonly limit: number; readonly cursor?: string }): Promise<Page<AuditEvent>>;
 
   /**
