@@ -27,7 +27,9 @@ const CLI = join(ROOT, 'dist', 'cli.js');
 const TMP = join(ROOT, 'bench', 'results', 'tmp');
 const README = join(ROOT, 'bench', 'README.md');
 const PROFILES = join(TMP, 'profiles');
-const ALL_SCENARIOS = ['steady-c1', 'steady-c8', 'steady-c32', 'steady-c128', 'rsa-c32', 'cold-tokens-c32', 'rotation-burst', 'large-store', 'cfssl-c32'];
+const ALL_SCENARIOS = ['steady-c1', 'steady-c8', 'steady-c32', 'steady-c128', 'rsa-c32', 'cold-tokens-c32', 'rotation-burst', 'large-store', 'cfssl-c32', 'workers'];
+/** Scenarios that start servers of their own rather than using the main one. */
+const OWN_SERVER = ['large-store', 'cfssl-c32', 'workers'];
 const GOALS = { throughputGoal: 3000, p99GoalMs: 20 };
 const LOADGENS = 2;
 const REQUEST_DEADLINE_MS = 30_000;
@@ -258,8 +260,8 @@ class LoadgenPool {
  * @property {Record<string, unknown>} [cfssl] the comparison's outcome (or why it was skipped)
  */
 
-/** @param {Context} ctx @param {string} label @param {string} dataDir */
-async function startServer(ctx, label, dataDir) {
+/** @param {Context} ctx @param {string} label @param {string} dataDir @param {string[]} [extraArgs] */
+async function startServer(ctx, label, dataDir, extraArgs = []) {
   const started = performance.now();
   const server = await ServerProcess.start({
     cli: CLI,
@@ -271,7 +273,7 @@ async function startServer(ctx, label, dataDir) {
     logLevel: ctx.opts.serverLogLevel,
     nodeArgs: ctx.opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${PROFILES}`] : [],
     cpus: ctx.pin?.server,
-    extraArgs: ctx.opts.serverArgs,
+    extraArgs: [...(ctx.opts.serverArgs ?? []), ...extraArgs],
   });
   servers.add(server);
   server.exited.then((exit) => {
@@ -482,6 +484,29 @@ async function rotationBurst(/** @type {Context} */ ctx, /** @type {ServerProces
   );
   r.details = { served: r.ok, total: n, rootsInBundle, onNewIntermediate: onNew, lastStartOffsetMs: lastStart - start, prepareMs: prepared.ms, activateMs: activated.ms };
   return r;
+}
+
+/**
+ * steady-c32 against `serve --workers 1` and `--workers N` (N = cores, at least 2), each on a fresh
+ * SQLite store shared by its workers: throughput, and server CPU (primary and workers) per certificate.
+ * @param {Context} ctx
+ */
+async function workersScenario(ctx) {
+  const n = Math.max(2, os.cpus().length);
+  const results = [];
+  for (const workers of [1, n]) {
+    const name = `workers-${workers}`;
+    const { server } = await startServer(ctx, name, join(ctx.runDir, `data-${name}`), ['--workers', String(workers)]);
+    await warmUp(ctx, server, { settle: true });
+    const r = await closedScenario(ctx, server, { name, description: `steady-c32 against serve --workers ${workers} (SQLite file shared by the workers)`, concurrency: 32, cycle: true, work: work(ctx, 'ecCsrs', 'warmTokens') });
+    await stopServer(server);
+    const cpuMsPerCert = r.ok ? (r.serverCpuPercent / 100) * r.wallSeconds * 1000 / r.ok : NaN;
+    r.notes.unshift(`${cpuMsPerCert.toFixed(2)} server CPU ms per certificate (all ${workers > 1 ? `${workers} workers and the primary` : 'of the process'})`);
+    r.details = { workers, cpuMsPerCert };
+    if (results.length) r.notes.unshift(`${pct(r.throughput, results[0].throughput)} throughput vs --workers 1`);
+    results.push(r);
+  }
+  return results;
 }
 
 /** steady-c32 against a store pre-filled with `storeRows` rows, with admin queries during and after. */
@@ -733,9 +758,10 @@ async function main() {
   /** @type {Context} */
   const ctx = { opts, material, pool, runDir, kek: randomBytes(32).toString('base64'), jwksFile, files, results: [], pin };
   try {
-    if (opts.scenarios.some((s) => s !== 'large-store' && s !== 'cfssl-c32')) await mainServer(ctx);
+    if (opts.scenarios.some((s) => !OWN_SERVER.includes(s))) await mainServer(ctx);
     if (opts.scenarios.includes('large-store')) report(ctx, await largeStore(ctx));
     if (opts.scenarios.includes('cfssl-c32')) await cfsslComparison(ctx);
+    if (opts.scenarios.includes('workers')) for (const r of await workersScenario(ctx)) report(ctx, r);
   } finally {
     await pool.close().catch(() => undefined);
   }

@@ -10,7 +10,8 @@ import { buildServerConfig, duration, SERVE_FLAGS } from './config.js';
 import { writePrivateFile } from './data-dir.js';
 import { formatHelp, parseFlags, requireStr, str, UsageError, type FlagValues } from './flags.js';
 import { createLogger } from './observability/logger.js';
-import { databasePath, startServer } from './server.js';
+import { databasePath, prepareSharedState, startServer } from './server.js';
+import { isWorkerProcess, superviseWorkers } from './workers.js';
 import { spiffeBundle } from './spiffe/bundle.js';
 import { workloadId } from './spiffe/id.js';
 import { openSqliteStore } from './store/sqlite.js';
@@ -86,6 +87,15 @@ const COMMANDS: Record<string, Command> = {
 async function serve(values: FlagValues): Promise<void> {
   const config = buildServerConfig(values);
   const logger = createLogger({ level: config.logLevel });
+  if (config.workers > 1 && !isWorkerProcess()) {
+    await prepareSharedState(config, logger).catch((error: unknown) => {
+      logger.fatal({ err: error }, `meshca failed to start: ${(error as Error).message}`);
+      logger.flush();
+      process.exit(1);
+    });
+    superviseWorkers(config.workers, logger);
+    return;
+  }
   const server = await startServer(config, logger).catch((error: unknown) => {
     logger.fatal({ err: error }, `meshca failed to start: ${(error as Error).message}`);
     logger.flush();

@@ -7,6 +7,7 @@ import { parseTrustDomain } from './spiffe/id.js';
 import { parseJwtKeyType, type JwtKeyType } from './authority/jwt-authority.js';
 import { parseFederationPeer, type FederationPeer } from './federation/federation.js';
 import { buildKubernetesConfig, KUBERNETES_FLAGS, type KubernetesConfig } from './kubernetes/options.js';
+import { buildStoreConfig, buildWorkers, STORE_FLAGS, type StoreConfig } from './store-config.js';
 import { buildUpstreamConfig, UPSTREAM_FLAGS, type UpstreamConfig } from './upstream/options.js';
 
 /** The validated configuration the composition root (server.ts) is wired from. */
@@ -93,6 +94,10 @@ export interface ServerConfig {
   readonly auditRetentionMs: number;
   /** TokenReview, multi-cluster, ztunnel impersonation, root distribution, istiod Secret. */
   readonly kubernetes: KubernetesConfig;
+  /** SQLite in dataDir, or a PostgreSQL shared by replicas. */
+  readonly store: StoreConfig;
+  /** Processes sharing the listeners (serve --workers). */
+  readonly workers: number;
   /** An upstream CA that signs and renews meshca's intermediate (docs/operations/upstream.md). */
   readonly upstream: UpstreamConfig;
 }
@@ -120,7 +125,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'auto-rotate-check-interval', kind: 'string', value: 'DURATION', default: '1m', help: 'how often --auto-rotate checks the thresholds' },
   { name: 'kek-file', kind: 'string', value: 'PATH', help: 'key-encryption key file (base64 of 32 bytes, `openssl rand -base64 32`); or set MESHCA_KEK to the key itself' },
   { name: 'admin-listen', kind: 'string', value: 'HOST:PORT', default: '127.0.0.1:8443', help: 'admin REST API listener (HTTPS)' },
-  { name: 'admin-token-file', kind: 'string', value: 'PATH', help: 'file holding the admin bearer token (default: generated into <data-dir>/admin-token)' },
+  { name: 'admin-token-file', kind: 'string', value: 'PATH', help: 'file holding the admin bearer token; or set MESHCA_ADMIN_TOKEN to the token itself (default: generated into <data-dir>/admin-token)' },
   { name: 'admin-body-limit', kind: 'string', value: 'BYTES', default: '1048576', help: 'largest admin request body' },
   { name: 'admin-request-timeout', kind: 'string', value: 'DURATION', default: '30s', help: 'admin requests taking longer are aborted' },
   { name: 'admin-client-ids', kind: 'list', value: 'SPIFFE_ID,...', help: 'also require an admin client certificate from the mesh CA with one of these SPIFFE IDs' },
@@ -153,6 +158,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'shutdown-timeout', kind: 'string', value: 'DURATION', default: '15s', help: 'how long SIGTERM waits for in-flight requests' },
   { name: 'log-level', kind: 'string', value: 'LEVEL', default: 'info', help: 'trace, debug, info, warn, error' },
   ...KUBERNETES_FLAGS,
+  ...STORE_FLAGS,
   ...UPSTREAM_FLAGS,
 ];
 
@@ -217,6 +223,8 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
     retentionMs: duration(values, 'retention'),
     auditRetentionMs: positiveDuration(values, 'audit-retention'),
     kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
+    store: buildStoreConfig(values),
+    workers: buildWorkers(values),
     upstream: upstreamConfig(values),
   };
 }

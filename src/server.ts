@@ -36,8 +36,10 @@ import { Metrics } from './observability/metrics.js';
 import { startMonitoringServer, type MonitoringServer } from './observability/monitoring.js';
 import { formatAddress, type ListenAddress } from './net.js';
 import { startKubernetesIntegration, type KubernetesIntegration } from './kubernetes/integration.js';
-import { openSqliteStore } from './store/sqlite.js';
+import { openConfiguredStore } from './store-config.js';
 import type { Store } from './store/types.js';
+import type { SingletonGate } from './store/fence.js';
+import { workerIndex } from './workers.js';
 
 export interface RunningServer {
   readonly grpcAddress: ListenAddress;
@@ -56,6 +58,11 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** How often workers sharing a SQLite file re-read the authorities (two small queries). */
+const SQLITE_WORKER_SYNC_MS = 1_000;
+
+const notThisWorker: SingletonGate = async () => undefined;
+
 export function databasePath(dataDir: string): string {
   return join(dataDir, 'meshca.db');
 }
@@ -67,8 +74,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   const kek = loadKek({ kekFile: config.kekFile, env, dataDir: config.dataDir, dev: config.dev });
   if (kek.generated) logger.warn({ path: kek.origin }, 'generated a development key-encryption key; production must use --kek-file or MESHCA_KEK');
   const metrics = new Metrics();
-  const store = openSqliteStore({
-    path: databasePath(config.dataDir),
+  const { store, description } = await openConfiguredStore(config.store, config.dataDir, {
     logger,
     onCommit: (rows: number, seconds: number) => {
       metrics.storeCommitDuration.observe(seconds);
@@ -76,8 +82,10 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     },
     minFreeDisk: { minFreeRatio: config.grpc.minFreeDiskRatio, onSample: diskReporter(metrics, logger, config) },
   });
+  logger.info({ store: description }, 'store opened');
   let ready = false;
-  const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready);
+  // Not ready while a shared store is unreachable: requests would only get UNAVAILABLE.
+  const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready && (store.healthy?.() ?? true));
   let kubernetes: KubernetesIntegration | undefined;
   const parts: { jwt?: JwtAuthority; federation?: Federation } = {};
   try {
@@ -88,12 +96,23 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ocspUrl: config.ocspUrl, ...config.ca, minIntermediateLifetimeMs: config.issuance.maxTtlMs, bootstrapSigner: upstream });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
-    const jwt = await JwtAuthority.open({ store, kek: kek.kek, logger, keyType: config.jwtSvid.keyType, keyTtlMs: config.jwtSvid.keyTtlMs, checkIntervalMs: Math.min(60_000, config.jwtSvid.keyTtlMs / 12) });
+    // On a shared store, CRL re-signing, pruning, rotation (CA and JWT keys), upstream renewal and
+    // pending-CSR expiry run on the one replica holding this lease; workers sharing a SQLite file
+    // leave them to worker 0.
+    const singleton = store.singleton?.('singleton-jobs') ?? (workerIndex() > 0 ? notThisWorker : undefined);
+    const jwt = await JwtAuthority.open({ store, kek: kek.kek, logger, keyType: config.jwtSvid.keyType, keyTtlMs: config.jwtSvid.keyTtlMs, checkIntervalMs: Math.min(60_000, config.jwtSvid.keyTtlMs / 12), singleton });
     // JWT key changes bump the shared bundle sequence: the CA's view re-reads it.
     if (jwt.current().bundleSequence !== ca.current().bundleSequence) await ca.reload();
     jwt.onChange(() => void ca.reload().catch((error: unknown) => logger.error({ err: error }, 'reloading the authorities after a JWT key change failed')));
     jwt.start();
     parts.jwt = jwt;
+    // Other replicas' authority and JWT key changes (prepare, activate, remove, import, rotate, KEK
+    // re-seal): announced by a shared store, polled by workers sharing a SQLite file.
+    const sync = () =>
+      void Promise.all([ca.syncFromStore(), jwt.reload()]).catch((error: unknown) => logger.warn({ err: error }, 'could not re-read the authorities'));
+    store.watch?.((event) => (event === 'authorities' || event === 'resync') && sync());
+    const polling = !store.watch && config.workers > 1 ? setInterval(sync, SQLITE_WORKER_SYNC_MS) : undefined;
+    polling?.unref();
     const federation = await Federation.start({
       peers: config.federation.peers,
       store,
@@ -153,6 +172,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       retentionMs: config.retentionMs,
       auditRetentionMs: config.auditRetentionMs,
       crlValidityMs: config.crlValidityMs,
+      singleton,
       expirePending: () => ca.expirePending('housekeeping'),
     });
     const admin = await startAdminServer(
@@ -161,7 +181,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         ca,
         inventory: new Inventory(store),
         revocation,
-        adminToken: adminToken(config, logger),
+        adminToken: adminToken(config, logger, env),
         clientIds: config.admin.clientIds,
         maxAuthFailuresPerMinute: config.admin.maxAuthFailuresPerMinute,
         logger,
@@ -181,7 +201,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       ? await startBundleEndpoint({ listen: config.federation.bundleEndpointListen, bundle: () => JSON.stringify(bundles.own()), credentials: () => serving.current(), onRenew: (listener) => serving.onRenew(listener) })
       : undefined;
     const autoRotation = config.autoRotate.enabled
-      ? startAutoRotation({ ca, store, logger, intermediateTtlMs: config.ca.intermediateTtlMs, keyType: config.ca.keyType, checkIntervalMs: config.autoRotate.checkIntervalMs })
+      ? startAutoRotation({ ca, store, logger, intermediateTtlMs: config.ca.intermediateTtlMs, keyType: config.ca.keyType, checkIntervalMs: config.autoRotate.checkIntervalMs, singleton })
       : undefined;
     const upstreamRenewal =
       upstream && config.upstream.kind !== 'none'
@@ -193,6 +213,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
             intermediateTtlMs: config.ca.intermediateTtlMs,
             checkIntervalMs: config.upstream.renewal.checkIntervalMs,
             retry: { initialMs: config.upstream.renewal.retryInitialMs, maxMs: config.upstream.renewal.retryMaxMs },
+            singleton,
             onAttempt: (result, overdue) => {
               metrics.upstreamRequests.inc({ upstream: upstream.kind, result });
               metrics.upstreamRenewalOverdue.set(overdue ? 1 : 0);
@@ -220,7 +241,10 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         await ca.reload();
         await serving.reload('SIGHUP');
       },
-      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal, jwks }, () => (ready = false)),
+      close: () => {
+        clearInterval(polling);
+        return shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal, jwks }, () => (ready = false));
+      },
     };
   } catch (error) {
     await parts.jwt?.stop();
@@ -229,6 +253,28 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     await store.close().catch(() => undefined);
     await monitoring.close();
     throw error;
+  }
+}
+
+/**
+ * serve --workers: what the primary does once before forking, so that workers never race to create
+ * the dev secrets or (on an empty store) the first CA: each worker then finds them.
+ */
+export async function prepareSharedState(config: ServerConfig, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  prepareDataDir(config.dataDir, config.dev);
+  const kek = loadKek({ kekFile: config.kekFile, env, dataDir: config.dataDir, dev: config.dev });
+  adminToken(config, logger, env);
+  if (config.dev && !config.jwt.jwksFile && !config.jwt.jwksUrl) await openDevTokenIssuer(config.dataDir);
+  const { store } = await openConfiguredStore(config.store, config.dataDir, { logger, onCommit: () => undefined });
+  try {
+    const upstream = createUpstreamSigner(config.upstream, {
+      logger,
+      kubeClient: () => new KubeClient({ connection: loadKubeConnection({ kubeconfig: config.kubernetes.kubeconfig, env }), qps: config.kubernetes.qps, burst: config.kubernetes.burst, timeoutMs: config.kubernetes.requestTimeoutMs, logger }),
+    });
+    await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ...config.ca, minIntermediateLifetimeMs: config.issuance.maxTtlMs, bootstrapSigner: upstream });
+    await (await JwtAuthority.open({ store, kek: kek.kek, logger, keyType: config.jwtSvid.keyType, keyTtlMs: config.jwtSvid.keyTtlMs })).stop();
+  } finally {
+    await store.close();
   }
 }
 
@@ -281,9 +327,14 @@ async function shutdown(
   await monitoring.close();
 }
 
-/** --admin-token-file, else <data-dir>/admin-token generated on first start (0600). */
-function adminToken(config: ServerConfig, logger: Logger): string {
+/**
+ * --admin-token-file, else MESHCA_ADMIN_TOKEN (replicas share it from one Secret, as MESHCA_KEK),
+ * else <data-dir>/admin-token generated on first start (0600).
+ */
+function adminToken(config: ServerConfig, logger: Logger, env: NodeJS.ProcessEnv): string {
   if (config.admin.tokenFile) return strongAdminToken(readSecretFile(config.admin.tokenFile, (text) => text.trim()), config.admin.tokenFile);
+  const fromEnv = env.MESHCA_ADMIN_TOKEN?.trim();
+  if (fromEnv) return strongAdminToken(fromEnv, 'MESHCA_ADMIN_TOKEN');
   const path = join(config.dataDir, 'admin-token');
   const { value, created } = ensureSecretFile(path, () => randomBytes(32).toString('base64url'));
   logger.info({ path, created }, 'admin API token file (send it as "Authorization: Bearer <token>")');

@@ -133,6 +133,46 @@ describe('deploy/kubernetes', () => {
   });
 });
 
+describe('deploy/kubernetes-ha', () => {
+  const ha = load('kubernetes-ha');
+  const kustomization = ha.get('kustomization.yaml')![0]!;
+  const patch = (file: string) => ha.get(file)![0]!;
+  const haDeployment = patch('deployment-ha.yaml');
+  const haContainer = haDeployment.spec.template.spec.containers[0];
+
+  it('builds on deploy/kubernetes and patches only objects that exist there', () => {
+    expect(kustomization.resources).toEqual(['../kubernetes']);
+    const files = kustomization.patches.filter((p: Doc) => p.path).map((p: Doc) => p.path);
+    expect(files.sort()).toEqual([...ha.keys()].filter((f) => f !== 'kustomization.yaml').sort());
+    for (const file of files) {
+      const { kind, metadata } = patch(file);
+      expect(find(kind, metadata.name, metadata.namespace), file).toBeDefined();
+    }
+    const deleted = parseAllDocuments(kustomization.patches.find((p: Doc) => p.patch).patch)[0]!.toJS() as Doc;
+    expect(find(deleted.kind, deleted.metadata.name, deleted.metadata.namespace)).toBeDefined();
+    expect(pod.spec.volumes.find((v: Doc) => v.name === 'data').persistentVolumeClaim.claimName).toBe(deleted.metadata.name);
+    expect(haDeployment.spec.template.spec.volumes).toEqual([{ name: 'data', persistentVolumeClaim: null, emptyDir: {} }]);
+  });
+
+  it('runs three replicas, rolling one at a time, on different nodes, with two kept through drains', () => {
+    expect(haDeployment.spec.replicas).toBe(3);
+    expect(haDeployment.spec.strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1, maxSurge: 1 } });
+    const [required] = haDeployment.spec.template.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution;
+    expect(required.topologyKey).toBe('kubernetes.io/hostname');
+    expect(subset(required.labelSelector.matchLabels, pod.metadata.labels)).toBe(true);
+    expect(patch('poddisruptionbudget-ha.yaml').spec).toEqual({ maxUnavailable: null, minAvailable: 2 });
+  });
+
+  it('takes the store URL, its password and the admin token from Secrets, and the result is a valid PostgreSQL configuration', () => {
+    expect(haContainer.name).toBe(container.name);
+    const fromSecret = Object.fromEntries(haContainer.env.map((e: Doc) => [e.name, e.valueFrom.secretKeyRef.name]));
+    expect(fromSecret).toEqual({ MESHCA_STORE: 'meshca-store', PGPASSWORD: 'meshca-store', MESHCA_ADMIN_TOKEN: 'meshca-admin-token' });
+    const env = { MESHCA_KEK: 'x', MESHCA_STORE: 'postgres://meshca@postgres.example:5432/meshca?sslmode=verify-full' };
+    const config = buildServerConfig(parseFlags(SERVE_FLAGS, container.args.slice(1), env, 'serve').values);
+    expect(config.store).toMatchObject({ engine: 'postgres', url: env.MESHCA_STORE });
+  });
+});
+
 describe('deploy/istio', () => {
   const istio = load('istio');
   const deploymentConfig = buildServerConfig(parseFlags(SERVE_FLAGS, container.args.slice(1), { MESHCA_KEK: 'x' }, 'serve').values);

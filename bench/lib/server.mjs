@@ -222,6 +222,22 @@ function ticksPerSecond() {
 }
 
 /**
+ * CPU of a process and its live descendants (serve --workers forks worker processes; a single
+ * server has none, so this equals cpuSeconds).
+ * @param {number} pid
+ * @returns {number}
+ */
+export function treeCpuSeconds(pid) {
+  let children = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    // no children file (old kernel) or the process is gone
+  }
+  return children.reduce((sum, child) => sum + (treeCpuSeconds(child) || 0), cpuSeconds(pid));
+}
+
+/**
  * User + system CPU seconds a process has consumed (all its threads: the event loop, the libuv pool
  * doing crypto and SQLite, V8's GC helpers).
  * @param {number} pid
@@ -329,7 +345,7 @@ export class ResourceWindow {
     this.started = performance.now();
     /** CLOCK_MONOTONIC in µs, the clock of V8 CPU profiles' timestamps (to cut a profile to this window) */
     this.monotonicStartUs = Number(process.hrtime.bigint() / 1000n);
-    this.cpuStart = { server: cpuSeconds(pids.server), serverThreads: threadsCpuSeconds(pids.server), loadgens: pids.loadgens.map(cpuSeconds), machine: machineBusySeconds() };
+    this.cpuStart = { server: treeCpuSeconds(pids.server), serverThreads: threadsCpuSeconds(pids.server), loadgens: pids.loadgens.map(cpuSeconds), machine: machineBusySeconds() };
     let reset = false;
     try {
       writeFileSync(`/proc/${pids.server}/clear_refs`, '5');
@@ -348,7 +364,7 @@ export class ResourceWindow {
   finish() {
     clearInterval(this.timer);
     const seconds = (performance.now() - this.started) / 1000;
-    const serverCpu = cpuSeconds(this.pids.server) - this.cpuStart.server;
+    const serverCpu = treeCpuSeconds(this.pids.server) - this.cpuStart.server;
     const threads = [...threadsCpuSeconds(this.pids.server)].map(([tid, s]) => ({ tid, cpuSeconds: s - (this.cpuStart.serverThreads.get(tid) ?? 0) }));
     const mainCpu = threads.find((t) => t.tid === this.pids.server)?.cpuSeconds ?? NaN;
     const loadgenCpu = this.pids.loadgens.reduce((sum, pid, i) => sum + (cpuSeconds(pid) - this.cpuStart.loadgens[i]), 0);

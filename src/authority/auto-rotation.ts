@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { KEY_TYPES, type KeyType } from '../pki/keys.js';
+import type { SingletonGate } from '../store/fence.js';
 import type { AuthorityRecord, Store } from '../store/types.js';
 import { AuthorityError } from './errors.js';
 import type { CertificateAuthority } from './lifecycle.js';
@@ -140,6 +141,8 @@ export interface AutoRotationOptions {
   readonly checkIntervalMs: number;
   /** Injectable clock (tests). It must be the CertificateAuthority's clock too. */
   readonly now?: () => Date;
+  /** Replicas on a shared store: only the lease holder takes steps; the others just plan. */
+  readonly singleton?: SingletonGate;
 }
 
 export interface AutoRotationPass {
@@ -160,7 +163,7 @@ export class AutoRotator extends PassLoop<AutoRotationPass> {
   private lastReport = '';
 
   constructor(private readonly options: AutoRotationOptions) {
-    super(options.logger, 'auto-rotation', options.checkIntervalMs);
+    super(options.logger, 'auto-rotation', options.checkIntervalMs, options.singleton);
     this.now = options.now ?? (() => new Date());
   }
 
@@ -168,6 +171,11 @@ export class AutoRotator extends PassLoop<AutoRotationPass> {
   nextDelay(pass: AutoRotationPass): number {
     const until = pass.plan.step.kind === 'wait' ? pass.plan.step.until : undefined;
     return thresholdDelay(pass.performed !== null, until, this.now(), this.options.checkIntervalMs);
+  }
+
+  /** What a replica without the lease reports: the plan, nothing carried out. */
+  protected async standby(): Promise<AutoRotationPass> {
+    return { plan: planRotation(await this.options.store.loadAuthorities(), this.now(), this.options), performed: null, removed: [] };
   }
 
   protected async pass(): Promise<AutoRotationPass> {

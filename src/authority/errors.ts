@@ -15,6 +15,8 @@ export type IssuanceErrorCode =
   | 'ERR_CA_NOT_READY'
   /** Signing or recording failed; retrying may succeed. */
   | 'ERR_ISSUANCE_FAILED'
+  /** The store cannot be reached (a shared PostgreSQL is down): nothing was issued; retry later or on another replica. */
+  | 'ERR_STORE_UNAVAILABLE'
   /** The CSR signature could not be checked (a verifier thread died): a server fault, retry later. */
   | 'ERR_VERIFIER_UNAVAILABLE'
   /** The data volume is under --min-free-disk: new certificates are refused until space is freed. */

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { SingletonGate } from '../store/fence.js';
 import type { Store } from '../store/types.js';
 import type { RevocationService } from './revocation.js';
 
@@ -13,6 +14,8 @@ export interface HousekeepingOptions {
   /** Rows deleted per transaction; small so issuance commits are never blocked for long. */
   readonly pruneBatch?: number;
   readonly intervalMs?: number;
+  /** Replicas on a shared store: only the lease holder re-signs CRLs, prunes and expires pending CSRs. */
+  readonly singleton?: SingletonGate;
   /** Deletes pending authorities whose CSR was never answered; returns their ids. */
   readonly expirePending?: () => Promise<string[]>;
 }
@@ -36,7 +39,7 @@ export function startHousekeeping(options: HousekeepingOptions): Housekeeping {
       await new Promise((resolve) => setImmediate(resolve)); // let issuance run between batches
     }
   };
-  const runOnce = async () => {
+  const pass = async () => {
     await options.revocation.refreshAll();
     const expiredBefore = new Date(Date.now() - options.retentionMs);
     const pruned =
@@ -48,6 +51,7 @@ export function startHousekeeping(options: HousekeepingOptions): Housekeeping {
     if (auditPruned > 0) options.logger.info({ auditPruned }, 'pruned audit events older than --audit-retention');
     return { pruned, auditPruned };
   };
+  const runOnce = async () => (options.singleton ? ((await options.singleton(pass)) ?? { pruned: 0, auditPruned: 0 }) : pass());
   const interval = options.intervalMs ?? Math.min(options.crlValidityMs / 4, 15 * 60_000);
   const timer = setInterval(() => void runOnce().catch((error: unknown) => options.logger.warn({ err: error }, 'housekeeping pass failed')), interval);
   timer.unref();

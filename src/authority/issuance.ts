@@ -60,7 +60,9 @@ export class IssuanceService {
     const csr = parseRequest(request.csrPem);
     this.policy.checkCsr(csr, { uris: [spiffeId], dnsNames: [] });
     const [denied, signatureValid] = await Promise.all([
-      this.store.isDenied(spiffeId),
+      this.store.isDenied(spiffeId).catch((error: unknown) => {
+        throw storeFailure(error, 'could not check the deny-list');
+      }),
       this.verifySignature(csr).catch(verifierVerdict),
       this.store.checkFreeSpace().catch(diskVerdict),
     ]);
@@ -114,10 +116,16 @@ export class IssuanceService {
     await this.store
       .recordIssued({ serialHex, spiffeId, callerId: request.callerId, clusterId, authorityId: signer.id, notBefore: validity.notBefore, notAfter: validity.notAfter, issuedAt: this.now(), der })
       .catch((error: unknown) => {
-        throw new IssuanceError('ERR_ISSUANCE_FAILED', `could not record the certificate: ${(error as Error).message}`);
+        throw storeFailure(error, 'could not record the certificate');
       });
     return { serialHex, spiffeId, authorityId: signer.id, notAfter: validity.notAfter, chain: [pemEncode(der, 'CERTIFICATE'), ...snapshot.chainTail] };
   }
+}
+
+/** An unreachable store is UNAVAILABLE (istio-agent retries); anything else about the record is a failed issuance. */
+function storeFailure(error: unknown, what: string): IssuanceError {
+  const unavailable = error instanceof StoreError && error.code === 'ERR_STORE_UNAVAILABLE';
+  return new IssuanceError(unavailable ? 'ERR_STORE_UNAVAILABLE' : 'ERR_ISSUANCE_FAILED', `${what}: ${(error as Error).message}`);
 }
 
 /** Workload issuance stops on a nearly full volume; meshca's own certificates (a few a day) still go through. */

@@ -1,3 +1,4 @@
+import type { SingletonGate } from '../store/fence.js';
 import { randomBytes, type KeyObject } from 'node:crypto';
 import { SignJWT } from 'jose';
 import type { Logger } from 'pino';
@@ -119,6 +120,8 @@ export interface JwtAuthorityOptions {
   /** The longest check interval; a pass is also scheduled at the next threshold. */
   readonly checkIntervalMs?: number;
   readonly now?: () => Date;
+  /** Replicas on a shared store: only the lease holder creates and rotates keys; the others re-read them. */
+  readonly singleton?: SingletonGate;
 }
 
 const ACTOR = 'jwt-rotation';
@@ -144,6 +147,12 @@ export class JwtAuthority {
   static async open(options: JwtAuthorityOptions): Promise<JwtAuthority> {
     const authority = new JwtAuthority(options);
     for (let i = 0; i < 8; i++) if ((await authority.runOnce()).kind === 'wait') break;
+    // A replica without the lease waits for the holder to create the first key.
+    for (let i = 0; !authority.trust && i < 100; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await authority.runOnce();
+    }
+    if (!authority.trust) await authority.reload();
     return authority;
   }
 
@@ -171,9 +180,18 @@ export class JwtAuthority {
   /** One rotation step (or none), then a reload of the signing view. */
   runOnce(): Promise<JwtRotationStep> {
     if (this.running) return this.running;
-    const pass = this.pass().finally(() => (this.running = undefined));
+    const { singleton } = this.options;
+    const gated = singleton ? singleton(() => this.pass()).then((step) => step ?? this.standby()) : this.pass();
+    const pass = gated.finally(() => (this.running = undefined));
     this.running = pass;
     return pass;
+  }
+
+  /** Without the lease: re-read the keys the holder keeps (none yet at a first start), change nothing. */
+  private async standby(): Promise<JwtRotationStep> {
+    const keys = await this.options.store.loadJwtAuthorities();
+    if (keys.some((k) => k.state === 'active')) await this.reload();
+    return { kind: 'wait', until: this.now().getTime() + (this.options.checkIntervalMs ?? 60_000) };
   }
 
   private async pass(): Promise<JwtRotationStep> {

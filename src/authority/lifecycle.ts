@@ -87,7 +87,12 @@ export class CertificateAuthority {
   /** Loads the authorities; on an empty store only, creates the first root and intermediate. */
   static async open(options: CertificateAuthorityOptions): Promise<CertificateAuthority> {
     const ca = new CertificateAuthority(options);
-    if ((await options.store.loadAuthorities()).length === 0) await ca.bootstrap();
+    if ((await options.store.loadAuthorities()).length === 0) {
+      await ca.bootstrap().catch(async (error: unknown) => {
+        // Another replica bootstrapped the shared store at the same moment (the database let one win): use its CA.
+        if ((await options.store.loadAuthorities()).length === 0) throw error;
+      });
+    }
     await ca.reload();
     return ca;
   }
@@ -116,6 +121,20 @@ export class CertificateAuthority {
     this.snapshot = buildSnapshot(authorities, signer, await this.options.store.bundleSequence());
     if (previous) this.listeners.forEach((listener) => listener(this.snapshot));
     return this.snapshot;
+  }
+
+  /**
+   * Picks up a change another replica committed: re-reads the store and, only if the authorities or
+   * the bundle sequence differ from the snapshot, reloads (so listeners such as the serving
+   * certificate react to real changes, not to every periodic re-read).
+   */
+  syncFromStore(): Promise<boolean> {
+    return this.serialize(async () => {
+      const [authorities, sequence] = await Promise.all([this.options.store.loadAuthorities(), this.options.store.bundleSequence()]);
+      if (sequence === this.snapshot.bundleSequence && authorityVersion(authorities) === authorityVersion(this.snapshot.authorities)) return false;
+      await this.reload();
+      return true;
+    });
   }
 
   prepare(request: PrepareRequest, actor: string): Promise<{ root: AuthorityRecord; intermediate: AuthorityRecord }> {
@@ -411,6 +430,11 @@ export class CertificateAuthority {
     this.queue = run.catch(() => undefined);
     return run;
   }
+}
+
+/** What distinguishes one stored authority set from another: every change (re-sealing too) sets updated_at. */
+function authorityVersion(authorities: readonly AuthorityRecord[]): string {
+  return authorities.map((a) => `${a.id}:${a.state}:${a.updatedAt.getTime()}`).sort().join(',');
 }
 
 function definedOnly(request: PrepareRequest): Partial<AuthorityProfile> {

@@ -1,3 +1,4 @@
+import type { SingletonGate } from '../store/fence.js';
 import type { Logger } from 'pino';
 
 /**
@@ -16,6 +17,8 @@ export abstract class PassLoop<Pass> {
     private readonly label: string,
     /** Delay after a pass that threw. */
     private readonly fallbackDelayMs: number,
+    /** Replicas on a shared store: passes run only on the lease holder; the others report standby(). */
+    private readonly singleton?: SingletonGate,
   ) {}
 
   /** Starts the timer; the first pass runs at once. */
@@ -27,7 +30,8 @@ export abstract class PassLoop<Pass> {
   /** One pass now, or the one already running. */
   runOnce(): Promise<Pass> {
     if (this.running) return this.running;
-    const pass = this.pass().finally(() => (this.running = undefined));
+    const gated = this.singleton ? this.singleton(() => this.pass()).then((pass) => pass ?? this.standby()) : this.pass();
+    const pass = gated.finally(() => (this.running = undefined));
     this.running = pass;
     return pass;
   }
@@ -41,6 +45,9 @@ export abstract class PassLoop<Pass> {
   }
 
   protected abstract pass(): Promise<Pass>;
+
+  /** What a replica without the lease reports instead of a pass: nothing carried out. */
+  protected abstract standby(): Promise<Pass>;
 
   /** How long after this pass the next one runs. */
   abstract nextDelay(pass: Pass): number;

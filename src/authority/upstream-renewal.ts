@@ -1,3 +1,4 @@
+import type { SingletonGate } from '../store/fence.js';
 import type { Logger } from 'pino';
 import type { AuthorityRecord, Store } from '../store/types.js';
 import { ACTIVATE_FRACTION, lifetimePoint, preparedSuccessor } from './auto-rotation.js';
@@ -46,6 +47,8 @@ export interface UpstreamRenewalOptions {
   /** Reports each request to the upstream CA, and whether renewal is overdue (past 5/6 without a successor). */
   readonly onAttempt?: (result: 'ok' | 'error', overdue: boolean) => void;
   readonly now?: () => Date;
+  /** Replicas on a shared store: only the lease holder asks the upstream CA (one CSR, not one per replica). */
+  readonly singleton?: SingletonGate;
 }
 
 export interface UpstreamPass {
@@ -66,7 +69,7 @@ export class UpstreamRenewer extends PassLoop<UpstreamPass> {
   private readonly abort = new AbortController();
 
   constructor(private readonly options: UpstreamRenewalOptions) {
-    super(options.logger, 'upstream renewal', options.checkIntervalMs);
+    super(options.logger, 'upstream renewal', options.checkIntervalMs, options.singleton);
     this.now = options.now ?? (() => new Date());
   }
 
@@ -83,6 +86,10 @@ export class UpstreamRenewer extends PassLoop<UpstreamPass> {
 
   protected override onStop(): void {
     this.abort.abort();
+  }
+
+  protected async standby(): Promise<UpstreamPass> {
+    return { step: planUpstreamRenewal(await this.options.store.loadAuthorities(), this.now()), performed: false };
   }
 
   protected async pass(): Promise<UpstreamPass> {

@@ -3,7 +3,10 @@ import { checkInvariants, formatInvariantReport } from '../authority/invariants.
 import { offlineKek } from '../data-dir.js';
 import { bool, requireStr, str, UsageError, type FlagSpec, type FlagValues } from '../flags.js';
 import { databasePath } from '../server.js';
-import { inspectSqliteStore } from '../store/verify.js';
+import { inspectSqliteStore, type StoreInspection } from '../store/verify.js';
+import { inspectPostgresStore } from '../store/postgres/inspection.js';
+import { redactedUrl } from '../store/postgres/connection.js';
+import { readSecretFile } from '../data-dir.js';
 import { DATA_DIR_FLAG, JSON_FLAG, type Command } from './types.js';
 
 export const KEK_FILE_FLAG: FlagSpec = {
@@ -27,25 +30,23 @@ export function existingDatabase(dataDir: string): string {
 
 /** `meshca verify`: the crash-safety invariants, read-only, on a data dir (server running or not) or a backup file. */
 export const verifyCommand: Command = {
-  usage: 'meshca verify --data-dir DIR [--kek-file PATH] [--sample N] [--json]\n       meshca verify --file BACKUP [--kek-file PATH]',
+  usage:
+    'meshca verify --data-dir DIR [--kek-file PATH] [--sample N] [--json]\n       meshca verify --file BACKUP [--kek-file PATH]\n       meshca verify --store postgres://USER@HOST/DB --kek-file PATH',
   description:
     'Check the store invariants (read-only). integrity_check, exactly one active intermediate whose key matches its certificate under a trusted root, authority chains, bundle sequence, and that every stored certificate verifies against a stored authority. Exits 1 when one is violated.',
   flags: [
     DATA_DIR_FLAG,
     KEK_FILE_FLAG,
     { name: 'file', kind: 'string', value: 'PATH', help: 'check this database file (e.g. a backup) instead of <data-dir>/meshca.db' },
+    { name: 'store', kind: 'string', value: 'URL', help: 'check the PostgreSQL store at this postgres:// URL (read-only transactions; replicas may keep serving)' },
+    { name: 'store-password-file', kind: 'string', value: 'PATH', help: 'file holding the PostgreSQL password (else PGPASSWORD)' },
     { name: 'sample', kind: 'string', value: 'N|all', default: 'all', help: 'verify the signatures of N random certificates instead of all' },
     { name: 'min-bundle-sequence', kind: 'string', value: 'N', help: 'fail if the bundle sequence is below N (the last one you saw)' },
     { name: 'skip-integrity', kind: 'boolean', help: 'skip PRAGMA integrity_check (it reads the whole file)' },
     JSON_FLAG,
   ],
   run: async (values) => {
-    const dataDir = requireStr(values, 'data-dir');
-    const file = str(values, 'file');
-    const path = file ?? existingDatabase(dataDir);
-    if (file && !existsSync(file)) throw new UsageError(`${file} does not exist`);
-    const kek = optionalKek(values, file ? undefined : dataDir);
-    const store = inspectSqliteStore(path, { readonly: file !== undefined });
+    const { store, path, kek } = openInspection(values);
     try {
       const report = await checkInvariants(store, {
         kek: kek?.kek,
@@ -64,6 +65,21 @@ export const verifyCommand: Command = {
     }
   },
 };
+
+/** --store (PostgreSQL), else --file, else <data-dir>/meshca.db. */
+function openInspection(values: FlagValues): { store: StoreInspection; path: string; kek: { kek: Buffer; origin: string } | undefined } {
+  const url = str(values, 'store');
+  if (url) {
+    const passwordFile = str(values, 'store-password-file');
+    const password = passwordFile === undefined ? undefined : readSecretFile(passwordFile, (text) => text.replace(/\r?\n$/, ''));
+    return { store: inspectPostgresStore({ url, password }), path: redactedUrl(url), kek: optionalKek(values, undefined) };
+  }
+  const dataDir = requireStr(values, 'data-dir');
+  const file = str(values, 'file');
+  const path = file ?? existingDatabase(dataDir);
+  if (file && !existsSync(file)) throw new UsageError(`${file} does not exist`);
+  return { store: inspectSqliteStore(path, { readonly: file !== undefined }), path, kek: optionalKek(values, file ? undefined : dataDir) };
+}
 
 function sampleSize(value: string | undefined): number | undefined {
   if (value === undefined || value === 'all') return undefined;

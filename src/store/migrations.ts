@@ -15,7 +15,7 @@ export interface Migration {
   readonly sha256: string;
 }
 
-interface AppliedRow {
+export interface AppliedRow {
   version: number;
   name: string;
   sha256: string;
@@ -77,7 +77,7 @@ function appliedMigrations(db: Database): AppliedRow[] {
   return db.prepare<[], AppliedRow>('SELECT version, name, sha256 FROM schema_migrations ORDER BY version').all();
 }
 
-function verifyApplied(applied: readonly AppliedRow[], known: readonly Migration[]): void {
+export function verifyApplied(applied: readonly AppliedRow[], known: readonly Migration[]): void {
   const latest = known.at(-1)?.version ?? 0;
   for (const row of applied) {
     if (row.version > latest) {

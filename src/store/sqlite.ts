@@ -8,6 +8,30 @@ import Database from 'better-sqlite3';
 import type { Database as Connection, Statement } from 'better-sqlite3';
 import { StoreError } from './errors.js';
 import { authorityFromRow, jwtAuthorityFromRow, normalizeSerial, pendingFromRow, upstreamChainColumn, type AuthorityRow, type JwtAuthorityRow, type PendingAuthorityRow } from './rows.js';
+import {
+  auditFromRow,
+  federatedBundleFromRow,
+  jwtAuthorityParams,
+  jwtSvidFromRow,
+  certificateCursor,
+  certificateRevocationAudit,
+  identityRevocationAudit,
+  reportCommit,
+  closedError,
+  encodeCursor,
+  pageLimit,
+  parseAuditCursor,
+  parseCertificateCursor,
+  summaryFromRow,
+  SUMMARY_COLUMNS,
+  toPage,
+  type AuditRow,
+  type CertificateDetailRow,
+  type CertificateRow,
+  type DeniedRow,
+  type FederatedBundleRow,
+  type JwtSvidRow,
+} from './records.js';
 import { applyMigrations } from './migrations.js';
 import type {
   AuditEvent,
@@ -16,7 +40,6 @@ import type {
   AuthorityRecord,
   AuthorityRevocation,
   AuthorityRevocationReason,
-  AuthorityState,
   AuthorityTransition,
   AuthorityUsage,
   PendingAuthorityRecord,
@@ -72,7 +95,6 @@ export interface SqliteStore extends Store {
 /** 0 = flush on the next event-loop turn: commits block the loop, so arrivals during one form the next batch. */
 const DEFAULT_WINDOW_MS = 0;
 const DEFAULT_MAX_ROWS = 256;
-const MAX_PAGE = 1000;
 /** Index pages of a million-row table stay hot; measured ~20% faster inserts than the 2 MiB default. */
 const CACHE_KIB = 32 * 1024;
 const CHECKPOINT_INTERVAL_MS = 200;
@@ -217,87 +239,6 @@ class BackgroundCheckpointer {
 // Rows
 
 
-interface CertificateRow {
-  id: number;
-  serial_hex: string;
-  spiffe_id: string;
-  caller_id: string;
-  cluster_id: string;
-  authority_id: string;
-  not_before: number;
-  not_after: number;
-  issued_at: number;
-  revoked_at: number | null;
-  revocation_reason: string | null;
-}
-
-interface CertificateDetailRow extends CertificateRow {
-  der: Buffer;
-}
-
-interface AuditRow {
-  id: number;
-  at: number;
-  actor: string;
-  action: string;
-  target: string;
-  result: AuditEvent['result'];
-  details: string | null;
-}
-
-interface DeniedRow {
-  spiffe_id: string;
-  reason: string;
-  actor: string;
-  at: number;
-}
-
-interface JwtSvidRow {
-  jti: string;
-  spiffe_id: string;
-  caller_id: string;
-  audiences: string;
-  kid: string;
-  issued_at: number;
-  expires_at: number;
-}
-
-interface FederatedBundleRow {
-  trust_domain: string;
-  endpoint_url: string;
-  bundle: string;
-  sequence: number | null;
-  fetched_at: number;
-}
-
-function jwtAuthorityParams(record: JwtAuthorityRecord) {
-  return {
-    kid: record.kid,
-    state: record.state,
-    algorithm: record.algorithm,
-    publicJwk: JSON.stringify(record.publicJwk),
-    sealedKey: record.sealedKey,
-    notAfter: record.notAfter.getTime(),
-    createdAt: record.createdAt.getTime(),
-    updatedAt: record.updatedAt.getTime(),
-  };
-}
-
-function jwtSvidFromRow(row: JwtSvidRow): JwtSvidRecord {
-  return {
-    jti: row.jti,
-    spiffeId: row.spiffe_id,
-    callerId: row.caller_id,
-    audiences: JSON.parse(row.audiences) as string[],
-    kid: row.kid,
-    issuedAt: new Date(row.issued_at),
-    expiresAt: new Date(row.expires_at),
-  };
-}
-
-const SUMMARY_COLUMNS = 'id, serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, revoked_at, revocation_reason';
-
-
 function authorityParams(record: AuthorityRecord) {
   return {
     id: record.id,
@@ -315,27 +256,6 @@ function authorityParams(record: AuthorityRecord) {
     fingerprint: record.sha256Fingerprint,
     createdAt: record.createdAt.getTime(),
     updatedAt: record.updatedAt.getTime(),
-  };
-}
-
-function certificateStatus(row: CertificateRow, now: Date): CertificateStatus {
-  if (row.revoked_at !== null) return 'revoked';
-  return row.not_after > now.getTime() ? 'active' : 'expired';
-}
-
-function summaryFromRow(row: CertificateRow, now: Date): CertificateSummary {
-  return {
-    serialHex: row.serial_hex,
-    spiffeId: row.spiffe_id,
-    callerId: row.caller_id,
-    clusterId: row.cluster_id,
-    authorityId: row.authority_id,
-    notBefore: new Date(row.not_before),
-    notAfter: new Date(row.not_after),
-    issuedAt: new Date(row.issued_at),
-    status: certificateStatus(row, now),
-    revokedAt: row.revoked_at === null ? null : new Date(row.revoked_at),
-    revocationReason: row.revocation_reason,
   };
 }
 
@@ -362,56 +282,6 @@ function auditParams(event: AuditEventInput) {
     result: event.result,
     details: event.details === undefined ? null : JSON.stringify(event.details),
   };
-}
-
-function auditFromRow(row: AuditRow): AuditEvent {
-  const event = { id: row.id, at: new Date(row.at), actor: row.actor, action: row.action, target: row.target, result: row.result };
-  return row.details === null ? event : { ...event, details: JSON.parse(row.details) as Record<string, unknown> };
-}
-
-/** Serials are stored as the interface spells them (lowercase, no leading zeros); lookups accept any case. */
-
-// ---------------------------------------------------------------------------------------------
-// Cursors: base64url of a versioned position, so callers cannot depend on the layout.
-
-interface ListingPosition {
-  readonly notAfter: number;
-  readonly id: number;
-}
-
-function encodeCursor(text: string): string {
-  return Buffer.from(text, 'utf8').toString('base64url');
-}
-
-function decodeCursor(cursor: string, pattern: RegExp): RegExpExecArray {
-  const match = /^[A-Za-z0-9_-]{1,200}$/.test(cursor) ? pattern.exec(Buffer.from(cursor, 'base64url').toString('utf8')) : null;
-  if (!match) throw new StoreError('ERR_STORE_BAD_CURSOR', 'the cursor is not one this server returned; start again without a cursor');
-  return match;
-}
-
-function certificateCursor(row: CertificateRow): string {
-  return encodeCursor(`c1:${row.not_after}:${row.id}`);
-}
-
-function parseCertificateCursor(cursor: string): ListingPosition {
-  const match = decodeCursor(cursor, /^c1:(-?\d{1,16}):(\d{1,16})$/);
-  return { notAfter: Number(match[1]), id: Number(match[2]) };
-}
-
-function parseAuditCursor(cursor: string): number {
-  return Number(decodeCursor(cursor, /^a1:(\d{1,16})$/)[1]);
-}
-
-function pageLimit(limit: number): number {
-  return Math.max(1, Math.min(MAX_PAGE, Math.floor(limit) || 1));
-}
-
-/** Fetches limit + 1 rows so the last page says so (nextCursor null) without an extra round trip. */
-function toPage<R, T>(rows: R[], limit: number, item: (row: R) => T, cursor: (row: R) => string): Page<T> {
-  const more = rows.length > limit;
-  const shown = more ? rows.slice(0, limit) : rows;
-  const last = shown.at(-1);
-  return { items: shown.map(item), nextCursor: more && last !== undefined ? cursor(last) : null };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -467,7 +337,7 @@ type BatchWriter = (records: readonly IssuedCertificateRecord[]) => Promise<(Sto
  * is in flight at a time; whatever arrives meanwhile forms the next one. A caller's promise settles
  * only after its batch's COMMIT returned (synchronous=FULL, so it is durable).
  */
-class IssuanceJournal {
+export class IssuanceJournal {
   private queue: PendingIssue[] = [];
   private timer: NodeJS.Timeout | undefined;
   private inFlight: Promise<void> | undefined;
@@ -743,7 +613,7 @@ class SqliteStoreImpl implements SqliteStore {
       throw new StoreError('ERR_STORE_UNAVAILABLE', `recording issued certificates failed: ${(error as Error).message}`, { cause: error });
     }
     const outcomes = result.outcomes.map((failure, i) => failure && toStoreError(Object.assign(new Error(failure.message), { code: failure.code }), `certificate ${records[i]?.serialHex}`));
-    this.reportCommit(outcomes.filter((o) => o === undefined).length, result.seconds);
+    reportCommit(this.options, outcomes.filter((o) => o === undefined).length, result.seconds);
     return outcomes;
   }
 
@@ -760,7 +630,7 @@ class SqliteStoreImpl implements SqliteStore {
       this.options.logger?.warn({ err: error, rows: records.length }, 'an issuance batch failed to commit; none of its certificates were recorded');
       throw new StoreError('ERR_STORE_UNAVAILABLE', `recording issued certificates failed: ${(error as Error).message}`, { cause: error });
     }
-    this.reportCommit(outcomes.filter((o) => o === undefined).length, Number(process.hrtime.bigint() - started) / 1e9);
+    reportCommit(this.options, outcomes.filter((o) => o === undefined).length, Number(process.hrtime.bigint() - started) / 1e9);
     return outcomes;
   }
 
@@ -776,14 +646,6 @@ class SqliteStoreImpl implements SqliteStore {
       const code = sqliteCode(error);
       if (code !== '' && !code.startsWith('SQLITE_CONSTRAINT')) throw error;
       return toStoreError(error, `certificate ${record.serialHex}`);
-    }
-  }
-
-  private reportCommit(rows: number, seconds: number): void {
-    try {
-      this.options.onCommit?.(rows, seconds);
-    } catch (error) {
-      this.options.logger?.warn({ err: error }, 'the onCommit hook threw; ignored');
     }
   }
 
@@ -843,14 +705,7 @@ class SqliteStoreImpl implements SqliteStore {
       if (!before) return undefined;
       const revoked = this.run('revokeOne', { id: before.id, ...revocationParams(revocation) }).changes > 0;
       if (revoked) this.run('bumpRevocationVersion', before.authority_id);
-      this.insertAudit({
-        actor: revocation.actor,
-        action: 'certificate.revoke',
-        target: serial,
-        result: 'ok',
-        details: { reason: revocation.reason, spiffeId: before.spiffe_id, authorityId: before.authority_id, alreadyRevoked: !revoked },
-        at: revocation.at,
-      });
+      this.insertAudit(certificateRevocationAudit(serial, before, revocation, !revoked));
       const after = this.get<CertificateDetailRow>('certificateBySerial', serial);
       return after && summaryFromRow(after, revocation.at);
     });
@@ -862,14 +717,7 @@ class SqliteStoreImpl implements SqliteStore {
       const authorities = this.all<{ authority_id: string }>('revokeIdentity', params).map((row) => row.authority_id);
       for (const id of new Set(authorities)) this.run('bumpRevocationVersion', id);
       if (revocation.deny) this.run('deny', params);
-      this.insertAudit({
-        actor: revocation.actor,
-        action: 'identity.revoke',
-        target: spiffeId,
-        result: 'ok',
-        details: { reason: revocation.reason, revoked: authorities.length, deny: revocation.deny },
-        at: revocation.at,
-      });
+      this.insertAudit(identityRevocationAudit(spiffeId, revocation, authorities.length));
       return { revoked: authorities.length };
     });
   }
@@ -983,13 +831,7 @@ class SqliteStoreImpl implements SqliteStore {
 
   async loadFederatedBundles(): Promise<FederatedBundleRecord[]> {
     return this.use(() =>
-      this.all<FederatedBundleRow>('loadFederatedBundles').map((row) => ({
-        trustDomain: row.trust_domain,
-        endpointUrl: row.endpoint_url,
-        bundleJson: row.bundle,
-        sequence: row.sequence,
-        fetchedAt: new Date(row.fetched_at),
-      })),
+      this.all<FederatedBundleRow>('loadFederatedBundles').map(federatedBundleFromRow),
     );
   }
 
@@ -1083,10 +925,6 @@ function revocationParams(revocation: RevocationInput) {
 
 // ---------------------------------------------------------------------------------------------
 // Errors
-
-function closedError(): StoreError {
-  return new StoreError('ERR_STORE_UNAVAILABLE', 'the store is closed');
-}
 
 function sqliteCode(error: unknown): string {
   const code = (error as { code?: unknown } | null)?.code;

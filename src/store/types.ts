@@ -4,6 +4,8 @@
  * and the interface caches nothing that another replica could change.
  */
 
+import type { SingletonGate } from './fence.js';
+
 export type AuthorityState = 'prepared' | 'active' | 'retired' | 'tainted' | 'removed';
 export type AuthorityKind = 'root' | 'intermediate';
 
@@ -233,7 +235,24 @@ export interface DeniedIdentity {
   readonly at: Date;
 }
 
+/** What a shared store announces: a kind of change another process made, or 'resync' (re-read everything). */
+export type StoreChangeEvent = 'authorities' | 'revocations' | 'denied' | 'resync';
+
 export interface Store {
+  /**
+   * Shared stores only (PostgreSQL): calls `listener` when another replica may have changed
+   * authorities, revocations or the deny-list, and with 'resync' periodically and after the change
+   * feed reconnects. Returns an unsubscribe function. Absent when one process owns the store.
+   */
+  watch?(listener: (event: StoreChangeEvent) => void): () => void;
+  /** Whether the store is reachable right now (readiness). Absent means always. */
+  healthy?(): boolean;
+  /**
+   * Shared stores only: a gate that runs a singleton job's pass on one replica at a time (a lease
+   * in the store, fenced: the job's writes fail with ERR_STORE_CONFLICT once another replica took
+   * over). Absent when one process owns the store, which then runs every job itself.
+   */
+  singleton?(name: string): SingletonGate;
   loadAuthorities(): Promise<AuthorityRecord[]>;
   /** 0 for a new store; every applied change with bumpBundleSequence adds one. */
   bundleSequence(): Promise<number>;
