@@ -115,12 +115,8 @@ export interface AuthorityUsage {
   readonly revoked: number;
 }
 
-export type RevocationReason =
-  | 'unspecified'
-  | 'keyCompromise'
-  | 'affiliationChanged'
-  | 'superseded'
-  | 'cessationOfOperation';
+export type { CrlReason as RevocationReason } from '../pki/revocation-reasons.js';
+import type { CrlReason as RevocationReason } from '../pki/revocation-reasons.js';
 
 export interface RevocationInput {
   readonly reason: RevocationReason;

@@ -1,0 +1,280 @@
+/** The SQL of the SQLite store: row shapes, statement texts, parameter and row mappings, cursors. */
+import { StoreError } from '../errors.js';
+import { normalizeSerial } from '../rows.js';
+import type {
+  AuditEvent,
+  AuditEventInput,
+  AuthorityRecord,
+  CertificateQuery,
+  CertificateStatus,
+  CertificateSummary,
+  IssuedCertificateRecord,
+  Page,
+  RevocationInput,
+} from '../types.js';
+
+const MAX_PAGE = 1000;
+
+// Rows
+
+
+export interface CertificateRow {
+  id: number;
+  serial_hex: string;
+  spiffe_id: string;
+  caller_id: string;
+  cluster_id: string;
+  authority_id: string;
+  not_before: number;
+  not_after: number;
+  issued_at: number;
+  revoked_at: number | null;
+  revocation_reason: string | null;
+}
+
+export interface CertificateDetailRow extends CertificateRow {
+  der: Buffer;
+}
+
+export interface AuditRow {
+  id: number;
+  at: number;
+  actor: string;
+  action: string;
+  target: string;
+  result: AuditEvent['result'];
+  details: string | null;
+}
+
+export interface DeniedRow {
+  spiffe_id: string;
+  reason: string;
+  actor: string;
+  at: number;
+}
+
+const SUMMARY_COLUMNS = 'id, serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, revoked_at, revocation_reason';
+
+
+export function authorityParams(record: AuthorityRecord) {
+  return {
+    id: record.id,
+    kind: record.kind,
+    parentId: record.parentId,
+    state: record.state,
+    keyType: record.keyType,
+    certificate: record.certificateDer,
+    sealedKey: record.sealedKey,
+    serialHex: record.serialHex,
+    subject: record.subject,
+    notBefore: record.notBefore.getTime(),
+    notAfter: record.notAfter.getTime(),
+    fingerprint: record.sha256Fingerprint,
+    createdAt: record.createdAt.getTime(),
+    updatedAt: record.updatedAt.getTime(),
+  };
+}
+
+function certificateStatus(row: CertificateRow, now: Date): CertificateStatus {
+  if (row.revoked_at !== null) return 'revoked';
+  return row.not_after > now.getTime() ? 'active' : 'expired';
+}
+
+export function summaryFromRow(row: CertificateRow, now: Date): CertificateSummary {
+  return {
+    serialHex: row.serial_hex,
+    spiffeId: row.spiffe_id,
+    callerId: row.caller_id,
+    clusterId: row.cluster_id,
+    authorityId: row.authority_id,
+    notBefore: new Date(row.not_before),
+    notAfter: new Date(row.not_after),
+    issuedAt: new Date(row.issued_at),
+    status: certificateStatus(row, now),
+    revokedAt: row.revoked_at === null ? null : new Date(row.revoked_at),
+    revocationReason: row.revocation_reason,
+  };
+}
+
+export function issuedParams(record: IssuedCertificateRecord) {
+  return {
+    serialHex: normalizeSerial(record.serialHex),
+    spiffeId: record.spiffeId,
+    callerId: record.callerId,
+    clusterId: record.clusterId,
+    authorityId: record.authorityId,
+    notBefore: record.notBefore.getTime(),
+    notAfter: record.notAfter.getTime(),
+    issuedAt: record.issuedAt.getTime(),
+    der: record.der,
+  };
+}
+
+export function auditParams(event: AuditEventInput) {
+  return {
+    at: event.at.getTime(),
+    actor: event.actor,
+    action: event.action,
+    target: event.target,
+    result: event.result,
+    details: event.details === undefined ? null : JSON.stringify(event.details),
+  };
+}
+
+export function auditFromRow(row: AuditRow): AuditEvent {
+  const event = { id: row.id, at: new Date(row.at), actor: row.actor, action: row.action, target: row.target, result: row.result };
+  return row.details === null ? event : { ...event, details: JSON.parse(row.details) as Record<string, unknown> };
+}
+
+/** Serials are stored as the interface spells them (lowercase, no leading zeros); lookups accept any case. */
+
+// ---------------------------------------------------------------------------------------------
+// Cursors: base64url of a versioned position, so callers cannot depend on the layout.
+
+interface ListingPosition {
+  readonly notAfter: number;
+  readonly id: number;
+}
+
+export function encodeCursor(text: string): string {
+  return Buffer.from(text, 'utf8').toString('base64url');
+}
+
+function decodeCursor(cursor: string, pattern: RegExp): RegExpExecArray {
+  const match = /^[A-Za-z0-9_-]{1,200}$/.test(cursor) ? pattern.exec(Buffer.from(cursor, 'base64url').toString('utf8')) : null;
+  if (!match) throw new StoreError('ERR_STORE_BAD_CURSOR', 'the cursor is not one this server returned; start again without a cursor');
+  return match;
+}
+
+export function certificateCursor(row: CertificateRow): string {
+  return encodeCursor(`c1:${row.not_after}:${row.id}`);
+}
+
+function parseCertificateCursor(cursor: string): ListingPosition {
+  const match = decodeCursor(cursor, /^c1:(-?\d{1,16}):(\d{1,16})$/);
+  return { notAfter: Number(match[1]), id: Number(match[2]) };
+}
+
+export function parseAuditCursor(cursor: string): number {
+  return Number(decodeCursor(cursor, /^a1:(\d{1,16})$/)[1]);
+}
+
+export function pageLimit(limit: number): number {
+  return Math.max(1, Math.min(MAX_PAGE, Math.floor(limit) || 1));
+}
+
+/** Fetches limit + 1 rows so the last page says so (nextCursor null) without an extra round trip. */
+export function toPage<R, T>(rows: R[], limit: number, item: (row: R) => T, cursor: (row: R) => string): Page<T> {
+  const more = rows.length > limit;
+  const shown = more ? rows.slice(0, limit) : rows;
+  return { items: shown.map(item), nextCursor: more ? cursor(shown[shown.length - 1]) : null };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificate listing: newest expiry first, (not_after DESC, id DESC). Every filter has an index
+// whose order is exactly that (indexes end in the rowid), so a page is a bounded range scan.
+
+const STATUS_CONDITION: Record<CertificateStatus, string> = {
+  active: 'revoked_at IS NULL AND not_after > @now',
+  expired: 'revoked_at IS NULL AND not_after <= @now',
+  revoked: 'revoked_at IS NOT NULL',
+};
+
+type ListingParams = Record<string, string | number>;
+
+export function certificateListing(query: CertificateQuery): { sql: string; params: ListingParams } {
+  const where: string[] = [];
+  const params: ListingParams = { limit: pageLimit(query.limit) + 1 };
+  if (query.spiffeId !== undefined) {
+    where.push('spiffe_id = @spiffeId');
+    params.spiffeId = query.spiffeId;
+  }
+  if (query.authorityId !== undefined) {
+    // With an identity too, `+` keeps the planner on the far more selective identity index.
+    where.push(query.spiffeId === undefined ? 'authority_id = @authorityId' : '+authority_id = @authorityId');
+    params.authorityId = query.authorityId;
+  }
+  if (query.status !== undefined) where.push(STATUS_CONDITION[query.status]);
+  if (query.status === 'active' || query.status === 'expired') params.now = query.now.getTime();
+  if (query.cursor !== undefined) {
+    const after = parseCertificateCursor(query.cursor);
+    // The first term is the index range; the second breaks ties on not_after.
+    where.push('not_after <= @afterNotAfter AND (not_after < @afterNotAfter OR id < @afterId)');
+    Object.assign(params, { afterNotAfter: after.notAfter, afterId: after.id });
+  }
+  const filter = where.length > 0 ? `WHERE ${where.join(' AND ')}` : '';
+  return { sql: `SELECT ${SUMMARY_COLUMNS} FROM issued_certificates ${filter} ORDER BY not_after DESC, id DESC LIMIT @limit`, params };
+}
+
+
+export const SQL_INSERT_ISSUED = `INSERT INTO issued_certificates (serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, der)
+    VALUES (@serialHex, @spiffeId, @callerId, @clusterId, @authorityId, @notBefore, @notAfter, @issuedAt, @der)`;
+
+const UNKNOWN_AUTHORITY = 'FROM issued_certificates c WHERE NOT EXISTS (SELECT 1 FROM authorities a WHERE a.id = c.authority_id)';
+
+export const SQL = {
+  loadAuthorities: 'SELECT * FROM authorities ORDER BY created_at, id',
+  insertAuthority: `INSERT INTO authorities (id, kind, parent_id, state, key_type, certificate, sealed_key, serial_hex, subject,
+      not_before, not_after, sha256_fingerprint, created_at, updated_at)
+    VALUES (@id, @kind, @parentId, @state, @keyType, @certificate, @sealedKey, @serialHex, @subject,
+      @notBefore, @notAfter, @fingerprint, @createdAt, @updatedAt)`,
+  transition: `UPDATE authorities SET state = @to, updated_at = @at
+    WHERE id = @id AND state IN (SELECT value FROM json_each(@from))`,
+  authorityState: 'SELECT state FROM authorities WHERE id = ?',
+  reseal: 'UPDATE authorities SET sealed_key = @sealedKey, updated_at = @at WHERE id = @id',
+  bundleSequence: "SELECT value FROM meta WHERE key = 'bundle_sequence'",
+  bumpBundleSequence: "UPDATE meta SET value = value + 1 WHERE key = 'bundle_sequence'",
+  insertIssued: SQL_INSERT_ISSUED,
+  certificateBySerial: `SELECT ${SUMMARY_COLUMNS}, der FROM issued_certificates WHERE serial_hex = ?`,
+  // Both scan the covering (authority_id, not_after) index and the small revoked-only index.
+  usage: `SELECT authority_id, count(*) AS issued, total(not_after > ?) AS unexpired
+    FROM issued_certificates GROUP BY authority_id`,
+  revokedUsage: 'SELECT authority_id, count(*) AS revoked FROM issued_certificates WHERE revoked_at IS NOT NULL GROUP BY authority_id',
+  countUnexpired: 'SELECT count(*) AS n FROM issued_certificates WHERE authority_id = ? AND not_after > ?',
+  revokeOne: `UPDATE issued_certificates SET revoked_at = @at, revocation_reason = @reason, revoked_by = @actor
+    WHERE id = @id AND revoked_at IS NULL`,
+  revokeIdentity: `UPDATE issued_certificates SET revoked_at = @at, revocation_reason = @reason, revoked_by = @actor
+    WHERE spiffe_id = @spiffeId AND revoked_at IS NULL AND not_after > @at RETURNING authority_id`,
+  bumpRevocationVersion: `INSERT INTO authority_revocations (authority_id, revocation_version) VALUES (?, 1)
+    ON CONFLICT (authority_id) DO UPDATE SET revocation_version = revocation_version + 1`,
+  revocationVersion: 'SELECT revocation_version FROM authority_revocations WHERE authority_id = ?',
+  nextCrlNumber: `INSERT INTO authority_revocations (authority_id, crl_number) VALUES (?, 1)
+    ON CONFLICT (authority_id) DO UPDATE SET crl_number = crl_number + 1 RETURNING crl_number AS n`,
+  listRevoked: `SELECT serial_hex, revoked_at, revocation_reason FROM issued_certificates
+    WHERE authority_id = ? AND revoked_at IS NOT NULL AND not_after > ? ORDER BY serial_hex`,
+  deny: `INSERT INTO denied_identities (spiffe_id, reason, actor, at) VALUES (@spiffeId, @reason, @actor, @at)
+    ON CONFLICT (spiffe_id) DO NOTHING`,
+  allow: 'DELETE FROM denied_identities WHERE spiffe_id = ?',
+  isDenied: 'SELECT 1 FROM denied_identities WHERE spiffe_id = ?',
+  listDenied: 'SELECT spiffe_id, reason, actor, at FROM denied_identities ORDER BY spiffe_id',
+  pruneExpired: `DELETE FROM issued_certificates WHERE id IN
+    (SELECT id FROM issued_certificates WHERE not_after < ? ORDER BY not_after LIMIT ?)`,
+  insertAudit: `INSERT INTO audit_events (at, actor, action, target, result, details)
+    VALUES (@at, @actor, @action, @target, @result, @details)`,
+  listAudit: 'SELECT id, at, actor, action, target, result, details FROM audit_events WHERE id < ? ORDER BY id DESC LIMIT ?',
+  integrityCheck: 'PRAGMA integrity_check',
+  // Inspection (meshca verify / status and the crash harness).
+  foreignKeyCheck: 'PRAGMA foreign_key_check',
+  tableNames: "SELECT name FROM sqlite_master WHERE type = 'table'",
+  serialStored: 'SELECT 1 AS one FROM issued_certificates WHERE serial_hex = ?',
+  unknownAuthorityCount: `SELECT count(*) AS n ${UNKNOWN_AUTHORITY}`,
+  unknownAuthoritySample: `SELECT c.serial_hex AS s ${UNKNOWN_AUTHORITY} LIMIT ?`,
+  certificateCount: 'SELECT count(*) AS n FROM issued_certificates',
+  // ORDER BY random() sorts only (id, random) pairs of the index, then fetches the chosen rows.
+  randomCertificateIds: 'SELECT id FROM issued_certificates ORDER BY random() LIMIT ?',
+  certificateDerById: 'SELECT id, serial_hex, authority_id, der FROM issued_certificates WHERE id = ?',
+  certificateDerPage: 'SELECT id, serial_hex, authority_id, der FROM issued_certificates WHERE id > ? ORDER BY id LIMIT ?',
+  idBounds: 'SELECT min(id) AS lo, max(id) AS hi FROM issued_certificates',
+  issuedAtFrom: 'SELECT id, issued_at FROM issued_certificates WHERE id >= ? ORDER BY id LIMIT 1',
+  issuedSinceFrom: 'SELECT count(*) AS n FROM issued_certificates WHERE id >= ? AND issued_at >= ?',
+  countUnexpiredAll: 'SELECT count(*) AS n FROM issued_certificates WHERE not_after > ?',
+  countRevoked: 'SELECT count(*) AS n FROM issued_certificates WHERE revoked_at IS NOT NULL',
+  countRevokedUnexpired: 'SELECT count(*) AS n FROM issued_certificates WHERE revoked_at IS NOT NULL AND not_after > ?',
+} as const;
+
+export type SqlName = keyof typeof SQL;
+
+export function revocationParams(revocation: RevocationInput) {
+  return { at: revocation.at.getTime(), reason: revocation.reason, actor: revocation.actor };
+}
+
