@@ -1,10 +1,11 @@
-import { parseDuration } from './duration.js';
+import { buildKubernetesConfig, KUBERNETES_FLAGS } from './config/kubernetes.js';
+import { durationFlag, guard, nonNegativeNumber, positiveDuration, positiveInt } from './config/values.js';
 import { bool, list, str, UsageError, type FlagSpec, type FlagValues } from './flags.js';
 import { parseListenAddress, type ListenAddress } from './net.js';
-import { parseKeyType, type KeyType } from './pki/keys.js';
+import { KEY_TYPES, parseKeyType, type KeyType } from './pki/keys.js';
 import { defaultVerifierThreads } from './pki/verify-pool.js';
 import { parseTrustDomain } from './spiffe/id.js';
-import { buildKubernetesConfig, KUBERNETES_FLAGS, type KubernetesConfig } from './kubernetes/options.js';
+import type { KubernetesConfig } from './kubernetes/options.js';
 
 /** The validated configuration the composition root (server.ts) is wired from. */
 export interface ServerConfig {
@@ -68,6 +69,10 @@ export interface ServerConfig {
   readonly kubernetes: KubernetesConfig;
 }
 
+/** Shared with `meshca istiod-cert`, which issues under the same policy as the server. */
+export const MAX_TTL_FLAG: FlagSpec = { name: 'max-ttl', kind: 'string', value: 'DURATION', default: '720h', help: 'longer requested lifetimes are clamped to this' };
+export const CLOCK_SKEW_FLAG: FlagSpec = { name: 'clock-skew', kind: 'string', value: 'DURATION', default: '1m', help: 'NotBefore backdating to absorb clock skew' };
+
 export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'data-dir', kind: 'string', value: 'DIR', default: './data', help: 'where the SQLite store (and dev-mode secrets) live' },
   { name: 'trust-domain', kind: 'string', value: 'NAME', default: 'cluster.local', help: 'SPIFFE trust domain of issued identities' },
@@ -82,9 +87,9 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'token-audience', kind: 'list', value: 'AUD', default: ['istio-ca'], help: 'accepted token audiences (repeatable)' },
   { name: 'cluster-id', kind: 'string', value: 'NAME', default: 'Kubernetes', help: 'id of the local cluster (the clusterid header istio-agent sends)' },
   { name: 'default-ttl', kind: 'string', value: 'DURATION', default: '24h', help: 'lifetime of a workload certificate when none is requested' },
-  { name: 'max-ttl', kind: 'string', value: 'DURATION', default: '720h', help: 'longer requested lifetimes are clamped to this' },
-  { name: 'clock-skew', kind: 'string', value: 'DURATION', default: '1m', help: 'NotBefore backdating to absorb clock skew' },
-  { name: 'ca-key-type', kind: 'string', value: 'TYPE', default: 'ec-p256', help: 'key type of new CAs: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096' },
+  MAX_TTL_FLAG,
+  CLOCK_SKEW_FLAG,
+  { name: 'ca-key-type', kind: 'string', value: 'TYPE', default: 'ec-p256', help: `key type of new CAs: ${KEY_TYPES.join(', ')}` },
   { name: 'root-ttl', kind: 'string', value: 'DURATION', default: '10y', help: 'lifetime of new root CAs' },
   { name: 'intermediate-ttl', kind: 'string', value: 'DURATION', default: '1y', help: 'lifetime of new intermediate CAs' },
   { name: 'auto-rotate', kind: 'boolean', help: 'rotate automatically: prepare a new CA at 1/2 of the active intermediate\'s lifetime, activate it at 5/6, remove retired roots once their certificates expired' },
@@ -133,9 +138,9 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       maxMessageBytes: positiveInt(values, 'max-message-bytes'),
       maxConcurrentStreams: positiveInt(values, 'max-concurrent-streams'),
       maxInFlight: positiveInt(values, 'max-in-flight'),
-      keepaliveTimeMs: duration(values, 'keepalive-time'),
-      maxConnectionIdleMs: duration(values, 'max-connection-idle'),
-      maxConnectionAgeMs: duration(values, 'max-connection-age'),
+      keepaliveTimeMs: durationFlag(values, 'keepalive-time'),
+      maxConnectionIdleMs: durationFlag(values, 'max-connection-idle'),
+      maxConnectionAgeMs: durationFlag(values, 'max-connection-age'),
       rateLimitPerIdentity: nonNegativeNumber(values, 'rate-limit-per-identity'),
       verifyThreads: positiveInt(values, 'verify-threads'),
     },
@@ -143,56 +148,40 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
     monitoringListen: guard('--monitoring-listen', () => parseListenAddress(str(values, 'monitoring-listen')!)),
     jwt: { issuer, jwksFile, jwksUrl, audiences: list(values, 'token-audience') },
     clusterId: str(values, 'cluster-id')!,
-    issuance: { defaultTtlMs: duration(values, 'default-ttl'), maxTtlMs: duration(values, 'max-ttl'), backdateMs: duration(values, 'clock-skew') },
+    issuance: issuanceConfig(values, 'default-ttl'),
     ca: {
       keyType: guard('--ca-key-type', () => parseKeyType(str(values, 'ca-key-type')!)),
-      rootTtlMs: duration(values, 'root-ttl'),
-      intermediateTtlMs: duration(values, 'intermediate-ttl'),
+      rootTtlMs: durationFlag(values, 'root-ttl'),
+      intermediateTtlMs: durationFlag(values, 'intermediate-ttl'),
     },
     autoRotate: { enabled: bool(values, 'auto-rotate'), checkIntervalMs: positiveDuration(values, 'auto-rotate-check-interval') },
     kekFile: str(values, 'kek-file'),
-    shutdownTimeoutMs: duration(values, 'shutdown-timeout'),
+    shutdownTimeoutMs: durationFlag(values, 'shutdown-timeout'),
     admin: {
       listen: guard('--admin-listen', () => parseListenAddress(str(values, 'admin-listen')!)),
       tokenFile: str(values, 'admin-token-file'),
       bodyLimitBytes: positiveInt(values, 'admin-body-limit'),
-      requestTimeoutMs: duration(values, 'admin-request-timeout'),
+      requestTimeoutMs: durationFlag(values, 'admin-request-timeout'),
       clientIds: list(values, 'admin-client-ids'),
       maxAuthFailuresPerMinute: positiveInt(values, 'admin-max-auth-failures'),
     },
-    bundleRefreshHintSeconds: Math.round(duration(values, 'bundle-refresh-hint') / 1000),
-    crlValidityMs: duration(values, 'crl-validity'),
-    retentionMs: duration(values, 'retention'),
+    bundleRefreshHintSeconds: Math.round(durationFlag(values, 'bundle-refresh-hint') / 1000),
+    crlValidityMs: durationFlag(values, 'crl-validity'),
+    retentionMs: durationFlag(values, 'retention'),
     kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
   };
 }
 
-function guard<T>(flag: string, parse: () => T): T {
-  try {
-    return parse();
-  } catch (error) {
-    throw new UsageError(`${flag}: ${(error as Error).message}`);
-  }
+/**
+ * The issuance lifetime policy from --max-ttl, --clock-skew and the flag naming the default
+ * lifetime; a default above the maximum is refused rather than silently clamped.
+ */
+export function issuanceConfig(values: FlagValues, defaultFlag: string): ServerConfig['issuance'] {
+  const defaultTtlMs = durationFlag(values, defaultFlag);
+  const maxTtlMs = durationFlag(values, 'max-ttl');
+  if (defaultTtlMs > maxTtlMs) throw new UsageError(`--${defaultFlag} ${str(values, defaultFlag)} is longer than --max-ttl ${str(values, 'max-ttl')}: raise --max-ttl or lower --${defaultFlag}`);
+  return { defaultTtlMs, maxTtlMs, backdateMs: durationFlag(values, 'clock-skew') };
 }
 
-export function duration(values: FlagValues, name: string): number {
-  return guard(`--${name}`, () => parseDuration(str(values, name)!));
-}
-
-function positiveDuration(values: FlagValues, name: string): number {
-  const ms = duration(values, name);
-  if (ms <= 0) throw new UsageError(`--${name} must be longer than 0 (e.g. 1m)`);
-  return ms;
-}
-
-function nonNegativeNumber(values: FlagValues, name: string): number {
-  const n = Number(str(values, name));
-  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number ≥ 0`);
-  return n;
-}
-
-function positiveInt(values: FlagValues, name: string): number {
-  const n = Number(str(values, name));
-  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${name} must be a positive integer`);
-  return n;
-}
+/** A duration flag in milliseconds (kept for the commands that import it from here). */
+export const duration = durationFlag;

@@ -16,7 +16,7 @@
  *    serial it is stored under.
  */
 import { createHash, X509Certificate } from 'node:crypto';
-import type { StoreInspection } from '../store/verify.js';
+import type { StoreInspection } from '../store/inspection.js';
 import type { AuthorityRecord } from '../store/types.js';
 import { authorityIdFor } from './records.js';
 import { unsealAuthorityKey } from './signer.js';

@@ -15,12 +15,14 @@ export interface AuthorityProfile {
   readonly intermediateTtlMs: number;
 }
 
-export interface CertificateAuthorityOptions extends AuthorityProfile {
+export interface AuthorityDeps {
   readonly store: Store;
   readonly kek: Buffer;
   readonly logger: Logger;
   readonly now?: () => Date;
 }
+
+export interface CertificateAuthorityOptions extends AuthorityDeps, AuthorityProfile {}
 
 export interface PrepareRequest {
   readonly keyType?: KeyType;
@@ -44,16 +46,37 @@ export class CertificateAuthority {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly now: () => Date;
 
-  private constructor(private readonly options: CertificateAuthorityOptions) {
+  private constructor(private readonly options: AuthorityDeps & Partial<AuthorityProfile>) {
     this.now = options.now ?? (() => new Date());
   }
 
-  /** Loads the authorities; on an empty store only, creates the first root and intermediate. */
+  /** The server's start: bootstrap an empty store, then load. */
   static async open(options: CertificateAuthorityOptions): Promise<CertificateAuthority> {
+    await CertificateAuthority.bootstrap(options);
+    return CertificateAuthority.load(options);
+  }
+
+  /**
+   * Loads the authorities of a store that has them. Tools that only sign with what exists (CRLs,
+   * istiod certificates) load without a profile; creating new authorities then is refused.
+   */
+  static async load(options: AuthorityDeps & Partial<AuthorityProfile>): Promise<CertificateAuthority> {
     const ca = new CertificateAuthority(options);
-    if ((await options.store.loadAuthorities()).length === 0) await ca.bootstrap();
     await ca.reload();
     return ca;
+  }
+
+  /** On an empty store only, creates the first root and intermediate; false when the store already has authorities. */
+  static async bootstrap(options: CertificateAuthorityOptions): Promise<boolean> {
+    if ((await options.store.loadAuthorities()).length > 0) return false;
+    const ca = new CertificateAuthority(options);
+    const { root, intermediate } = await ca.createPair(options, 'active');
+    await ca.commit({ insert: [root, intermediate], bumpBundleSequence: true }, 'meshca', 'authority.bootstrap', root.id, {
+      intermediateId: intermediate.id,
+      keyType: root.keyType,
+    });
+    options.logger.info({ rootId: root.id, intermediateId: intermediate.id, keyType: root.keyType }, 'created the first root and intermediate CA');
+    return true;
   }
 
   current(): TrustSnapshot {
@@ -83,7 +106,7 @@ export class CertificateAuthority {
 
   prepare(request: PrepareRequest, actor: string): Promise<{ root: AuthorityRecord; intermediate: AuthorityRecord }> {
     return this.serialize(async () => {
-      const { root, intermediate } = await this.createPair({ ...this.options, ...definedOnly(request) }, 'prepared');
+      const { root, intermediate } = await this.createPair({ ...this.profile(), ...definedOnly(request) }, 'prepared');
       await this.commit({ insert: [root, intermediate], bumpBundleSequence: true }, actor, 'authority.prepare', root.id, {
         intermediateId: intermediate.id,
         keyType: root.keyType,
@@ -136,7 +159,7 @@ export class CertificateAuthority {
         throw new AuthorityError('ERR_AUTHORITY_STATE', `root ${root.id} is external (plug-in CA); import a new intermediate instead`);
       }
       const issuer = { certificateDer: root.certificateDer, privateKey: unsealAuthorityKey(root, this.options.kek) };
-      const intermediate = await this.createIntermediate(root, issuer, this.options, 'prepared');
+      const intermediate = await this.createIntermediate(root, issuer, this.profile(), 'prepared');
       const transitions = [...retireActive(authorities, root.id), { id: intermediate.id, from: ['prepared'], to: 'active' } as const];
       await this.commit({ insert: [intermediate], transitions, bumpBundleSequence: false }, actor, 'authority.rotate-intermediate', intermediate.id, {
         rootId: root.id,
@@ -176,7 +199,7 @@ export class CertificateAuthority {
     const records: AuthorityRecord[] = known.has(rootRecord.sha256Fingerprint) ? [] : [rootRecord];
     const rootId = rootRecord.id;
     const intermediate = selfSigned
-      ? await this.createIntermediate(rootRecord, { certificateDer: plugin.rootDer, privateKey: plugin.privateKey }, this.options, 'prepared')
+      ? await this.createIntermediate(rootRecord, { certificateDer: plugin.rootDer, privateKey: plugin.privateKey }, this.profile(), 'prepared')
       : await authorityRecord({ kind: 'intermediate', parentId: rootId, state: 'prepared', certificateDer: plugin.caCertificateDer, privateKey: plugin.privateKey }, this.options.kek, now);
     if (known.has(intermediate.sha256Fingerprint)) throw new AuthorityError('ERR_AUTHORITY_INVALID', `${intermediate.id} is already imported`);
     records.push(intermediate);
@@ -187,13 +210,13 @@ export class CertificateAuthority {
     return records;
   }
 
-  private async bootstrap(): Promise<void> {
-    const { root, intermediate } = await this.createPair(this.options, 'active');
-    await this.commit({ insert: [root, intermediate], bumpBundleSequence: true }, 'meshca', 'authority.bootstrap', root.id, {
-      intermediateId: intermediate.id,
-      keyType: root.keyType,
-    });
-    this.options.logger.info({ rootId: root.id, intermediateId: intermediate.id, keyType: root.keyType }, 'created the first root and intermediate CA');
+  /** The profile new authorities are made with; absent when loaded by a tool that never creates them. */
+  private profile(): AuthorityProfile {
+    const { trustDomain, keyType, rootTtlMs, intermediateTtlMs } = this.options;
+    if (trustDomain === undefined || keyType === undefined || rootTtlMs === undefined || intermediateTtlMs === undefined) {
+      throw new AuthorityError('ERR_AUTHORITY_STATE', 'this CA was loaded without an authority profile, so it cannot create authorities');
+    }
+    return { trustDomain, keyType, rootTtlMs, intermediateTtlMs };
   }
 
   private async createPair(profile: AuthorityProfile, state: AuthorityState) {

@@ -1,11 +1,12 @@
 import { createCrl } from '../pki/certificate.js';
+import { REVOCATION_REASONS } from '../pki/revocation-reasons.js';
 import { parseSpiffeId } from '../spiffe/id.js';
 import type { CertificateSummary, DeniedIdentity, RevocationReason, Store } from '../store/types.js';
 import { AuthorityError } from './errors.js';
 import type { CertificateAuthority } from './lifecycle.js';
 import { unsealAuthorityKey } from './signer.js';
 
-export const REVOCATION_REASONS: readonly RevocationReason[] = ['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'];
+export { REVOCATION_REASONS };
 
 export interface CertificateRevocationList {
   readonly authorityId: string;

@@ -2,7 +2,10 @@ import { webcrypto } from 'node:crypto';
 import { x509 } from '../pki/x509.js';
 import { pemEncode } from '../pki/pem.js';
 
-export type ClientKeyType = 'ec-p256' | 'ec-p384' | 'rsa-2048' | 'rsa-3072' | 'rsa-4096';
+import type { KeyType } from '../pki/keys.js';
+
+/** A workload key: the same types meshca's CAs use. */
+export type ClientKeyType = KeyType;
 
 export interface WorkloadKey {
   readonly keys: webcrypto.CryptoKeyPair;

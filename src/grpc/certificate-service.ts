@@ -1,6 +1,6 @@
 import { status, type Metadata, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { AuthenticationError, bearerToken, type Authenticator, type CallerIdentity } from '../authn/index.js';
+import { AuthenticationError, bearerToken, type Authenticator, type CallerIdentity, type ImpersonationAuthorizer } from '../authn/index.js';
 import { IssuanceError } from '../authority/errors.js';
 import type { IssuanceService } from '../authority/issuance.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -9,7 +9,6 @@ import type { IdentityRateLimiter } from './rate-limit.js';
 import { toGrpcFailure, type GrpcFailure } from './status.js';
 
 /** Decides whether a caller (ztunnel) may obtain a certificate for another identity; throws AuthenticationError if not. */
-export type ImpersonationAuthorizer = (caller: CallerIdentity, impersonatedIdentity: string) => Promise<void>;
 
 export interface CertificateServiceOptions {
   readonly authenticator: Authenticator;

@@ -4,8 +4,7 @@
  * runs on the agent's own node.
  */
 
-import { AuthenticationError, type CallerIdentity } from '../authn/index.js';
-import type { ImpersonationAuthorizer } from '../grpc/certificate-service.js';
+import { AuthenticationError, type CallerIdentity, type ImpersonationAuthorizer } from '../authn/index.js';
 import { parseWorkloadId, SpiffeIdError, type WorkloadIdentity } from '../spiffe/id.js';
 import { getPod, listPods } from './api.js';
 import type { KubeClient } from './client.js';

@@ -8,6 +8,7 @@ import { authorityId } from '../spiffe/id.js';
 import { PkiError } from './errors.js';
 import { generateKeyPair, importPrivateKeyPem, keyTypeOf, privateKeyMatchesCertificate, type KeyType } from './keys.js';
 import { pemBlocks, pemCertificates } from './pem.js';
+import type { CrlReason } from './revocation-reasons.js';
 import { normalizeSerialHex, randomSerial, serialToHex } from './serial.js';
 import { x509 } from './x509.js';
 
@@ -408,7 +409,7 @@ function checkValidity(cert: ParsedCertificate, name: string, now: Date): void {
 // ---------------------------------------------------------------------------------------------
 // CRL
 
-export type CrlReason = 'unspecified' | 'keyCompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation';
+export type { CrlReason };
 
 export interface CrlEntry {
   readonly serialHex: string;

@@ -100,3 +100,8 @@ export function parseWorkloadId(input: string): WorkloadIdentity {
   }
   return { trustDomain, namespace: parts[2]!, serviceAccount: parts[4]! };
 }
+
+/** meshca's own identity: the SPIFFE ID of its serving certificate and of what it issues by itself. */
+export function meshcaId(trustDomain: string): string {
+  return workloadId(trustDomain, 'meshca', 'meshca');
+}

@@ -1,0 +1,225 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { startAdminServer, type AdminServer } from '../admin/server.js';
+import { createJwksAuthenticator, createMeshAuthenticator, createTokenReviewAuthenticator, DEV_TOKEN_ISSUER, openDevTokenIssuer, type JwksAuthenticator } from '../authn/index.js';
+import { startAutoRotation, type AutoRotator } from '../authority/auto-rotation.js';
+import { startHousekeeping, type Housekeeping } from '../authority/housekeeping.js';
+import { Inventory } from '../authority/inventory.js';
+import { IssuanceService } from '../authority/issuance.js';
+import { issueIstiodCertificate } from '../authority/istiod-profile.js';
+import { CertificateAuthority } from '../authority/lifecycle.js';
+import { IssuancePolicy } from '../authority/policy.js';
+import { RevocationService } from '../authority/revocation.js';
+import { ServingIdentity } from '../authority/serving.js';
+import type { TrustSnapshot } from '../authority/snapshot.js';
+import type { ServerConfig } from '../config.js';
+import { certificateServiceHandlers } from '../grpc/certificate-service.js';
+import { IdentityRateLimiter } from '../grpc/rate-limit.js';
+import { startGrpcServer, type GrpcServer } from '../grpc/server.js';
+import { startKubernetesIntegration, type KubernetesIntegration } from '../kubernetes/integration.js';
+import { formatAddress, type ListenAddress } from '../net.js';
+import { Metrics } from '../observability/metrics.js';
+import { startMonitoringServer, type MonitoringServer } from '../observability/monitoring.js';
+import { CsrVerifierPool } from '../pki/verify-pool.js';
+import { meshcaId } from '../spiffe/id.js';
+import type { Store } from '../store/types.js';
+import { openServerStore } from './context.js';
+import { ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
+import { checkListeners } from './listeners.js';
+
+export interface RunningServer {
+  readonly grpcAddress: ListenAddress;
+  readonly monitoringAddress: ListenAddress;
+  readonly adminAddress: ListenAddress;
+  readonly ca: CertificateAuthority;
+  readonly store: Store;
+  readonly metrics: Metrics;
+  /** SIGHUP: re-read the JWKS and re-issue the serving certificate. */
+  reload(): Promise<void>;
+  /** SIGTERM: drain in-flight calls, commit, close the database. */
+  close(): Promise<void>;
+}
+
+/** The composition root of `meshca serve`: wires every concern from one validated config. */
+export async function startServer(config: ServerConfig, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningServer> {
+  if (config.dev) logger.warn('DEVELOPMENT MODE: generated secrets and a local token issuer; never use --dev in production');
+  // Before anything is created on disk: a port in use must not leave a half-made data dir behind.
+  await checkListeners(config);
+  prepareDataDir(config.dataDir, config.dev);
+  const kek = loadKek({ kekFile: config.kekFile, env, dataDir: config.dataDir, dev: config.dev });
+  if (kek.generated) logger.warn({ path: kek.origin }, 'generated a development key-encryption key; production must use --kek-file or MESHCA_KEK');
+  const metrics = new Metrics();
+  const store = openServerStore(config.dataDir, {
+    logger,
+    onCommit: (rows: number, seconds: number) => {
+      metrics.storeCommitDuration.observe(seconds);
+      metrics.storeCommitRows.observe(rows);
+    },
+  });
+  let ready = false;
+  const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready);
+  let kubernetes: KubernetesIntegration | undefined;
+  try {
+    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ...config.ca });
+    updateAuthorityMetrics(metrics, ca.current());
+    ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
+    const jwks = await tokenAuthenticator(config, logger);
+    const verifiers = new CsrVerifierPool(config.grpc.verifyThreads);
+    const issuance = new IssuanceService(ca, store, new IssuancePolicy(config.issuance), (csr) => verifiers.verify(csr));
+    kubernetes = await startKubernetesIntegration(
+      { ...config.kubernetes, trustDomain: config.trustDomain, clusterId: config.clusterId, selfId: meshcaId(config.trustDomain) },
+      {
+        bundle: { rootsPem: () => ca.current().rootsPem, onChange: (listener) => ca.onChange(() => listener()) },
+        issueIstiodCertificate: (request) => issueIstiodCertificate(ca, issuance, request),
+        logger,
+        env,
+      },
+    );
+    const review = (reviewer: Parameters<typeof createTokenReviewAuthenticator>[0]['reviewer']) =>
+      createTokenReviewAuthenticator({ trustDomain: config.trustDomain, audiences: config.jwt.audiences, reviewer });
+    const authenticator = createMeshAuthenticator({
+      localClusterId: config.clusterId,
+      jwks: jwks && { authenticator: jwks, issuer: config.jwt.jwksFile || config.jwt.jwksUrl ? config.jwt.issuer! : DEV_TOKEN_ISSUER },
+      localReview: kubernetes.localReviewer && review(kubernetes.localReviewer),
+      remotes: new Map([...kubernetes.remoteReviewers].map(([name, reviewer]) => [name, review(reviewer)])),
+    });
+    const serving = await ServingIdentity.start(ca, issuance, {
+      dnsNames: config.serverDnsNames,
+      spiffeId: meshcaId(config.trustDomain),
+      ttlMs: Math.min(config.issuance.defaultTtlMs, 3_600_000), // short: superseded serving certs must not hold up root removal for long
+      logger,
+    });
+    const grpc = await startGrpcServer({
+      listen: config.grpc.listen,
+      plaintext: config.grpc.plaintext,
+      serving,
+      limits: config.grpc,
+      handlers: certificateServiceHandlers({
+        authenticator,
+        impersonation: kubernetes.impersonation,
+        issuance,
+        metrics,
+        logger,
+        maxInFlight: config.grpc.maxInFlight,
+        maxCsrBytes: 16 * 1024,
+        rateLimiter: config.grpc.rateLimitPerIdentity > 0 ? new IdentityRateLimiter(config.grpc.rateLimitPerIdentity, Math.max(1, config.grpc.rateLimitPerIdentity * 5)) : undefined,
+      }),
+    });
+    const revocation = new RevocationService(ca, store, kek.kek, {
+      crlValidityMs: config.crlValidityMs,
+      onCrl: (crl) => {
+        metrics.crlNumber.set({ authority: crl.authorityId }, crl.crlNumber);
+        metrics.crlNextUpdate.set({ authority: crl.authorityId }, crl.nextUpdate.getTime() / 1000);
+      },
+    });
+    const housekeeping = startHousekeeping({ store, revocation, logger, retentionMs: config.retentionMs, crlValidityMs: config.crlValidityMs });
+    const admin = await startAdminServer(
+      config.admin.listen,
+      {
+        ca,
+        inventory: new Inventory(store),
+        revocation,
+        adminToken: adminToken(config, logger),
+        clientIds: config.admin.clientIds,
+        maxAuthFailuresPerMinute: config.admin.maxAuthFailuresPerMinute,
+        logger,
+        metrics,
+        bodyLimitBytes: config.admin.bodyLimitBytes,
+        requestTimeoutMs: config.admin.requestTimeoutMs,
+        refreshHintSeconds: config.bundleRefreshHintSeconds,
+        // issueProfile never goes beyond --default-ttl, so that is the ceiling the route reports.
+        istiod: { ca, issuance, trustDomain: config.trustDomain, clusterId: config.clusterId, defaultTtlMs: config.kubernetes.istiodCertTtlMs, maxTtlMs: config.issuance.maxTtlMs },
+      },
+      serving,
+    );
+    const autoRotation = config.autoRotate.enabled
+      ? startAutoRotation({ ca, store, logger, intermediateTtlMs: config.ca.intermediateTtlMs, keyType: config.ca.keyType, checkIntervalMs: config.autoRotate.checkIntervalMs })
+      : undefined;
+    ready = true;
+    logger.info(
+      { grpc: formatAddress(grpc.address), tls: !config.grpc.plaintext, admin: `https://${formatAddress(admin.address)}`, monitoring: formatAddress(monitoring.address), trustDomain: config.trustDomain, bundle: `https://${formatAddress(admin.address)}/v1/bundle` },
+      'meshca is serving',
+    );
+    return {
+      grpcAddress: grpc.address,
+      monitoringAddress: monitoring.address,
+      adminAddress: admin.address,
+      ca,
+      store,
+      metrics,
+      reload: async () => {
+        await jwks?.reload();
+        await ca.reload();
+        await serving.reload('SIGHUP');
+      },
+      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation }, () => (ready = false)),
+    };
+  } catch (error) {
+    await kubernetes?.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
+    await monitoring.close();
+    throw error;
+  }
+}
+
+/** The offline (JWKS) validator; undefined when only --token-review validates tokens. */
+async function tokenAuthenticator(config: ServerConfig, logger: Logger): Promise<JwksAuthenticator | undefined> {
+  const common = { trustDomain: config.trustDomain, audiences: config.jwt.audiences, clusterId: config.clusterId };
+  if (config.jwt.jwksFile) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { file: config.jwt.jwksFile } });
+  if (config.jwt.jwksUrl) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { url: config.jwt.jwksUrl } });
+  if (!config.dev) return undefined;
+  const dev = await openDevTokenIssuer(config.dataDir);
+  logger.warn({ issuer: dev.issuer }, `accepting development tokens: get one with "meshca dev-token --data-dir ${config.dataDir} --namespace NS --service-account SA"`);
+  return createJwksAuthenticator({ ...common, issuer: dev.issuer, jwks: { keys: dev.jwks } });
+}
+
+interface Parts {
+  readonly grpc: GrpcServer;
+  readonly admin: AdminServer;
+  readonly serving: ServingIdentity;
+  readonly store: Store;
+  readonly monitoring: MonitoringServer;
+  readonly housekeeping: Housekeeping;
+  readonly kubernetes: KubernetesIntegration;
+  readonly verifiers: CsrVerifierPool;
+  readonly autoRotation: AutoRotator | undefined;
+}
+
+async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation }: Parts, notReady: () => void): Promise<void> {
+  notReady();
+  await autoRotation?.stop(); // a step in progress commits before the store closes
+  await kubernetes.close(); // leader tasks stop and the lease is released before the store closes
+  housekeeping.stop();
+  await Promise.all([grpc.close(config.shutdownTimeoutMs), admin.close()]);
+  serving.close();
+  await verifiers.close();
+  await store.close();
+  await monitoring.close();
+}
+
+/** --admin-token-file, else <data-dir>/admin-token generated on first start (0600). */
+function adminToken(config: ServerConfig, logger: Logger): string {
+  if (config.admin.tokenFile) return readSecretFile(config.admin.tokenFile, (text) => text.trim());
+  const path = join(config.dataDir, 'admin-token');
+  const { value, created } = ensureSecretFile(path, () => randomBytes(32).toString('base64url'));
+  logger.info({ path, created }, 'admin API token file (send it as "Authorization: Bearer <token>")');
+  return value;
+}
+
+function updateAuthorityMetrics(metrics: Metrics, snapshot: TrustSnapshot): void {
+  metrics.bundleSequence.set(snapshot.bundleSequence);
+  metrics.authorityState.reset();
+  metrics.authorityExpiry.reset();
+  for (const a of snapshot.authorities) {
+    metrics.authorityState.set({ id: a.id, kind: a.kind, state: a.state }, 1);
+    if (a.state !== 'removed') metrics.authorityExpiry.set({ id: a.id, kind: a.kind, state: a.state }, a.notAfter.getTime() / 1000);
+    else {
+      metrics.crlNumber.remove({ authority: a.id });
+      metrics.crlNextUpdate.remove({ authority: a.id });
+    }
+  }
+  const rootExpiries = snapshot.authorities.filter((a) => a.kind === 'root' && a.state !== 'removed').map((a) => a.notAfter.getTime());
+  metrics.rootExpiry.set(Math.min(...rootExpiries) / 1000);
+  metrics.chainExpiry.set(snapshot.signer.notAfter.getTime() / 1000);
+}
