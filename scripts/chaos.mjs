@@ -103,7 +103,7 @@ export async function runChaos(options = {}) {
       load('client/ca-client.js'),
       load('client/csr.js'),
       load('authn/index.js'),
-      load('store/verify.js'),
+      load('store/sqlite.js'),
       load('authority/invariants.js'),
       load('authority/snapshot.js'),
     ]);
@@ -146,7 +146,7 @@ export async function runChaos(options = {}) {
       report = await checkInvariants(store, { kek, minBundleSequence: maxSequence, receivedSerials: received });
       storeRoots = trustedRootsPem(await store.loadAuthorities()).pem;
     } finally {
-      store.close();
+      await store.close();
     }
     const problems = report.ok ? [] : [formatInvariantReport(report)];
     learnRoots(storeRoots);

@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openDevTokenIssuer } from '../src/authn/index.js';
 import { CaClient } from '../src/client/ca-client.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
-import { databasePath } from '../src/server.js';
+import { databasePath } from '../src/app/data-dir.js';
 import { adminCall } from './support/admin.js';
 import { openssl } from './support/openssl.js';
 import { CLI, spawnServer, type ServerProcess } from './support/process.js';

@@ -2,10 +2,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { trustedRootsPem } from '../authority/snapshot.js';
 import { AdminClient } from '../client/admin-client.js';
-import { readSecretFile } from '../data-dir.js';
+import { REVOCATION_REASONS } from '../pki/revocation-reasons.js';
+import { openStoreForReading } from '../app/context.js';
+import { readSecretFile } from '../app/data-dir.js';
 import { bool, requireStr, str, UsageError, type FlagSpec, type FlagValues } from '../flags.js';
-import { databasePath } from '../server.js';
-import { openSqliteStore } from '../store/sqlite.js';
 import { DATA_DIR_FLAG, JSON_FLAG, printRows, type Command } from './types.js';
 
 const ADMIN_FLAGS: readonly FlagSpec[] = [
@@ -24,7 +24,7 @@ async function adminClient(values: FlagValues): Promise<AdminClient> {
 }
 
 async function localBundle(dataDir: string): Promise<string> {
-  const store = openSqliteStore({ path: databasePath(dataDir) });
+  const store = openStoreForReading({ dataDir });
   try {
     return trustedRootsPem(await store.loadAuthorities()).pem;
   } finally {
@@ -105,7 +105,7 @@ export const certificatesCommand = group(
     { name: 'status', kind: 'string', value: 'active|expired|revoked', help: 'list: only this status' },
     { name: 'limit', kind: 'string', value: 'N', default: '100', help: 'list: page size' },
     { name: 'cursor', kind: 'string', value: 'CURSOR', help: 'list: next page (from the previous output)' },
-    { name: 'reason', kind: 'string', value: 'REASON', default: 'unspecified', help: 'revoke: keyCompromise, superseded, cessationOfOperation, affiliationChanged, unspecified' },
+    { name: 'reason', kind: 'string', value: 'REASON', default: 'unspecified', help: `revoke: ${REVOCATION_REASONS.join(', ')}` },
   ],
   {
     list: {
@@ -139,7 +139,7 @@ export const certificatesCommand = group(
 export const identitiesCommand = group(
   'identities',
   'Revoke all certificates of a SPIFFE ID and manage the deny-list through the admin API.',
-  [{ name: 'reason', kind: 'string', value: 'REASON', default: 'keyCompromise', help: 'revoke/deny: revocation reason' }],
+  [{ name: 'reason', kind: 'string', value: 'REASON', default: 'keyCompromise', help: `revoke/deny: revocation reason (${REVOCATION_REASONS.join(', ')})` }],
   {
     revoke: {
       usage: 'SPIFFE_ID [--reason R]',

@@ -1,14 +1,12 @@
 import { createHash } from 'node:crypto';
 import { chmodSync, closeSync, createReadStream, existsSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { openStoreForReading } from '../app/context.js';
+import { databasePath, existingDatabase, offlineKek, prepareDataDir } from '../app/data-dir.js';
 import { checkInvariants, formatInvariantReport } from '../authority/invariants.js';
-import { prepareDataDir } from '../data-dir.js';
-import { bool, requireStr, UsageError, type FlagValues } from '../flags.js';
-import { databasePath } from '../server.js';
-import { backupSqliteStore } from '../store/sqlite.js';
-import { assertNotInUse, inspectSqliteStore } from '../store/verify.js';
-import { DATA_DIR_FLAG, JSON_FLAG, type Command } from './types.js';
-import { existingDatabase, optionalKek } from './verify.js';
+import { bool, requireStr, str, UsageError, type FlagValues } from '../flags.js';
+import { assertNotInUse, backupSqliteStore } from '../store/sqlite.js';
+import { DATA_DIR_FLAG, JSON_FLAG, KEK_FILE_FLAG, type Command } from './types.js';
 
 const KEK_NOTE = 'The KEK is not in the backup: keep it (and any --admin-token-file / --jwks-file) in your secret store. A backup opens only with the KEK that was in use when it was taken.';
 
@@ -54,7 +52,7 @@ export const restoreCommand: Command = {
     { name: 'from', kind: 'string', value: 'FILE', help: 'a file written by "meshca backup"' },
     DATA_DIR_FLAG,
     { name: 'force', kind: 'boolean', help: 'restore into a non-empty data dir (its database is moved to meshca.db.before-restore-<time>; other files are kept)' },
-    { name: 'kek-file', kind: 'string', value: 'PATH', help: 'also check that every key in the backup opens with this KEK (or MESHCA_KEK)' },
+    { ...KEK_FILE_FLAG, help: 'also check that every key in the backup opens with this KEK (or MESHCA_KEK)' },
     JSON_FLAG,
   ],
   run: async (values) => {
@@ -86,8 +84,8 @@ export const restoreCommand: Command = {
 
 /** Refuses a backup that is damaged, from a newer meshca, or breaks an invariant. */
 async function checkBackup(file: string, values: FlagValues): Promise<void> {
-  const kek = optionalKek(values, undefined);
-  const store = inspectSqliteStore(file, { readonly: true });
+  const kek = offlineKek({ kekFile: str(values, 'kek-file'), env: process.env });
+  const store = openStoreForReading({ dataDir: dirname(file), file });
   try {
     const integrity = await store.integrityCheck();
     if (integrity !== 'ok') throw new Error(`${file} fails integrity_check (${integrity.split('\n')[0]}); nothing was restored`);
@@ -97,7 +95,7 @@ async function checkBackup(file: string, values: FlagValues): Promise<void> {
       throw new Error(`${file} violates the store invariants (above); nothing was restored`);
     }
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
@@ -120,7 +118,7 @@ function syncDir(dir: string): void {
 }
 
 async function summarize(file: string): Promise<Summary> {
-  const store = inspectSqliteStore(file, { readonly: true });
+  const store = openStoreForReading({ dataDir: dirname(file), file });
   try {
     const integrity = await store.integrityCheck();
     if (integrity !== 'ok') throw new Error(`${file} fails integrity_check: ${integrity.split('\n')[0]}`);
@@ -134,7 +132,7 @@ async function summarize(file: string): Promise<Summary> {
       bundleSequence: await store.bundleSequence(),
     };
   } finally {
-    store.close();
+    await store.close();
   }
 }
 

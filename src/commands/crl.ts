@@ -1,13 +1,9 @@
 import { writeFileSync } from 'node:fs';
-import { pino } from 'pino';
-import { CertificateAuthority } from '../authority/lifecycle.js';
+import { openOfflineAuthority } from '../app/context.js';
 import { RevocationService } from '../authority/revocation.js';
 import { duration } from '../config.js';
-import { requireOfflineKek } from '../data-dir.js';
-import { requireStr, str, UsageError } from '../flags.js';
+import { requireStr, str } from '../flags.js';
 import { pemEncode } from '../pki/pem.js';
-import { databasePath } from '../server.js';
-import { openSqliteStore } from '../store/sqlite.js';
 import { DATA_DIR_FLAG, type Command } from './types.js';
 
 /** `meshca crl`: the active authority's CRL as PEM, what Istio's ca-crl.pem / istio-ca-crl ConfigMap holds. */
@@ -22,18 +18,16 @@ export const crlCommand: Command = {
   ],
   run: async (values) => {
     const dataDir = requireStr(values, 'data-dir');
-    const store = openSqliteStore({ path: databasePath(dataDir) });
+    const crlValidityMs = duration(values, 'crl-validity');
+    const { store, ca, kek, close } = await openOfflineAuthority({ dataDir, kekFile: str(values, 'kek-file'), env: process.env });
     try {
-      if ((await store.loadAuthorities()).length === 0) throw new UsageError('the data dir has no authorities yet: start "meshca serve" once first');
-      const kek = requireOfflineKek({ kekFile: str(values, 'kek-file'), env: process.env, dataDir }).kek;
-      const ca = await CertificateAuthority.open({ store, kek, logger: pino({ level: 'silent' }), trustDomain: 'unused', keyType: 'ec-p256', rootTtlMs: 1, intermediateTtlMs: 1 });
-      const crl = await new RevocationService(ca, store, kek, { crlValidityMs: duration(values, 'crl-validity') }).activeCrl();
+      const crl = await new RevocationService(ca, store, kek, { crlValidityMs }).activeCrl();
       const pem = pemEncode(crl.der, 'X509 CRL');
       const out = str(values, 'out');
       if (out) writeFileSync(out, pem);
       else process.stdout.write(pem);
     } finally {
-      await store.close();
+      await close();
     }
   },
 };

@@ -1,9 +1,8 @@
 import type { AuthorityRecord, AuthorityUsage } from '../store/types.js';
 import { TRUSTED_STATES } from '../authority/snapshot.js';
 import { bool, requireStr, str, UsageError } from '../flags.js';
-import { inspectSqliteStore } from '../store/verify.js';
+import { openStoreForReading } from '../app/context.js';
 import { DATA_DIR_FLAG, JSON_FLAG, printRows, type Command } from './types.js';
-import { existingDatabase } from './verify.js';
 
 const DAY_MS = 86_400_000;
 const HOUR_MS = 3_600_000;
@@ -77,12 +76,12 @@ function days(value: string | undefined, flag: string): number {
 }
 
 export async function collectStatus(dataDir: string, now: Date, thresholds: StatusThresholds): Promise<StatusReport> {
-  const store = inspectSqliteStore(existingDatabase(dataDir));
+  const store = openStoreForReading({ dataDir });
   try {
     const authorities = await store.loadAuthorities();
     const usage = await store.authorityUsage(now);
     const counts = await store.issuanceCounts(now);
-    const denied = (await store.deniedIdentities()).map((d) => d.spiffeId);
+    const denied = (await store.listDenied()).map((d) => d.spiffeId);
     const rows = authorities.map((a) => authorityStatus(a, authorities, usage, now));
     return {
       dataDir,
@@ -102,7 +101,7 @@ export async function collectStatus(dataDir: string, now: Date, thresholds: Stat
       warnings: warnings(authorities, denied, now, thresholds),
     };
   } finally {
-    store.close();
+    await store.close();
   }
 }
 

@@ -8,6 +8,13 @@ export interface Command {
 }
 
 export const DATA_DIR_FLAG: FlagSpec = { name: 'data-dir', kind: 'string', value: 'DIR', default: './data', help: 'meshca data directory' };
+/** The one --kek-file spec of the offline tools (the server's is in config.ts: it may generate a dev KEK). */
+export const KEK_FILE_FLAG: FlagSpec = {
+  name: 'kek-file',
+  kind: 'string',
+  value: 'PATH',
+  help: 'key-encryption key file (or MESHCA_KEK); without either, <data-dir>/kek is used if it exists (--dev data dirs)',
+};
 export const JSON_FLAG: FlagSpec = { name: 'json', kind: 'boolean', help: 'print JSON for scripts instead of a table' };
 
 /** Prints rows as an aligned table (humans) or JSON (scripts). */

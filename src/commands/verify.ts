@@ -1,28 +1,13 @@
 import { existsSync } from 'node:fs';
+import { openStoreForReading } from '../app/context.js';
+import { existingDatabase, offlineKek } from '../app/data-dir.js';
 import { checkInvariants, formatInvariantReport } from '../authority/invariants.js';
-import { offlineKek } from '../data-dir.js';
-import { bool, requireStr, str, UsageError, type FlagSpec, type FlagValues } from '../flags.js';
-import { databasePath } from '../server.js';
-import { inspectSqliteStore } from '../store/verify.js';
-import { DATA_DIR_FLAG, JSON_FLAG, type Command } from './types.js';
-
-export const KEK_FILE_FLAG: FlagSpec = {
-  name: 'kek-file',
-  kind: 'string',
-  value: 'PATH',
-  help: 'key-encryption key file (or MESHCA_KEK); without either, <data-dir>/kek is used if it exists (--dev data dirs)',
-};
+import { bool, requireStr, str, UsageError, type FlagValues } from '../flags.js';
+import { DATA_DIR_FLAG, JSON_FLAG, KEK_FILE_FLAG, type Command } from './types.js';
 
 /** The KEK for offline tools: --kek-file, MESHCA_KEK, else a dev data dir's <data-dir>/kek, else none. */
 export function optionalKek(values: FlagValues, dataDir: string | undefined): { kek: Buffer; origin: string } | undefined {
   return offlineKek({ kekFile: str(values, 'kek-file'), env: process.env, dataDir });
-}
-
-/** The database path of a data dir, refusing a dir without one (a typo in --data-dir must not look "empty"). */
-export function existingDatabase(dataDir: string): string {
-  const path = databasePath(dataDir);
-  if (!existsSync(path)) throw new UsageError(`no meshca database at ${path}: check --data-dir (start "meshca serve" once to create one)`);
-  return path;
 }
 
 /** `meshca verify`: the crash-safety invariants, read-only, on a data dir (server running or not) or a backup file. */
@@ -45,7 +30,7 @@ export const verifyCommand: Command = {
     const path = file ?? existingDatabase(dataDir);
     if (file && !existsSync(file)) throw new UsageError(`${file} does not exist`);
     const kek = optionalKek(values, file ? undefined : dataDir);
-    const store = inspectSqliteStore(path, { readonly: file !== undefined });
+    const store = openStoreForReading({ dataDir, file });
     try {
       const report = await checkInvariants(store, {
         kek: kek?.kek,
@@ -60,7 +45,7 @@ export const verifyCommand: Command = {
         throw new Error(`invariants violated: ${failed.join(', ')}`);
       }
     } finally {
-      store.close();
+      await store.close();
     }
   },
 };

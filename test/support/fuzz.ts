@@ -25,7 +25,7 @@ import * as metrics from '../../src/observability/metrics.js';
 import * as csr from '../../src/pki/csr.js';
 import * as pkiErrors from '../../src/pki/errors.js';
 import * as x509 from '../../src/pki/x509.js';
-import * as server from '../../src/server.js';
+import * as server from '../../src/app/server.js';
 import * as spiffe from '../../src/spiffe/id.js';
 import * as sqlite from '../../src/store/sqlite.js';
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { buildServerConfig, SERVE_FLAGS } from '../../src/config.js';
 import { parseFlags } from '../../src/flags.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import { startServer, type RunningServer } from '../../src/app/server.js';
 import { CaClient } from '../../src/client/ca-client.js';
 import { generateWorkloadKey, workloadCsr, type ClientKeyType } from '../../src/client/csr.js';
 
