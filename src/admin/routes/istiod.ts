@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { IssuanceService } from '../../authority/issuance.js';
 import type { CertificateAuthority } from '../../authority/lifecycle.js';
 import { parseDuration } from '../../duration.js';
-import { issueIstiodCertificate } from '../../kubernetes/istiod-cert.js';
+import { issueIstiodCertificate } from '../../authority/istiod-profile.js';
 import { errorReply, protectedErrors } from '../schemas.js';
 
 export interface IstiodRoutesOptions {
