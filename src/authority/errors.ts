@@ -1,4 +1,5 @@
 /** Issuance and lifecycle errors with stable codes; transports map codes to gRPC/HTTP statuses. */
+import { MeshcaError } from '../errors.js';
 
 export type IssuanceErrorCode =
   /** The CSR cannot be parsed, uses an unsupported key, or asks for something the policy forbids. */
@@ -9,18 +10,13 @@ export type IssuanceErrorCode =
   | 'ERR_IDENTITY_MISMATCH'
   /** The identity is on the deny-list. */
   | 'ERR_IDENTITY_DENIED'
-  /** No usable signing authority (startup, or the store lost it). */
-  | 'ERR_CA_NOT_READY'
   /** Signing or recording failed; retrying may succeed. */
   | 'ERR_ISSUANCE_FAILED';
 
-export class IssuanceError extends Error {
+export class IssuanceError extends MeshcaError<IssuanceErrorCode> {
   override readonly name = 'IssuanceError';
-  constructor(
-    readonly code: IssuanceErrorCode,
-    message: string,
-  ) {
-    super(message);
+  constructor(code: IssuanceErrorCode, message: string) {
+    super(code, message, { retryable: code === 'ERR_ISSUANCE_FAILED' });
   }
 }
 
@@ -35,13 +31,13 @@ export type AuthorityErrorCode =
   /** The store does not describe exactly one usable active authority. */
   | 'ERR_AUTHORITY_INCONSISTENT';
 
-export class AuthorityError extends Error {
+export class AuthorityError extends MeshcaError<AuthorityErrorCode> {
   override readonly name = 'AuthorityError';
   constructor(
-    readonly code: AuthorityErrorCode,
+    code: AuthorityErrorCode,
     message: string,
     readonly details: Readonly<Record<string, unknown>> = {},
   ) {
-    super(message);
+    super(code, message);
   }
 }

@@ -58,7 +58,7 @@ export class Inventory {
 
   async authority(id: string): Promise<AuthorityRecord> {
     const record = (await this.store.loadAuthorities()).find((a) => a.id === id);
-    if (!record) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no authority with id ${id} (list them with GET /v1/authorities)`);
+    if (!record) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no authority with id ${id}`);
     return record;
   }
 

@@ -278,7 +278,7 @@ function definedOnly(request: PrepareRequest): Partial<AuthorityProfile> {
 
 function find(authorities: readonly AuthorityRecord[], id: string): AuthorityRecord {
   const record = authorities.find((a) => a.id === id);
-  if (!record) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no authority with id ${id} (list them with GET /v1/authorities)`);
+  if (!record) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no authority with id ${id}`);
   return record;
 }
 

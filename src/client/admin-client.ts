@@ -1,14 +1,23 @@
 import { request } from 'node:https';
+import { MeshcaError } from '../errors.js';
 
-export class AdminApiError extends Error {
+/** An error answer of the admin API: the server's stable code, its message and details. */
+export class AdminApiError extends MeshcaError {
   override readonly name = 'AdminApiError';
   constructor(
     readonly status: number,
-    readonly code: string,
+    code: string,
     message: string,
     readonly details: Record<string, unknown> = {},
+    /** The server's next step in API terms; the CLI replaces it with its own. */
+    readonly next?: string,
   ) {
-    super(message);
+    super(code, message, { retryable: status >= 500 });
+  }
+
+  /** The message without the API's next step. */
+  get domainMessage(): string {
+    return this.next !== undefined && this.message.endsWith(`; ${this.next}`) ? this.message.slice(0, -this.next.length - 2) : this.message;
   }
 }
 
@@ -44,7 +53,7 @@ export class AdminClient {
           const data = Buffer.concat(chunks);
           if ((res.statusCode ?? 500) < 400) return resolve(data);
           const parsed = safeJson(data);
-          reject(new AdminApiError(res.statusCode ?? 500, String(parsed.code ?? 'ERR_HTTP'), String(parsed.message ?? `HTTP ${res.statusCode}`), (parsed.details as Record<string, unknown>) ?? {}));
+          reject(new AdminApiError(res.statusCode ?? 500, String(parsed.code ?? 'ERR_HTTP'), String(parsed.message ?? `HTTP ${res.statusCode}`), (parsed.details as Record<string, unknown>) ?? {}, typeof parsed.next === 'string' ? parsed.next : undefined));
         });
       });
       req.on('error', (e) => reject(new Error(`cannot reach the admin API at ${this.options.url}: ${e.message} (is "meshca serve" running? check --admin-url)`)));

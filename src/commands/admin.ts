@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { trustedRootsPem } from '../authority/snapshot.js';
-import { AdminClient } from '../client/admin-client.js';
+import { AdminApiError, AdminClient } from '../client/admin-client.js';
 import { REVOCATION_REASONS } from '../pki/revocation-reasons.js';
 import { openStoreForReading } from '../app/context.js';
 import { readSecretFile } from '../app/data-dir.js';
@@ -44,9 +44,22 @@ function group(name: string, description: string, extraFlags: readonly FlagSpec[
       const [sub, ...args] = positionals;
       const chosen = sub ? subs[sub] : undefined;
       if (!chosen) throw new UsageError(`"meshca ${name}" needs one of: ${Object.keys(subs).join(', ')} (see "meshca ${name} --help")`);
-      await chosen.run(await adminClient(values), values, args);
+      await chosen.run(await adminClient(values), values, args).catch((error: unknown) => {
+        throw error instanceof AdminApiError ? withCliNextStep(error) : error;
+      });
     },
   };
+}
+
+/** The API's next step (an HTTP route) becomes the CLI command that does the same. */
+const CLI_NEXT_STEP: Readonly<Record<string, string>> = {
+  ERR_AUTHORITY_NOT_FOUND: 'list them with "meshca authorities list"',
+  ERR_STORE_CONFLICT: 'the state changed meanwhile; check with "meshca authorities list" and run the command again',
+};
+
+function withCliNextStep(error: AdminApiError): Error {
+  const next = CLI_NEXT_STEP[error.code];
+  return new Error(next ? `${error.domainMessage}; ${next}` : error.domainMessage, { cause: error });
 }
 
 function arg(args: readonly string[], what: string): string {

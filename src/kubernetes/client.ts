@@ -10,6 +10,7 @@
  */
 
 import { readFileSync } from 'node:fs';
+import { MeshcaError } from '../errors.js';
 import * as https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
@@ -35,7 +36,7 @@ export interface KubeClientOptions {
  * A failed API call. `retryable` means the API gave no answer (network error, timeout, 429, 5xx,
  * client-side rate limit); callers on the gRPC path turn that into UNAVAILABLE, never into a verdict.
  */
-export class KubeApiError extends Error {
+export class KubeApiError extends MeshcaError<'ERR_KUBE_API'> {
   override readonly name = 'KubeApiError';
 
   constructor(
@@ -44,10 +45,10 @@ export class KubeApiError extends Error {
     /** metav1.Status reason (NotFound, Conflict, AlreadyExists, ...) or a transport label. */
     readonly reason: string,
     message: string,
-    readonly retryable: boolean,
+    retryable: boolean,
     options?: { readonly cause?: unknown },
   ) {
-    super(message, options);
+    super('ERR_KUBE_API', message, { cause: options?.cause, retryable });
   }
 }
 

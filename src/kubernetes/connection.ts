@@ -4,6 +4,7 @@
  */
 
 import { readFileSync } from 'node:fs';
+import { MeshcaError } from '../errors.js';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 
@@ -28,8 +29,11 @@ export interface KubeConnection {
   readonly description: string;
 }
 
-export class KubeConfigError extends Error {
+export class KubeConfigError extends MeshcaError<'ERR_KUBE_CONFIG'> {
   override readonly name = 'KubeConfigError';
+  constructor(message: string) {
+    super('ERR_KUBE_CONFIG', message);
+  }
 }
 
 /** --kubeconfig when given, else the in-cluster config; throws KubeConfigError if neither is usable. */

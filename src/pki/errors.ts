@@ -1,4 +1,5 @@
 /** Typed PKI errors with stable codes, in the style of jose's error classes. */
+import { MeshcaError } from '../errors.js';
 
 export type PkiErrorCode =
   | 'ERR_PEM_MALFORMED'
@@ -16,12 +17,9 @@ export type PkiErrorCode =
   | 'ERR_CA_SPEC_INVALID'
   | 'ERR_CRL_SPEC_INVALID';
 
-export class PkiError extends Error {
+export class PkiError extends MeshcaError<PkiErrorCode> {
   override readonly name = 'PkiError';
-  constructor(
-    readonly code: PkiErrorCode,
-    message: string,
-  ) {
-    super(message);
+  constructor(code: PkiErrorCode, message: string) {
+    super(code, message);
   }
 }

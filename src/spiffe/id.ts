@@ -1,4 +1,5 @@
 /** SPIFFE ID parsing and formatting, strict per the SPIFFE ID spec (docs/architecture.md). */
+import { MeshcaError } from '../errors.js';
 
 export type SpiffeIdErrorCode =
   | 'ERR_SPIFFE_SCHEME'
@@ -7,13 +8,10 @@ export type SpiffeIdErrorCode =
   | 'ERR_SPIFFE_TOO_LONG'
   | 'ERR_SPIFFE_NOT_WORKLOAD';
 
-export class SpiffeIdError extends Error {
+export class SpiffeIdError extends MeshcaError<SpiffeIdErrorCode> {
   override readonly name = 'SpiffeIdError';
-  constructor(
-    readonly code: SpiffeIdErrorCode,
-    message: string,
-  ) {
-    super(message);
+  constructor(code: SpiffeIdErrorCode, message: string) {
+    super(code, message);
   }
 }
 

@@ -1,3 +1,4 @@
+import { InvalidInputError } from '../errors.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Inventory } from '../../authority/inventory.js';
 import type { CertificateAuthority } from '../../authority/lifecycle.js';
@@ -122,7 +123,7 @@ function ttl(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const ms = parseDuration(value);
   if (ms < MIN_CA_TTL_MS || ms > MAX_CA_TTL_MS) {
-    throw Object.assign(new Error(`CA lifetime "${value}" is out of range: use between 1h and 100y`), { statusCode: 400, code: 'ERR_VALIDATION' });
+    throw new InvalidInputError(`CA lifetime "${value}" is out of range: use between 1h and 100y`);
   }
   return ms;
 }

@@ -1,3 +1,4 @@
+import { InvalidInputError } from '../errors.js';
 import type { FastifyInstance } from 'fastify';
 import type { Inventory } from '../../authority/inventory.js';
 import { pemEncode } from '../../pki/pem.js';
@@ -34,7 +35,7 @@ export const serialParams = { type: 'object', properties: { serial: { type: 'str
 /** Serial from the URL in the API's canonical form (lowercase hex, no leading zeros). */
 export function canonicalSerial(input: string): string {
   const serial = normalizeSerialHex(input);
-  if (!serial) throw Object.assign(new Error(`"${input}" is not a hex serial number`), { statusCode: 400, code: 'ERR_VALIDATION' });
+  if (!serial) throw new InvalidInputError(`"${input}" is not a hex serial number`);
   return serial;
 }
 
