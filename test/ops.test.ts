@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
@@ -12,26 +11,11 @@ import { openSqliteStore } from '../src/store/sqlite.js';
 import { inspectSqliteStore } from '../src/store/sqlite.js';
 import { adminCall } from './support/admin.js';
 import { openssl, writeChain } from './support/openssl.js';
-import { CLI } from './support/process.js';
+import { runMeshca } from './support/process.js';
 import { csrFor, removeDir, startTestServer, tempDir, type TestServer } from './support/server.js';
 
-interface CliResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-  readonly output: string;
-}
-
 /** Runs the built CLI; MESHCA_KEK is never inherited from the test environment. */
-function meshca(args: readonly string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
-  if (!('MESHCA_KEK' in env)) delete childEnv.MESHCA_KEK;
-  return new Promise((resolve) =>
-    execFile(process.execPath, [CLI, ...args], { env: childEnv, timeout: 30_000 }, (error, stdout, stderr) =>
-      resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr, output: stdout + stderr }),
-    ),
-  );
-}
+const meshca = runMeshca;
 
 const newKek = () => randomBytes(32).toString('base64');
 const serialOf = (pem: string) => new X509Certificate(pem).serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
