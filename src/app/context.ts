@@ -58,3 +58,6 @@ export async function openOfflineAuthority(options: { readonly dataDir: string; 
     throw error;
   }
 }
+
+/** Online backup and the exclusive-use check of the offline tools, on a database file. */
+export { assertNotInUse, backupSqliteStore as backupDatabase } from '../store/sqlite.js';

@@ -1,11 +1,10 @@
 import { createHash } from 'node:crypto';
 import { chmodSync, closeSync, createReadStream, existsSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { openStoreForReading } from '../app/context.js';
+import { assertNotInUse, backupDatabase, openStoreForReading } from '../app/context.js';
 import { databasePath, existingDatabase, offlineKek, prepareDataDir } from '../app/data-dir.js';
 import { checkInvariants, formatInvariantReport } from '../authority/invariants.js';
 import { bool, requireStr, str, UsageError, type FlagValues } from '../flags.js';
-import { assertNotInUse, backupSqliteStore } from '../store/sqlite.js';
 import { DATA_DIR_FLAG, JSON_FLAG, KEK_FILE_FLAG, type Command } from './types.js';
 
 const KEK_NOTE = 'The KEK is not in the backup: keep it (and any --admin-token-file / --jwks-file) in your secret store. A backup opens only with the KEK that was in use when it was taken.';
@@ -36,7 +35,7 @@ export const backupCommand: Command = {
     const out = resolve(requireStr(values, 'out'));
     if (existsSync(out) && !bool(values, 'force')) throw new UsageError(`${out} exists; pass --force to overwrite it`);
     if (!existsSync(dirname(out))) throw new UsageError(`the directory ${dirname(out)} does not exist`);
-    await backupSqliteStore(path, out);
+    await backupDatabase(path, out);
     chmodSync(out, 0o600);
     const summary = await summarize(out);
     print(values, summary, `backup written: ${out}`, KEK_NOTE);
@@ -72,7 +71,7 @@ export const restoreCommand: Command = {
 
     const staged = `${target}.restoring`;
     rmSync(staged, { force: true });
-    await backupSqliteStore(from, staged);
+    await backupDatabase(from, staged);
     chmodSync(staged, 0o600);
     const moved = existsSync(target) ? moveAside(target) : undefined;
     renameSync(staged, target);

@@ -4,11 +4,10 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { AuthorityError } from '../authority/errors.js';
 import { resealAuthorityKeys } from '../authority/kek-rotation.js';
-import { openStoreForOfflineWrites } from '../app/context.js';
+import { assertNotInUse, openStoreForOfflineWrites } from '../app/context.js';
 import { existingDatabase, offlineKek, readSecretFile } from '../app/data-dir.js';
 import { bool, requireStr, str, UsageError, type FlagValues } from '../flags.js';
 import { parseKek } from '../pki/keys.js';
-import { assertNotInUse } from '../store/sqlite.js';
 import { DATA_DIR_FLAG, JSON_FLAG, KEK_FILE_FLAG, printRows, type Command } from './types.js';
 
 /** `meshca kek rotate`: re-seal every authority key under a new KEK in one store transaction. */
