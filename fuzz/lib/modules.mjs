@@ -19,7 +19,7 @@ export const MODULE_PATHS = [
   'admin/server',
   'config',
   'flags',
-  'server',
+  'app/server',
   'client/ca-client',
 ];
 

@@ -47,7 +47,7 @@ const SOURCES: Readonly<Record<string, object>> = {
   'admin/server': adminServer,
   config,
   flags,
-  server,
+  'app/server': server,
   'client/ca-client': caClient,
 };
 
