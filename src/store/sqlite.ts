@@ -29,7 +29,7 @@ import {
   type DeniedRow,
   type SqlName,
 } from './sqlite/statements.js';
-import type { WorkerClient } from '../workers/rpc.js';
+import { WorkerCallError, type WorkerClient } from '../workers/rpc.js';
 import type {
   AuditEvent,
   AuditEventInput,
@@ -225,7 +225,7 @@ class SqliteStoreImpl implements SqliteStore {
       this.options.logger?.warn({ err: error, rows: records.length }, 'an issuance batch failed to commit; none of its certificates were recorded');
       throw new StoreError('ERR_STORE_UNAVAILABLE', `recording issued certificates failed: ${(error as Error).message}`, { cause: error });
     }
-    const outcomes = result.outcomes.map((failure, i) => failure && toStoreError(Object.assign(new Error(failure.message), { code: failure.code }), `certificate ${records[i]!.serialHex}`));
+    const outcomes = result.outcomes.map((failure, i) => failure && toStoreError(new WorkerCallError(failure.code, failure.message), `certificate ${records[i]?.serialHex ?? "?"}`));
     this.reportCommit(outcomes.filter((o) => o === undefined).length, result.seconds);
     return outcomes;
   }
