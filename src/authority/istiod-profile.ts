@@ -49,7 +49,7 @@ export async function issueIstiodCertificate(ca: CertificateAuthority, issuance:
     { spkiDer: publicKey.export({ format: 'der', type: 'spki' }), uris: [spiffeId], dnsNames, ttlMs: request.ttlMs, callerId: request.requestedBy, rsaKey: false },
     request.clusterId,
   );
-  const roots = issued.chain[issued.chain.length - 1]!;
+  const roots = issued.chain.at(-1);
   return {
     files: { 'tls.crt': issued.chain.slice(0, -1).join(''), 'tls.key': privateKeyPem(privateKey), 'root-cert.pem': roots || ca.current().rootsPem },
     spiffeId,

@@ -217,7 +217,7 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   private async writeIssuedInThread(writer: IssuanceWriter, records: readonly IssuedCertificateRecord[]): Promise<(StoreError | undefined)[]> {
-    let result;
+    let result: BatchResult;
     try {
       // Exact-size copies: posting a view of a pooled Buffer would clone its whole slab.
       result = await writer.call(records.map((r) => ({ ...issuedParams(r), der: new Uint8Array(r.der) })));
