@@ -1,3 +1,4 @@
+// @ts-check
 // A load-generator process (forked by bench/run.mjs; never the server's or the orchestrator's event
 // loop). It speaks Istio's CreateCertificate over TLS exactly like dist/client/ca-client.js does, on
 // a few channels of its own, and reports every request's latency back over IPC.

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 // meshca benchmark: `npm run bench [-- --quick]`. See bench/README.md for what each scenario means.
 //
 // This process only orchestrates: the server under test is a `node dist/cli.js serve` child, and

@@ -1,3 +1,4 @@
+// @ts-check
 // Everything the fuzz suite shares, for test/support/fuzz.ts (which binds it to src/) and for
 // fuzz/run.mjs (which binds it to dist/).
 export { caseSeed, hashString, Rng } from './lib/rng.mjs';

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 // Regenerates fuzz/corpus/: the seed CSRs (with their throw-away test keys, so mutants can be
 // re-signed), the JWT signing keys and an Istio plug-in CA. The corpus is checked in so fuzz cases
 // are the same on every run; regenerate only when a new seed is wanted:
@@ -93,8 +94,8 @@ add('openssl ec-p256 kitchen sink', 'reject', openssl(['req', '-new', '-key', fi
 {
   const privateKey = createPrivateKey(ec);
   const jwk = privateKey.export({ format: 'jwk' });
-  const x = Buffer.from(jwk.x, 'base64url');
-  const y = Buffer.from(jwk.y, 'base64url');
+  const x = Buffer.from(jwk.x ?? '', 'base64url');
+  const y = Buffer.from(jwk.y ?? '', 'base64url');
   const point = Buffer.concat([Buffer.of(y[y.length - 1] & 1 ? 0x03 : 0x02), x]);
   const spki = tlv(0x30, tlv(0x30, tlv(0x06, oidContent('1.2.840.10045.2.1')), tlv(0x06, oidContent('1.2.840.10045.3.1.7'))), tlv(0x03, Buffer.of(0), point));
   const sanValue = tlv(0x30, tlv(0x86, Buffer.from(ID)));

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 // meshca fuzz runner: `npm run fuzz -- --iterations N [--seed S] [--target csr|token|spiffe|admin|grpc]`.
 // Runs against the compiled code in dist/ with plain node (`npm run fuzz` builds first). See
 // docs/fuzzing.md for the targets and their invariants.
@@ -77,7 +78,7 @@ const mods = await loadModules((path) => import(pathToFileURL(join(ROOT, 'dist',
 let unhandled = 0;
 process.on('unhandledRejection', (reason) => {
   unhandled++;
-  process.stderr.write(`\nunhandled rejection: ${reason?.stack ?? reason}\n`);
+  process.stderr.write(`\nunhandled rejection: ${(reason instanceof Error && reason.stack) || reason}\n`);
 });
 
 const factories = {
@@ -139,7 +140,7 @@ function printReport(r, count) {
 }
 
 if (unhandled > 0) process.stdout.write(`unhandled rejections: ${unhandled}\n`);
-if (values.json) writeFileSync(values.json, JSON.stringify({ seed, reports, unhandled }, (k, v) => (v instanceof RegExp ? String(v) : v), 2));
+if (values.json) writeFileSync(values.json, JSON.stringify({ seed, reports, unhandled }, (_key, v) => (v instanceof RegExp ? String(v) : v), 2));
 const failed = reports.some((r) => r.violations.length > 0) || unhandled > 0;
 process.stdout.write(failed ? `FAILED (seed ${seed})\n` : `ok (seed ${seed})\n`);
 // Lingering handles (gRPC channels, timers of hung cases) must not keep a finished run alive.

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 /**
  * Crash-safety harness (issue 7 item 3): runs CreateCertificate load and admin rotations against a
  * real `meshca serve` process, kills it with SIGKILL at seeded random moments (sometimes while it is
@@ -57,7 +58,20 @@ function pemBlocks(pem) {
  * if it exits first. Its stdout is drained for the whole run (a full pipe would stall the server).
  */
 function startMeshca(dataDir, env, tail) {
-  const args = ['serve', '--dev', '--data-dir', dataDir, '--grpc-listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--log-level', 'info'];
+  const args = [
+    'serve',
+    '--dev',
+    '--data-dir',
+    dataDir,
+    '--grpc-listen',
+    '127.0.0.1:0',
+    '--monitoring-listen',
+    '127.0.0.1:0',
+    '--admin-listen',
+    '127.0.0.1:0',
+    '--log-level',
+    'info',
+  ];
   return spawnMeshca(args, {
     env,
     onLine: (line) => {
@@ -98,15 +112,21 @@ export async function runChaos(options = {}) {
   const earlyKillRate = options.earlyKillRate ?? 0.2;
   const log = options.log ?? (() => {});
 
-  const [{ CaClient }, { generateWorkloadKey, workloadCsr }, { openDevTokenIssuer }, { inspectSqliteStore }, { checkInvariants, formatInvariantReport }, { trustedRootsPem }] =
-    await Promise.all([
-      load('client/ca-client.js'),
-      load('client/csr.js'),
-      load('authn/index.js'),
-      load('store/sqlite.js'),
-      load('authority/invariants.js'),
-      load('authority/snapshot.js'),
-    ]);
+  const [
+    { CaClient },
+    { generateWorkloadKey, workloadCsr },
+    { openDevTokenIssuer },
+    { inspectSqliteStore },
+    { checkInvariants, formatInvariantReport },
+    { trustedRootsPem },
+  ] = await Promise.all([
+    load('client/ca-client.js'),
+    load('client/csr.js'),
+    load('authn/index.js'),
+    load('store/sqlite.js'),
+    load('authority/invariants.js'),
+    load('authority/snapshot.js'),
+  ]);
 
   const killRandom = seededRandom(seed);
   const opRandom = seededRandom(seed ^ 0x9e3779b9);
@@ -125,14 +145,30 @@ export async function runChaos(options = {}) {
       const sa = `chaos-${i}`;
       const spiffeId = `spiffe://cluster.local/ns/chaos/sa/${sa}`;
       const key = await generateWorkloadKey('ec-p256');
-      return { spiffeId, csrPem: await workloadCsr(key, spiffeId), token: await issuer.sign({ namespace: 'chaos', serviceAccount: sa, ttlSeconds: 24 * 3600 }) };
+      return {
+        spiffeId,
+        csrPem: await workloadCsr(key, spiffeId),
+        token: await issuer.sign({ namespace: 'chaos', serviceAccount: sa, ttlSeconds: 24 * 3600 }),
+      };
     }),
   );
 
   const received = new Set();
   const rootsSeen = new Set();
   const violations = [];
-  const stats = { iterations: 0, kills: 0, killsWhileStarting: 0, restarts: 0, issued: 0, failedRequests: 0, adminOps: { prepare: 0, activate: 0, 'rotate-intermediate': 0, remove: 0 }, adminFailures: 0, adminFailureSamples: [], checks: 0, maxBundleSequence: 0 };
+  const stats = {
+    iterations: 0,
+    kills: 0,
+    killsWhileStarting: 0,
+    restarts: 0,
+    issued: 0,
+    failedRequests: 0,
+    adminOps: { prepare: 0, activate: 0, 'rotate-intermediate': 0, remove: 0 },
+    adminFailures: 0,
+    adminFailureSamples: /** @type {string[]} */ ([]),
+    checks: 0,
+    maxBundleSequence: 0,
+  };
   let maxSequence = 0;
   const caPem = () => [...rootsSeen].join('');
   const learnRoots = (pem) => pemBlocks(pem).forEach((b) => rootsSeen.add(b));
@@ -153,8 +189,12 @@ export async function runChaos(options = {}) {
     if (ports) {
       const served = await adminRequest(ports.adminPort, caPem(), undefined, 'GET', '/v1/bundle').catch((e) => `error: ${e.message}`);
       if (served !== storeRoots) problems.push(`the restarted server serves other roots than the store trusts:\n${served.slice(0, 300)}`);
-      const spiffe = await adminRequest(ports.adminPort, caPem(), undefined, 'GET', '/v1/bundle?format=spiffe').then(JSON.parse, () => undefined);
-      if (!spiffe || spiffe.spiffe_sequence < maxSequence) problems.push(`served spiffe_sequence ${spiffe?.spiffe_sequence} is below ${maxSequence} seen before`);
+      const spiffe = await adminRequest(ports.adminPort, caPem(), undefined, 'GET', '/v1/bundle?format=spiffe').then(
+        JSON.parse,
+        () => undefined,
+      );
+      if (!spiffe || spiffe.spiffe_sequence < maxSequence)
+        problems.push(`served spiffe_sequence ${spiffe?.spiffe_sequence} is below ${maxSequence} seen before`);
     }
     maxSequence = Math.max(maxSequence, report.bundleSequence);
     stats.maxBundleSequence = maxSequence;
@@ -264,14 +304,22 @@ export async function runChaos(options = {}) {
       const server = await start(`start ${i + 1}`);
       if (!server) break;
       if (i > 0) stats.restarts++;
-      const ctx = { running: true, ports: server.ports, issued: 0, adminOps: 0, adminToken: readFileSync(join(dataDir, 'admin-token'), 'utf8').trim(), client: undefined };
+      const ctx = {
+        running: true,
+        ports: server.ports,
+        issued: 0,
+        adminOps: 0,
+        adminToken: readFileSync(join(dataDir, 'admin-token'), 'utf8').trim(),
+        client: undefined,
+      };
       if (i > 0 && !(await check(`after restart ${i}`, server.ports))) {
         server.child.kill('SIGKILL');
         await server.exited;
         break;
       }
       if (i === 0) await check('first start', server.ports);
-      ctx.client = new CaClient({ address: `127.0.0.1:${server.ports.grpcPort}`, rootsPem: caPem(), serverName: 'localhost' });
+      const client = new CaClient({ address: `127.0.0.1:${server.ports.grpcPort}`, rootsPem: caPem(), serverName: 'localhost' });
+      ctx.client = client;
       const upMs = minUpMs + Math.floor(killRandom() * (maxUpMs - minUpMs));
       const work = Promise.all([runLoad(ctx), runAdmin(ctx)]);
       await sleep(upMs);
@@ -279,9 +327,11 @@ export async function runChaos(options = {}) {
       await server.exited;
       ctx.running = false;
       await work;
-      ctx.client.close();
+      client.close();
       stats.kills++;
-      log(`iteration ${i + 1}/${iterations}: killed after ${upMs} ms; ${ctx.issued} certificates, ${ctx.adminOps} admin ops (totals: ${received.size} received, bundle sequence ≥ ${maxSequence})`);
+      log(
+        `iteration ${i + 1}/${iterations}: killed after ${upMs} ms; ${ctx.issued} certificates, ${ctx.adminOps} admin ops (totals: ${received.size} received, bundle sequence ≥ ${maxSequence})`,
+      );
     }
     if (violations.length === 0) {
       const server = await start('final start');
@@ -291,7 +341,9 @@ export async function runChaos(options = {}) {
         const code = await server.exited;
         if (code !== 0) violations.push({ label: 'final shutdown', problems: [`SIGTERM exit code ${code}`] });
         const cli = await new Promise((resolve) =>
-          execFile(process.execPath, [CLI, 'verify', '--data-dir', dataDir], { env }, (error, stdout, stderr) => resolve({ code: error ? error.code : 0, stdout, stderr })),
+          execFile(process.execPath, [CLI, 'verify', '--data-dir', dataDir], { env }, (error, stdout, stderr) =>
+            resolve({ code: error ? error.code : 0, stdout, stderr }),
+          ),
         );
         if (cli.code !== 0) violations.push({ label: 'meshca verify', problems: [`exit ${cli.code}\n${cli.stdout}${cli.stderr}`] });
       }
@@ -307,11 +359,20 @@ export async function runChaos(options = {}) {
 
 function parseArgs(argv) {
   const options = {};
-  const numbers = { '--iterations': 'iterations', '--seed': 'seed', '--workers': 'workers', '--min-up-ms': 'minUpMs', '--max-up-ms': 'maxUpMs', '--early-kill-rate': 'earlyKillRate' };
+  const numbers = {
+    '--iterations': 'iterations',
+    '--seed': 'seed',
+    '--workers': 'workers',
+    '--min-up-ms': 'minUpMs',
+    '--max-up-ms': 'maxUpMs',
+    '--early-kill-rate': 'earlyKillRate',
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--help' || arg === '-h') {
-      process.stdout.write('Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--early-kill-rate 0.2] [--keep]\n');
+      process.stdout.write(
+        'Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--early-kill-rate 0.2] [--keep]\n',
+      );
       process.exit(0);
     }
     if (arg === '--keep') options.keep = true;
@@ -332,7 +393,9 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   process.stdout.write(`\n${JSON.stringify(result.stats, null, 2)}\n`);
   if (options.keep) process.stdout.write(`data dir kept: ${result.dataDir}\n`);
   if (result.ok) {
-    process.stdout.write(`chaos: all invariants held after ${result.stats.kills} SIGKILLs in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+    process.stdout.write(
+      `chaos: all invariants held after ${result.stats.kills} SIGKILLs in ${((Date.now() - started) / 1000).toFixed(1)} s\n`,
+    );
   } else {
     for (const v of result.violations) process.stderr.write(`\nVIOLATION (${v.label}):\n${v.problems.join('\n')}\n`);
     process.stderr.write(`chaos: FAILED with seed ${options.seed}\n`);

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 // `npm run demo`: a zero-downtime root rotation, end to end, with live mutual TLS at every step.
 //
 // Starts a throwaway meshca (dist/cli.js serve --dev) in a temp dir on free loopback ports, gets
@@ -43,6 +44,7 @@ const fail = (message) => {
 // ---------------------------------------------------------------------------------------------
 // cleanup (always, also on Ctrl-C)
 
+/** @type {{ dir?: string, server?: import('node:child_process').ChildProcess, serverExited?: Promise<unknown>, sockets: Set<import('node:net').Socket>, tlsServer?: import('node:tls').Server, clients: Array<{ close(): void }> }} */
 const resources = { dir: undefined, server: undefined, serverExited: undefined, sockets: new Set(), tlsServer: undefined, clients: [] };
 let cleanedUp = false;
 
@@ -94,7 +96,7 @@ function meshca(args, { show = true, allowFailure = false } = {}) {
   return new Promise((resolve, reject) => {
     execFile(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 30_000 }, (error, stdout, stderr) => {
       const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
-      if (code !== 0 && !allowFailure) return reject(new DemoError(`"meshca ${args.join(' ')}" failed (exit ${code}): ${stderr.trim() || error.message}`));
+      if (code !== 0 && !allowFailure) return reject(new DemoError(`"meshca ${args.join(' ')}" failed (exit ${code}): ${stderr.trim() || error?.message}`));
       resolve({ code, stdout, stderr: stderr.trim() });
     });
   });
@@ -182,9 +184,9 @@ async function startBackend(credentials) {
     socket.on('error', () => undefined);
   });
   server.on('tlsClientError', (e) => errors.push(e.message));
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
   resources.tlsServer = server;
-  return { server, port: server.address().port, errors, update: (c) => server.setSecureContext(context(c)) };
+  return { server, port: /** @type {import('node:net').AddressInfo} */ (server.address()).port, errors, update: (c) => server.setSecureContext(context(c)) };
 }
 
 const context = (c) => ({ key: c.key, cert: c.cert, ca: c.bundle });
@@ -235,7 +237,7 @@ async function main() {
   const { grpcPort, adminPort } = await startCa(dataDir);
   const adminUrl = `https://localhost:${adminPort}`;
   const admin = ['--admin-url', adminUrl, '--data-dir', dataDir];
-  let { stdout: bundle } = await meshca(['bundle', '--data-dir', dataDir], { show: false });
+  const { stdout: bundle } = await meshca(['bundle', '--data-dir', dataDir], { show: false });
   remember(bundle);
   say(`serving: gRPC 127.0.0.1:${grpcPort} (Istio CA API), admin ${adminUrl}`);
   const bundleInfo = async (roots) => {

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 // Regenerates the `meshca serve` flag table in docs/configuration.md from the flag specs (run after `npm run build`).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { SERVE_FLAGS } from '../dist/config.js';

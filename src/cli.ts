@@ -34,7 +34,10 @@ const COMMANDS: Record<string, Command> = {
   bundle: {
     usage: 'meshca bundle --data-dir DIR [--format pem|spiffe]',
     description: 'Print the trust bundle (every trusted root) read directly from the data dir, and exit.',
-    flags: [DATA_DIR, { name: 'format', kind: 'string', value: BUNDLE_FORMATS.join('|'), default: 'pem', help: 'PEM roots or SPIFFE bundle (JWK Set)' }],
+    flags: [
+      DATA_DIR,
+      { name: 'format', kind: 'string', value: BUNDLE_FORMATS.join('|'), default: 'pem', help: 'PEM roots or SPIFFE bundle (JWK Set)' },
+    ],
     run: bundle,
   },
   'dev-token': {
@@ -51,7 +54,8 @@ const COMMANDS: Record<string, Command> = {
   },
   request: {
     usage: `meshca request --addr HOST:PORT --root bundle.pem --token T --out DIR [--key-type ${KEY_TYPES.join('|')}]`,
-    description: 'Get a workload certificate the way istio-agent does: generate a key and CSR, call CreateCertificate, write cert-chain.pem, key.pem (0600) and root-cert.pem.',
+    description:
+      'Get a workload certificate the way istio-agent does: generate a key and CSR, call CreateCertificate, write cert-chain.pem, key.pem (0600) and root-cert.pem.',
     flags: [
       { name: 'addr', kind: 'string', value: 'HOST:PORT', default: 'localhost:15012', help: 'meshca gRPC address (CA_ADDR)' },
       { name: 'root', kind: 'string', value: 'PATH', help: 'PEM roots to verify the server (from "meshca bundle")' },
@@ -108,16 +112,25 @@ async function serve(values: FlagValues): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => void server.reload().then(() => logger.info('reloaded JWKS and authorities'), (error: unknown) => logger.error({ err: error }, 'reload failed')));
+  process.on(
+    'SIGHUP',
+    () =>
+      void server.reload().then(
+        () => logger.info('reloaded JWKS and authorities'),
+        (error: unknown) => logger.error({ err: error }, 'reload failed'),
+      ),
+  );
 }
 
 async function bundle(values: FlagValues): Promise<void> {
   const format = requireStr(values, 'format');
-  if (!BUNDLE_FORMATS.includes(format)) throw new UsageError(`--format ${format} is not supported; use one of ${BUNDLE_FORMATS.join(', ')}`);
+  if (!BUNDLE_FORMATS.includes(format))
+    throw new UsageError(`--format ${format} is not supported; use one of ${BUNDLE_FORMATS.join(', ')}`);
   const store = openStoreForReading({ dataDir: requireStr(values, 'data-dir') });
   try {
     const authorities = await store.loadAuthorities();
-    if (authorities.length === 0) throw new UsageError('the data dir has no authorities yet: start the server once ("meshca serve") to create them');
+    if (authorities.length === 0)
+      throw new UsageError('the data dir has no authorities yet: start the server once ("meshca serve") to create them');
     const roots = trustedRootsPem(authorities);
     if (format === 'spiffe') {
       process.stdout.write(JSON.stringify(spiffeBundle(roots.ders, await store.bundleSequence(), 300), null, 2) + '\n');
@@ -132,7 +145,8 @@ async function bundle(values: FlagValues): Promise<void> {
 async function devToken(values: FlagValues): Promise<void> {
   const dataDir = requireStr(values, 'data-dir');
   // A new data dir here would get a new issuer key, whose tokens the running server refuses.
-  if (!existsSync(dataDir)) throw new UsageError(`the data dir ${dataDir} does not exist: pass the --data-dir of the server started with --dev`);
+  if (!existsSync(dataDir))
+    throw new UsageError(`the data dir ${dataDir} does not exist: pass the --data-dir of the server started with --dev`);
   const issuer = await openDevTokenIssuer(dataDir);
   const token = await issuer.sign({
     namespace: requireStr(values, 'namespace'),
@@ -153,22 +167,39 @@ async function request(values: FlagValues): Promise<void> {
   const spiffeId = workloadId(requireStr(values, 'trust-domain'), ...requestedIdentity(values, token));
   const address = requireStr(values, 'addr');
   // The gRPC client and the WebCrypto key code are loaded only by this command.
-  const [{ CaClient }, { generateWorkloadKey, privateKeyPemOf, workloadCsr }] = await Promise.all([import('./client/ca-client.js'), import('./client/csr.js')]);
+  const [{ CaClient }, { generateWorkloadKey, privateKeyPemOf, workloadCsr }] = await Promise.all([
+    import('./client/ca-client.js'),
+    import('./client/csr.js'),
+  ]);
   const key: WorkloadKey = await generateWorkloadKey(keyType);
-  const client = new CaClient({ address, rootsPem: rootPath ? readFileSync(rootPath, 'utf8') : undefined, serverName: str(values, 'server-name') });
+  const client = new CaClient({
+    address,
+    rootsPem: rootPath ? readFileSync(rootPath, 'utf8') : undefined,
+    serverName: str(values, 'server-name'),
+  });
   try {
     const ttl = str(values, 'ttl');
     const chain = await client
-      .createCertificate({ csrPem: await workloadCsr(key, spiffeId), token, clusterId: str(values, 'cluster-id'), validitySeconds: ttl ? duration(values, 'ttl') / 1000 : 0 })
+      .createCertificate({
+        csrPem: await workloadCsr(key, spiffeId),
+        token,
+        clusterId: str(values, 'cluster-id'),
+        validitySeconds: ttl ? duration(values, 'ttl') / 1000 : 0,
+      })
       .catch((error: unknown) => {
         throw withConnectionHint(error as Error, address, values);
       });
+    const roots = chain.at(-1);
+    if (roots === undefined || chain.length < 2)
+      throw new Error(`the CA returned ${chain.length} certificate(s); expected the leaf, its issuer and the roots`);
     mkdirSync(out, { recursive: true, mode: 0o700 });
     writeFileSync(join(out, 'cert-chain.pem'), chain.slice(0, -1).join(''));
     writeFileSync(join(out, 'key.pem'), await privateKeyPemOf(key), { mode: 0o600 });
     chmodSync(join(out, 'key.pem'), 0o600);
-    writeFileSync(join(out, 'root-cert.pem'), chain.at(-1) ?? '');
-    process.stdout.write(`wrote ${join(out, 'cert-chain.pem')}, ${join(out, 'key.pem')} and ${join(out, 'root-cert.pem')} for ${spiffeId}\n`);
+    writeFileSync(join(out, 'root-cert.pem'), roots);
+    process.stdout.write(
+      `wrote ${join(out, 'cert-chain.pem')}, ${join(out, 'key.pem')} and ${join(out, 'root-cert.pem')} for ${spiffeId}\n`,
+    );
   } finally {
     client.close();
   }
@@ -187,11 +218,15 @@ function requestedIdentity(values: FlagValues, token: string): [namespace: strin
 function withConnectionHint(error: Error, address: string, values: FlagValues): Error {
   const message = error.message;
   if (/unable to get local issuer certificate|self[- ]signed certificate|certificate signature failure|unable to verify/i.test(message)) {
-    return new Error(`${message}\nThe server's certificate does not chain to --root${str(values, 'root') ? ` ${str(values, 'root')}` : ''}: after a rotation, re-run "meshca bundle --data-dir DIR > bundle.pem" and pass it as --root`);
+    return new Error(
+      `${message}\nThe server's certificate does not chain to --root${str(values, 'root') ? ` ${str(values, 'root')}` : ''}: after a rotation, re-run "meshca bundle --data-dir DIR > bundle.pem" and pass it as --root`,
+    );
   }
   const host = address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
   if (isIP(host) !== 0 && str(values, 'server-name') === undefined && /altnames|does not match|ERR_TLS_CERT_ALTNAME/i.test(message)) {
-    return new Error(`${message}\nThe serving certificate names DNS hosts (serve --server-dns), not ${host}: add --server-name localhost (or another of those names)`);
+    return new Error(
+      `${message}\nThe serving certificate names DNS hosts (serve --server-dns), not ${host}: add --server-name localhost (or another of those names)`,
+    );
   }
   return error;
 }
@@ -200,8 +235,8 @@ function withConnectionHint(error: Error, address: string, values: FlagValues): 
 function tokenClaims(token: string): { namespace: string; serviceAccount: string } {
   try {
     const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { sub?: string };
-    const m = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(payload.sub ?? '');
-    if (m?.[1] && m[2]) return { namespace: m[1], serviceAccount: m[2] };
+    const [, namespace, serviceAccount] = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(payload.sub ?? '') ?? [];
+    if (namespace !== undefined && serviceAccount !== undefined) return { namespace, serviceAccount };
   } catch {
     // fall through to the usage error
   }

@@ -70,8 +70,20 @@ export interface ServerConfig {
 }
 
 /** Shared with `meshca istiod-cert`, which issues under the same policy as the server. */
-export const MAX_TTL_FLAG: FlagSpec = { name: 'max-ttl', kind: 'string', value: 'DURATION', default: '720h', help: 'longer requested lifetimes are clamped to this' };
-export const CLOCK_SKEW_FLAG: FlagSpec = { name: 'clock-skew', kind: 'string', value: 'DURATION', default: '1m', help: 'NotBefore backdating to absorb clock skew' };
+export const MAX_TTL_FLAG: FlagSpec = {
+  name: 'max-ttl',
+  kind: 'string',
+  value: 'DURATION',
+  default: '720h',
+  help: 'longer requested lifetimes are clamped to this',
+};
+export const CLOCK_SKEW_FLAG: FlagSpec = {
+  name: 'clock-skew',
+  kind: 'string',
+  value: 'DURATION',
+  default: '1m',
+  help: 'NotBefore backdating to absorb clock skew',
+};
 
 export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'data-dir', kind: 'string', value: 'DIR', default: './data', help: 'where the SQLite store (and dev-mode secrets) live' },
@@ -79,39 +91,136 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: 'dev', kind: 'boolean', help: 'development mode: generate a KEK and a local token issuer if none are configured' },
   { name: 'grpc-listen', kind: 'string', value: 'HOST:PORT', default: '0.0.0.0:15012', help: 'Istio CA gRPC listener' },
   { name: 'grpc-plaintext', kind: 'boolean', help: 'serve gRPC without TLS (testing only)' },
-  { name: 'server-dns', kind: 'list', value: 'NAME,...', default: ['localhost', 'meshca', 'meshca.istio-system.svc'], help: 'DNS SANs of the serving certificate (the host part of CA_ADDR)' },
-  { name: 'monitoring-listen', kind: 'string', value: 'HOST:PORT', default: '0.0.0.0:15014', help: '/healthz, /readyz and /metrics listener' },
+  {
+    name: 'server-dns',
+    kind: 'list',
+    value: 'NAME,...',
+    default: ['localhost', 'meshca', 'meshca.istio-system.svc'],
+    help: 'DNS SANs of the serving certificate (the host part of CA_ADDR)',
+  },
+  {
+    name: 'monitoring-listen',
+    kind: 'string',
+    value: 'HOST:PORT',
+    default: '0.0.0.0:15014',
+    help: '/healthz, /readyz and /metrics listener',
+  },
   { name: 'jwt-issuer', kind: 'string', value: 'URL', help: 'required "iss" of ServiceAccount tokens' },
   { name: 'jwks-file', kind: 'string', value: 'PATH', help: 'JWKS of the token issuer, from a file' },
   { name: 'jwks-url', kind: 'string', value: 'URL', help: 'JWKS of the token issuer, fetched and cached' },
   { name: 'token-audience', kind: 'list', value: 'AUD', default: ['istio-ca'], help: 'accepted token audiences (repeatable)' },
-  { name: 'cluster-id', kind: 'string', value: 'NAME', default: 'Kubernetes', help: 'id of the local cluster (the clusterid header istio-agent sends)' },
-  { name: 'default-ttl', kind: 'string', value: 'DURATION', default: '24h', help: 'lifetime of a workload certificate when none is requested' },
+  {
+    name: 'cluster-id',
+    kind: 'string',
+    value: 'NAME',
+    default: 'Kubernetes',
+    help: 'id of the local cluster (the clusterid header istio-agent sends)',
+  },
+  {
+    name: 'default-ttl',
+    kind: 'string',
+    value: 'DURATION',
+    default: '24h',
+    help: 'lifetime of a workload certificate when none is requested',
+  },
   MAX_TTL_FLAG,
   CLOCK_SKEW_FLAG,
   { name: 'ca-key-type', kind: 'string', value: 'TYPE', default: 'ec-p256', help: `key type of new CAs: ${KEY_TYPES.join(', ')}` },
   { name: 'root-ttl', kind: 'string', value: 'DURATION', default: '10y', help: 'lifetime of new root CAs' },
   { name: 'intermediate-ttl', kind: 'string', value: 'DURATION', default: '1y', help: 'lifetime of new intermediate CAs' },
-  { name: 'auto-rotate', kind: 'boolean', help: 'rotate automatically: prepare a new CA at 1/2 of the active intermediate\'s lifetime, activate it at 5/6, remove retired roots once their certificates expired' },
-  { name: 'auto-rotate-check-interval', kind: 'string', value: 'DURATION', default: '1m', help: 'how often --auto-rotate checks the thresholds' },
-  { name: 'kek-file', kind: 'string', value: 'PATH', help: 'key-encryption key file (base64 of 32 bytes, `openssl rand -base64 32`); or set MESHCA_KEK to the key itself' },
+  {
+    name: 'auto-rotate',
+    kind: 'boolean',
+    help: "rotate automatically: prepare a new CA at 1/2 of the active intermediate's lifetime, activate it at 5/6, remove retired roots once their certificates expired",
+  },
+  {
+    name: 'auto-rotate-check-interval',
+    kind: 'string',
+    value: 'DURATION',
+    default: '1m',
+    help: 'how often --auto-rotate checks the thresholds',
+  },
+  {
+    name: 'kek-file',
+    kind: 'string',
+    value: 'PATH',
+    help: 'key-encryption key file (base64 of 32 bytes, `openssl rand -base64 32`); or set MESHCA_KEK to the key itself',
+  },
   { name: 'admin-listen', kind: 'string', value: 'HOST:PORT', default: '127.0.0.1:8443', help: 'admin REST API listener (HTTPS)' },
-  { name: 'admin-token-file', kind: 'string', value: 'PATH', help: 'file holding the admin bearer token (default: generated into <data-dir>/admin-token)' },
+  {
+    name: 'admin-token-file',
+    kind: 'string',
+    value: 'PATH',
+    help: 'file holding the admin bearer token (default: generated into <data-dir>/admin-token)',
+  },
   { name: 'admin-body-limit', kind: 'string', value: 'BYTES', default: '1048576', help: 'largest admin request body' },
   { name: 'admin-request-timeout', kind: 'string', value: 'DURATION', default: '30s', help: 'admin requests taking longer are aborted' },
-  { name: 'admin-client-ids', kind: 'list', value: 'SPIFFE_ID,...', help: 'also require an admin client certificate from the mesh CA with one of these SPIFFE IDs' },
-  { name: 'admin-max-auth-failures', kind: 'string', value: 'N', default: '10', help: 'failed admin authentications per client IP per minute before it is locked out for a minute' },
+  {
+    name: 'admin-client-ids',
+    kind: 'list',
+    value: 'SPIFFE_ID,...',
+    help: 'also require an admin client certificate from the mesh CA with one of these SPIFFE IDs',
+  },
+  {
+    name: 'admin-max-auth-failures',
+    kind: 'string',
+    value: 'N',
+    default: '10',
+    help: 'failed admin authentications per client IP per minute before it is locked out for a minute',
+  },
   { name: 'bundle-refresh-hint', kind: 'string', value: 'DURATION', default: '5m', help: 'spiffe_refresh_hint of the SPIFFE bundle' },
-  { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
+  {
+    name: 'crl-validity',
+    kind: 'string',
+    value: 'DURATION',
+    default: '24h',
+    help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)',
+  },
   { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
   { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '256', help: 'HTTP/2 streams per client connection' },
-  { name: 'max-in-flight', kind: 'string', value: 'N', default: '2048', help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED' },
-  { name: 'verify-threads', kind: 'string', value: 'N', default: String(defaultVerifierThreads()), help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4)' },
-  { name: 'rate-limit-per-identity', kind: 'string', value: 'N', default: '0', help: 'certificate requests per second per SPIFFE ID, 0 = unlimited' },
-  { name: 'keepalive-time', kind: 'string', value: 'DURATION', default: '5m', help: 'server pings idle clients this often and drops dead connections' },
-  { name: 'max-connection-idle', kind: 'string', value: 'DURATION', default: '30m', help: 'connections without calls this long are closed (GOAWAY)' },
-  { name: 'max-connection-age', kind: 'string', value: 'DURATION', default: '1h', help: 'connections are recycled after this long so clients rebalance across replicas' },
+  {
+    name: 'max-in-flight',
+    kind: 'string',
+    value: 'N',
+    default: '2048',
+    help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED',
+  },
+  {
+    name: 'verify-threads',
+    kind: 'string',
+    value: 'N',
+    default: String(defaultVerifierThreads()),
+    help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4)',
+  },
+  {
+    name: 'rate-limit-per-identity',
+    kind: 'string',
+    value: 'N',
+    default: '0',
+    help: 'certificate requests per second per SPIFFE ID, 0 = unlimited',
+  },
+  {
+    name: 'keepalive-time',
+    kind: 'string',
+    value: 'DURATION',
+    default: '5m',
+    help: 'server pings idle clients this often and drops dead connections',
+  },
+  {
+    name: 'max-connection-idle',
+    kind: 'string',
+    value: 'DURATION',
+    default: '30m',
+    help: 'connections without calls this long are closed (GOAWAY)',
+  },
+  {
+    name: 'max-connection-age',
+    kind: 'string',
+    value: 'DURATION',
+    default: '1h',
+    help: 'connections are recycled after this long so clients rebalance across replicas',
+  },
   { name: 'shutdown-timeout', kind: 'string', value: 'DURATION', default: '15s', help: 'how long SIGTERM waits for in-flight requests' },
   { name: 'log-level', kind: 'string', value: 'LEVEL', default: 'info', help: 'trace, debug, info, warn, error' },
   ...KUBERNETES_FLAGS,
@@ -122,10 +231,13 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
   const jwksUrl = str(values, 'jwks-url');
   if (jwksFile && jwksUrl) throw new UsageError('use either --jwks-file or --jwks-url, not both');
   const issuer = str(values, 'jwt-issuer');
-  if ((jwksFile || jwksUrl) && !issuer) throw new UsageError('--jwt-issuer is required with --jwks-file/--jwks-url (e.g. https://kubernetes.default.svc.cluster.local)');
+  if ((jwksFile || jwksUrl) && !issuer)
+    throw new UsageError('--jwt-issuer is required with --jwks-file/--jwks-url (e.g. https://kubernetes.default.svc.cluster.local)');
   const dev = bool(values, 'dev');
   if (!dev && !jwksFile && !jwksUrl && !bool(values, 'token-review')) {
-    throw new UsageError('no token validation configured: pass --jwks-file or --jwks-url with --jwt-issuer, or --token-review (or --dev for a local token issuer)');
+    throw new UsageError(
+      'no token validation configured: pass --jwks-file or --jwks-url with --jwt-issuer, or --token-review (or --dev for a local token issuer)',
+    );
   }
   return {
     dataDir: str(values, 'data-dir')!,
@@ -179,7 +291,10 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
 export function issuanceConfig(values: FlagValues, defaultFlag: string): ServerConfig['issuance'] {
   const defaultTtlMs = durationFlag(values, defaultFlag);
   const maxTtlMs = durationFlag(values, 'max-ttl');
-  if (defaultTtlMs > maxTtlMs) throw new UsageError(`--${defaultFlag} ${str(values, defaultFlag)} is longer than --max-ttl ${str(values, 'max-ttl')}: raise --max-ttl or lower --${defaultFlag}`);
+  if (defaultTtlMs > maxTtlMs)
+    throw new UsageError(
+      `--${defaultFlag} ${str(values, defaultFlag)} is longer than --max-ttl ${str(values, 'max-ttl')}: raise --max-ttl or lower --${defaultFlag}`,
+    );
   return { defaultTtlMs, maxTtlMs, backdateMs: durationFlag(values, 'clock-skew') };
 }
 

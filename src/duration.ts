@@ -18,8 +18,9 @@ export function parseDuration(input: string): number {
   while (pos < text.length) {
     PART_RE.lastIndex = pos;
     const m = PART_RE.exec(text);
-    if (!m) break;
-    total += Number(m[1]) * UNIT_MS[m[2]!]!;
+    const unitMs = UNIT_MS[m?.[2] ?? ''];
+    if (!m || unitMs === undefined) break;
+    total += Number(m[1]) * unitMs;
     pos = PART_RE.lastIndex;
   }
   if (text.length === 0 || pos !== text.length || !Number.isFinite(total)) {

@@ -37,7 +37,8 @@ type ParseArgsOptions = NonNullable<Parameters<typeof parseArgs>[0]>['options'];
 export function parseFlags(specs: readonly FlagSpec[], argv: readonly string[], env: NodeJS.ProcessEnv, command: string): ParsedArgs {
   const byName = new Map(specs.map((s) => [s.name, s]));
   const options: ParseArgsOptions = { help: { type: 'boolean', short: 'h' } };
-  for (const spec of specs) options[spec.name] = spec.kind === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: spec.kind === 'list' };
+  for (const spec of specs)
+    options[spec.name] = spec.kind === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: spec.kind === 'list' };
   // parseArgs (Node 20) takes no value for a boolean; `--dev=false` style is kept by reading it here.
   const explicitBooleans = new Map<string, boolean>();
   const args = argv.filter((arg) => {
@@ -67,7 +68,8 @@ function parseError(error: unknown, byName: ReadonlyMap<string, FlagSpec>, comma
   const message = (error as Error).message;
   const code = (error as { code?: string }).code;
   const flag = /'(-{1,2}[^' ]+)/.exec(message)?.[1] ?? '';
-  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return new UsageError(`unknown flag ${flag} for "meshca ${command}"; run "meshca ${command} --help"`);
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION')
+    return new UsageError(`unknown flag ${flag} for "meshca ${command}"; run "meshca ${command} --help"`);
   if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
     const spec = byName.get(flag.replace(/^--/, ''));
     if (spec?.kind === 'boolean') return new UsageError(`${flag} takes no value (or ${flag}=true|false)`);
@@ -85,7 +87,10 @@ function fromEnv(spec: FlagSpec, env: NodeJS.ProcessEnv): FlagValue {
 }
 
 function splitList(value: string): string[] {
-  return value.split(',').map((v) => v.trim()).filter((v) => v.length > 0);
+  return value
+    .split(',')
+    .map((v) => v.trim())
+    .filter((v) => v.length > 0);
 }
 
 function parseBoolean(value: string, where: string): boolean {
@@ -97,7 +102,10 @@ function parseBoolean(value: string, where: string): boolean {
 export function formatHelp(usage: string, description: string, specs: readonly FlagSpec[]): string {
   const rows = specs.map((s) => {
     const flag = `--${s.name}${s.kind === 'boolean' ? '' : ` ${s.value ?? 'VALUE'}`}`;
-    const def = s.default === undefined || s.default === false ? '' : ` (default: ${Array.isArray(s.default) ? s.default.join(',') : String(s.default)})`;
+    const def =
+      s.default === undefined || s.default === false
+        ? ''
+        : ` (default: ${Array.isArray(s.default) ? s.default.join(',') : String(s.default)})`;
     return `  ${flag.padEnd(34)} ${s.help}${def}\n  ${''.padEnd(34)} env: ${envName(s.name)}${s.kind === 'list' ? ' (comma-separated)' : ''}`;
   });
   return `Usage: ${usage}\n\n${description}\n\nFlags:\n${rows.join('\n')}\n  ${'--help'.padEnd(34)} show this help\n`;

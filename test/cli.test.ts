@@ -10,7 +10,13 @@ import { removeDir, tempDir } from './support/server.js';
 
 const TRACE = ['--import', new URL('./support/module-trace.mjs', import.meta.url).href];
 /** Code only the servers need: an offline command that loads one of these has pulled in the server. */
-const SERVER_CODE = [/\/node_modules\/fastify\//, /\/node_modules\/@grpc\//, /\/dist\/(admin|grpc|kubernetes)\//, /-worker\.js$/, /\/dist\/app\/server\.js$/];
+const SERVER_CODE = [
+  /\/node_modules\/fastify\//,
+  /\/node_modules\/@grpc\//,
+  /\/dist\/(admin|grpc|kubernetes)\//,
+  /-worker\.js$/,
+  /\/dist\/app\/server\.js$/,
+];
 
 const dirs: string[] = [];
 let dir: string;
@@ -53,12 +59,15 @@ describe('offline commands', () => {
     ['crl', (d) => ['crl', '--data-dir', d]],
   ];
 
-  it.each(commands)('meshca %s works beside a live server and loads no server code (Fastify, gRPC, Kubernetes, worker threads)', async (_, args) => {
-    const { code, output, modules } = await traced(args(dataDir));
-    expect(code, output).toBe(0);
-    expect(modules.some((m) => m.endsWith('/dist/cli.js'))).toBe(true); // the trace works
-    expect(modules.filter((m) => SERVER_CODE.some((p) => p.test(m)))).toEqual([]);
-  });
+  it.each(commands)(
+    'meshca %s works beside a live server and loads no server code (Fastify, gRPC, Kubernetes, worker threads)',
+    async (_, args) => {
+      const { code, output, modules } = await traced(args(dataDir));
+      expect(code, output).toBe(0);
+      expect(modules.some((m) => m.endsWith('/dist/cli.js'))).toBe(true); // the trace works
+      expect(modules.filter((m) => SERVER_CODE.some((p) => p.test(m)))).toEqual([]);
+    },
+  );
 
   it('status, verify and bundle leave a stopped data dir byte for byte as it was (read-only: no migrations, no writes)', async () => {
     const d = join(newDir(), 'data');
@@ -95,16 +104,39 @@ describe('first-hour papercuts', () => {
   it('an unwritable data dir is a clear message, not an EACCES stack', async () => {
     const file = join(newDir(), 'not-a-dir');
     writeFileSync(file, '');
-    const result = await runMeshca(['serve', '--dev', '--data-dir', join(file, 'data'), '--grpc-listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0']);
+    const result = await runMeshca([
+      'serve',
+      '--dev',
+      '--data-dir',
+      join(file, 'data'),
+      '--grpc-listen',
+      '127.0.0.1:0',
+      '--monitoring-listen',
+      '127.0.0.1:0',
+      '--admin-listen',
+      '127.0.0.1:0',
+    ]);
     expect(result.code).toBe(1);
     expect(result.output).toMatch(/cannot use .* as the data dir .*pass a --data-dir this user can write/);
     expect(result.output).not.toMatch(/\n\s+at /);
   });
 
   const usageErrors: { why: string; args: () => string[]; error: RegExp }[] = [
-    { why: 'bundle --format xml', args: () => ['bundle', '--data-dir', dataDir, '--format', 'xml'], error: /--format xml is not supported; use one of pem, spiffe/ },
-    { why: '--default-ttl longer than --max-ttl', args: () => ['serve', '--dev', '--default-ttl', '2h', '--max-ttl', '1h'], error: /--default-ttl 2h is longer than --max-ttl 1h/ },
-    { why: 'dev-token for a data dir that does not exist', args: () => ['dev-token', '--data-dir', join(dir, 'does-not-exist'), '--namespace', 'a', '--service-account', 'b'], error: /does not exist/ },
+    {
+      why: 'bundle --format xml',
+      args: () => ['bundle', '--data-dir', dataDir, '--format', 'xml'],
+      error: /--format xml is not supported; use one of pem, spiffe/,
+    },
+    {
+      why: '--default-ttl longer than --max-ttl',
+      args: () => ['serve', '--dev', '--default-ttl', '2h', '--max-ttl', '1h'],
+      error: /--default-ttl 2h is longer than --max-ttl 1h/,
+    },
+    {
+      why: 'dev-token for a data dir that does not exist',
+      args: () => ['dev-token', '--data-dir', join(dir, 'does-not-exist'), '--namespace', 'a', '--service-account', 'b'],
+      error: /does not exist/,
+    },
     { why: 'a boolean flag with a value', args: () => ['serve', '--dev=maybe'], error: /--dev must be true or false/ },
   ];
 
@@ -124,7 +156,21 @@ describe('first-hour papercuts', () => {
 
   it('request honours explicit --namespace/--service-account with an unreadable token (the server then rejects the token)', async () => {
     const out = join(newDir(), 'out');
-    const result = await runMeshca(['request', '--addr', `localhost:${server.grpcPort}`, '--root', join(dir, 'bundle.pem'), '--token', 'garbage', '--namespace', 'demo', '--service-account', 'web', '--out', out]);
+    const result = await runMeshca([
+      'request',
+      '--addr',
+      `localhost:${server.grpcPort}`,
+      '--root',
+      join(dir, 'bundle.pem'),
+      '--token',
+      'garbage',
+      '--namespace',
+      'demo',
+      '--service-account',
+      'web',
+      '--out',
+      out,
+    ]);
     expect(result.code).toBe(1);
     expect(result.stderr).not.toContain('cannot read the namespace');
     expect(result.stderr).toMatch(/authentication failed/);
@@ -132,9 +178,26 @@ describe('first-hour papercuts', () => {
 
   it('request after a rotation (a stale bundle) says to re-run meshca bundle; an IP address says to add --server-name', async () => {
     const d = newDir();
-    openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/O=stale', '-days', '1', '-keyout', join(d, 'k.pem'), '-out', join(d, 'stale.pem')]);
+    openssl([
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-subj',
+      '/O=stale',
+      '-days',
+      '1',
+      '-keyout',
+      join(d, 'k.pem'),
+      '-out',
+      join(d, 'stale.pem'),
+    ]);
     const token = (await runMeshca(['dev-token', '--data-dir', dataDir, '--namespace', 'demo', '--service-account', 'web'])).stdout.trim();
-    const request = (addr: string, root: string) => runMeshca(['request', '--addr', addr, '--root', root, '--token', token, '--out', join(d, 'out')]);
+    const request = (addr: string, root: string) =>
+      runMeshca(['request', '--addr', addr, '--root', root, '--token', token, '--out', join(d, 'out')]);
     expect((await request(`localhost:${server.grpcPort}`, join(d, 'stale.pem'))).stderr).toMatch(/re-run "meshca bundle/);
     expect((await request(`127.0.0.1:${server.grpcPort}`, join(dir, 'bundle.pem'))).stderr).toMatch(/add --server-name localhost/);
     expect((await request(`localhost:${server.grpcPort}`, join(dir, 'bundle.pem'))).code).toBe(0);

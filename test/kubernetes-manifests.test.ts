@@ -11,7 +11,7 @@ import { ROOT_CONFIGMAP } from '../src/kubernetes/root-distributor.js';
 /** The deploy/ manifests, parsed and cross-checked the way a reviewer (or the API server) would. */
 const ROOT = join(import.meta.dirname, '..', 'deploy');
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed YAML, checked by the assertions
+// biome-ignore lint/suspicious/noExplicitAny: parsed YAML, checked by the assertions
 type Doc = Record<string, any>;
 
 function load(dir: string): Map<string, Doc[]> {

@@ -1,3 +1,4 @@
+// @ts-check
 // A minimal PKCS#10 writer for the benchmark's pre-generated workload CSRs.
 //
 // The project's client (dist/client/csr.js, @peculiar/x509 over WebCrypto) needs ~5 ms per CSR on
@@ -108,7 +109,7 @@ function topLevelElements(pem) {
  * same request info and signature algorithm (signatures themselves are randomised); otherwise the
  * benchmark would measure a different CSR than the one istio-agent sends.
  * @param {import('node:crypto').KeyObject} privateKey an EC P-256 or RSA key
- * @param {{ generateWorkloadKey: Function, workloadCsr: (key: unknown, id: string) => Promise<string> }} client dist/client/csr.js
+ * @param {Pick<typeof import('../../src/client/csr.js'), 'generateWorkloadKey' | 'workloadCsr'>} client dist/client/csr.js
  */
 export async function assertSameShapeAsClient(privateKey, client) {
   const spiffeId = 'spiffe://cluster.local/ns/bench/sa/shape-check';

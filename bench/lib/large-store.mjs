@@ -1,3 +1,4 @@
+// @ts-check
 // Pre-fills a stopped server's SQLite store with existing certificate rows (migrations/001_initial.sql
 // schema), for the large-store scenario. Runs between a first start (which creates the schema and
 // the authorities) and the measured restart.

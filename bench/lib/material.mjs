@@ -1,3 +1,4 @@
+// @ts-check
 // Pre-generated client material: workload CSRs and ServiceAccount-like tokens.
 //
 // Nothing here is timed. Generated sets are cached under bench/results/tmp/material/ (gitignored)

@@ -1,3 +1,4 @@
+// @ts-check
 // Summarises V8 .cpuprofile files (written by the server under `node --cpu-prof`, i.e. `--profile`;
 // one file per thread): where a thread spent its time, by package/file and by function (self time).
 

@@ -1,3 +1,4 @@
+// @ts-check
 // Result rendering: the summary line, the Markdown tables and the SVG chart (hand-written, no dependency).
 
 /**

@@ -1,3 +1,4 @@
+// @ts-check
 // The server under test: a real `node dist/cli.js serve` child process, its admin API, its metrics,
 // and its CPU and memory as the kernel accounts them (/proc/<pid>).
 

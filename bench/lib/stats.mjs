@@ -1,3 +1,4 @@
+// @ts-check
 // Latency statistics over exact samples (a sorted Float64Array: fine up to a few million samples).
 
 /**

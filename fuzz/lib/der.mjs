@@ -1,3 +1,4 @@
+// @ts-check
 // Lenient DER tools for building and mutating test inputs. Independent of src/pki/der.ts on purpose:
 // the fuzzer must be able to produce what the parser under test refuses.
 

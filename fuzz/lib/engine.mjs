@@ -1,3 +1,4 @@
+// @ts-check
 // The fuzz loop shared by `npm test` (test/fuzz.test.ts) and `npm run fuzz` (fuzz/run.mjs).
 //
 // A target is { name, timeBoundMs, hangMs, retime, generate(rng, index), execute(input), describe(input) }.
@@ -26,6 +27,11 @@ function kindOf(message) {
 }
 
 /**
+ * One reported violation: enough to replay the case (seed, index) and to read what went wrong.
+ * @typedef {{ target: string, seed: number, index: number, kind: string, message: string, stack?: string, input: string, note: string, ms?: number }} Violation
+ */
+
+/**
  * Runs `iterations` cases of `target`; case i uses Rng(caseSeed(seed, target.name, i)), so any
  * case replays alone with { only: i }.
  */
@@ -40,7 +46,7 @@ export async function runFuzz(target, options) {
     maxCaseMs: 0,
     slowestCase: -1,
     outcomes: {},
-    violations: [],
+    violations: /** @type {Violation[]} */ ([]),
     violationKinds: {},
     /** Known-issue id -> { count, first: violation record }. */
     known: {},

@@ -1,3 +1,4 @@
+// @ts-check
 // The project modules the fuzz targets exercise, by path under src/ (tests, through vitest) or
 // dist/ (the CLI runner, plain node). One flat namespace; a name exported by two modules with
 // different values is an error rather than a silent pick.

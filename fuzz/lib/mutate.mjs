@@ -1,3 +1,4 @@
+// @ts-check
 // Generic mutators over bytes, strings and JSON values. Each takes the case's Rng and returns a new
 // value (inputs are never modified) plus, where useful, a short name for the case's description.
 

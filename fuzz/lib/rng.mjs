@@ -1,3 +1,4 @@
+// @ts-check
 // A small seeded PRNG (sfc32, seeded through splitmix32) so every fuzz case is reproducible from
 // (seed, target, case index) alone. Not for cryptography.
 

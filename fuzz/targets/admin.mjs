@@ -1,3 +1,4 @@
+// @ts-check
 // Target 4: admin API JSON bodies, through Fastify's inject() on a real admin app over a real
 // SQLite store in a temp dir (a bootstrapped CA with a few issued certificates to revoke).
 //
@@ -209,6 +210,7 @@ export async function adminTarget(mods, pluginCa, options = {}) {
       payload = raw;
       steps.push(how);
     }
+    /** @type {Record<string, string>} */
     const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
     if (kind === 'content-type') {
       const type = rng.pick(['text/plain', 'application/json; charset=utf-8', 'application/json; charset=latin1', 'application/json; charset=utf-16', 'application/JSON', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', '', undefined, 'application/json, text/plain', 'application/merge-patch+json', 'application/json;', '*/*', 'application/jsonx']);

@@ -1,3 +1,4 @@
+// @ts-check
 // Target 1: the CSR parser, the strict issuance policy and the signature check, in-process.
 //
 // Invariants per case:

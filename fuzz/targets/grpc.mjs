@@ -1,3 +1,4 @@
+// @ts-check
 // Target 5: end to end over TLS gRPC. A real meshca (startServer: SQLite, JWKS file, TLS) gets
 // CreateCertificate calls carrying a valid token and a CSR from the CSR target's generator
 // (PEM-wrapped when it made DER), or an unmodified seed with an odd validity_duration, or an
@@ -32,7 +33,7 @@ export async function grpcTarget(mods, corpus, jwtKeys, options = {}) {
   const allowed = new Set([grpcStatus.INVALID_ARGUMENT, grpcStatus.PERMISSION_DENIED, grpcStatus.UNAUTHENTICATED, grpcStatus.RESOURCE_EXHAUSTED]);
   const csrs = csrTarget(mods, corpus);
   const identity = corpus.identity;
-  const [, ns, sa] = /\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(identity);
+  const [, ns, sa] = /\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(identity) ?? [];
   const goodSeed = corpus.csrs.find((c) => c.expect === 'accept').csr;
 
   const dir = mkdtempSync(join(tmpdir(), 'meshca-fuzz-grpc-'));
@@ -104,13 +105,13 @@ export async function grpcTarget(mods, corpus, jwtKeys, options = {}) {
     return { csrPem: goodSeed, validitySeconds: 0, token, ...change, expectUnauthenticated: true, steps: [`unmodified seed, ${how}`] };
   }
 
-  function generate(rng, index) {
+  function generate(rng) {
     if (rng.bool(0.06)) return callerCase(rng);
     if (rng.bool(0.06)) {
       const validitySeconds = rng.pick([-1, 0, 1, 59, 3600, 86_400 * 365, 2 ** 31, 2 ** 53, -(2 ** 53), 1e18]);
       return { csrPem: goodSeed, validitySeconds, steps: [`unmodified seed, validity_duration ${validitySeconds}`] };
     }
-    const input = csrs.generate(rng, index);
+    const input = csrs.generate(rng);
     const csrPem = input.form === 'der' ? pem(input.der) : input.pem;
     return { csrPem, validitySeconds: 0, steps: [`${input.seed ?? '-'}: ${input.steps.join(' > ')}`] };
   }

@@ -1,3 +1,4 @@
+// @ts-check
 // Target 3: SPIFFE ID parsing (parseSpiffeId, parseWorkloadId), differential against a regex.
 //
 // Invariants per case:

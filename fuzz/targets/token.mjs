@@ -1,3 +1,4 @@
+// @ts-check
 // Target 2: bearer tokens, through bearerToken() and a real JWKS authenticator (jose underneath).
 //
 // The clock is fixed (2030-03-17) and the keys come from fuzz/corpus/jwt-keys.json, so tokens are
@@ -254,7 +255,7 @@ export async function tokenTarget(mods, jwtKeys, options = {}) {
   function generate(rng) {
     const base = rng.pick(bases);
     const kind = rng.weighted([[3, 'unmodified'], [25, 'claims'], [18, 'header'], [22, 'raw'], [8, 'encoding'], [12, 'authorization'], [6, 'giant'], [6, 'both']]);
-    const input = { token: base.token, authorization: undefined, legitSigned: false, unmodified: false, steps: [kind] };
+    const input = { token: base.token, authorization: /** @type {string | undefined} */ (undefined), legitSigned: false, unmodified: false, steps: [kind] };
     switch (kind) {
       case 'unmodified':
         input.unmodified = true;

@@ -1,3 +1,4 @@
+// @ts-check
 // Starting `meshca serve` as a child process and waiting for it to serve: shared by the demo, the
 // chaos harness and the tests.
 import { spawn } from 'node:child_process';

@@ -1,13 +1,13 @@
-import { createHash, timingSafeEqual, X509Certificate } from 'node:crypto';
+import { createHash, timingSafeEqual, type X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
 /** Constant-time comparison of bearer tokens (hashing first makes lengths equal). */
 export function bearerMatches(header: string | undefined, expected: string): boolean {
-  const m = /^Bearer +(\S+)\s*$/i.exec(header ?? '');
-  if (!m) return false;
+  const token = /^Bearer +(\S+)\s*$/i.exec(header ?? '')?.[1];
+  if (token === undefined) return false;
   const digest = (s: string) => createHash('sha256').update(s).digest();
-  return timingSafeEqual(digest(m[1]!), digest(expected));
+  return timingSafeEqual(digest(token), digest(expected));
 }
 
 export interface AdminAuthOptions {

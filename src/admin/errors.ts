@@ -70,7 +70,8 @@ function classify(error: FastifyError | Error): [number, ErrorBody] {
   if (error instanceof MeshcaError) {
     const status = HTTP_STATUS[error.code] ?? 500;
     if (status === 503) return [503, { code: error.code, message: 'the store is unavailable; retry later' }];
-    if (status >= 500 && !(error instanceof AuthorityError)) return [500, { code: 'ERR_INTERNAL', message: 'internal error; see the meshca server log' }];
+    if (status >= 500 && !(error instanceof AuthorityError))
+      return [500, { code: 'ERR_INTERNAL', message: 'internal error; see the meshca server log' }];
     const next = NEXT_STEP[error.code];
     const body = next ? { code: error.code, message: `${error.message}; ${next}`, next } : { code: error.code, message: error.message };
     return [status, error instanceof AuthorityError ? { ...body, details: error.details } : body];

@@ -38,7 +38,7 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
     loggerInstance: options.logger.child({ component: 'admin' }),
     bodyLimit: options.bodyLimitBytes,
     // SPIFFE IDs (up to 2048 bytes) travel URL-encoded in paths; the router's default cap is 100.
-    maxParamLength: 6400,
+    routerOptions: { maxParamLength: 6400 },
     requestTimeout: options.requestTimeoutMs,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
     ...(serving ? { https: tlsOptions(serving.current(), options.clientIds.length > 0) } : {}),

@@ -46,10 +46,15 @@ export interface OfflineAuthority {
  * The CA of a data dir for tools that sign with it directly (meshca crl, meshca istiod-cert): the
  * existing authorities, loaded with the KEK the server uses. It never creates authorities.
  */
-export async function openOfflineAuthority(options: { readonly dataDir: string; readonly kekFile: string | undefined; readonly env: NodeJS.ProcessEnv }): Promise<OfflineAuthority> {
+export async function openOfflineAuthority(options: {
+  readonly dataDir: string;
+  readonly kekFile: string | undefined;
+  readonly env: NodeJS.ProcessEnv;
+}): Promise<OfflineAuthority> {
   const store = openStoreForOfflineWrites(options.dataDir);
   try {
-    if ((await store.loadAuthorities()).length === 0) throw new UsageError('the data dir has no authorities yet: start "meshca serve" once first');
+    if ((await store.loadAuthorities()).length === 0)
+      throw new UsageError('the data dir has no authorities yet: start "meshca serve" once first');
     const kek = requireOfflineKek({ kekFile: options.kekFile, env: options.env, dataDir: options.dataDir }).kek;
     const ca = await CertificateAuthority.load({ store, kek, logger: pino({ level: 'silent' }) });
     return { store, ca, kek, close: () => store.close() };

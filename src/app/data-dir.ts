@@ -29,8 +29,17 @@ export function prepareDataDir(dir: string, dev: boolean): void {
 /** A data dir meshca cannot create or write, said without a stack trace and with the way out. */
 function unusableDataDir(dir: string, error: unknown): DataDirError {
   const code = (error as { code?: string }).code;
-  const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'EROFS' ? 'read-only file system' : code === 'ENOTDIR' ? 'a path component is not a directory' : (error as Error).message;
-  return new DataDirError(`cannot use ${dir} as the data dir (${why}): pass a --data-dir this user can write, or give it this user (chown) with mode 700`);
+  const why =
+    code === 'EACCES' || code === 'EPERM'
+      ? 'permission denied'
+      : code === 'EROFS'
+        ? 'read-only file system'
+        : code === 'ENOTDIR'
+          ? 'a path component is not a directory'
+          : (error as Error).message;
+  return new DataDirError(
+    `cannot use ${dir} as the data dir (${why}): pass a --data-dir this user can write, or give it this user (chown) with mode 700`,
+  );
 }
 
 export interface KekSource {
@@ -90,7 +99,8 @@ export function readSecretFile<T>(path: string, parse: (text: string) => T): T {
   } catch {
     throw new DataDirError(`cannot read ${path}: the file does not exist`);
   }
-  if ((mode & 0o077) !== 0) throw new DataDirError(`${path} is readable by group/others (mode ${mode.toString(8)}); run: chmod 600 ${path}`);
+  if ((mode & 0o077) !== 0)
+    throw new DataDirError(`${path} is readable by group/others (mode ${mode.toString(8)}); run: chmod 600 ${path}`);
   return parse(readFileSync(path, 'utf8'));
 }
 

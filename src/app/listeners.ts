@@ -17,7 +17,12 @@ export async function checkListeners(config: ServerConfig): Promise<void> {
       await probeListen(address);
     } catch (error) {
       const code = (error as { code?: unknown }).code;
-      const what = code === 'EADDRINUSE' ? 'is in use' : code === 'EACCES' ? 'needs privileges meshca does not have' : `cannot be bound (${(error as Error).message})`;
+      const what =
+        code === 'EADDRINUSE'
+          ? 'is in use'
+          : code === 'EACCES'
+            ? 'needs privileges meshca does not have'
+            : `cannot be bound (${(error as Error).message})`;
       const other = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port + 1}`;
       throw new UsageError(
         `${flag} ${formatAddress(address)} ${what}: stop what listens there or pick another address with ${flag}, e.g. ${flag} ${other} (with npm start: npm start -- ${flag} ${other})`,

@@ -2,7 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
-import { createJwksAuthenticator, createMeshAuthenticator, createTokenReviewAuthenticator, DEV_TOKEN_ISSUER, openDevTokenIssuer, type JwksAuthenticator } from '../authn/index.js';
+import {
+  createJwksAuthenticator,
+  createMeshAuthenticator,
+  createTokenReviewAuthenticator,
+  DEV_TOKEN_ISSUER,
+  openDevTokenIssuer,
+  type JwksAuthenticator,
+} from '../authn/index.js';
 import { startAutoRotation, type AutoRotator } from '../authority/auto-rotation.js';
 import { startHousekeeping, type Housekeeping } from '../authority/housekeeping.js';
 import { Inventory } from '../authority/inventory.js';
@@ -48,7 +55,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   await checkListeners(config);
   prepareDataDir(config.dataDir, config.dev);
   const kek = loadKek({ kekFile: config.kekFile, env, dataDir: config.dataDir, dev: config.dev });
-  if (kek.generated) logger.warn({ path: kek.origin }, 'generated a development key-encryption key; production must use --kek-file or MESHCA_KEK');
+  if (kek.generated)
+    logger.warn({ path: kek.origin }, 'generated a development key-encryption key; production must use --kek-file or MESHCA_KEK');
   const metrics = new Metrics();
   const store = openServerStore(config.dataDir, {
     logger,
@@ -103,7 +111,10 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         logger,
         maxInFlight: config.grpc.maxInFlight,
         maxCsrBytes: 16 * 1024,
-        rateLimiter: config.grpc.rateLimitPerIdentity > 0 ? new IdentityRateLimiter(config.grpc.rateLimitPerIdentity, Math.max(1, config.grpc.rateLimitPerIdentity * 5)) : undefined,
+        rateLimiter:
+          config.grpc.rateLimitPerIdentity > 0
+            ? new IdentityRateLimiter(config.grpc.rateLimitPerIdentity, Math.max(1, config.grpc.rateLimitPerIdentity * 5))
+            : undefined,
       }),
     });
     const revocation = new RevocationService(ca, store, kek.kek, {
@@ -113,7 +124,13 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         metrics.crlNextUpdate.set({ authority: crl.authorityId }, crl.nextUpdate.getTime() / 1000);
       },
     });
-    const housekeeping = startHousekeeping({ store, revocation, logger, retentionMs: config.retentionMs, crlValidityMs: config.crlValidityMs });
+    const housekeeping = startHousekeeping({
+      store,
+      revocation,
+      logger,
+      retentionMs: config.retentionMs,
+      crlValidityMs: config.crlValidityMs,
+    });
     const admin = await startAdminServer(
       config.admin.listen,
       {
@@ -129,16 +146,37 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         requestTimeoutMs: config.admin.requestTimeoutMs,
         refreshHintSeconds: config.bundleRefreshHintSeconds,
         // issueProfile never goes beyond --default-ttl, so that is the ceiling the route reports.
-        istiod: { ca, issuance, trustDomain: config.trustDomain, clusterId: config.clusterId, defaultTtlMs: config.kubernetes.istiodCertTtlMs, maxTtlMs: config.issuance.maxTtlMs },
+        istiod: {
+          ca,
+          issuance,
+          trustDomain: config.trustDomain,
+          clusterId: config.clusterId,
+          defaultTtlMs: config.kubernetes.istiodCertTtlMs,
+          maxTtlMs: config.issuance.maxTtlMs,
+        },
       },
       serving,
     );
     const autoRotation = config.autoRotate.enabled
-      ? startAutoRotation({ ca, store, logger, intermediateTtlMs: config.ca.intermediateTtlMs, keyType: config.ca.keyType, checkIntervalMs: config.autoRotate.checkIntervalMs })
+      ? startAutoRotation({
+          ca,
+          store,
+          logger,
+          intermediateTtlMs: config.ca.intermediateTtlMs,
+          keyType: config.ca.keyType,
+          checkIntervalMs: config.autoRotate.checkIntervalMs,
+        })
       : undefined;
     ready = true;
     logger.info(
-      { grpc: formatAddress(grpc.address), tls: !config.grpc.plaintext, admin: `https://${formatAddress(admin.address)}`, monitoring: formatAddress(monitoring.address), trustDomain: config.trustDomain, bundle: `https://${formatAddress(admin.address)}/v1/bundle` },
+      {
+        grpc: formatAddress(grpc.address),
+        tls: !config.grpc.plaintext,
+        admin: `https://${formatAddress(admin.address)}`,
+        monitoring: formatAddress(monitoring.address),
+        trustDomain: config.trustDomain,
+        bundle: `https://${formatAddress(admin.address)}/v1/bundle`,
+      },
       'meshca is serving',
     );
     return {
@@ -153,7 +191,12 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         await ca.reload();
         await serving.reload('SIGHUP');
       },
-      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation }, () => (ready = false)),
+      close: () =>
+        shutdown(
+          config,
+          { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation },
+          () => (ready = false),
+        ),
     };
   } catch (error) {
     await kubernetes?.close().catch(() => undefined);
@@ -170,7 +213,10 @@ async function tokenAuthenticator(config: ServerConfig, logger: Logger): Promise
   if (config.jwt.jwksUrl) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { url: config.jwt.jwksUrl } });
   if (!config.dev) return undefined;
   const dev = await openDevTokenIssuer(config.dataDir);
-  logger.warn({ issuer: dev.issuer }, `accepting development tokens: get one with "meshca dev-token --data-dir ${config.dataDir} --namespace NS --service-account SA"`);
+  logger.warn(
+    { issuer: dev.issuer },
+    `accepting development tokens: get one with "meshca dev-token --data-dir ${config.dataDir} --namespace NS --service-account SA"`,
+  );
   return createJwksAuthenticator({ ...common, issuer: dev.issuer, jwks: { keys: dev.jwks } });
 }
 
@@ -186,7 +232,11 @@ interface Parts {
   readonly autoRotation: AutoRotator | undefined;
 }
 
-async function shutdown(config: ServerConfig, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation }: Parts, notReady: () => void): Promise<void> {
+async function shutdown(
+  config: ServerConfig,
+  { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation }: Parts,
+  notReady: () => void,
+): Promise<void> {
   notReady();
   await autoRotation?.stop(); // a step in progress commits before the store closes
   await kubernetes.close(); // leader tasks stop and the lease is released before the store closes

@@ -14,11 +14,11 @@ export function bearerToken(authorizationHeader: string | undefined): string {
   }
   // Checked before the regex so an oversized header costs nothing.
   if (authorizationHeader.length > MAX_TOKEN_BYTES + 64) throw tooLarge();
-  const match = BEARER_RE.exec(authorizationHeader);
-  if (match === null) {
+  const token = BEARER_RE.exec(authorizationHeader)?.[1];
+  if (token === undefined) {
     throw new AuthenticationError('ERR_TOKEN_MALFORMED', 'authorization header must be "Bearer <token>"');
   }
-  return checkTokenShape(match[1]!);
+  return checkTokenShape(token);
 }
 
 /** Cheap structural checks done before hashing or verifying; returns the token unchanged. */

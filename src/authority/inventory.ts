@@ -1,4 +1,13 @@
-import type { AuditEvent, AuditEventInput, AuthorityRecord, CertificateDetail, CertificateStatus, CertificateSummary, Page, Store } from '../store/types.js';
+import type {
+  AuditEvent,
+  AuditEventInput,
+  AuthorityRecord,
+  CertificateDetail,
+  CertificateStatus,
+  CertificateSummary,
+  Page,
+  Store,
+} from '../store/types.js';
 import { AuthorityError } from './errors.js';
 
 export interface AuthorityView {
@@ -79,7 +88,11 @@ export class Inventory {
   }
 }
 
-function sumChildren(records: readonly AuthorityRecord[], usage: Map<string, { issued: number; unexpired: number; revoked: number }>, rootId: string) {
+function sumChildren(
+  records: readonly AuthorityRecord[],
+  usage: Map<string, { issued: number; unexpired: number; revoked: number }>,
+  rootId: string,
+) {
   return records
     .filter((a) => a.parentId === rootId)
     .reduce(

@@ -41,17 +41,32 @@ export function istiodDnsNames(namespace: string, revisions: readonly string[]):
 }
 
 /** Issues a certificate for a fresh ECDSA P-256 key that never leaves this call's result. */
-export async function issueIstiodCertificate(ca: CertificateAuthority, issuance: IssuanceService, request: IstiodCertificateRequest): Promise<IstiodCertificate> {
+export async function issueIstiodCertificate(
+  ca: CertificateAuthority,
+  issuance: IssuanceService,
+  request: IstiodCertificateRequest,
+): Promise<IstiodCertificate> {
   const spiffeId = workloadId(request.trustDomain, request.namespace, request.serviceAccount ?? 'istiod');
   const dnsNames = istiodDnsNames(request.namespace, request.revisions);
   const { privateKey, publicKey } = await generateKeyPair('ec-p256');
   const issued = await issuance.issueProfile(
-    { spkiDer: publicKey.export({ format: 'der', type: 'spki' }), uris: [spiffeId], dnsNames, ttlMs: request.ttlMs, callerId: request.requestedBy, rsaKey: false },
+    {
+      spkiDer: publicKey.export({ format: 'der', type: 'spki' }),
+      uris: [spiffeId],
+      dnsNames,
+      ttlMs: request.ttlMs,
+      callerId: request.requestedBy,
+      rsaKey: false,
+    },
     request.clusterId,
   );
   const roots = issued.chain.at(-1);
   return {
-    files: { 'tls.crt': issued.chain.slice(0, -1).join(''), 'tls.key': privateKeyPem(privateKey), 'root-cert.pem': roots || ca.current().rootsPem },
+    files: {
+      'tls.crt': issued.chain.slice(0, -1).join(''),
+      'tls.key': privateKeyPem(privateKey),
+      'root-cert.pem': roots || ca.current().rootsPem,
+    },
     spiffeId,
     dnsNames,
     serialHex: issued.serialHex,

@@ -23,7 +23,7 @@ export async function resealAuthorityKeys(store: Store, currentKek: Buffer, newK
 }
 
 function reseal(record: AuthorityRecord, currentKek: Buffer, newKek: Buffer): Buffer {
-  let key;
+  let key: ReturnType<typeof unsealAuthorityKey>;
   try {
     key = unsealAuthorityKey(record, currentKek);
   } catch (error) {

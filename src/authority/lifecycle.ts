@@ -75,7 +75,10 @@ export class CertificateAuthority {
       intermediateId: intermediate.id,
       keyType: root.keyType,
     });
-    options.logger.info({ rootId: root.id, intermediateId: intermediate.id, keyType: root.keyType }, 'created the first root and intermediate CA');
+    options.logger.info(
+      { rootId: root.id, intermediateId: intermediate.id, keyType: root.keyType },
+      'created the first root and intermediate CA',
+    );
     return true;
   }
 
@@ -91,13 +94,14 @@ export class CertificateAuthority {
   async reload(): Promise<TrustSnapshot> {
     const authorities = await this.options.store.loadAuthorities();
     const active = authorities.filter((a) => a.kind === 'intermediate' && a.state === 'active');
-    if (active.length !== 1) {
+    const [current] = active;
+    if (current === undefined || active.length !== 1) {
       throw new AuthorityError(
         'ERR_AUTHORITY_INCONSISTENT',
         `the store has ${active.length} active signing authorities; exactly one is required (inspect with "meshca verify")`,
       );
     }
-    const signer = SigningAuthority.open(active[0]!, this.options.kek);
+    const signer = SigningAuthority.open(current, this.options.kek);
     const previous = this.snapshot;
     this.snapshot = buildSnapshot(authorities, signer, await this.options.store.bundleSequence());
     if (previous) this.listeners.forEach((listener) => listener(this.snapshot));
@@ -161,9 +165,15 @@ export class CertificateAuthority {
       const issuer = { certificateDer: root.certificateDer, privateKey: unsealAuthorityKey(root, this.options.kek) };
       const intermediate = await this.createIntermediate(root, issuer, this.profile(), 'prepared');
       const transitions = [...retireActive(authorities, root.id), { id: intermediate.id, from: ['prepared'], to: 'active' } as const];
-      await this.commit({ insert: [intermediate], transitions, bumpBundleSequence: false }, actor, 'authority.rotate-intermediate', intermediate.id, {
-        rootId: root.id,
-      });
+      await this.commit(
+        { insert: [intermediate], transitions, bumpBundleSequence: false },
+        actor,
+        'authority.rotate-intermediate',
+        intermediate.id,
+        {
+          rootId: root.id,
+        },
+      );
       return { ...intermediate, state: 'active' };
     });
   }
@@ -184,14 +194,22 @@ export class CertificateAuthority {
   private async pluginRecords(files: PluginCaFiles, authorities: readonly AuthorityRecord[]): Promise<AuthorityRecord[]> {
     const plugin = await validatePluginCa(files, this.now());
     if (plugin.chainDers.length > 0) {
-      throw new AuthorityError('ERR_AUTHORITY_INVALID', 'plug-in chains with more than one intermediate are not supported yet; sign ca-cert directly by the root');
+      throw new AuthorityError(
+        'ERR_AUTHORITY_INVALID',
+        'plug-in chains with more than one intermediate are not supported yet; sign ca-cert directly by the root',
+      );
     }
     const now = this.now();
     const known = new Set(authorities.map((a) => a.sha256Fingerprint));
-    const newRoot = async (der: Buffer) => authorityRecord({ kind: 'root', parentId: null, state: 'prepared', certificateDer: der, privateKey: null }, this.options.kek, now);
+    const newRoot = async (der: Buffer) =>
+      authorityRecord({ kind: 'root', parentId: null, state: 'prepared', certificateDer: der, privateKey: null }, this.options.kek, now);
     const selfSigned = plugin.caCertificateDer.equals(plugin.rootDer);
     const rootRecord = selfSigned
-      ? await authorityRecord({ kind: 'root', parentId: null, state: 'prepared', certificateDer: plugin.rootDer, privateKey: plugin.privateKey }, this.options.kek, now)
+      ? await authorityRecord(
+          { kind: 'root', parentId: null, state: 'prepared', certificateDer: plugin.rootDer, privateKey: plugin.privateKey },
+          this.options.kek,
+          now,
+        )
       : await newRoot(plugin.rootDer);
     if (known.has(rootRecord.sha256Fingerprint) && selfSigned) {
       throw new AuthorityError('ERR_AUTHORITY_INVALID', `root ${rootRecord.id} is already imported`);
@@ -199,9 +217,25 @@ export class CertificateAuthority {
     const records: AuthorityRecord[] = known.has(rootRecord.sha256Fingerprint) ? [] : [rootRecord];
     const rootId = rootRecord.id;
     const intermediate = selfSigned
-      ? await this.createIntermediate(rootRecord, { certificateDer: plugin.rootDer, privateKey: plugin.privateKey }, this.profile(), 'prepared')
-      : await authorityRecord({ kind: 'intermediate', parentId: rootId, state: 'prepared', certificateDer: plugin.caCertificateDer, privateKey: plugin.privateKey }, this.options.kek, now);
-    if (known.has(intermediate.sha256Fingerprint)) throw new AuthorityError('ERR_AUTHORITY_INVALID', `${intermediate.id} is already imported`);
+      ? await this.createIntermediate(
+          rootRecord,
+          { certificateDer: plugin.rootDer, privateKey: plugin.privateKey },
+          this.profile(),
+          'prepared',
+        )
+      : await authorityRecord(
+          {
+            kind: 'intermediate',
+            parentId: rootId,
+            state: 'prepared',
+            certificateDer: plugin.caCertificateDer,
+            privateKey: plugin.privateKey,
+          },
+          this.options.kek,
+          now,
+        );
+    if (known.has(intermediate.sha256Fingerprint))
+      throw new AuthorityError('ERR_AUTHORITY_INVALID', `${intermediate.id} is already imported`);
     records.push(intermediate);
     for (const der of plugin.extraRootDers) {
       const extra = await newRoot(der);
@@ -229,7 +263,11 @@ export class CertificateAuthority {
       notBefore,
       notAfter: new Date(now.getTime() + profile.rootTtlMs),
     });
-    const rootRecord = await authorityRecord({ kind: 'root', parentId: null, state, certificateDer: root.certificateDer, privateKey: root.privateKey }, this.options.kek, now);
+    const rootRecord = await authorityRecord(
+      { kind: 'root', parentId: null, state, certificateDer: root.certificateDer, privateKey: root.privateKey },
+      this.options.kek,
+      now,
+    );
     const intermediate = await this.createIntermediate(rootRecord, root, profile, state);
     return { root: rootRecord, intermediate };
   }
@@ -250,7 +288,11 @@ export class CertificateAuthority {
       notAfter: new Date(notAfter),
       issuer,
     });
-    return authorityRecord({ kind: 'intermediate', parentId: root.id, state, certificateDer: cert.certificateDer, privateKey: cert.privateKey }, this.options.kek, now);
+    return authorityRecord(
+      { kind: 'intermediate', parentId: root.id, state, certificateDer: cert.certificateDer, privateKey: cert.privateKey },
+      this.options.kek,
+      now,
+    );
   }
 
   private async commit(
@@ -290,13 +332,18 @@ function activationTarget(authorities: readonly AuthorityRecord[], id: string): 
       : authorities
           .filter((a) => a.parentId === record.id && a.state === 'prepared')
           .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
-  if (!target || target.state !== 'prepared') {
-    throw new AuthorityError('ERR_AUTHORITY_STATE', `${id} is ${record.state}; only a prepared authority can be activated (prepare one first)`, {
-      state: record.state,
-    });
+  if (target?.state !== 'prepared') {
+    throw new AuthorityError(
+      'ERR_AUTHORITY_STATE',
+      `${id} is ${record.state}; only a prepared authority can be activated (prepare one first)`,
+      {
+        state: record.state,
+      },
+    );
   }
   const root = find(authorities, target.parentId!);
-  if (!TRUSTED_STATES.has(root.state)) throw new AuthorityError('ERR_AUTHORITY_STATE', `the root ${root.id} of ${target.id} is ${root.state}`);
+  if (!TRUSTED_STATES.has(root.state))
+    throw new AuthorityError('ERR_AUTHORITY_STATE', `the root ${root.id} of ${target.id} is ${root.state}`);
   return target;
 }
 

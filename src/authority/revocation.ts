@@ -92,14 +92,25 @@ export class RevocationService {
   private async build(authorityId: string, version: number): Promise<CertificateRevocationList> {
     const authority = (await this.store.loadAuthorities()).find((a) => a.id === authorityId);
     if (!authority) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no authority with id ${authorityId}`);
-    if (authority.state === 'removed') throw new AuthorityError('ERR_AUTHORITY_STATE', `${authorityId} is removed and publishes no CRL`, { state: authority.state });
-    if (!authority.sealedKey) throw new AuthorityError('ERR_AUTHORITY_STATE', `meshca holds no key for ${authorityId}, so it cannot sign its CRL`, { state: authority.state });
+    if (authority.state === 'removed')
+      throw new AuthorityError('ERR_AUTHORITY_STATE', `${authorityId} is removed and publishes no CRL`, { state: authority.state });
+    if (!authority.sealedKey)
+      throw new AuthorityError('ERR_AUTHORITY_STATE', `meshca holds no key for ${authorityId}, so it cannot sign its CRL`, {
+        state: authority.state,
+      });
     const now = this.now();
     const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
     const nextUpdate = new Date(thisUpdate.getTime() + this.options.crlValidityMs);
     const entries = await this.store.listRevoked(authorityId, now);
     const crlNumber = await this.store.nextCrlNumber(authorityId);
-    const der = await createCrl({ issuerCertificateDer: authority.certificateDer, issuerKey: unsealAuthorityKey(authority, this.kek), crlNumber, thisUpdate, nextUpdate, entries });
+    const der = await createCrl({
+      issuerCertificateDer: authority.certificateDer,
+      issuerKey: unsealAuthorityKey(authority, this.kek),
+      crlNumber,
+      thisUpdate,
+      nextUpdate,
+      entries,
+    });
     const crl = { authorityId, der, crlNumber, thisUpdate, nextUpdate, version };
     this.cache.set(authorityId, crl);
     this.options.onCrl?.(crl);

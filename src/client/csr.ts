@@ -24,7 +24,9 @@ export async function generateWorkloadKey(type: ClientKeyType): Promise<Workload
 
 /** A CSR shaped like istio-agent's: empty O= subject and one critical URI SAN. */
 export async function workloadCsr(key: WorkloadKey, spiffeId: string): Promise<string> {
-  const alg = key.keyType.startsWith('ec-') ? { name: 'ECDSA', hash: key.keyType === 'ec-p256' ? 'SHA-256' : 'SHA-384' } : { name: 'RSASSA-PKCS1-v1_5' };
+  const alg = key.keyType.startsWith('ec-')
+    ? { name: 'ECDSA', hash: key.keyType === 'ec-p256' ? 'SHA-256' : 'SHA-384' }
+    : { name: 'RSASSA-PKCS1-v1_5' };
   const csr = await x509.Pkcs10CertificateRequestGenerator.create(
     {
       name: new x509.Name([{ '2.5.4.10': [{ utf8String: '' }] }]),

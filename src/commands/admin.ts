@@ -20,7 +20,11 @@ async function adminClient(values: FlagValues): Promise<AdminClient> {
   const dataDir = requireStr(values, 'data-dir');
   const tokenFile = str(values, 'admin-token-file') ?? join(dataDir, 'admin-token');
   const caFile = str(values, 'ca-file');
-  return new AdminClient({ url: requireStr(values, 'admin-url'), token: readSecretFile(tokenFile, (t) => t.trim()), ca: caFile ? readFileSync(caFile, 'utf8') : await localBundle(dataDir) });
+  return new AdminClient({
+    url: requireStr(values, 'admin-url'),
+    token: readSecretFile(tokenFile, (t) => t.trim()),
+    ca: caFile ? readFileSync(caFile, 'utf8') : await localBundle(dataDir),
+  });
 }
 
 async function localBundle(dataDir: string): Promise<string> {
@@ -34,8 +38,15 @@ async function localBundle(dataDir: string): Promise<string> {
 
 type Sub = (client: AdminClient, values: FlagValues, args: readonly string[]) => Promise<void>;
 
-function group(name: string, description: string, extraFlags: readonly FlagSpec[], subs: Record<string, { usage: string; run: Sub }>): Command {
-  const usage = Object.entries(subs).map(([sub, s]) => `meshca ${name} ${sub} ${s.usage}`.trimEnd()).join('\n       ');
+function group(
+  name: string,
+  description: string,
+  extraFlags: readonly FlagSpec[],
+  subs: Record<string, { usage: string; run: Sub }>,
+): Command {
+  const usage = Object.entries(subs)
+    .map(([sub, s]) => `meshca ${name} ${sub} ${s.usage}`.trimEnd())
+    .join('\n       ');
   return {
     usage,
     description,
@@ -79,29 +90,63 @@ export const authoritiesCommand = group(
     { name: 'root-ttl', kind: 'string', value: 'DURATION', help: 'prepare: lifetime of the new root' },
     { name: 'intermediate-ttl', kind: 'string', value: 'DURATION', help: 'prepare: lifetime of the new intermediate' },
     { name: 'force', kind: 'boolean', help: 'remove: even if unexpired certificates chain to it' },
-    { name: 'plugin-dir', kind: 'string', value: 'DIR', help: "import: directory with Istio's ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem" },
+    {
+      name: 'plugin-dir',
+      kind: 'string',
+      value: 'DIR',
+      help: "import: directory with Istio's ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem",
+    },
   ],
   {
     list: { usage: '', run: async (c, v) => showAuthorities(v)(await c.json<Authorities>('GET', '/v1/authorities')) },
     prepare: {
       usage: '[--key-type T] [--root-ttl D] [--intermediate-ttl D]',
-      run: async (c, v) => showAuthorities(v)(await c.json<Authorities>('POST', '/v1/authorities/prepare', { keyType: str(v, 'key-type'), rootTtl: str(v, 'root-ttl'), intermediateTtl: str(v, 'intermediate-ttl') })),
+      run: async (c, v) =>
+        showAuthorities(v)(
+          await c.json<Authorities>('POST', '/v1/authorities/prepare', {
+            keyType: str(v, 'key-type'),
+            rootTtl: str(v, 'root-ttl'),
+            intermediateTtl: str(v, 'intermediate-ttl'),
+          }),
+        ),
     },
-    activate: { usage: 'ID', run: async (c, v, a) => showAuthorities(v)(await c.json<Authorities>('POST', `/v1/authorities/${encodeURIComponent(arg(a, 'authority ID'))}/activate`)) },
+    activate: {
+      usage: 'ID',
+      run: async (c, v, a) =>
+        showAuthorities(v)(await c.json<Authorities>('POST', `/v1/authorities/${encodeURIComponent(arg(a, 'authority ID'))}/activate`)),
+    },
     remove: {
       usage: 'ID [--force]',
       run: async (c, v, a) => {
-        const r = await c.json<{ removed: string[]; unexpiredCertificates: number }>('POST', `/v1/authorities/${encodeURIComponent(arg(a, 'authority ID'))}/remove?force=${bool(v, 'force')}`);
-        printRows(r.removed.map((id) => ({ removed: id })), ['removed'], bool(v, 'json'), r);
+        const r = await c.json<{ removed: string[]; unexpiredCertificates: number }>(
+          'POST',
+          `/v1/authorities/${encodeURIComponent(arg(a, 'authority ID'))}/remove?force=${bool(v, 'force')}`,
+        );
+        printRows(
+          r.removed.map((id) => ({ removed: id })),
+          ['removed'],
+          bool(v, 'json'),
+          r,
+        );
       },
     },
-    'rotate-intermediate': { usage: '', run: async (c, v) => showAuthorities(v)(await c.json<Authorities>('POST', '/v1/authorities/rotate-intermediate')) },
+    'rotate-intermediate': {
+      usage: '',
+      run: async (c, v) => showAuthorities(v)(await c.json<Authorities>('POST', '/v1/authorities/rotate-intermediate')),
+    },
     import: {
       usage: '--plugin-dir DIR',
       run: async (c, v) => {
         const dir = requireStr(v, 'plugin-dir');
         const read = (f: string) => readFileSync(join(dir, f), 'utf8');
-        showAuthorities(v)(await c.json<Authorities>('POST', '/v1/authorities/import', { caCert: read('ca-cert.pem'), caKey: read('ca-key.pem'), certChain: read('cert-chain.pem'), rootCert: read('root-cert.pem') }));
+        showAuthorities(v)(
+          await c.json<Authorities>('POST', '/v1/authorities/import', {
+            caCert: read('ca-cert.pem'),
+            caKey: read('ca-key.pem'),
+            certChain: read('cert-chain.pem'),
+            rootCert: read('root-cert.pem'),
+          }),
+        );
       },
     },
   },
@@ -125,7 +170,13 @@ export const certificatesCommand = group(
       usage: '[--spiffe-id ID] [--status S] [--limit N] [--cursor C]',
       run: async (c, v) => {
         const q = new URLSearchParams();
-        for (const [flag, param] of [['spiffe-id', 'spiffeId'], ['authority-id', 'authorityId'], ['status', 'status'], ['limit', 'limit'], ['cursor', 'cursor']] as const) {
+        for (const [flag, param] of [
+          ['spiffe-id', 'spiffeId'],
+          ['authority-id', 'authorityId'],
+          ['status', 'status'],
+          ['limit', 'limit'],
+          ['cursor', 'cursor'],
+        ] as const) {
           const value = str(v, flag);
           if (value) q.set(param, value);
         }
@@ -137,14 +188,34 @@ export const certificatesCommand = group(
     show: {
       usage: 'SERIAL',
       run: async (c, v, a) => {
-        const cert = await c.json<Record<string, unknown> & { pem: string }>('GET', `/v1/certificates/${encodeURIComponent(arg(a, 'serial'))}`);
+        const cert = await c.json<Record<string, unknown> & { pem: string }>(
+          'GET',
+          `/v1/certificates/${encodeURIComponent(arg(a, 'serial'))}`,
+        );
         if (bool(v, 'json')) printRows([], [], true, cert);
-        else process.stdout.write(Object.entries(cert).filter(([k]) => k !== 'pem').map(([k, x]) => `${k}: ${x ?? '-'}`).join('\n') + '\n' + cert.pem);
+        else
+          process.stdout.write(
+            Object.entries(cert)
+              .filter(([k]) => k !== 'pem')
+              .map(([k, x]) => `${k}: ${x ?? '-'}`)
+              .join('\n') +
+              '\n' +
+              cert.pem,
+          );
       },
     },
     revoke: {
       usage: 'SERIAL --reason REASON',
-      run: async (c, v, a) => printRows([await c.json<Record<string, unknown>>('POST', `/v1/certificates/${encodeURIComponent(arg(a, 'serial'))}/revoke`, { reason: str(v, 'reason') })], [...CERT_COLUMNS, 'revokedAt', 'revocationReason'], bool(v, 'json')),
+      run: async (c, v, a) =>
+        printRows(
+          [
+            await c.json<Record<string, unknown>>('POST', `/v1/certificates/${encodeURIComponent(arg(a, 'serial'))}/revoke`, {
+              reason: str(v, 'reason'),
+            }),
+          ],
+          [...CERT_COLUMNS, 'revokedAt', 'revocationReason'],
+          bool(v, 'json'),
+        ),
     },
   },
 );
@@ -152,19 +223,54 @@ export const certificatesCommand = group(
 export const identitiesCommand = group(
   'identities',
   'Revoke all certificates of a SPIFFE ID and manage the deny-list through the admin API.',
-  [{ name: 'reason', kind: 'string', value: 'REASON', default: 'keyCompromise', help: `revoke/deny: revocation reason (${REVOCATION_REASONS.join(', ')})` }],
+  [
+    {
+      name: 'reason',
+      kind: 'string',
+      value: 'REASON',
+      default: 'keyCompromise',
+      help: `revoke/deny: revocation reason (${REVOCATION_REASONS.join(', ')})`,
+    },
+  ],
   {
     revoke: {
       usage: 'SPIFFE_ID [--reason R]',
-      run: async (c, v, a) => printRows([await c.json<Record<string, unknown>>('POST', '/v1/identities/revoke', { spiffeId: arg(a, 'SPIFFE ID'), reason: str(v, 'reason'), deny: false })], ['spiffeId', 'revoked', 'denied'], bool(v, 'json')),
+      run: async (c, v, a) =>
+        printRows(
+          [
+            await c.json<Record<string, unknown>>('POST', '/v1/identities/revoke', {
+              spiffeId: arg(a, 'SPIFFE ID'),
+              reason: str(v, 'reason'),
+              deny: false,
+            }),
+          ],
+          ['spiffeId', 'revoked', 'denied'],
+          bool(v, 'json'),
+        ),
     },
     deny: {
       usage: 'SPIFFE_ID [--reason R]',
-      run: async (c, v, a) => printRows([await c.json<Record<string, unknown>>('POST', '/v1/identities/revoke', { spiffeId: arg(a, 'SPIFFE ID'), reason: str(v, 'reason'), deny: true })], ['spiffeId', 'revoked', 'denied'], bool(v, 'json')),
+      run: async (c, v, a) =>
+        printRows(
+          [
+            await c.json<Record<string, unknown>>('POST', '/v1/identities/revoke', {
+              spiffeId: arg(a, 'SPIFFE ID'),
+              reason: str(v, 'reason'),
+              deny: true,
+            }),
+          ],
+          ['spiffeId', 'revoked', 'denied'],
+          bool(v, 'json'),
+        ),
     },
     allow: {
       usage: 'SPIFFE_ID',
-      run: async (c, v, a) => printRows([await c.json<Record<string, unknown>>('DELETE', `/v1/identities/deny/${encodeURIComponent(arg(a, 'SPIFFE ID'))}`)], ['spiffeId', 'allowed'], bool(v, 'json')),
+      run: async (c, v, a) =>
+        printRows(
+          [await c.json<Record<string, unknown>>('DELETE', `/v1/identities/deny/${encodeURIComponent(arg(a, 'SPIFFE ID'))}`)],
+          ['spiffeId', 'allowed'],
+          bool(v, 'json'),
+        ),
     },
     denied: {
       usage: '',

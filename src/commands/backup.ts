@@ -1,5 +1,16 @@
 import { createHash } from 'node:crypto';
-import { chmodSync, closeSync, createReadStream, existsSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  createReadStream,
+  existsSync,
+  fsyncSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { assertNotInUse, backupDatabase, openStoreForReading } from '../app/context.js';
 import { databasePath, existingDatabase, offlineKek, prepareDataDir } from '../app/data-dir.js';
@@ -7,7 +18,8 @@ import { checkInvariants, formatInvariantReport } from '../authority/invariants.
 import { bool, requireStr, str, UsageError, type FlagValues } from '../flags.js';
 import { DATA_DIR_FLAG, JSON_FLAG, KEK_FILE_FLAG, type Command } from './types.js';
 
-const KEK_NOTE = 'The KEK is not in the backup: keep it (and any --admin-token-file / --jwks-file) in your secret store. A backup opens only with the KEK that was in use when it was taken.';
+const KEK_NOTE =
+  'The KEK is not in the backup: keep it (and any --admin-token-file / --jwks-file) in your secret store. A backup opens only with the KEK that was in use when it was taken.';
 
 interface Summary {
   readonly file: string;
@@ -50,7 +62,11 @@ export const restoreCommand: Command = {
   flags: [
     { name: 'from', kind: 'string', value: 'FILE', help: 'a file written by "meshca backup"' },
     DATA_DIR_FLAG,
-    { name: 'force', kind: 'boolean', help: 'restore into a non-empty data dir (its database is moved to meshca.db.before-restore-<time>; other files are kept)' },
+    {
+      name: 'force',
+      kind: 'boolean',
+      help: 'restore into a non-empty data dir (its database is moved to meshca.db.before-restore-<time>; other files are kept)',
+    },
     { ...KEK_FILE_FLAG, help: 'also check that every key in the backup opens with this KEK (or MESHCA_KEK)' },
     JSON_FLAG,
   ],
@@ -62,11 +78,13 @@ export const restoreCommand: Command = {
 
     const existing = existsSync(dataDir) ? readdirSync(dataDir) : [];
     if (existing.length > 0 && !bool(values, 'force')) {
-      throw new UsageError(`${dataDir} is not empty (${existing.slice(0, 5).join(', ')}${existing.length > 5 ? ', …' : ''}); restore into an empty or new directory, or pass --force to replace its database`);
+      throw new UsageError(
+        `${dataDir} is not empty (${existing.slice(0, 5).join(', ')}${existing.length > 5 ? ', …' : ''}); restore into an empty or new directory, or pass --force to replace its database`,
+      );
     }
     prepareDataDir(dataDir, false);
     const target = databasePath(dataDir);
-    if (resolve(target) === from) throw new UsageError('--from is the data dir\'s own database');
+    if (resolve(target) === from) throw new UsageError("--from is the data dir's own database");
     if (existsSync(target)) assertNotInUse(target, 'restoring over its database');
 
     const staged = `${target}.restoring`;
@@ -77,7 +95,12 @@ export const restoreCommand: Command = {
     renameSync(staged, target);
     syncDir(dataDir);
     const summary = await summarize(target);
-    print(values, { ...summary, ...(moved ? { previousDatabase: moved } : {}) }, `restored ${from} into ${target}${moved ? ` (the previous database is now ${moved})` : ''}`, 'Start "meshca serve" on this data dir with the KEK that was in use when the backup was taken.');
+    print(
+      values,
+      { ...summary, ...(moved ? { previousDatabase: moved } : {}) },
+      `restored ${from} into ${target}${moved ? ` (the previous database is now ${moved})` : ''}`,
+      'Start "meshca serve" on this data dir with the KEK that was in use when the backup was taken.',
+    );
   },
 };
 

@@ -23,7 +23,13 @@ export const istiodCertCommand: Command = {
     { name: 'revision', kind: 'list', value: 'REV', help: 'istiod revision (adds istiod-<rev>.<ns>.svc; repeatable)' },
     { name: 'service-account', kind: 'string', value: 'SA', default: 'istiod', help: "istiod's service account (the SPIFFE ID's sa)" },
     { name: 'trust-domain', kind: 'string', value: 'NAME', default: 'cluster.local', help: 'trust domain of the SPIFFE ID' },
-    { name: 'ttl', kind: 'string', value: 'DURATION', default: '24h', help: "certificate lifetime (the server's --istiod-cert-ttl default; at most --max-ttl)" },
+    {
+      name: 'ttl',
+      kind: 'string',
+      value: 'DURATION',
+      default: '24h',
+      help: "certificate lifetime (the server's --istiod-cert-ttl default; at most --max-ttl)",
+    },
     MAX_TTL_FLAG,
     CLOCK_SKEW_FLAG,
     { name: 'out', kind: 'string', value: 'DIR', help: 'write tls.crt, tls.key (0600) and root-cert.pem here' },
@@ -48,14 +54,18 @@ export const istiodCertCommand: Command = {
     // Loaded only with --k8s-secret: the other offline tools never load the Kubernetes client.
     const kube = toSecret ? await import('./istiod-secret.js') : undefined;
     const client = kube?.connect(str(values, 'kubeconfig'));
-    const { store, ca, close } = await openOfflineAuthority({ dataDir, kekFile: str(values, 'kek-file'), env: process.env }).catch((error: unknown) => {
-      client?.close();
-      throw error;
-    });
+    const { store, ca, close } = await openOfflineAuthority({ dataDir, kekFile: str(values, 'kek-file'), env: process.env }).catch(
+      (error: unknown) => {
+        client?.close();
+        throw error;
+      },
+    );
     try {
       if (kube && client && !out && !bool(values, 'force')) {
         if (await kube.isCurrent(client, namespace, { rootsPem: ca.current().rootsPem, dnsNames: istiodDnsNames(namespace, revisions) })) {
-          process.stdout.write(`Secret ${namespace}/${kube.ISTIOD_SECRET} is current (before 2/3 of its lifetime); nothing to do (--force renews anyway)\n`);
+          process.stdout.write(
+            `Secret ${namespace}/${kube.ISTIOD_SECRET} is current (before 2/3 of its lifetime); nothing to do (--force renews anyway)\n`,
+          );
           return;
         }
       }
@@ -81,7 +91,9 @@ export const istiodCertCommand: Command = {
         const outcome = await kube.writeIstiodSecret(client, namespace, issued.files);
         process.stdout.write(`Secret ${namespace}/${kube.ISTIOD_SECRET}: ${outcome}\n`);
       }
-      process.stdout.write(`issued ${issued.serialHex} for ${issued.spiffeId} (${issued.dnsNames.join(', ')}), valid until ${issued.notAfter.toISOString()}\n`);
+      process.stdout.write(
+        `issued ${issued.serialHex} for ${issued.spiffeId} (${issued.dnsNames.join(', ')}), valid until ${issued.notAfter.toISOString()}\n`,
+      );
     } finally {
       client?.close();
       await close();

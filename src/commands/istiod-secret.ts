@@ -11,6 +11,10 @@ export function connect(kubeconfig: string | undefined): KubeClient {
 }
 
 /** Whether Secret istiod-tls is still good (before 2/3 of its lifetime, same names and roots). */
-export async function isCurrent(client: KubeClient, namespace: string, want: { readonly rootsPem: string; readonly dnsNames: readonly string[] }): Promise<boolean> {
+export async function isCurrent(
+  client: KubeClient,
+  namespace: string,
+  want: { readonly rootsPem: string; readonly dnsNames: readonly string[] },
+): Promise<boolean> {
   return renewalReason(await Resource.secrets(client).get(namespace, ISTIOD_SECRET), want) === undefined;
 }

@@ -18,11 +18,17 @@ export const kekCommand: Command = {
   flags: [
     DATA_DIR_FLAG,
     { ...KEK_FILE_FLAG, help: 'the current KEK (or MESHCA_KEK; a --dev data dir uses <data-dir>/kek)' },
-    { name: 'new-kek-file', kind: 'string', value: 'PATH', help: 'the new KEK, mode 0600 (`openssl rand -base64 32 > new.kek && chmod 600 new.kek`)' },
+    {
+      name: 'new-kek-file',
+      kind: 'string',
+      value: 'PATH',
+      help: 'the new KEK, mode 0600 (`openssl rand -base64 32 > new.kek && chmod 600 new.kek`)',
+    },
     JSON_FLAG,
   ],
   run: async (values, positionals) => {
-    if (positionals[0] !== 'rotate' || positionals.length > 1) throw new UsageError('usage: meshca kek rotate --data-dir DIR --new-kek-file NEW [--kek-file OLD]');
+    if (positionals[0] !== 'rotate' || positionals.length > 1)
+      throw new UsageError('usage: meshca kek rotate --data-dir DIR --new-kek-file NEW [--kek-file OLD]');
     await rotate(values);
   },
 };
@@ -39,7 +45,9 @@ async function rotate(values: FlagValues): Promise<void> {
   const store = openStoreForOfflineWrites(dataDir);
   try {
     const after = await resealAuthorityKeys(store, old.kek, next, actor()).catch((error: unknown) => {
-      throw error instanceof AuthorityError && error.code === 'ERR_AUTHORITY_INVALID' ? new UsageError('the data dir holds no sealed keys: nothing to re-encrypt') : error;
+      throw error instanceof AuthorityError && error.code === 'ERR_AUTHORITY_INVALID'
+        ? new UsageError('the data dir holds no sealed keys: nothing to re-encrypt')
+        : error;
     });
 
     if (old.origin === join(dataDir, 'kek')) replaceDevKek(old.origin, newFile);

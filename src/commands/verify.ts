@@ -19,7 +19,13 @@ export const verifyCommand: Command = {
     DATA_DIR_FLAG,
     KEK_FILE_FLAG,
     { name: 'file', kind: 'string', value: 'PATH', help: 'check this database file (e.g. a backup) instead of <data-dir>/meshca.db' },
-    { name: 'sample', kind: 'string', value: 'N|all', default: 'all', help: 'verify the signatures of N random certificates instead of all' },
+    {
+      name: 'sample',
+      kind: 'string',
+      value: 'N|all',
+      default: 'all',
+      help: 'verify the signatures of N random certificates instead of all',
+    },
     { name: 'min-bundle-sequence', kind: 'string', value: 'N', help: 'fail if the bundle sequence is below N (the last one you saw)' },
     { name: 'skip-integrity', kind: 'boolean', help: 'skip PRAGMA integrity_check (it reads the whole file)' },
     JSON_FLAG,
@@ -38,7 +44,8 @@ export const verifyCommand: Command = {
         minBundleSequence: optionalInt(values, 'min-bundle-sequence'),
         skipIntegrity: bool(values, 'skip-integrity'),
       });
-      if (bool(values, 'json')) process.stdout.write(JSON.stringify({ database: path, kek: kek?.origin ?? null, ...report }, null, 2) + '\n');
+      if (bool(values, 'json'))
+        process.stdout.write(JSON.stringify({ database: path, kek: kek?.origin ?? null, ...report }, null, 2) + '\n');
       else process.stdout.write(`meshca verify: ${path}${kek ? ` (KEK from ${kek.origin})` : ''}\n\n${formatInvariantReport(report)}`);
       if (!report.ok) {
         const failed = report.results.filter((r) => r.status === 'failed').map((r) => r.name);

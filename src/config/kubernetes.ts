@@ -7,19 +7,80 @@ import type { KubernetesConfig, RemoteCluster, ServiceAccountRef } from '../kube
 import { durationFlag, positiveNumber } from './values.js';
 
 export const KUBERNETES_FLAGS: readonly FlagSpec[] = [
-  { name: 'kubeconfig', kind: 'string', value: 'PATH', help: 'kubeconfig of the local cluster\'s API (default: in-cluster service-account config)' },
-  { name: 'token-review', kind: 'boolean', help: 'validate local-cluster tokens with the Kubernetes TokenReview API (after JWKS for tokens whose issuer matches)' },
-  { name: 'cluster', kind: 'list', value: 'NAME=KUBECONFIG', help: 'a remote cluster: clusterid NAME is validated by TokenReview on that API (repeatable)' },
-  { name: 'trusted-node-accounts', kind: 'list', value: 'NS/SA,...', help: 'service accounts allowed to impersonate pods on their node (ztunnel: istio-system/ztunnel)' },
-  { name: 'distribute-root', kind: 'boolean', help: 'keep ConfigMap istio-ca-root-cert (root-cert.pem) equal to the trust bundle in every namespace' },
-  { name: 'namespace-selector', kind: 'string', value: 'SELECTOR', help: 'with --distribute-root: only namespaces matching this label selector (e.g. istio-injection=enabled)' },
-  { name: 'root-resync-interval', kind: 'string', value: 'DURATION', default: '5m', help: 'with --distribute-root: re-check every namespace this often' },
-  { name: 'k8s-secret', kind: 'boolean', help: 'keep Secret istiod-tls (istiod\'s serving certificate) in --istiod-namespace, renewed at 2/3 of its lifetime' },
-  { name: 'istiod-namespace', kind: 'string', value: 'NS', default: 'istio-system', help: 'namespace of istiod (DNS SANs istiod.<ns>.svc)' },
+  {
+    name: 'kubeconfig',
+    kind: 'string',
+    value: 'PATH',
+    help: "kubeconfig of the local cluster's API (default: in-cluster service-account config)",
+  },
+  {
+    name: 'token-review',
+    kind: 'boolean',
+    help: 'validate local-cluster tokens with the Kubernetes TokenReview API (after JWKS for tokens whose issuer matches)',
+  },
+  {
+    name: 'cluster',
+    kind: 'list',
+    value: 'NAME=KUBECONFIG',
+    help: 'a remote cluster: clusterid NAME is validated by TokenReview on that API (repeatable)',
+  },
+  {
+    name: 'trusted-node-accounts',
+    kind: 'list',
+    value: 'NS/SA,...',
+    help: 'service accounts allowed to impersonate pods on their node (ztunnel: istio-system/ztunnel)',
+  },
+  {
+    name: 'distribute-root',
+    kind: 'boolean',
+    help: 'keep ConfigMap istio-ca-root-cert (root-cert.pem) equal to the trust bundle in every namespace',
+  },
+  {
+    name: 'namespace-selector',
+    kind: 'string',
+    value: 'SELECTOR',
+    help: 'with --distribute-root: only namespaces matching this label selector (e.g. istio-injection=enabled)',
+  },
+  {
+    name: 'root-resync-interval',
+    kind: 'string',
+    value: 'DURATION',
+    default: '5m',
+    help: 'with --distribute-root: re-check every namespace this often',
+  },
+  {
+    name: 'k8s-secret',
+    kind: 'boolean',
+    help: "keep Secret istiod-tls (istiod's serving certificate) in --istiod-namespace, renewed at 2/3 of its lifetime",
+  },
+  {
+    name: 'istiod-namespace',
+    kind: 'string',
+    value: 'NS',
+    default: 'istio-system',
+    help: 'namespace of istiod (DNS SANs istiod.<ns>.svc)',
+  },
   { name: 'istiod-revision', kind: 'list', value: 'REV,...', help: 'istiod revisions: adds istiod-<rev>.<ns>.svc SANs' },
-  { name: 'istiod-cert-ttl', kind: 'string', value: 'DURATION', default: '24h', help: 'lifetime of istiod\'s serving certificate (at most --max-ttl)' },
-  { name: 'lease-namespace', kind: 'string', value: 'NS', help: 'namespace of the leader-election Lease "meshca-leader" (default: the pod\'s namespace)' },
-  { name: 'lease-duration', kind: 'string', value: 'DURATION', default: '15s', help: 'leader-election lease duration; a stopped leader is replaced within it' },
+  {
+    name: 'istiod-cert-ttl',
+    kind: 'string',
+    value: 'DURATION',
+    default: '24h',
+    help: "lifetime of istiod's serving certificate (at most --max-ttl)",
+  },
+  {
+    name: 'lease-namespace',
+    kind: 'string',
+    value: 'NS',
+    help: 'namespace of the leader-election Lease "meshca-leader" (default: the pod\'s namespace)',
+  },
+  {
+    name: 'lease-duration',
+    kind: 'string',
+    value: 'DURATION',
+    default: '15s',
+    help: 'leader-election lease duration; a stopped leader is replaced within it',
+  },
   { name: 'kube-qps', kind: 'string', value: 'N', default: '50', help: 'sustained Kubernetes API requests per second, per cluster' },
   { name: 'kube-burst', kind: 'string', value: 'N', default: '100', help: 'Kubernetes API request burst, per cluster' },
   { name: 'kube-timeout', kind: 'string', value: 'DURATION', default: '5s', help: 'timeout of one Kubernetes API request attempt' },
@@ -64,7 +125,8 @@ export function parseServiceAccountRef(text: string): ServiceAccountRef {
 /** Revision names become DNS labels `istiod-<rev>`; "default" is the unrevisioned istiod. */
 export function parseRevisions(revisions: readonly string[], flag: string): string[] {
   for (const revision of revisions) {
-    if (!isNamespaceName(revision) || revision.length > 56) throw new UsageError(`${flag}: "${revision}" is not a revision name (a DNS label of at most 56 characters)`);
+    if (!isNamespaceName(revision) || revision.length > 56)
+      throw new UsageError(`${flag}: "${revision}" is not a revision name (a DNS label of at most 56 characters)`);
   }
   return [...new Set(revisions)];
 }
@@ -75,7 +137,8 @@ function parseClusters(entries: readonly string[], localClusterId: string): Remo
     const name = entry.slice(0, eq);
     const kubeconfig = entry.slice(eq + 1);
     if (eq <= 0 || kubeconfig === '') throw new UsageError(`--cluster: "${entry}" is not NAME=KUBECONFIG_PATH`);
-    if (name === localClusterId) throw new UsageError(`--cluster ${name}: that is the local cluster (--cluster-id); configure it with --kubeconfig instead`);
+    if (name === localClusterId)
+      throw new UsageError(`--cluster ${name}: that is the local cluster (--cluster-id); configure it with --kubeconfig instead`);
     return { name, kubeconfig };
   });
   const names = clusters.map((c) => c.name);

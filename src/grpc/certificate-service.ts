@@ -36,23 +36,32 @@ export function certificateServiceHandlers(options: CertificateServiceOptions): 
     options.metrics.csrCount.inc();
     if (inFlight >= options.maxInFlight) {
       options.metrics.shed.inc();
-      return finish(options, started, callback, { code: status.RESOURCE_EXHAUSTED, details: 'meshca is overloaded; retry with backoff', reason: 'ERR_OVERLOADED' });
+      return finish(options, started, callback, {
+        code: status.RESOURCE_EXHAUSTED,
+        details: 'meshca is overloaded; retry with backoff',
+        reason: 'ERR_OVERLOADED',
+      });
     }
     inFlight++;
     options.metrics.inFlight.set(inFlight);
-    createCertificate(options, call).then(
-      (response) => {
-        finish(options, started, callback, undefined);
-        callback(null, response);
-      },
-      (error: unknown) => finish(options, started, callback, recordFailure(options, error)),
-    ).finally(() => options.metrics.inFlight.set(--inFlight));
+    createCertificate(options, call)
+      .then(
+        (response) => {
+          finish(options, started, callback, undefined);
+          callback(null, response);
+        },
+        (error: unknown) => finish(options, started, callback, recordFailure(options, error)),
+      )
+      .finally(() => options.metrics.inFlight.set(--inFlight));
   };
   return { CreateCertificate: CreateCertificate as UntypedServiceImplementation[string] };
 }
 
 async function createCertificate(options: CertificateServiceOptions, call: Call): Promise<IstioCertificateResponse> {
-  const caller = await options.authenticator.authenticate({ token: bearerToken(header(call.metadata, 'authorization')), clusterId: header(call.metadata, 'clusterid') ?? '' });
+  const caller = await options.authenticator.authenticate({
+    token: bearerToken(header(call.metadata, 'authorization')),
+    clusterId: header(call.metadata, 'clusterid') ?? '',
+  });
   const csrPem = call.request.csr ?? '';
   if (Buffer.byteLength(csrPem) > options.maxCsrBytes) {
     throw new IssuanceError('ERR_CSR_REJECTED', `CSR is larger than ${options.maxCsrBytes} bytes`);
@@ -62,15 +71,29 @@ async function createCertificate(options: CertificateServiceOptions, call: Call)
   }
   const identity = await impersonatedIdentity(options, caller, call.request);
   const issued = await options.issuance.issue({ csrPem, validitySeconds: Number(call.request.validity_duration) || 0, caller, identity });
-  options.logger.info({ spiffeId: issued.spiffeId, caller: caller.spiffeId, serial: issued.serialHex, notAfter: issued.notAfter, clusterId: caller.clusterId }, 'issued certificate');
+  options.logger.info(
+    {
+      spiffeId: issued.spiffeId,
+      caller: caller.spiffeId,
+      serial: issued.serialHex,
+      notAfter: issued.notAfter,
+      clusterId: caller.clusterId,
+    },
+    'issued certificate',
+  );
   options.metrics.issued.inc();
   return { cert_chain: issued.chain };
 }
 
-async function impersonatedIdentity(options: CertificateServiceOptions, caller: CallerIdentity, request: IstioCertificateRequest): Promise<string | undefined> {
+async function impersonatedIdentity(
+  options: CertificateServiceOptions,
+  caller: CallerIdentity,
+  request: IstioCertificateRequest,
+): Promise<string | undefined> {
   const impersonated = metadataString(request.metadata, 'ImpersonatedIdentity');
   if (!impersonated) return undefined;
-  if (!options.impersonation) throw new AuthenticationError('ERR_TOKEN_SUBJECT', 'impersonation is not enabled on this CA (--trusted-node-accounts)');
+  if (!options.impersonation)
+    throw new AuthenticationError('ERR_TOKEN_SUBJECT', 'impersonation is not enabled on this CA (--trusted-node-accounts)');
   await options.impersonation(caller, impersonated);
   return impersonated;
 }
@@ -100,7 +123,12 @@ function recordFailure(options: CertificateServiceOptions, error: unknown): Grpc
   return failure;
 }
 
-function finish(options: CertificateServiceOptions, started: bigint, callback: sendUnaryData<IstioCertificateResponse>, failure: GrpcFailure | undefined): void {
+function finish(
+  options: CertificateServiceOptions,
+  started: bigint,
+  callback: sendUnaryData<IstioCertificateResponse>,
+  failure: GrpcFailure | undefined,
+): void {
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   options.metrics.issuanceDuration.observe({ code: failure ? status[failure.code] : 'OK' }, seconds);
   if (failure) callback({ code: failure.code, details: failure.details });

@@ -62,24 +62,50 @@ interface LeaderTask {
 
 export async function startKubernetesIntegration(k: KubernetesIntegrationConfig, ports: KubernetesPorts): Promise<KubernetesIntegration> {
   const logger = ports.logger.child({ component: 'kubernetes' });
-  const client = (connection: KubeConnection) => new KubeClient({ connection, qps: k.qps, burst: k.burst, timeoutMs: k.requestTimeoutMs, logger });
+  const client = (connection: KubeConnection) =>
+    new KubeClient({ connection, qps: k.qps, burst: k.burst, timeoutMs: k.requestTimeoutMs, logger });
   const local = needsLocalApi(k) ? client(loadKubeConnection({ kubeconfig: k.kubeconfig, env: ports.env ?? process.env })) : undefined;
   const remotes = new Map(k.clusters.map((c) => [c.name, client(loadKubeconfig(c.kubeconfig))] as const));
 
   const impersonation =
     k.trustedNodeAccounts.length === 0
       ? undefined
-      : createNodeAuthorizer({ trustDomain: k.trustDomain, trustedAccounts: k.trustedNodeAccounts, clientFor: (id) => (id === k.clusterId ? local : remotes.get(id)) });
+      : createNodeAuthorizer({
+          trustDomain: k.trustDomain,
+          trustedAccounts: k.trustedNodeAccounts,
+          clientFor: (id) => (id === k.clusterId ? local : remotes.get(id)),
+        });
 
   const tasks: LeaderTask[] = [];
   let rootDistributor: RootDistributor | undefined;
   if (local && k.distributeRoot) {
-    rootDistributor = new RootDistributor({ client: local, bundle: () => ports.bundle.rootsPem(), namespaceSelector: k.namespaceSelector, resyncIntervalMs: k.rootResyncIntervalMs, logger });
+    rootDistributor = new RootDistributor({
+      client: local,
+      bundle: () => ports.bundle.rootsPem(),
+      namespaceSelector: k.namespaceSelector,
+      resyncIntervalMs: k.rootResyncIntervalMs,
+      logger,
+    });
     tasks.push(rootDistributor);
   }
   if (local && k.istiodSecret) {
-    const request = { trustDomain: k.trustDomain, namespace: k.istiodNamespace, revisions: k.istiodRevisions, ttlMs: k.istiodCertTtlMs, requestedBy: k.selfId, clusterId: k.clusterId };
-    tasks.push(new IstiodSecretKeeper({ client: local, rootsPem: () => ports.bundle.rootsPem(), issue: ports.issueIstiodCertificate, request, logger }));
+    const request = {
+      trustDomain: k.trustDomain,
+      namespace: k.istiodNamespace,
+      revisions: k.istiodRevisions,
+      ttlMs: k.istiodCertTtlMs,
+      requestedBy: k.selfId,
+      clusterId: k.clusterId,
+    };
+    tasks.push(
+      new IstiodSecretKeeper({
+        client: local,
+        rootsPem: () => ports.bundle.rootsPem(),
+        issue: ports.issueIstiodCertificate,
+        request,
+        logger,
+      }),
+    );
   }
   let leaderElector: LeaderElector | undefined;
   if (local && tasks.length > 0) {

@@ -24,7 +24,12 @@ export function istiodSecret(namespace: string, files: IstiodFiles): Secret {
 }
 
 /** Creates or updates Secret istiod-tls, keeping any other keys, labels and annotations it has. */
-export function writeIstiodSecret(client: KubeClient, namespace: string, files: IstiodFiles, stillAllowed: () => boolean = () => true): Promise<'created' | 'updated' | 'unchanged'> {
+export function writeIstiodSecret(
+  client: KubeClient,
+  namespace: string,
+  files: IstiodFiles,
+  stillAllowed: () => boolean = () => true,
+): Promise<'created' | 'updated' | 'unchanged'> {
   const fresh = istiodSecret(namespace, files);
   return Resource.secrets(client).upsert(namespace, ISTIOD_SECRET, (current) => {
     if (!stillAllowed()) return undefined; // e.g. leadership lost meanwhile
@@ -36,7 +41,11 @@ export function writeIstiodSecret(client: KubeClient, namespace: string, files: 
  * Why an existing Secret must be replaced, or undefined if it is still good: missing or unreadable,
  * past 2/3 of its lifetime, for other DNS names, or carrying other roots than the current bundle.
  */
-export function renewalReason(secret: Secret | undefined, want: { readonly rootsPem: string; readonly dnsNames: readonly string[] }, now = new Date()): string | undefined {
+export function renewalReason(
+  secret: Secret | undefined,
+  want: { readonly rootsPem: string; readonly dnsNames: readonly string[] },
+  now = new Date(),
+): string | undefined {
   if (secret === undefined) return 'missing';
   const text = (key: string) => Buffer.from(secret.data?.[key] ?? '', 'base64').toString('utf8');
   let leaf: X509Certificate;
@@ -48,7 +57,12 @@ export function renewalReason(secret: Secret | undefined, want: { readonly roots
   const from = Date.parse(leaf.validFrom);
   const to = Date.parse(leaf.validTo);
   if (now.getTime() >= from + ((to - from) * 2) / 3) return 'past 2/3 of its lifetime';
-  const sans = new Set((leaf.subjectAltName ?? '').split(', ').filter((n) => n.startsWith('DNS:')).map((n) => n.slice(4)));
+  const sans = new Set(
+    (leaf.subjectAltName ?? '')
+      .split(', ')
+      .filter((n) => n.startsWith('DNS:'))
+      .map((n) => n.slice(4)),
+  );
   if (want.dnsNames.length !== sans.size || want.dnsNames.some((name) => !sans.has(name))) return 'DNS names changed';
   if (text('root-cert.pem') !== want.rootsPem) return 'trust bundle changed';
   return undefined;
@@ -113,11 +127,17 @@ export class IstiodSecretKeeper {
     const { request, rootsPem, issue, client, logger } = this.#options;
     const secret = `${request.namespace}/${ISTIOD_SECRET}`;
     try {
-      const reason = renewalReason(await this.#secrets.get(request.namespace, ISTIOD_SECRET), { rootsPem: rootsPem(), dnsNames: istiodDnsNames(request.namespace, request.revisions) });
+      const reason = renewalReason(await this.#secrets.get(request.namespace, ISTIOD_SECRET), {
+        rootsPem: rootsPem(),
+        dnsNames: istiodDnsNames(request.namespace, request.revisions),
+      });
       if (reason === undefined || !this.#running) return;
       const issued = await issue(request);
       const outcome = await writeIstiodSecret(client, request.namespace, issued.files, () => this.#running);
-      logger.info({ secret, reason, outcome, serial: issued.serialHex, notAfter: issued.notAfter }, 'wrote istiod serving certificate Secret');
+      logger.info(
+        { secret, reason, outcome, serial: issued.serialHex, notAfter: issued.notAfter },
+        'wrote istiod serving certificate Secret',
+      );
     } catch (error) {
       logger.warn({ err: error, secret }, 'cannot update Secret istiod-tls; retrying at the next check');
     }

@@ -297,7 +297,10 @@ export async function validatePluginCa(files: PluginCaFiles, now: Date): Promise
   const caCert = parseCertificate(onlyCertificate(files.caCert, 'ca-cert.pem'), 'ca-cert.pem');
   const privateKey = inFile('ca-key.pem', () => importPrivateKeyPem(files.caKey));
   if (!privateKeyMatchesCertificate(privateKey, caCert.der)) {
-    throw new PkiError('ERR_KEY_MISMATCH', 'ca-key.pem does not belong to ca-cert.pem; supply the private key that was certified in ca-cert.pem');
+    throw new PkiError(
+      'ERR_KEY_MISMATCH',
+      'ca-key.pem does not belong to ca-cert.pem; supply the private key that was certified in ca-cert.pem',
+    );
   }
   checkSigningCa(caCert);
   const roots = parseRoots(files.rootCert);
@@ -325,10 +328,14 @@ function inFile<T>(file: string, parse: () => T): T {
 
 function onlyCertificate(pem: string, file: string): Buffer {
   const certs = inFile(file, () => pemCertificates(pem));
-  if (certs.length !== 1) {
-    throw new PkiError('ERR_PEM_MALFORMED', `${file} must hold exactly one certificate, found ${certs.length}; put intermediates in cert-chain.pem`);
+  const [only] = certs;
+  if (only === undefined || certs.length !== 1) {
+    throw new PkiError(
+      'ERR_PEM_MALFORMED',
+      `${file} must hold exactly one certificate, found ${certs.length}; put intermediates in cert-chain.pem`,
+    );
   }
-  return certs[0]!;
+  return only;
 }
 
 function checkSigningCa(caCert: ParsedCertificate): void {
@@ -360,7 +367,8 @@ function chainLinks(pem: string, caCert: ParsedCertificate, roots: readonly Pars
     .filter((b) => b.label === 'CERTIFICATE')
     .map((b) => b.der);
   if (ders[0]?.equals(caCert.der)) ders.shift();
-  while (ders.length > 0 && roots.some((r) => r.der.equals(ders.at(-1)!))) ders.pop();
+  const isRoot = (der: Buffer | undefined) => der !== undefined && roots.some((r) => r.der.equals(der));
+  while (isRoot(ders.at(-1))) ders.pop();
   return ders.map((der, i) => parseCertificate(der, `cert-chain.pem certificate #${i + 1}`));
 }
 
@@ -386,17 +394,24 @@ function checkPath(path: readonly ParsedCertificate[], now: Date): void {
       );
     }
     const bc = basicConstraints(cert);
-    if (bc?.ca !== true) throw new PkiError('ERR_CHAIN_INVALID', `${name} (${cert.x.subject}) is not a CA certificate (BasicConstraints CA:TRUE missing)`);
+    if (bc?.ca !== true)
+      throw new PkiError('ERR_CHAIN_INVALID', `${name} (${cert.x.subject}) is not a CA certificate (BasicConstraints CA:TRUE missing)`);
     // A CA at position i has i intermediates below it (caCert included, leaves not counted).
     if (bc.pathLength !== undefined && bc.pathLength < i) {
-      throw new PkiError('ERR_CHAIN_INVALID', `${name} (${cert.x.subject}) has pathLen ${bc.pathLength}, too small for ${i} CA certificate(s) below it`);
+      throw new PkiError(
+        'ERR_CHAIN_INVALID',
+        `${name} (${cert.x.subject}) has pathLen ${bc.pathLength}, too small for ${i} CA certificate(s) below it`,
+      );
     }
   });
 }
 
 function checkValidity(cert: ParsedCertificate, name: string, now: Date): void {
   if (now.getTime() > cert.x.notAfter.getTime()) {
-    throw new PkiError('ERR_CERT_EXPIRED', `${name} (${cert.x.subject}) expired at ${cert.x.notAfter.toISOString()}; renew it and import again`);
+    throw new PkiError(
+      'ERR_CERT_EXPIRED',
+      `${name} (${cert.x.subject}) expired at ${cert.x.notAfter.toISOString()}; renew it and import again`,
+    );
   }
   if (now.getTime() < cert.x.notBefore.getTime()) {
     throw new PkiError(
@@ -464,8 +479,9 @@ function checkCrlSpec(spec: CrlSpec, issuer: ParsedCertificate): void {
     throw new PkiError('ERR_CRL_SPEC_INVALID', 'CRL nextUpdate must be after thisUpdate');
   }
   const serials = spec.entries.map((e) => normalizeSerialHex(e.serialHex));
-  const bad = serials.findIndex((s) => s === undefined);
-  if (bad !== -1) throw new PkiError('ERR_CRL_SPEC_INVALID', `CRL entry #${bad + 1} has an invalid serial "${spec.entries[bad]!.serialHex}"`);
+  const bad = serials.indexOf(undefined);
+  if (bad !== -1)
+    throw new PkiError('ERR_CRL_SPEC_INVALID', `CRL entry #${bad + 1} has an invalid serial "${spec.entries[bad]?.serialHex}"`);
   if (new Set(serials).size !== serials.length) throw new PkiError('ERR_CRL_SPEC_INVALID', 'CRL entries contain a serial more than once');
 }
 
@@ -483,6 +499,6 @@ function evenHex(hex: string): string {
 /** DER INTEGER for a non-negative value (CRLNumber). */
 function derInteger(value: bigint): Buffer {
   let content = Buffer.from(evenHex(value.toString(16)), 'hex');
-  if (content[0]! & 0x80) content = Buffer.concat([Buffer.from([0]), content]);
+  if (content.readUInt8(0) & 0x80) content = Buffer.concat([Buffer.from([0]), content]);
   return Buffer.concat([Buffer.from([0x02, content.length]), content]);
 }

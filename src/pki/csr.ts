@@ -95,22 +95,23 @@ export function parseCsr(pem: string): CertificationRequest {
 export function parseCsrDer(der: Buffer): CertificationRequest {
   if (der.length === 0) throw new PkiError('ERR_CSR_MALFORMED', 'empty CSR');
   if (der.length > MAX_CSR_DER_BYTES) throw new PkiError('ERR_CSR_MALFORMED', 'CSR too large');
-  const r = new DerReader(der, 'ERR_CSR_MALFORMED');
+  const r: DerReader = new DerReader(der, 'ERR_CSR_MALFORMED');
   const [infoEl, sigAlgEl, sigEl] = exactly(r, r.sequence(r.top(), 'CertificationRequest'), 3, 'CertificationRequest');
   const info = r.sequence(infoEl, 'certificationRequestInfo');
-  if (info.length !== 3 && info.length !== 4) r.fail('certificationRequestInfo: wrong number of fields');
-  if (r.smallInteger(info[0]!, 'version') !== 0) r.fail('version must be 0 (v1)');
-  const subject = parseName(r, info[1]!);
-  const key = parseSubjectPublicKey(r, info[2]!);
+  const [versionEl, subjectEl, spkiEl, attributesEl, ...extra] = info;
+  if (!versionEl || !subjectEl || !spkiEl || extra.length > 0) r.fail('certificationRequestInfo: wrong number of fields');
+  if (r.smallInteger(versionEl, 'version') !== 0) r.fail('version must be 0 (v1)');
+  const subject = parseName(r, subjectEl);
+  const key = parseSubjectPublicKey(r, spkiEl);
   // RFC 2986 makes [0] mandatory, but an absent one means "no attributes" unambiguously.
-  const requested = info[3] === undefined ? NO_EXTENSIONS : parseAttributes(r, info[3]);
+  const requested = attributesEl === undefined ? NO_EXTENSIONS : parseAttributes(r, attributesEl);
   const scheme = parseSignatureAlgorithm(r, sigAlgEl);
   if (scheme.keyFamily !== (key.algorithm === 'rsa' ? 'rsa' : 'ec')) {
     throw new PkiError('ERR_CSR_UNSUPPORTED_SIGNATURE', `${scheme.name} does not match a ${key.algorithm} key`);
   }
   return {
     der,
-    spkiDer: r.raw(info[2]!),
+    spkiDer: r.raw(spkiEl),
     keyAlgorithm: key.algorithm,
     rsaModulusBits: key.rsaModulusBits,
     subject,
@@ -174,8 +175,8 @@ const JWK_CURVES: Readonly<Record<CsrKeyAlgorithm, string>> = { 'ec-p256': 'P-25
 function verificationKey(csr: CertificationRequest): VerifyPublicKeyInput | VerifyJsonWebKeyInput {
   const r = new DerReader(csr.spkiDer, 'ERR_CSR_MALFORMED');
   const spki = r.sequence(r.top(), 'subjectPublicKeyInfo');
-  if (spki.length !== 2) r.fail('subjectPublicKeyInfo: expected 2 fields');
-  const keyBits = r.bitString(spki[1]!, 'subjectPublicKey');
+  const [, keyEl] = exactly(r, spki, 2, 'subjectPublicKeyInfo');
+  const keyBits = r.bitString(keyEl, 'subjectPublicKey');
   const signing = csr.signatureAlgorithm === 'rsa-pss' ? { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: csr.pssSaltLength } : {};
   if (csr.keyAlgorithm === 'rsa') return { key: keyBits, format: 'der', type: 'pkcs1', ...signing };
   if (keyBits[0] !== 0x04) return { key: csr.spkiDer, format: 'der', type: 'spki' };
@@ -185,9 +186,12 @@ function verificationKey(csr: CertificationRequest): VerifyPublicKeyInput | Veri
   return { key: { kty: 'EC', crv: JWK_CURVES[csr.keyAlgorithm], x, y }, format: 'jwk' };
 }
 
-function exactly(r: DerReader, els: DerElement[], count: number, what: string): DerElement[] {
+/** `count` elements as a tuple of that length, so destructured fields need no `!`. */
+type Fields<N extends number, T extends DerElement[] = []> = T['length'] extends N ? T : Fields<N, [...T, DerElement]>;
+
+function exactly<N extends 1 | 2 | 3>(r: DerReader, els: DerElement[], count: N, what: string): Fields<N> {
   if (els.length !== count) r.fail(`${what}: expected ${count} fields, found ${els.length}`);
-  return els;
+  return els as Fields<N>;
 }
 
 function parseName(r: DerReader, nameEl: DerElement): SubjectAttribute[] {
@@ -197,10 +201,10 @@ function parseName(r: DerReader, nameEl: DerElement): SubjectAttribute[] {
     if (attributes.length === 0) r.fail('subject: empty RDN');
     for (const atv of attributes) {
       const [typeEl, valueEl] = exactly(r, r.sequence(atv, 'subject attribute'), 2, 'subject attribute');
-      const oid = r.oid(typeEl!, 'subject attribute type');
-      const value = isStringTag(valueEl!.tag)
-        ? r.string(valueEl!, 'subject attribute value')
-        : '#' + r.raw(valueEl!).toString('hex');
+      const oid = r.oid(typeEl, 'subject attribute type');
+      const value = isStringTag(valueEl.tag)
+        ? r.string(valueEl, 'subject attribute value')
+        : '#' + r.raw(valueEl).toString('hex');
       out.push({ oid, value });
     }
   }
@@ -214,14 +218,14 @@ interface SubjectKey {
 
 function parseSubjectPublicKey(r: DerReader, spkiEl: DerElement): SubjectKey {
   const [algEl, keyEl] = exactly(r, r.sequence(spkiEl, 'subjectPublicKeyInfo'), 2, 'subjectPublicKeyInfo');
-  const [oidEl, paramsEl, ...extra] = r.sequence(algEl!, 'subjectPublicKeyInfo algorithm');
+  const [oidEl, paramsEl, ...extra] = r.sequence(algEl, 'subjectPublicKeyInfo algorithm');
   if (oidEl === undefined || extra.length > 0) r.fail('subjectPublicKeyInfo algorithm: wrong number of fields');
   const keyOid = r.oid(oidEl, 'public key algorithm');
-  const keyBits = r.bitString(keyEl!, 'subjectPublicKey');
+  const keyBits = r.bitString(keyEl, 'subjectPublicKey');
   if (keyOid === OID.ecPublicKey) return { algorithm: parseEcKey(r, paramsEl, keyBits), rsaModulusBits: undefined };
   if (keyOid === OID.rsaEncryption) {
     if (paramsEl !== undefined) r.null(paramsEl, 'rsaEncryption parameters');
-    return { algorithm: 'rsa', rsaModulusBits: parseRsaKey(r, keyEl!) };
+    return { algorithm: 'rsa', rsaModulusBits: parseRsaKey(r, keyEl) };
   }
   throw new PkiError('ERR_CSR_UNSUPPORTED_KEY', `unsupported public key algorithm ${keyOid}`);
 }
@@ -242,9 +246,9 @@ function parseRsaKey(r: DerReader, keyEl: DerElement): number {
   const inner = r.elementAt(keyEl.contentStart + 1, keyEl.end, keyEl.depth + 1);
   if (inner.end !== keyEl.end) r.fail('RSAPublicKey: trailing bytes');
   const [modulusEl, exponentEl] = exactly(r, r.sequence(inner, 'RSAPublicKey'), 2, 'RSAPublicKey');
-  const modulus = r.integer(modulusEl!, 'RSA modulus');
-  const exponent = r.integer(exponentEl!, 'RSA public exponent');
-  if (modulus[0]! & 0x80 || exponent[0]! & 0x80) r.fail('RSA key integers must be positive');
+  const modulus = r.integer(modulusEl, 'RSA modulus');
+  const exponent = r.integer(exponentEl, 'RSA public exponent');
+  if (modulus.readUInt8(0) & 0x80 || exponent.readUInt8(0) & 0x80) r.fail('RSA key integers must be positive');
   const bits = unsignedBitLength(modulus);
   if (bits > MAX_RSA_MODULUS_BITS) throw new PkiError('ERR_CSR_UNSUPPORTED_KEY', `RSA modulus of ${bits} bits is too large`);
   // Go's crypto/rsa limits e to 31 bits; a huge e would make every verify as slow as a sign.
@@ -254,10 +258,9 @@ function parseRsaKey(r: DerReader, keyEl: DerElement): number {
 }
 
 function unsignedBitLength(bytes: Buffer): number {
-  let i = 0;
-  while (i < bytes.length && bytes[i] === 0) i++;
-  if (i === bytes.length) return 0;
-  return (bytes.length - i - 1) * 8 + (32 - Math.clz32(bytes[i]!));
+  const i = bytes.findIndex((b) => b !== 0);
+  if (i === -1) return 0;
+  return (bytes.length - i - 1) * 8 + (32 - Math.clz32(bytes.readUInt8(i)));
 }
 
 /** What the extensionRequest attribute asks for. */
@@ -295,11 +298,11 @@ function parseAttributes(r: DerReader, attrsEl: DerElement): RequestedExtensions
   let extensions: RequestedExtensions | undefined;
   for (const attr of r.sequence(attrsEl, 'attributes', contextTag(0, true))) {
     const [typeEl, valuesEl] = exactly(r, r.sequence(attr, 'attribute'), 2, 'attribute');
-    const type = r.oid(typeEl!, 'attribute type');
-    const values = r.sequence(valuesEl!, 'attribute values', Tag.SET);
+    const type = r.oid(typeEl, 'attribute type');
+    const values = r.sequence(valuesEl, 'attribute values', Tag.SET);
     if (type !== OID.extensionRequest) continue;
     if (extensions !== undefined) r.fail('duplicate extensionRequest attribute');
-    extensions = parseExtensions(r, exactly(r, values, 1, 'extensionRequest values')[0]!);
+    extensions = parseExtensions(r, exactly(r, values, 1, 'extensionRequest values')[0]);
   }
   return extensions ?? NO_EXTENSIONS;
 }
@@ -311,13 +314,15 @@ function parseExtensions(r: DerReader, extensionsEl: DerElement): RequestedExten
   const extensionOids: string[] = [];
   for (const ext of r.sequence(extensionsEl, 'extensions')) {
     const fields = r.sequence(ext, 'extension');
-    if (fields.length !== 2 && fields.length !== 3) r.fail('extension: wrong number of fields');
-    const oid = r.oid(fields[0]!, 'extension id');
+    const [oidEl, criticalEl, lastEl, ...extra] = fields;
+    const valueField = lastEl ?? criticalEl;
+    if (!oidEl || !valueField || extra.length > 0) r.fail('extension: wrong number of fields');
+    const oid = r.oid(oidEl, 'extension id');
     if (extensionOids.includes(oid)) r.fail(`duplicate extension ${oid}`);
     extensionOids.push(oid);
     // An explicit critical=FALSE is not DER, but some encoders emit it; the meaning is clear.
-    const critical = fields.length === 3 && r.boolean(fields[1]!, 'extension critical');
-    const valueEl = r.expect(fields[fields.length - 1]!, Tag.OCTET_STRING, 'extension value');
+    const critical = lastEl !== undefined && criticalEl !== undefined && r.boolean(criticalEl, 'extension critical');
+    const valueEl = r.expect(valueField, Tag.OCTET_STRING, 'extension value');
     if (oid === OID.subjectAltName) {
       sanCritical = critical;
       parseGeneralNames(r, r.inner(valueEl, 'subjectAltName'), san);
@@ -402,10 +407,12 @@ function formatIpv6(bytes: Buffer): string {
 /** BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE, pathLenConstraint INTEGER OPTIONAL }. */
 function parseBasicConstraintsCa(r: DerReader, el: DerElement): boolean {
   const fields = r.sequence(el, 'basicConstraints');
-  let i = 0;
-  const ca = fields[i]?.tag === Tag.BOOLEAN ? r.boolean(fields[i++]!, 'basicConstraints cA') : false;
-  if (fields[i]?.tag === Tag.INTEGER) r.smallInteger(fields[i++]!, 'basicConstraints pathLen');
-  if (i !== fields.length) r.fail('basicConstraints: unexpected fields');
+  const rest = [...fields];
+  const caEl = rest[0]?.tag === Tag.BOOLEAN ? rest.shift() : undefined;
+  const ca = caEl ? r.boolean(caEl, 'basicConstraints cA') : false;
+  const pathLenEl = rest[0]?.tag === Tag.INTEGER ? rest.shift() : undefined;
+  if (pathLenEl) r.smallInteger(pathLenEl, 'basicConstraints pathLen');
+  if (rest.length > 0) r.fail('basicConstraints: unexpected fields');
   return ca;
 }
 
@@ -469,8 +476,8 @@ function parseHashAlgorithm(r: DerReader, el: DerElement): CsrSignatureHash {
 
 function parseMgf1(r: DerReader, el: DerElement): CsrSignatureHash {
   const [oidEl, hashEl] = exactly(r, r.sequence(el, 'mask generation algorithm'), 2, 'mask generation algorithm');
-  if (r.oid(oidEl!, 'mask generation algorithm') !== OID.mgf1) {
+  if (r.oid(oidEl, 'mask generation algorithm') !== OID.mgf1) {
     throw new PkiError('ERR_CSR_UNSUPPORTED_SIGNATURE', 'RSASSA-PSS mask generation must be MGF1');
   }
-  return parseHashAlgorithm(r, hashEl!);
+  return parseHashAlgorithm(r, hashEl);
 }

@@ -89,10 +89,10 @@ export class DerReader {
     const buf = this.input;
     limit = Math.min(limit, buf.length); // never read past the input, whatever the caller says
     if (offset + 2 > limit) this.fail('truncated DER element');
-    const tag = buf[offset]!;
+    const tag = buf.readUInt8(offset);
     if ((tag & HIGH_TAG_NUMBER) === HIGH_TAG_NUMBER) this.fail('high-tag-number form is not supported');
     let pos = offset + 1;
-    const first = buf[pos++]!;
+    const first = buf.readUInt8(pos++);
     let length = first;
     if (first & 0x80) {
       const count = first & 0x7f;
@@ -101,7 +101,7 @@ export class DerReader {
       if (pos + count > limit) this.fail('truncated DER length');
       if (buf[pos] === 0) this.fail('non-minimal DER length');
       length = 0;
-      for (let i = 0; i < count; i++) length = length * 256 + buf[pos++]!;
+      for (let i = 0; i < count; i++) length = length * 256 + buf.readUInt8(pos++);
       if (length < 0x80) this.fail('non-minimal DER length');
     }
     if (length > limit - pos) this.fail('DER length exceeds available input');
@@ -118,6 +118,11 @@ export class DerReader {
       pos = child.end;
     }
     return out;
+  }
+
+  /** `els[index]`, or a decoding failure naming the missing field. */
+  field(els: readonly DerElement[], index: number, what: string): DerElement {
+    return els[index] ?? this.fail(`${what}: missing`);
   }
 
   /** Asserts the identifier octet; `what` names the field in the error message. */
@@ -152,7 +157,7 @@ export class DerReader {
   integer(el: DerElement, what: string): Buffer {
     const c = this.content(this.expect(el, Tag.INTEGER, what));
     if (c.length === 0) this.fail(`${what}: empty INTEGER`);
-    if (c.length > 1 && ((c[0] === 0 && c[1]! < 0x80) || (c[0] === 0xff && c[1]! >= 0x80))) {
+    if (nonMinimalInteger(c)) {
       this.fail(`${what}: non-minimal INTEGER`);
     }
     return c;
@@ -161,7 +166,7 @@ export class DerReader {
   /** A small non-negative INTEGER such as a version or pathLen. */
   smallInteger(el: DerElement, what: string): number {
     const c = this.integer(el, what);
-    if (c[0]! & 0x80 || c.length > 4) this.fail(`${what}: INTEGER out of range`);
+    if (c.readUInt8(0) & 0x80 || c.length > 4) this.fail(`${what}: INTEGER out of range`);
     let n = 0;
     for (const b of c) n = n * 256 + b;
     return n;
@@ -226,13 +231,13 @@ function hex2(n: number): string {
 function decodeOid(c: Buffer, fail: (message: string) => never): string {
   if (c.length === 0) fail('empty OID');
   if (c.length > MAX_OID_BYTES) fail('OID too long');
-  if (c[c.length - 1]! & 0x80) fail('truncated OID arc');
+  if (c.readUInt8(c.length - 1) & 0x80) fail('truncated OID arc');
   let out = '';
   let arcs = 0;
   for (let pos = 0; pos < c.length; ) {
     if (c[pos] === 0x80) fail('non-minimal OID arc');
     let end = pos;
-    while (c[end]! & 0x80) end++;
+    while (c.readUInt8(end) & 0x80) end++;
     const arc = decodeArc(c, pos, end + 1);
     if (++arcs > MAX_OID_ARCS - 1) fail('OID has too many arcs');
     out += pos === 0 ? firstArcs(arc) : '.' + arc.toString();
@@ -245,11 +250,11 @@ function decodeOid(c: Buffer, fail: (message: string) => never): string {
 function decodeArc(c: Buffer, from: number, to: number): number | bigint {
   if (to - from <= 7) {
     let n = 0;
-    for (let i = from; i < to; i++) n = n * 128 + (c[i]! & 0x7f);
+    for (let i = from; i < to; i++) n = n * 128 + (c.readUInt8(i) & 0x7f);
     return n;
   }
   let n = 0n;
-  for (let i = from; i < to; i++) n = (n << 7n) | BigInt(c[i]! & 0x7f);
+  for (let i = from; i < to; i++) n = (n << 7n) | BigInt(c.readUInt8(i) & 0x7f);
   return n;
 }
 
@@ -320,10 +325,10 @@ function decodeUcs(c: Buffer, width: 2 | 4): string | undefined {
 function decodeTime(c: Buffer, utc: boolean): Date | undefined {
   const digits = utc ? 12 : 14;
   if (c.length !== digits + 1 || c[digits] !== 0x5a /* Z */) return undefined;
-  for (let i = 0; i < digits; i++) if (c[i]! < 0x30 || c[i]! > 0x39) return undefined;
+  for (const digit of c.subarray(0, digits)) if (digit < 0x30 || digit > 0x39) return undefined;
   const num = (at: number, len: number): number => {
     let n = 0;
-    for (let i = at; i < at + len; i++) n = n * 10 + c[i]! - 0x30;
+    for (let i = at; i < at + len; i++) n = n * 10 + c.readUInt8(i) - 0x30;
     return n;
   };
   let year = utc ? num(0, 2) : num(0, 4);
@@ -377,10 +382,16 @@ export function encodeSet(...children: readonly Uint8Array[]): Buffer {
   return encodeTlv(Tag.SET, ...[...children].sort((a, b) => Buffer.compare(a, b)));
 }
 
+/** A leading 0x00 before a clear high bit, or 0xff before a set one, is a redundant sign byte. */
+function nonMinimalInteger(content: Uint8Array): boolean {
+  const [first, second] = content;
+  return second !== undefined && ((first === 0 && second < 0x80) || (first === 0xff && second >= 0x80));
+}
+
 /** INTEGER from content bytes, which must already be minimal two's complement. */
 export function encodeInteger(content: Uint8Array): Buffer {
   if (content.length === 0) writerFail('empty INTEGER');
-  if (content.length > 1 && ((content[0] === 0 && content[1]! < 0x80) || (content[0] === 0xff && content[1]! >= 0x80))) {
+  if (nonMinimalInteger(content)) {
     writerFail('non-minimal INTEGER content');
   }
   return encodeTlv(Tag.INTEGER, content);
@@ -394,7 +405,7 @@ export function encodeSmallInteger(n: number): Buffer {
     bytes.unshift(n & 0xff);
     n = Math.floor(n / 256);
   } while (n > 0);
-  if (bytes[0]! & 0x80) bytes.unshift(0);
+  if ((bytes[0] ?? 0) & 0x80) bytes.unshift(0);
   return encodeTlv(Tag.INTEGER, Uint8Array.from(bytes));
 }
 
@@ -404,11 +415,10 @@ export function encodeOid(dotted: string): Buffer {
   if (text.length < 2 || text.length > MAX_OID_ARCS || !text.every((a) => /^(0|[1-9][0-9]*)$/.test(a))) {
     writerFail(`invalid OID ${dotted}`);
   }
-  const arcs = text.map((a) => BigInt(a));
-  const [first, second] = [arcs[0]!, arcs[1]!];
-  if (first > 2n || (first < 2n && second >= 40n)) writerFail(`invalid OID ${dotted}`);
+  const [first, second, ...rest] = text.map((a) => BigInt(a));
+  if (first === undefined || second === undefined || first > 2n || (first < 2n && second >= 40n)) writerFail(`invalid OID ${dotted}`);
   const bytes: number[] = [];
-  for (const arc of [first * 40n + second, ...arcs.slice(2)]) bytes.push(...base128(arc));
+  for (const arc of [first * 40n + second, ...rest]) bytes.push(...base128(arc));
   if (bytes.length > MAX_OID_BYTES) writerFail(`OID too long: ${dotted}`);
   return encodeTlv(Tag.OID, Uint8Array.from(bytes));
 }
@@ -432,7 +442,7 @@ export function encodeNamedBits(bitNumbers: readonly number[]): Buffer {
   const highest = Math.max(-1, ...bitNumbers);
   if (highest < 0) return encodeBitString(new Uint8Array(0));
   const bytes = new Uint8Array((highest >> 3) + 1);
-  for (const bit of bitNumbers) bytes[bit >> 3] |= 0x80 >> (bit & 7);
+  for (const bit of bitNumbers) bytes[bit >> 3] = (bytes[bit >> 3] ?? 0) | (0x80 >> (bit & 7));
   return encodeBitString(bytes, 7 - (highest & 7));
 }
 

@@ -178,13 +178,15 @@ export function importPrivateKeyPem(pem: string): KeyObject {
     throw new PkiError('ERR_PEM_MALFORMED', 'private key is encrypted; decrypt it first, e.g. `openssl pkey -in key.pem -out plain.pem`');
   }
   const blocks = pemBlocks(pem).filter((b) => b.label in PRIVATE_KEY_LABELS);
-  if (blocks.length !== 1) {
+  const [block] = blocks;
+  const type = block && PRIVATE_KEY_LABELS[block.label];
+  if (block === undefined || type === undefined || blocks.length !== 1) {
     throw new PkiError('ERR_PEM_MALFORMED', `expected exactly one PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY PEM block, found ${blocks.length}`);
   }
-  const { label, der } = blocks[0]!;
+  const { label, der } = block;
   let key: KeyObject;
   try {
-    key = createPrivateKey({ key: der, format: 'der', type: PRIVATE_KEY_LABELS[label]! });
+    key = createPrivateKey({ key: der, format: 'der', type });
   } catch {
     throw new PkiError('ERR_PEM_MALFORMED', `the ${label} PEM block does not hold a valid private key`);
   } finally {

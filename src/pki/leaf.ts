@@ -156,8 +156,8 @@ function leafFail(message: string): never {
 
 function assertSerial(serial: Buffer): void {
   if (serial.length === 0 || serial.length > MAX_SERIAL_BYTES) leafFail('serial must be 1-20 octets');
-  if (serial[0]! & 0x80) leafFail('serial must be positive');
-  if (serial.length > 1 && serial[0] === 0 && serial[1]! < 0x80) leafFail('serial has a non-minimal encoding');
+  if (serial.readUInt8(0) & 0x80) leafFail('serial must be positive');
+  if (serial.length > 1 && serial[0] === 0 && serial.readUInt8(1) < 0x80) leafFail('serial has a non-minimal encoding');
   if (serial.every((b) => b === 0)) leafFail('serial must not be zero');
 }
 
@@ -186,8 +186,8 @@ function subjectPublicKeyBits(spkiDer: Buffer): Buffer {
   const r = new DerReader(spkiDer, 'ERR_CERT_MALFORMED');
   const fields = r.sequence(r.top(), 'subject public key');
   if (fields.length !== 2) r.fail('subject public key: expected algorithm and key');
-  r.expect(fields[0]!, Tag.SEQUENCE, 'subject public key algorithm');
-  return r.bitString(fields[1]!, 'subject public key');
+  r.expect(r.field(fields, 0, 'subject public key algorithm'), Tag.SEQUENCE, 'subject public key algorithm');
+  return r.bitString(r.field(fields, 1, 'subject public key'), 'subject public key');
 }
 
 function issuerSignature(issuerKey: KeyObject): IssuerSignature {
@@ -225,19 +225,19 @@ function parseIssuerCertificate(der: Buffer): IssuerFacts {
   const r = new DerReader(der, 'ERR_CERT_MALFORMED');
   const certificate = r.sequence(r.top(), 'issuer certificate');
   if (certificate.length !== 3) r.fail('issuer certificate: expected 3 fields');
-  const tbs = r.sequence(certificate[0]!, 'issuer tbsCertificate');
+  const tbs = r.sequence(r.field(certificate, 0, 'issuer tbsCertificate'), 'issuer tbsCertificate');
   // version [0] is present for v3; without it every later field shifts left by one.
   const at = tbs[0]?.tag === contextTag(0, true) ? 1 : 0;
   if (tbs.length < at + 6) r.fail('issuer tbsCertificate: missing fields');
-  const subject = r.expect(tbs[at + 4]!, Tag.SEQUENCE, 'issuer subject');
-  const spki = r.expect(tbs[at + 5]!, Tag.SEQUENCE, 'issuer subjectPublicKeyInfo');
+  const subject = r.expect(r.field(tbs, at + 4, 'issuer subject'), Tag.SEQUENCE, 'issuer subject');
+  const spki = r.expect(r.field(tbs, at + 5, 'issuer subjectPublicKeyInfo'), Tag.SEQUENCE, 'issuer subjectPublicKeyInfo');
   const spkiFields = r.children(spki);
   if (spkiFields.length !== 2) r.fail('issuer subjectPublicKeyInfo: expected 2 fields');
   const skid = findSubjectKeyIdentifier(r, tbs.slice(at + 6));
   return {
     subjectDer: Buffer.from(r.raw(subject)), // copied: the template outlives the caller's buffer
     spkiDer: Buffer.from(r.raw(spki)),
-    keyIdentifier: skid ?? keyIdentifier(r.bitString(spkiFields[1]!, 'issuer public key')),
+    keyIdentifier: skid ?? keyIdentifier(r.bitString(r.field(spkiFields, 1, 'issuer public key'), 'issuer public key')),
   };
 }
 
@@ -247,8 +247,10 @@ function findSubjectKeyIdentifier(r: DerReader, trailing: DerElement[]): Buffer 
   if (extensionsWrapper === undefined) return undefined;
   for (const ext of r.sequence(r.inner(extensionsWrapper, 'issuer extensions'), 'issuer extensions')) {
     const fields = r.sequence(ext, 'issuer extension');
-    if (fields.length < 2 || r.oid(fields[0]!, 'issuer extension id') !== OID_SKID) continue;
-    const value = r.octetString(fields[fields.length - 1]!, 'issuer SKID extension');
+    const [oidEl] = fields;
+    const valueEl = fields.at(-1);
+    if (fields.length < 2 || oidEl === undefined || valueEl === undefined || r.oid(oidEl, 'issuer extension id') !== OID_SKID) continue;
+    const value = r.octetString(valueEl, 'issuer SKID extension');
     const inner = new DerReader(value, 'ERR_CERT_MALFORMED');
     const id = inner.octetString(inner.top(), 'issuer SKID');
     if (id.length === 0) inner.fail('issuer SKID is empty');

@@ -17,8 +17,8 @@ export function pemEncode(der: Uint8Array, label: string): string {
 /** All PEM blocks in `text`, in order. Text outside blocks (comments) is ignored. */
 export function pemBlocks(text: string): PemBlock[] {
   const blocks: PemBlock[] = [];
-  for (const m of text.matchAll(BLOCK_RE)) {
-    blocks.push({ label: m[1]!, der: Buffer.from(m[2]!.replace(/\s+/g, ''), 'base64') });
+  for (const [, label, body] of text.matchAll(BLOCK_RE)) {
+    if (label !== undefined && body !== undefined) blocks.push({ label, der: Buffer.from(body.replace(/\s+/g, ''), 'base64') });
   }
   return blocks;
 }
@@ -26,8 +26,8 @@ export function pemBlocks(text: string): PemBlock[] {
 /** Exactly one PEM block with one of the given labels; anything else is ERR_PEM_MALFORMED. */
 export function pemDecodeOne(text: string, labels: readonly string[]): Buffer {
   const blocks = pemBlocks(text);
-  if (blocks.length !== 1) throw new PkiError('ERR_PEM_MALFORMED', `expected exactly one PEM block, found ${blocks.length}`);
-  const block = blocks[0]!;
+  const [block] = blocks;
+  if (block === undefined || blocks.length !== 1) throw new PkiError('ERR_PEM_MALFORMED', `expected exactly one PEM block, found ${blocks.length}`);
   if (!labels.includes(block.label)) {
     throw new PkiError('ERR_PEM_MALFORMED', `expected PEM label ${labels.join(' or ')}, found ${block.label}`);
   }

@@ -9,7 +9,7 @@ const SERIAL_BYTES = 16; // 128 bits of randomness (docs/architecture.md)
 export function randomSerial(): Buffer {
   const raw = randomBytes(SERIAL_BYTES);
   if (raw[0] === 0) raw[0] = 1; // keep full 128-bit width and avoid a non-minimal encoding
-  return raw[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), raw]) : raw;
+  return raw.readUInt8(0) & 0x80 ? Buffer.concat([Buffer.from([0]), raw]) : raw;
 }
 
 /** Serial as the API shows it: lowercase hex, no separators, no leading zeros. */

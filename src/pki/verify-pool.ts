@@ -60,13 +60,17 @@ export class CsrVerifierPool {
     const batch = this.queue;
     this.queue = [];
     const live = this.threads.filter((t) => t.healthy);
-    if (live.length === 0) return batch.forEach((p) => p.reject(new PkiError('ERR_CSR_UNSUPPORTED_KEY', 'no CSR verifier thread is running')));
+    if (live.length === 0)
+      return batch.forEach((p) => p.reject(new PkiError('ERR_CSR_UNSUPPORTED_KEY', 'no CSR verifier thread is running')));
     const thread = live.reduce((a, b) => (this.loadOf(b) < this.loadOf(a) ? b : a));
     this.load.set(thread, this.loadOf(thread) + batch.length);
-    thread.call(batch.map((p) => p.check)).then(
-      (results) => batch.forEach((p, i) => settle(p, results[i])),
-      (error: Error) => batch.forEach((p) => p.reject(error)),
-    ).finally(() => this.load.set(thread, this.loadOf(thread) - batch.length));
+    thread
+      .call(batch.map((p) => p.check))
+      .then(
+        (results) => batch.forEach((p, i) => settle(p, results[i])),
+        (error: Error) => batch.forEach((p) => p.reject(error)),
+      )
+      .finally(() => this.load.set(thread, this.loadOf(thread) - batch.length));
   }
 
   private loadOf(thread: VerifierThread): number {
@@ -75,6 +79,7 @@ export class CsrVerifierPool {
 }
 
 function settle(pending: Pending, result: CheckResult | undefined): void {
-  if (typeof result === 'string' || result === undefined) pending.reject(new PkiError('ERR_CSR_UNSUPPORTED_KEY', `signature check failed: ${result ?? 'no result'}`));
+  if (typeof result === 'string' || result === undefined)
+    pending.reject(new PkiError('ERR_CSR_UNSUPPORTED_KEY', `signature check failed: ${result ?? 'no result'}`));
   else pending.resolve(result === 1);
 }

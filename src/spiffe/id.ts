@@ -92,11 +92,11 @@ export function workloadId(trustDomain: string, namespace: string, serviceAccoun
 /** Parses an Istio workload ID back into its parts; throws ERR_SPIFFE_NOT_WORKLOAD for other shapes. */
 export function parseWorkloadId(input: string): WorkloadIdentity {
   const { trustDomain, path } = parseSpiffeId(input);
-  const parts = path.split('/');
-  if (parts.length !== 5 || parts[1] !== 'ns' || parts[3] !== 'sa') {
+  const [, nsLabel, namespace, saLabel, serviceAccount, ...extra] = path.split('/');
+  if (nsLabel !== 'ns' || saLabel !== 'sa' || namespace === undefined || serviceAccount === undefined || extra.length > 0) {
     throw new SpiffeIdError('ERR_SPIFFE_NOT_WORKLOAD', 'expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>');
   }
-  return { trustDomain, namespace: parts[2]!, serviceAccount: parts[4]! };
+  return { trustDomain, namespace, serviceAccount };
 }
 
 /** meshca's own identity: the SPIFFE ID of its serving certificate and of what it issues by itself. */

@@ -67,7 +67,9 @@ export class GroupCommitQueue {
       outcomes = await this.write(batch.map((p) => p.record));
     } catch (error) {
       const failure =
-        error instanceof StoreError ? error : new StoreError('ERR_STORE_UNAVAILABLE', `recording issued certificates failed: ${(error as Error).message}`, { cause: error });
+        error instanceof StoreError
+          ? error
+          : new StoreError('ERR_STORE_UNAVAILABLE', `recording issued certificates failed: ${(error as Error).message}`, { cause: error });
       for (const pending of batch) pending.reject(failure);
       return;
     }

@@ -52,14 +52,14 @@ export function readMigrations(dir: string): Migration[] {
     throw new StoreError('ERR_STORE_MIGRATION', `cannot read the migrations folder ${dir}; it ships with meshca next to dist/`, { cause: error });
   }
   const migrations = files.flatMap((file) => {
-    const match = FILE_NAME.exec(file);
-    if (!match) return [];
+    const [, version, name] = FILE_NAME.exec(file) ?? [];
+    if (version === undefined || name === undefined) return [];
     const sql = readFileSync(join(dir, file), 'utf8');
-    return [{ version: Number(match[1]), name: match[2], sql, sha256: createHash('sha256').update(sql).digest('hex') }];
+    return [{ version: Number(version), name, sql, sha256: createHash('sha256').update(sql).digest('hex') }];
   });
   migrations.sort((a, b) => a.version - b.version);
   migrations.forEach((m, i) => {
-    if (i > 0 && migrations[i - 1].version === m.version) throw new StoreError('ERR_STORE_MIGRATION', `two migrations have version ${m.version} in ${dir}`);
+    if (migrations[i - 1]?.version === m.version) throw new StoreError('ERR_STORE_MIGRATION', `two migrations have version ${m.version} in ${dir}`);
   });
   if (migrations.length === 0) throw new StoreError('ERR_STORE_MIGRATION', `no NNN_name.sql migrations in ${dir}`);
   return migrations;
@@ -78,7 +78,7 @@ function appliedMigrations(db: Database): AppliedRow[] {
 }
 
 function verifyApplied(applied: readonly AppliedRow[], known: readonly Migration[]): void {
-  const latest = known[known.length - 1].version;
+  const latest = known.at(-1)?.version ?? 0;
   for (const row of applied) {
     if (row.version > latest) {
       throw new StoreError('ERR_STORE_MIGRATION', `the database has schema version ${row.version} (${row.name}), newer than this meshca knows (${latest}); run a newer meshca or restore a backup`);

@@ -100,13 +100,17 @@ const DEFAULT_MAX_ROWS = 256;
 
 /** Opens the database (see SqliteStoreOptions.mode). Synchronous: call it once at startup. */
 export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
-  if (options.mode === 'read') return new SqliteStoreImpl(openReaderConnection(options.path, options.file ?? false), options, undefined, undefined);
+  if (options.mode === 'read')
+    return new SqliteStoreImpl(openReaderConnection(options.path, options.file ?? false), options, undefined, undefined);
   const db = openWriterConnection(options.path);
   try {
     applyMigrations(db, options.migrationsDir);
     restrictFiles(options.path);
     const checkpointer = options.backgroundCheckpoint === false ? undefined : new BackgroundCheckpointer(db, options.path, options.logger);
-    const writer = options.writerThread === false ? undefined : startIssuanceWriter({ path: options.path, noAutocheckpoint: checkpointer !== undefined, cacheKib: CACHE_KIB });
+    const writer =
+      options.writerThread === false
+        ? undefined
+        : startIssuanceWriter({ path: options.path, noAutocheckpoint: checkpointer !== undefined, cacheKib: CACHE_KIB });
     return new SqliteStoreImpl(db, options, checkpointer, writer);
   } catch (error) {
     db.close();
@@ -201,7 +205,8 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   private reseal(id: string, sealedKey: Buffer, at: Date): void {
-    if (this.run('reseal', { id, sealedKey, at: at.getTime() }).changes === 0) throw new StoreError('ERR_STORE_NOT_FOUND', `no authority with id ${id} to re-seal`);
+    if (this.run('reseal', { id, sealedKey, at: at.getTime() }).changes === 0)
+      throw new StoreError('ERR_STORE_NOT_FOUND', `no authority with id ${id} to re-seal`);
   }
 
   private readBundleSequence(): number {
@@ -216,16 +221,25 @@ class SqliteStoreImpl implements SqliteStore {
     return this.groupCommit.enqueue(record);
   }
 
-  private async writeIssuedInThread(writer: IssuanceWriter, records: readonly IssuedCertificateRecord[]): Promise<(StoreError | undefined)[]> {
+  private async writeIssuedInThread(
+    writer: IssuanceWriter,
+    records: readonly IssuedCertificateRecord[],
+  ): Promise<(StoreError | undefined)[]> {
     let result: BatchResult;
     try {
       // Exact-size copies: posting a view of a pooled Buffer would clone its whole slab.
       result = await writer.call(records.map((r) => ({ ...issuedParams(r), der: new Uint8Array(r.der) })));
     } catch (error) {
-      this.options.logger?.warn({ err: error, rows: records.length }, 'an issuance batch failed to commit; none of its certificates were recorded');
+      this.options.logger?.warn(
+        { err: error, rows: records.length },
+        'an issuance batch failed to commit; none of its certificates were recorded',
+      );
       throw new StoreError('ERR_STORE_UNAVAILABLE', `recording issued certificates failed: ${(error as Error).message}`, { cause: error });
     }
-    const outcomes = result.outcomes.map((failure, i) => failure && toStoreError(new WorkerCallError(failure.code, failure.message), `certificate ${records[i]?.serialHex ?? "?"}`));
+    const outcomes = result.outcomes.map(
+      (failure, i) =>
+        failure && toStoreError(new WorkerCallError(failure.code, failure.message), `certificate ${records[i]?.serialHex ?? '?'}`),
+    );
     this.reportCommit(outcomes.filter((o) => o === undefined).length, result.seconds);
     return outcomes;
   }
@@ -240,7 +254,10 @@ class SqliteStoreImpl implements SqliteStore {
       this.db.exec('COMMIT');
     } catch (error) {
       if (this.db.inTransaction) this.db.exec('ROLLBACK');
-      this.options.logger?.warn({ err: error, rows: records.length }, 'an issuance batch failed to commit; none of its certificates were recorded');
+      this.options.logger?.warn(
+        { err: error, rows: records.length },
+        'an issuance batch failed to commit; none of its certificates were recorded',
+      );
       throw new StoreError('ERR_STORE_UNAVAILABLE', `recording issued certificates failed: ${(error as Error).message}`, { cause: error });
     }
     this.reportCommit(outcomes.filter((o) => o === undefined).length, Number(process.hrtime.bigint() - started) / 1e9);
@@ -372,17 +389,24 @@ class SqliteStoreImpl implements SqliteStore {
 
   async listDenied(): Promise<DeniedIdentity[]> {
     return this.use(() =>
-      this.all<DeniedRow>('listDenied').map((row) => ({ spiffeId: row.spiffe_id, reason: row.reason as RevocationReason, actor: row.actor, at: new Date(row.at) })),
+      this.all<DeniedRow>('listDenied').map((row) => ({
+        spiffeId: row.spiffe_id,
+        reason: row.reason as RevocationReason,
+        actor: row.actor,
+        at: new Date(row.at),
+      })),
     );
   }
 
   async listRevoked(authorityId: string, now: Date): Promise<RevokedEntry[]> {
     return this.use(() =>
-      this.all<{ serial_hex: string; revoked_at: number; revocation_reason: string }>('listRevoked', authorityId, now.getTime()).map((row) => ({
-        serialHex: row.serial_hex,
-        revokedAt: new Date(row.revoked_at),
-        reason: row.revocation_reason as RevocationReason,
-      })),
+      this.all<{ serial_hex: string; revoked_at: number; revocation_reason: string }>('listRevoked', authorityId, now.getTime()).map(
+        (row) => ({
+          serialHex: row.serial_hex,
+          revokedAt: new Date(row.revoked_at),
+          reason: row.revocation_reason as RevocationReason,
+        }),
+      ),
     );
   }
 
@@ -416,7 +440,11 @@ class SqliteStoreImpl implements SqliteStore {
   // --- maintenance ---
 
   async integrityCheck(): Promise<string> {
-    return this.use(() => this.all<{ integrity_check: string }>('integrityCheck').map((row) => row.integrity_check).join('\n'));
+    return this.use(() =>
+      this.all<{ integrity_check: string }>('integrityCheck')
+        .map((row) => row.integrity_check)
+        .join('\n'),
+    );
   }
 
   // --- inspection (meshca verify / status, the crash harness) ---
@@ -465,7 +493,12 @@ class SqliteStoreImpl implements SqliteStore {
       const sample = Math.max(0, options.sample);
       const ids = this.use(() => this.all<{ id: number }>('randomCertificateIds', sample).map((r) => r.id));
       for (let i = 0; i < ids.length; i += batchSize) {
-        yield this.use(() => ids.slice(i, i + batchSize).flatMap((id) => this.get<Row>('certificateDerById', id) ?? []).map(toDer));
+        yield this.use(() =>
+          ids
+            .slice(i, i + batchSize)
+            .flatMap((id) => this.get<Row>('certificateDerById', id) ?? [])
+            .map(toDer),
+        );
       }
       return;
     }
@@ -582,7 +615,6 @@ class SqliteStoreImpl implements SqliteStore {
     return this.get<{ n: number }>(name, ...params)?.n ?? 0;
   }
 }
-
 
 function closedError(): StoreError {
   return new StoreError('ERR_STORE_UNAVAILABLE', 'the store is closed');

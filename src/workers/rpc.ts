@@ -19,7 +19,10 @@ type Reply<R> = { readonly id: number; readonly result: R } | { readonly id: num
 /** An Error carrying the worker-side code, so engine-specific mappings still see it. */
 export class WorkerCallError extends Error {
   override readonly name = 'WorkerCallError';
-  constructor(readonly code: string, message: string) {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -54,7 +57,10 @@ export class WorkerClient<Q, R> {
   private nextId = 1;
   private failure: Error | undefined;
 
-  constructor(module: URL, private readonly options: WorkerClientOptions) {
+  constructor(
+    module: URL,
+    private readonly options: WorkerClientOptions,
+  ) {
     this.worker = new Worker(module, { workerData: options.workerData, name: options.name });
     if (options.unref) this.worker.unref();
     this.worker.on('message', (reply: Reply<R>) => this.settle(reply));

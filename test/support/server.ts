@@ -18,7 +18,19 @@ export function removeDir(dir: string): void {
 
 /** Server flags for tests: loopback, free ports, quiet logs. Extra args override. */
 export function testServerArgs(dataDir: string, extra: readonly string[] = []): string[] {
-  return ['--data-dir', dataDir, '--grpc-listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--log-level', 'silent', ...extra];
+  return [
+    '--data-dir',
+    dataDir,
+    '--grpc-listen',
+    '127.0.0.1:0',
+    '--monitoring-listen',
+    '127.0.0.1:0',
+    '--admin-listen',
+    '127.0.0.1:0',
+    '--log-level',
+    'silent',
+    ...extra,
+  ];
 }
 
 export interface TestServer {

@@ -28,7 +28,11 @@ interface ImportBody {
 
 const DURATION = { type: 'string', pattern: '^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d|y))+$', maxLength: 32 } as const;
 const PEM = { type: 'string', minLength: 1, maxLength: 65536 } as const;
-const authorityList = { type: 'object', properties: { authorities: { type: 'array', items: authorityView } }, required: ['authorities'] } as const;
+const authorityList = {
+  type: 'object',
+  properties: { authorities: { type: 'array', items: authorityView } },
+  required: ['authorities'],
+} as const;
 const withConflicts = { ...protectedErrors, 404: errorReply, 409: errorReply } as const;
 
 /** Authority lifecycle (docs/architecture.md): list, prepare, activate, remove, rotate-intermediate, import. */
@@ -36,9 +40,13 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
   const { ca, inventory } = options;
   const views = async (ids: readonly string[]) => (await inventory.authorities()).filter((a) => ids.includes(a.id));
 
-  app.get('/v1/authorities', { schema: { summary: 'List roots and intermediates with usage counts', response: { 200: authorityList, ...protectedErrors } } }, async () => ({
-    authorities: await inventory.authorities(),
-  }));
+  app.get(
+    '/v1/authorities',
+    { schema: { summary: 'List roots and intermediates with usage counts', response: { 200: authorityList, ...protectedErrors } } },
+    async () => ({
+      authorities: await inventory.authorities(),
+    }),
+  );
 
   app.post<{ Body: PrepareBody }>(
     '/v1/authorities/prepare',
@@ -65,10 +73,18 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
 
   app.post<{ Params: { id: string } }>(
     '/v1/authorities/:id/activate',
-    { schema: { summary: 'Make a prepared authority the signer; the previous one retires', params: authorityIdParams, response: { 200: authorityList, ...withConflicts } } },
+    {
+      schema: {
+        summary: 'Make a prepared authority the signer; the previous one retires',
+        params: authorityIdParams,
+        response: { 200: authorityList, ...withConflicts },
+      },
+    },
     async (request) => {
       const activated = await ca.activate(request.params.id, options.actor(request));
-      return { authorities: await views(ids(ca.current().authorities.filter((a) => a.id === activated.id || a.id === activated.parentId))) };
+      return {
+        authorities: await views(ids(ca.current().authorities.filter((a) => a.id === activated.id || a.id === activated.parentId))),
+      };
     },
   );
 
@@ -80,7 +96,10 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
         params: authorityIdParams,
         querystring: { type: 'object', properties: { force: { type: 'boolean', default: false } }, additionalProperties: false },
         response: {
-          200: { type: 'object', properties: { removed: { type: 'array', items: { type: 'string' } }, unexpiredCertificates: { type: 'integer' } } },
+          200: {
+            type: 'object',
+            properties: { removed: { type: 'array', items: { type: 'string' } }, unexpiredCertificates: { type: 'integer' } },
+          },
           ...withConflicts,
         },
       },
@@ -103,7 +122,12 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
       bodyLimit: 512 * 1024,
       schema: {
         summary: "Import Istio's plug-in CA files (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem) as a prepared authority",
-        body: { type: 'object', properties: { caCert: PEM, caKey: PEM, certChain: PEM, rootCert: PEM }, required: ['caCert', 'caKey', 'certChain', 'rootCert'], additionalProperties: false },
+        body: {
+          type: 'object',
+          properties: { caCert: PEM, caKey: PEM, certChain: PEM, rootCert: PEM },
+          required: ['caCert', 'caKey', 'certChain', 'rootCert'],
+          additionalProperties: false,
+        },
         response: { 201: authorityList, ...withConflicts },
       },
     },

@@ -23,12 +23,12 @@ export function crlRoutes(app: FastifyInstance, revocation: RevocationService): 
   };
   app.get<{ Querystring: { format: string } }>(
     '/v1/crl',
-    { schema: { summary: "CRL of the active signing authority (public)", querystring: crlQuery, response: { 400: errorReply } } },
+    { schema: { summary: "CRL of the active signing authority (public)", security: [], querystring: crlQuery, response: { 400: errorReply } } },
     async (request, reply) => send(await revocation.activeCrl(), request.query.format, reply),
   );
   app.get<{ Params: { id: string }; Querystring: { format: string } }>(
     '/v1/authorities/:id/crl',
-    { schema: { summary: 'CRL of one signing authority (public)', params: authorityIdParams, querystring: crlQuery, response: { 400: errorReply, 404: errorReply, 409: errorReply } } },
+    { schema: { summary: 'CRL of one signing authority (public)', security: [], params: authorityIdParams, querystring: crlQuery, response: { 400: errorReply, 404: errorReply, 409: errorReply } } },
     async (request, reply) => send(await revocation.crl(request.params.id), request.query.format, reply),
   );
 }

@@ -15,6 +15,7 @@ export function trustRoutes(app: FastifyInstance, options: TrustRoutesOptions): 
     {
       schema: {
         summary: 'Trust bundle: every trusted root (public)',
+        security: [],
         querystring: { type: 'object', properties: { format: { type: 'string', enum: ['pem', 'spiffe'], default: 'pem' } }, additionalProperties: false },
         response: { 400: errorReply },
       },

@@ -8,4 +8,7 @@ db.pragma('synchronous = FULL');
 db.pragma('busy_timeout = 5000');
 
 // PASSIVE never blocks the writer; it copies what no reader still needs.
-serveRequests<'checkpoint', void>(() => void db.pragma('wal_checkpoint(PASSIVE)'), () => db.close());
+serveRequests<'checkpoint', void>(
+  () => void db.pragma('wal_checkpoint(PASSIVE)'),
+  () => db.close(),
+);

@@ -45,14 +45,18 @@ export class BackgroundCheckpointer {
   private checkpoint(): void {
     if (this.busy || !this.worker.healthy) return;
     this.busy = true;
-    this.worker.call('checkpoint').then(
-      () => (this.lastError = ''),
-      (error: Error) => {
-        // One warning per distinct failure, not one every 200 ms.
-        if (this.worker.healthy && error.message !== this.lastError) this.logger?.warn({ error: error.message }, 'background WAL checkpoint failed');
-        this.lastError = error.message;
-      },
-    ).finally(() => (this.busy = false));
+    this.worker
+      .call('checkpoint')
+      .then(
+        () => (this.lastError = ''),
+        (error: Error) => {
+          // One warning per distinct failure, not one every 200 ms.
+          if (this.worker.healthy && error.message !== this.lastError)
+            this.logger?.warn({ error: error.message }, 'background WAL checkpoint failed');
+          this.lastError = error.message;
+        },
+      )
+      .finally(() => (this.busy = false));
   }
 
   private fallBack(error: Error): void {

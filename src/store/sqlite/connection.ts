@@ -56,14 +56,22 @@ export function openReaderConnection(path: string, file: boolean): Connection {
   }
   try {
     if (!file) db.pragma('query_only = ON');
-    const tables = new Set(db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'").all().map((r) => r.name));
+    const tables = new Set(
+      db
+        .prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .all()
+        .map((r) => r.name),
+    );
     const missing = REQUIRED_TABLES.filter((t) => !tables.has(t));
-    if (missing.length > 0) throw new StoreError('ERR_STORE_MIGRATION', `${path} is not a meshca database (missing tables: ${missing.join(', ')})`);
+    if (missing.length > 0)
+      throw new StoreError('ERR_STORE_MIGRATION', `${path} is not a meshca database (missing tables: ${missing.join(', ')})`);
     return db;
   } catch (error) {
     db.close();
     if (error instanceof StoreError) throw error;
-    throw new StoreError('ERR_STORE_UNAVAILABLE', `${path} is not a readable SQLite database: ${(error as Error).message}`, { cause: error });
+    throw new StoreError('ERR_STORE_UNAVAILABLE', `${path} is not a readable SQLite database: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
 }
 
@@ -85,7 +93,11 @@ export function assertNotInUse(path: string, what: string): void {
   } catch (error) {
     const code = sqliteCode(error);
     if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
-      throw new StoreError('ERR_STORE_UNAVAILABLE', `${path} is in use (is "meshca serve" running on this data dir?); stop the server before ${what}`, { cause: error });
+      throw new StoreError(
+        'ERR_STORE_UNAVAILABLE',
+        `${path} is in use (is "meshca serve" running on this data dir?); stop the server before ${what}`,
+        { cause: error },
+      );
     }
     throw new StoreError('ERR_STORE_UNAVAILABLE', `cannot open the database ${path}: ${(error as Error).message}`, { cause: error });
   } finally {
@@ -106,6 +118,7 @@ export function toStoreError(error: unknown, what = 'the record'): StoreError {
   if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
     return new StoreError('ERR_STORE_DUPLICATE', `${what} is already stored (${message})`, { cause: error });
   }
-  if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY') return new StoreError('ERR_STORE_NOT_FOUND', `${what} refers to an authority that is not stored`, { cause: error });
+  if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY')
+    return new StoreError('ERR_STORE_NOT_FOUND', `${what} refers to an authority that is not stored`, { cause: error });
   return new StoreError('ERR_STORE_UNAVAILABLE', `the store failed: ${message}`, { cause: error });
 }

@@ -17,7 +17,6 @@ const MAX_PAGE = 1000;
 
 // Rows
 
-
 export interface CertificateRow {
   id: number;
   serial_hex: string;
@@ -53,8 +52,8 @@ export interface DeniedRow {
   at: number;
 }
 
-const SUMMARY_COLUMNS = 'id, serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, revoked_at, revocation_reason';
-
+const SUMMARY_COLUMNS =
+  'id, serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, revoked_at, revocation_reason';
 
 export function authorityParams(record: AuthorityRecord) {
   return {
@@ -206,7 +205,6 @@ export function certificateListing(query: CertificateQuery): { sql: string; para
   return { sql: `SELECT ${SUMMARY_COLUMNS} FROM issued_certificates ${filter} ORDER BY not_after DESC, id DESC LIMIT @limit`, params };
 }
 
-
 export const SQL_INSERT_ISSUED = `INSERT INTO issued_certificates (serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, der)
     VALUES (@serialHex, @spiffeId, @callerId, @clusterId, @authorityId, @notBefore, @notAfter, @issuedAt, @der)`;
 
@@ -277,4 +275,3 @@ export type SqlName = keyof typeof SQL;
 export function revocationParams(revocation: RevocationInput) {
   return { at: revocation.at.getTime(), reason: revocation.reason, actor: revocation.actor };
 }
-
