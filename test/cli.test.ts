@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { databasePath } from '../src/app/data-dir.js';
 import { openssl } from './support/openssl.js';
 import { runMeshca, spawnServer, type ServerProcess } from './support/process.js';
-import { removeDir, tempDir } from './support/server.js';
+import { removeDir, tempDir, testServerArgs } from './support/server.js';
 
 const TRACE = ['--import', new URL('./support/module-trace.mjs', import.meta.url).href];
 /** Code only the servers need: an offline command that loads one of these has pulled in the server. */
@@ -93,8 +93,7 @@ describe('first-hour papercuts', () => {
 
   it('a port in use names the flag that moves it, and nothing is created on disk', async () => {
     const d = join(newDir(), 'data');
-    const listen = ['--grpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'];
-    const result = await runMeshca(['serve', '--dev', '--data-dir', d, ...listen, '--monitoring-listen', `127.0.0.1:${busyPort}`]);
+    const result = await runMeshca(['serve', '--dev', ...testServerArgs(d, ['--log-level', 'info', '--monitoring-listen', `127.0.0.1:${busyPort}`])]);
     expect(result.code).toBe(1);
     expect(result.output).toMatch(/--monitoring-listen 127\.0\.0\.1:\d+ is in use/);
     expect(result.output).toContain('npm start -- --monitoring-listen');
@@ -104,18 +103,7 @@ describe('first-hour papercuts', () => {
   it('an unwritable data dir is a clear message, not an EACCES stack', async () => {
     const file = join(newDir(), 'not-a-dir');
     writeFileSync(file, '');
-    const result = await runMeshca([
-      'serve',
-      '--dev',
-      '--data-dir',
-      join(file, 'data'),
-      '--grpc-listen',
-      '127.0.0.1:0',
-      '--monitoring-listen',
-      '127.0.0.1:0',
-      '--admin-listen',
-      '127.0.0.1:0',
-    ]);
+    const result = await runMeshca(['serve', '--dev', ...testServerArgs(join(file, 'data'), ['--log-level', 'info'])]);
     expect(result.code).toBe(1);
     expect(result.output).toMatch(/cannot use .* as the data dir .*pass a --data-dir this user can write/);
     expect(result.output).not.toMatch(/\n\s+at /);
