@@ -12,9 +12,11 @@
  *     across restarts);
  *   - every certificate a client received is in the store;
  *   - no stored certificate chains to an authority the store does not know (all are verified);
- *   - the restarted server serves exactly the roots the store trusts.
+ *   - the restarted server serves exactly the roots the store trusts;
+ *   - a revoked intermediate is tainted exactly when its revocation is recorded (authority-taint).
  *
  * Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--keep]
+ * Admin operations: prepare, activate, rotate-intermediate, remove, and revoke (key compromise).
  * The test suite runs a short version (test/chaos.test.ts). Needs dist/ (npm run chaos builds it).
  */
 import { execFile } from 'node:child_process';
@@ -81,9 +83,10 @@ function startMeshca(dataDir, env, tail) {
   });
 }
 
-function adminRequest(port, ca, token, method, path) {
+function adminRequest(port, ca, token, method, path, body) {
   return new Promise((resolve, reject) => {
     const headers = token ? { authorization: `Bearer ${token}` } : {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
     const req = request({ host: '127.0.0.1', port, path, method, headers, ca, servername: 'localhost', timeout: 10_000 }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
@@ -95,7 +98,7 @@ function adminRequest(port, ca, token, method, path) {
     });
     req.on('timeout', () => req.destroy(new Error('admin request timed out')));
     req.on('error', reject);
-    req.end();
+    req.end(body === undefined ? undefined : JSON.stringify(body));
   });
 }
 
@@ -156,19 +159,7 @@ export async function runChaos(options = {}) {
   const received = new Set();
   const rootsSeen = new Set();
   const violations = [];
-  const stats = {
-    iterations: 0,
-    kills: 0,
-    killsWhileStarting: 0,
-    restarts: 0,
-    issued: 0,
-    failedRequests: 0,
-    adminOps: { prepare: 0, activate: 0, 'rotate-intermediate': 0, remove: 0 },
-    adminFailures: 0,
-    adminFailureSamples: /** @type {string[]} */ ([]),
-    checks: 0,
-    maxBundleSequence: 0,
-  };
+  const stats = { iterations: 0, kills: 0, killsWhileStarting: 0, restarts: 0, issued: 0, failedRequests: 0, adminOps: { prepare: 0, activate: 0, 'rotate-intermediate': 0, remove: 0, revoke: 0 }, adminFailures: 0, adminFailureSamples: /** @type {string[]} */ ([]), checks: 0, maxBundleSequence: 0 };
   let maxSequence = 0;
   const caPem = () => [...rootsSeen].join('');
   const learnRoots = (pem) => pemBlocks(pem).forEach((b) => rootsSeen.add(b));
@@ -234,7 +225,7 @@ export async function runChaos(options = {}) {
     while (ctx.running) {
       await sleep(Math.floor(opRandom() * 120));
       if (!ctx.running) return;
-      const call = (method, path) => adminRequest(ctx.ports.adminPort, caPem(), ctx.adminToken, method, path);
+      const call = (method, path, body) => adminRequest(ctx.ports.adminPort, caPem(), ctx.adminToken, method, path, body);
       let op = 'list';
       try {
         const { authorities } = JSON.parse(await call('GET', '/v1/authorities'));
@@ -242,7 +233,12 @@ export async function runChaos(options = {}) {
         const retiredRoots = authorities.filter((a) => a.kind === 'root' && a.state === 'retired');
         const retiredIntermediates = authorities.filter((a) => a.kind === 'intermediate' && a.state === 'retired');
         const r = opRandom();
-        if (prepared.length > 0 && r < 0.5) {
+        if (r >= 0.9) {
+          // Key compromise: the active intermediate is tainted and replaced in one transaction.
+          op = 'revoke';
+          const active = authorities.find((a) => a.kind === 'intermediate' && a.state === 'active');
+          await call('POST', `/v1/authorities/${active.id}/revoke`, { reason: 'keyCompromise' });
+        } else if (prepared.length > 0 && r < 0.5) {
           op = 'activate';
           await call('POST', `/v1/authorities/${prepared[0].id}/activate`);
         } else if (retiredRoots.length > 0 && r < 0.75) {

@@ -63,6 +63,8 @@ export interface ServerConfig {
   };
   readonly bundleRefreshHintSeconds: number;
   readonly crlValidityMs: number;
+  /** Authority Information Access OCSP URL in issued leaves; undefined = none (Istio does not use it). */
+  readonly ocspUrl: string | undefined;
   /** Expired certificate rows are pruned this long after they expire. */
   readonly retentionMs: number;
   /** TokenReview, multi-cluster, ztunnel impersonation, root distribution, istiod Secret. */
@@ -169,13 +171,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     help: 'failed admin authentications per client IP per minute before it is locked out for a minute',
   },
   { name: 'bundle-refresh-hint', kind: 'string', value: 'DURATION', default: '5m', help: 'spiffe_refresh_hint of the SPIFFE bundle' },
-  {
-    name: 'crl-validity',
-    kind: 'string',
-    value: 'DURATION',
-    default: '24h',
-    help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)',
-  },
+  { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
+  { name: 'ocsp-url', kind: 'string', value: 'URL', help: 'put this OCSP responder URL (AIA) in issued leaves, e.g. https://meshca.istio-system.svc:8443/v1/ocsp; off by default (Istio does not use OCSP)' },
   { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
   { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '256', help: 'HTTP/2 streams per client connection' },
@@ -279,6 +276,7 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
     },
     bundleRefreshHintSeconds: Math.round(durationFlag(values, 'bundle-refresh-hint') / 1000),
     crlValidityMs: durationFlag(values, 'crl-validity'),
+    ocspUrl: ocspUrl(str(values, 'ocsp-url')),
     retentionMs: durationFlag(values, 'retention'),
     kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
   };
@@ -296,6 +294,15 @@ export function issuanceConfig(values: FlagValues, defaultFlag: string): ServerC
       `--${defaultFlag} ${str(values, defaultFlag)} is longer than --max-ttl ${str(values, 'max-ttl')}: raise --max-ttl or lower --${defaultFlag}`,
     );
   return { defaultTtlMs, maxTtlMs, backdateMs: durationFlag(values, 'clock-skew') };
+}
+
+/** An absolute http(s) URL in plain ASCII, as AIA's IA5String needs. */
+function ocspUrl(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (!/^https?:\/\/[\x21-\x7e]+$/.test(value) || !URL.canParse(value)) {
+    throw new UsageError(`--ocsp-url must be an absolute http(s) URL without spaces, e.g. https://meshca.istio-system.svc:8443/v1/ocsp (got "${value}")`);
+  }
+  return value;
 }
 
 /** A duration flag in milliseconds (kept for the commands that import it from here). */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { StoreError, type StoreErrorCode } from '../src/store/errors.js';
-import { applyMigrations, DEFAULT_MIGRATIONS_DIR, recordedMigrations } from '../src/store/migrations.js';
+import { applyMigrations, DEFAULT_MIGRATIONS_DIR, readMigrations, recordedMigrations } from '../src/store/migrations.js';
 import { backupSqliteStore, openSqliteStore, type SqliteStore, type SqliteStoreOptions } from '../src/store/sqlite.js';
 import type {
   AuthorityKind,
@@ -134,12 +134,13 @@ describe('migrations', () => {
   it('applies each migration once and records it with its checksum', () => {
     const db = new Database(join(tempDir(), 'm.db'));
     try {
-      expect(applyMigrations(db)).toEqual([1]);
+      const shipped = readMigrations(DEFAULT_MIGRATIONS_DIR);
+      expect(shipped.map((m) => m.version)).toEqual(expect.arrayContaining([1, 3]));
+      expect(applyMigrations(db)).toEqual(shipped.map((m) => m.version));
       expect(applyMigrations(db)).toEqual([]);
       const sql = readFileSync(join(DEFAULT_MIGRATIONS_DIR, '001_initial.sql'), 'utf8');
-      expect(recordedMigrations(db)).toEqual([
-        { version: 1, name: 'initial', sha256: createHash('sha256').update(sql).digest('hex'), appliedAt: expect.any(Date) },
-      ]);
+      expect(recordedMigrations(db)[0]).toEqual({ version: 1, name: 'initial', sha256: createHash('sha256').update(sql).digest('hex'), appliedAt: expect.any(Date) });
+      expect(recordedMigrations(db).map((m) => [m.version, m.name, m.sha256])).toEqual(shipped.map((m) => [m.version, m.name, m.sha256]));
     } finally {
       db.close();
     }
@@ -156,13 +157,13 @@ describe('migrations', () => {
 
   const refusals: { name: string; change: (migrations: string) => void; message: RegExp }[] = [
     { name: 'an applied migration was edited', change: (m) => appendFileSync(join(m, '001_initial.sql'), '\n-- edited\n'), message: /changed after it was applied/ },
-    { name: 'the database is newer than the code', change: (m) => rmSync(join(m, '002_future.sql')), message: /newer than this meshca knows/ },
+    { name: 'the database is newer than the code', change: (m) => rmSync(join(m, '999_future.sql')), message: /newer than this meshca knows/ },
   ];
 
   it.each(refusals)('refuses to open when $name', async ({ change, message }) => {
     const migrations = join(tempDir(), 'migrations');
     cpSync(DEFAULT_MIGRATIONS_DIR, migrations, { recursive: true });
-    writeFileSync(join(migrations, '002_future.sql'), 'CREATE TABLE future (id INTEGER PRIMARY KEY);\n');
+    writeFileSync(join(migrations, '999_future.sql'), 'CREATE TABLE future (id INTEGER PRIMARY KEY);\n');
     const { store, path } = freshStore({ migrationsDir: migrations });
     await store.close();
     change(migrations);
@@ -217,6 +218,11 @@ describe('authority changes', () => {
     {
       name: 'a parent is missing',
       change: (fresh) => ({ insert: [fresh, authority('int-9', 'intermediate', 'prepared', 'root-9')], bumpBundleSequence: true, audit: audit('x', 'int-9') }),
+      code: 'ERR_STORE_NOT_FOUND',
+    },
+    {
+      name: 'a revocation names an unknown authority',
+      change: (fresh) => ({ insert: [fresh], revocations: [{ authorityId: 'nope', revokedAt: NOW, reason: 'keyCompromise', actor: 'x' }], bumpBundleSequence: true, audit: audit('x', 'nope') }),
       code: 'ERR_STORE_NOT_FOUND',
     },
     {
@@ -535,6 +541,25 @@ describe('revocation', () => {
       ]),
     );
     expect(await store.countUnexpired(['int-1', 'int-2', 'int-1'], NOW)).toBe(3);
+  });
+
+  it('records an authority revocation with its taint, bumps its own and its root\'s version, and refuses a second one', async () => {
+    const { store, path } = freshStore();
+    await bootstrap(store, ['int-1', 'int-2']);
+    const taint = (id: string) => ({
+      transitions: [{ id, from: ['active' as const], to: 'tainted' as const }],
+      revocations: [{ authorityId: id, revokedAt: NOW, reason: 'cACompromise' as const, actor: 'alice' }],
+      bumpBundleSequence: false,
+      audit: audit('authority.revoke', id),
+    });
+    await store.applyAuthorityChange(taint('int-1'));
+    expect([await store.revocationVersion('int-1'), await store.revocationVersion('root-1'), await store.revocationVersion('int-2')]).toEqual([1, 1, 0]);
+    await expectStoreError(store.applyAuthorityChange({ ...taint('int-1'), transitions: [] }), 'ERR_STORE_DUPLICATE');
+    await store.close();
+    const reopened = open(path);
+    expect(await reopened.listAuthorityRevocations()).toEqual([{ authorityId: 'int-1', revokedAt: NOW, reason: 'cACompromise', actor: 'alice' }]);
+    expect(states(await reopened.loadAuthorities())).toEqual({ 'root-1': 'active', 'int-1': 'tainted', 'int-2': 'active' });
+    expect(await reopened.bundleSequence()).toBe(1);
   });
 
   it('hands out strictly increasing CRL numbers per authority, across restarts', async () => {

@@ -28,6 +28,8 @@ export const authorityView = {
     issuedCount: { type: 'integer' },
     unexpiredIssuedCount: { type: 'integer' },
     revokedCount: { type: 'integer' },
+    taintedAt: { type: ['string', 'null'] },
+    taintReason: { type: ['string', 'null'] },
   },
   required: ['id', 'kind', 'parentId', 'state', 'subject', 'serialNumber', 'notBefore', 'notAfter', 'keyType', 'sha256Fingerprint'],
 } as const;

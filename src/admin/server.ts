@@ -13,6 +13,8 @@ import { authorityRoutes } from './routes/authorities.js';
 import { certificateRoutes } from './routes/certificates.js';
 import { crlRoutes, revocationRoutes } from './routes/revocation.js';
 import { trustRoutes } from './routes/trust.js';
+import { ocspRoutes } from './routes/ocsp.js';
+import type { OcspResponder } from '../authority/ocsp.js';
 import { istiodRoutes, type IstiodRoutesOptions } from './routes/istiod.js';
 import type { RevocationService } from '../authority/revocation.js';
 
@@ -28,6 +30,10 @@ export interface AdminApiOptions {
   readonly bodyLimitBytes: number;
   readonly requestTimeoutMs: number;
   readonly refreshHintSeconds: number;
+  /** The OCSP responder (public POST/GET /v1/ocsp); absent = not served. */
+  readonly ocsp?: OcspResponder;
+  /** Re-issues meshca's serving certificate (authority revoke with reissue=true). */
+  readonly reissueServing?: () => Promise<void>;
   /** POST /v1/profiles/istiod/issue; absent = route not served. */
   readonly istiod?: IstiodRoutesOptions;
 }
@@ -50,13 +56,14 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   trustRoutes(app, { ca: options.ca, refreshHintSeconds: options.refreshHintSeconds });
   crlRoutes(app, options.revocation);
+  if (options.ocsp) await ocspRoutes(app, options.ocsp);
   await app.register(async (protectedApp) => {
     protectedApp.addHook(
       'onRequest',
       requireAdmin({ token: options.adminToken, clientIds: options.clientIds, maxFailuresPerMinute: options.maxAuthFailuresPerMinute, onFailure: (request, reason) => authFailure(options, request, reason) }),
     );
     const actor = (request: FastifyRequest) => clientSpiffeId(request.raw.socket as TLSSocket) ?? 'admin';
-    authorityRoutes(protectedApp, { ca: options.ca, inventory: options.inventory, actor });
+    authorityRoutes(protectedApp, { ca: options.ca, inventory: options.inventory, actor, reissueServing: options.reissueServing });
     certificateRoutes(protectedApp, options.inventory);
     if (options.istiod) istiodRoutes(protectedApp, options.istiod);
     revocationRoutes(protectedApp, { revocation: options.revocation, actor, onRevoked: (n) => options.metrics.revoked.inc(n) });

@@ -17,6 +17,7 @@ import { IssuanceService } from '../authority/issuance.js';
 import { issueIstiodCertificate } from '../authority/istiod-profile.js';
 import { CertificateAuthority } from '../authority/lifecycle.js';
 import { IssuancePolicy } from '../authority/policy.js';
+import { OcspResponder } from '../authority/ocsp.js';
 import { RevocationService } from '../authority/revocation.js';
 import { ServingIdentity } from '../authority/serving.js';
 import type { TrustSnapshot } from '../authority/snapshot.js';
@@ -69,7 +70,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready);
   let kubernetes: KubernetesIntegration | undefined;
   try {
-    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ...config.ca });
+    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ocspUrl: config.ocspUrl, ...config.ca });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
     const jwks = await tokenAuthenticator(config, logger);
@@ -145,6 +146,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         bodyLimitBytes: config.admin.bodyLimitBytes,
         requestTimeoutMs: config.admin.requestTimeoutMs,
         refreshHintSeconds: config.bundleRefreshHintSeconds,
+        reissueServing: () => serving.reload('authority revoked'),
+        ocsp: new OcspResponder(ca, store, kek.kek, logger.child({ component: 'ocsp' })),
         // issueProfile never goes beyond --default-ttl, so that is the ceiling the route reports.
         istiod: {
           ca,

@@ -10,13 +10,15 @@ export type IssuanceErrorCode =
   | 'ERR_IDENTITY_MISMATCH'
   /** The identity is on the deny-list. */
   | 'ERR_IDENTITY_DENIED'
+  /** No usable signing authority (e.g. the signer was revoked and nothing replaced it yet); retryable. */
+  | 'ERR_CA_NOT_READY'
   /** Signing or recording failed; retrying may succeed. */
   | 'ERR_ISSUANCE_FAILED';
 
 export class IssuanceError extends MeshcaError<IssuanceErrorCode> {
   override readonly name = 'IssuanceError';
   constructor(code: IssuanceErrorCode, message: string) {
-    super(code, message, { retryable: code === 'ERR_ISSUANCE_FAILED' });
+    super(code, message, { retryable: code === 'ERR_ISSUANCE_FAILED' || code === 'ERR_CA_NOT_READY' });
   }
 }
 

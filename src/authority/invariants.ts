@@ -8,6 +8,8 @@
  *    roots are self-signed, every intermediate verifies against a stored root;
  *  - active-authority: exactly one active intermediate, under a trusted, active root, and no other
  *    active root;
+ *  - authority-taint: an authority is tainted exactly when its revocation is recorded (a removed
+ *    one keeps its record), so a revocation is never half applied;
  *  - authority-keys (needs the KEK): every sealed key opens with the KEK and matches its certificate;
  *  - bundle-sequence: at least 1 once authorities exist, and never below what was seen before;
  *  - received-certificates (harness): every certificate a client received is stored;
@@ -27,6 +29,7 @@ export type InvariantName =
   | 'schema'
   | 'authority-chain'
   | 'active-authority'
+  | 'authority-taint'
   | 'authority-keys'
   | 'bundle-sequence'
   | 'received-certificates'
@@ -97,6 +100,13 @@ export async function checkInvariants(store: StoreInspection, options: Invariant
 
   const active = checkActive(authorities, byId);
   add('active-authority', active.problem ? 'failed' : 'ok', active.problem ?? `${active.record!.id} under ${active.record!.parentId}`);
+
+  const revoked = new Set(await store.revokedAuthorityIds());
+  const taintProblems = [
+    ...authorities.filter((a) => a.state === 'tainted' && !revoked.has(a.id)).map((a) => `${a.id} is tainted but its revocation is not recorded`),
+    ...[...revoked].filter((id) => !['tainted', 'removed'].includes(byId.get(id)?.state ?? '')).map((id) => `${id} has a recorded revocation but is ${byId.get(id)?.state ?? 'not stored'}`),
+  ];
+  add('authority-taint', taintProblems.length > 0 ? 'failed' : 'ok', taintProblems.length > 0 ? summarize(taintProblems) : `${count(revoked.size, 'revoked authority')}, each tainted or removed`);
 
   if (!options.kek) add('authority-keys', 'skipped', 'no KEK given (--kek-file or MESHCA_KEK): private keys not checked');
   else {

@@ -25,6 +25,9 @@ export interface AuthorityView {
   readonly issuedCount: number;
   readonly unexpiredIssuedCount: number;
   readonly revokedCount: number;
+  /** When and why it was revoked (state tainted); null otherwise. */
+  readonly taintedAt: string | null;
+  readonly taintReason: string | null;
 }
 
 export interface CertificateFilter {
@@ -43,7 +46,8 @@ export class Inventory {
   ) {}
 
   async authorities(): Promise<AuthorityView[]> {
-    const [records, usage] = await Promise.all([this.store.loadAuthorities(), this.store.authorityUsage(this.now())]);
+    const [records, usage, revocations] = await Promise.all([this.store.loadAuthorities(), this.store.authorityUsage(this.now()), this.store.listAuthorityRevocations()]);
+    const taints = new Map(revocations.map((r) => [r.authorityId, r]));
     return records.map((r) => {
       const counts = r.kind === 'root' ? sumChildren(records, usage, r.id) : (usage.get(r.id) ?? { issued: 0, unexpired: 0, revoked: 0 });
       return {
@@ -61,6 +65,8 @@ export class Inventory {
         issuedCount: counts.issued,
         unexpiredIssuedCount: counts.unexpired,
         revokedCount: counts.revoked,
+        taintedAt: taints.get(r.id)?.revokedAt.toISOString() ?? null,
+        taintReason: taints.get(r.id)?.reason ?? null,
       };
     });
   }

@@ -7,6 +7,7 @@ import { randomSerial, serialToHex } from '../pki/serial.js';
 import type { CertificateAuthority } from './lifecycle.js';
 import { IssuanceError } from './errors.js';
 import type { IssuancePolicy } from './policy.js';
+import type { TrustSnapshot } from './snapshot.js';
 
 export interface IssuanceRequest {
   readonly csrPem: string;
@@ -72,13 +73,29 @@ export class IssuanceService {
     return this.signAndRecord(request, Math.ceil(request.ttlMs / 1000), clusterId);
   }
 
-  private async signAndRecord(
+  /**
+   * A revoked signer stops signing at once: an issuance that raced the revocation (signed with the
+   * old snapshot) is redone with the replacement, so once the revocation has returned, no
+   * certificate from the tainted intermediate is handed out. The stray record stays on file.
+   */
+  private async signAndRecord(request: Omit<ProfileIssuanceRequest, 'ttlMs'>, validitySeconds: number, clusterId: string): Promise<IssuedCertificate> {
+    for (let attempt = 1; ; attempt++) {
+      const snapshot = this.ca.current();
+      const issued = await this.signOnce(snapshot, request, validitySeconds, clusterId);
+      const latest = this.ca.current();
+      const tainted = latest !== snapshot && latest.authorities.some((a) => a.id === issued.authorityId && a.state === 'tainted');
+      if (!tainted) return issued;
+      if (attempt >= 3) throw new IssuanceError('ERR_CA_NOT_READY', 'the signing authority was revoked during issuance; retry');
+    }
+  }
+
+  private async signOnce(
+    snapshot: TrustSnapshot,
     request: Omit<ProfileIssuanceRequest, 'ttlMs'>,
     validitySeconds: number,
     clusterId: string,
   ): Promise<IssuedCertificate> {
     // One snapshot for the whole issuance: the lifetime is clamped to the intermediate that signs.
-    const snapshot = this.ca.current();
     const signer = snapshot.signer;
     const validity = this.policy.validity(validitySeconds, this.now(), signer.notAfter);
     const serial = randomSerial();

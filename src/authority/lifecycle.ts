@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { AuthorityRecord, AuthorityState, AuthorityTransition, Store } from '../store/types.js';
+import type { AuthorityRecord, AuthorityRevocationReason, AuthorityState, AuthorityTransition, Store } from '../store/types.js';
 import { createCaCertificate, validatePluginCa, type PluginCaFiles } from '../pki/certificate.js';
 import type { KeyType } from '../pki/keys.js';
 import { AuthorityError } from './errors.js';
@@ -19,6 +19,8 @@ export interface AuthorityDeps {
   readonly store: Store;
   readonly kek: Buffer;
   readonly logger: Logger;
+  /** AIA OCSP URL put in every leaf (--ocsp-url); none by default. */
+  readonly ocspUrl?: string;
   readonly now?: () => Date;
 }
 
@@ -34,6 +36,26 @@ export interface PrepareRequest {
 const CA_BACKDATE_MS = 5 * 60_000;
 
 type ChangeListener = (snapshot: TrustSnapshot) => void;
+
+/** What revoking an authority did (docs/operations/compromise.md). */
+export interface AuthorityRevocationOutcome {
+  /** The revoked authority, now tainted. */
+  readonly authority: AuthorityRecord;
+  /** Every authority tainted by it: the authority itself, and a root's intermediates. */
+  readonly tainted: readonly string[];
+  /** The intermediate that signs from now on, when the revoked one was (or was under) the signer. */
+  readonly replacement: AuthorityRecord | null;
+  /** Unexpired leaves issued by the tainted intermediates (listable with GET /v1/certificates?authorityId=). */
+  readonly unexpiredCertificates: number;
+}
+
+/** One revocation as a store change: what to insert, which states move, what is tainted. */
+interface RevocationPlan {
+  readonly insert: AuthorityRecord[];
+  readonly transitions: AuthorityTransition[];
+  readonly tainted: AuthorityRecord[];
+  readonly replacementId: string | null;
+}
 
 /**
  * The set of signing authorities and their state machine (docs/architecture.md), SPIRE-style: every change
@@ -101,7 +123,7 @@ export class CertificateAuthority {
         `the store has ${active.length} active signing authorities; exactly one is required (inspect with "meshca verify")`,
       );
     }
-    const signer = SigningAuthority.open(current, this.options.kek);
+    const signer = SigningAuthority.open(current, this.options.kek, { ocspUrl: this.options.ocspUrl });
     const previous = this.snapshot;
     this.snapshot = buildSnapshot(authorities, signer, await this.options.store.bundleSequence());
     if (previous) this.listeners.forEach((listener) => listener(this.snapshot));
@@ -152,6 +174,55 @@ export class CertificateAuthority {
       await this.commit({ transitions, bumpBundleSequence: bump }, actor, 'authority.remove', id, { force, unexpired });
       return { removed: affected.map((a) => a.id), unexpiredCertificates: unexpired };
     });
+  }
+
+  /**
+   * Revokes a root or an intermediate after a key compromise: it and (for a root) its intermediates
+   * become tainted and never sign again. When the signer is among them, its replacement becomes
+   * active in the same store transaction, so issuance never pauses: a fresh intermediate under the
+   * same root, or for a root the prepared intermediate under another root.
+   */
+  revoke(id: string, reason: AuthorityRevocationReason, actor: string): Promise<AuthorityRevocationOutcome> {
+    return this.serialize(async () => {
+      const authorities = await this.options.store.loadAuthorities();
+      const target = find(authorities, id);
+      if (target.state === 'tainted' || target.state === 'removed') {
+        throw new AuthorityError('ERR_AUTHORITY_STATE', `${id} is already ${target.state}`, { state: target.state });
+      }
+      const plan = target.kind === 'root' ? rootRevocation(authorities, target) : await this.intermediateRevocation(authorities, target);
+      const at = this.now();
+      const intermediates = plan.tainted.filter((a) => a.kind === 'intermediate').map((a) => a.id);
+      const unexpired = await this.options.store.countUnexpired(intermediates, at);
+      const tainted = plan.tainted.map((a) => a.id);
+      await this.options.store.applyAuthorityChange({
+        insert: plan.insert,
+        transitions: plan.transitions,
+        revocations: plan.tainted.map((a) => ({ authorityId: a.id, revokedAt: at, reason: a.id === id ? reason : 'cACompromise', actor })),
+        bumpBundleSequence: false,
+        audit: { actor, action: 'authority.revoke', target: id, result: 'ok', details: { reason, kind: target.kind, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired }, at },
+      });
+      await this.reload();
+      const current = this.snapshot.authorities;
+      const replacement = plan.replacementId === null ? null : find(current, plan.replacementId);
+      this.options.logger.warn({ id, reason, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired }, 'authority revoked and tainted');
+      return { authority: find(current, id), tainted, replacement, unexpiredCertificates: unexpired };
+    });
+  }
+
+  /** Taints one intermediate; if it signs, a fresh intermediate under the same root takes over. */
+  private async intermediateRevocation(authorities: readonly AuthorityRecord[], target: AuthorityRecord): Promise<RevocationPlan> {
+    const taint: AuthorityTransition = { id: target.id, from: [target.state], to: 'tainted' };
+    if (target.state !== 'active') return { insert: [], transitions: [taint], tainted: [target], replacementId: null };
+    const root = find(authorities, target.parentId!);
+    if (!root.sealedKey) {
+      throw new AuthorityError(
+        'ERR_AUTHORITY_STATE',
+        `${target.id} signs and its root ${root.id} is external (plug-in CA): import a new intermediate, activate it, then revoke ${target.id}`,
+      );
+    }
+    const issuer = { certificateDer: root.certificateDer, privateKey: unsealAuthorityKey(root, this.options.kek) };
+    const replacement = await this.createIntermediate(root, issuer, this.profile(), 'active');
+    return { insert: [replacement], transitions: [taint], tainted: [target], replacementId: replacement.id };
   }
 
   /** A new intermediate under the active root, active at once; roots and bundle are unchanged. */
@@ -342,8 +413,8 @@ function activationTarget(authorities: readonly AuthorityRecord[], id: string): 
     );
   }
   const root = find(authorities, target.parentId!);
-  if (!TRUSTED_STATES.has(root.state))
-    throw new AuthorityError('ERR_AUTHORITY_STATE', `the root ${root.id} of ${target.id} is ${root.state}`);
+  // A tainted root stays trusted until removed, but nothing under it may sign again.
+  if (!TRUSTED_STATES.has(root.state) || root.state === 'tainted') throw new AuthorityError('ERR_AUTHORITY_STATE', `the root ${root.id} of ${target.id} is ${root.state}`);
   return target;
 }
 
@@ -352,6 +423,39 @@ function retireActive(authorities: readonly AuthorityRecord[], nextRootId: strin
   return authorities
     .filter((a) => a.state === 'active' && (a.kind === 'intermediate' || a.id !== nextRootId))
     .map((a) => ({ id: a.id, from: ['active'], to: 'retired' }));
+}
+
+/**
+ * Taints a root and its intermediates. Refused unless another root is prepared or active: the mesh
+ * must already trust a successor, or every workload would lose its trust anchor at once.
+ */
+function rootRevocation(authorities: readonly AuthorityRecord[], root: AuthorityRecord): RevocationPlan {
+  const successors = authorities.filter((a) => a.kind === 'root' && a.id !== root.id && (a.state === 'prepared' || a.state === 'active'));
+  if (successors.length === 0) {
+    throw new AuthorityError(
+      'ERR_AUTHORITY_STATE',
+      `no other root is prepared or active, so revoking ${root.id} would leave the mesh without a trust anchor: run "meshca authorities prepare", wait until the new root is distributed, then revoke`,
+      { state: root.state },
+    );
+  }
+  const children = authorities.filter((a) => a.parentId === root.id && a.state !== 'removed' && a.state !== 'tainted');
+  const transitions: AuthorityTransition[] = [root, ...children].map((a) => ({ id: a.id, from: [a.state], to: 'tainted' }));
+  let replacementId: string | null = null;
+  if (children.some((a) => a.state === 'active')) {
+    const next = authorities
+      .filter((a) => a.kind === 'intermediate' && a.state === 'prepared' && a.sealedKey && successors.some((r) => r.id === a.parentId))
+      .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
+    if (!next) {
+      throw new AuthorityError('ERR_AUTHORITY_STATE', `${root.id} holds the signer and no prepared intermediate under another root can take over: prepare one first`, {
+        state: root.state,
+      });
+    }
+    const successor = find(authorities, next.parentId!);
+    transitions.push({ id: next.id, from: ['prepared'], to: 'active' });
+    if (successor.state !== 'active') transitions.push({ id: successor.id, from: [successor.state], to: 'active' });
+    replacementId = next.id;
+  }
+  return { insert: [], transitions, tainted: [root, ...children], replacementId };
 }
 
 function removalSet(authorities: readonly AuthorityRecord[], id: string): AuthorityRecord[] {

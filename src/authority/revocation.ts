@@ -1,12 +1,14 @@
-import { createCrl } from '../pki/certificate.js';
+import { createCrl, type CrlEntry } from '../pki/certificate.js';
 import { REVOCATION_REASONS } from '../pki/revocation-reasons.js';
 import { parseSpiffeId } from '../spiffe/id.js';
-import type { CertificateSummary, DeniedIdentity, RevocationReason, Store } from '../store/types.js';
+import type { AuthorityRecord, AuthorityRevocationReason, CertificateSummary, DeniedIdentity, RevocationReason, Store } from '../store/types.js';
 import { AuthorityError } from './errors.js';
 import type { CertificateAuthority } from './lifecycle.js';
 import { unsealAuthorityKey } from './signer.js';
 
 export { REVOCATION_REASONS };
+/** Reasons an authority may be revoked for: a CA certificate may also say cACompromise. */
+export const AUTHORITY_REVOCATION_REASONS: readonly AuthorityRevocationReason[] = [...REVOCATION_REASONS, 'cACompromise'];
 
 export interface CertificateRevocationList {
   readonly authorityId: string;
@@ -25,9 +27,11 @@ export interface RevocationOptions {
 }
 
 /**
- * Revocation by serial and by identity, the deny-list, and one CRL per signing authority
- * (docs/architecture.md). CRLs are rebuilt when the store's revocation version moves or half their
- * validity has passed, so a served CRL is never stale and never older than nextUpdate.
+ * Revocation by serial and by identity, the deny-list, and one CRL per authority
+ * (docs/operations/revocation.md): an intermediate's lists its revoked, unexpired leaves; a root's
+ * lists its revoked (tainted), unexpired intermediates. CRLs are rebuilt when the store's
+ * revocation version moves or half their validity has passed, so a served CRL is never stale and
+ * never older than nextUpdate.
  */
 export class RevocationService {
   private readonly cache = new Map<string, CertificateRevocationList>();
@@ -66,6 +70,17 @@ export class RevocationService {
     return this.crl(this.ca.current().signer.id);
   }
 
+  /**
+   * The complete set `openssl verify -crl_check_all` and Envoy need: one CRL from every authority
+   * that is not removed, not expired and whose key meshca holds; the active intermediate's first
+   * (what single-CRL readers take), then the other intermediates, then the roots.
+   */
+  async crlSet(): Promise<CertificateRevocationList[]> {
+    const crls: CertificateRevocationList[] = [];
+    for (const authority of publishingAuthorities(this.ca.current().authorities, this.ca.current().signer.id, this.now())) crls.push(await this.crl(authority.id));
+    return crls;
+  }
+
   async crl(authorityId: string): Promise<CertificateRevocationList> {
     const version = await this.store.revocationVersion(authorityId);
     const cached = this.cache.get(authorityId);
@@ -80,9 +95,17 @@ export class RevocationService {
 
   /** Rebuilds every due CRL (called periodically so metrics and caches stay fresh). */
   async refreshAll(): Promise<void> {
-    for (const a of this.ca.current().authorities) {
-      if (a.state !== 'removed' && a.sealedKey && a.kind === 'intermediate') await this.crl(a.id);
-    }
+    await this.crlSet();
+  }
+
+  /** A root's CRL entries: its revoked intermediates that have not expired yet. */
+  private async revokedIntermediates(rootId: string, now: Date): Promise<CrlEntry[]> {
+    const authorities = new Map((await this.store.loadAuthorities()).map((a) => [a.id, a]));
+    return (await this.store.listAuthorityRevocations()).flatMap((r) => {
+      const child = authorities.get(r.authorityId);
+      if (!child || child.parentId !== rootId || child.notAfter.getTime() <= now.getTime()) return [];
+      return [{ serialHex: child.serialHex, revokedAt: r.revokedAt, reason: r.reason }];
+    });
   }
 
   private dueForRefresh(crl: CertificateRevocationList): boolean {
@@ -101,7 +124,7 @@ export class RevocationService {
     const now = this.now();
     const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
     const nextUpdate = new Date(thisUpdate.getTime() + this.options.crlValidityMs);
-    const entries = await this.store.listRevoked(authorityId, now);
+    const entries = authority.kind === 'root' ? await this.revokedIntermediates(authorityId, now) : await this.store.listRevoked(authorityId, now);
     const crlNumber = await this.store.nextCrlNumber(authorityId);
     const der = await createCrl({
       issuerCertificateDer: authority.certificateDer,
@@ -116,4 +139,12 @@ export class RevocationService {
     this.options.onCrl?.(crl);
     return crl;
   }
+}
+
+/** Authorities that publish a CRL, in publication order: the signer, other intermediates, roots. */
+function publishingAuthorities(authorities: readonly AuthorityRecord[], signerId: string, now: Date): AuthorityRecord[] {
+  const rank = (a: AuthorityRecord) => (a.id === signerId ? 0 : a.kind === 'intermediate' ? 1 : 2);
+  return authorities
+    .filter((a) => a.state !== 'removed' && a.sealedKey !== null && a.notAfter.getTime() > now.getTime())
+    .sort((a, b) => rank(a) - rank(b) || a.createdAt.getTime() - b.createdAt.getTime() || a.id.localeCompare(b.id));
 }

@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import type { AuthorityRecord } from '../store/types.js';
 import { openPrivateKey, privateKeyMatchesCertificate } from '../pki/keys.js';
-import { LeafTemplate, type LeafRequest } from '../pki/leaf.js';
+import { LeafTemplate, type LeafRequest, type LeafTemplateOptions } from '../pki/leaf.js';
 import { AuthorityError } from './errors.js';
 
 /** The intermediate that signs leaves right now: its record, its key in memory, its leaf template. */
@@ -12,9 +12,9 @@ export class SigningAuthority {
   ) {}
 
   /** Unseals the key under the KEK and proves it belongs to the certificate before it signs anything. */
-  static open(record: AuthorityRecord, kek: Buffer): SigningAuthority {
+  static open(record: AuthorityRecord, kek: Buffer, leaf: LeafTemplateOptions = {}): SigningAuthority {
     const key = unsealAuthorityKey(record, kek);
-    return new SigningAuthority(record, LeafTemplate.create(record.certificateDer, key));
+    return new SigningAuthority(record, LeafTemplate.create(record.certificateDer, key, leaf));
   }
 
   get id(): string {

@@ -78,24 +78,22 @@ function arg(args: readonly string[], what: string): string {
   return args[0];
 }
 
-const AUTHORITY_COLUMNS = ['id', 'kind', 'state', 'parentId', 'keyType', 'notAfter', 'issuedCount', 'unexpiredIssuedCount', 'revokedCount'];
+const AUTHORITY_COLUMNS = ['id', 'kind', 'state', 'parentId', 'keyType', 'notAfter', 'issuedCount', 'unexpiredIssuedCount', 'revokedCount', 'taintReason'];
 type Authorities = { authorities: Record<string, unknown>[] };
+type RevokeOutcome = { authority: Record<string, unknown>; replacement: Record<string, unknown> | null; tainted: string[]; unexpiredCertificates: number; certificates: string[]; reissued: boolean };
 const showAuthorities = (values: FlagValues) => (r: Authorities) => printRows(r.authorities, AUTHORITY_COLUMNS, bool(values, 'json'), r);
 
 export const authoritiesCommand = group(
   'authorities',
-  'Inspect and rotate signing authorities through the admin API (prepare → activate → remove).',
+  'Inspect, rotate and revoke signing authorities through the admin API (prepare → activate → remove; revoke on key compromise).',
   [
     { name: 'key-type', kind: 'string', value: 'TYPE', help: 'prepare: key type of the new CA' },
     { name: 'root-ttl', kind: 'string', value: 'DURATION', help: 'prepare: lifetime of the new root' },
     { name: 'intermediate-ttl', kind: 'string', value: 'DURATION', help: 'prepare: lifetime of the new intermediate' },
     { name: 'force', kind: 'boolean', help: 'remove: even if unexpired certificates chain to it' },
-    {
-      name: 'plugin-dir',
-      kind: 'string',
-      value: 'DIR',
-      help: "import: directory with Istio's ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem",
-    },
+    { name: 'plugin-dir', kind: 'string', value: 'DIR', help: "import: directory with Istio's ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem" },
+    { name: 'reason', kind: 'string', value: 'REASON', default: 'keyCompromise', help: 'revoke: keyCompromise, cACompromise, superseded, cessationOfOperation, affiliationChanged, unspecified' },
+    { name: 'reissue-signal', kind: 'boolean', help: "revoke: re-issue meshca's own serving certificate at once" },
   ],
   {
     list: { usage: '', run: async (c, v) => showAuthorities(v)(await c.json<Authorities>('GET', '/v1/authorities')) },
@@ -130,9 +128,18 @@ export const authoritiesCommand = group(
         );
       },
     },
-    'rotate-intermediate': {
-      usage: '',
-      run: async (c, v) => showAuthorities(v)(await c.json<Authorities>('POST', '/v1/authorities/rotate-intermediate')),
+    'rotate-intermediate': { usage: '', run: async (c, v) => showAuthorities(v)(await c.json<Authorities>('POST', '/v1/authorities/rotate-intermediate')) },
+    revoke: {
+      usage: 'ID --reason R [--reissue-signal]',
+      run: async (c, v, a) => {
+        const r = await c.json<RevokeOutcome>('POST', `/v1/authorities/${encodeURIComponent(arg(a, 'authority ID'))}/revoke`, { reason: str(v, 'reason'), reissue: bool(v, 'reissue-signal') });
+        const rows = [{ ...r.authority, role: 'revoked' }, ...(r.replacement ? [{ ...r.replacement, role: 'now signing' }] : [])];
+        printRows(rows, ['role', ...AUTHORITY_COLUMNS], bool(v, 'json'), r);
+        if (!bool(v, 'json')) {
+          process.stdout.write(`tainted: ${r.tainted.join(', ')}; ${r.unexpiredCertificates} unexpired certificates chain to it${r.reissued ? '; serving certificate re-issued' : ''}\n`);
+          for (const path of r.certificates) process.stdout.write(`list them: GET ${path}\n`);
+        }
+      },
     },
     import: {
       usage: '--plugin-dir DIR',

@@ -16,6 +16,7 @@ const ISSUANCE_STATUS: Readonly<Record<IssuanceErrorCode, status>> = {
   ERR_IDENTITY_MISMATCH: status.PERMISSION_DENIED,
   ERR_IDENTITY_DENIED: status.PERMISSION_DENIED,
   ERR_ISSUANCE_FAILED: status.INTERNAL,
+  ERR_CA_NOT_READY: status.UNAVAILABLE,
 };
 
 /** Authentication failures are UNAUTHENTICATED, except where the failure is ours. */

@@ -15,7 +15,9 @@ export type PkiErrorCode =
   | 'ERR_CERT_NOT_YET_VALID'
   | 'ERR_KEK_INVALID'
   | 'ERR_CA_SPEC_INVALID'
-  | 'ERR_CRL_SPEC_INVALID';
+  | 'ERR_CRL_SPEC_INVALID'
+  /** Not a DER OCSPRequest meshca can answer (the responder replies malformedRequest). */
+  | 'ERR_OCSP_MALFORMED';
 
 export class PkiError extends MeshcaError<PkiErrorCode> {
   override readonly name = 'PkiError';

@@ -49,6 +49,8 @@ const OID_DER = {
   keyUsage: encodeOid('2.5.29.15'),
   extKeyUsage: encodeOid('2.5.29.37'),
   authorityKeyIdentifier: encodeOid('2.5.29.35'),
+  authorityInfoAccess: encodeOid('1.3.6.1.5.5.7.1.1'),
+  ocsp: encodeOid('1.3.6.1.5.5.7.48.1'),
   serverAuth: encodeOid('1.3.6.1.5.5.7.3.1'),
   clientAuth: encodeOid('1.3.6.1.5.5.7.3.2'),
 } as const;
@@ -95,17 +97,19 @@ export class LeafTemplate {
     private readonly issuerName: Buffer,
     /** The complete AKI extension, constant per issuer. */
     private readonly authorityKeyIdentifier: Buffer,
+    /** The AIA extension naming the OCSP responder (--ocsp-url), or nothing. */
+    private readonly authorityInfoAccess: readonly Buffer[],
   ) {
     this.#issuerKey = issuerKey;
   }
 
   /** Precomputes issuer Name bytes, AKI (= issuer's SKID), signature algorithm identifier, constant extensions. */
-  static create(issuerCertificateDer: Buffer, issuerKey: KeyObject): LeafTemplate {
+  static create(issuerCertificateDer: Buffer, issuerKey: KeyObject, options: LeafTemplateOptions = {}): LeafTemplate {
     const signature = issuerSignature(issuerKey);
     const issuer = parseIssuerCertificate(issuerCertificateDer);
     assertKeyMatches(issuerKey, issuer.spkiDer);
     const aki = extension(OID_DER.authorityKeyIdentifier, false, encodeSequence(encodeImplicit(0, issuer.keyIdentifier)));
-    return new LeafTemplate(issuerKey, signature, issuer.subjectDer, aki);
+    return new LeafTemplate(issuerKey, signature, issuer.subjectDer, aki, options.ocspUrl === undefined ? [] : [ocspAccess(options.ocspUrl)]);
   }
 
   /** Builds TBSCertificate, signs it with node:crypto's async sign, returns the certificate DER. */
@@ -136,6 +140,7 @@ export class LeafTemplate {
       EXT_KEY_USAGE_TLS,
       this.authorityKeyIdentifier,
       subjectKeyIdentifierExtension(subjectKeyBits),
+      ...this.authorityInfoAccess,
     );
     return encodeSequence(
       VERSION_V3,
@@ -148,6 +153,17 @@ export class LeafTemplate {
       encodeExplicit(3, extensions),
     );
   }
+}
+
+export interface LeafTemplateOptions {
+  /** Adds Authority Information Access with this OCSP responder URL to every leaf. */
+  readonly ocspUrl?: string;
+}
+
+/** AIA (RFC 5280 §4.2.2.1) with one id-ad-ocsp uniformResourceIdentifier; not critical. */
+function ocspAccess(url: string): Buffer {
+  if (!/^https?:\/\/[\x21-\x7e]+$/.test(url)) leafFail(`the OCSP URL must be an ASCII http(s) URL without spaces, got "${url}"`);
+  return extension(OID_DER.authorityInfoAccess, false, encodeSequence(encodeSequence(OID_DER.ocsp, encodeAscii(url, contextTag(6, false)))));
 }
 
 function leafFail(message: string): never {

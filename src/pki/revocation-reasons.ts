@@ -1,4 +1,4 @@
-/** The RFC 5280 revocation reasons meshca records and publishes: the one list of them. */
+/** The RFC 5280 reasons a leaf may be revoked for: the one list of them. */
 export const REVOCATION_REASONS = Object.freeze([
   'unspecified',
   'keyCompromise',
@@ -6,4 +6,5 @@ export const REVOCATION_REASONS = Object.freeze([
   'superseded',
   'cessationOfOperation',
 ] as const);
-export type CrlReason = (typeof REVOCATION_REASONS)[number];
+/** A CRL entry's reason: a leaf's, or cACompromise for a CA certificate (RFC 5280 §5.3.1). */
+export type CrlReason = (typeof REVOCATION_REASONS)[number] | 'cACompromise';

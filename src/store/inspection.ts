@@ -49,6 +49,8 @@ export interface StoreInspection {
   /** Per-authority counts (intermediates that issued something). */
   authorityUsage(now: Date): Promise<Map<string, AuthorityUsage>>;
   listDenied(): Promise<DeniedIdentity[]>;
+  /** Ids of revoked (tainted) authorities; empty for a store from before migration 003. */
+  revokedAuthorityIds(): Promise<string[]>;
   /** Idempotent; a read-only store closes at once. */
   close(): Promise<void>;
 }

@@ -35,6 +35,8 @@ import type {
   AuditEventInput,
   AuthorityChange,
   AuthorityRecord,
+  AuthorityRevocation,
+  AuthorityRevocationReason,
   AuthorityState,
   AuthorityTransition,
   AuthorityUsage,
@@ -187,6 +189,7 @@ class SqliteStoreImpl implements SqliteStore {
       for (const record of change.insert ?? []) this.run('insertAuthority', authorityParams(record));
       for (const transition of change.transitions ?? []) this.transition(transition, change.audit.at);
       for (const { id, sealedKey } of change.resealed ?? []) this.reseal(id, sealedKey, change.audit.at);
+      for (const revocation of change.revocations ?? []) this.revokeAuthority(revocation);
       if (change.bumpBundleSequence) this.run('bumpBundleSequence');
       this.insertAudit(change.audit);
       return { bundleSequence: this.readBundleSequence() };
@@ -202,6 +205,19 @@ class SqliteStoreImpl implements SqliteStore {
       'ERR_STORE_CONFLICT',
       `authority ${transition.id} is ${current.state}, not ${transition.from.join(' or ') || '(no state allowed)'}; cannot make it ${transition.to}`,
     );
+  }
+
+  /** The row, plus version bumps: the authority's own (OCSP answers for its leaves) and its root's (CRL entry). */
+  private revokeAuthority(revocation: AuthorityRevocation): void {
+    const params = { id: revocation.authorityId, at: revocation.revokedAt.getTime(), reason: revocation.reason, actor: revocation.actor };
+    try {
+      this.run('insertAuthorityRevocation', params);
+    } catch (error) {
+      throw toStoreError(error, `the revocation of authority ${revocation.authorityId}`);
+    }
+    const parent = this.get<{ parent_id: string | null }>('authorityParent', revocation.authorityId);
+    this.run('bumpRevocationVersion', revocation.authorityId);
+    if (parent?.parent_id) this.run('bumpRevocationVersion', parent.parent_id);
   }
 
   private reseal(id: string, sealedKey: Buffer, at: Date): void {
@@ -410,6 +426,17 @@ class SqliteStoreImpl implements SqliteStore {
     );
   }
 
+  async listAuthorityRevocations(): Promise<AuthorityRevocation[]> {
+    return this.use(() =>
+      this.all<{ authority_id: string; revoked_at: number; reason: string; actor: string }>('listAuthorityRevocations').map((row) => ({
+        authorityId: row.authority_id,
+        revokedAt: new Date(row.revoked_at),
+        reason: row.reason as AuthorityRevocationReason,
+        actor: row.actor,
+      })),
+    );
+  }
+
   async revocationVersion(authorityId: string): Promise<number> {
     return this.use(() => this.get<{ revocation_version: number }>('revocationVersion', authorityId)?.revocation_version ?? 0);
   }
@@ -479,6 +506,10 @@ class SqliteStoreImpl implements SqliteStore {
       const sample = count === 0 ? [] : this.all<{ s: string }>('unknownAuthoritySample', sampleSize).map((r) => r.s);
       return { count, sample };
     });
+  }
+
+  async revokedAuthorityIds(): Promise<string[]> {
+    return this.use(() => (this.get('revokedAuthoritiesTable') ? this.all<{ authority_id: string }>('revokedAuthorityIds').map((r) => r.authority_id) : []));
   }
 
   async certificateCount(): Promise<number> {

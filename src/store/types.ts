@@ -53,6 +53,8 @@ export interface AuthorityChange {
   readonly transitions?: readonly AuthorityTransition[];
   /** Re-sealed keys (KEK rotation). */
   readonly resealed?: readonly { readonly id: string; readonly sealedKey: Buffer }[];
+  /** Authorities revoked (made tainted) by this change; each bumps its own and its parent's revocation version. */
+  readonly revocations?: readonly AuthorityRevocation[];
   readonly bumpBundleSequence: boolean;
   readonly audit: AuditEventInput;
 }
@@ -118,6 +120,17 @@ export interface AuthorityUsage {
 export type { CrlReason as RevocationReason } from '../pki/revocation-reasons.js';
 import type { CrlReason as RevocationReason } from '../pki/revocation-reasons.js';
 
+/** CA certificates may also be revoked for cACompromise (RFC 5280 §5.3.1), which leaves cannot. */
+export type AuthorityRevocationReason = RevocationReason | 'cACompromise';
+
+/** A revoked root or intermediate: its CRL entry on its root's CRL (intermediates) and why it is tainted. */
+export interface AuthorityRevocation {
+  readonly authorityId: string;
+  readonly revokedAt: Date;
+  readonly reason: AuthorityRevocationReason;
+  readonly actor: string;
+}
+
 export interface RevocationInput {
   readonly reason: RevocationReason;
   readonly actor: string;
@@ -179,6 +192,8 @@ export interface Store {
   listDenied(): Promise<DeniedIdentity[]>;
   /** Revoked, not yet expired certificates issued by one authority (what its CRL lists). */
   listRevoked(authorityId: string, now: Date): Promise<RevokedEntry[]>;
+  /** Every revoked (tainted) authority, oldest first. */
+  listAuthorityRevocations(): Promise<AuthorityRevocation[]>;
   /** A monotonically increasing per-authority revocation version: bumps on every revocation that authority's CRL must show. */
   revocationVersion(authorityId: string): Promise<number>;
   /** Durably increments and returns the authority's CRL number (RFC 5280 §5.2.3: strictly increasing). */

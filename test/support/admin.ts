@@ -18,12 +18,17 @@ export interface AdminTarget {
 }
 
 /** A real HTTPS request to the admin API, verifying the server against the mesh roots. */
-export function adminCall(target: AdminTarget, method: string, path: string, options: { body?: unknown; token?: string | null; headers?: Record<string, string> } = {}): Promise<AdminResponse> {
+export function adminCall(
+  target: AdminTarget,
+  method: string,
+  path: string,
+  options: { body?: unknown; raw?: Buffer; token?: string | null; headers?: Record<string, string> } = {},
+): Promise<AdminResponse> {
   const token = options.token === null ? undefined : (options.token ?? target.token);
-  const body = options.body === undefined ? undefined : JSON.stringify(options.body);
+  const body = options.raw ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
   const headers: Record<string, string> = { ...(options.headers ?? {}) };
   if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (options.raw === undefined && body !== undefined) headers['content-type'] = 'application/json';
   return new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', port: target.port, path, method, headers, ca: target.roots, servername: 'localhost', key: target.client?.key, cert: target.client?.cert }, (res) => {
       const chunks: Buffer[] = [];

@@ -4,13 +4,21 @@ import type { Inventory } from '../../authority/inventory.js';
 import type { CertificateAuthority } from '../../authority/lifecycle.js';
 import { parseDuration } from '../../duration.js';
 import { KEY_TYPES, type KeyType } from '../../pki/keys.js';
-import type { AuthorityRecord } from '../../store/types.js';
+import type { AuthorityRecord, AuthorityRevocationReason } from '../../store/types.js';
+import { AUTHORITY_REVOCATION_REASONS } from '../../authority/revocation.js';
 import { authorityIdParams, authorityView, errorReply, protectedErrors } from '../schemas.js';
 
 export interface AuthorityRoutesOptions {
   readonly ca: CertificateAuthority;
   readonly inventory: Inventory;
   readonly actor: (request: FastifyRequest) => string;
+  /** Re-issues meshca's own serving certificate now (revoke with reissue=true); absent in inject() tests. */
+  readonly reissueServing?: () => Promise<void>;
+}
+
+interface RevokeBody {
+  readonly reason: AuthorityRevocationReason;
+  readonly reissue: boolean;
 }
 
 interface PrepareBody {
@@ -35,7 +43,7 @@ const authorityList = {
 } as const;
 const withConflicts = { ...protectedErrors, 404: errorReply, 409: errorReply } as const;
 
-/** Authority lifecycle (docs/architecture.md): list, prepare, activate, remove, rotate-intermediate, import. */
+/** Authority lifecycle (docs/architecture.md): list, prepare, activate, remove, revoke, rotate-intermediate, import. */
 export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOptions): void {
   const { ca, inventory } = options;
   const views = async (ids: readonly string[]) => (await inventory.authorities()).filter((a) => ids.includes(a.id));
@@ -105,6 +113,46 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
       },
     },
     async (request) => ca.remove(request.params.id, request.query.force, options.actor(request)),
+  );
+
+  app.post<{ Params: { id: string }; Body: RevokeBody }>(
+    '/v1/authorities/:id/revoke',
+    {
+      schema: {
+        summary: 'Revoke a compromised root or intermediate: it is tainted and never signs again; a signing intermediate is replaced in the same transaction',
+        params: authorityIdParams,
+        body: {
+          type: 'object',
+          properties: { reason: { type: 'string', enum: [...AUTHORITY_REVOCATION_REASONS] }, reissue: { type: 'boolean', default: false } },
+          required: ['reason'],
+          additionalProperties: false,
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              authority: authorityView,
+              tainted: { type: 'array', items: { type: 'string' } },
+              replacement: { anyOf: [authorityView, { type: 'null' }] },
+              unexpiredCertificates: { type: 'integer' },
+              certificates: { type: 'array', items: { type: 'string' } },
+              reissued: { type: 'boolean' },
+            },
+          },
+          ...withConflicts,
+        },
+      },
+    },
+    async (request) => {
+      const outcome = await ca.revoke(request.params.id, request.body.reason, options.actor(request));
+      const reissued = request.body.reissue && options.reissueServing !== undefined;
+      if (reissued) await options.reissueServing!();
+      const all = await inventory.authorities();
+      const authority = all.find((a) => a.id === outcome.authority.id);
+      const replacement = all.find((a) => a.id === outcome.replacement?.id) ?? null;
+      const listings = outcome.tainted.filter((id) => id.startsWith('int-')).map((id) => `/v1/certificates?authorityId=${id}&status=active`);
+      return { authority, tainted: outcome.tainted, replacement, unexpiredCertificates: outcome.unexpiredCertificates, certificates: listings, reissued };
+    },
   );
 
   app.post(

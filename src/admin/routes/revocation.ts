@@ -1,5 +1,5 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { REVOCATION_REASONS, type RevocationService } from '../../authority/revocation.js';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { REVOCATION_REASONS, type CertificateRevocationList, type RevocationService } from '../../authority/revocation.js';
 import { pemEncode } from '../../pki/pem.js';
 import type { RevocationReason } from '../../store/types.js';
 import { authorityIdParams, certificateSummary, errorReply, protectedErrors } from '../schemas.js';
@@ -15,21 +15,26 @@ const reason = { type: 'string', enum: [...REVOCATION_REASONS] } as const;
 const spiffeId = { type: 'string', minLength: 10, maxLength: 2048, pattern: '^spiffe://' } as const;
 const crlQuery = { type: 'object', properties: { format: { type: 'string', enum: ['der', 'pem'], default: 'der' } }, additionalProperties: false } as const;
 
-/** Public: CRLs, DER by default, PEM with ?format=pem. */
+/**
+ * Public: CRLs. `GET /v1/crl` is the active intermediate's in DER (existing consumers), and with
+ * ?format=pem the complete published set, concatenated (openssl -CRLfile, Envoy's crl).
+ */
 export function crlRoutes(app: FastifyInstance, revocation: RevocationService): void {
-  const send = (crl: { der: Buffer; crlNumber: number; nextUpdate: Date }, format: string, reply: import('fastify').FastifyReply) => {
-    void reply.header('etag', `"crl-${crl.crlNumber}"`).header('expires', crl.nextUpdate.toUTCString());
-    return format === 'pem' ? reply.type('application/x-pem-file').send(pemEncode(crl.der, 'X509 CRL')) : reply.type('application/pkix-crl').send(crl.der);
+  const send = (crls: readonly CertificateRevocationList[], format: string, reply: FastifyReply) => {
+    const nextUpdate = new Date(Math.min(...crls.map((c) => c.nextUpdate.getTime())));
+    void reply.header('etag', `"crl-${crls.map((c) => c.crlNumber).join('.')}"`).header('expires', nextUpdate.toUTCString());
+    if (format === 'pem') return reply.type('application/x-pem-file').send(crls.map((c) => pemEncode(c.der, 'X509 CRL')).join(''));
+    return reply.type('application/pkix-crl').send(crls[0]!.der);
   };
   app.get<{ Querystring: { format: string } }>(
     '/v1/crl',
-    { schema: { summary: "CRL of the active signing authority (public)", security: [], querystring: crlQuery, response: { 400: errorReply } } },
-    async (request, reply) => send(await revocation.activeCrl(), request.query.format, reply),
+    { schema: { summary: "DER: the active intermediate's CRL; PEM: every published CRL, the active intermediate's first (public)", security: [], querystring: crlQuery, response: { 400: errorReply } } },
+    async (request, reply) => send(request.query.format === 'pem' ? await revocation.crlSet() : [await revocation.activeCrl()], request.query.format, reply),
   );
   app.get<{ Params: { id: string }; Querystring: { format: string } }>(
     '/v1/authorities/:id/crl',
-    { schema: { summary: 'CRL of one signing authority (public)', security: [], params: authorityIdParams, querystring: crlQuery, response: { 400: errorReply, 404: errorReply, 409: errorReply } } },
-    async (request, reply) => send(await revocation.crl(request.params.id), request.query.format, reply),
+    { schema: { summary: 'CRL of one authority: an intermediate lists revoked leaves, a root revoked intermediates (public)', security: [], params: authorityIdParams, querystring: crlQuery, response: { 400: errorReply, 404: errorReply, 409: errorReply } } },
+    async (request, reply) => send([await revocation.crl(request.params.id)], request.query.format, reply),
   );
 }
 

@@ -251,7 +251,12 @@ export const SQL = {
     VALUES (@at, @actor, @action, @target, @result, @details)`,
   listAudit: 'SELECT id, at, actor, action, target, result, details FROM audit_events WHERE id < ? ORDER BY id DESC LIMIT ?',
   integrityCheck: 'PRAGMA integrity_check',
+  authorityParent: 'SELECT parent_id FROM authorities WHERE id = ?',
+  insertAuthorityRevocation: `INSERT INTO revoked_authorities (authority_id, revoked_at, reason, actor) VALUES (@id, @at, @reason, @actor)`,
+  listAuthorityRevocations: 'SELECT authority_id, revoked_at, reason, actor FROM revoked_authorities ORDER BY revoked_at, authority_id',
   // Inspection (meshca verify / status and the crash harness).
+  revokedAuthoritiesTable: "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'revoked_authorities'",
+  revokedAuthorityIds: 'SELECT authority_id FROM revoked_authorities ORDER BY authority_id',
   foreignKeyCheck: 'PRAGMA foreign_key_check',
   tableNames: "SELECT name FROM sqlite_master WHERE type = 'table'",
   serialStored: 'SELECT 1 AS one FROM issued_certificates WHERE serial_hex = ?',
