@@ -9,6 +9,7 @@
 
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { Agent, request as httpRequest } from 'node:http';
 import grpc from '@grpc/grpc-js';
 import { istioCertificateService } from '../dist/grpc/proto.js';
 
@@ -78,7 +79,7 @@ async function connect(address, rootsPem, channels) {
 /**
  * @typedef {object} Work
  * @property {string} csrFile
- * @property {string} tokenFile
+ * @property {string} tokenFile (unused by cfssl runs)
  * @property {number} identities
  * @property {number} count items available (tokens 0..count-1)
  */
@@ -117,6 +118,39 @@ function call(stub, item, deadlineMs) {
       error ? reject(error) : resolve(response?.cert_chain ?? []),
     ),
   );
+}
+
+/** Caller w's CreateCertificate on its channel. @param {number} w @param {{ csr: string, token: string }} item @param {number} deadlineMs */
+const grpcSender = (w, item, deadlineMs) => call(stubs[w % stubs.length], item, deadlineMs);
+
+/**
+ * cfssl's JSON sign API over keep-alive HTTP/1.1, one connection per caller; the answer is turned
+ * into a chain-like array (certificate, CA) so the Recorder checks it like a gRPC response.
+ * @param {string} url @param {number} concurrency
+ */
+function cfsslSender(url, concurrency) {
+  const agent = new Agent({ keepAlive: true, maxSockets: Math.max(1, concurrency) });
+  return (/** @type {number} */ _w, /** @type {{ csr: string }} */ item, /** @type {number} */ deadlineMs) =>
+    new Promise((resolve, reject) => {
+      const body = JSON.stringify({ certificate_request: item.csr });
+      const req = httpRequest(url, { method: 'POST', agent, timeout: deadlineMs, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+        const chunks = /** @type {Buffer[]} */ ([]);
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          let json;
+          try {
+            json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          } catch {
+            return reject({ code: `HTTP_${res.statusCode}`, message: 'not JSON' });
+          }
+          if (json.success && typeof json.result?.certificate === 'string') resolve([json.result.certificate, 'ca']);
+          else reject({ code: `HTTP_${res.statusCode}`, message: JSON.stringify(json.errors ?? json).slice(0, 300) });
+        });
+      });
+      req.on('timeout', () => req.destroy(Object.assign(new Error('deadline exceeded'), { code: 'DEADLINE_EXCEEDED' })));
+      req.on('error', reject);
+      req.end(body);
+    });
 }
 
 /** Latencies and errors of one run. */
@@ -192,10 +226,12 @@ class Recorder {
 /**
  * Closed loop: `concurrency` callers, each sending its next request as soon as the previous one is
  * answered, until `durationMs` has passed (warm: items cycle) or the items run out (cold: each once).
- * @param {{ concurrency: number, durationMs: number, deadlineMs: number, cycle: boolean, work: Work }} spec
+ * With `cfsslUrl`, the same loop posts each item's CSR to cfssl's /api/v1/cfssl/sign instead.
+ * @param {{ concurrency: number, durationMs: number, deadlineMs: number, cycle: boolean, work: Work, cfsslUrl?: string }} spec
  */
 function closedLoop(spec) {
   const items = loadItems(spec.work);
+  const send = spec.cfsslUrl ? cfsslSender(spec.cfsslUrl, spec.concurrency) : grpcSender;
   return async () => {
     const rec = new Recorder();
     if (spec.concurrency === 0 || items.length === 0) return rec.result();
@@ -205,7 +241,6 @@ function closedLoop(spec) {
     let used = 0;
     let exhausted = false;
     const caller = async (/** @type {number} */ w) => {
-      const stub = stubs[w % stubs.length];
       while (now() < end) {
         if (!spec.cycle && used >= items.length) {
           exhausted = true;
@@ -217,7 +252,7 @@ function closedLoop(spec) {
         const t0 = now();
         rec.started(t0);
         try {
-          rec.ok(t0, await call(stub, item, spec.deadlineMs), false);
+          rec.ok(t0, await send(w, item, spec.deadlineMs), false);
         } catch (error) {
           rec.fail(error);
         }

@@ -16,9 +16,10 @@ import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import { prefillStore, STORE_IDENTITIES, storeSpiffeId } from './lib/large-store.mjs';
 import { benchIdentity, burstIdentity, JWT_ISSUER, MaterialCache } from './lib/material.mjs';
-import { summarizeProfile } from './lib/profile.mjs';
+import { stageBreakdown, summarizeProfile } from './lib/profile.mjs';
 import { markdownReport, markdownTable, summaryLine, svgChart } from './lib/report.mjs';
-import { describeExit, machineBusySeconds, parseMetricTotals, ResourceWindow, ServerProcess, sleep } from './lib/server.mjs';
+import { certdbRows, CfsslServer, CFSSL_INSTALL_HINT, cfsslVersion, prepareCfssl } from './lib/cfssl.mjs';
+import { describeExit, freePorts, machineBusySeconds, parseMetricTotals, pinningPlan, pinProcess, ResourceWindow, ServerProcess, sleep } from './lib/server.mjs';
 import { errorTotal, latencySummary, mergeCounts, mergeSorted } from './lib/stats.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -26,7 +27,7 @@ const CLI = join(ROOT, 'dist', 'cli.js');
 const TMP = join(ROOT, 'bench', 'results', 'tmp');
 const README = join(ROOT, 'bench', 'README.md');
 const PROFILES = join(TMP, 'profiles');
-const ALL_SCENARIOS = ['steady-c1', 'steady-c8', 'steady-c32', 'steady-c128', 'rsa-c32', 'cold-tokens-c32', 'rotation-burst', 'large-store'];
+const ALL_SCENARIOS = ['steady-c1', 'steady-c8', 'steady-c32', 'steady-c128', 'rsa-c32', 'cold-tokens-c32', 'rotation-burst', 'large-store', 'cfssl-c32'];
 const GOALS = { throughputGoal: 3000, p99GoalMs: 20 };
 const LOADGENS = 2;
 const REQUEST_DEADLINE_MS = 30_000;
@@ -44,7 +45,14 @@ const HELP = `Usage: npm run bench [-- flags]
   --channels N          TLS connections per load generator (default 4)
   --server-log-level L  the server's --log-level (default warn: info logs one line per certificate)
   --profile             run the server under node --cpu-prof and print where its main thread spends
-                        time (profiles in bench/results/tmp/profiles; numbers include profiler overhead)
+                        time and a per-stage breakdown (profiles in bench/results/tmp/profiles; numbers
+                        include profiler overhead)
+  --pin                 server (all its threads) on the first half of the CPUs, load generators and this
+                        process on the rest, via taskset (said so, and run unpinned, when unavailable)
+  --server-cpus LIST    with --pin: the server's CPU list (taskset -c syntax); the load gets the others
+  --server-args="A B"   more \`meshca serve\` flags for the server under test (A/B comparisons), e.g.
+                        --server-args="--verify-threads 1"
+  --no-cfssl            skip the cfssl side-by-side comparison even when cfssl is on PATH
 `;
 
 // ---------------------------------------------------------------------------------------------
@@ -57,6 +65,17 @@ const children = new Set();
 /** @type {Set<string>} */
 const tempDirs = new Set();
 let cleanedUp = false;
+/** Per-stage breakdowns of profiled servers (--profile), for the results files. */
+const profileStages = /** @type {{ server: string, scenario: string, certificates: number, cpuMsPerCert: number, mainThreadCpuMsPerCert: number, rows: { stage: string, thread: string, usPerCert: number }[] }[]} */ ([]);
+/** Each server's measured scenario windows, to cut its CPU profile to them. */
+const measuredWindows = /** @type {Map<ServerProcess, { name: string, window: { start: number, end: number }, certificates: number, cpuMsPerCert: number, mainThreadCpuMsPerCert: number }[]>} */ (new Map());
+
+/** @param {ServerProcess} server @param {import('./lib/report.mjs').ScenarioResult} r @param {{ usage: { monotonicUs: { start: number, end: number } } }} run */
+function rememberWindow(server, r, run) {
+  const list = measuredWindows.get(server) ?? [];
+  list.push({ name: r.name, window: run.usage.monotonicUs, certificates: r.ok, cpuMsPerCert: r.serverCpuMsPerCert, mainThreadCpuMsPerCert: r.serverMainThreadCpuMsPerCert });
+  measuredWindows.set(server, list);
+}
 
 function cleanupSync() {
   if (cleanedUp) return;
@@ -91,6 +110,10 @@ function options() {
       channels: { type: 'string' },
       'server-log-level': { type: 'string', default: 'warn' },
       profile: { type: 'boolean', default: false },
+      pin: { type: 'boolean', default: false },
+      'server-cpus': { type: 'string' },
+      'no-cfssl': { type: 'boolean', default: false },
+      'server-args': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -120,6 +143,10 @@ function options() {
     channels: Math.round(num(values.channels, 4, 'channels')),
     serverLogLevel: /** @type {string} */ (values['server-log-level']),
     profile: Boolean(values.profile),
+    pin: Boolean(values.pin),
+    serverCpus: values['server-cpus'],
+    cfssl: !values['no-cfssl'],
+    serverArgs: values['server-args'] ? values['server-args'].split(/\s+/).filter(Boolean) : [],
   };
 }
 
@@ -227,6 +254,8 @@ class LoadgenPool {
  * @property {string} jwksFile
  * @property {Record<string, import('./lib/material.mjs').MaterialFile>} files
  * @property {import('./lib/report.mjs').ScenarioResult[]} results
+ * @property {{ server: string, load: string } | undefined} pin CPU sets with --pin (when taskset works)
+ * @property {Record<string, unknown>} [cfssl] the comparison's outcome (or why it was skipped)
  */
 
 /** @param {Context} ctx @param {string} label @param {string} dataDir */
@@ -241,6 +270,8 @@ async function startServer(ctx, label, dataDir) {
     logFile: join(TMP, `server-${label}.log`),
     logLevel: ctx.opts.serverLogLevel,
     nodeArgs: ctx.opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${PROFILES}`] : [],
+    cpus: ctx.pin?.server,
+    extraArgs: ctx.opts.serverArgs,
   });
   servers.add(server);
   server.exited.then((exit) => {
@@ -261,11 +292,17 @@ async function stopServer(server, label) {
       .filter((f) => f.endsWith('.cpuprofile') && f.split('.')[3] === String(server.pid))
       .sort((a, b) => Number(a.split('.')[4]) - Number(b.split('.')[4]));
     if (files.length) {
+      // The summary and breakdown cover one measured window: steady-c32 if it ran on this server, else the last one.
+      const windows = measuredWindows.get(server) ?? [];
+      const measured = windows.find((w) => w.name === 'steady-c32' || w.name === 'large-store') ?? windows.at(-1);
       const summary = files
-        .map((f, i) => summarizeProfile(join(PROFILES, f), i === 0 ? 25 : 5, i === 0 ? 'main thread' : `worker thread ${f.split('.')[4]}`))
+        .map((f, i) => summarizeProfile(join(PROFILES, f), i === 0 ? 25 : 5, `${i === 0 ? 'main thread' : `worker thread ${f.split('.')[4]}`}${measured ? ` during ${measured.name}` : ''}`, measured?.window))
         .join('\n');
-      writeFileSync(join(PROFILES, `${label}.txt`), summary);
-      log(`\nserver CPU profile (${label}, whole server lifetime incl. warm-up; ${relative(process.cwd(), PROFILES)}/${files[0]} and its worker threads):\n${summary}`);
+      const threads = files.map((f, i) => ({ file: join(PROFILES, f), thread: i === 0 ? 'main' : `worker ${f.split('.')[4]}` }));
+      const stages = measured && measured.certificates > 0 ? stageBreakdown(threads, measured) : undefined;
+      if (stages && measured) profileStages.push({ server: label, scenario: measured.name, certificates: measured.certificates, cpuMsPerCert: measured.cpuMsPerCert, mainThreadCpuMsPerCert: measured.mainThreadCpuMsPerCert, rows: stages.rows });
+      writeFileSync(join(PROFILES, `${label}.txt`), `${summary}\n${stages?.text ?? ''}\n`);
+      log(`\nserver CPU profile (${label}; ${relative(process.cwd(), PROFILES)}/${files[0]} and its worker threads):\n${summary}\n${stages?.text ?? ''}`);
     } else {
       log(`bench: no CPU profile found for server pid ${server.pid} in ${PROFILES}`);
     }
@@ -309,6 +346,7 @@ async function closedScenario(ctx, server, s) {
   await during;
   const r = summarize(s.name, s.description, run, metricsDelta(before, await scrape(server), run.usage.wallSeconds));
   r.concurrency = s.concurrency;
+  rememberWindow(server, r, run);
   if (run.results.some((x) => x.exhausted)) r.notes.push(`ran out of pre-generated tokens after ${r.wallSeconds.toFixed(1)} s`);
   return r;
 }
@@ -331,6 +369,8 @@ function summarize(name, description, run, server) {
   const notes = [];
   if (server?.rowsPerCommit !== undefined) notes.push(`${server.rowsPerCommit.toFixed(1)} rows/commit`);
   if (server?.gcPercent !== undefined) notes.push(`server GC ${server.gcPercent.toFixed(0)} % of wall time`);
+  const ok = sorted.length;
+  const { serverCpuSeconds, serverMainThreadCpuSeconds } = run.usage;
   return {
     name,
     description,
@@ -345,6 +385,10 @@ function summarize(name, description, run, server) {
     loadgenCpuPercent: run.usage.loadgenCpuPercent,
     otherCpuPercent: run.usage.otherCpuPercent,
     serverPeakRssMb: run.usage.serverPeakRssMb,
+    serverCpuMsPerCert: ok ? (1000 * serverCpuSeconds) / ok : NaN,
+    serverMainThreadCpuMsPerCert: ok ? (1000 * serverMainThreadCpuSeconds) / ok : NaN,
+    certsPerCore: serverCpuSeconds > 0 ? ok / serverCpuSeconds : NaN,
+    serverThreads: run.usage.serverThreads.slice(0, 12).map((t) => ({ tid: t.tid, cpuMsPerCert: ok ? (1000 * t.cpuSeconds) / ok : NaN })),
     server: server ?? {},
     notes,
   };
@@ -500,6 +544,54 @@ async function largeStore(/** @type {Context} */ ctx) {
   return r;
 }
 
+/**
+ * cfssl side by side: the same closed-loop c32 load, CSRs and load generators (and, with --pin,
+ * the same CPU sets) against `cfssl serve` with a SQLite certdb; skipped, saying how to install
+ * cfssl, when it is not on PATH.
+ * @param {Context} ctx
+ */
+async function cfsslComparison(ctx) {
+  const version = cfsslVersion();
+  if (!ctx.opts.cfssl || !version) {
+    const why = ctx.opts.cfssl ? `cfssl is not on PATH, so the side-by-side comparison is skipped; ${CFSSL_INSTALL_HINT}` : 'skipped (--no-cfssl)';
+    log(`\ncfssl-c32: ${why}`);
+    ctx.cfssl = { skipped: why };
+    return;
+  }
+  log(`\ncfssl side by side (${version}):`);
+  const dir = join(ctx.runDir, 'cfssl');
+  mkdirSync(dir, { recursive: true });
+  const files = prepareCfssl(dir);
+  const csrs = JSON.parse(readFileSync(ctx.files.ecCsrs.path, 'utf8')).items;
+  const [port] = await freePorts(1);
+  const server = await CfsslServer.start({ files, port, logFile: join(TMP, 'server-cfssl.log'), cpus: ctx.pin?.server, probeCsr: csrs[0] });
+  children.add(server.child);
+  try {
+    const spec = (/** @type {number} */ seconds) => ({ kind: 'closed', concurrency: 32, durationMs: seconds * 1000, deadlineMs: REQUEST_DEADLINE_MS, cycle: true, cfsslUrl: server.url, work: work(ctx, 'ecCsrs', 'warmTokens') });
+    const settle = summarize('settle', '', await ctx.pool.run(spec(ctx.opts.quick ? 3 : 5), server.pid), undefined);
+    log(`  settle: ${settle.ok} certificates in ${settle.wallSeconds.toFixed(1)} s (${Math.round(settle.throughput)}/s)${errorTotal(settle.errors) ? `, errors ${JSON.stringify(settle.errorSamples)}` : ''}`);
+    const rowsBefore = certdbRows(files.db);
+    const r = summarize('cfssl-c32', `cfssl serve (${version}), SQLite certdb, POST /api/v1/cfssl/sign over HTTP/1.1 keep-alive, 32 in flight, the same ECDSA P-256 CSRs`, await ctx.pool.run(spec(ctx.opts.durationS), server.pid), undefined);
+    r.concurrency = 32;
+    const recorded = certdbRows(files.db) - rowsBefore;
+    r.notes.push(`${recorded} of ${r.ok} certificates found in the certdb`);
+    const meshca = ctx.results.find((x) => x.name === 'steady-c32');
+    if (meshca) {
+      const ratio = meshca.certsPerCore / r.certsPerCore;
+      r.notes.unshift(`meshca steady-c32 vs cfssl: ${ratio.toFixed(2)}× the certificates/s per core (${int(meshca.certsPerCore)} vs ${int(r.certsPerCore)}), server CPU per certificate ${meshca.serverCpuMsPerCert.toFixed(3)} vs ${r.serverCpuMsPerCert.toFixed(3)} ms, p99 ${meshca.latencyMs.p99.toFixed(1)} vs ${r.latencyMs.p99.toFixed(1)} ms`);
+      ctx.cfssl = { version, certsPerCoreRatio: ratio, cpuMsPerCertRatio: meshca.serverCpuMsPerCert / r.serverCpuMsPerCert };
+    } else {
+      r.notes.unshift('no steady-c32 in this run to compare with (add it to --scenarios)');
+      ctx.cfssl = { version };
+    }
+    report(ctx, r);
+  } finally {
+    await server.stop();
+  }
+}
+
+const int = (/** @type {number} */ v) => (Number.isFinite(v) ? Math.round(v).toLocaleString('en-US') : '–');
+
 // ---------------------------------------------------------------------------------------------
 // main
 
@@ -577,6 +669,30 @@ function fileSystemOf(/** @type {string} */ dir) {
   }
 }
 
+/** CPU sets for --pin, or undefined (with the reason on stderr) when pinning is not possible here. */
+function choosePinning(/** @type {Options} */ opts) {
+  const cpus = os.availableParallelism();
+  const plan = pinningPlan(cpus);
+  if ('unavailable' in plan) {
+    log(`bench: --pin: cannot pin (${plan.unavailable}); running unpinned`);
+    return undefined;
+  }
+  if (!opts.serverCpus) return plan;
+  const all = Array.from({ length: cpus }, (_, i) => i);
+  const chosen = new Set(expandCpuList(opts.serverCpus));
+  const rest = all.filter((c) => !chosen.has(c));
+  if (chosen.size === 0 || rest.length === 0 || [...chosen].some((c) => c >= cpus)) throw new Error(`--server-cpus ${opts.serverCpus}: need a non-empty subset of 0-${cpus - 1} that leaves a CPU for the load`);
+  return { server: [...chosen].join(','), load: rest.join(',') };
+}
+
+/** "0-2,5" → [0, 1, 2, 5] @param {string} list */
+function expandCpuList(list) {
+  return list.split(',').flatMap((part) => {
+    const [a, b] = part.split('-').map(Number);
+    return Number.isInteger(a) ? Array.from({ length: (Number.isInteger(b) ? b : a) - a + 1 }, (_, i) => a + i) : [];
+  });
+}
+
 async function main() {
   const opts = options();
   checkBuild();
@@ -587,7 +703,7 @@ async function main() {
   /** @type {ReturnType<typeof machine> & { fsync4k: { p50Ms: number, p99Ms: number }, busyBeforeStartPercent?: number }} */
   const host = { ...machine(), fsync4k: fsyncProbe(runDir) };
 
-  log(`meshca bench${opts.quick ? ' --quick' : ''}: ${opts.scenarios.join(', ')}; ${opts.workloads} workloads, ${opts.durationS} s per steady scenario`);
+  log(`meshca bench${opts.quick ? ' --quick' : ''}${opts.pin ? ' --pin' : ''}: ${opts.scenarios.join(', ')}; ${opts.workloads} workloads, ${opts.durationS} s per steady scenario`);
   const busyBefore = machineBusySeconds();
   await sleep(2000);
   host.busyBeforeStartPercent = Math.round((100 * (machineBusySeconds() - busyBefore)) / 2);
@@ -609,12 +725,17 @@ async function main() {
     files.burstTokens = await material.tokens({ name: 'burst', count: opts.burst, identity: burstIdentity, identities: opts.burst });
   }
 
-  const pool = LoadgenPool.start(LOADGENS);
+  const pin = opts.pin ? choosePinning(opts) : undefined;
+  // Load generators told to close right after they start can trip Node's IPC; start none for nothing.
+  const nothingToLoad = opts.scenarios.every((s) => s === 'cfssl-c32') && !(opts.cfssl && cfsslVersion());
+  const pool = nothingToLoad ? new LoadgenPool([]) : LoadgenPool.start(LOADGENS);
+  if (pin) for (const pid of [...pool.pids, process.pid]) pinProcess(pid, pin.load);
   /** @type {Context} */
-  const ctx = { opts, material, pool, runDir, kek: randomBytes(32).toString('base64'), jwksFile, files, results: [] };
+  const ctx = { opts, material, pool, runDir, kek: randomBytes(32).toString('base64'), jwksFile, files, results: [], pin };
   try {
-    if (opts.scenarios.some((s) => s !== 'large-store')) await mainServer(ctx);
+    if (opts.scenarios.some((s) => s !== 'large-store' && s !== 'cfssl-c32')) await mainServer(ctx);
     if (opts.scenarios.includes('large-store')) report(ctx, await largeStore(ctx));
+    if (opts.scenarios.includes('cfssl-c32')) await cfsslComparison(ctx);
   } finally {
     await pool.close().catch(() => undefined);
   }
@@ -633,12 +754,16 @@ async function main() {
       channels: opts.channels,
       requestDeadlineMs: REQUEST_DEADLINE_MS,
       serverLogLevel: opts.serverLogLevel,
+      serverArgs: opts.serverArgs,
       caKeyType: 'ec-p256 (server default)',
       dataFs: fileSystemOf(runDir),
       profiled: opts.profile,
+      pinned: pin ? { serverCpus: pin.server, loadCpus: pin.load } : opts.pin ? 'requested but unavailable' : false,
       scenarios: opts.scenarios,
     },
     goals: GOALS,
+    cfssl: ctx.cfssl,
+    stages: profileStages,
     totalSeconds: (performance.now() - wallStart) / 1000,
     scenarios: ctx.results,
   };
@@ -647,7 +772,7 @@ async function main() {
   // ones carry the time too, so that they do not overwrite each other either.
   const partial = opts.scenarios.length < ALL_SCENARIOS.length;
   const time = new Date().toTimeString().slice(0, 8).replace(/:/g, '');
-  const base = join(opts.out, `${date}${opts.quick ? '-quick' : ''}${partial ? '-partial' : ''}${opts.profile ? '-profiled' : ''}${partial || opts.profile ? `-${time}` : ''}`);
+  const base = join(opts.out, `${date}${opts.quick ? '-quick' : ''}${partial ? '-partial' : ''}${opts.profile ? '-profiled' : ''}${pin ? '-pinned' : ''}${partial || opts.profile ? `-${time}` : ''}`);
   writeFileSync(`${base}.json`, JSON.stringify(run, null, 2) + '\n');
   writeFileSync(`${base}.md`, markdownReport(run));
   writeFileSync(`${base}.svg`, svgChart(run, GOALS));

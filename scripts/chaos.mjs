@@ -15,7 +15,12 @@
  *   - the restarted server serves exactly the roots the store trusts;
  *   - a revoked intermediate is tainted exactly when its revocation is recorded (authority-taint).
  *
- * Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--keep]
+ * Before the first kill it also runs a short unauthenticated stream flood (issue 11; the full one is
+ * test/security.test.ts): header-only gRPC streams with 60 KB headers and no token while the load
+ * keeps running; the server's RSS must grow by less than 150 MB and its workloads must still get
+ * certificates.
+ *
+ * Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--no-flood] [--keep]
  * Admin operations: prepare, activate, rotate-intermediate, remove, and revoke (key compromise).
  * The test suite runs a short version (test/chaos.test.ts). Needs dist/ (npm run chaos builds it).
  */
@@ -27,6 +32,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { spawnMeshca } from './lib/meshca-process.mjs';
+import { residentBytes, spawnStreamFlood } from './lib/stream-flood.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(ROOT, 'dist');
@@ -268,6 +274,28 @@ export async function runChaos(options = {}) {
     }
   };
 
+  // The short flood: 10 connections x 64 header-only streams, 3 s, under the running load.
+  const floodCheck = async (server, ctx) => {
+    const baseline = residentBytes(server.child.pid);
+    const issuedBefore = ctx.issued;
+    const flood = spawnStreamFlood({ port: server.ports.grpcPort, ca: caPem(), connections: 10, streams: 64, headerBytes: 60 * 1024 });
+    let peak = baseline;
+    await flood.underway(10_000);
+    const started = Date.now();
+    while (Date.now() - started < 3000) {
+      peak = Math.max(peak, residentBytes(server.child.pid));
+      await sleep(100);
+    }
+    const attack = await flood.stop();
+    const problems = [];
+    if (peak - baseline > 150 * 1024 * 1024) problems.push(`RSS grew by ${((peak - baseline) / 1048576).toFixed(0)} MB under the flood (limit 150 MB)`);
+    if (ctx.issued === issuedBefore) problems.push('no certificate was issued while the flood ran');
+    if (attack.opened === 0) problems.push('the flood could not open a single connection');
+    stats.flood = { ...attack, rssGrowthMb: Math.round((peak - baseline) / 1048576), issuedDuring: ctx.issued - issuedBefore };
+    if (problems.length > 0) violations.push({ label: 'stream flood', problems });
+    log(`stream flood: ${attack.opened} connections, ${attack.streamsOpened} streams; RSS +${stats.flood.rssGrowthMb} MB; ${stats.flood.issuedDuring} certificates issued meanwhile`);
+  };
+
   const tail = [];
   const live = new Set();
   const start = async (label) => {
@@ -318,6 +346,7 @@ export async function runChaos(options = {}) {
       ctx.client = client;
       const upMs = minUpMs + Math.floor(killRandom() * (maxUpMs - minUpMs));
       const work = Promise.all([runLoad(ctx), runAdmin(ctx)]);
+      if (i === 0 && options.flood) await floodCheck(server, ctx);
       await sleep(upMs);
       server.child.kill('SIGKILL');
       await server.exited;
@@ -354,24 +383,17 @@ export async function runChaos(options = {}) {
 }
 
 function parseArgs(argv) {
-  const options = {};
-  const numbers = {
-    '--iterations': 'iterations',
-    '--seed': 'seed',
-    '--workers': 'workers',
-    '--min-up-ms': 'minUpMs',
-    '--max-up-ms': 'maxUpMs',
-    '--early-kill-rate': 'earlyKillRate',
-  };
+  /** @type {{ flood: boolean, keep?: boolean } & Record<string, number | boolean>} */
+  const options = { flood: true };
+  const numbers = { '--iterations': 'iterations', '--seed': 'seed', '--workers': 'workers', '--min-up-ms': 'minUpMs', '--max-up-ms': 'maxUpMs', '--early-kill-rate': 'earlyKillRate' };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--help' || arg === '-h') {
-      process.stdout.write(
-        'Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--early-kill-rate 0.2] [--keep]\n',
-      );
+      process.stdout.write('Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--early-kill-rate 0.2] [--no-flood] [--keep]\n');
       process.exit(0);
     }
     if (arg === '--keep') options.keep = true;
+    else if (arg === '--no-flood') options.flood = false;
     else if (numbers[arg] && argv[i + 1] !== undefined && Number.isFinite(Number(argv[i + 1]))) options[numbers[arg]] = Number(argv[++i]);
     else {
       process.stderr.write(`chaos: unknown or incomplete argument ${arg}; see --help\n`);
@@ -382,6 +404,7 @@ function parseArgs(argv) {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  // The CLI runs the short stream flood unless --no-flood; runChaos() alone (the test) does not.
   const options = { iterations: 30, seed: Date.now() % 100000, ...parseArgs(process.argv.slice(2)) };
   const started = Date.now();
   process.stdout.write(`chaos: ${options.iterations} iterations, seed ${options.seed} (re-run with --seed ${options.seed})\n`);

@@ -1,18 +1,22 @@
 #!/usr/bin/env node
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { openStoreForReading } from './app/context.js';
 import { openDevTokenIssuer } from './authn/dev-issuer.js';
 import { trustedRootsPem } from './authority/snapshot.js';
 import type { WorkloadKey } from './client/csr.js';
+import { serviceAccountOfToken } from './client/token-claims.js';
 import { buildServerConfig, duration, SERVE_FLAGS } from './config.js';
+import { writePrivateFile } from './app/data-dir.js';
 import { formatHelp, parseFlags, requireStr, str, UsageError, type FlagValues } from './flags.js';
 import { createLogger } from './observability/logger.js';
 import { KEY_TYPES, type KeyType } from './pki/keys.js';
 import { spiffeBundle } from './spiffe/bundle.js';
 import { workloadId } from './spiffe/id.js';
 import { authoritiesCommand, certificatesCommand, identitiesCommand } from './commands/admin.js';
+import { agentCommand } from './commands/agent.js';
+import { stopOnSignals } from './commands/signals.js';
 import { crlCommand } from './commands/crl.js';
 import { istiodCertCommand } from './commands/istiod-cert.js';
 import { backupCommand, restoreCommand } from './commands/backup.js';
@@ -71,6 +75,7 @@ const COMMANDS: Record<string, Command> = {
     ],
     run: request,
   },
+  agent: agentCommand,
   authorities: authoritiesCommand,
   certificates: certificatesCommand,
   identities: identitiesCommand,
@@ -93,33 +98,7 @@ async function serve(values: FlagValues): Promise<void> {
     logger.flush();
     process.exit(1);
   });
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down: draining in-flight requests');
-    server.close().then(
-      () => {
-        logger.info('meshca stopped cleanly');
-        logger.flush();
-        process.exit(0);
-      },
-      (error: unknown) => {
-        logger.error({ err: error }, 'unclean shutdown');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on(
-    'SIGHUP',
-    () =>
-      void server.reload().then(
-        () => logger.info('reloaded JWKS and authorities'),
-        (error: unknown) => logger.error({ err: error }, 'reload failed'),
-      ),
-  );
+  stopOnSignals(logger, 'meshca', server);
 }
 
 async function bundle(values: FlagValues): Promise<void> {
@@ -133,7 +112,8 @@ async function bundle(values: FlagValues): Promise<void> {
       throw new UsageError('the data dir has no authorities yet: start the server once ("meshca serve") to create them');
     const roots = trustedRootsPem(authorities);
     if (format === 'spiffe') {
-      process.stdout.write(JSON.stringify(spiffeBundle(roots.ders, await store.bundleSequence(), 300), null, 2) + '\n');
+      const jwtKeys = (await store.loadJwtAuthorities()).filter((k) => k.state !== 'removed');
+      process.stdout.write(JSON.stringify(spiffeBundle(roots.ders, await store.bundleSequence(), 300, jwtKeys), null, 2) + '\n');
     } else {
       process.stdout.write(roots.pem);
     }
@@ -194,8 +174,7 @@ async function request(values: FlagValues): Promise<void> {
       throw new Error(`the CA returned ${chain.length} certificate(s); expected the leaf, its issuer and the roots`);
     mkdirSync(out, { recursive: true, mode: 0o700 });
     writeFileSync(join(out, 'cert-chain.pem'), chain.slice(0, -1).join(''));
-    writeFileSync(join(out, 'key.pem'), await privateKeyPemOf(key), { mode: 0o600 });
-    chmodSync(join(out, 'key.pem'), 0o600);
+    writePrivateFile(join(out, 'key.pem'), await privateKeyPemOf(key));
     writeFileSync(join(out, 'root-cert.pem'), roots);
     process.stdout.write(
       `wrote ${join(out, 'cert-chain.pem')}, ${join(out, 'key.pem')} and ${join(out, 'root-cert.pem')} for ${spiffeId}\n`,
@@ -233,14 +212,9 @@ function withConnectionHint(error: Error, address: string, values: FlagValues): 
 
 /** Reads (without verifying — the server does that) the namespace and service account of a token. */
 function tokenClaims(token: string): { namespace: string; serviceAccount: string } {
-  try {
-    const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { sub?: string };
-    const [, namespace, serviceAccount] = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(payload.sub ?? '') ?? [];
-    if (namespace !== undefined && serviceAccount !== undefined) return { namespace, serviceAccount };
-  } catch {
-    // fall through to the usage error
-  }
-  throw new UsageError('cannot read the namespace/service account from the token; pass --namespace and --service-account');
+  const claims = serviceAccountOfToken(token);
+  if (!claims) throw new UsageError('cannot read the namespace/service account from the token; pass --namespace and --service-account');
+  return claims;
 }
 
 function version(): string {
@@ -276,6 +250,9 @@ Run "meshca <command> --help" for the flags of a command. Every flag can also be
 `;
 }
 
+/** Commands that keep running after main() returns (their signal handlers exit). */
+const LONG_RUNNING = new Set(['serve', 'agent']);
+
 export async function main(argv: readonly string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
@@ -308,7 +285,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(
   (code) => {
-    if (code !== 0 || process.argv[2] !== 'serve') process.exitCode = code;
+    if (code !== 0 || !LONG_RUNNING.has(process.argv[2] ?? '')) process.exitCode = code;
   },
   (error: unknown) => {
     process.stderr.write(`meshca: ${(error as Error).stack ?? String(error)}\n`);

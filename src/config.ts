@@ -1,11 +1,14 @@
 import { buildKubernetesConfig, KUBERNETES_FLAGS } from './config/kubernetes.js';
-import { durationFlag, guard, nonNegativeNumber, positiveDuration, positiveInt } from './config/values.js';
+import { durationFlag, guard, nonNegativeInt, nonNegativeNumber, percentage, positiveDuration, positiveInt } from './config/values.js';
 import { bool, list, str, UsageError, type FlagSpec, type FlagValues } from './flags.js';
 import { parseListenAddress, type ListenAddress } from './net.js';
 import { KEY_TYPES, parseKeyType, type KeyType } from './pki/keys.js';
 import { defaultVerifierThreads } from './pki/verify-pool.js';
 import { parseTrustDomain } from './spiffe/id.js';
+import { parseJwtKeyType, type JwtKeyType } from './authority/jwt-authority.js';
+import { parseFederationPeer, type FederationPeer } from './federation/federation.js';
 import type { KubernetesConfig } from './kubernetes/options.js';
+import { buildUpstreamConfig, UPSTREAM_FLAGS, type UpstreamConfig } from './config/upstream.js';
 
 /** The validated configuration the composition root (server.ts) is wired from. */
 export interface ServerConfig {
@@ -19,11 +22,17 @@ export interface ServerConfig {
     readonly maxMessageBytes: number;
     readonly maxConcurrentStreams: number;
     readonly maxInFlight: number;
+    readonly maxActive: number;
+    readonly requestReadTimeoutMs: number;
+    readonly maxConnections: number;
+    readonly maxConnectionsPerPeer: number;
     readonly keepaliveTimeMs: number;
     readonly maxConnectionIdleMs: number;
     readonly maxConnectionAgeMs: number;
     /** Certificates per second per identity (0 = unlimited), with a burst of 5× that. */
     readonly rateLimitPerIdentity: number;
+    /** Share (0..1) of the data volume that must stay free for new issuance. */
+    readonly minFreeDiskRatio: number;
     /** Worker threads verifying CSR signatures off the event loop. */
     readonly verifyThreads: number;
   };
@@ -62,13 +71,31 @@ export interface ServerConfig {
     readonly maxAuthFailuresPerMinute: number;
   };
   readonly bundleRefreshHintSeconds: number;
+  /** JWT-SVIDs (authority/jwt-authority.ts, authority/jwt-svid-issuance.ts). */
+  readonly jwtSvid: {
+    readonly defaultTtlMs: number;
+    readonly maxTtlMs: number;
+    readonly keyType: JwtKeyType;
+    readonly keyTtlMs: number;
+  };
+  /** Federation with other trust domains (src/federation/). */
+  readonly federation: {
+    readonly peers: readonly FederationPeer[];
+    readonly caFile: string | undefined;
+    /** Dedicated https_spiffe bundle endpoint; undefined = not served. */
+    readonly bundleEndpointListen: ListenAddress | undefined;
+  };
   readonly crlValidityMs: number;
   /** Authority Information Access OCSP URL in issued leaves; undefined = none (Istio does not use it). */
   readonly ocspUrl: string | undefined;
   /** Expired certificate rows are pruned this long after they expire. */
   readonly retentionMs: number;
+  /** Audit events are pruned this long after they were written. */
+  readonly auditRetentionMs: number;
   /** TokenReview, multi-cluster, ztunnel impersonation, root distribution, istiod Secret. */
   readonly kubernetes: KubernetesConfig;
+  /** An upstream CA that signs and renews meshca's intermediate (docs/operations/upstream.md). */
+  readonly upstream: UpstreamConfig;
 }
 
 /** Shared with `meshca istiod-cert`, which issues under the same policy as the server. */
@@ -157,70 +184,37 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   },
   { name: 'admin-body-limit', kind: 'string', value: 'BYTES', default: '1048576', help: 'largest admin request body' },
   { name: 'admin-request-timeout', kind: 'string', value: 'DURATION', default: '30s', help: 'admin requests taking longer are aborted' },
-  {
-    name: 'admin-client-ids',
-    kind: 'list',
-    value: 'SPIFFE_ID,...',
-    help: 'also require an admin client certificate from the mesh CA with one of these SPIFFE IDs',
-  },
-  {
-    name: 'admin-max-auth-failures',
-    kind: 'string',
-    value: 'N',
-    default: '10',
-    help: 'failed admin authentications per client IP per minute before it is locked out for a minute',
-  },
+  { name: 'admin-client-ids', kind: 'list', value: 'SPIFFE_ID,...', help: 'also require an admin client certificate from the mesh CA with one of these SPIFFE IDs' },
+  { name: 'admin-max-auth-failures', kind: 'string', value: 'N', default: '10', help: 'failed admin authentications per minute (all sources together) answered at once; further failures are answered with a growing delay (the correct token never waits)' },
   { name: 'bundle-refresh-hint', kind: 'string', value: 'DURATION', default: '5m', help: 'spiffe_refresh_hint of the SPIFFE bundle' },
+  { name: 'jwt-svid-ttl', kind: 'string', value: 'DURATION', default: '5m', help: 'lifetime of a JWT-SVID when none is requested' },
+  { name: 'jwt-svid-max-ttl', kind: 'string', value: 'DURATION', default: '1h', help: 'longer requested JWT-SVID lifetimes are clamped to this' },
+  { name: 'jwt-key-type', kind: 'string', value: 'TYPE', default: 'ec-p256', help: 'JWT-SVID signing keys: ec-p256 (ES256), ec-p384 (ES384), rsa-2048 (RS256)' },
+  { name: 'jwt-key-ttl', kind: 'string', value: 'DURATION', default: '24h', help: 'lifetime of a JWT-SVID signing key; the next one is prepared at 1/2 and activated at 5/6 of it' },
+  { name: 'federate-with', kind: 'list', value: 'TD=URL', help: 'federate with another trust domain: fetch its SPIFFE bundle from this https bundle endpoint (repeatable)' },
+  { name: 'federation-ca-file', kind: 'string', value: 'PATH', help: 'PEM roots that verify the federated bundle endpoints (default: the system roots)' },
+  { name: 'bundle-endpoint-listen', kind: 'string', value: 'HOST:PORT', help: 'also serve the SPIFFE bundle on a dedicated HTTPS listener with meshca\'s SVID (https_spiffe profile)' },
   { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
   { name: 'ocsp-url', kind: 'string', value: 'URL', help: 'put this OCSP responder URL (AIA) in issued leaves, e.g. https://meshca.istio-system.svc:8443/v1/ocsp; off by default (Istio does not use OCSP)' },
   { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
+  { name: 'audit-retention', kind: 'string', value: 'DURATION', default: '1y', help: 'keep audit events this long; older ones are pruned by housekeeping' },
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
-  { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '256', help: 'HTTP/2 streams per client connection' },
-  {
-    name: 'max-in-flight',
-    kind: 'string',
-    value: 'N',
-    default: '2048',
-    help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED',
-  },
-  {
-    name: 'verify-threads',
-    kind: 'string',
-    value: 'N',
-    default: String(defaultVerifierThreads()),
-    help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4)',
-  },
-  {
-    name: 'rate-limit-per-identity',
-    kind: 'string',
-    value: 'N',
-    default: '0',
-    help: 'certificate requests per second per SPIFFE ID, 0 = unlimited',
-  },
-  {
-    name: 'keepalive-time',
-    kind: 'string',
-    value: 'DURATION',
-    default: '5m',
-    help: 'server pings idle clients this often and drops dead connections',
-  },
-  {
-    name: 'max-connection-idle',
-    kind: 'string',
-    value: 'DURATION',
-    default: '30m',
-    help: 'connections without calls this long are closed (GOAWAY)',
-  },
-  {
-    name: 'max-connection-age',
-    kind: 'string',
-    value: 'DURATION',
-    default: '1h',
-    help: 'connections are recycled after this long so clients rebalance across replicas',
-  },
+  { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '16', help: 'HTTP/2 streams per client connection (istio-agent uses one per request)' },
+  { name: 'request-read-timeout', kind: 'string', value: 'DURATION', default: '10s', help: 'cancel a call whose request message has not arrived this long after its headers (also the TLS handshake deadline)' },
+  { name: 'max-connections', kind: 'string', value: 'N', default: '1024', help: 'open gRPC connections in total; new ones beyond are refused' },
+  { name: 'max-connections-per-peer', kind: 'string', value: 'N', default: '64', help: 'open gRPC connections from one IP address; new ones beyond are refused' },
+  { name: 'max-in-flight', kind: 'string', value: 'N', default: '2048', help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED' },
+  { name: 'max-active', kind: 'string', value: 'N', default: '64', help: 'of those, requests worked on at once; the rest wait in arrival order, so a burst finishes in order' },
+  { name: 'verify-threads', kind: 'string', value: 'N', default: String(defaultVerifierThreads()), help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4); 0 = on the event loop (least CPU on one core)' },
+  { name: 'rate-limit-per-identity', kind: 'string', value: 'N', default: '10', help: 'certificate requests per second per SPIFFE ID, burst 5x that (docs/security.md explains the size); 0 = unlimited' },
+  { name: 'min-free-disk', kind: 'string', value: 'PERCENT', default: '5%', help: 'refuse new certificates (UNAVAILABLE) while less than this share of the data volume is free; 0 = off' },
+  { name: 'keepalive-time', kind: 'string', value: 'DURATION', default: '5m', help: 'server pings idle clients this often and drops dead connections' },
+  { name: 'max-connection-idle', kind: 'string', value: 'DURATION', default: '30m', help: 'connections without calls this long are closed (GOAWAY)' },
+  { name: 'max-connection-age', kind: 'string', value: 'DURATION', default: '1h', help: 'connections are recycled after this long so clients rebalance across replicas' },
   { name: 'shutdown-timeout', kind: 'string', value: 'DURATION', default: '15s', help: 'how long SIGTERM waits for in-flight requests' },
   { name: 'log-level', kind: 'string', value: 'LEVEL', default: 'info', help: 'trace, debug, info, warn, error' },
   ...KUBERNETES_FLAGS,
+  ...UPSTREAM_FLAGS,
 ];
 
 export function buildServerConfig(values: FlagValues): ServerConfig {
@@ -247,11 +241,16 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       maxMessageBytes: positiveInt(values, 'max-message-bytes'),
       maxConcurrentStreams: positiveInt(values, 'max-concurrent-streams'),
       maxInFlight: positiveInt(values, 'max-in-flight'),
+      maxActive: positiveInt(values, 'max-active'),
+      requestReadTimeoutMs: positiveDuration(values, 'request-read-timeout'),
+      maxConnections: positiveInt(values, 'max-connections'),
+      maxConnectionsPerPeer: positiveInt(values, 'max-connections-per-peer'),
       keepaliveTimeMs: durationFlag(values, 'keepalive-time'),
       maxConnectionIdleMs: durationFlag(values, 'max-connection-idle'),
       maxConnectionAgeMs: durationFlag(values, 'max-connection-age'),
       rateLimitPerIdentity: nonNegativeNumber(values, 'rate-limit-per-identity'),
-      verifyThreads: positiveInt(values, 'verify-threads'),
+      minFreeDiskRatio: percentage(values, 'min-free-disk'),
+      verifyThreads: nonNegativeInt(values, 'verify-threads'),
     },
     serverDnsNames: list(values, 'server-dns'),
     monitoringListen: guard('--monitoring-listen', () => parseListenAddress(str(values, 'monitoring-listen')!)),
@@ -275,10 +274,14 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       maxAuthFailuresPerMinute: positiveInt(values, 'admin-max-auth-failures'),
     },
     bundleRefreshHintSeconds: Math.round(durationFlag(values, 'bundle-refresh-hint') / 1000),
+    jwtSvid: jwtSvidConfig(values),
+    federation: federationConfig(values),
     crlValidityMs: durationFlag(values, 'crl-validity'),
     ocspUrl: ocspUrl(str(values, 'ocsp-url')),
     retentionMs: durationFlag(values, 'retention'),
+    auditRetentionMs: positiveDuration(values, 'audit-retention'),
     kubernetes: buildKubernetesConfig(values, str(values, 'cluster-id')!),
+    upstream: upstreamConfig(values),
   };
 }
 
@@ -294,6 +297,35 @@ export function issuanceConfig(values: FlagValues, defaultFlag: string): ServerC
       `--${defaultFlag} ${str(values, defaultFlag)} is longer than --max-ttl ${str(values, 'max-ttl')}: raise --max-ttl or lower --${defaultFlag}`,
     );
   return { defaultTtlMs, maxTtlMs, backdateMs: durationFlag(values, 'clock-skew') };
+}
+
+function federationConfig(values: FlagValues): ServerConfig['federation'] {
+  const peers = list(values, 'federate-with').map((value) => guard('--federate-with', () => parseFederationPeer(value, parseTrustDomain)));
+  const trustDomain = str(values, 'trust-domain');
+  if (peers.some((p) => p.trustDomain === trustDomain)) throw new UsageError('--federate-with: a trust domain does not federate with itself');
+  if (new Set(peers.map((p) => p.trustDomain)).size !== peers.length) throw new UsageError('--federate-with: each trust domain once');
+  const listen = str(values, 'bundle-endpoint-listen');
+  return {
+    peers,
+    caFile: str(values, 'federation-ca-file'),
+    bundleEndpointListen: listen === undefined ? undefined : guard('--bundle-endpoint-listen', () => parseListenAddress(listen)),
+  };
+}
+
+function jwtSvidConfig(values: FlagValues): ServerConfig['jwtSvid'] {
+  const defaultTtlMs = positiveDuration(values, 'jwt-svid-ttl');
+  const maxTtlMs = positiveDuration(values, 'jwt-svid-max-ttl');
+  const keyTtlMs = positiveDuration(values, 'jwt-key-ttl');
+  if (defaultTtlMs > maxTtlMs) throw new UsageError('--jwt-svid-ttl must not be longer than --jwt-svid-max-ttl');
+  return { defaultTtlMs, maxTtlMs, keyTtlMs, keyType: guard('--jwt-key-type', () => parseJwtKeyType(str(values, 'jwt-key-type')!)) };
+}
+
+function upstreamConfig(values: FlagValues): UpstreamConfig {
+  const upstream = buildUpstreamConfig(values);
+  if (upstream.kind !== 'none' && bool(values, 'auto-rotate')) {
+    throw new UsageError(`--upstream ${upstream.kind} renews the intermediate itself; drop --auto-rotate (it would create meshca-signed roots)`);
+  }
+  return upstream;
 }
 
 /** An absolute http(s) URL in plain ASCII, as AIA's IA5String needs. */

@@ -44,6 +44,8 @@ const PROTECTED: [string, string, unknown?][] = [
   ['POST', '/v1/authorities/root-0000000000000000/remove'],
   ['POST', '/v1/authorities/rotate-intermediate'],
   ['POST', '/v1/authorities/import', { caCert: 'x', caKey: 'x', certChain: 'x', rootCert: 'x' }],
+  ['POST', '/v1/authorities/intermediate-csr', {}],
+  ['POST', '/v1/authorities/pending-0000000000000000/certificate', { certificate: 'x', chain: 'x' }],
   ['GET', '/v1/certificates'],
   ['GET', '/v1/certificates/abc'],
   ['GET', '/v1/audit'],
@@ -130,6 +132,11 @@ describe('zero-downtime root rotation', () => {
     const b = await credentials('b');
     const bIssuer = new X509Certificate(b.cert.split(/(?=-----BEGIN)/)[1]!);
     expect(bIssuer.fingerprint256.replace(/:/g, '').toLowerCase().startsWith(newInt!.id.slice(4))).toBe(true);
+    // cert_chain's last element: the root that signs the intermediate first, then the others (signing order)
+    const rootsOf = (pem: string) => pem.split(/(?=-----BEGIN)/).map((block) => new X509Certificate(block));
+    const served = rootsOf(b.ca);
+    expect(bIssuer.checkIssued(served[0]!)).toBe(true);
+    expect(served.map((r) => r.fingerprint256).sort()).toEqual(rootsOf(t.server.ca.current().rootsPem).map((r) => r.fingerprint256).sort());
     expect((await mutualTls(a, b, dual)).ok).toBe(true);
     expect((await mutualTls(b, a, dual)).ok).toBe(true);
 
@@ -183,9 +190,10 @@ describe('zero-downtime root rotation', () => {
     const bundle = res.json<{ keys: Record<string, unknown>[]; spiffe_sequence: number; spiffe_refresh_hint: number }>();
     expect(bundle.spiffe_sequence).toBe(t.server.ca.current().bundleSequence);
     expect(bundle.spiffe_refresh_hint).toBeGreaterThan(0);
-    expect(bundle.keys).toHaveLength(t.server.ca.current().roots.length);
-    for (const key of bundle.keys) {
-      expect(key).toMatchObject({ use: 'x509-svid' });
+    const x509 = bundle.keys.filter((k) => k.use === 'x509-svid');
+    expect(x509).toHaveLength(t.server.ca.current().roots.length);
+    expect(bundle.keys.filter((k) => k.use !== 'x509-svid').every((k) => k.use === 'jwt-svid')).toBe(true); // test/jwt-svid.test.ts checks those
+    for (const key of x509) {
       expect(key).not.toHaveProperty('kid');
       expect(key.x5c).toHaveLength(1);
       const cert = new X509Certificate(Buffer.from((key.x5c as string[])[0]!, 'base64'));

@@ -20,7 +20,7 @@ const imports = sources(SRC).flatMap((file) =>
 // The layering of docs/architecture.md: no arrow from a lower layer up.
 const RULES: { from: RegExp; mayNotImport: RegExp; why: string }[] = [
   {
-    from: /^kubernetes\//,
+    from: /^(kubernetes|upstream|federation)\//,
     mayNotImport: /^(config|flags|cli|app|grpc|admin|commands)[/.]/,
     why: 'integrations get their config slice and ports',
   },
@@ -33,6 +33,12 @@ const RULES: { from: RegExp; mayNotImport: RegExp; why: string }[] = [
     from: /^(grpc|admin)\//,
     mayNotImport: /^(config|flags|cli|app|commands|kubernetes)[/.]/,
     why: 'transports get ports from the application context',
+  },
+  {
+    // A separate process: it shares the proto definitions (grpc/proto.ts) and flag parsing, nothing of the server.
+    from: /^agent\//,
+    mayNotImport: /^(config|cli|app|admin|commands)[/.]|^grpc\/(?!proto\.)/,
+    why: 'the node agent reaches meshca only as a gRPC client',
   },
   { from: /^commands\//, mayNotImport: /^(app\/server|grpc\/|admin\/)/, why: 'commands do not depend on the server' },
 ];

@@ -150,6 +150,8 @@ const cases: readonly Case[] = [
   { name: 'expired 3 s ago, within the 5 s tolerance', authorization: withClaims({ exp: T - 3 }), expect: 'ok' },
   { name: 'expired', authorization: withClaims({ exp: T - 60 }), expect: 'ERR_TOKEN_EXPIRED' },
   { name: 'nbf in the future', authorization: withClaims({ nbf: T + 60 }), expect: 'ERR_TOKEN_NOT_YET_VALID' },
+  { name: 'iat 3 s ahead, within the 5 s tolerance', authorization: withClaims({ iat: T + 3 }), expect: 'ok' },
+  { name: 'iat in the future', authorization: withClaims({ iat: T + 60 }), expect: 'ERR_TOKEN_NOT_YET_VALID' },
   { name: 'no exp', authorization: withClaims({ exp: undefined }), expect: 'ERR_TOKEN_MALFORMED' },
   { name: 'wrong iss', authorization: withClaims({ iss: 'https://evil.example' }), expect: 'ERR_TOKEN_ISSUER' },
   { name: 'no iss', authorization: withClaims({ iss: undefined }), expect: 'ERR_TOKEN_ISSUER' },
@@ -266,11 +268,13 @@ describe('verified-token cache', () => {
 
   it('answers a repeat token without verifying its signature again', async () => {
     const verify = vi.spyOn(globalThis.crypto.subtle, 'verify');
-    const auth = await fileAuthenticator();
+    let hits = 0;
+    const auth = await fileAuthenticator({ onCacheHit: () => hits++ });
     const token = await mint({ kid: 'rsa-1' });
     const first = await auth.authenticate({ token, clusterId: 'a' });
     const second = await auth.authenticate({ token, clusterId: 'b' });
     expect(verify).toHaveBeenCalledTimes(1);
+    expect(hits).toBe(1); // what meshca_token_cache_hits_total counts
     expect(auth.cacheStats()).toEqual({ size: 1, hits: 1, misses: 1 });
     expect(second).toEqual({ ...first, clusterId: 'b' });
   });
@@ -334,6 +338,27 @@ describe('JWKS file source', () => {
     await writeFile(file, JSON.stringify(jwksOf('ec-1', 'ec-new', 'ec-2'))); // SIGHUP path: no cooldown
     await auth.reload();
     await expect(auth.authenticate({ token: await mint({ kid: 'ec-2' }), clusterId: '' })).resolves.toBeDefined();
+    auth.close();
+  });
+
+  it('watches the file: within 15 s of a key being removed, its tokens (cached ones too) are refused', async () => {
+    const file = join(dir, 'watched.json');
+    await writeFile(file, JSON.stringify(jwksOf('ec-1', 'ec-2')));
+    const auth = await fileAuthenticator({ jwks: { file } });
+    const token = await mint({ kid: 'ec-2' });
+    await auth.authenticate({ token, clusterId: '' });
+    await auth.authenticate({ token, clusterId: '' });
+    expect(auth.cacheStats().hits).toBe(1);
+    await writeFile(file, JSON.stringify(jwksOf('ec-1')));
+    const removedAt = Date.now();
+    let result: Expect = 'ok';
+    while (result === 'ok' && Date.now() - removedAt < 15_000) {
+      await new Promise((r) => setTimeout(r, 250));
+      result = await outcome(auth, `Bearer ${token}`);
+    }
+    auth.close();
+    expect(result).toBe('ERR_TOKEN_KEY_UNKNOWN');
+    expect(Date.now() - removedAt).toBeLessThan(15_000);
   });
 });
 

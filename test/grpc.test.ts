@@ -3,6 +3,11 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClientKeyType } from '../src/client/csr.js';
+import { IssuanceError } from '../src/authority/errors.js';
+import { IssuanceService } from '../src/authority/issuance.js';
+import { IssuancePolicy } from '../src/authority/policy.js';
+import { toGrpcFailure } from '../src/grpc/status.js';
+import { CsrVerifierPool } from '../src/pki/verify-pool.js';
 import { mutualTls, workloadCredentials } from './support/mtls.js';
 import { openssl, writeChain } from './support/openssl.js';
 import { countCertificates, csrFor, removeDir, startTestServer, tempDir, type TestServer } from './support/server.js';
@@ -182,3 +187,15 @@ describe('monitoring endpoints', () => {
   });
 });
 
+describe('server faults are not blamed on the CSR', () => {
+  it('a dead CSR verifier thread gives UNAVAILABLE (istio-agent retries), not INVALID_ARGUMENT', async () => {
+    const pool = new CsrVerifierPool(1);
+    const issuance = new IssuanceService(t.server.ca, t.server.store, new IssuancePolicy({ defaultTtlMs: HOUR, maxTtlMs: HOUR, backdateMs: 0 }), (csr) => pool.verify(csr));
+    const caller = { spiffeId: id('shop', 'verifier'), namespace: 'shop', serviceAccount: 'verifier', clusterId: 'Kubernetes', expiresAt: new Date(Date.now() + HOUR) };
+    const outcome = issuance.issue({ csrPem: await csrFor(id('shop', 'verifier')), validitySeconds: 0, caller }).catch((e: unknown) => e);
+    await pool.close(); // the thread dies before it answers
+    const error = await outcome;
+    expect(error).toBeInstanceOf(IssuanceError);
+    expect(toGrpcFailure(error)).toMatchObject({ code: status.UNAVAILABLE, reason: 'ERR_VERIFIER_UNAVAILABLE' });
+  });
+});

@@ -23,6 +23,7 @@ import {
   encodeUtf8String,
 } from '../src/pki/der.js';
 import { PkiError } from '../src/pki/errors.js';
+import { CsrVerifierPool } from '../src/pki/verify-pool.js';
 import { pemEncode } from '../src/pki/pem.js';
 
 import { x509 } from '../src/pki/x509.js';
@@ -397,25 +398,45 @@ describe('parseCsrDer on hand-built requests', () => {
     expect(csr.ipAddresses).toEqual([text]);
   });
 
-  it('rejects an off-curve EC point when verifying, with ERR_CSR_UNSUPPORTED_KEY', async () => {
-    const point = Buffer.from(spkiOf(ec.publicKey).subarray(-65));
-    point[64]! ^= 1;
-    const csr = parseCsrDer(handmade({ spki: ecSpki(point) }));
-    await expect(verifyCsrSignature(csr)).rejects.toMatchObject({ code: 'ERR_CSR_UNSUPPORTED_KEY' });
-  });
+  // Every way the server can check a CSR signature: node:crypto's libuv pool, the event loop
+  // (--verify-threads 0) and a verifier thread.
+  const onLoop = new CsrVerifierPool(0);
+  const inThread = new CsrVerifierPool(1);
+  afterAll(() => inThread.close());
+  describe.each([
+    ['the libuv pool', verifyCsrSignature],
+    ['the event loop', (csr: CertificationRequest) => onLoop.verify(csr)],
+    ['a verifier thread', (csr: CertificationRequest) => inThread.verify(csr)],
+  ] as const)('signature check on %s', (_where, check) => {
+    it('accepts a valid signature', async () => {
+      expect(await check(parseCsrDer(handmade()))).toBe(true);
+    });
 
-  it('verifies a compressed EC point through the SPKI fallback', async () => {
-    const jwk = ec.publicKey.export({ format: 'jwk' });
-    const y = Buffer.from(jwk.y!, 'base64url');
-    const point = Buffer.concat([Buffer.from([y[31]! & 1 ? 3 : 2]), Buffer.from(jwk.x!, 'base64url')]);
-    const csr = parseCsrDer(handmade({ spki: ecSpki(point) }));
-    expect(await verifyCsrSignature(csr)).toBe(true);
-  });
+    it('rejects an off-curve EC point with ERR_CSR_UNSUPPORTED_KEY', async () => {
+      const point = Buffer.from(spkiOf(ec.publicKey).subarray(-65));
+      point[64]! ^= 1;
+      const csr = parseCsrDer(handmade({ spki: ecSpki(point) }));
+      await expect(check(csr)).rejects.toMatchObject({ code: 'ERR_CSR_UNSUPPORTED_KEY' });
+    });
 
-  it('returns false for a signature made by a different key', async () => {
-    const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const csr = parseCsrDer(handmade({ signer: (tbs) => sign('sha256', tbs, other.privateKey) }));
-    expect(await verifyCsrSignature(csr)).toBe(false);
+    it('verifies a compressed EC point through the SPKI fallback', async () => {
+      const jwk = ec.publicKey.export({ format: 'jwk' });
+      const y = Buffer.from(jwk.y!, 'base64url');
+      const point = Buffer.concat([Buffer.from([y[31]! & 1 ? 3 : 2]), Buffer.from(jwk.x!, 'base64url')]);
+      const csr = parseCsrDer(handmade({ spki: ecSpki(point) }));
+      expect(await check(csr)).toBe(true);
+    });
+
+    it('returns false for a signature made by a different key', async () => {
+      const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const csr = parseCsrDer(handmade({ signer: (tbs) => sign('sha256', tbs, other.privateKey) }));
+      expect(await check(csr)).toBe(false);
+    });
+
+    it('checks RSA signatures too', async () => {
+      const csr = parseCsrDer(handmade(rsaSigned));
+      expect(await check(csr)).toBe(true);
+    });
   });
 });
 

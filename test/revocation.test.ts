@@ -143,9 +143,9 @@ describe('revocation by identity and the deny-list', () => {
 });
 
 describe('retention', () => {
-  it('drops expired revoked entries from the CRL and prunes expired rows after --retention', async () => {
+  it('drops expired revoked entries from the CRL, prunes expired rows after --retention and audit events after --audit-retention', async () => {
     const d = tempDir();
-    const s = await startTestServer(join(d, 'data'), ['--dev', '--crl-validity', '4s', '--retention', '1s']);
+    const s = await startTestServer(join(d, 'data'), ['--dev', '--crl-validity', '4s', '--retention', '1s', '--audit-retention', '2s']);
     try {
       const sign = await openDevTokenIssuer(join(d, 'data'));
       const chain = await s.client().createCertificate({ csrPem: await csrFor(id('brief')), token: await sign.sign({ namespace: 'rev', serviceAccount: 'brief', ttlSeconds: 600 }), validitySeconds: 1 });
@@ -154,9 +154,12 @@ describe('retention', () => {
       await adminCall(target, 'POST', `/v1/certificates/${serial}/revoke`, { body: { reason: 'superseded' } });
       const listed = () => adminCall(target, 'GET', '/v1/crl?format=pem').then((r) => openssl(['crl', '-noout', '-text'], r.text).toLowerCase().includes(serial));
       expect(await listed()).toBe(true);
+      const revokeEvents = async () => (await s.server.store.listAudit({ limit: 100 })).items.filter((e) => e.action === 'certificate.revoke').length;
+      expect(await revokeEvents()).toBe(1);
       await new Promise((r) => setTimeout(r, 4500));
       expect(await listed()).toBe(false);
       expect(await s.server.store.getCertificate(serial, new Date())).toBeUndefined();
+      expect(await revokeEvents()).toBe(0);
     } finally {
       await s.close();
       removeDir(d);

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { X509Certificate } from 'node:crypto';
@@ -87,23 +87,16 @@ describe('quick start: serve --dev, bundle, dev-token, request', () => {
     writeFileSync(join(d, 'bundle.pem'), bundle);
     const token = (await meshca('dev-token', '--data-dir', data, '--namespace', 'demo', '--service-account', 'web')).stdout.trim();
     const out = join(d, 'out');
-    await meshca(
-      'request',
-      '--addr',
-      `127.0.0.1:${server.grpcPort}`,
-      '--server-name',
-      'localhost',
-      '--root',
-      join(d, 'bundle.pem'),
-      '--token',
-      token,
-      '--out',
-      out,
-    );
+    // A symlink planted at the target must be replaced, never followed; the victim stays untouched.
+    mkdirSync(out, { mode: 0o700 });
+    writeFileSync(join(d, 'victim'), 'do not overwrite\n', { mode: 0o644 });
+    symlinkSync(join(d, 'victim'), join(out, 'key.pem'));
+    await meshca('request', '--addr', `127.0.0.1:${server.grpcPort}`, '--server-name', 'localhost', '--root', join(d, 'bundle.pem'), '--token', token, '--out', out);
+    expect(readFileSync(join(d, 'victim'), 'utf8')).toBe('do not overwrite\n');
+    expect(lstatSync(join(out, 'key.pem')).isSymbolicLink()).toBe(false);
     expect(statSync(join(out, 'key.pem')).mode & 0o777).toBe(0o600);
-    expect(
-      openssl(['verify', '-CAfile', join(out, 'root-cert.pem'), '-untrusted', join(out, 'cert-chain.pem'), join(out, 'cert-chain.pem')]),
-    ).toContain('OK');
+    expect(readFileSync(join(out, 'key.pem'), 'utf8')).toContain('PRIVATE KEY');
+    expect(openssl(['verify', '-CAfile', join(out, 'root-cert.pem'), '-untrusted', join(out, 'cert-chain.pem'), join(out, 'cert-chain.pem')])).toContain('OK');
     const serial = new X509Certificate(openssl(['x509', '-in', join(out, 'cert-chain.pem')])).serialNumber.toLowerCase().replace(/^0+/, '');
 
     expect(await stop(server)).toBe(0);

@@ -12,9 +12,12 @@ import type {
   AuthorityKind,
   AuthorityRecord,
   AuthorityState,
+  PendingAuthorityRecord,
   CertificateQuery,
   CertificateSummary,
   IssuedCertificateRecord,
+  JwtAuthorityRecord,
+  JwtAuthorityState,
 } from '../src/store/types.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -61,6 +64,7 @@ function authority(id: string, kind: AuthorityKind, state: AuthorityState, paren
     keyType: 'ecdsa-p256',
     certificateDer: randomBytes(200),
     sealedKey: randomBytes(80),
+    upstreamChainDers: [],
     serialHex: randomSerial(),
     subject: `O=meshca,CN=${id}`,
     notBefore: new Date(NOW.getTime() - HOUR),
@@ -135,7 +139,7 @@ describe('migrations', () => {
     const db = new Database(join(tempDir(), 'm.db'));
     try {
       const shipped = readMigrations(DEFAULT_MIGRATIONS_DIR);
-      expect(shipped.map((m) => m.version)).toEqual(expect.arrayContaining([1, 3]));
+      expect(shipped.map((m) => m.version)).toEqual(expect.arrayContaining([1, 2, 3]));
       expect(applyMigrations(db)).toEqual(shipped.map((m) => m.version));
       expect(applyMigrations(db)).toEqual([]);
       const sql = readFileSync(join(DEFAULT_MIGRATIONS_DIR, '001_initial.sql'), 'utf8');
@@ -226,6 +230,12 @@ describe('authority changes', () => {
       code: 'ERR_STORE_NOT_FOUND',
     },
     {
+      name: 'it completes a pending authority that is gone',
+      change: (fresh) => ({ insert: [fresh], completesPending: 'pending-0000000000000000', bumpBundleSequence: true, audit: audit('x', 'int-2') }),
+      code: 'ERR_STORE_NOT_FOUND',
+      message: /no pending authority with id pending-0000000000000000/,
+    },
+    {
       name: 'a re-seal names an unknown authority',
       change: (fresh) => ({ insert: [fresh], resealed: [{ id: 'nope', sealedKey: Buffer.alloc(1) }], bumpBundleSequence: true, audit: audit('x', 'nope') }),
       code: 'ERR_STORE_NOT_FOUND',
@@ -240,6 +250,31 @@ describe('authority changes', () => {
     expect(await store.bundleSequence()).toBe(1);
     expect((await store.listAudit({ limit: 10 })).items).toHaveLength(1);
     expect(states(await store.loadAuthorities())).toEqual({ 'root-1': 'active', 'int-1': 'active' });
+  });
+});
+
+describe('pending authorities', () => {
+  const pending = (id: string, createdAt = NOW): PendingAuthorityRecord => ({
+    id, keyType: 'ec-p256', sealedKey: randomBytes(80), csrDer: randomBytes(300), subject: 'CN=x', upstream: 'manual', createdAt, expiresAt: new Date(createdAt.getTime() + HOUR),
+  });
+
+  it('survives a reopen; completing one deletes it in the same transaction as the inserted chain', async () => {
+    const { store, path } = freshStore();
+    await bootstrap(store);
+    const [a, b] = [pending('pending-a'), pending('pending-b', new Date(NOW.getTime() + 1))];
+    await store.addPendingAuthority(a, audit('operator', a.id));
+    await store.addPendingAuthority(b, audit('operator', b.id));
+    await expectStoreError(store.addPendingAuthority(a, audit('operator', a.id)), 'ERR_STORE_DUPLICATE');
+    await store.close();
+    const reopened = open(path);
+    expect(await reopened.loadPendingAuthorities()).toEqual([a, b]);
+    const chained = { ...authority('int-2', 'intermediate', 'prepared', 'root-1'), upstreamChainDers: [randomBytes(100), randomBytes(120)] };
+    await reopened.applyAuthorityChange({ insert: [chained], completesPending: a.id, resealedPending: [{ id: b.id, sealedKey: Buffer.from('resealed') }], bumpBundleSequence: false, audit: audit('operator', 'int-2') });
+    expect(await reopened.loadPendingAuthorities()).toEqual([{ ...b, sealedKey: Buffer.from('resealed') }]);
+    expect((await reopened.loadAuthorities()).find((r) => r.id === 'int-2')?.upstreamChainDers).toEqual(chained.upstreamChainDers);
+    expect(await reopened.deletePendingAuthority(b.id, audit('operator', b.id))).toBe(true);
+    expect(await reopened.deletePendingAuthority(b.id, audit('operator', b.id))).toBe(false);
+    expect((await reopened.listAudit({ limit: 10 })).items.map((e) => e.target)).toEqual(['pending-b', 'int-2', 'pending-b', 'pending-a', 'root-1']);
   });
 });
 
@@ -583,6 +618,17 @@ describe('revocation', () => {
     const left = await allPages(store, { limit: 100, now: NOW });
     expect(left.map((c) => c.serialHex).sort()).toEqual(keep.map((r) => r.serialHex).sort());
   });
+
+  it('prunes only audit events dated before the cut-off, oldest first, in batches', async () => {
+    const { store } = freshStore();
+    const cutoff = new Date(NOW.getTime() - 365 * 24 * HOUR);
+    const event = (at: Date, target: string) => ({ actor: 'admin', action: 'test', target, result: 'ok' as const, at });
+    for (let i = 0; i < 7; i++) await store.appendAudit(event(new Date(cutoff.getTime() - 1 - i), `old-${i}`));
+    await store.appendAudit(event(cutoff, 'at-cutoff'));
+    await store.appendAudit(event(NOW, 'recent'));
+    expect([await store.pruneAudit(cutoff, 5), await store.pruneAudit(cutoff, 5), await store.pruneAudit(cutoff, 5)]).toEqual([5, 2, 0]);
+    expect((await store.listAudit({ limit: 100 })).items.map((e) => e.target)).toEqual(['recent', 'at-cutoff']);
+  });
 });
 
 describe('files', () => {
@@ -645,5 +691,56 @@ describe('scale', () => {
     }
     expect((await store.certificateListingPlan({ spiffeId, limit: 50, now: NOW })).join('\n')).toMatch(/SEARCH issued_certificates USING INDEX issued_certificates_spiffe \(spiffe_id=\?\)/);
     expect((await store.authorityUsage(NOW)).get('int-1')?.issued).toBe(100_000);
+  });
+});
+
+describe('JWT-SVID keys, minted JWT-SVIDs and federated bundles', () => {
+  const jwtKey = (kid: string, state: JwtAuthorityState): JwtAuthorityRecord => ({
+    kid,
+    state,
+    algorithm: 'ES256',
+    publicJwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' },
+    sealedKey: Buffer.from('sealed'),
+    notAfter: new Date(NOW.getTime() + HOUR),
+    createdAt: NOW,
+    updatedAt: NOW,
+  });
+  const svid = (jti: string, kid: string, expiresAt = new Date(NOW.getTime() + 300_000)) => ({ jti, spiffeId: 'spiffe://td/ns/a/sa/b', callerId: 'spiffe://td/ns/a/sa/b', audiences: ['api'], kid, issuedAt: NOW, expiresAt });
+
+  it('journals key changes with guards, bumps the bundle sequence only when asked, and allows one active key', async () => {
+    const { store } = freshStore();
+    expect(await store.applyJwtAuthorityChange({ insert: [jwtKey('k1', 'active')], bumpBundleSequence: true, audit: audit('jwt.bootstrap', 'k1') })).toEqual({ bundleSequence: 1 });
+    await store.applyJwtAuthorityChange({ insert: [jwtKey('k2', 'prepared')], bumpBundleSequence: true, audit: audit('jwt.prepare', 'k2') });
+    const refusals: { change: Parameters<SqliteStore['applyJwtAuthorityChange']>[0]; code: StoreErrorCode }[] = [
+      { change: { transitions: [{ kid: 'k2', from: ['active'], to: 'retired' }], bumpBundleSequence: false, audit: audit('x', 'k2') }, code: 'ERR_STORE_CONFLICT' },
+      { change: { transitions: [{ kid: 'k9', from: ['prepared'], to: 'active' }], bumpBundleSequence: false, audit: audit('x', 'k9') }, code: 'ERR_STORE_NOT_FOUND' },
+      { change: { transitions: [{ kid: 'k2', from: ['prepared'], to: 'active' }], bumpBundleSequence: true, audit: audit('x', 'k2') }, code: 'ERR_STORE_DUPLICATE' }, // two active keys
+    ];
+    for (const { change, code } of refusals) await expectStoreError(store.applyJwtAuthorityChange(change), code);
+    expect((await store.loadJwtAuthorities()).map((k) => [k.kid, k.state])).toEqual([['k1', 'active'], ['k2', 'prepared']]);
+    expect(await store.bundleSequence()).toBe(2);
+    await store.applyJwtAuthorityChange({ transitions: [{ kid: 'k1', from: ['active'], to: 'retired' }, { kid: 'k2', from: ['prepared'], to: 'active' }], bumpBundleSequence: false, audit: audit('jwt.activate', 'k2') });
+    expect((await store.loadJwtAuthorities()).map((k) => k.state)).toEqual(['retired', 'active']);
+  });
+
+  it('records JWT-SVIDs (never for an unknown kid or twice), lists them newest first and prunes expired ones', async () => {
+    const { store } = freshStore();
+    await store.applyJwtAuthorityChange({ insert: [jwtKey('k1', 'active')], bumpBundleSequence: true, audit: audit('jwt.bootstrap', 'k1') });
+    await store.recordJwtSvid(svid('j1', 'k1', new Date(NOW.getTime() - HOUR)));
+    await store.recordJwtSvid(svid('j2', 'k1'));
+    await expectStoreError(store.recordJwtSvid(svid('j2', 'k1')), 'ERR_STORE_DUPLICATE');
+    await expectStoreError(store.recordJwtSvid(svid('j3', 'nope')), 'ERR_STORE_NOT_FOUND');
+    expect((await store.listJwtSvids({ spiffeId: 'spiffe://td/ns/a/sa/b', limit: 10 })).map((r) => r.jti).sort()).toEqual(['j1', 'j2']);
+    expect(await store.pruneJwtSvids(NOW, 10)).toBe(1);
+    expect((await store.listJwtSvids({ limit: 10 })).map((r) => ({ jti: r.jti, audiences: r.audiences }))).toEqual([{ jti: 'j2', audiences: ['api'] }]);
+  });
+
+  it('keeps one last good bundle per federated trust domain, across reopening', async () => {
+    const { store, path } = freshStore();
+    const record = (sequence: number) => ({ trustDomain: 'peer.test', endpointUrl: 'https://peer/v1/bundle', bundleJson: JSON.stringify({ keys: [], spiffe_sequence: sequence }), sequence, fetchedAt: NOW });
+    await store.saveFederatedBundle(record(1));
+    await store.saveFederatedBundle(record(2));
+    await store.close();
+    expect(await open(path).loadFederatedBundles()).toEqual([record(2)]);
   });
 });

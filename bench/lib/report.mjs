@@ -17,10 +17,22 @@
  * @property {number} loadgenCpuPercent
  * @property {number} [otherCpuPercent] everything else on the machine during the window
  * @property {number} serverPeakRssMb
+ * @property {number} serverCpuMsPerCert server CPU (every thread) per successful certificate
+ * @property {number} serverMainThreadCpuMsPerCert the server's main thread (event loop) only
+ * @property {number} certsPerCore certificates per second of server CPU time
+ * @property {{ tid: number, cpuMsPerCert: number }[]} [serverThreads] busiest server threads
  * @property {{ rowsPerCommit?: number, commitMs?: number, issuanceMs?: number }} server
  * @property {string[]} notes
  * @property {Record<string, unknown>} [details]
  */
+
+/** @param {unknown} pinned the run's settings.pinned @param {number} cpus */
+const pinning = (pinned, cpus) =>
+  pinned && typeof pinned === 'object'
+    ? `Pinned with taskset: the server (all threads) on CPU ${/** @type {any} */ (pinned).serverCpus}, the load generators and the orchestrator on CPU ${/** @type {any} */ (pinned).loadCpus}.`
+    : pinned
+      ? '--pin was requested but taskset was unavailable: server and load generators shared the cores.'
+      : `Server and load generators share the machine's ${cpus} cores.`;
 
 const fmt = (/** @type {number} */ v, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : '–');
 const int = (/** @type {number} */ v) => (Number.isFinite(v) ? Math.round(v).toLocaleString('en-US') : '–');
@@ -34,7 +46,7 @@ export function summaryLine(r) {
   return (
     `${r.name.padEnd(16)} ${int(r.throughput).padStart(6)} cert/s  ` +
     `p50 ${fmt(r.latencyMs.p50).padStart(6)}  p90 ${fmt(r.latencyMs.p90).padStart(6)}  p99 ${fmt(r.latencyMs.p99).padStart(7)}  max ${fmt(r.latencyMs.max).padStart(7)} ms  ` +
-    `errors ${errorText(r.errors)}  server CPU ${fmt(r.serverCpuPercent, 0)}%  loadgen ${fmt(r.loadgenCpuPercent, 0)}%  other ${fmt(r.otherCpuPercent ?? NaN, 0)}%  peak RSS ${fmt(r.serverPeakRssMb, 0)} MB` +
+    `errors ${errorText(r.errors)}  server CPU ${fmt(r.serverCpuPercent, 0)}% = ${fmt(r.serverCpuMsPerCert, 3)} ms/cert (main ${fmt(r.serverMainThreadCpuMsPerCert, 3)}), ${int(r.certsPerCore)} cert/s per core  loadgen ${fmt(r.loadgenCpuPercent, 0)}%  other ${fmt(r.otherCpuPercent ?? NaN, 0)}%  peak RSS ${fmt(r.serverPeakRssMb, 0)} MB` +
     (r.notes.length ? `\n${' '.repeat(17)}${r.notes.join('; ')}` : '')
   );
 }
@@ -44,18 +56,18 @@ export function summaryLine(r) {
  */
 export function markdownTable(run) {
   const lines = [
-    '| Scenario | cert/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU | loadgen CPU | other CPU | server peak RSS |',
-    '|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|',
+    '| Scenario | cert/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU | CPU ms/cert (main thread) | cert/s per core | loadgen CPU | other CPU | server peak RSS |',
+    '|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|',
   ];
   for (const r of run.scenarios) {
     lines.push(
-      `| ${r.name} | ${int(r.throughput)} | ${fmt(r.latencyMs.p50)} | ${fmt(r.latencyMs.p90)} | ${fmt(r.latencyMs.p99)} | ${fmt(r.latencyMs.max)} | ${errorText(r.errors)} | ${fmt(r.serverCpuPercent, 0)} % | ${fmt(r.loadgenCpuPercent, 0)} % | ${fmt(r.otherCpuPercent ?? NaN, 0)} % | ${fmt(r.serverPeakRssMb, 0)} MB |`,
+      `| ${r.name} | ${int(r.throughput)} | ${fmt(r.latencyMs.p50)} | ${fmt(r.latencyMs.p90)} | ${fmt(r.latencyMs.p99)} | ${fmt(r.latencyMs.max)} | ${errorText(r.errors)} | ${fmt(r.serverCpuPercent, 0)} % | ${fmt(r.serverCpuMsPerCert, 3)} (${fmt(r.serverMainThreadCpuMsPerCert, 3)}) | ${int(r.certsPerCore)} | ${fmt(r.loadgenCpuPercent, 0)} % | ${fmt(r.otherCpuPercent ?? NaN, 0)} % | ${fmt(r.serverPeakRssMb, 0)} MB |`,
     );
   }
   return lines.join('\n');
 }
 
-/** @param {{ date: string, quick: boolean, machine: Record<string, any>, settings: Record<string, any>, scenarios: ScenarioResult[] }} run */
+/** @param {{ date: string, quick: boolean, machine: Record<string, any>, settings: Record<string, any>, scenarios: ScenarioResult[], cfssl?: Record<string, any>, stages?: { server: string, scenario: string, certificates: number, cpuMsPerCert: number, mainThreadCpuMsPerCert: number, rows: { stage: string, thread: string, usPerCert: number }[] }[] }} run */
 export function markdownReport(run) {
   const m = run.machine;
   const s = run.settings;
@@ -66,7 +78,7 @@ export function markdownReport(run) {
     ...(s.profiled ? ['**Profiled run** (`--profile`): the server ran under `node --cpu-prof`, so these numbers include profiler overhead.', ''] : []),
     `${m.cpus} × ${m.cpuModel}, ${m.memoryGb} GB RAM, Node ${m.node}, Linux ${m.kernel}; commit ${m.commit}${m.dirty ? ' (with uncommitted changes)' : ''}; ${m.busyBeforeStartPercent} % of a core busy just before the start (load average ${m.loadAverageAtStart?.join(' ')}); 4 KiB write + fdatasync on the data disk: p50 ${m.fsync4k?.p50Ms} ms, p99 ${m.fsync4k?.p99Ms} ms.`,
     `Server: \`meshca serve\` with TLS gRPC, JWKS (RS256) token validation, SQLite in ${s.dataFs}, default durability, CA key ${s.caKeyType}, log level ${s.serverLogLevel}.`,
-    `Load: ${s.loadgens} load-generator processes × ${s.channels} TLS connections each; ${s.workloads} workloads; ${s.durationS} s per steady scenario. Server and load generators share the machine's ${m.cpus} cores.`,
+    `Load: ${s.loadgens} load-generator processes × ${s.channels} TLS connections each; ${s.workloads} workloads; ${s.durationS} s per steady scenario. ${pinning(s.pinned, m.cpus)}`,
     '',
     markdownTable(run),
     '',
@@ -75,6 +87,17 @@ export function markdownReport(run) {
   if (internals.length) {
     out.push('', 'Server-side (from its /metrics, averaged over each scenario):', '', '| Scenario | rows per commit | commit ms | issuance ms (server) |', '|---|--:|--:|--:|');
     for (const r of internals) out.push(`| ${r.name} | ${fmt(r.server.rowsPerCommit ?? NaN)} | ${fmt(r.server.commitMs ?? NaN, 2)} | ${fmt(r.server.issuanceMs ?? NaN, 2)} |`);
+  }
+  if (run.cfssl?.skipped) out.push('', `cfssl comparison: ${run.cfssl.skipped}.`);
+  for (const st of run.stages ?? []) {
+    out.push(
+      '',
+      `Per-stage breakdown of ${st.scenario} from the ${st.server} server's CPU profile (profiled busy time in the measured window, with profiler overhead; ${st.certificates} certificates). Measured CPU per certificate in that window: ${fmt(1000 * st.mainThreadCpuMsPerCert, 0)} µs main thread, ${fmt(1000 * st.cpuMsPerCert, 0)} µs all threads. Worker busy time includes the writer thread's fsync waits; libuv's pool (the ECDSA sign) and V8's helper threads have no JS profile.`,
+      '',
+      '| Stage | thread | µs per certificate |',
+      '|---|---|--:|',
+    );
+    for (const row of st.rows.filter((x) => x.usPerCert >= 0.5)) out.push(`| ${row.stage} | ${row.thread} | ${fmt(row.usPerCert)} |`);
   }
   const samples = run.scenarios.flatMap((r) => Object.entries(r.errorSamples).map(([code, msg]) => `- ${r.name}: ${code}: ${msg}`));
   if (samples.length) out.push('', 'First error message per code:', '', ...samples);

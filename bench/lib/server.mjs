@@ -3,7 +3,7 @@
 // and its CPU and memory as the kernel accounts them (/proc/<pid>).
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { createWriteStream, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { Agent, request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
@@ -23,11 +23,12 @@ const STOP_TIMEOUT_MS = 30_000;
  * @property {string} logLevel
  * @property {string[]} [extraArgs] more `meshca serve` flags
  * @property {string[]} [nodeArgs] flags for node itself (e.g. --cpu-prof)
+ * @property {string} [cpus] run the server (every thread) on these CPUs (`taskset -c` list), e.g. "0"
  */
 
 export class ServerProcess {
   /**
-   * @param {import('node:child_process').ChildProcess} child
+   * @param {import('node:child_process').ChildProcess & { tail: string[] }} child from spawnLogged
    * @param {{ grpc: string, admin: string, monitoring: string }} addresses
    * @param {ServerOptions} options
    */
@@ -37,7 +38,7 @@ export class ServerProcess {
     this.addresses = addresses;
     this.options = options;
     /** @type {string[]} the last lines the server wrote, for error reports */
-    this.tail = [];
+    this.tail = child.tail;
     /** @type {{ code: number | null, signal: string | null } | undefined} */
     this.exit = undefined;
     /** set once the benchmark asks it to stop, so that its exit is not reported as a crash */
@@ -64,20 +65,18 @@ export class ServerProcess {
       '--jwks-file', options.jwksFile,
       '--jwt-issuer', options.jwtIssuer,
       '--log-level', options.logLevel,
+      // The benchmark measures throughput: one load generator plays thousands of identities from a
+      // few connections, so the per-identity limit is off and each connection may multiplex many
+      // calls (istio-agent uses one stream per request; the production defaults are sized for it).
+      '--rate-limit-per-identity', '0',
+      '--max-concurrent-streams', '256',
       ...(options.extraArgs ?? []),
     ];
-    const child = spawn(process.execPath, args, { env: { ...process.env, MESHCA_KEK: options.kek }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const server = new ServerProcess(child, addresses, options);
-    const log = createWriteStream(options.logFile, { flags: 'a' });
-    log.write(`\n=== ${new Date().toISOString()} node ${args.join(' ')}\n`);
-    for (const stream of [child.stdout, child.stderr]) {
-      stream?.on('data', (/** @type {Buffer} */ chunk) => {
-        log.write(chunk);
-        server.tail.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-        if (server.tail.length > 200) server.tail.splice(0, server.tail.length - 200);
-      });
-    }
-    child.once('exit', () => log.end());
+    const server = new ServerProcess(
+      spawnLogged({ program: process.execPath, args, cpus: options.cpus, env: { ...process.env, MESHCA_KEK: options.kek }, logFile: options.logFile, tail: [] }),
+      addresses,
+      options,
+    );
     const deadline = Date.now() + READY_TIMEOUT_MS;
     while (!(await server.ready())) {
       if (server.exit) throw new Error(`meshca exited during startup (${describeExit(server.exit)}):\n${server.lastLines(30)}`);
@@ -228,13 +227,65 @@ function ticksPerSecond() {
  * @param {number} pid
  */
 export function cpuSeconds(pid) {
+  return statCpuSeconds(`/proc/${pid}/stat`);
+}
+
+/**
+ * CPU seconds of one thread (/proc/<pid>/task/<tid>/stat); the main thread's tid is the pid.
+ * @param {number} pid @param {number} tid
+ */
+export function threadCpuSeconds(pid, tid) {
+  return statCpuSeconds(`/proc/${pid}/task/${tid}/stat`);
+}
+
+/**
+ * CPU seconds of every live thread of a process, by tid. Node names all its threads "node", so
+ * they are told apart by tid only; a thread that exits mid-window keeps counting in the process total.
+ * @param {number} pid
+ * @returns {Map<number, number>}
+ */
+export function threadsCpuSeconds(pid) {
+  const out = new Map();
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    for (const tid of readdirSync(`/proc/${pid}/task`)) out.set(Number(tid), statCpuSeconds(`/proc/${pid}/task/${tid}/stat`));
+  } catch {
+    // the process is gone
+  }
+  return out;
+}
+
+/** utime + stime of a /proc stat file, in seconds. @param {string} path */
+function statCpuSeconds(path) {
+  try {
+    const stat = readFileSync(path, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond(); // utime, stime
   } catch {
     return NaN;
   }
+}
+
+/**
+ * Pins a running process and all its threads to a CPU set (`taskset -a -p -c`).
+ * @param {number} pid @param {string} cpus
+ */
+export function pinProcess(pid, cpus) {
+  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+}
+
+/**
+ * How the benchmark can pin: the server on the first CPU(s), the load on the rest, when `taskset`
+ * exists and the machine has at least 2 CPUs the process may use.
+ * @param {number} cpuCount
+ * @returns {{ server: string, load: string } | { unavailable: string }}
+ */
+export function pinningPlan(cpuCount) {
+  if (cpuCount < 2) return { unavailable: `only ${cpuCount} CPU available` };
+  const probe = spawnSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore' });
+  if (probe.error || probe.status !== 0) return { unavailable: 'taskset is not available (Debian/Ubuntu: apt-get install util-linux)' };
+  const serverCpus = Math.max(1, Math.floor(cpuCount / 2));
+  const range = (/** @type {number} */ a, /** @type {number} */ b) => (a === b ? String(a) : `${a}-${b}`);
+  return { server: range(0, serverCpus - 1), load: range(serverCpus, cpuCount - 1) };
 }
 
 /**
@@ -276,7 +327,9 @@ export class ResourceWindow {
   constructor(pids) {
     this.pids = pids;
     this.started = performance.now();
-    this.cpuStart = { server: cpuSeconds(pids.server), loadgens: pids.loadgens.map(cpuSeconds), machine: machineBusySeconds() };
+    /** CLOCK_MONOTONIC in µs, the clock of V8 CPU profiles' timestamps (to cut a profile to this window) */
+    this.monotonicStartUs = Number(process.hrtime.bigint() / 1000n);
+    this.cpuStart = { server: cpuSeconds(pids.server), serverThreads: threadsCpuSeconds(pids.server), loadgens: pids.loadgens.map(cpuSeconds), machine: machineBusySeconds() };
     let reset = false;
     try {
       writeFileSync(`/proc/${pids.server}/clear_refs`, '5');
@@ -296,13 +349,20 @@ export class ResourceWindow {
     clearInterval(this.timer);
     const seconds = (performance.now() - this.started) / 1000;
     const serverCpu = cpuSeconds(this.pids.server) - this.cpuStart.server;
+    const threads = [...threadsCpuSeconds(this.pids.server)].map(([tid, s]) => ({ tid, cpuSeconds: s - (this.cpuStart.serverThreads.get(tid) ?? 0) }));
+    const mainCpu = threads.find((t) => t.tid === this.pids.server)?.cpuSeconds ?? NaN;
     const loadgenCpu = this.pids.loadgens.reduce((sum, pid, i) => sum + (cpuSeconds(pid) - this.cpuStart.loadgens[i]), 0);
     const machineCpu = machineBusySeconds() - this.cpuStart.machine;
     const hwm = this.hwmReset ? memoryBytes(this.pids.server, 'VmHWM') : NaN;
     const peak = Math.max(Number.isNaN(hwm) ? 0 : hwm, this.sampledPeak || 0);
     return {
       wallSeconds: seconds,
+      monotonicUs: { start: this.monotonicStartUs, end: Number(process.hrtime.bigint() / 1000n) },
       serverCpuPercent: (100 * serverCpu) / seconds,
+      serverCpuSeconds: serverCpu,
+      serverMainThreadCpuSeconds: mainCpu,
+      /** every server thread that used CPU in the window, busiest first (tid; Node names them all "node") */
+      serverThreads: threads.filter((t) => t.cpuSeconds > 0).sort((a, b) => b.cpuSeconds - a.cpuSeconds),
       loadgenCpuPercent: (100 * loadgenCpu) / seconds,
       otherCpuPercent: Math.max(0, (100 * (machineCpu - serverCpu - loadgenCpu)) / seconds),
       serverPeakRssMb: peak / 2 ** 20,
@@ -312,8 +372,30 @@ export class ResourceWindow {
 
 // ---- helpers ----
 
+/**
+ * Spawns a server under test, under `taskset -c cpus` when given (taskset execs the program, so the
+ * pid is the program's and every thread it starts inherits the CPU set). Its output is appended to
+ * `logFile`, and its last 200 lines are kept in `child.tail` for error reports.
+ * @param {{ program: string, args: string[], cpus?: string, env?: NodeJS.ProcessEnv, logFile: string, tail: string[] }} spec
+ */
+export function spawnLogged({ program, args, cpus, env, logFile, tail }) {
+  const [command, argv] = cpus ? ['taskset', ['-c', cpus, program, ...args]] : [program, args];
+  const child = Object.assign(spawn(command, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] }), { tail });
+  const log = createWriteStream(logFile, { flags: 'a' });
+  log.write(`\n=== ${new Date().toISOString()} ${command} ${argv.join(' ')}\n`);
+  for (const stream of [child.stdout, child.stderr]) {
+    stream?.on('data', (/** @type {Buffer} */ chunk) => {
+      log.write(chunk);
+      tail.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      if (tail.length > 200) tail.splice(0, tail.length - 200);
+    });
+  }
+  child.once('exit', () => log.end());
+  return child;
+}
+
 /** @param {number} n distinct free loopback TCP ports */
-async function freePorts(n) {
+export async function freePorts(n) {
   const servers = await Promise.all(
     Array.from({ length: n }, () => new Promise((resolve, reject) => {
       const s = createServer();

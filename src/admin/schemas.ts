@@ -34,9 +34,32 @@ export const authorityView = {
   required: ['id', 'kind', 'parentId', 'state', 'subject', 'serialNumber', 'notBefore', 'notAfter', 'keyType', 'sha256Fingerprint'],
 } as const;
 
+/** A key waiting for its upstream-signed certificate (docs/operations/upstream.md). */
+export const pendingAuthorityView = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    state: { type: 'string', enum: ['pending'] },
+    keyType: { type: 'string' },
+    subject: { type: 'string' },
+    upstream: { type: 'string' },
+    createdAt: { type: 'string', format: 'date-time' },
+    expiresAt: { type: 'string', format: 'date-time' },
+    csr: { type: 'string' },
+  },
+  required: ['id', 'state', 'keyType', 'subject', 'upstream', 'createdAt', 'expiresAt', 'csr'],
+} as const;
+
 export const authorityIdParams = {
   type: 'object',
   properties: { id: { type: 'string', pattern: '^(root|int)-[0-9a-f]{16}$' } },
+  required: ['id'],
+} as const;
+
+/** Routes that also take a pending authority (remove, attach). */
+export const authorityOrPendingIdParams = {
+  type: 'object',
+  properties: { id: { type: 'string', pattern: '^(root|int|pending)-[0-9a-f]{16}$' } },
   required: ['id'],
 } as const;
 

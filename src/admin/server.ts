@@ -7,7 +7,9 @@ import type { TLSSocket } from 'node:tls';
 import type { ServingCredentials, ServingIdentity } from '../authority/serving.js';
 import { formatAddress, type ListenAddress } from '../net.js';
 import type { Metrics } from '../observability/metrics.js';
-import { clientSpiffeId, requireAdmin } from './auth.js';
+import { clientSpiffeId, FailureThrottle, requireAdmin } from './auth.js';
+import { storeClientStanding } from './client-standing.js';
+import { FailedAuthAudit } from './failure-audit.js';
 import { adminErrorHandler } from './errors.js';
 import { authorityRoutes } from './routes/authorities.js';
 import { certificateRoutes } from './routes/certificates.js';
@@ -17,6 +19,7 @@ import { ocspRoutes } from './routes/ocsp.js';
 import type { OcspResponder } from '../authority/ocsp.js';
 import { istiodRoutes, type IstiodRoutesOptions } from './routes/istiod.js';
 import type { RevocationService } from '../authority/revocation.js';
+import type { TrustBundles } from '../authority/trust-bundles.js';
 
 export interface AdminApiOptions {
   readonly ca: CertificateAuthority;
@@ -24,12 +27,17 @@ export interface AdminApiOptions {
   readonly revocation: RevocationService;
   readonly adminToken: string;
   readonly clientIds: readonly string[];
+  /** Failed authentications per minute (all sources together) answered without delay. */
   readonly maxAuthFailuresPerMinute: number;
+  /** Delay of the first failure over that budget (doubling after); tests shorten it. */
+  readonly authFailureDelayMs?: number;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly bodyLimitBytes: number;
   readonly requestTimeoutMs: number;
   readonly refreshHintSeconds: number;
+  /** SPIFFE bundle with JWT keys and federated bundles (GET /v1/bundles/federated). */
+  readonly bundles?: TrustBundles;
   /** The OCSP responder (public POST/GET /v1/ocsp); absent = not served. */
   readonly ocsp?: OcspResponder;
   /** Re-issues meshca's serving certificate (authority revoke with reissue=true). */
@@ -41,7 +49,8 @@ export interface AdminApiOptions {
 /** The admin REST API as a Fastify app; `serving` absent builds it for inject() tests (no TLS, no listener). */
 export async function buildAdminApi(options: AdminApiOptions, serving?: ServingIdentity): Promise<FastifyInstance> {
   const app = fastify({
-    loggerInstance: options.logger.child({ component: 'admin' }),
+    // Paths only: a query string may carry secrets (e.g. a token someone put in the URL).
+    loggerInstance: options.logger.child({ component: 'admin' }, { serializers: { req: requestWithoutQuery } }),
     bodyLimit: options.bodyLimitBytes,
     // SPIFFE IDs (up to 2048 bytes) travel URL-encoded in paths; the router's default cap is 100.
     routerOptions: { maxParamLength: 6400 },
@@ -54,13 +63,24 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
     openapi: { info: { title: 'meshca admin API', version: '1' }, components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }, security: [{ bearer: [] }] },
   });
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
-  trustRoutes(app, { ca: options.ca, refreshHintSeconds: options.refreshHintSeconds });
+  trustRoutes(app, { ca: options.ca, refreshHintSeconds: options.refreshHintSeconds, bundles: options.bundles });
   crlRoutes(app, options.revocation);
+  const failures = new FailedAuthAudit(
+    (event) => options.inventory.recordEvent(event),
+    (error) => options.logger.error({ err: error }, 'could not audit failed admin authentications'),
+  );
+  app.addHook('onClose', () => failures.close());
   if (options.ocsp) await ocspRoutes(app, options.ocsp);
   await app.register(async (protectedApp) => {
     protectedApp.addHook(
       'onRequest',
-      requireAdmin({ token: options.adminToken, clientIds: options.clientIds, maxFailuresPerMinute: options.maxAuthFailuresPerMinute, onFailure: (request, reason) => authFailure(options, request, reason) }),
+      requireAdmin({
+        token: options.adminToken,
+        clientIds: options.clientIds,
+        clientStanding: storeClientStanding(options.inventory),
+        throttle: new FailureThrottle({ budgetPerMinute: options.maxAuthFailuresPerMinute, baseDelayMs: options.authFailureDelayMs }),
+        onFailure: (request, reason) => authFailure(options, failures, request, reason),
+      }),
     );
     const actor = (request: FastifyRequest) => clientSpiffeId(request.raw.socket as TLSSocket) ?? 'admin';
     authorityRoutes(protectedApp, { ca: options.ca, inventory: options.inventory, actor, reissueServing: options.reissueServing });
@@ -73,13 +93,20 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
   return app;
 }
 
-function authFailure(options: AdminApiOptions, request: FastifyRequest, reason: string): void {
-  const route = `${request.method} ${request.url.split('?')[0]}`;
+function authFailure(options: AdminApiOptions, audit: FailedAuthAudit, request: FastifyRequest, reason: string): void {
+  const route = `${request.method} ${pathOf(request.url)}`;
   options.metrics.adminAuthFailures.inc();
-  request.log.warn({ ip: request.ip, route, reason }, 'admin authentication failed');
-  void options.inventory
-    .recordEvent({ actor: `ip:${request.ip}`, action: 'admin.authenticate', target: route, result: 'denied', details: { reason }, at: new Date() })
-    .catch((error: unknown) => request.log.error({ err: error }, 'could not audit an authentication failure'));
+  request.log.warn({ ip: request.ip, route: route.slice(0, 200), reason }, 'admin authentication failed');
+  audit.note(request.ip, route, reason);
+}
+
+function pathOf(url: string): string {
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+function requestWithoutQuery(request: FastifyRequest) {
+  return { method: request.method, url: pathOf(request.url), host: request.host, remoteAddress: request.ip, remotePort: request.socket?.remotePort };
 }
 
 /** Serving certificate; with an mTLS allow-list, also ask for (but do not force) a client certificate from the mesh roots. */

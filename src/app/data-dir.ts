@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { accessSync, chmodSync, constants, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { accessSync, chmodSync, closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { MeshcaError, UsageError } from '../errors.js';
 import { parseKek } from '../pki/keys.js';
 
@@ -120,4 +120,26 @@ export function existingDatabase(dataDir: string): string {
   const path = databasePath(dataDir);
   if (!existsSync(path)) throw new UsageError(`no meshca database at ${path}: check --data-dir (start "meshca serve" once to create one)`);
   return path;
+}
+
+/**
+ * Writes a private key or other secret: a new file created 0600 (O_EXCL, O_NOFOLLOW) next to the
+ * target, then renamed over it. Whatever was at the target — a file another user can read, or a
+ * symlink pointing elsewhere — is replaced, never written through.
+ */
+export function writePrivateFile(path: string, content: string): void {
+  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  try {
+    writeSync(fd, content);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    renameSync(temp, path);
+  } catch (error) {
+    rmSync(temp, { force: true });
+    throw error;
+  }
 }

@@ -1,5 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Federation } from '../federation/federation.js';
+import { startBundleEndpoint, type BundleEndpoint } from '../federation/bundle-endpoint.js';
 import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
 import {
@@ -35,12 +38,28 @@ import type { Store } from '../store/types.js';
 import { openServerStore } from './context.js';
 import { ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
 import { checkListeners } from './listeners.js';
+import { MIN_ADMIN_TOKEN_LENGTH } from '../admin/auth.js';
+import type { Authenticator } from '../authn/index.js';
+import { UpstreamRenewer } from '../authority/upstream-renewal.js';
+import { createUpstreamSigner } from '../upstream/index.js';
+import { KubeClient } from '../kubernetes/client.js';
+import { loadKubeConnection } from '../kubernetes/connection.js';
+import { jwtSvidServiceHandlers, trustBundleServiceHandlers } from '../grpc/spiffe-service.js';
+import { meshcaSpiffeServices } from '../grpc/proto.js';
+import { JwtAuthority } from '../authority/jwt-authority.js';
+import { JwtSvidIssuance } from '../authority/jwt-svid-issuance.js';
+import { TrustBundles } from '../authority/trust-bundles.js';
+import { DataDirError } from './data-dir.js';
 
 export interface RunningServer {
   readonly grpcAddress: ListenAddress;
   readonly monitoringAddress: ListenAddress;
   readonly adminAddress: ListenAddress;
+  /** The https_spiffe bundle endpoint, when --bundle-endpoint-listen is set. */
+  readonly bundleEndpointAddress: ListenAddress | undefined;
   readonly ca: CertificateAuthority;
+  readonly jwt: JwtAuthority;
+  readonly bundles: TrustBundles;
   readonly store: Store;
   readonly metrics: Metrics;
   /** SIGHUP: re-read the JWKS and re-issue the serving certificate. */
@@ -65,15 +84,35 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       metrics.storeCommitDuration.observe(seconds);
       metrics.storeCommitRows.observe(rows);
     },
+    minFreeDisk: { minFreeRatio: config.grpc.minFreeDiskRatio, onSample: diskReporter(metrics, logger, config) },
   });
   let ready = false;
   const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready);
   let kubernetes: KubernetesIntegration | undefined;
+  const parts: { jwt?: JwtAuthority; federation?: Federation } = {};
   try {
-    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ocspUrl: config.ocspUrl, ...config.ca });
+    const upstream = createUpstreamSigner(config.upstream, {
+      logger,
+      kubeClient: () => new KubeClient({ connection: loadKubeConnection({ kubeconfig: config.kubernetes.kubeconfig, env }), qps: config.kubernetes.qps, burst: config.kubernetes.burst, timeoutMs: config.kubernetes.requestTimeoutMs, logger }),
+    });
+    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ocspUrl: config.ocspUrl, ...config.ca, minIntermediateLifetimeMs: config.issuance.maxTtlMs, bootstrapSigner: upstream });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
-    const jwks = await tokenAuthenticator(config, logger);
+    const jwt = await JwtAuthority.open({ store, kek: kek.kek, logger, keyType: config.jwtSvid.keyType, keyTtlMs: config.jwtSvid.keyTtlMs, checkIntervalMs: Math.min(60_000, config.jwtSvid.keyTtlMs / 12) });
+    // JWT key changes bump the shared bundle sequence: the CA's view re-reads it.
+    if (jwt.current().bundleSequence !== ca.current().bundleSequence) await ca.reload();
+    jwt.onChange(() => void ca.reload().catch((error: unknown) => logger.error({ err: error }, 'reloading the authorities after a JWT key change failed')));
+    jwt.start();
+    parts.jwt = jwt;
+    const federation = await Federation.start({
+      peers: config.federation.peers,
+      store,
+      logger,
+      caPem: config.federation.caFile ? readFileSync(config.federation.caFile, 'utf8') : undefined,
+    });
+    parts.federation = federation;
+    const bundles = new TrustBundles(ca, jwt, config.trustDomain, config.bundleRefreshHintSeconds, federation);
+    const jwks = await tokenAuthenticator(config, logger, metrics);
     const verifiers = new CsrVerifierPool(config.grpc.verifyThreads);
     const issuance = new IssuanceService(ca, store, new IssuancePolicy(config.issuance), (csr) => verifiers.verify(csr));
     kubernetes = await startKubernetesIntegration(
@@ -104,6 +143,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       plaintext: config.grpc.plaintext,
       serving,
       limits: config.grpc,
+      metrics,
+      logger,
       handlers: certificateServiceHandlers({
         authenticator,
         impersonation: kubernetes.impersonation,
@@ -111,12 +152,20 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         metrics,
         logger,
         maxInFlight: config.grpc.maxInFlight,
+        maxActive: config.grpc.maxActive,
         maxCsrBytes: 16 * 1024,
         rateLimiter:
           config.grpc.rateLimitPerIdentity > 0
             ? new IdentityRateLimiter(config.grpc.rateLimitPerIdentity, Math.max(1, config.grpc.rateLimitPerIdentity * 5))
             : undefined,
       }),
+      services: [
+        {
+          definition: meshcaSpiffeServices().JwtSvidService.service,
+          handlers: jwtSvidServiceHandlers({ authenticator, jwtSvids: new JwtSvidIssuance(jwt, store, config.jwtSvid), metrics, logger }),
+        },
+        { definition: meshcaSpiffeServices().TrustBundleService.service, handlers: trustBundleServiceHandlers(() => ({ trust_domain: config.trustDomain, bundles: bundles.all() })) },
+      ],
     });
     const revocation = new RevocationService(ca, store, kek.kek, {
       crlValidityMs: config.crlValidityMs,
@@ -130,7 +179,9 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       revocation,
       logger,
       retentionMs: config.retentionMs,
+      auditRetentionMs: config.auditRetentionMs,
       crlValidityMs: config.crlValidityMs,
+      expirePending: () => ca.expirePending('housekeeping'),
     });
     const admin = await startAdminServer(
       config.admin.listen,
@@ -146,6 +197,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         bodyLimitBytes: config.admin.bodyLimitBytes,
         requestTimeoutMs: config.admin.requestTimeoutMs,
         refreshHintSeconds: config.bundleRefreshHintSeconds,
+        bundles,
         reissueServing: () => serving.reload('authority revoked'),
         ocsp: new OcspResponder(ca, store, kek.kek, logger.child({ component: 'ocsp' })),
         // issueProfile never goes beyond --default-ttl, so that is the ceiling the route reports.
@@ -160,6 +212,9 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       },
       serving,
     );
+    const bundleEndpoint = config.federation.bundleEndpointListen
+      ? await startBundleEndpoint({ listen: config.federation.bundleEndpointListen, bundle: () => JSON.stringify(bundles.own()), credentials: () => serving.current(), onRenew: (listener) => serving.onRenew(listener) })
+      : undefined;
     const autoRotation = config.autoRotate.enabled
       ? startAutoRotation({
           ca,
@@ -170,6 +225,23 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
           checkIntervalMs: config.autoRotate.checkIntervalMs,
         })
       : undefined;
+    const upstreamRenewal =
+      upstream && config.upstream.kind !== 'none'
+        ? new UpstreamRenewer({
+            ca,
+            store,
+            signer: upstream,
+            logger,
+            intermediateTtlMs: config.ca.intermediateTtlMs,
+            checkIntervalMs: config.upstream.renewal.checkIntervalMs,
+            retry: { initialMs: config.upstream.renewal.retryInitialMs, maxMs: config.upstream.renewal.retryMaxMs },
+            onAttempt: (result, overdue) => {
+              metrics.upstreamRequests.inc({ upstream: upstream.kind, result });
+              metrics.upstreamRenewalOverdue.set(overdue ? 1 : 0);
+            },
+          }).start()
+        : undefined;
+    if (upstreamRenewal) logger.info({ upstream: upstream!.kind }, `upstream CA: ${upstream!.kind} signs the intermediate; a new one is requested at 2/3 of its lifetime and activated at 5/6`);
     ready = true;
     logger.info(
       {
@@ -186,7 +258,10 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       grpcAddress: grpc.address,
       monitoringAddress: monitoring.address,
       adminAddress: admin.address,
+      bundleEndpointAddress: bundleEndpoint?.address,
       ca,
+      jwt,
+      bundles,
       store,
       metrics,
       reload: async () => {
@@ -194,14 +269,11 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         await ca.reload();
         await serving.reload('SIGHUP');
       },
-      close: () =>
-        shutdown(
-          config,
-          { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation },
-          () => (ready = false),
-        ),
+      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal, jwks }, () => (ready = false)),
     };
   } catch (error) {
+    await parts.jwt?.stop();
+    parts.federation?.stop();
     await kubernetes?.close().catch(() => undefined);
     await store.close().catch(() => undefined);
     await monitoring.close();
@@ -210,8 +282,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
 }
 
 /** The offline (JWKS) validator; undefined when only --token-review validates tokens. */
-async function tokenAuthenticator(config: ServerConfig, logger: Logger): Promise<JwksAuthenticator | undefined> {
-  const common = { trustDomain: config.trustDomain, audiences: config.jwt.audiences, clusterId: config.clusterId };
+async function tokenAuthenticator(config: ServerConfig, logger: Logger, metrics: Metrics): Promise<JwksAuthenticator | undefined> {
+  const common = { trustDomain: config.trustDomain, audiences: config.jwt.audiences, clusterId: config.clusterId, onCacheHit: () => metrics.tokenCacheHits.inc() };
   if (config.jwt.jwksFile) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { file: config.jwt.jwksFile } });
   if (config.jwt.jwksUrl) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { url: config.jwt.jwksUrl } });
   if (!config.dev) return undefined;
@@ -233,15 +305,25 @@ interface Parts {
   readonly kubernetes: KubernetesIntegration;
   readonly verifiers: CsrVerifierPool;
   readonly autoRotation: AutoRotator | undefined;
+  readonly jwt: JwtAuthority;
+  readonly federation: Federation;
+  readonly bundleEndpoint: BundleEndpoint | undefined;
+  readonly upstreamRenewal: UpstreamRenewer | undefined;
+  readonly jwks: JwksAuthenticator | undefined;
 }
 
 async function shutdown(
   config: ServerConfig,
-  { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation }: Parts,
+  { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal, jwks }: Parts,
   notReady: () => void,
 ): Promise<void> {
   notReady();
+  jwks?.close();
   await autoRotation?.stop(); // a step in progress commits before the store closes
+  await upstreamRenewal?.stop();
+  await jwt.stop();
+  federation.stop();
+  await bundleEndpoint?.close();
   await kubernetes.close(); // leader tasks stop and the lease is released before the store closes
   housekeeping.stop();
   await Promise.all([grpc.close(config.shutdownTimeoutMs), admin.close()]);
@@ -253,11 +335,32 @@ async function shutdown(
 
 /** --admin-token-file, else <data-dir>/admin-token generated on first start (0600). */
 function adminToken(config: ServerConfig, logger: Logger): string {
-  if (config.admin.tokenFile) return readSecretFile(config.admin.tokenFile, (text) => text.trim());
+  if (config.admin.tokenFile) return strongAdminToken(readSecretFile(config.admin.tokenFile, (text) => text.trim()), config.admin.tokenFile);
   const path = join(config.dataDir, 'admin-token');
   const { value, created } = ensureSecretFile(path, () => randomBytes(32).toString('base64url'));
   logger.info({ path, created }, 'admin API token file (send it as "Authorization: Bearer <token>")');
-  return value;
+  return strongAdminToken(value, path);
+}
+
+function strongAdminToken(token: string, path: string): string {
+  if (token.length >= MIN_ADMIN_TOKEN_LENGTH) return token;
+  throw new DataDirError(
+    `the admin token in ${path} has ${token.length} characters; at least ${MIN_ADMIN_TOKEN_LENGTH} are required. Generate one with: openssl rand -base64 32 | tr -d '\\n' > ${path} && chmod 600 ${path}`,
+  );
+}
+
+/** Metrics on every sample; an error line when issuance stops for lack of space (and every minute while it lasts). */
+function diskReporter(metrics: Metrics, logger: Logger, config: ServerConfig) {
+  let loggedAt = -Infinity;
+  return (freeRatio: number, low: boolean, changed: boolean) => {
+    metrics.dataVolumeFreeRatio.set(freeRatio);
+    metrics.diskLow.set(low ? 1 : 0);
+    const fields = { dataDir: config.dataDir, freePercent: Number((freeRatio * 100).toFixed(2)), minFreePercent: config.grpc.minFreeDiskRatio * 100 };
+    if (low && (changed || performance.now() - loggedAt > 60_000)) {
+      loggedAt = performance.now();
+      logger.error(fields, 'DATA VOLUME ALMOST FULL: refusing new certificates with UNAVAILABLE until space is freed (--min-free-disk)');
+    } else if (!low && changed) logger.warn(fields, 'data volume has room again: issuing certificates');
+  };
 }
 
 function updateAuthorityMetrics(metrics: Metrics, snapshot: TrustSnapshot): void {

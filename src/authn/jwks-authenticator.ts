@@ -1,5 +1,6 @@
 /** Verifies Kubernetes service-account JWTs against a JWKS and maps them to SPIFFE identities. */
 
+import { unwatchFile, watchFile, type Stats } from 'node:fs';
 import { errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
 import { parseTrustDomain } from '../spiffe/id.js';
 import { checkTokenShape } from './bearer.js';
@@ -28,12 +29,18 @@ export interface JwksAuthenticatorOptions {
   readonly clockToleranceSeconds?: number;
   /** Clock for claim checks, cache expiry and JWKS refresh cooldowns (tests). */
   readonly now?: () => Date;
+  /** Called for each verification answered from the cache (meshca_token_cache_hits_total). */
+  readonly onCacheHit?: () => void;
+  /** How often a JWKS file is checked for changes (default 2 s); removed keys stop working within that plus one request. */
+  readonly fileWatchIntervalMs?: number;
 }
 
 export interface JwksAuthenticator extends Authenticator {
   /** Re-reads the key set (SIGHUP). Keeps the current keys and rejects if the source is unavailable. */
   reload(): Promise<void>;
   readonly cacheStats: () => CacheStats;
+  /** Stops watching the JWKS file. */
+  close(): void;
 }
 
 /**
@@ -50,6 +57,8 @@ export async function createJwksAuthenticator(options: JwksAuthenticatorOptions)
   const verifyOptions = buildVerifyOptions(options);
   const now = options.now ?? (() => new Date());
   const keySet = await RefreshingKeySet.open(await createJwksLoader(options.jwks), { nowMs: () => now().getTime() });
+  const stopWatching = 'file' in options.jwks ? watchKeyFile(options.jwks.file, keySet, options.fileWatchIntervalMs ?? 2000) : () => undefined;
+  const toleranceMs = (options.clockToleranceSeconds ?? DEFAULT_CLOCK_TOLERANCE_SECONDS) * 1000;
   const cache = new TokenCache<TokenIdentity>(options.cacheSize ?? DEFAULT_CACHE_SIZE);
   const cacheTtlMs = (options.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS) * 1000;
 
@@ -64,10 +73,17 @@ export async function createJwksAuthenticator(options: JwksAuthenticatorOptions)
     }
     const current = now();
     const cached = cache.get(cacheKey, current.getTime());
-    if (cached !== undefined) return toCallerIdentity(cached, ctx.clusterId);
+    if (cached !== undefined) {
+      options.onCacheHit?.();
+      return toCallerIdentity(cached, ctx.clusterId);
+    }
 
     const generation = keySet.generation;
     const payload = await verify(ctx.token, keySet.getKey, { ...verifyOptions, currentDate: current });
+    // jose checks `iat` only with maxTokenAge; a token "issued" in the future is forged or from a broken clock.
+    if (typeof payload.iat === 'number' && payload.iat * 1000 > current.getTime() + toleranceMs) {
+      throw new AuthenticationError('ERR_TOKEN_NOT_YET_VALID', 'token was issued in the future (iat is beyond the clock-skew allowance)');
+    }
     const identity = identityFromClaims(payload, trustDomain);
     // Not cached if the set changed mid-verification: the verdict may rest on a removed key.
     if (keySet.generation === generation) {
@@ -76,7 +92,21 @@ export async function createJwksAuthenticator(options: JwksAuthenticatorOptions)
     return toCallerIdentity(identity, ctx.clusterId);
   }
 
-  return { authenticate, reload: () => keySet.reload(), cacheStats: () => cache.stats() };
+  return { authenticate, reload: () => keySet.reload(), cacheStats: () => cache.stats(), close: stopWatching };
+}
+
+/**
+ * Re-reads the JWKS file when its stat changes (mtime, size or inode: a Kubernetes ConfigMap update
+ * swaps a symlink), so a removed key stops verifying within seconds instead of at the next
+ * SIGHUP or max-age refresh. The new generation empties the token cache on the next request.
+ */
+function watchKeyFile(file: string, keySet: RefreshingKeySet, intervalMs: number): () => void {
+  const listener = (current: Stats, previous: Stats) => {
+    if (current.mtimeMs === previous.mtimeMs && current.size === previous.size && current.ino === previous.ino) return;
+    keySet.reload().catch(() => undefined); // an unreadable intermediate state keeps the current keys; the next change retries
+  };
+  watchFile(file, { interval: intervalMs, persistent: false }, listener);
+  return () => unwatchFile(file, listener);
 }
 
 function buildVerifyOptions(options: JwksAuthenticatorOptions): JWTVerifyOptions {

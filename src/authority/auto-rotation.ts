@@ -3,6 +3,7 @@ import { KEY_TYPES, type KeyType } from '../pki/keys.js';
 import type { AuthorityRecord, Store } from '../store/types.js';
 import { AuthorityError } from './errors.js';
 import type { CertificateAuthority } from './lifecycle.js';
+import { PassLoop, thresholdDelay } from './pass-loop.js';
 import { TRUSTED_STATES } from './snapshot.js';
 
 /** The actor recorded in the audit log for every automatic step. */
@@ -88,16 +89,8 @@ export function planRotation(authorities: readonly AuthorityRecord[], now: Date,
   const thresholds = { activeId: active.id, prepareAt: new Date(prepareAt), activateAt: new Date(activateAt) };
   const plan = (step: RotationStep): RotationPlan => ({ step, retiredRoots, ...thresholds });
 
-  const candidate = authorities
-    .filter((a) => a.kind === 'intermediate' && a.state === 'prepared' && a.sealedKey !== null && a.notAfter.getTime() > t)
-    .filter((a) => TRUSTED_STATES.has(byId.get(a.parentId ?? '')?.state ?? 'removed'))
-    .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
-  if (candidate) {
-    const prepared = candidate.createdAt.getTime();
-    const due = Math.max(activateAt, prepared + Math.max(0, active.notAfter.getTime() - prepared) / 2);
-    if (t >= due) return plan({ kind: 'activate', id: candidate.id, reason: `${active.id} passed 5/6 of its lifetime; ${candidate.id} was prepared at ${new Date(prepared).toISOString()}` });
-    return plan({ kind: 'wait', reason: `${candidate.id} is prepared; it becomes the signer at ${new Date(due).toISOString()}`, until: new Date(due) });
-  }
+  const successor = preparedSuccessor(authorities, active, now);
+  if (successor) return plan(successor);
   if (t < prepareAt) return plan({ kind: 'wait', reason: `${active.id} is before half of its lifetime`, until: new Date(prepareAt) });
   if (!root || root.sealedKey === null) {
     return plan({
@@ -116,6 +109,25 @@ export function planRotation(authorities: readonly AuthorityRecord[], now: Date,
   }
   if (t >= activateAt) return plan({ kind: 'rotate-intermediate', reason: `${active.id} passed 5/6 of its lifetime; its root ${root.id} is kept (before half of its lifetime)` });
   return plan({ kind: 'wait', reason: `${active.id} gets a new intermediate under ${root.id} at 5/6 of its lifetime`, until: new Date(activateAt) });
+}
+
+/**
+ * The step for the newest usable prepared intermediate, if there is one: activate it at 5/6 of the
+ * active one's lifetime, or halfway between its preparation and the active one's expiry if it was
+ * prepared late, so it has time to reach workloads and old leaves have time to drain.
+ */
+export function preparedSuccessor(authorities: readonly AuthorityRecord[], active: AuthorityRecord, now: Date): Extract<RotationStep, { kind: 'activate' | 'wait' }> | undefined {
+  const byId = new Map(authorities.map((a) => [a.id, a]));
+  const t = now.getTime();
+  const candidate = authorities
+    .filter((a) => a.kind === 'intermediate' && a.state === 'prepared' && a.sealedKey !== null && a.notAfter.getTime() > t)
+    .filter((a) => TRUSTED_STATES.has(byId.get(a.parentId ?? '')?.state ?? 'removed'))
+    .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
+  if (!candidate) return undefined;
+  const prepared = candidate.createdAt.getTime();
+  const due = Math.max(lifetimePoint(active, ACTIVATE_FRACTION), prepared + Math.max(0, active.notAfter.getTime() - prepared) / 2);
+  if (t >= due) return { kind: 'activate', id: candidate.id, reason: `${active.id} passed 5/6 of its lifetime; ${candidate.id} was prepared at ${new Date(prepared).toISOString()}` };
+  return { kind: 'wait', reason: `${candidate.id} is prepared; it becomes the signer at ${new Date(due).toISOString()}`, until: new Date(due) };
 }
 
 export interface AutoRotationOptions {
@@ -143,39 +155,22 @@ export interface AutoRotationPass {
  * one of CertificateAuthority's journaled operations (one store transaction each, audited with the
  * actor "auto-rotate"), and every pass re-reads the store, so a restart resumes where it stopped.
  */
-export class AutoRotator {
+export class AutoRotator extends PassLoop<AutoRotationPass> {
   private readonly now: () => Date;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<AutoRotationPass> | undefined;
-  private stopped = false;
   private lastReport = '';
 
   constructor(private readonly options: AutoRotationOptions) {
+    super(options.logger, 'auto-rotation', options.checkIntervalMs);
     this.now = options.now ?? (() => new Date());
   }
 
-  /** Starts the timer; the first pass runs at once. */
-  start(): this {
-    this.schedule(0);
-    return this;
+  /** The check interval, or sooner when the plan knows its next threshold; soon after a step. */
+  nextDelay(pass: AutoRotationPass): number {
+    const until = pass.plan.step.kind === 'wait' ? pass.plan.step.until : undefined;
+    return thresholdDelay(pass.performed !== null, until, this.now(), this.options.checkIntervalMs);
   }
 
-  /** One pass: at most one lifecycle step, then removal of retired roots with no unexpired leaves. */
-  runOnce(): Promise<AutoRotationPass> {
-    if (this.running) return this.running;
-    const pass = this.pass().finally(() => (this.running = undefined));
-    this.running = pass;
-    return pass;
-  }
-
-  /** Stops the timer and waits for a pass in progress (call before closing the store). */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running?.catch(() => undefined);
-  }
-
-  private async pass(): Promise<AutoRotationPass> {
+  protected async pass(): Promise<AutoRotationPass> {
     const { ca, logger } = this.options;
     const plan = planRotation(await this.options.store.loadAuthorities(), this.now(), this.options);
     const step = plan.step;
@@ -222,27 +217,6 @@ export class AutoRotator {
     if (message === this.lastReport) return;
     this.lastReport = message;
     this.options.logger[level](fields, message);
-  }
-
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      void this.runOnce()
-        .then((pass) => this.schedule(this.nextDelay(pass)))
-        .catch((error: unknown) => {
-          this.options.logger.warn({ err: error }, `auto-rotation: check failed: ${(error as Error).message}`);
-          this.schedule(this.options.checkIntervalMs);
-        });
-    }, delayMs);
-    this.timer.unref();
-  }
-
-  /** The check interval, or sooner when the plan knows its next threshold; soon after a step. */
-  private nextDelay(pass: AutoRotationPass): number {
-    if (pass.performed) return Math.min(1000, this.options.checkIntervalMs);
-    const until = pass.plan.step.kind === 'wait' ? pass.plan.step.until : undefined;
-    const toThreshold = until ? until.getTime() - this.now().getTime() + 1 : Infinity;
-    return Math.max(10, Math.min(this.options.checkIntervalMs, toThreshold, 2 ** 31 - 1));
   }
 }
 

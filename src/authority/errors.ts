@@ -8,12 +8,18 @@ export type IssuanceErrorCode =
   | 'ERR_CSR_SIGNATURE'
   /** A valid caller asks for an identity it does not own. */
   | 'ERR_IDENTITY_MISMATCH'
+  /** A JWT-SVID request without audiences, or with malformed ones. */
+  | 'ERR_JWT_REQUEST_INVALID'
   /** The identity is on the deny-list. */
   | 'ERR_IDENTITY_DENIED'
   /** No usable signing authority (e.g. the signer was revoked and nothing replaced it yet); retryable. */
   | 'ERR_CA_NOT_READY'
   /** Signing or recording failed; retrying may succeed. */
-  | 'ERR_ISSUANCE_FAILED';
+  | 'ERR_ISSUANCE_FAILED'
+  /** The CSR signature could not be checked (a verifier thread died): a server fault, retry later. */
+  | 'ERR_VERIFIER_UNAVAILABLE'
+  /** The data volume is under --min-free-disk: new certificates are refused until space is freed. */
+  | 'ERR_DISK_LOW';
 
 export class IssuanceError extends MeshcaError<IssuanceErrorCode> {
   override readonly name = 'IssuanceError';
@@ -41,5 +47,21 @@ export class AuthorityError extends MeshcaError<AuthorityErrorCode> {
     readonly details: Readonly<Record<string, unknown>> = {},
   ) {
     super(code, message);
+  }
+}
+
+export type UpstreamErrorCode =
+  /** The upstream CA could not be reached or answered with a server error; retrying may succeed. */
+  | 'ERR_UPSTREAM_UNAVAILABLE'
+  /** The upstream CA refused the request (authentication, policy, a denied CertificateRequest). */
+  | 'ERR_UPSTREAM_REFUSED'
+  /** The upstream CA did not answer in time (e.g. a CertificateRequest never became Ready). */
+  | 'ERR_UPSTREAM_TIMEOUT';
+
+/** A failure talking to an upstream CA (Vault PKI, cert-manager); the message says what the upstream said. */
+export class UpstreamError extends MeshcaError<UpstreamErrorCode> {
+  override readonly name = 'UpstreamError';
+  constructor(code: UpstreamErrorCode, message: string, options: { cause?: unknown } = {}) {
+    super(code, message, { cause: options.cause, retryable: code !== 'ERR_UPSTREAM_REFUSED' });
   }
 }

@@ -7,33 +7,46 @@ export interface HousekeepingOptions {
   readonly revocation: RevocationService;
   readonly logger: Logger;
   readonly retentionMs: number;
+  /** Audit events older than this are deleted. */
+  readonly auditRetentionMs: number;
   readonly crlValidityMs: number;
   /** Rows deleted per transaction; small so issuance commits are never blocked for long. */
   readonly pruneBatch?: number;
   readonly intervalMs?: number;
+  /** Deletes pending authorities whose CSR was never answered; returns their ids. */
+  readonly expirePending?: () => Promise<string[]>;
 }
 
 export interface Housekeeping {
   /** One full pass now (also what the timer runs). */
-  runOnce(): Promise<{ pruned: number }>;
+  runOnce(): Promise<{ pruned: number; auditPruned: number }>;
   stop(): void;
 }
 
-/** Background upkeep: keep CRLs fresh before nextUpdate, prune long-expired certificate rows in batches. */
+/** Background upkeep: keep CRLs fresh before nextUpdate, prune long-expired certificate rows and old audit events in batches, drop expired pending CSRs. */
 export function startHousekeeping(options: HousekeepingOptions): Housekeeping {
   const batch = options.pruneBatch ?? 500;
   let stopped = false;
-  const runOnce = async () => {
-    await options.revocation.refreshAll();
-    let pruned = 0;
+  const inBatches = async (prune: (batch: number) => Promise<number>) => {
+    let total = 0;
     for (;;) {
-      const n = await options.store.pruneExpired(new Date(Date.now() - options.retentionMs), batch);
-      pruned += n;
-      if (n < batch || stopped) break;
+      const n = await prune(batch);
+      total += n;
+      if (n < batch || stopped) return total;
       await new Promise((resolve) => setImmediate(resolve)); // let issuance run between batches
     }
-    if (pruned > 0) options.logger.info({ pruned }, 'pruned expired certificate records');
-    return { pruned };
+  };
+  const runOnce = async () => {
+    await options.revocation.refreshAll();
+    const expiredBefore = new Date(Date.now() - options.retentionMs);
+    const pruned =
+      (await inBatches((n) => options.store.pruneExpired(expiredBefore, n))) + (await inBatches((n) => options.store.pruneJwtSvids(expiredBefore, n)));
+    if (pruned > 0) options.logger.info({ pruned }, 'pruned expired certificate and JWT-SVID records');
+    const expired = (await options.expirePending?.()) ?? [];
+    if (expired.length > 0) options.logger.warn({ pending: expired }, 'deleted pending authorities whose certificate never came back; request a new CSR if still needed');
+    const auditPruned = await inBatches((n) => options.store.pruneAudit(new Date(Date.now() - options.auditRetentionMs), n));
+    if (auditPruned > 0) options.logger.info({ auditPruned }, 'pruned audit events older than --audit-retention');
+    return { pruned, auditPruned };
   };
   const interval = options.intervalMs ?? Math.min(options.crlValidityMs / 4, 15 * 60_000);
   const timer = setInterval(() => void runOnce().catch((error: unknown) => options.logger.warn({ err: error }, 'housekeeping pass failed')), interval);

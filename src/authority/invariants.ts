@@ -11,13 +11,16 @@
  *  - authority-taint: an authority is tainted exactly when its revocation is recorded (a removed
  *    one keeps its record), so a revocation is never half applied;
  *  - authority-keys (needs the KEK): every sealed key opens with the KEK and matches its certificate;
+ *  - jwt-keys: at most one active JWT-SVID signing key (exactly one once any exists); with the KEK,
+ *    every published key opens and matches its public JWK;
  *  - bundle-sequence: at least 1 once authorities exist, and never below what was seen before;
  *  - received-certificates (harness): every certificate a client received is stored;
  *  - certificate-authorities: no stored certificate names an unknown authority or a root, and each
  *    one (all, or a random sample) verifies against its authority's certificate and carries the
  *    serial it is stored under.
  */
-import { createHash, X509Certificate } from 'node:crypto';
+import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
+import { openPrivateKey } from '../pki/keys.js';
 import type { StoreInspection } from '../store/inspection.js';
 import type { AuthorityRecord } from '../store/types.js';
 import { authorityIdFor } from './records.js';
@@ -31,6 +34,7 @@ export type InvariantName =
   | 'active-authority'
   | 'authority-taint'
   | 'authority-keys'
+  | 'jwt-keys'
   | 'bundle-sequence'
   | 'received-certificates'
   | 'certificate-authorities';
@@ -127,6 +131,10 @@ export async function checkInvariants(store: StoreInspection, options: Invariant
     );
   }
 
+  const jwtProblems = await checkJwtKeys(store, options.kek);
+  if (jwtProblems === undefined) add('jwt-keys', 'skipped', 'no JWT-SVID signing key yet');
+  else add('jwt-keys', jwtProblems.length > 0 ? 'failed' : 'ok', jwtProblems.length > 0 ? summarize(jwtProblems) : options.kek ? 'one active key; every published key opens with this KEK' : 'one active key (keys not opened: no KEK given)');
+
   const sequence = await store.bundleSequence();
   if (authorities.length > 0 && sequence < 1) add('bundle-sequence', 'failed', `bundle sequence is ${sequence} although authorities exist`);
   else if (options.minBundleSequence !== undefined && sequence < options.minBundleSequence) {
@@ -200,16 +208,24 @@ function checkAuthorityChain(
     const parentCert = parent && certs.get(parent.id);
     if (!parent) problems.push(`intermediate ${a.id}: its root ${a.parentId ?? '(none)'} is not stored`);
     else if (parent.kind !== 'root') problems.push(`intermediate ${a.id}: its parent ${parent.id} is not a root`);
-    else if (parentCert && !(cert.checkIssued(parentCert) && cert.verify(parentCert.publicKey)))
-      problems.push(`intermediate ${a.id} does not verify against its root ${parent.id}`);
+    else if (parentCert && !chainsTo(cert, a.upstreamChainDers, parentCert)) {
+      problems.push(`intermediate ${a.id} does not verify against its root ${parent.id}${a.upstreamChainDers.length > 0 ? ` through its ${a.upstreamChainDers.length} upstream intermediate(s)` : ''}`);
+    }
   }
   return problems;
 }
 
-function checkActive(
-  authorities: readonly AuthorityRecord[],
-  byId: ReadonlyMap<string, AuthorityRecord>,
-): { record?: AuthorityRecord; problem?: string } {
+/** cert → upstream intermediates (nearest first) → root, each link checked for issuer name and signature. */
+function chainsTo(cert: X509Certificate, upstreamDers: readonly Buffer[], root: X509Certificate): boolean {
+  try {
+    const path = [cert, ...upstreamDers.map((der) => new X509Certificate(der)), root];
+    return path.slice(0, -1).every((child, i) => child.checkIssued(path[i + 1]!) && child.verify(path[i + 1]!.publicKey));
+  } catch {
+    return false;
+  }
+}
+
+function checkActive(authorities: readonly AuthorityRecord[], byId: ReadonlyMap<string, AuthorityRecord>): { record?: AuthorityRecord; problem?: string } {
   const active = authorities.filter((a) => a.kind === 'intermediate' && a.state === 'active');
   const [record] = active;
   if (record === undefined || active.length !== 1) {
@@ -307,4 +323,23 @@ export function formatInvariantReport(report: InvariantReport): string {
       failed === 0 ? 'all invariants hold' : `${failed} invariant${failed === 1 ? '' : 's'} violated`,
     ].join('\n') + '\n'
   );
+}
+
+/** Undefined when there are no JWT keys (a store from before JWT-SVIDs); else the problems found. */
+async function checkJwtKeys(store: StoreInspection, kek: Buffer | undefined): Promise<string[] | undefined> {
+  const keys = await store.loadJwtAuthorities();
+  if (keys.length === 0) return undefined;
+  const problems: string[] = [];
+  const active = keys.filter((k) => k.state === 'active').length;
+  if (active !== 1) problems.push(`${active} active JWT-SVID signing keys; exactly one is required`);
+  if (!kek) return problems;
+  for (const key of keys.filter((k) => k.state !== 'removed')) {
+    try {
+      const publicJwk = createPublicKey(openPrivateKey(key.sealedKey, kek, key.kid)).export({ format: 'jwk' }) as Record<string, string>;
+      if (publicJwk.x !== key.publicJwk.x || publicJwk.n !== key.publicJwk.n) problems.push(`JWT key ${key.kid} does not match its published JWK`);
+    } catch {
+      problems.push(`cannot decrypt JWT key ${key.kid} with this KEK`);
+    }
+  }
+  return problems;
 }

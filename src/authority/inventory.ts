@@ -85,6 +85,10 @@ export class Inventory {
     return this.store.getCertificate(serialHex, this.now());
   }
 
+  isDenied(spiffeId: string): Promise<boolean> {
+    return this.store.isDenied(spiffeId);
+  }
+
   recordEvent(event: AuditEventInput): Promise<void> {
     return this.store.appendAudit(event);
   }

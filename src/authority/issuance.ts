@@ -2,6 +2,7 @@ import type { CallerIdentity } from '../authn/index.js';
 import type { Store } from '../store/types.js';
 import { parseCsr, verifyCsrSignature, type CertificationRequest } from '../pki/csr.js';
 import { PkiError } from '../pki/errors.js';
+import { StoreError } from '../store/errors.js';
 import { pemEncode } from '../pki/pem.js';
 import { randomSerial, serialToHex } from '../pki/serial.js';
 import type { CertificateAuthority } from './lifecycle.js';
@@ -58,7 +59,11 @@ export class IssuanceService {
     const spiffeId = request.identity ?? request.caller.spiffeId;
     const csr = parseRequest(request.csrPem);
     this.policy.checkCsr(csr, { uris: [spiffeId], dnsNames: [] });
-    const [denied, signatureValid] = await Promise.all([this.store.isDenied(spiffeId), this.verifySignature(csr).catch(() => false)]);
+    const [denied, signatureValid] = await Promise.all([
+      this.store.isDenied(spiffeId),
+      this.verifySignature(csr).catch(verifierVerdict),
+      this.store.checkFreeSpace().catch(diskVerdict),
+    ]);
     if (denied) throw new IssuanceError('ERR_IDENTITY_DENIED', `${spiffeId} is on the deny-list; an operator must allow it again`);
     if (!signatureValid) throw new IssuanceError('ERR_CSR_SIGNATURE', 'CSR signature does not verify: the CSR was altered or not signed by its key');
     return this.signAndRecord(
@@ -113,6 +118,18 @@ export class IssuanceService {
       });
     return { serialHex, spiffeId, authorityId: signer.id, notAfter: validity.notAfter, chain: [pemEncode(der, 'CERTIFICATE'), ...snapshot.chainTail] };
   }
+}
+
+/** Workload issuance stops on a nearly full volume; meshca's own certificates (a few a day) still go through. */
+function diskVerdict(error: unknown): never {
+  if (error instanceof StoreError && error.code === 'ERR_STORE_DISK_LOW') throw new IssuanceError('ERR_DISK_LOW', error.message);
+  throw error;
+}
+
+/** A key the verifier cannot use is the CSR's fault (false); anything else is ours (a dead thread). */
+function verifierVerdict(error: unknown): false {
+  if (error instanceof PkiError) return false;
+  throw new IssuanceError('ERR_VERIFIER_UNAVAILABLE', `the CSR signature could not be checked (${(error as Error).message}); retry later`);
 }
 
 function parseRequest(pem: string): CertificationRequest {

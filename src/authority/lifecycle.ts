@@ -1,9 +1,10 @@
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { AuthorityRecord, AuthorityRevocationReason, AuthorityState, AuthorityTransition, Store } from '../store/types.js';
+import type { AuthorityRecord, AuthorityRevocationReason, AuthorityState, AuthorityTransition, PendingAuthorityRecord, Store } from '../store/types.js';
 import { createCaCertificate, validatePluginCa, type PluginCaFiles } from '../pki/certificate.js';
 import type { KeyType } from '../pki/keys.js';
 import { AuthorityError } from './errors.js';
+import { attachChange, DEFAULT_PENDING_TTL_MS, isPendingId, newPendingAuthority, type IntermediateCsrRequest, type UpstreamCertificateFiles } from './pending.js';
 import { authorityRecord } from './records.js';
 import { SigningAuthority, unsealAuthorityKey } from './signer.js';
 import { buildSnapshot, TRUSTED_STATES, type TrustSnapshot } from './snapshot.js';
@@ -22,6 +23,19 @@ export interface AuthorityDeps {
   /** AIA OCSP URL put in every leaf (--ocsp-url); none by default. */
   readonly ocspUrl?: string;
   readonly now?: () => Date;
+  /** The longest workload certificate (--max-ttl): an upstream intermediate must outlive it. */
+  readonly minIntermediateLifetimeMs?: number;
+  /** How long a CSR waits for its certificate (default a week). */
+  readonly pendingTtlMs?: number;
+  /** On an empty store: the first intermediate is signed by this upstream CA instead of a self-signed root. */
+  readonly bootstrapSigner?: IntermediateSigner;
+}
+
+/** An upstream CA that signs meshca's intermediate CSRs (the port Vault and cert-manager clients implement). */
+export interface IntermediateSigner {
+  readonly kind: 'vault' | 'cert-manager';
+  /** Resolves with the signed certificate and the chain up to and including the upstream root. */
+  signIntermediate(request: { readonly id: string; readonly csrPem: string; readonly ttlMs: number; readonly signal?: AbortSignal }): Promise<UpstreamCertificateFiles>;
 }
 
 export interface CertificateAuthorityOptions extends AuthorityDeps, AuthorityProfile {}
@@ -92,6 +106,10 @@ export class CertificateAuthority {
   static async bootstrap(options: CertificateAuthorityOptions): Promise<boolean> {
     if ((await options.store.loadAuthorities()).length > 0) return false;
     const ca = new CertificateAuthority(options);
+    if (options.bootstrapSigner) {
+      await ca.bootstrapUpstream(options.bootstrapSigner);
+      return true;
+    }
     const { root, intermediate } = await ca.createPair(options, 'active');
     await ca.commit({ insert: [root, intermediate], bumpBundleSequence: true }, 'meshca', 'authority.bootstrap', root.id, {
       intermediateId: intermediate.id,
@@ -144,6 +162,7 @@ export class CertificateAuthority {
   /** Makes a prepared intermediate (or a prepared root's intermediate) the signer; the old one retires. */
   activate(id: string, actor: string): Promise<AuthorityRecord> {
     return this.serialize(async () => {
+      if (isPendingId(id)) throw new AuthorityError('ERR_AUTHORITY_STATE', `${id} is pending: attach its signed certificate first (POST /v1/authorities/${id}/certificate)`, { state: 'pending' });
       const authorities = await this.options.store.loadAuthorities();
       const target = activationTarget(authorities, id);
       SigningAuthority.open(target, this.options.kek); // never activate something that cannot sign
@@ -262,6 +281,63 @@ export class CertificateAuthority {
     });
   }
 
+  /** A new key sealed under the KEK and its CSR, recorded as a pending authority until its certificate is attached. */
+  requestIntermediate(request: IntermediateCsrRequest, actor: string): Promise<{ pending: PendingAuthorityRecord; csrPem: string }> {
+    return this.serialize(async () => {
+      const profile = { ...this.profile(), pendingTtlMs: this.options.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS };
+      const { record, csrPem } = await newPendingAuthority(request, profile, this.options.kek, this.now());
+      await this.options.store.addPendingAuthority(record, this.audit(actor, 'authority.request-intermediate', record.id, { keyType: record.keyType, upstream: record.upstream, expiresAt: record.expiresAt.toISOString() }));
+      return { pending: record, csrPem };
+    });
+  }
+
+  pendingAuthorities(): Promise<PendingAuthorityRecord[]> {
+    return this.options.store.loadPendingAuthorities();
+  }
+
+  /** Completes a pending authority with its upstream-signed certificate: it becomes prepared, its root joins the bundle. */
+  attachCertificate(id: string, files: UpstreamCertificateFiles, actor: string): Promise<AuthorityRecord[]> {
+    return this.serialize(() => this.attach(id, files, actor, 'prepared'));
+  }
+
+  /** Deletes a pending authority (its sealed key goes with it). */
+  removePending(id: string, actor: string, reason = 'authority.remove-pending'): Promise<void> {
+    return this.serialize(async () => {
+      const removed = await this.options.store.deletePendingAuthority(id, this.audit(actor, reason, id, {}));
+      if (!removed) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no pending authority with id ${id} (list them with GET /v1/authorities)`);
+    });
+  }
+
+  /** Deletes pending authorities past their expiry; returns their ids. */
+  async expirePending(actor: string): Promise<string[]> {
+    const expired = (await this.pendingAuthorities()).filter((p) => p.expiresAt.getTime() <= this.now().getTime());
+    for (const p of expired) await this.removePending(p.id, actor, 'authority.pending-expired').catch(() => undefined);
+    return expired.map((p) => p.id);
+  }
+
+  private async attach(id: string, files: UpstreamCertificateFiles, actor: string, state: 'prepared' | 'active'): Promise<AuthorityRecord[]> {
+    const pending = (await this.options.store.loadPendingAuthorities()).find((p) => p.id === id);
+    if (!pending) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no pending authority with id ${id} (request one with POST /v1/authorities/intermediate-csr)`);
+    const change = await attachChange({
+      pending,
+      files,
+      authorities: await this.options.store.loadAuthorities(),
+      kek: this.options.kek,
+      trustDomain: this.profile().trustDomain,
+      minLifetimeMs: this.options.minIntermediateLifetimeMs ?? 0,
+      state,
+      now: this.now(),
+    });
+    await this.commit(
+      { insert: change.insert, transitions: change.transitions, bumpBundleSequence: change.bumpBundleSequence, completesPending: id },
+      actor,
+      'authority.attach',
+      change.intermediate.id,
+      { pendingId: id, rootId: change.root.id, upstreamIntermediates: change.intermediate.upstreamChainDers.length, upstream: pending.upstream },
+    );
+    return [change.root, change.intermediate];
+  }
+
   private async pluginRecords(files: PluginCaFiles, authorities: readonly AuthorityRecord[]): Promise<AuthorityRecord[]> {
     const plugin = await validatePluginCa(files, this.now());
     if (plugin.chainDers.length > 0) {
@@ -324,6 +400,25 @@ export class CertificateAuthority {
     return { trustDomain, keyType, rootTtlMs, intermediateTtlMs };
   }
 
+  /** The first intermediate, signed upstream and active at once (nothing was issued before it). */
+  private async bootstrapUpstream(signer: IntermediateSigner): Promise<void> {
+    const { pending, csrPem } = await this.requestIntermediate({ upstream: signer.kind }, 'meshca');
+    let attached: AuthorityRecord[];
+    try {
+      const files = await signer.signIntermediate({ id: pending.id, csrPem, ttlMs: this.profile().intermediateTtlMs });
+      attached = await this.attach(pending.id, files, 'meshca', 'active');
+    } catch (error) {
+      await this.removePending(pending.id, 'meshca').catch(() => undefined); // the next start asks again with a new key
+      throw error;
+    }
+    const [root, intermediate] = attached;
+    this.options.logger.info({ intermediateId: intermediate?.id, rootId: root?.id, upstream: signer.kind }, `created the first intermediate CA, signed by ${signer.kind}`);
+  }
+
+  private audit(actor: string, action: string, target: string, details: Record<string, unknown>) {
+    return { actor, action, target, result: 'ok' as const, details, at: this.now() };
+  }
+
   private async createPair(profile: AuthorityProfile, state: AuthorityState) {
     const now = this.now();
     const notBefore = new Date(now.getTime() - CA_BACKDATE_MS);
@@ -367,13 +462,13 @@ export class CertificateAuthority {
   }
 
   private async commit(
-    change: { insert?: AuthorityRecord[]; transitions?: AuthorityTransition[]; bumpBundleSequence: boolean },
+    change: { insert?: AuthorityRecord[]; transitions?: AuthorityTransition[]; bumpBundleSequence: boolean; completesPending?: string },
     actor: string,
     action: string,
     target: string,
     details: Record<string, unknown>,
   ): Promise<void> {
-    await this.options.store.applyAuthorityChange({ ...change, audit: { actor, action, target, result: 'ok', details, at: this.now() } });
+    await this.options.store.applyAuthorityChange({ ...change, audit: this.audit(actor, action, target, details) });
     if (this.snapshot) await this.reload();
   }
 

@@ -15,6 +15,8 @@ export interface NewAuthority {
   readonly certificateDer: Buffer;
   /** Null when meshca does not hold the key (an external root of a plug-in CA). */
   readonly privateKey: KeyObject | null;
+  /** Upstream intermediates between an intermediate and its root, nearest first. */
+  readonly upstreamChainDers?: readonly Buffer[];
 }
 
 /** Builds the stored record; the key is sealed under the KEK with the authority id as AAD. */
@@ -29,6 +31,7 @@ export async function authorityRecord(spec: NewAuthority, kek: Buffer, now: Date
     keyType: spec.privateKey ? keyTypeOf(spec.privateKey) : info.keyType,
     certificateDer: spec.certificateDer,
     sealedKey: spec.privateKey ? sealPrivateKey(spec.privateKey, kek, id) : null,
+    upstreamChainDers: spec.upstreamChainDers ?? [],
     serialHex: info.serialHex,
     subject: info.subject,
     notBefore: info.notBefore,

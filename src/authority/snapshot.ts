@@ -17,13 +17,20 @@ export interface TrustSnapshot {
   readonly roots: readonly Buffer[];
   /** All trusted roots as one PEM string: the last cert_chain element. */
   readonly rootsPem: string;
-  /** cert_chain after the leaf: each intermediate as its own element, then rootsPem. */
+  /**
+   * cert_chain after the leaf: the signing intermediate and its upstream intermediates, each as its
+   * own element, then every trusted root in one element with the root that signs the chain first, so
+   * the concatenated chain Envoy sends is in signing order.
+   */
   readonly chainTail: readonly string[];
 }
 
 export function buildSnapshot(authorities: readonly AuthorityRecord[], signer: SigningAuthority, bundleSequence: number): TrustSnapshot {
   const { ders: roots, pem: rootsPem } = trustedRootsPem(authorities);
-  const chainTail = [pemEncode(signer.record.certificateDer, 'CERTIFICATE'), rootsPem];
+  const intermediates = [signer.record.certificateDer, ...signer.record.upstreamChainDers];
+  const issuingRoot = authorities.find((a) => a.id === signer.record.parentId)?.certificateDer;
+  const signingOrder = issuingRoot ? [issuingRoot, ...roots.filter((der) => !der.equals(issuingRoot))] : roots;
+  const chainTail = [...intermediates.map((der) => pemEncode(der, 'CERTIFICATE')), signingOrder.map((der) => pemEncode(der, 'CERTIFICATE')).join('')];
   return { authorities, signer, bundleSequence, roots, rootsPem, chainTail };
 }
 

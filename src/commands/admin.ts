@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { trustedRootsPem } from '../authority/snapshot.js';
 import { AdminApiError, AdminClient } from '../client/admin-client.js';
@@ -85,7 +85,7 @@ const showAuthorities = (values: FlagValues) => (r: Authorities) => printRows(r.
 
 export const authoritiesCommand = group(
   'authorities',
-  'Inspect, rotate and revoke signing authorities through the admin API (prepare → activate → remove; revoke on key compromise).',
+  'Inspect, rotate and revoke signing authorities through the admin API (prepare → activate → remove; revoke on key compromise; csr → attach for an upstream CA).',
   [
     { name: 'key-type', kind: 'string', value: 'TYPE', help: 'prepare: key type of the new CA' },
     { name: 'root-ttl', kind: 'string', value: 'DURATION', help: 'prepare: lifetime of the new root' },
@@ -94,9 +94,21 @@ export const authoritiesCommand = group(
     { name: 'plugin-dir', kind: 'string', value: 'DIR', help: "import: directory with Istio's ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem" },
     { name: 'reason', kind: 'string', value: 'REASON', default: 'keyCompromise', help: 'revoke: keyCompromise, cACompromise, superseded, cessationOfOperation, affiliationChanged, unspecified' },
     { name: 'reissue-signal', kind: 'boolean', help: "revoke: re-issue meshca's own serving certificate at once" },
+    { name: 'subject', kind: 'string', value: 'DN', help: 'csr: subject of the intermediate, e.g. "CN=meshca cluster-1, O=Example"' },
+    { name: 'out', kind: 'string', value: 'PATH', help: 'csr: write the CSR (PEM) here instead of stdout' },
+    { name: 'cert', kind: 'string', value: 'PATH', help: 'attach: the intermediate certificate signed upstream (PEM)' },
+    { name: 'chain', kind: 'string', value: 'PATH', help: 'attach: upstream intermediates and the upstream root (PEM)' },
   ],
   {
-    list: { usage: '', run: async (c, v) => showAuthorities(v)(await c.json<Authorities>('GET', '/v1/authorities')) },
+    list: {
+      usage: '',
+      run: async (c, v) => {
+        const r = await c.json<Authorities & { pending: Record<string, unknown>[] }>('GET', '/v1/authorities');
+        // Pending CSRs show as intermediates in state "pending" whose notAfter is when the CSR expires.
+        const pending = r.pending.map((p) => ({ id: p.id, kind: 'intermediate', state: 'pending', keyType: p.keyType, notAfter: p.expiresAt }));
+        printRows([...r.authorities, ...pending], AUTHORITY_COLUMNS, bool(v, 'json'), r);
+      },
+    },
     prepare: {
       usage: '[--key-type T] [--root-ttl D] [--intermediate-ttl D]',
       run: async (c, v) =>
@@ -126,6 +138,24 @@ export const authoritiesCommand = group(
           bool(v, 'json'),
           r,
         );
+      },
+    },
+    csr: {
+      usage: '[--key-type T] [--subject DN] [--out PATH]',
+      run: async (c, v) => {
+        const r = await c.json<{ id: string; csr: string; expiresAt: string }>('POST', '/v1/authorities/intermediate-csr', { keyType: str(v, 'key-type'), subject: str(v, 'subject') });
+        const out = str(v, 'out');
+        if (out) writeFileSync(out, r.csr);
+        if (bool(v, 'json')) printRows([], [], true, r);
+        else if (out) process.stdout.write(`pending authority ${r.id}: CSR written to ${out}; have it signed, then "meshca authorities attach ${r.id} --cert CERT --chain CHAIN" before ${r.expiresAt}\n`);
+        else process.stdout.write(r.csr);
+      },
+    },
+    attach: {
+      usage: 'ID --cert PATH --chain PATH',
+      run: async (c, v, a) => {
+        const body = { certificate: readFileSync(requireStr(v, 'cert'), 'utf8'), chain: readFileSync(requireStr(v, 'chain'), 'utf8') };
+        showAuthorities(v)(await c.json<Authorities>('POST', `/v1/authorities/${encodeURIComponent(arg(a, 'pending authority ID'))}/certificate`, body));
       },
     },
     'rotate-intermediate': { usage: '', run: async (c, v) => showAuthorities(v)(await c.json<Authorities>('POST', '/v1/authorities/rotate-intermediate')) },

@@ -1,6 +1,7 @@
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openOfflineAuthority } from '../app/context.js';
+import { writePrivateFile } from '../app/data-dir.js';
 import { isNamespaceName } from '../authn/subject.js';
 import { IssuanceService } from '../authority/issuance.js';
 import { istiodDnsNames, issueIstiodCertificate } from '../authority/istiod-profile.js';
@@ -82,8 +83,7 @@ export const istiodCertCommand: Command = {
       if (out) {
         mkdirSync(out, { recursive: true, mode: 0o700 });
         writeFileSync(join(out, 'tls.crt'), issued.files['tls.crt']);
-        writeFileSync(join(out, 'tls.key'), issued.files['tls.key'], { mode: 0o600 });
-        chmodSync(join(out, 'tls.key'), 0o600);
+        writePrivateFile(join(out, 'tls.key'), issued.files['tls.key']);
         writeFileSync(join(out, 'root-cert.pem'), issued.files['root-cert.pem']);
         process.stdout.write(`wrote ${['tls.crt', 'tls.key', 'root-cert.pem'].map((f) => join(out, f)).join(', ')}\n`);
       }

@@ -39,3 +39,17 @@ export function positiveInt(values: FlagValues, name: string): number {
   if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${name} must be a positive integer`);
   return n;
 }
+
+export function nonNegativeInt(values: FlagValues, name: string): number {
+  const n = Number(str(values, name));
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be an integer ≥ 0`);
+  return n;
+}
+
+/** "5%" or "0.05" → 0.05. */
+export function percentage(values: FlagValues, name: string): number {
+  const raw = str(values, name)!.trim();
+  const n = raw.endsWith('%') ? Number(raw.slice(0, -1)) / 100 : Number(raw);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new UsageError(`--${name} must be a percentage between 0% and 100% (e.g. 5%)`);
+  return n;
+}

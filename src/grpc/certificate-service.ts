@@ -5,6 +5,7 @@ import { IssuanceError } from '../authority/errors.js';
 import type { IssuanceService } from '../authority/issuance.js';
 import type { Metrics } from '../observability/metrics.js';
 import { metadataString, type IstioCertificateRequest, type IstioCertificateResponse } from './proto.js';
+import { AdmissionGate } from './admission.js';
 import type { IdentityRateLimiter } from './rate-limit.js';
 import { toGrpcFailure, type GrpcFailure } from './status.js';
 
@@ -17,6 +18,8 @@ export interface CertificateServiceOptions {
   readonly logger: Logger;
   /** Calls processed at once before new ones are shed with RESOURCE_EXHAUSTED (istio-agent retries). */
   readonly maxInFlight: number;
+  /** Of those, calls worked on at once; the others wait in arrival order (AdmissionGate). Default: maxInFlight. */
+  readonly maxActive?: number;
   readonly maxCsrBytes: number;
   readonly impersonation?: ImpersonationAuthorizer;
   /** Optional per-identity limit; over it, RESOURCE_EXHAUSTED (istio-agent backs off and retries). */
@@ -26,11 +29,19 @@ export interface CertificateServiceOptions {
 /** Refusals that are about load, not about the request; istio-agent retries them. */
 class OverloadError extends Error {}
 
+/** The client gave up (deadline, cancel) while its call waited for admission: no work is done for it. */
+class CancelledWhileWaiting extends Error {}
+
 type Call = ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>;
 
 /** Istio's CreateCertificate: transport concerns only — metadata, status codes, metrics, logs. */
 export function certificateServiceHandlers(options: CertificateServiceOptions): UntypedServiceImplementation {
   let inFlight = 0;
+  const gate = new AdmissionGate(Math.min(options.maxActive ?? options.maxInFlight, options.maxInFlight));
+  const admitted = (call: Call): Promise<IstioCertificateResponse> => {
+    if (call.cancelled) return Promise.reject(new CancelledWhileWaiting('the client cancelled the call while it waited for admission'));
+    return createCertificate(options, call);
+  };
   const CreateCertificate = (call: Call, callback: sendUnaryData<IstioCertificateResponse>): void => {
     const started = process.hrtime.bigint();
     options.metrics.csrCount.inc();
@@ -44,24 +55,23 @@ export function certificateServiceHandlers(options: CertificateServiceOptions): 
     }
     inFlight++;
     options.metrics.inFlight.set(inFlight);
-    createCertificate(options, call)
-      .then(
-        (response) => {
-          finish(options, started, callback, undefined);
-          callback(null, response);
-        },
-        (error: unknown) => finish(options, started, callback, recordFailure(options, error)),
-      )
-      .finally(() => options.metrics.inFlight.set(--inFlight));
+    const turn = gate.enter();
+    (turn ? turn.then(() => admitted(call)) : admitted(call)).then(
+      (response) => {
+        finish(options, started, callback, undefined);
+        callback(null, response);
+      },
+      (error: unknown) => finish(options, started, callback, recordFailure(options, error)),
+    ).finally(() => {
+      gate.release();
+      options.metrics.inFlight.set(--inFlight);
+    });
   };
   return { CreateCertificate: CreateCertificate as UntypedServiceImplementation[string] };
 }
 
 async function createCertificate(options: CertificateServiceOptions, call: Call): Promise<IstioCertificateResponse> {
-  const caller = await options.authenticator.authenticate({
-    token: bearerToken(header(call.metadata, 'authorization')),
-    clusterId: header(call.metadata, 'clusterid') ?? '',
-  });
+  const caller = await authenticateCall(options.authenticator, call.metadata);
   const csrPem = call.request.csr ?? '';
   if (Buffer.byteLength(csrPem) > options.maxCsrBytes) {
     throw new IssuanceError('ERR_CSR_REJECTED', `CSR is larger than ${options.maxCsrBytes} bytes`);
@@ -98,12 +108,18 @@ async function impersonatedIdentity(
   return impersonated;
 }
 
+/** The caller of an Istio-style call: the bearer token and clusterid metadata (also meshca.v1's services). */
+export function authenticateCall(authenticator: Authenticator, metadata: Metadata): Promise<CallerIdentity> {
+  return authenticator.authenticate({ token: bearerToken(header(metadata, 'authorization')), clusterId: header(metadata, 'clusterid') ?? '' });
+}
+
 function header(metadata: Metadata, name: string): string | undefined {
   const value = metadata.get(name)[0];
   return typeof value === 'string' ? value : undefined;
 }
 
 function recordFailure(options: CertificateServiceOptions, error: unknown): GrpcFailure {
+  if (error instanceof CancelledWhileWaiting) return { code: status.CANCELLED, details: error.message, reason: 'ERR_CANCELLED' };
   if (error instanceof OverloadError) {
     options.metrics.shed.inc();
     return { code: status.RESOURCE_EXHAUSTED, details: error.message, reason: 'ERR_RATE_LIMITED' };
@@ -115,7 +131,8 @@ function recordFailure(options: CertificateServiceOptions, error: unknown): Grpc
     if (error.code === 'ERR_CSR_REJECTED' || error.code === 'ERR_CSR_SIGNATURE') metrics.csrParsingErrors.inc();
     if (error.code === 'ERR_IDENTITY_MISMATCH') metrics.idExtractionErrors.inc();
     if (error.code === 'ERR_IDENTITY_DENIED') metrics.denied.inc();
-    if (error.code === 'ERR_ISSUANCE_FAILED') metrics.signErrors.inc({ error: error.code });
+    if (error.code === 'ERR_ISSUANCE_FAILED' || error.code === 'ERR_VERIFIER_UNAVAILABLE' || error.code === 'ERR_DISK_LOW') metrics.signErrors.inc({ error: error.code });
+    if (error.code === 'ERR_VERIFIER_UNAVAILABLE') options.logger.error({ err: error }, 'CSR verification failed on the server side');
   } else {
     options.logger.error({ err: error }, 'unexpected error in CreateCertificate');
   }

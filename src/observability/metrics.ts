@@ -48,6 +48,16 @@ export class Metrics {
     registers: [this.registry],
   });
   readonly bundleSequence = this.gauge('meshca_bundle_sequence', 'Current trust bundle sequence number.');
+  readonly upstreamRequests = new Counter({
+    name: 'meshca_upstream_requests_total',
+    help: 'Requests to the upstream CA for a new intermediate, by upstream and result.',
+    labelNames: ['upstream', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamRenewalOverdue = this.gauge(
+    'meshca_upstream_renewal_overdue',
+    '1 while the active intermediate is past 5/6 of its lifetime and the upstream CA has not signed its successor: alert on it.',
+  );
   readonly authorityState = new Gauge({
     name: 'meshca_authority_state',
     help: '1 for the state each authority is in.',
@@ -62,6 +72,19 @@ export class Metrics {
   });
   readonly inFlight = this.gauge('meshca_grpc_in_flight_requests', 'CreateCertificate calls being processed.');
   readonly shed = this.counter('meshca_grpc_shed_requests_total', 'Calls refused with RESOURCE_EXHAUSTED by the in-flight limit.');
+  readonly grpcConnections = this.gauge('meshca_grpc_connections', 'Open gRPC (TCP) connections.');
+  readonly grpcRefusedConnections = new Counter({
+    name: 'meshca_grpc_refused_connections_total',
+    help: 'gRPC connections refused by --max-connections (reason="total") or --max-connections-per-peer (reason="per_peer").',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly requestReadTimeouts = this.counter(
+    'meshca_grpc_request_read_timeouts_total',
+    'Calls cancelled because their request message did not arrive within --request-read-timeout.',
+  );
+  readonly dataVolumeFreeRatio = this.gauge('meshca_data_volume_free_ratio', 'Share (0..1) of the data volume that is free, sampled at issuance.');
+  readonly diskLow = this.gauge('meshca_data_volume_low', '1 while new certificates are refused because free space is under --min-free-disk.');
   readonly tokenCacheHits = this.counter('meshca_token_cache_hits_total', 'Token verifications answered from the cache.');
   readonly revoked = this.counter('meshca_revoked_certificates_total', 'Certificates revoked.');
   readonly denied = this.counter('meshca_denied_requests_total', 'Requests refused because the identity is on the deny-list.');
@@ -77,6 +100,7 @@ export class Metrics {
     labelNames: ['authority'] as const,
     registers: [this.registry],
   });
+  readonly jwtSvidsMinted = this.counter('meshca_jwt_svids_minted_total', 'JWT-SVIDs minted (MintJwtSvid).');
   readonly adminAuthFailures = this.counter('meshca_admin_authentication_failures_total', 'Admin API requests with a missing or wrong token.');
 
   constructor(options: { readonly processMetrics?: boolean } = {}) {

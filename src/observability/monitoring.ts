@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import type { Metrics } from './metrics.js';
+import type { Registry } from 'prom-client';
 import { listenOn, type ListenAddress } from '../net.js';
 
 export interface MonitoringServer {
@@ -13,7 +13,7 @@ export interface MonitoringServer {
  */
 export async function startMonitoringServer(
   listen: ListenAddress,
-  metrics: Metrics,
+  metrics: { readonly registry: Registry },
   isReady: () => boolean,
 ): Promise<MonitoringServer> {
   const server: Server = createServer((req, res) => {

@@ -26,7 +26,7 @@ interface SigningAlgorithm {
 }
 
 /** ECDSA hashes match the curve size; RSA is always PKCS#1 v1.5 with SHA-256 (docs/architecture.md). */
-function signingAlgorithm(type: KeyType): SigningAlgorithm {
+export function signingAlgorithm(type: KeyType): SigningAlgorithm {
   if (type === 'ec-p256') return { name: 'ECDSA', hash: 'SHA-256' };
   if (type === 'ec-p384') return { name: 'ECDSA', hash: 'SHA-384' };
   return { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
@@ -39,7 +39,7 @@ function importAlgorithm(type: KeyType): webcrypto.EcKeyImportParams | webcrypto
 }
 
 /** Node 20 has no KeyObject.toCryptoKey, so round-trip through PKCS#8. Not extractable. */
-async function toSigningKey(key: KeyObject): Promise<CryptoKey> {
+export async function toSigningKey(key: KeyObject): Promise<CryptoKey> {
   const pkcs8 = key.export({ type: 'pkcs8', format: 'der' });
   try {
     return await webcrypto.subtle.importKey('pkcs8', pkcs8, importAlgorithm(keyTypeOf(key)), false, ['sign']);
@@ -49,7 +49,7 @@ async function toSigningKey(key: KeyObject): Promise<CryptoKey> {
 }
 
 /** Extractable, because x509 embeds the SPKI and hashes it for the SKID. */
-function toPublicCryptoKey(key: KeyObject): Promise<CryptoKey> {
+export function toPublicCryptoKey(key: KeyObject): Promise<CryptoKey> {
   const spki = key.export({ type: 'spki', format: 'der' });
   return webcrypto.subtle.importKey('spki', spki, importAlgorithm(keyTypeOf(key)), true, ['verify']);
 }
@@ -57,13 +57,13 @@ function toPublicCryptoKey(key: KeyObject): Promise<CryptoKey> {
 // ---------------------------------------------------------------------------------------------
 // Parsing
 
-interface ParsedCertificate {
+export interface ParsedCertificate {
   readonly der: Buffer;
   readonly x: x509.X509Certificate;
   readonly node: NodeCertificate;
 }
 
-function parseCertificate(der: Buffer, what = 'certificate'): ParsedCertificate {
+export function parseCertificate(der: Buffer, what = 'certificate'): ParsedCertificate {
   try {
     const x = new x509.X509Certificate(der);
     const node = new NodeCertificate(der);
@@ -75,11 +75,11 @@ function parseCertificate(der: Buffer, what = 'certificate'): ParsedCertificate 
   }
 }
 
-function basicConstraints(c: ParsedCertificate): x509.BasicConstraintsExtension | null {
+export function basicConstraints(c: ParsedCertificate): x509.BasicConstraintsExtension | null {
   return c.x.getExtension(x509.BasicConstraintsExtension);
 }
 
-function hasKeyUsage(c: ParsedCertificate, flag: x509.KeyUsageFlags): boolean {
+export function hasKeyUsage(c: ParsedCertificate, flag: x509.KeyUsageFlags): boolean {
   const ku = c.x.getExtension(x509.KeyUsagesExtension);
   return ku !== null && (ku.usages & flag) !== 0;
 }
@@ -250,7 +250,7 @@ function supportedKeyType(key: KeyObject): KeyType | 'unsupported' {
   }
 }
 
-function isSelfSigned(c: ParsedCertificate): boolean {
+export function isSelfSigned(c: ParsedCertificate): boolean {
   return c.node.subject === c.node.issuer && signatureVerifies(c, c);
 }
 
@@ -263,7 +263,7 @@ function signatureVerifies(child: ParsedCertificate, issuer: ParsedCertificate):
 }
 
 /** OpenSSL's issuer check (name, AKI/SKID, keyCertSign if KeyUsage is present) plus the signature. */
-function issuedBy(child: ParsedCertificate, issuer: ParsedCertificate): boolean {
+export function issuedBy(child: ParsedCertificate, issuer: ParsedCertificate): boolean {
   return child.node.checkIssued(issuer.node) && signatureVerifies(child, issuer);
 }
 
@@ -406,7 +406,7 @@ function checkPath(path: readonly ParsedCertificate[], now: Date): void {
   });
 }
 
-function checkValidity(cert: ParsedCertificate, name: string, now: Date): void {
+export function checkValidity(cert: ParsedCertificate, name: string, now: Date): void {
   if (now.getTime() > cert.x.notAfter.getTime()) {
     throw new PkiError(
       'ERR_CERT_EXPIRED',

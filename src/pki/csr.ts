@@ -165,6 +165,25 @@ export function verifyCsrSignature(csr: CertificationRequest): Promise<boolean> 
   });
 }
 
+/**
+ * The same check on the calling thread. It needs the least CPU of the three ways (no hand-off to
+ * another thread), which is what counts when the server has a single core to itself.
+ */
+export function verifyCsrSignatureNow(csr: CertificationRequest): boolean {
+  let key: VerifyPublicKeyInput | VerifyJsonWebKeyInput;
+  try {
+    key = verificationKey(csr);
+  } catch (err) {
+    if (err instanceof PkiError) throw err;
+    throw new PkiError('ERR_CSR_UNSUPPORTED_KEY', `cannot load CSR public key: ${(err as Error).message}`);
+  }
+  try {
+    return verify(csr.signatureHash, csr.certificationRequestInfoDer, key, csr.signatureValue);
+  } catch (err) {
+    throw new PkiError('ERR_CSR_UNSUPPORTED_KEY', `signature check failed: ${(err as Error).message}`);
+  }
+}
+
 const JWK_CURVES: Readonly<Record<CsrKeyAlgorithm, string>> = { 'ec-p256': 'P-256', 'ec-p384': 'P-384', rsa: '' };
 
 /**

@@ -17,7 +17,15 @@ export type PkiErrorCode =
   | 'ERR_CA_SPEC_INVALID'
   | 'ERR_CRL_SPEC_INVALID'
   /** Not a DER OCSPRequest meshca can answer (the responder replies malformedRequest). */
-  | 'ERR_OCSP_MALFORMED';
+  | 'ERR_OCSP_MALFORMED'
+  /** An upstream-signed intermediate is not a signing CA (CA:TRUE and keyCertSign). */
+  | 'ERR_UPSTREAM_NOT_CA'
+  /** A pathLen in the upstream chain leaves no room for meshca's intermediate and its leaves. */
+  | 'ERR_UPSTREAM_PATHLEN'
+  /** The upstream-signed intermediate (or its chain) expires before a workload certificate could. */
+  | 'ERR_UPSTREAM_LIFETIME'
+  /** The upstream-signed intermediate names another trust domain. */
+  | 'ERR_UPSTREAM_TRUST_DOMAIN';
 
 export class PkiError extends MeshcaError<PkiErrorCode> {
   override readonly name = 'PkiError';

@@ -13,7 +13,9 @@ export type StoreErrorCode =
   /** A unique key already exists (serial number, authority id or fingerprint). */
   | 'ERR_STORE_DUPLICATE'
   /** A paging cursor that this store did not produce. */
-  | 'ERR_STORE_BAD_CURSOR';
+  | 'ERR_STORE_BAD_CURSOR'
+  /** Free space on the data volume is under --min-free-disk; new issuance records are refused. */
+  | 'ERR_STORE_DISK_LOW';
 
 export class StoreError extends MeshcaError<StoreErrorCode> {
   override readonly name = 'StoreError';

@@ -2,7 +2,7 @@
  * What the invariant checker and the operator commands (`meshca verify`, `status`, `restore`) read
  * beyond the Store interface. Asynchronous so other engines can implement it.
  */
-import type { AuthorityRecord, AuthorityUsage, DeniedIdentity } from './types.js';
+import type { AuthorityRecord, AuthorityUsage, DeniedIdentity, JwtAuthorityRecord } from './types.js';
 
 export interface IssuedDer {
   readonly serialHex: string;
@@ -32,6 +32,8 @@ export interface StoreInspection {
   foreignKeyViolations(limit?: number): Promise<string[]>;
   schema(): Promise<SchemaInfo>;
   loadAuthorities(): Promise<AuthorityRecord[]>;
+  /** JWT-SVID signing keys; none in a database from before migration 005. */
+  loadJwtAuthorities(): Promise<JwtAuthorityRecord[]>;
   bundleSequence(): Promise<number>;
   /** The serials (any case, leading zeros allowed) that are not stored. */
   missingSerials(serials: Iterable<string>): Promise<string[]>;

@@ -5,7 +5,7 @@ import { StoreError } from './errors.js';
 import { GroupCommitQueue } from './group-commit.js';
 import type { IssuanceCounts, IssuedDer, SchemaInfo, StoreInspection } from './inspection.js';
 import { applyMigrations, DEFAULT_MIGRATIONS_DIR, readMigrations, recordedMigrations } from './migrations.js';
-import { authorityFromRow, normalizeSerial, type AuthorityRow } from './rows.js';
+import { authorityFromRow, jwtAuthorityFromRow, normalizeSerial, pendingFromRow, type AuthorityRow, type JwtAuthorityRow, type PendingAuthorityRow } from './rows.js';
 import { BackgroundCheckpointer } from './sqlite/checkpointer.js';
 import { CACHE_KIB, openReaderConnection, openWriterConnection, restrictFiles, sqliteCode, toStoreError } from './sqlite/connection.js';
 import { startIssuanceWriter, type BatchResult, type IssuedRow } from './sqlite/issuance-writer.js';
@@ -17,6 +17,10 @@ import {
   certificateListing,
   encodeCursor,
   issuedParams,
+  jwtAuthorityParams,
+  jwtSvidFromRow,
+  type FederatedBundleRow,
+  type JwtSvidRow,
   pageLimit,
   parseAuditCursor,
   revocationParams,
@@ -30,6 +34,7 @@ import {
   type SqlName,
 } from './sqlite/statements.js';
 import { WorkerCallError, type WorkerClient } from '../workers/rpc.js';
+import { DiskGuard, type DiskGuardOptions } from './disk-guard.js';
 import type {
   AuditEvent,
   AuditEventInput,
@@ -40,11 +45,17 @@ import type {
   AuthorityState,
   AuthorityTransition,
   AuthorityUsage,
+  PendingAuthorityRecord,
   CertificateDetail,
   CertificateQuery,
   CertificateSummary,
   DeniedIdentity,
+  FederatedBundleRecord,
   IssuedCertificateRecord,
+  JwtAuthorityChange,
+  JwtAuthorityRecord,
+  JwtAuthorityTransition,
+  JwtSvidRecord,
   Page,
   RevocationInput,
   RevocationReason,
@@ -85,6 +96,8 @@ export interface SqliteStoreOptions {
   readonly backgroundCheckpoint?: boolean;
   /** Commit issuance batches from a worker thread (default true) so their fsync never blocks the event loop. */
   readonly writerThread?: boolean;
+  /** checkFreeSpace() fails (ERR_STORE_DISK_LOW) while less than this fraction of the volume is free; default 0 (off). */
+  readonly minFreeDisk?: Omit<DiskGuardOptions, 'path'>;
 }
 
 /** The SQLite store, plus what only tests and operators need. */
@@ -159,6 +172,7 @@ export async function backupSqliteStore(path: string, outFile: string): Promise<
 class SqliteStoreImpl implements SqliteStore {
   private readonly statements = new Map<string, Statement<unknown[], unknown>>();
   private readonly groupCommit: GroupCommitQueue;
+  private readonly diskGuard: DiskGuard;
   private closed = false;
 
   constructor(
@@ -172,6 +186,7 @@ class SqliteStoreImpl implements SqliteStore {
       options.groupCommitWindowMs ?? DEFAULT_WINDOW_MS,
       Math.max(1, options.groupCommitMaxRows ?? DEFAULT_MAX_ROWS),
     );
+    this.diskGuard = new DiskGuard({ path: options.path, minFreeRatio: 0, ...options.minFreeDisk });
   }
 
   // --- authorities ---
@@ -189,6 +204,15 @@ class SqliteStoreImpl implements SqliteStore {
       for (const record of change.insert ?? []) this.run('insertAuthority', authorityParams(record));
       for (const transition of change.transitions ?? []) this.transition(transition, change.audit.at);
       for (const { id, sealedKey } of change.resealed ?? []) this.reseal(id, sealedKey, change.audit.at);
+      for (const { kid, sealedKey } of change.resealedJwtKeys ?? []) {
+        if (this.run('resealJwt', { kid, sealedKey, at: change.audit.at.getTime() }).changes === 0) throw new StoreError('ERR_STORE_NOT_FOUND', `no JWT key with kid ${kid} to re-seal`);
+      }
+      for (const { id, sealedKey } of change.resealedPending ?? []) {
+        if (this.run('resealPending', { id, sealedKey }).changes === 0) throw new StoreError('ERR_STORE_NOT_FOUND', `no pending authority with id ${id} to re-seal`);
+      }
+      if (change.completesPending !== undefined && this.run('deletePending', change.completesPending).changes === 0) {
+        throw new StoreError('ERR_STORE_NOT_FOUND', `no pending authority with id ${change.completesPending} (already completed or deleted?)`);
+      }
       for (const revocation of change.revocations ?? []) this.revokeAuthority(revocation);
       if (change.bumpBundleSequence) this.run('bumpBundleSequence');
       this.insertAudit(change.audit);
@@ -196,15 +220,49 @@ class SqliteStoreImpl implements SqliteStore {
     });
   }
 
+  async loadPendingAuthorities(): Promise<PendingAuthorityRecord[]> {
+    return this.use(() => this.all<PendingAuthorityRow>('loadPending').map(pendingFromRow));
+  }
+
+  async addPendingAuthority(record: PendingAuthorityRecord, audit: AuditEventInput): Promise<void> {
+    return this.writeTransaction(() => {
+      this.run('insertPending', {
+        id: record.id,
+        keyType: record.keyType,
+        sealedKey: record.sealedKey,
+        csr: record.csrDer,
+        subject: record.subject,
+        upstream: record.upstream,
+        createdAt: record.createdAt.getTime(),
+        expiresAt: record.expiresAt.getTime(),
+      });
+      this.insertAudit(audit);
+    });
+  }
+
+  async deletePendingAuthority(id: string, audit: AuditEventInput): Promise<boolean> {
+    return this.writeTransaction(() => {
+      if (this.run('deletePending', id).changes === 0) return false;
+      this.insertAudit(audit);
+      return true;
+    });
+  }
+
   private transition(transition: AuthorityTransition, at: Date): void {
-    const params = { id: transition.id, to: transition.to, from: JSON.stringify(transition.from), at: at.getTime() };
-    if (this.run('transition', params).changes > 0) return;
-    const current = this.get<{ state: AuthorityState }>('authorityState', transition.id);
-    if (!current) throw new StoreError('ERR_STORE_NOT_FOUND', `no authority with id ${transition.id}`);
-    throw new StoreError(
-      'ERR_STORE_CONFLICT',
-      `authority ${transition.id} is ${current.state}, not ${transition.from.join(' or ') || '(no state allowed)'}; cannot make it ${transition.to}`,
-    );
+    this.guardedTransition({ update: 'transition', read: 'authorityState', what: `authority ${transition.id}` }, { id: transition.id }, transition, at);
+  }
+
+  /** A state change guarded by the current state: NOT_FOUND for an unknown row, CONFLICT for any other state. */
+  private guardedTransition(
+    sql: { readonly update: SqlName; readonly read: SqlName; readonly what: string },
+    key: Readonly<Record<string, string>>,
+    transition: { readonly from: readonly string[]; readonly to: string },
+    at: Date,
+  ): void {
+    if (this.run(sql.update, { ...key, to: transition.to, from: JSON.stringify(transition.from), at: at.getTime() }).changes > 0) return;
+    const current = this.get<{ state: string }>(sql.read, Object.values(key)[0]);
+    if (!current) throw new StoreError('ERR_STORE_NOT_FOUND', `no ${sql.what}`);
+    throw new StoreError('ERR_STORE_CONFLICT', `${sql.what} is ${current.state}, not ${transition.from.join(' or ') || '(no state allowed)'}; cannot make it ${transition.to}`);
   }
 
   /** The row, plus version bumps: the authority's own (OCSP answers for its leaves) and its root's (CRL entry). */
@@ -230,6 +288,10 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   // --- issuance ---
+
+  async checkFreeSpace(): Promise<void> {
+    this.diskGuard.check();
+  }
 
   async recordIssued(record: IssuedCertificateRecord): Promise<void> {
     if (this.closed) throw closedError();
@@ -445,7 +507,83 @@ class SqliteStoreImpl implements SqliteStore {
     return this.write(() => this.count('nextCrlNumber', authorityId));
   }
 
+  // --- JWT-SVIDs ---
+
+  async loadJwtAuthorities(): Promise<JwtAuthorityRecord[]> {
+    // A read-only inspection may open a database from before migration 005.
+    return this.use(() => (this.get('jwtAuthoritiesTable') ? this.all<JwtAuthorityRow>('loadJwtAuthorities').map(jwtAuthorityFromRow) : []));
+  }
+
+  async applyJwtAuthorityChange(change: JwtAuthorityChange): Promise<{ bundleSequence: number }> {
+    return this.writeTransaction(() => {
+      for (const record of change.insert ?? []) this.run('insertJwtAuthority', jwtAuthorityParams(record));
+      for (const transition of change.transitions ?? []) this.jwtTransition(transition, change.audit.at);
+      if (change.bumpBundleSequence) this.run('bumpBundleSequence');
+      this.insertAudit(change.audit);
+      return { bundleSequence: this.readBundleSequence() };
+    });
+  }
+
+  private jwtTransition(transition: JwtAuthorityTransition, at: Date): void {
+    this.guardedTransition({ update: 'jwtTransition', read: 'jwtAuthorityState', what: `JWT key ${transition.kid}` }, { kid: transition.kid }, transition, at);
+  }
+
+  async recordJwtSvid(record: JwtSvidRecord): Promise<void> {
+    return this.use(() => {
+      this.run('insertJwtSvid', {
+        jti: record.jti,
+        spiffeId: record.spiffeId,
+        callerId: record.callerId,
+        audiences: JSON.stringify(record.audiences),
+        kid: record.kid,
+        issuedAt: record.issuedAt.getTime(),
+        expiresAt: record.expiresAt.getTime(),
+      });
+    });
+  }
+
+  async listJwtSvids(query: { readonly spiffeId?: string; readonly limit: number }): Promise<JwtSvidRecord[]> {
+    return this.use(() => {
+      const rows = query.spiffeId === undefined ? this.all<JwtSvidRow>('listJwtSvids', pageLimit(query.limit)) : this.all<JwtSvidRow>('listJwtSvidsOf', query.spiffeId, pageLimit(query.limit));
+      return rows.map(jwtSvidFromRow);
+    });
+  }
+
+  async pruneJwtSvids(expiredBefore: Date, batch: number): Promise<number> {
+    return this.use(() => this.run('pruneJwtSvids', expiredBefore.getTime(), Math.max(0, Math.floor(batch))).changes);
+  }
+
+  // --- federation ---
+
+  async saveFederatedBundle(record: FederatedBundleRecord): Promise<void> {
+    return this.use(() => {
+      this.run('saveFederatedBundle', {
+        trustDomain: record.trustDomain,
+        endpointUrl: record.endpointUrl,
+        bundle: record.bundleJson,
+        sequence: record.sequence,
+        fetchedAt: record.fetchedAt.getTime(),
+      });
+    });
+  }
+
+  async loadFederatedBundles(): Promise<FederatedBundleRecord[]> {
+    return this.use(() =>
+      this.all<FederatedBundleRow>('loadFederatedBundles').map((row) => ({
+        trustDomain: row.trust_domain,
+        endpointUrl: row.endpoint_url,
+        bundleJson: row.bundle,
+        sequence: row.sequence,
+        fetchedAt: new Date(row.fetched_at),
+      })),
+    );
+  }
+
   // --- audit ---
+
+  async pruneAudit(before: Date, batch: number): Promise<number> {
+    return this.use(() => this.run('pruneAudit', before.getTime(), Math.max(0, Math.floor(batch))).changes);
+  }
 
   async appendAudit(event: AuditEventInput): Promise<void> {
     return this.write(() => this.insertAudit(event));

@@ -17,6 +17,8 @@ export interface AuthorityRecord {
   readonly certificateDer: Buffer;
   /** AES-256-GCM sealed PKCS#8 private key; null for a root whose key meshca does not hold (plug-in CA). */
   readonly sealedKey: Buffer | null;
+  /** Upstream intermediates between this intermediate and its root (DER, nearest first); empty when the root signed it directly. */
+  readonly upstreamChainDers: readonly Buffer[];
   readonly serialHex: string;
   readonly subject: string;
   readonly notBefore: Date;
@@ -24,6 +26,23 @@ export interface AuthorityRecord {
   readonly sha256Fingerprint: string;
   readonly createdAt: Date;
   readonly updatedAt: Date;
+}
+
+/** A key meshca generated for an intermediate whose certificate an upstream CA has not returned yet. */
+export interface PendingAuthorityRecord {
+  /** `pending-` + 16 hex digits of the public key's SHA-256. */
+  readonly id: string;
+  readonly keyType: string;
+  /** AES-256-GCM sealed PKCS#8 private key, the pending id as AAD. */
+  readonly sealedKey: Buffer;
+  /** The PKCS#10 request sent upstream (DER). */
+  readonly csrDer: Buffer;
+  readonly subject: string;
+  /** 'manual' (an operator attaches the certificate), 'vault' or 'cert-manager'. */
+  readonly upstream: string;
+  readonly createdAt: Date;
+  /** Attaching is refused after this; housekeeping then deletes the record. */
+  readonly expiresAt: Date;
 }
 
 export interface AuditEventInput {
@@ -53,10 +72,70 @@ export interface AuthorityChange {
   readonly transitions?: readonly AuthorityTransition[];
   /** Re-sealed keys (KEK rotation). */
   readonly resealed?: readonly { readonly id: string; readonly sealedKey: Buffer }[];
+  /** Re-sealed JWT-SVID signing keys (KEK rotation), by kid. */
+  readonly resealedJwtKeys?: readonly { readonly kid: string; readonly sealedKey: Buffer }[];
+  /** Re-sealed pending keys (KEK rotation). */
+  readonly resealedPending?: readonly { readonly id: string; readonly sealedKey: Buffer }[];
+  /** A pending authority this change completes (its certificate was attached): deleted in the same transaction. */
+  readonly completesPending?: string;
   /** Authorities revoked (made tainted) by this change; each bumps its own and its parent's revocation version. */
   readonly revocations?: readonly AuthorityRevocation[];
   readonly bumpBundleSequence: boolean;
   readonly audit: AuditEventInput;
+}
+
+export type JwtAuthorityState = 'prepared' | 'active' | 'retired' | 'removed';
+
+/** A JWT-SVID signing key: published in the SPIFFE bundle (use "jwt-svid", its kid) until removed. */
+export interface JwtAuthorityRecord {
+  readonly kid: string;
+  readonly state: JwtAuthorityState;
+  /** JWS algorithm, e.g. ES256. */
+  readonly algorithm: string;
+  /** The public JWK (kty, crv, x, y or n, e), without kid/use. */
+  readonly publicJwk: Readonly<Record<string, string>>;
+  /** AES-256-GCM sealed PKCS#8 private key, AAD = kid. */
+  readonly sealedKey: Buffer;
+  /** No JWT-SVID signed with the key outlives this; the key is removed after it. */
+  readonly notAfter: Date;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+}
+
+export interface JwtAuthorityTransition {
+  readonly kid: string;
+  /** Guard, as for AuthorityTransition. */
+  readonly from: readonly JwtAuthorityState[];
+  readonly to: JwtAuthorityState;
+}
+
+/** One journaled JWT key change, in one transaction with its audit event. */
+export interface JwtAuthorityChange {
+  readonly insert?: readonly JwtAuthorityRecord[];
+  readonly transitions?: readonly JwtAuthorityTransition[];
+  readonly bumpBundleSequence: boolean;
+  readonly audit: AuditEventInput;
+}
+
+/** A minted JWT-SVID as recorded: never the token itself. */
+export interface JwtSvidRecord {
+  readonly jti: string;
+  readonly spiffeId: string;
+  readonly callerId: string;
+  readonly audiences: readonly string[];
+  readonly kid: string;
+  readonly issuedAt: Date;
+  readonly expiresAt: Date;
+}
+
+/** The last good bundle fetched from a federated trust domain's bundle endpoint. */
+export interface FederatedBundleRecord {
+  readonly trustDomain: string;
+  readonly endpointUrl: string;
+  /** The SPIFFE bundle document (JWK Set) as fetched. */
+  readonly bundleJson: string;
+  readonly sequence: number | null;
+  readonly fetchedAt: Date;
 }
 
 export interface IssuedCertificateRecord {
@@ -157,9 +236,16 @@ export interface Store {
   /**
    * Applies one authority change atomically; returns the bundle sequence after it. Fails with
    * ERR_STORE_CONFLICT (a guard saw another state; nothing was written), ERR_STORE_NOT_FOUND
-   * (unknown id in a transition/re-seal, or an unknown parent) or ERR_STORE_DUPLICATE (id or fingerprint).
+   * (unknown id in a transition/re-seal, an unknown parent, or a completed pending authority that
+   * no longer exists) or ERR_STORE_DUPLICATE (id or fingerprint).
    */
   applyAuthorityChange(change: AuthorityChange): Promise<{ bundleSequence: number }>;
+  /** Oldest first. */
+  loadPendingAuthorities(): Promise<PendingAuthorityRecord[]>;
+  /** Records a pending authority with its audit event, in one transaction (ERR_STORE_DUPLICATE for a known id). */
+  addPendingAuthority(record: PendingAuthorityRecord, audit: AuditEventInput): Promise<void>;
+  /** Deletes a pending authority with its audit event, in one transaction; false (nothing written) when it does not exist. */
+  deletePendingAuthority(id: string, audit: AuditEventInput): Promise<boolean>;
 
   /**
    * Resolves only after the record is durably committed (group commit batches concurrent calls).
@@ -167,6 +253,11 @@ export interface Store {
    * authority) for that record alone, or ERR_STORE_UNAVAILABLE when its whole batch failed.
    */
   recordIssued(record: IssuedCertificateRecord): Promise<void>;
+  /**
+   * Rejects with ERR_STORE_DISK_LOW while the data volume has less free space than configured
+   * (--min-free-disk), so workload issuance stops before the volume fills. Cheap: sampled at most once a second.
+   */
+  checkFreeSpace(): Promise<void>;
   getCertificate(serialHex: string, now: Date): Promise<CertificateDetail | undefined>;
   /** Newest expiry first (notAfter descending); keyset-paged, so pages never repeat or skip rows. */
   listCertificates(query: CertificateQuery): Promise<Page<CertificateSummary>>;
@@ -204,7 +295,23 @@ export interface Store {
    */
   pruneExpired(expiredBefore: Date, batch: number): Promise<number>;
 
+  /** JWT-SVID signing keys, oldest first. */
+  loadJwtAuthorities(): Promise<JwtAuthorityRecord[]>;
+  /** Applies one JWT key change atomically (guards as applyAuthorityChange); returns the bundle sequence after it. */
+  applyJwtAuthorityChange(change: JwtAuthorityChange): Promise<{ bundleSequence: number }>;
+  /** Durably records a minted JWT-SVID (ERR_STORE_DUPLICATE for a repeated jti, ERR_STORE_NOT_FOUND for an unknown kid). */
+  recordJwtSvid(record: JwtSvidRecord): Promise<void>;
+  /** Recorded JWT-SVIDs, newest first, optionally of one identity; limit clamped to 1..1000. */
+  listJwtSvids(query: { readonly spiffeId?: string; readonly limit: number }): Promise<JwtSvidRecord[]>;
+  /** Deletes up to `batch` JWT-SVID records that expired before `expiredBefore`; returns how many. */
+  pruneJwtSvids(expiredBefore: Date, batch: number): Promise<number>;
+  /** Replaces the stored last good bundle of a federated trust domain. */
+  saveFederatedBundle(record: FederatedBundleRecord): Promise<void>;
+  loadFederatedBundles(): Promise<FederatedBundleRecord[]>;
+
   appendAudit(event: AuditEventInput): Promise<void>;
+  /** Deletes up to `batch` of the oldest audit events dated before `before` (--audit-retention); returns how many. */
+  pruneAudit(before: Date, batch: number): Promise<number>;
   listAudit(query: { readonly limit: number; readonly cursor?: string }): Promise<Page<AuditEvent>>;
 
   /**

@@ -1,4 +1,4 @@
-import { request } from 'node:https';
+import { get, request } from 'node:https';
 
 export interface AdminResponse {
   readonly status: number;
@@ -41,5 +41,16 @@ export function adminCall(
     });
     req.on('error', reject);
     req.end(body);
+  });
+}
+
+/** The public trust bundle, fetched the way a bootstrapping client would (trust on first use: it is public data). */
+export function publicBundle(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    get({ host: '127.0.0.1', port, path: '/v1/bundle', rejectUnauthorized: false }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c.toString()));
+      res.on('end', () => resolve(text));
+    }).on('error', reject);
   });
 }

@@ -2,21 +2,21 @@
  * A small Kubernetes API server for tests: real HTTPS (a CA made with openssl), a real bearer-token
  * (or client-certificate) check, and the real paths and JSON shapes of the endpoints meshca uses —
  * TokenReview, namespaces (list + watch), pods (get, list with field selectors), configmaps, secrets
- * and leases (get/create/update with resourceVersion conflicts). It is the only simulated part of
- * the Kubernetes tests; meshca talks to it exactly as to an API server.
+ * and leases (get/create/update with resourceVersion conflicts), and cert-manager.io/v1
+ * CertificateRequests (create/get; a test plays cert-manager through onCertificateRequest and
+ * setStatus). It is the only simulated part of the Kubernetes tests; meshca talks to it exactly as to an API server.
  */
 
 import { randomBytes, randomUUID, X509Certificate } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createServer, type Server } from 'node:https';
-import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { stringify } from 'yaml';
+import { LoopbackHttpsServer } from './loopback-https.js';
 import { openssl } from './openssl.js';
 
-type Obj = { metadata: Record<string, unknown> & { name: string; namespace?: string; resourceVersion?: string; labels?: Record<string, string> }; [key: string]: unknown };
+export type Obj = { metadata: Record<string, unknown> & { name: string; namespace?: string; resourceVersion?: string; labels?: Record<string, string> }; [key: string]: unknown };
 
 export interface ServiceAccountTokenSpec {
   readonly namespace: string;
@@ -59,6 +59,8 @@ export class KubeApiSimulator {
   fault: { readonly status: number; readonly match?: RegExp; times?: number; readonly retryAfterSeconds?: number } | undefined;
   /** Delay every response this long (ms). */
   latencyMs = 0;
+  /** Plays cert-manager: called with each created CertificateRequest (approve, sign, deny or ignore it with setStatus). */
+  onCertificateRequest: ((request: Obj) => void) | undefined;
   /** false: answer like an API server without audience support (authenticated, status.audiences empty). */
   audienceAware = true;
   /** Clients authenticating this way ('token', 'client-cert') get 401: a replica cut off from the API. */
@@ -69,10 +71,8 @@ export class KubeApiSimulator {
   readonly #tokens = new Map<string, TokenEntry>();
   readonly #watchers = new Set<{ res: ServerResponse; selector: string | null; timer: NodeJS.Timeout }>();
   readonly #namespaceEvents: { type: string; object: Obj; rv: number }[] = [];
-  readonly #sockets = new Set<Socket>();
   #rv = 100;
-  #server: Server;
-  #port = 0;
+  readonly #http: LoopbackHttpsServer;
 
   private constructor(
     readonly dir: string,
@@ -82,7 +82,9 @@ export class KubeApiSimulator {
     readonly name: string,
   ) {
     this.issuer = `https://${name}.kube-sim.example`;
-    this.#server = this.#createServer();
+    this.#http = new LoopbackHttpsServer({ key: this.tls.key, cert: this.tls.cert, ca: this.caPem, requestCert: true, rejectUnauthorized: false }, (req, res) => {
+      void this.#handle(req, res).catch((error: unknown) => status(res, 500, 'InternalError', String(error)));
+    });
   }
 
   /** Starts a simulator with its own CA in `dir`. */
@@ -101,12 +103,12 @@ export class KubeApiSimulator {
     const read = (n: string) => openssl(['x509', '-in', f(n)]);
     const key = openssl(['pkey', '-in', f('server.key')]);
     const sim = new KubeApiSimulator(dir, read('ca.crt'), { key, cert: read('server.crt') }, `sim-${randomBytes(16).toString('hex')}`, name);
-    await sim.#listen(0);
+    await sim.#http.listen(0);
     return sim;
   }
 
   get url(): string {
-    return `https://127.0.0.1:${this.#port}`;
+    return `https://127.0.0.1:${this.#http.port}`;
   }
 
   /** Writes a kubeconfig for this API server and returns its path. */
@@ -200,6 +202,13 @@ export class KubeApiSimulator {
     return this.#store(resource, namespace, structuredClone(object));
   }
 
+  /** Writes an object's status as a controller would (e.g. cert-manager on a CertificateRequest). */
+  setStatus(resource: string, namespace: string, name: string, status: Record<string, unknown>): void {
+    const object = this.get(resource, namespace, name);
+    if (!object) throw new Error(`${resource} ${namespace}/${name} does not exist`);
+    this.#store(resource, namespace, { ...object, status });
+  }
+
   count(method: string, pathPattern: RegExp): number {
     return this.requests.filter((r) => r.method === method && pathPattern.test(r.path)).length;
   }
@@ -211,16 +220,12 @@ export class KubeApiSimulator {
       w.res.destroy();
     }
     this.#watchers.clear();
-    await new Promise<void>((resolve) => {
-      this.#server.close(() => resolve());
-      this.#sockets.forEach((s) => s.destroy());
-    });
+    await this.#http.stop();
   }
 
   /** Comes back on the same port. */
-  async resume(): Promise<void> {
-    this.#server = this.#createServer();
-    await this.#listen(this.#port);
+  resume(): Promise<void> {
+    return this.#http.resume();
   }
 
   close(): Promise<void> {
@@ -228,27 +233,6 @@ export class KubeApiSimulator {
   }
 
   // ---- server -------------------------------------------------------------------------------
-
-  #createServer(): Server {
-    const server = createServer({ key: this.tls.key, cert: this.tls.cert, ca: this.caPem, requestCert: true, rejectUnauthorized: false }, (req, res) => {
-      void this.#handle(req, res).catch((error: unknown) => status(res, 500, 'InternalError', String(error)));
-    });
-    server.on('secureConnection', (socket: TLSSocket) => {
-      this.#sockets.add(socket);
-      socket.on('close', () => this.#sockets.delete(socket));
-    });
-    return server;
-  }
-
-  #listen(port: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(port, '127.0.0.1', () => {
-        this.#port = (this.#server.address() as { port: number }).port;
-        resolve();
-      });
-    });
-  }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'https://sim');
@@ -324,7 +308,9 @@ export class KubeApiSimulator {
     if (!this.#objects.has(`namespaces//${params.ns}`)) return status(res, 404, 'NotFound', `namespaces "${params.ns}" not found`);
     if (this.#objects.has(`${resource}/${params.ns}/${name}`)) return status(res, 409, 'AlreadyExists', `${resource} "${name}" already exists`);
     if (object.metadata.resourceVersion) return status(res, 422, 'Invalid', 'metadata.resourceVersion: must be empty on create');
-    json(res, 201, this.#store(resource, params.ns!, object));
+    const stored = this.#store(resource, params.ns!, object);
+    json(res, 201, stored);
+    if (resource === 'certificaterequests') this.onCertificateRequest?.(stored);
   }
 
   updateObject({ params, body, res }: Ctx): void {
@@ -388,7 +374,7 @@ interface Ctx {
 
 const NS = '(?<ns>[a-z0-9-]+)';
 const NAME = '(?<name>[a-z0-9.-]+)';
-const OBJECTS = `(?:/api/v1|/apis/coordination\\.k8s\\.io/v1)/namespaces/${NS}/(?<resource>configmaps|secrets|leases)`;
+const OBJECTS = `(?:/api/v1|/apis/coordination\\.k8s\\.io/v1|/apis/cert-manager\\.io/v1)/namespaces/${NS}/(?<resource>configmaps|secrets|leases|certificaterequests)`;
 
 const ROUTES: { method: string; pattern: RegExp; handle: (sim: KubeApiSimulator, ctx: Ctx) => void }[] = [
   { method: 'POST', pattern: /^\/apis\/authentication\.k8s\.io\/v1\/tokenreviews$/, handle: (s, c) => s.tokenReview(c) },

@@ -21,3 +21,14 @@ export function writeChain(dir: string, chain: readonly string[]): { leaf: strin
   writeFileSync(paths.roots, chain[chain.length - 1]!);
   return paths;
 }
+
+/** A TLS CA and a serverAuth certificate for 127.0.0.1/localhost, made with openssl (for the simulated upstream servers). */
+export function tlsServerIdentity(dir: string, name: string): { caPem: string; key: string; cert: string } {
+  const f = (n: string) => join(dir, `${name}-${n}`);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl(['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.crt'), '-days', '2', '-subj', `/CN=${name}-tls-ca`]);
+  openssl(['req', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', `/CN=${name}`]);
+  writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  openssl(['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-out', f('server.crt'), '-extfile', f('server.ext')]);
+  return { caPem: openssl(['x509', '-in', f('ca.crt')]), key: openssl(['pkey', '-in', f('server.key')]), cert: openssl(['x509', '-in', f('server.crt')]) };
+}

@@ -4,9 +4,11 @@ import type { Inventory } from '../../authority/inventory.js';
 import type { CertificateAuthority } from '../../authority/lifecycle.js';
 import { parseDuration } from '../../duration.js';
 import { KEY_TYPES, type KeyType } from '../../pki/keys.js';
-import type { AuthorityRecord, AuthorityRevocationReason } from '../../store/types.js';
+import type { AuthorityRecord, AuthorityRevocationReason, PendingAuthorityRecord } from '../../store/types.js';
 import { AUTHORITY_REVOCATION_REASONS } from '../../authority/revocation.js';
-import { authorityIdParams, authorityView, errorReply, protectedErrors } from '../schemas.js';
+import { isPendingId } from '../../authority/pending.js';
+import { pemEncode } from '../../pki/pem.js';
+import { authorityIdParams, authorityOrPendingIdParams, authorityView, errorReply, pendingAuthorityView, protectedErrors } from '../schemas.js';
 
 export interface AuthorityRoutesOptions {
   readonly ca: CertificateAuthority;
@@ -27,6 +29,16 @@ interface PrepareBody {
   readonly intermediateTtl?: string;
 }
 
+interface CsrBody {
+  readonly keyType?: KeyType;
+  readonly subject?: string;
+}
+
+interface AttachBody {
+  readonly certificate: string;
+  readonly chain: string;
+}
+
 interface ImportBody {
   readonly caCert: string;
   readonly caKey: string;
@@ -36,24 +48,59 @@ interface ImportBody {
 
 const DURATION = { type: 'string', pattern: '^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d|y))+$', maxLength: 32 } as const;
 const PEM = { type: 'string', minLength: 1, maxLength: 65536 } as const;
-const authorityList = {
+const authorityList = { type: 'object', properties: { authorities: { type: 'array', items: authorityView } }, required: ['authorities'] } as const;
+const inventoryList = {
   type: 'object',
-  properties: { authorities: { type: 'array', items: authorityView } },
-  required: ['authorities'],
+  properties: { authorities: { type: 'array', items: authorityView }, pending: { type: 'array', items: pendingAuthorityView } },
+  required: ['authorities', 'pending'],
 } as const;
 const withConflicts = { ...protectedErrors, 404: errorReply, 409: errorReply } as const;
 
-/** Authority lifecycle (docs/architecture.md): list, prepare, activate, remove, revoke, rotate-intermediate, import. */
+/** Authority lifecycle (docs/architecture.md): list, prepare, activate, remove, revoke, rotate-intermediate, import, intermediate CSR + attach. */
 export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOptions): void {
   const { ca, inventory } = options;
   const views = async (ids: readonly string[]) => (await inventory.authorities()).filter((a) => ids.includes(a.id));
 
-  app.get(
-    '/v1/authorities',
-    { schema: { summary: 'List roots and intermediates with usage counts', response: { 200: authorityList, ...protectedErrors } } },
-    async () => ({
-      authorities: await inventory.authorities(),
-    }),
+  app.get('/v1/authorities', { schema: { summary: 'List roots and intermediates with usage counts, and pending CSRs', response: { 200: inventoryList, ...protectedErrors } } }, async () => ({
+    authorities: await inventory.authorities(),
+    pending: (await ca.pendingAuthorities()).map(pendingView),
+  }));
+
+  app.post<{ Body: CsrBody }>(
+    '/v1/authorities/intermediate-csr',
+    {
+      schema: {
+        summary: 'Generate an intermediate key (sealed, never leaves meshca) and return its CSR for an upstream CA; the authority is pending until its certificate is attached',
+        body: {
+          type: ['object', 'null'],
+          properties: { keyType: { type: 'string', enum: [...KEY_TYPES] }, subject: { type: 'string', minLength: 1, maxLength: 512 } },
+          additionalProperties: false,
+        },
+        response: { 201: pendingAuthorityView, ...withConflicts },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body ?? {};
+      const { pending } = await ca.requestIntermediate({ keyType: body.keyType, subject: body.subject }, options.actor(request));
+      return reply.code(201).send(pendingView(pending));
+    },
+  );
+
+  app.post<{ Params: { id: string }; Body: AttachBody }>(
+    '/v1/authorities/:id/certificate',
+    {
+      bodyLimit: 512 * 1024,
+      schema: {
+        summary: "Attach the upstream-signed certificate and its chain (up to the upstream root) to a pending authority; it becomes prepared and the root joins the bundle",
+        params: authorityOrPendingIdParams,
+        body: { type: 'object', properties: { certificate: PEM, chain: PEM }, required: ['certificate', 'chain'], additionalProperties: false },
+        response: { 200: authorityList, ...withConflicts },
+      },
+    },
+    async (request) => {
+      const attached = await ca.attachCertificate(request.params.id, request.body, options.actor(request));
+      return { authorities: await views(ids(attached)) };
+    },
   );
 
   app.post<{ Body: PrepareBody }>(
@@ -81,13 +128,7 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
 
   app.post<{ Params: { id: string } }>(
     '/v1/authorities/:id/activate',
-    {
-      schema: {
-        summary: 'Make a prepared authority the signer; the previous one retires',
-        params: authorityIdParams,
-        response: { 200: authorityList, ...withConflicts },
-      },
-    },
+    { schema: { summary: 'Make a prepared authority the signer; the previous one retires', params: authorityOrPendingIdParams, response: { 200: authorityList, ...withConflicts } } },
     async (request) => {
       const activated = await ca.activate(request.params.id, options.actor(request));
       return {
@@ -100,8 +141,8 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
     '/v1/authorities/:id/remove',
     {
       schema: {
-        summary: 'Remove a retired authority (a root with its intermediates) from the bundle',
-        params: authorityIdParams,
+        summary: 'Remove a retired authority (a root with its intermediates) from the bundle, or delete a pending one',
+        params: authorityOrPendingIdParams,
         querystring: { type: 'object', properties: { force: { type: 'boolean', default: false } }, additionalProperties: false },
         response: {
           200: {
@@ -112,7 +153,11 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
         },
       },
     },
-    async (request) => ca.remove(request.params.id, request.query.force, options.actor(request)),
+    async (request) => {
+      if (!isPendingId(request.params.id)) return ca.remove(request.params.id, request.query.force, options.actor(request));
+      await ca.removePending(request.params.id, options.actor(request));
+      return { removed: [request.params.id], unexpiredCertificates: 0 };
+    },
   );
 
   app.post<{ Params: { id: string }; Body: RevokeBody }>(
@@ -198,6 +243,19 @@ function ttl(value: string | undefined): number | undefined {
     throw new InvalidInputError(`CA lifetime "${value}" is out of range: use between 1h and 100y`);
   }
   return ms;
+}
+
+function pendingView(p: PendingAuthorityRecord) {
+  return {
+    id: p.id,
+    state: 'pending',
+    keyType: p.keyType,
+    subject: p.subject,
+    upstream: p.upstream,
+    createdAt: p.createdAt.toISOString(),
+    expiresAt: p.expiresAt.toISOString(),
+    csr: pemEncode(p.csrDer, 'CERTIFICATE REQUEST'),
+  };
 }
 
 function ids(records: readonly AuthorityRecord[]): string[] {

@@ -1,6 +1,6 @@
 /** The SQL of the SQLite store: row shapes, statement texts, parameter and row mappings, cursors. */
 import { StoreError } from '../errors.js';
-import { normalizeSerial } from '../rows.js';
+import { normalizeSerial, upstreamChainColumn } from '../rows.js';
 import type {
   AuditEvent,
   AuditEventInput,
@@ -9,6 +9,8 @@ import type {
   CertificateStatus,
   CertificateSummary,
   IssuedCertificateRecord,
+  JwtAuthorityRecord,
+  JwtSvidRecord,
   Page,
   RevocationInput,
 } from '../types.js';
@@ -64,6 +66,7 @@ export function authorityParams(record: AuthorityRecord) {
     keyType: record.keyType,
     certificate: record.certificateDer,
     sealedKey: record.sealedKey,
+    upstreamChain: upstreamChainColumn(record.upstreamChainDers),
     serialHex: record.serialHex,
     subject: record.subject,
     notBefore: record.notBefore.getTime(),
@@ -212,10 +215,15 @@ const UNKNOWN_AUTHORITY = 'FROM issued_certificates c WHERE NOT EXISTS (SELECT 1
 
 export const SQL = {
   loadAuthorities: 'SELECT * FROM authorities ORDER BY created_at, id',
-  insertAuthority: `INSERT INTO authorities (id, kind, parent_id, state, key_type, certificate, sealed_key, serial_hex, subject,
+  insertAuthority: `INSERT INTO authorities (id, kind, parent_id, state, key_type, certificate, sealed_key, upstream_chain, serial_hex, subject,
       not_before, not_after, sha256_fingerprint, created_at, updated_at)
-    VALUES (@id, @kind, @parentId, @state, @keyType, @certificate, @sealedKey, @serialHex, @subject,
+    VALUES (@id, @kind, @parentId, @state, @keyType, @certificate, @sealedKey, @upstreamChain, @serialHex, @subject,
       @notBefore, @notAfter, @fingerprint, @createdAt, @updatedAt)`,
+  loadPending: 'SELECT * FROM pending_authorities ORDER BY created_at, id',
+  insertPending: `INSERT INTO pending_authorities (id, key_type, sealed_key, csr, subject, upstream, created_at, expires_at)
+    VALUES (@id, @keyType, @sealedKey, @csr, @subject, @upstream, @createdAt, @expiresAt)`,
+  deletePending: 'DELETE FROM pending_authorities WHERE id = ?',
+  resealPending: 'UPDATE pending_authorities SET sealed_key = @sealedKey WHERE id = @id',
   transition: `UPDATE authorities SET state = @to, updated_at = @at
     WHERE id = @id AND state IN (SELECT value FROM json_each(@from))`,
   authorityState: 'SELECT state FROM authorities WHERE id = ?',
@@ -273,10 +281,74 @@ export const SQL = {
   countUnexpiredAll: 'SELECT count(*) AS n FROM issued_certificates WHERE not_after > ?',
   countRevoked: 'SELECT count(*) AS n FROM issued_certificates WHERE revoked_at IS NOT NULL',
   countRevokedUnexpired: 'SELECT count(*) AS n FROM issued_certificates WHERE revoked_at IS NOT NULL AND not_after > ?',
+  pruneAudit: `DELETE FROM audit_events WHERE id IN
+    (SELECT id FROM audit_events WHERE at < ? ORDER BY at LIMIT ?)`,
+  jwtAuthoritiesTable: "SELECT 1 AS one FROM sqlite_master WHERE type = 'table' AND name = 'jwt_authorities'",
+  loadJwtAuthorities: 'SELECT * FROM jwt_authorities ORDER BY created_at, kid',
+  insertJwtAuthority: `INSERT INTO jwt_authorities (kid, state, algorithm, public_jwk, sealed_key, not_after, created_at, updated_at)
+    VALUES (@kid, @state, @algorithm, @publicJwk, @sealedKey, @notAfter, @createdAt, @updatedAt)`,
+  jwtTransition: `UPDATE jwt_authorities SET state = @to, updated_at = @at
+    WHERE kid = @kid AND state IN (SELECT value FROM json_each(@from))`,
+  jwtAuthorityState: 'SELECT state FROM jwt_authorities WHERE kid = ?',
+  resealJwt: 'UPDATE jwt_authorities SET sealed_key = @sealedKey, updated_at = @at WHERE kid = @kid',
+  insertJwtSvid: `INSERT INTO jwt_svids (jti, spiffe_id, caller_id, audiences, kid, issued_at, expires_at)
+    VALUES (@jti, @spiffeId, @callerId, @audiences, @kid, @issuedAt, @expiresAt)`,
+  listJwtSvids: 'SELECT * FROM jwt_svids ORDER BY issued_at DESC, jti LIMIT ?',
+  listJwtSvidsOf: 'SELECT * FROM jwt_svids WHERE spiffe_id = ? ORDER BY issued_at DESC, jti LIMIT ?',
+  pruneJwtSvids: `DELETE FROM jwt_svids WHERE jti IN
+    (SELECT jti FROM jwt_svids WHERE expires_at < ? ORDER BY expires_at LIMIT ?)`,
+  saveFederatedBundle: `INSERT INTO federated_bundles (trust_domain, endpoint_url, bundle, sequence, fetched_at)
+    VALUES (@trustDomain, @endpointUrl, @bundle, @sequence, @fetchedAt)
+    ON CONFLICT (trust_domain) DO UPDATE SET endpoint_url = excluded.endpoint_url, bundle = excluded.bundle,
+      sequence = excluded.sequence, fetched_at = excluded.fetched_at`,
+  loadFederatedBundles: 'SELECT * FROM federated_bundles ORDER BY trust_domain',
 } as const;
 
 export type SqlName = keyof typeof SQL;
 
 export function revocationParams(revocation: RevocationInput) {
   return { at: revocation.at.getTime(), reason: revocation.reason, actor: revocation.actor };
+}
+
+export interface JwtSvidRow {
+  jti: string;
+  spiffe_id: string;
+  caller_id: string;
+  audiences: string;
+  kid: string;
+  issued_at: number;
+  expires_at: number;
+}
+
+export interface FederatedBundleRow {
+  trust_domain: string;
+  endpoint_url: string;
+  bundle: string;
+  sequence: number | null;
+  fetched_at: number;
+}
+
+export function jwtAuthorityParams(record: JwtAuthorityRecord) {
+  return {
+    kid: record.kid,
+    state: record.state,
+    algorithm: record.algorithm,
+    publicJwk: JSON.stringify(record.publicJwk),
+    sealedKey: record.sealedKey,
+    notAfter: record.notAfter.getTime(),
+    createdAt: record.createdAt.getTime(),
+    updatedAt: record.updatedAt.getTime(),
+  };
+}
+
+export function jwtSvidFromRow(row: JwtSvidRow): JwtSvidRecord {
+  return {
+    jti: row.jti,
+    spiffeId: row.spiffe_id,
+    callerId: row.caller_id,
+    audiences: JSON.parse(row.audiences) as string[],
+    kid: row.kid,
+    issuedAt: new Date(row.issued_at),
+    expiresAt: new Date(row.expires_at),
+  };
 }

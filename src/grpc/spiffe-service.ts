@@ -1,0 +1,64 @@
+import { status, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { AuthenticationError, type Authenticator } from '../authn/index.js';
+import { IssuanceError } from '../authority/errors.js';
+import type { JwtSvidIssuance } from '../authority/jwt-svid-issuance.js';
+import type { Metrics } from '../observability/metrics.js';
+import { authenticateCall } from './certificate-service.js';
+import type { FetchBundlesResponse, MintJwtSvidRequest, MintJwtSvidResponse } from './proto.js';
+import { toGrpcFailure } from './status.js';
+
+export interface JwtSvidServiceOptions {
+  readonly authenticator: Authenticator;
+  readonly jwtSvids: JwtSvidIssuance;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+}
+
+/** meshca.v1.JwtSvidService: authn as CreateCertificate, then mint for the caller's own identity. */
+export function jwtSvidServiceHandlers(options: JwtSvidServiceOptions): UntypedServiceImplementation {
+  const MintJwtSvid = (
+    call: ServerUnaryCall<MintJwtSvidRequest, MintJwtSvidResponse>,
+    callback: sendUnaryData<MintJwtSvidResponse>,
+  ): void => {
+    void (async () => {
+      const caller = await authenticateCall(options.authenticator, call.metadata);
+      const minted = await options.jwtSvids.mint({
+        caller,
+        audiences: call.request.audience ?? [],
+        ttlSeconds: Number(call.request.ttl_seconds) || 0,
+      });
+      options.metrics.jwtSvidsMinted.inc();
+      options.logger.info({ spiffeId: minted.spiffeId, kid: minted.kid, jti: minted.jti, expiresAt: minted.expiresAt }, 'minted JWT-SVID');
+      return {
+        token: minted.token,
+        spiffe_id: minted.spiffeId,
+        expires_at: Math.floor(minted.expiresAt.getTime() / 1000),
+        kid: minted.kid,
+      };
+    })().then(
+      (response) => callback(null, response),
+      (error: unknown) => {
+        if (error instanceof AuthenticationError) options.metrics.authenticationFailures.inc();
+        else if (error instanceof IssuanceError && error.code === 'ERR_IDENTITY_DENIED') options.metrics.denied.inc();
+        else if (!(error instanceof IssuanceError)) options.logger.error({ err: error }, 'unexpected error in MintJwtSvid');
+        const failure = toGrpcFailure(error);
+        options.logger.warn({ code: failure.reason, status: status[failure.code], details: failure.details }, 'JWT-SVID request refused');
+        callback({ code: failure.code, details: failure.details });
+      },
+    );
+  };
+  return { MintJwtSvid: MintJwtSvid as UntypedServiceImplementation[string] };
+}
+
+/** meshca.v1.TrustBundleService: public trust data, like GET /v1/bundle, so no authentication. */
+export function trustBundleServiceHandlers(bundles: () => FetchBundlesResponse): UntypedServiceImplementation {
+  const FetchBundles = (_call: ServerUnaryCall<unknown, FetchBundlesResponse>, callback: sendUnaryData<FetchBundlesResponse>): void => {
+    try {
+      callback(null, bundles());
+    } catch (error) {
+      callback({ code: status.UNAVAILABLE, details: `bundles unavailable: ${(error as Error).message}` });
+    }
+  };
+  return { FetchBundles: FetchBundles as UntypedServiceImplementation[string] };
+}
