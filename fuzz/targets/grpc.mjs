@@ -41,7 +41,9 @@ export async function grpcTarget(mods, corpus, jwtKeys, options = {}) {
   for (const m of ['d', 'p', 'q', 'dp', 'dq', 'qi']) delete jwk[m];
   writeFileSync(join(dir, 'jwks.json'), JSON.stringify({ keys: [{ ...jwk, kid: 'rsa-1', use: 'sig' }] }));
   const env = { MESHCA_KEK: randomBytes(32).toString('base64') };
-  const args = ['--data-dir', join(dir, 'data'), '--grpc-listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--log-level', 'silent', '--jwks-file', join(dir, 'jwks.json'), '--jwt-issuer', ISSUER];
+  const args = ['--data-dir', join(dir, 'data'), '--grpc-listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--log-level', 'silent', '--jwks-file', join(dir, 'jwks.json'), '--jwt-issuer', ISSUER,
+    // one identity sends every case: the per-identity limit (on by default) would answer RESOURCE_EXHAUSTED
+    '--rate-limit-per-identity', '0'];
   const config = buildServerConfig(parseFlags(SERVE_FLAGS, args, env, 'serve').values);
   const server = await startServer(config, pino({ level: 'silent' }), env);
   const client = new CaClient({ address: `127.0.0.1:${server.grpcAddress.port}`, rootsPem: server.ca.current().rootsPem, serverName: 'localhost' });
