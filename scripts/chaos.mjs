@@ -165,7 +165,19 @@ export async function runChaos(options = {}) {
   const received = new Set();
   const rootsSeen = new Set();
   const violations = [];
-  const stats = { iterations: 0, kills: 0, killsWhileStarting: 0, restarts: 0, issued: 0, failedRequests: 0, adminOps: { prepare: 0, activate: 0, 'rotate-intermediate': 0, remove: 0, revoke: 0 }, adminFailures: 0, adminFailureSamples: /** @type {string[]} */ ([]), checks: 0, maxBundleSequence: 0 };
+  const stats = {
+    iterations: 0,
+    kills: 0,
+    killsWhileStarting: 0,
+    restarts: 0,
+    issued: 0,
+    failedRequests: 0,
+    adminOps: { prepare: 0, activate: 0, 'rotate-intermediate': 0, remove: 0, revoke: 0 },
+    adminFailures: 0,
+    adminFailureSamples: /** @type {string[]} */ ([]),
+    checks: 0,
+    maxBundleSequence: 0,
+  };
   let maxSequence = 0;
   const caPem = () => [...rootsSeen].join('');
   const learnRoots = (pem) => pemBlocks(pem).forEach((b) => rootsSeen.add(b));
@@ -288,12 +300,15 @@ export async function runChaos(options = {}) {
     }
     const attack = await flood.stop();
     const problems = [];
-    if (peak - baseline > 150 * 1024 * 1024) problems.push(`RSS grew by ${((peak - baseline) / 1048576).toFixed(0)} MB under the flood (limit 150 MB)`);
+    if (peak - baseline > 150 * 1024 * 1024)
+      problems.push(`RSS grew by ${((peak - baseline) / 1048576).toFixed(0)} MB under the flood (limit 150 MB)`);
     if (ctx.issued === issuedBefore) problems.push('no certificate was issued while the flood ran');
     if (attack.opened === 0) problems.push('the flood could not open a single connection');
     stats.flood = { ...attack, rssGrowthMb: Math.round((peak - baseline) / 1048576), issuedDuring: ctx.issued - issuedBefore };
     if (problems.length > 0) violations.push({ label: 'stream flood', problems });
-    log(`stream flood: ${attack.opened} connections, ${attack.streamsOpened} streams; RSS +${stats.flood.rssGrowthMb} MB; ${stats.flood.issuedDuring} certificates issued meanwhile`);
+    log(
+      `stream flood: ${attack.opened} connections, ${attack.streamsOpened} streams; RSS +${stats.flood.rssGrowthMb} MB; ${stats.flood.issuedDuring} certificates issued meanwhile`,
+    );
   };
 
   const tail = [];
@@ -385,11 +400,20 @@ export async function runChaos(options = {}) {
 function parseArgs(argv) {
   /** @type {{ flood: boolean, keep?: boolean } & Record<string, number | boolean>} */
   const options = { flood: true };
-  const numbers = { '--iterations': 'iterations', '--seed': 'seed', '--workers': 'workers', '--min-up-ms': 'minUpMs', '--max-up-ms': 'maxUpMs', '--early-kill-rate': 'earlyKillRate' };
+  const numbers = {
+    '--iterations': 'iterations',
+    '--seed': 'seed',
+    '--workers': 'workers',
+    '--min-up-ms': 'minUpMs',
+    '--max-up-ms': 'maxUpMs',
+    '--early-kill-rate': 'earlyKillRate',
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--help' || arg === '-h') {
-      process.stdout.write('Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--early-kill-rate 0.2] [--no-flood] [--keep]\n');
+      process.stdout.write(
+        'Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--early-kill-rate 0.2] [--no-flood] [--keep]\n',
+      );
       process.exit(0);
     }
     if (arg === '--keep') options.keep = true;

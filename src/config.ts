@@ -184,33 +184,166 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   },
   { name: 'admin-body-limit', kind: 'string', value: 'BYTES', default: '1048576', help: 'largest admin request body' },
   { name: 'admin-request-timeout', kind: 'string', value: 'DURATION', default: '30s', help: 'admin requests taking longer are aborted' },
-  { name: 'admin-client-ids', kind: 'list', value: 'SPIFFE_ID,...', help: 'also require an admin client certificate from the mesh CA with one of these SPIFFE IDs' },
-  { name: 'admin-max-auth-failures', kind: 'string', value: 'N', default: '10', help: 'failed admin authentications per minute (all sources together) answered at once; further failures are answered with a growing delay (the correct token never waits)' },
+  {
+    name: 'admin-client-ids',
+    kind: 'list',
+    value: 'SPIFFE_ID,...',
+    help: 'also require an admin client certificate from the mesh CA with one of these SPIFFE IDs',
+  },
+  {
+    name: 'admin-max-auth-failures',
+    kind: 'string',
+    value: 'N',
+    default: '10',
+    help: 'failed admin authentications per minute (all sources together) answered at once; further failures are answered with a growing delay (the correct token never waits)',
+  },
   { name: 'bundle-refresh-hint', kind: 'string', value: 'DURATION', default: '5m', help: 'spiffe_refresh_hint of the SPIFFE bundle' },
   { name: 'jwt-svid-ttl', kind: 'string', value: 'DURATION', default: '5m', help: 'lifetime of a JWT-SVID when none is requested' },
-  { name: 'jwt-svid-max-ttl', kind: 'string', value: 'DURATION', default: '1h', help: 'longer requested JWT-SVID lifetimes are clamped to this' },
-  { name: 'jwt-key-type', kind: 'string', value: 'TYPE', default: 'ec-p256', help: 'JWT-SVID signing keys: ec-p256 (ES256), ec-p384 (ES384), rsa-2048 (RS256)' },
-  { name: 'jwt-key-ttl', kind: 'string', value: 'DURATION', default: '24h', help: 'lifetime of a JWT-SVID signing key; the next one is prepared at 1/2 and activated at 5/6 of it' },
-  { name: 'federate-with', kind: 'list', value: 'TD=URL', help: 'federate with another trust domain: fetch its SPIFFE bundle from this https bundle endpoint (repeatable)' },
-  { name: 'federation-ca-file', kind: 'string', value: 'PATH', help: 'PEM roots that verify the federated bundle endpoints (default: the system roots)' },
-  { name: 'bundle-endpoint-listen', kind: 'string', value: 'HOST:PORT', help: 'also serve the SPIFFE bundle on a dedicated HTTPS listener with meshca\'s SVID (https_spiffe profile)' },
-  { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)' },
-  { name: 'ocsp-url', kind: 'string', value: 'URL', help: 'put this OCSP responder URL (AIA) in issued leaves, e.g. https://meshca.istio-system.svc:8443/v1/ocsp; off by default (Istio does not use OCSP)' },
+  {
+    name: 'jwt-svid-max-ttl',
+    kind: 'string',
+    value: 'DURATION',
+    default: '1h',
+    help: 'longer requested JWT-SVID lifetimes are clamped to this',
+  },
+  {
+    name: 'jwt-key-type',
+    kind: 'string',
+    value: 'TYPE',
+    default: 'ec-p256',
+    help: 'JWT-SVID signing keys: ec-p256 (ES256), ec-p384 (ES384), rsa-2048 (RS256)',
+  },
+  {
+    name: 'jwt-key-ttl',
+    kind: 'string',
+    value: 'DURATION',
+    default: '24h',
+    help: 'lifetime of a JWT-SVID signing key; the next one is prepared at 1/2 and activated at 5/6 of it',
+  },
+  {
+    name: 'federate-with',
+    kind: 'list',
+    value: 'TD=URL',
+    help: 'federate with another trust domain: fetch its SPIFFE bundle from this https bundle endpoint (repeatable)',
+  },
+  {
+    name: 'federation-ca-file',
+    kind: 'string',
+    value: 'PATH',
+    help: 'PEM roots that verify the federated bundle endpoints (default: the system roots)',
+  },
+  {
+    name: 'bundle-endpoint-listen',
+    kind: 'string',
+    value: 'HOST:PORT',
+    help: "also serve the SPIFFE bundle on a dedicated HTTPS listener with meshca's SVID (https_spiffe profile)",
+  },
+  {
+    name: 'crl-validity',
+    kind: 'string',
+    value: 'DURATION',
+    default: '24h',
+    help: 'nextUpdate - thisUpdate of published CRLs (rebuilt at half of it)',
+  },
+  {
+    name: 'ocsp-url',
+    kind: 'string',
+    value: 'URL',
+    help: 'put this OCSP responder URL (AIA) in issued leaves, e.g. https://meshca.istio-system.svc:8443/v1/ocsp; off by default (Istio does not use OCSP)',
+  },
   { name: 'retention', kind: 'string', value: 'DURATION', default: '30d', help: 'keep expired certificate records this long after expiry' },
-  { name: 'audit-retention', kind: 'string', value: 'DURATION', default: '1y', help: 'keep audit events this long; older ones are pruned by housekeeping' },
+  {
+    name: 'audit-retention',
+    kind: 'string',
+    value: 'DURATION',
+    default: '1y',
+    help: 'keep audit events this long; older ones are pruned by housekeeping',
+  },
   { name: 'max-message-bytes', kind: 'string', value: 'BYTES', default: '65536', help: 'largest gRPC request accepted' },
-  { name: 'max-concurrent-streams', kind: 'string', value: 'N', default: '16', help: 'HTTP/2 streams per client connection (istio-agent uses one per request)' },
-  { name: 'request-read-timeout', kind: 'string', value: 'DURATION', default: '10s', help: 'cancel a call whose request message has not arrived this long after its headers (also the TLS handshake deadline)' },
-  { name: 'max-connections', kind: 'string', value: 'N', default: '1024', help: 'open gRPC connections in total; new ones beyond are refused' },
-  { name: 'max-connections-per-peer', kind: 'string', value: 'N', default: '64', help: 'open gRPC connections from one IP address; new ones beyond are refused' },
-  { name: 'max-in-flight', kind: 'string', value: 'N', default: '2048', help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED' },
-  { name: 'max-active', kind: 'string', value: 'N', default: '64', help: 'of those, requests worked on at once; the rest wait in arrival order, so a burst finishes in order' },
-  { name: 'verify-threads', kind: 'string', value: 'N', default: String(defaultVerifierThreads()), help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4); 0 = on the event loop (least CPU on one core)' },
-  { name: 'rate-limit-per-identity', kind: 'string', value: 'N', default: '10', help: 'certificate requests per second per SPIFFE ID, burst 5x that (docs/security.md explains the size); 0 = unlimited' },
-  { name: 'min-free-disk', kind: 'string', value: 'PERCENT', default: '5%', help: 'refuse new certificates (UNAVAILABLE) while less than this share of the data volume is free; 0 = off' },
-  { name: 'keepalive-time', kind: 'string', value: 'DURATION', default: '5m', help: 'server pings idle clients this often and drops dead connections' },
-  { name: 'max-connection-idle', kind: 'string', value: 'DURATION', default: '30m', help: 'connections without calls this long are closed (GOAWAY)' },
-  { name: 'max-connection-age', kind: 'string', value: 'DURATION', default: '1h', help: 'connections are recycled after this long so clients rebalance across replicas' },
+  {
+    name: 'max-concurrent-streams',
+    kind: 'string',
+    value: 'N',
+    default: '16',
+    help: 'HTTP/2 streams per client connection (istio-agent uses one per request)',
+  },
+  {
+    name: 'request-read-timeout',
+    kind: 'string',
+    value: 'DURATION',
+    default: '10s',
+    help: 'cancel a call whose request message has not arrived this long after its headers (also the TLS handshake deadline)',
+  },
+  {
+    name: 'max-connections',
+    kind: 'string',
+    value: 'N',
+    default: '1024',
+    help: 'open gRPC connections in total; new ones beyond are refused',
+  },
+  {
+    name: 'max-connections-per-peer',
+    kind: 'string',
+    value: 'N',
+    default: '64',
+    help: 'open gRPC connections from one IP address; new ones beyond are refused',
+  },
+  {
+    name: 'max-in-flight',
+    kind: 'string',
+    value: 'N',
+    default: '2048',
+    help: 'requests processed at once before shedding with RESOURCE_EXHAUSTED',
+  },
+  {
+    name: 'max-active',
+    kind: 'string',
+    value: 'N',
+    default: '64',
+    help: 'of those, requests worked on at once; the rest wait in arrival order, so a burst finishes in order',
+  },
+  {
+    name: 'verify-threads',
+    kind: 'string',
+    value: 'N',
+    default: String(defaultVerifierThreads()),
+    help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4); 0 = on the event loop (least CPU on one core)',
+  },
+  {
+    name: 'rate-limit-per-identity',
+    kind: 'string',
+    value: 'N',
+    default: '10',
+    help: 'certificate requests per second per SPIFFE ID, burst 5x that (docs/security.md explains the size); 0 = unlimited',
+  },
+  {
+    name: 'min-free-disk',
+    kind: 'string',
+    value: 'PERCENT',
+    default: '5%',
+    help: 'refuse new certificates (UNAVAILABLE) while less than this share of the data volume is free; 0 = off',
+  },
+  {
+    name: 'keepalive-time',
+    kind: 'string',
+    value: 'DURATION',
+    default: '5m',
+    help: 'server pings idle clients this often and drops dead connections',
+  },
+  {
+    name: 'max-connection-idle',
+    kind: 'string',
+    value: 'DURATION',
+    default: '30m',
+    help: 'connections without calls this long are closed (GOAWAY)',
+  },
+  {
+    name: 'max-connection-age',
+    kind: 'string',
+    value: 'DURATION',
+    default: '1h',
+    help: 'connections are recycled after this long so clients rebalance across replicas',
+  },
   { name: 'shutdown-timeout', kind: 'string', value: 'DURATION', default: '15s', help: 'how long SIGTERM waits for in-flight requests' },
   { name: 'log-level', kind: 'string', value: 'LEVEL', default: 'info', help: 'trace, debug, info, warn, error' },
   ...KUBERNETES_FLAGS,
@@ -302,7 +435,8 @@ export function issuanceConfig(values: FlagValues, defaultFlag: string): ServerC
 function federationConfig(values: FlagValues): ServerConfig['federation'] {
   const peers = list(values, 'federate-with').map((value) => guard('--federate-with', () => parseFederationPeer(value, parseTrustDomain)));
   const trustDomain = str(values, 'trust-domain');
-  if (peers.some((p) => p.trustDomain === trustDomain)) throw new UsageError('--federate-with: a trust domain does not federate with itself');
+  if (peers.some((p) => p.trustDomain === trustDomain))
+    throw new UsageError('--federate-with: a trust domain does not federate with itself');
   if (new Set(peers.map((p) => p.trustDomain)).size !== peers.length) throw new UsageError('--federate-with: each trust domain once');
   const listen = str(values, 'bundle-endpoint-listen');
   return {
@@ -323,7 +457,9 @@ function jwtSvidConfig(values: FlagValues): ServerConfig['jwtSvid'] {
 function upstreamConfig(values: FlagValues): UpstreamConfig {
   const upstream = buildUpstreamConfig(values);
   if (upstream.kind !== 'none' && bool(values, 'auto-rotate')) {
-    throw new UsageError(`--upstream ${upstream.kind} renews the intermediate itself; drop --auto-rotate (it would create meshca-signed roots)`);
+    throw new UsageError(
+      `--upstream ${upstream.kind} renews the intermediate itself; drop --auto-rotate (it would create meshca-signed roots)`,
+    );
   }
   return upstream;
 }
@@ -332,7 +468,9 @@ function upstreamConfig(values: FlagValues): UpstreamConfig {
 function ocspUrl(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
   if (!/^https?:\/\/[\x21-\x7e]+$/.test(value) || !URL.canParse(value)) {
-    throw new UsageError(`--ocsp-url must be an absolute http(s) URL without spaces, e.g. https://meshca.istio-system.svc:8443/v1/ocsp (got "${value}")`);
+    throw new UsageError(
+      `--ocsp-url must be an absolute http(s) URL without spaces, e.g. https://meshca.istio-system.svc:8443/v1/ocsp (got "${value}")`,
+    );
   }
   return value;
 }

@@ -93,7 +93,11 @@ describe('first-hour papercuts', () => {
 
   it('a port in use names the flag that moves it, and nothing is created on disk', async () => {
     const d = join(newDir(), 'data');
-    const result = await runMeshca(['serve', '--dev', ...testServerArgs(d, ['--log-level', 'info', '--monitoring-listen', `127.0.0.1:${busyPort}`])]);
+    const result = await runMeshca([
+      'serve',
+      '--dev',
+      ...testServerArgs(d, ['--log-level', 'info', '--monitoring-listen', `127.0.0.1:${busyPort}`]),
+    ]);
     expect(result.code).toBe(1);
     expect(result.output).toMatch(/--monitoring-listen 127\.0\.0\.1:\d+ is in use/);
     expect(result.output).toContain('npm start -- --monitoring-listen');

@@ -481,7 +481,10 @@ describe('meshca status', () => {
       warnings: { severity: string; message: string }[];
     };
     expect(status.bundleSequence).toBe(2); // the first CA, then the first JWT-SVID key
-    expect(status.authorities.map((a) => [a.kind, a.state])).toEqual([['root', 'active'], ['intermediate', 'active']]);
+    expect(status.authorities.map((a) => [a.kind, a.state])).toEqual([
+      ['root', 'active'],
+      ['intermediate', 'active'],
+    ]);
     expect(status.authorities[0]!.daysLeft).toBeCloseTo(20, 0);
     expect(status.authorities[1]!.daysLeft).toBeCloseTo(5, 0);
     // 5 workload certificates + meshca's own serving certificate
@@ -494,7 +497,16 @@ describe('meshca status', () => {
 
     const table = await meshca(['status', '--data-dir', data]);
     expect(table.code).toBe(0);
-    for (const text of ['AUTHORITIES', 'DAYSLEFT', 'bundle sequence    2', 'issued last 1h     6', 'revoked            2', 'WARNINGS', 'critical']) expect(table.stdout).toContain(text);
+    for (const text of [
+      'AUTHORITIES',
+      'DAYSLEFT',
+      'bundle sequence    2',
+      'issued last 1h     6',
+      'revoked            2',
+      'WARNINGS',
+      'critical',
+    ])
+      expect(table.stdout).toContain(text);
     await stopServer(t);
 
     const healthy = newDir();

@@ -91,12 +91,26 @@ describe('quick start: serve --dev, bundle, dev-token, request', () => {
     mkdirSync(out, { mode: 0o700 });
     writeFileSync(join(d, 'victim'), 'do not overwrite\n', { mode: 0o644 });
     symlinkSync(join(d, 'victim'), join(out, 'key.pem'));
-    await meshca('request', '--addr', `127.0.0.1:${server.grpcPort}`, '--server-name', 'localhost', '--root', join(d, 'bundle.pem'), '--token', token, '--out', out);
+    await meshca(
+      'request',
+      '--addr',
+      `127.0.0.1:${server.grpcPort}`,
+      '--server-name',
+      'localhost',
+      '--root',
+      join(d, 'bundle.pem'),
+      '--token',
+      token,
+      '--out',
+      out,
+    );
     expect(readFileSync(join(d, 'victim'), 'utf8')).toBe('do not overwrite\n');
     expect(lstatSync(join(out, 'key.pem')).isSymbolicLink()).toBe(false);
     expect(statSync(join(out, 'key.pem')).mode & 0o777).toBe(0o600);
     expect(readFileSync(join(out, 'key.pem'), 'utf8')).toContain('PRIVATE KEY');
-    expect(openssl(['verify', '-CAfile', join(out, 'root-cert.pem'), '-untrusted', join(out, 'cert-chain.pem'), join(out, 'cert-chain.pem')])).toContain('OK');
+    expect(
+      openssl(['verify', '-CAfile', join(out, 'root-cert.pem'), '-untrusted', join(out, 'cert-chain.pem'), join(out, 'cert-chain.pem')]),
+    ).toContain('OK');
     const serial = new X509Certificate(openssl(['x509', '-in', join(out, 'cert-chain.pem')])).serialNumber.toLowerCase().replace(/^0+/, '');
 
     expect(await stop(server)).toBe(0);

@@ -31,7 +31,10 @@ export function openStoreForOfflineWrites(dataDir: string): SqliteStore {
 }
 
 /** Write mode for the server: created if new, migrated, with the issuance writer and checkpointer threads. */
-export function openServerStore(dataDir: string, hooks: Pick<Parameters<typeof openSqliteStore>[0], 'logger' | 'onCommit' | 'minFreeDisk'>): SqliteStore {
+export function openServerStore(
+  dataDir: string,
+  hooks: Pick<Parameters<typeof openSqliteStore>[0], 'logger' | 'onCommit' | 'minFreeDisk'>,
+): SqliteStore {
   return openSqliteStore({ path: databasePath(dataDir), ...hooks });
 }
 

@@ -39,7 +39,6 @@ import { openServerStore } from './context.js';
 import { ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
 import { checkListeners } from './listeners.js';
 import { MIN_ADMIN_TOKEN_LENGTH } from '../admin/auth.js';
-import type { Authenticator } from '../authn/index.js';
 import { UpstreamRenewer } from '../authority/upstream-renewal.js';
 import { createUpstreamSigner } from '../upstream/index.js';
 import { KubeClient } from '../kubernetes/client.js';
@@ -93,15 +92,41 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   try {
     const upstream = createUpstreamSigner(config.upstream, {
       logger,
-      kubeClient: () => new KubeClient({ connection: loadKubeConnection({ kubeconfig: config.kubernetes.kubeconfig, env }), qps: config.kubernetes.qps, burst: config.kubernetes.burst, timeoutMs: config.kubernetes.requestTimeoutMs, logger }),
+      kubeClient: () =>
+        new KubeClient({
+          connection: loadKubeConnection({ kubeconfig: config.kubernetes.kubeconfig, env }),
+          qps: config.kubernetes.qps,
+          burst: config.kubernetes.burst,
+          timeoutMs: config.kubernetes.requestTimeoutMs,
+          logger,
+        }),
     });
-    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ocspUrl: config.ocspUrl, ...config.ca, minIntermediateLifetimeMs: config.issuance.maxTtlMs, bootstrapSigner: upstream });
+    const ca = await CertificateAuthority.open({
+      store,
+      kek: kek.kek,
+      logger,
+      trustDomain: config.trustDomain,
+      ocspUrl: config.ocspUrl,
+      ...config.ca,
+      minIntermediateLifetimeMs: config.issuance.maxTtlMs,
+      bootstrapSigner: upstream,
+    });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
-    const jwt = await JwtAuthority.open({ store, kek: kek.kek, logger, keyType: config.jwtSvid.keyType, keyTtlMs: config.jwtSvid.keyTtlMs, checkIntervalMs: Math.min(60_000, config.jwtSvid.keyTtlMs / 12) });
+    const jwt = await JwtAuthority.open({
+      store,
+      kek: kek.kek,
+      logger,
+      keyType: config.jwtSvid.keyType,
+      keyTtlMs: config.jwtSvid.keyTtlMs,
+      checkIntervalMs: Math.min(60_000, config.jwtSvid.keyTtlMs / 12),
+    });
     // JWT key changes bump the shared bundle sequence: the CA's view re-reads it.
     if (jwt.current().bundleSequence !== ca.current().bundleSequence) await ca.reload();
-    jwt.onChange(() => void ca.reload().catch((error: unknown) => logger.error({ err: error }, 'reloading the authorities after a JWT key change failed')));
+    jwt.onChange(
+      () =>
+        void ca.reload().catch((error: unknown) => logger.error({ err: error }, 'reloading the authorities after a JWT key change failed')),
+    );
     jwt.start();
     parts.jwt = jwt;
     const federation = await Federation.start({
@@ -164,7 +189,10 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
           definition: meshcaSpiffeServices().JwtSvidService.service,
           handlers: jwtSvidServiceHandlers({ authenticator, jwtSvids: new JwtSvidIssuance(jwt, store, config.jwtSvid), metrics, logger }),
         },
-        { definition: meshcaSpiffeServices().TrustBundleService.service, handlers: trustBundleServiceHandlers(() => ({ trust_domain: config.trustDomain, bundles: bundles.all() })) },
+        {
+          definition: meshcaSpiffeServices().TrustBundleService.service,
+          handlers: trustBundleServiceHandlers(() => ({ trust_domain: config.trustDomain, bundles: bundles.all() })),
+        },
       ],
     });
     const revocation = new RevocationService(ca, store, kek.kek, {
@@ -213,7 +241,12 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       serving,
     );
     const bundleEndpoint = config.federation.bundleEndpointListen
-      ? await startBundleEndpoint({ listen: config.federation.bundleEndpointListen, bundle: () => JSON.stringify(bundles.own()), credentials: () => serving.current(), onRenew: (listener) => serving.onRenew(listener) })
+      ? await startBundleEndpoint({
+          listen: config.federation.bundleEndpointListen,
+          bundle: () => JSON.stringify(bundles.own()),
+          credentials: () => serving.current(),
+          onRenew: (listener) => serving.onRenew(listener),
+        })
       : undefined;
     const autoRotation = config.autoRotate.enabled
       ? startAutoRotation({
@@ -241,7 +274,11 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
             },
           }).start()
         : undefined;
-    if (upstreamRenewal) logger.info({ upstream: upstream!.kind }, `upstream CA: ${upstream!.kind} signs the intermediate; a new one is requested at 2/3 of its lifetime and activated at 5/6`);
+    if (upstreamRenewal)
+      logger.info(
+        { upstream: upstream!.kind },
+        `upstream CA: ${upstream!.kind} signs the intermediate; a new one is requested at 2/3 of its lifetime and activated at 5/6`,
+      );
     ready = true;
     logger.info(
       {
@@ -269,7 +306,27 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         await ca.reload();
         await serving.reload('SIGHUP');
       },
-      close: () => shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal, jwks }, () => (ready = false)),
+      close: () =>
+        shutdown(
+          config,
+          {
+            grpc,
+            admin,
+            serving,
+            store,
+            monitoring,
+            housekeeping,
+            verifiers,
+            kubernetes: kubernetes!,
+            autoRotation,
+            jwt,
+            federation,
+            bundleEndpoint,
+            upstreamRenewal,
+            jwks,
+          },
+          () => (ready = false),
+        ),
     };
   } catch (error) {
     await parts.jwt?.stop();
@@ -283,7 +340,12 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
 
 /** The offline (JWKS) validator; undefined when only --token-review validates tokens. */
 async function tokenAuthenticator(config: ServerConfig, logger: Logger, metrics: Metrics): Promise<JwksAuthenticator | undefined> {
-  const common = { trustDomain: config.trustDomain, audiences: config.jwt.audiences, clusterId: config.clusterId, onCacheHit: () => metrics.tokenCacheHits.inc() };
+  const common = {
+    trustDomain: config.trustDomain,
+    audiences: config.jwt.audiences,
+    clusterId: config.clusterId,
+    onCacheHit: () => metrics.tokenCacheHits.inc(),
+  };
   if (config.jwt.jwksFile) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { file: config.jwt.jwksFile } });
   if (config.jwt.jwksUrl) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { url: config.jwt.jwksUrl } });
   if (!config.dev) return undefined;
@@ -314,7 +376,22 @@ interface Parts {
 
 async function shutdown(
   config: ServerConfig,
-  { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal, jwks }: Parts,
+  {
+    grpc,
+    admin,
+    serving,
+    store,
+    monitoring,
+    housekeeping,
+    verifiers,
+    kubernetes,
+    autoRotation,
+    jwt,
+    federation,
+    bundleEndpoint,
+    upstreamRenewal,
+    jwks,
+  }: Parts,
   notReady: () => void,
 ): Promise<void> {
   notReady();
@@ -335,7 +412,11 @@ async function shutdown(
 
 /** --admin-token-file, else <data-dir>/admin-token generated on first start (0600). */
 function adminToken(config: ServerConfig, logger: Logger): string {
-  if (config.admin.tokenFile) return strongAdminToken(readSecretFile(config.admin.tokenFile, (text) => text.trim()), config.admin.tokenFile);
+  if (config.admin.tokenFile)
+    return strongAdminToken(
+      readSecretFile(config.admin.tokenFile, (text) => text.trim()),
+      config.admin.tokenFile,
+    );
   const path = join(config.dataDir, 'admin-token');
   const { value, created } = ensureSecretFile(path, () => randomBytes(32).toString('base64url'));
   logger.info({ path, created }, 'admin API token file (send it as "Authorization: Bearer <token>")');
@@ -355,7 +436,11 @@ function diskReporter(metrics: Metrics, logger: Logger, config: ServerConfig) {
   return (freeRatio: number, low: boolean, changed: boolean) => {
     metrics.dataVolumeFreeRatio.set(freeRatio);
     metrics.diskLow.set(low ? 1 : 0);
-    const fields = { dataDir: config.dataDir, freePercent: Number((freeRatio * 100).toFixed(2)), minFreePercent: config.grpc.minFreeDiskRatio * 100 };
+    const fields = {
+      dataDir: config.dataDir,
+      freePercent: Number((freeRatio * 100).toFixed(2)),
+      minFreePercent: config.grpc.minFreeDiskRatio * 100,
+    };
     if (low && (changed || performance.now() - loggedAt > 60_000)) {
       loggedAt = performance.now();
       logger.error(fields, 'DATA VOLUME ALMOST FULL: refusing new certificates with UNAVAILABLE until space is freed (--min-free-disk)');

@@ -107,10 +107,18 @@ export async function checkInvariants(store: StoreInspection, options: Invariant
 
   const revoked = new Set(await store.revokedAuthorityIds());
   const taintProblems = [
-    ...authorities.filter((a) => a.state === 'tainted' && !revoked.has(a.id)).map((a) => `${a.id} is tainted but its revocation is not recorded`),
-    ...[...revoked].filter((id) => !['tainted', 'removed'].includes(byId.get(id)?.state ?? '')).map((id) => `${id} has a recorded revocation but is ${byId.get(id)?.state ?? 'not stored'}`),
+    ...authorities
+      .filter((a) => a.state === 'tainted' && !revoked.has(a.id))
+      .map((a) => `${a.id} is tainted but its revocation is not recorded`),
+    ...[...revoked]
+      .filter((id) => !['tainted', 'removed'].includes(byId.get(id)?.state ?? ''))
+      .map((id) => `${id} has a recorded revocation but is ${byId.get(id)?.state ?? 'not stored'}`),
   ];
-  add('authority-taint', taintProblems.length > 0 ? 'failed' : 'ok', taintProblems.length > 0 ? summarize(taintProblems) : `${count(revoked.size, 'revoked authority')}, each tainted or removed`);
+  add(
+    'authority-taint',
+    taintProblems.length > 0 ? 'failed' : 'ok',
+    taintProblems.length > 0 ? summarize(taintProblems) : `${count(revoked.size, 'revoked authority')}, each tainted or removed`,
+  );
 
   if (!options.kek) add('authority-keys', 'skipped', 'no KEK given (--kek-file or MESHCA_KEK): private keys not checked');
   else {
@@ -133,7 +141,16 @@ export async function checkInvariants(store: StoreInspection, options: Invariant
 
   const jwtProblems = await checkJwtKeys(store, options.kek);
   if (jwtProblems === undefined) add('jwt-keys', 'skipped', 'no JWT-SVID signing key yet');
-  else add('jwt-keys', jwtProblems.length > 0 ? 'failed' : 'ok', jwtProblems.length > 0 ? summarize(jwtProblems) : options.kek ? 'one active key; every published key opens with this KEK' : 'one active key (keys not opened: no KEK given)');
+  else
+    add(
+      'jwt-keys',
+      jwtProblems.length > 0 ? 'failed' : 'ok',
+      jwtProblems.length > 0
+        ? summarize(jwtProblems)
+        : options.kek
+          ? 'one active key; every published key opens with this KEK'
+          : 'one active key (keys not opened: no KEK given)',
+    );
 
   const sequence = await store.bundleSequence();
   if (authorities.length > 0 && sequence < 1) add('bundle-sequence', 'failed', `bundle sequence is ${sequence} although authorities exist`);
@@ -209,7 +226,9 @@ function checkAuthorityChain(
     if (!parent) problems.push(`intermediate ${a.id}: its root ${a.parentId ?? '(none)'} is not stored`);
     else if (parent.kind !== 'root') problems.push(`intermediate ${a.id}: its parent ${parent.id} is not a root`);
     else if (parentCert && !chainsTo(cert, a.upstreamChainDers, parentCert)) {
-      problems.push(`intermediate ${a.id} does not verify against its root ${parent.id}${a.upstreamChainDers.length > 0 ? ` through its ${a.upstreamChainDers.length} upstream intermediate(s)` : ''}`);
+      problems.push(
+        `intermediate ${a.id} does not verify against its root ${parent.id}${a.upstreamChainDers.length > 0 ? ` through its ${a.upstreamChainDers.length} upstream intermediate(s)` : ''}`,
+      );
     }
   }
   return problems;
@@ -225,7 +244,10 @@ function chainsTo(cert: X509Certificate, upstreamDers: readonly Buffer[], root: 
   }
 }
 
-function checkActive(authorities: readonly AuthorityRecord[], byId: ReadonlyMap<string, AuthorityRecord>): { record?: AuthorityRecord; problem?: string } {
+function checkActive(
+  authorities: readonly AuthorityRecord[],
+  byId: ReadonlyMap<string, AuthorityRecord>,
+): { record?: AuthorityRecord; problem?: string } {
   const active = authorities.filter((a) => a.kind === 'intermediate' && a.state === 'active');
   const [record] = active;
   if (record === undefined || active.length !== 1) {
@@ -336,7 +358,8 @@ async function checkJwtKeys(store: StoreInspection, kek: Buffer | undefined): Pr
   for (const key of keys.filter((k) => k.state !== 'removed')) {
     try {
       const publicJwk = createPublicKey(openPrivateKey(key.sealedKey, kek, key.kid)).export({ format: 'jwk' }) as Record<string, string>;
-      if (publicJwk.x !== key.publicJwk.x || publicJwk.n !== key.publicJwk.n) problems.push(`JWT key ${key.kid} does not match its published JWK`);
+      if (publicJwk.x !== key.publicJwk.x || publicJwk.n !== key.publicJwk.n)
+        problems.push(`JWT key ${key.kid} does not match its published JWK`);
     } catch {
       problems.push(`cannot decrypt JWT key ${key.kid} with this KEK`);
     }

@@ -46,7 +46,11 @@ export class Inventory {
   ) {}
 
   async authorities(): Promise<AuthorityView[]> {
-    const [records, usage, revocations] = await Promise.all([this.store.loadAuthorities(), this.store.authorityUsage(this.now()), this.store.listAuthorityRevocations()]);
+    const [records, usage, revocations] = await Promise.all([
+      this.store.loadAuthorities(),
+      this.store.authorityUsage(this.now()),
+      this.store.listAuthorityRevocations(),
+    ]);
     const taints = new Map(revocations.map((r) => [r.authorityId, r]));
     return records.map((r) => {
       const counts = r.kind === 'root' ? sumChildren(records, usage, r.id) : (usage.get(r.id) ?? { issued: 0, unexpired: 0, revoked: 0 });

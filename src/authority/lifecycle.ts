@@ -1,10 +1,24 @@
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { AuthorityRecord, AuthorityRevocationReason, AuthorityState, AuthorityTransition, PendingAuthorityRecord, Store } from '../store/types.js';
+import type {
+  AuthorityRecord,
+  AuthorityRevocationReason,
+  AuthorityState,
+  AuthorityTransition,
+  PendingAuthorityRecord,
+  Store,
+} from '../store/types.js';
 import { createCaCertificate, validatePluginCa, type PluginCaFiles } from '../pki/certificate.js';
 import type { KeyType } from '../pki/keys.js';
 import { AuthorityError } from './errors.js';
-import { attachChange, DEFAULT_PENDING_TTL_MS, isPendingId, newPendingAuthority, type IntermediateCsrRequest, type UpstreamCertificateFiles } from './pending.js';
+import {
+  attachChange,
+  DEFAULT_PENDING_TTL_MS,
+  isPendingId,
+  newPendingAuthority,
+  type IntermediateCsrRequest,
+  type UpstreamCertificateFiles,
+} from './pending.js';
 import { authorityRecord } from './records.js';
 import { SigningAuthority, unsealAuthorityKey } from './signer.js';
 import { buildSnapshot, TRUSTED_STATES, type TrustSnapshot } from './snapshot.js';
@@ -35,7 +49,12 @@ export interface AuthorityDeps {
 export interface IntermediateSigner {
   readonly kind: 'vault' | 'cert-manager';
   /** Resolves with the signed certificate and the chain up to and including the upstream root. */
-  signIntermediate(request: { readonly id: string; readonly csrPem: string; readonly ttlMs: number; readonly signal?: AbortSignal }): Promise<UpstreamCertificateFiles>;
+  signIntermediate(request: {
+    readonly id: string;
+    readonly csrPem: string;
+    readonly ttlMs: number;
+    readonly signal?: AbortSignal;
+  }): Promise<UpstreamCertificateFiles>;
 }
 
 export interface CertificateAuthorityOptions extends AuthorityDeps, AuthorityProfile {}
@@ -162,7 +181,12 @@ export class CertificateAuthority {
   /** Makes a prepared intermediate (or a prepared root's intermediate) the signer; the old one retires. */
   activate(id: string, actor: string): Promise<AuthorityRecord> {
     return this.serialize(async () => {
-      if (isPendingId(id)) throw new AuthorityError('ERR_AUTHORITY_STATE', `${id} is pending: attach its signed certificate first (POST /v1/authorities/${id}/certificate)`, { state: 'pending' });
+      if (isPendingId(id))
+        throw new AuthorityError(
+          'ERR_AUTHORITY_STATE',
+          `${id} is pending: attach its signed certificate first (POST /v1/authorities/${id}/certificate)`,
+          { state: 'pending' },
+        );
       const authorities = await this.options.store.loadAuthorities();
       const target = activationTarget(authorities, id);
       SigningAuthority.open(target, this.options.kek); // never activate something that cannot sign
@@ -218,12 +242,22 @@ export class CertificateAuthority {
         transitions: plan.transitions,
         revocations: plan.tainted.map((a) => ({ authorityId: a.id, revokedAt: at, reason: a.id === id ? reason : 'cACompromise', actor })),
         bumpBundleSequence: false,
-        audit: { actor, action: 'authority.revoke', target: id, result: 'ok', details: { reason, kind: target.kind, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired }, at },
+        audit: {
+          actor,
+          action: 'authority.revoke',
+          target: id,
+          result: 'ok',
+          details: { reason, kind: target.kind, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired },
+          at,
+        },
       });
       await this.reload();
       const current = this.snapshot.authorities;
       const replacement = plan.replacementId === null ? null : find(current, plan.replacementId);
-      this.options.logger.warn({ id, reason, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired }, 'authority revoked and tainted');
+      this.options.logger.warn(
+        { id, reason, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired },
+        'authority revoked and tainted',
+      );
       return { authority: find(current, id), tainted, replacement, unexpiredCertificates: unexpired };
     });
   }
@@ -286,7 +320,14 @@ export class CertificateAuthority {
     return this.serialize(async () => {
       const profile = { ...this.profile(), pendingTtlMs: this.options.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS };
       const { record, csrPem } = await newPendingAuthority(request, profile, this.options.kek, this.now());
-      await this.options.store.addPendingAuthority(record, this.audit(actor, 'authority.request-intermediate', record.id, { keyType: record.keyType, upstream: record.upstream, expiresAt: record.expiresAt.toISOString() }));
+      await this.options.store.addPendingAuthority(
+        record,
+        this.audit(actor, 'authority.request-intermediate', record.id, {
+          keyType: record.keyType,
+          upstream: record.upstream,
+          expiresAt: record.expiresAt.toISOString(),
+        }),
+      );
       return { pending: record, csrPem };
     });
   }
@@ -304,7 +345,8 @@ export class CertificateAuthority {
   removePending(id: string, actor: string, reason = 'authority.remove-pending'): Promise<void> {
     return this.serialize(async () => {
       const removed = await this.options.store.deletePendingAuthority(id, this.audit(actor, reason, id, {}));
-      if (!removed) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no pending authority with id ${id} (list them with GET /v1/authorities)`);
+      if (!removed)
+        throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no pending authority with id ${id} (list them with GET /v1/authorities)`);
     });
   }
 
@@ -315,9 +357,18 @@ export class CertificateAuthority {
     return expired.map((p) => p.id);
   }
 
-  private async attach(id: string, files: UpstreamCertificateFiles, actor: string, state: 'prepared' | 'active'): Promise<AuthorityRecord[]> {
+  private async attach(
+    id: string,
+    files: UpstreamCertificateFiles,
+    actor: string,
+    state: 'prepared' | 'active',
+  ): Promise<AuthorityRecord[]> {
     const pending = (await this.options.store.loadPendingAuthorities()).find((p) => p.id === id);
-    if (!pending) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no pending authority with id ${id} (request one with POST /v1/authorities/intermediate-csr)`);
+    if (!pending)
+      throw new AuthorityError(
+        'ERR_AUTHORITY_NOT_FOUND',
+        `no pending authority with id ${id} (request one with POST /v1/authorities/intermediate-csr)`,
+      );
     const change = await attachChange({
       pending,
       files,
@@ -333,7 +384,12 @@ export class CertificateAuthority {
       actor,
       'authority.attach',
       change.intermediate.id,
-      { pendingId: id, rootId: change.root.id, upstreamIntermediates: change.intermediate.upstreamChainDers.length, upstream: pending.upstream },
+      {
+        pendingId: id,
+        rootId: change.root.id,
+        upstreamIntermediates: change.intermediate.upstreamChainDers.length,
+        upstream: pending.upstream,
+      },
     );
     return [change.root, change.intermediate];
   }
@@ -412,7 +468,10 @@ export class CertificateAuthority {
       throw error;
     }
     const [root, intermediate] = attached;
-    this.options.logger.info({ intermediateId: intermediate?.id, rootId: root?.id, upstream: signer.kind }, `created the first intermediate CA, signed by ${signer.kind}`);
+    this.options.logger.info(
+      { intermediateId: intermediate?.id, rootId: root?.id, upstream: signer.kind },
+      `created the first intermediate CA, signed by ${signer.kind}`,
+    );
   }
 
   private audit(actor: string, action: string, target: string, details: Record<string, unknown>) {
@@ -509,7 +568,8 @@ function activationTarget(authorities: readonly AuthorityRecord[], id: string): 
   }
   const root = find(authorities, target.parentId!);
   // A tainted root stays trusted until removed, but nothing under it may sign again.
-  if (!TRUSTED_STATES.has(root.state) || root.state === 'tainted') throw new AuthorityError('ERR_AUTHORITY_STATE', `the root ${root.id} of ${target.id} is ${root.state}`);
+  if (!TRUSTED_STATES.has(root.state) || root.state === 'tainted')
+    throw new AuthorityError('ERR_AUTHORITY_STATE', `the root ${root.id} of ${target.id} is ${root.state}`);
   return target;
 }
 
@@ -541,9 +601,13 @@ function rootRevocation(authorities: readonly AuthorityRecord[], root: Authority
       .filter((a) => a.kind === 'intermediate' && a.state === 'prepared' && a.sealedKey && successors.some((r) => r.id === a.parentId))
       .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
     if (!next) {
-      throw new AuthorityError('ERR_AUTHORITY_STATE', `${root.id} holds the signer and no prepared intermediate under another root can take over: prepare one first`, {
-        state: root.state,
-      });
+      throw new AuthorityError(
+        'ERR_AUTHORITY_STATE',
+        `${root.id} holds the signer and no prepared intermediate under another root can take over: prepare one first`,
+        {
+          state: root.state,
+        },
+      );
     }
     const successor = find(authorities, next.parentId!);
     transitions.push({ id: next.id, from: ['prepared'], to: 'active' });

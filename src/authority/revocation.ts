@@ -1,7 +1,14 @@
 import { createCrl, type CrlEntry } from '../pki/certificate.js';
 import { REVOCATION_REASONS } from '../pki/revocation-reasons.js';
 import { parseSpiffeId } from '../spiffe/id.js';
-import type { AuthorityRecord, AuthorityRevocationReason, CertificateSummary, DeniedIdentity, RevocationReason, Store } from '../store/types.js';
+import type {
+  AuthorityRecord,
+  AuthorityRevocationReason,
+  CertificateSummary,
+  DeniedIdentity,
+  RevocationReason,
+  Store,
+} from '../store/types.js';
 import { AuthorityError } from './errors.js';
 import type { CertificateAuthority } from './lifecycle.js';
 import { unsealAuthorityKey } from './signer.js';
@@ -77,7 +84,8 @@ export class RevocationService {
    */
   async crlSet(): Promise<CertificateRevocationList[]> {
     const crls: CertificateRevocationList[] = [];
-    for (const authority of publishingAuthorities(this.ca.current().authorities, this.ca.current().signer.id, this.now())) crls.push(await this.crl(authority.id));
+    for (const authority of publishingAuthorities(this.ca.current().authorities, this.ca.current().signer.id, this.now()))
+      crls.push(await this.crl(authority.id));
     return crls;
   }
 
@@ -124,7 +132,8 @@ export class RevocationService {
     const now = this.now();
     const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
     const nextUpdate = new Date(thisUpdate.getTime() + this.options.crlValidityMs);
-    const entries = authority.kind === 'root' ? await this.revokedIntermediates(authorityId, now) : await this.store.listRevoked(authorityId, now);
+    const entries =
+      authority.kind === 'root' ? await this.revokedIntermediates(authorityId, now) : await this.store.listRevoked(authorityId, now);
     const crlNumber = await this.store.nextCrlNumber(authorityId);
     const der = await createCrl({
       issuerCertificateDer: authority.certificateDer,

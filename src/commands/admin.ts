@@ -78,9 +78,27 @@ function arg(args: readonly string[], what: string): string {
   return args[0];
 }
 
-const AUTHORITY_COLUMNS = ['id', 'kind', 'state', 'parentId', 'keyType', 'notAfter', 'issuedCount', 'unexpiredIssuedCount', 'revokedCount', 'taintReason'];
+const AUTHORITY_COLUMNS = [
+  'id',
+  'kind',
+  'state',
+  'parentId',
+  'keyType',
+  'notAfter',
+  'issuedCount',
+  'unexpiredIssuedCount',
+  'revokedCount',
+  'taintReason',
+];
 type Authorities = { authorities: Record<string, unknown>[] };
-type RevokeOutcome = { authority: Record<string, unknown>; replacement: Record<string, unknown> | null; tainted: string[]; unexpiredCertificates: number; certificates: string[]; reissued: boolean };
+type RevokeOutcome = {
+  authority: Record<string, unknown>;
+  replacement: Record<string, unknown> | null;
+  tainted: string[];
+  unexpiredCertificates: number;
+  certificates: string[];
+  reissued: boolean;
+};
 const showAuthorities = (values: FlagValues) => (r: Authorities) => printRows(r.authorities, AUTHORITY_COLUMNS, bool(values, 'json'), r);
 
 export const authoritiesCommand = group(
@@ -91,8 +109,19 @@ export const authoritiesCommand = group(
     { name: 'root-ttl', kind: 'string', value: 'DURATION', help: 'prepare: lifetime of the new root' },
     { name: 'intermediate-ttl', kind: 'string', value: 'DURATION', help: 'prepare: lifetime of the new intermediate' },
     { name: 'force', kind: 'boolean', help: 'remove: even if unexpired certificates chain to it' },
-    { name: 'plugin-dir', kind: 'string', value: 'DIR', help: "import: directory with Istio's ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem" },
-    { name: 'reason', kind: 'string', value: 'REASON', default: 'keyCompromise', help: 'revoke: keyCompromise, cACompromise, superseded, cessationOfOperation, affiliationChanged, unspecified' },
+    {
+      name: 'plugin-dir',
+      kind: 'string',
+      value: 'DIR',
+      help: "import: directory with Istio's ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem",
+    },
+    {
+      name: 'reason',
+      kind: 'string',
+      value: 'REASON',
+      default: 'keyCompromise',
+      help: 'revoke: keyCompromise, cACompromise, superseded, cessationOfOperation, affiliationChanged, unspecified',
+    },
     { name: 'reissue-signal', kind: 'boolean', help: "revoke: re-issue meshca's own serving certificate at once" },
     { name: 'subject', kind: 'string', value: 'DN', help: 'csr: subject of the intermediate, e.g. "CN=meshca cluster-1, O=Example"' },
     { name: 'out', kind: 'string', value: 'PATH', help: 'csr: write the CSR (PEM) here instead of stdout' },
@@ -105,7 +134,13 @@ export const authoritiesCommand = group(
       run: async (c, v) => {
         const r = await c.json<Authorities & { pending: Record<string, unknown>[] }>('GET', '/v1/authorities');
         // Pending CSRs show as intermediates in state "pending" whose notAfter is when the CSR expires.
-        const pending = r.pending.map((p) => ({ id: p.id, kind: 'intermediate', state: 'pending', keyType: p.keyType, notAfter: p.expiresAt }));
+        const pending = r.pending.map((p) => ({
+          id: p.id,
+          kind: 'intermediate',
+          state: 'pending',
+          keyType: p.keyType,
+          notAfter: p.expiresAt,
+        }));
         printRows([...r.authorities, ...pending], AUTHORITY_COLUMNS, bool(v, 'json'), r);
       },
     },
@@ -143,11 +178,17 @@ export const authoritiesCommand = group(
     csr: {
       usage: '[--key-type T] [--subject DN] [--out PATH]',
       run: async (c, v) => {
-        const r = await c.json<{ id: string; csr: string; expiresAt: string }>('POST', '/v1/authorities/intermediate-csr', { keyType: str(v, 'key-type'), subject: str(v, 'subject') });
+        const r = await c.json<{ id: string; csr: string; expiresAt: string }>('POST', '/v1/authorities/intermediate-csr', {
+          keyType: str(v, 'key-type'),
+          subject: str(v, 'subject'),
+        });
         const out = str(v, 'out');
         if (out) writeFileSync(out, r.csr);
         if (bool(v, 'json')) printRows([], [], true, r);
-        else if (out) process.stdout.write(`pending authority ${r.id}: CSR written to ${out}; have it signed, then "meshca authorities attach ${r.id} --cert CERT --chain CHAIN" before ${r.expiresAt}\n`);
+        else if (out)
+          process.stdout.write(
+            `pending authority ${r.id}: CSR written to ${out}; have it signed, then "meshca authorities attach ${r.id} --cert CERT --chain CHAIN" before ${r.expiresAt}\n`,
+          );
         else process.stdout.write(r.csr);
       },
     },
@@ -155,18 +196,28 @@ export const authoritiesCommand = group(
       usage: 'ID --cert PATH --chain PATH',
       run: async (c, v, a) => {
         const body = { certificate: readFileSync(requireStr(v, 'cert'), 'utf8'), chain: readFileSync(requireStr(v, 'chain'), 'utf8') };
-        showAuthorities(v)(await c.json<Authorities>('POST', `/v1/authorities/${encodeURIComponent(arg(a, 'pending authority ID'))}/certificate`, body));
+        showAuthorities(v)(
+          await c.json<Authorities>('POST', `/v1/authorities/${encodeURIComponent(arg(a, 'pending authority ID'))}/certificate`, body),
+        );
       },
     },
-    'rotate-intermediate': { usage: '', run: async (c, v) => showAuthorities(v)(await c.json<Authorities>('POST', '/v1/authorities/rotate-intermediate')) },
+    'rotate-intermediate': {
+      usage: '',
+      run: async (c, v) => showAuthorities(v)(await c.json<Authorities>('POST', '/v1/authorities/rotate-intermediate')),
+    },
     revoke: {
       usage: 'ID --reason R [--reissue-signal]',
       run: async (c, v, a) => {
-        const r = await c.json<RevokeOutcome>('POST', `/v1/authorities/${encodeURIComponent(arg(a, 'authority ID'))}/revoke`, { reason: str(v, 'reason'), reissue: bool(v, 'reissue-signal') });
+        const r = await c.json<RevokeOutcome>('POST', `/v1/authorities/${encodeURIComponent(arg(a, 'authority ID'))}/revoke`, {
+          reason: str(v, 'reason'),
+          reissue: bool(v, 'reissue-signal'),
+        });
         const rows = [{ ...r.authority, role: 'revoked' }, ...(r.replacement ? [{ ...r.replacement, role: 'now signing' }] : [])];
         printRows(rows, ['role', ...AUTHORITY_COLUMNS], bool(v, 'json'), r);
         if (!bool(v, 'json')) {
-          process.stdout.write(`tainted: ${r.tainted.join(', ')}; ${r.unexpiredCertificates} unexpired certificates chain to it${r.reissued ? '; serving certificate re-issued' : ''}\n`);
+          process.stdout.write(
+            `tainted: ${r.tainted.join(', ')}; ${r.unexpiredCertificates} unexpired certificates chain to it${r.reissued ? '; serving certificate re-issued' : ''}\n`,
+          );
           for (const path of r.certificates) process.stdout.write(`list them: GET ${path}\n`);
         }
       },

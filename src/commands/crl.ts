@@ -9,10 +9,15 @@ import { DATA_DIR_FLAG, type Command } from './types.js';
 /** `meshca crl`: CRLs as PEM, what Istio's ca-crl.pem / istio-ca-crl ConfigMap holds. */
 export const crlCommand: Command = {
   usage: 'meshca crl --data-dir DIR [--all] [--out ca-crl.pem] [--kek-file PATH]',
-  description: "Write the active signing authority's CRL, or with --all every published CRL (PEM, concatenated), for Istio's plug-in ca-crl.pem, working directly on the data dir.",
+  description:
+    "Write the active signing authority's CRL, or with --all every published CRL (PEM, concatenated), for Istio's plug-in ca-crl.pem, working directly on the data dir.",
   flags: [
     DATA_DIR_FLAG,
-    { name: 'all', kind: 'boolean', help: 'every CRL meshca publishes (intermediates and roots), as openssl -crl_check_all and Envoy need' },
+    {
+      name: 'all',
+      kind: 'boolean',
+      help: 'every CRL meshca publishes (intermediates and roots), as openssl -crl_check_all and Envoy need',
+    },
     { name: 'out', kind: 'string', value: 'PATH', help: 'write here instead of stdout' },
     { name: 'kek-file', kind: 'string', value: 'PATH', help: 'key-encryption key (or MESHCA_KEK); dev data dirs use <data-dir>/kek' },
     { name: 'crl-validity', kind: 'string', value: 'DURATION', default: '24h', help: 'nextUpdate - thisUpdate' },

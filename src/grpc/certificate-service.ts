@@ -56,16 +56,18 @@ export function certificateServiceHandlers(options: CertificateServiceOptions): 
     inFlight++;
     options.metrics.inFlight.set(inFlight);
     const turn = gate.enter();
-    (turn ? turn.then(() => admitted(call)) : admitted(call)).then(
-      (response) => {
-        finish(options, started, callback, undefined);
-        callback(null, response);
-      },
-      (error: unknown) => finish(options, started, callback, recordFailure(options, error)),
-    ).finally(() => {
-      gate.release();
-      options.metrics.inFlight.set(--inFlight);
-    });
+    (turn ? turn.then(() => admitted(call)) : admitted(call))
+      .then(
+        (response) => {
+          finish(options, started, callback, undefined);
+          callback(null, response);
+        },
+        (error: unknown) => finish(options, started, callback, recordFailure(options, error)),
+      )
+      .finally(() => {
+        gate.release();
+        options.metrics.inFlight.set(--inFlight);
+      });
   };
   return { CreateCertificate: CreateCertificate as UntypedServiceImplementation[string] };
 }
@@ -110,7 +112,10 @@ async function impersonatedIdentity(
 
 /** The caller of an Istio-style call: the bearer token and clusterid metadata (also meshca.v1's services). */
 export function authenticateCall(authenticator: Authenticator, metadata: Metadata): Promise<CallerIdentity> {
-  return authenticator.authenticate({ token: bearerToken(header(metadata, 'authorization')), clusterId: header(metadata, 'clusterid') ?? '' });
+  return authenticator.authenticate({
+    token: bearerToken(header(metadata, 'authorization')),
+    clusterId: header(metadata, 'clusterid') ?? '',
+  });
 }
 
 function header(metadata: Metadata, name: string): string | undefined {
@@ -131,7 +136,8 @@ function recordFailure(options: CertificateServiceOptions, error: unknown): Grpc
     if (error.code === 'ERR_CSR_REJECTED' || error.code === 'ERR_CSR_SIGNATURE') metrics.csrParsingErrors.inc();
     if (error.code === 'ERR_IDENTITY_MISMATCH') metrics.idExtractionErrors.inc();
     if (error.code === 'ERR_IDENTITY_DENIED') metrics.denied.inc();
-    if (error.code === 'ERR_ISSUANCE_FAILED' || error.code === 'ERR_VERIFIER_UNAVAILABLE' || error.code === 'ERR_DISK_LOW') metrics.signErrors.inc({ error: error.code });
+    if (error.code === 'ERR_ISSUANCE_FAILED' || error.code === 'ERR_VERIFIER_UNAVAILABLE' || error.code === 'ERR_DISK_LOW')
+      metrics.signErrors.inc({ error: error.code });
     if (error.code === 'ERR_VERIFIER_UNAVAILABLE') options.logger.error({ err: error }, 'CSR verification failed on the server side');
   } else {
     options.logger.error({ err: error }, 'unexpected error in CreateCertificate');

@@ -5,7 +5,15 @@ import { StoreError } from './errors.js';
 import { GroupCommitQueue } from './group-commit.js';
 import type { IssuanceCounts, IssuedDer, SchemaInfo, StoreInspection } from './inspection.js';
 import { applyMigrations, DEFAULT_MIGRATIONS_DIR, readMigrations, recordedMigrations } from './migrations.js';
-import { authorityFromRow, jwtAuthorityFromRow, normalizeSerial, pendingFromRow, type AuthorityRow, type JwtAuthorityRow, type PendingAuthorityRow } from './rows.js';
+import {
+  authorityFromRow,
+  jwtAuthorityFromRow,
+  normalizeSerial,
+  pendingFromRow,
+  type AuthorityRow,
+  type JwtAuthorityRow,
+  type PendingAuthorityRow,
+} from './rows.js';
 import { BackgroundCheckpointer } from './sqlite/checkpointer.js';
 import { CACHE_KIB, openReaderConnection, openWriterConnection, restrictFiles, sqliteCode, toStoreError } from './sqlite/connection.js';
 import { startIssuanceWriter, type BatchResult, type IssuedRow } from './sqlite/issuance-writer.js';
@@ -42,7 +50,6 @@ import type {
   AuthorityRecord,
   AuthorityRevocation,
   AuthorityRevocationReason,
-  AuthorityState,
   AuthorityTransition,
   AuthorityUsage,
   PendingAuthorityRecord,
@@ -205,13 +212,18 @@ class SqliteStoreImpl implements SqliteStore {
       for (const transition of change.transitions ?? []) this.transition(transition, change.audit.at);
       for (const { id, sealedKey } of change.resealed ?? []) this.reseal(id, sealedKey, change.audit.at);
       for (const { kid, sealedKey } of change.resealedJwtKeys ?? []) {
-        if (this.run('resealJwt', { kid, sealedKey, at: change.audit.at.getTime() }).changes === 0) throw new StoreError('ERR_STORE_NOT_FOUND', `no JWT key with kid ${kid} to re-seal`);
+        if (this.run('resealJwt', { kid, sealedKey, at: change.audit.at.getTime() }).changes === 0)
+          throw new StoreError('ERR_STORE_NOT_FOUND', `no JWT key with kid ${kid} to re-seal`);
       }
       for (const { id, sealedKey } of change.resealedPending ?? []) {
-        if (this.run('resealPending', { id, sealedKey }).changes === 0) throw new StoreError('ERR_STORE_NOT_FOUND', `no pending authority with id ${id} to re-seal`);
+        if (this.run('resealPending', { id, sealedKey }).changes === 0)
+          throw new StoreError('ERR_STORE_NOT_FOUND', `no pending authority with id ${id} to re-seal`);
       }
       if (change.completesPending !== undefined && this.run('deletePending', change.completesPending).changes === 0) {
-        throw new StoreError('ERR_STORE_NOT_FOUND', `no pending authority with id ${change.completesPending} (already completed or deleted?)`);
+        throw new StoreError(
+          'ERR_STORE_NOT_FOUND',
+          `no pending authority with id ${change.completesPending} (already completed or deleted?)`,
+        );
       }
       for (const revocation of change.revocations ?? []) this.revokeAuthority(revocation);
       if (change.bumpBundleSequence) this.run('bumpBundleSequence');
@@ -249,7 +261,12 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   private transition(transition: AuthorityTransition, at: Date): void {
-    this.guardedTransition({ update: 'transition', read: 'authorityState', what: `authority ${transition.id}` }, { id: transition.id }, transition, at);
+    this.guardedTransition(
+      { update: 'transition', read: 'authorityState', what: `authority ${transition.id}` },
+      { id: transition.id },
+      transition,
+      at,
+    );
   }
 
   /** A state change guarded by the current state: NOT_FOUND for an unknown row, CONFLICT for any other state. */
@@ -262,7 +279,10 @@ class SqliteStoreImpl implements SqliteStore {
     if (this.run(sql.update, { ...key, to: transition.to, from: JSON.stringify(transition.from), at: at.getTime() }).changes > 0) return;
     const current = this.get<{ state: string }>(sql.read, Object.values(key)[0]);
     if (!current) throw new StoreError('ERR_STORE_NOT_FOUND', `no ${sql.what}`);
-    throw new StoreError('ERR_STORE_CONFLICT', `${sql.what} is ${current.state}, not ${transition.from.join(' or ') || '(no state allowed)'}; cannot make it ${transition.to}`);
+    throw new StoreError(
+      'ERR_STORE_CONFLICT',
+      `${sql.what} is ${current.state}, not ${transition.from.join(' or ') || '(no state allowed)'}; cannot make it ${transition.to}`,
+    );
   }
 
   /** The row, plus version bumps: the authority's own (OCSP answers for its leaves) and its root's (CRL entry). */
@@ -511,7 +531,9 @@ class SqliteStoreImpl implements SqliteStore {
 
   async loadJwtAuthorities(): Promise<JwtAuthorityRecord[]> {
     // A read-only inspection may open a database from before migration 005.
-    return this.use(() => (this.get('jwtAuthoritiesTable') ? this.all<JwtAuthorityRow>('loadJwtAuthorities').map(jwtAuthorityFromRow) : []));
+    return this.use(() =>
+      this.get('jwtAuthoritiesTable') ? this.all<JwtAuthorityRow>('loadJwtAuthorities').map(jwtAuthorityFromRow) : [],
+    );
   }
 
   async applyJwtAuthorityChange(change: JwtAuthorityChange): Promise<{ bundleSequence: number }> {
@@ -525,7 +547,12 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   private jwtTransition(transition: JwtAuthorityTransition, at: Date): void {
-    this.guardedTransition({ update: 'jwtTransition', read: 'jwtAuthorityState', what: `JWT key ${transition.kid}` }, { kid: transition.kid }, transition, at);
+    this.guardedTransition(
+      { update: 'jwtTransition', read: 'jwtAuthorityState', what: `JWT key ${transition.kid}` },
+      { kid: transition.kid },
+      transition,
+      at,
+    );
   }
 
   async recordJwtSvid(record: JwtSvidRecord): Promise<void> {
@@ -544,7 +571,10 @@ class SqliteStoreImpl implements SqliteStore {
 
   async listJwtSvids(query: { readonly spiffeId?: string; readonly limit: number }): Promise<JwtSvidRecord[]> {
     return this.use(() => {
-      const rows = query.spiffeId === undefined ? this.all<JwtSvidRow>('listJwtSvids', pageLimit(query.limit)) : this.all<JwtSvidRow>('listJwtSvidsOf', query.spiffeId, pageLimit(query.limit));
+      const rows =
+        query.spiffeId === undefined
+          ? this.all<JwtSvidRow>('listJwtSvids', pageLimit(query.limit))
+          : this.all<JwtSvidRow>('listJwtSvidsOf', query.spiffeId, pageLimit(query.limit));
       return rows.map(jwtSvidFromRow);
     });
   }
@@ -647,7 +677,9 @@ class SqliteStoreImpl implements SqliteStore {
   }
 
   async revokedAuthorityIds(): Promise<string[]> {
-    return this.use(() => (this.get('revokedAuthoritiesTable') ? this.all<{ authority_id: string }>('revokedAuthorityIds').map((r) => r.authority_id) : []));
+    return this.use(() =>
+      this.get('revokedAuthoritiesTable') ? this.all<{ authority_id: string }>('revokedAuthorityIds').map((r) => r.authority_id) : [],
+    );
   }
 
   async certificateCount(): Promise<number> {

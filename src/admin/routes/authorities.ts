@@ -8,7 +8,14 @@ import type { AuthorityRecord, AuthorityRevocationReason, PendingAuthorityRecord
 import { AUTHORITY_REVOCATION_REASONS } from '../../authority/revocation.js';
 import { isPendingId } from '../../authority/pending.js';
 import { pemEncode } from '../../pki/pem.js';
-import { authorityIdParams, authorityOrPendingIdParams, authorityView, errorReply, pendingAuthorityView, protectedErrors } from '../schemas.js';
+import {
+  authorityIdParams,
+  authorityOrPendingIdParams,
+  authorityView,
+  errorReply,
+  pendingAuthorityView,
+  protectedErrors,
+} from '../schemas.js';
 
 export interface AuthorityRoutesOptions {
   readonly ca: CertificateAuthority;
@@ -48,7 +55,11 @@ interface ImportBody {
 
 const DURATION = { type: 'string', pattern: '^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d|y))+$', maxLength: 32 } as const;
 const PEM = { type: 'string', minLength: 1, maxLength: 65536 } as const;
-const authorityList = { type: 'object', properties: { authorities: { type: 'array', items: authorityView } }, required: ['authorities'] } as const;
+const authorityList = {
+  type: 'object',
+  properties: { authorities: { type: 'array', items: authorityView } },
+  required: ['authorities'],
+} as const;
 const inventoryList = {
   type: 'object',
   properties: { authorities: { type: 'array', items: authorityView }, pending: { type: 'array', items: pendingAuthorityView } },
@@ -61,16 +72,26 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
   const { ca, inventory } = options;
   const views = async (ids: readonly string[]) => (await inventory.authorities()).filter((a) => ids.includes(a.id));
 
-  app.get('/v1/authorities', { schema: { summary: 'List roots and intermediates with usage counts, and pending CSRs', response: { 200: inventoryList, ...protectedErrors } } }, async () => ({
-    authorities: await inventory.authorities(),
-    pending: (await ca.pendingAuthorities()).map(pendingView),
-  }));
+  app.get(
+    '/v1/authorities',
+    {
+      schema: {
+        summary: 'List roots and intermediates with usage counts, and pending CSRs',
+        response: { 200: inventoryList, ...protectedErrors },
+      },
+    },
+    async () => ({
+      authorities: await inventory.authorities(),
+      pending: (await ca.pendingAuthorities()).map(pendingView),
+    }),
+  );
 
   app.post<{ Body: CsrBody }>(
     '/v1/authorities/intermediate-csr',
     {
       schema: {
-        summary: 'Generate an intermediate key (sealed, never leaves meshca) and return its CSR for an upstream CA; the authority is pending until its certificate is attached',
+        summary:
+          'Generate an intermediate key (sealed, never leaves meshca) and return its CSR for an upstream CA; the authority is pending until its certificate is attached',
         body: {
           type: ['object', 'null'],
           properties: { keyType: { type: 'string', enum: [...KEY_TYPES] }, subject: { type: 'string', minLength: 1, maxLength: 512 } },
@@ -91,9 +112,15 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
     {
       bodyLimit: 512 * 1024,
       schema: {
-        summary: "Attach the upstream-signed certificate and its chain (up to the upstream root) to a pending authority; it becomes prepared and the root joins the bundle",
+        summary:
+          'Attach the upstream-signed certificate and its chain (up to the upstream root) to a pending authority; it becomes prepared and the root joins the bundle',
         params: authorityOrPendingIdParams,
-        body: { type: 'object', properties: { certificate: PEM, chain: PEM }, required: ['certificate', 'chain'], additionalProperties: false },
+        body: {
+          type: 'object',
+          properties: { certificate: PEM, chain: PEM },
+          required: ['certificate', 'chain'],
+          additionalProperties: false,
+        },
         response: { 200: authorityList, ...withConflicts },
       },
     },
@@ -128,7 +155,13 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
 
   app.post<{ Params: { id: string } }>(
     '/v1/authorities/:id/activate',
-    { schema: { summary: 'Make a prepared authority the signer; the previous one retires', params: authorityOrPendingIdParams, response: { 200: authorityList, ...withConflicts } } },
+    {
+      schema: {
+        summary: 'Make a prepared authority the signer; the previous one retires',
+        params: authorityOrPendingIdParams,
+        response: { 200: authorityList, ...withConflicts },
+      },
+    },
     async (request) => {
       const activated = await ca.activate(request.params.id, options.actor(request));
       return {
@@ -164,7 +197,8 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
     '/v1/authorities/:id/revoke',
     {
       schema: {
-        summary: 'Revoke a compromised root or intermediate: it is tainted and never signs again; a signing intermediate is replaced in the same transaction',
+        summary:
+          'Revoke a compromised root or intermediate: it is tainted and never signs again; a signing intermediate is replaced in the same transaction',
         params: authorityIdParams,
         body: {
           type: 'object',
@@ -195,8 +229,17 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
       const all = await inventory.authorities();
       const authority = all.find((a) => a.id === outcome.authority.id);
       const replacement = all.find((a) => a.id === outcome.replacement?.id) ?? null;
-      const listings = outcome.tainted.filter((id) => id.startsWith('int-')).map((id) => `/v1/certificates?authorityId=${id}&status=active`);
-      return { authority, tainted: outcome.tainted, replacement, unexpiredCertificates: outcome.unexpiredCertificates, certificates: listings, reissued };
+      const listings = outcome.tainted
+        .filter((id) => id.startsWith('int-'))
+        .map((id) => `/v1/certificates?authorityId=${id}&status=active`);
+      return {
+        authority,
+        tainted: outcome.tainted,
+        replacement,
+        unexpiredCertificates: outcome.unexpiredCertificates,
+        certificates: listings,
+        reissued,
+      };
     },
   );
 
