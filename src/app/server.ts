@@ -395,7 +395,6 @@ async function shutdown(
   notReady: () => void,
 ): Promise<void> {
   notReady();
-  jwks?.close();
   await autoRotation?.stop(); // a step in progress commits before the store closes
   await upstreamRenewal?.stop();
   await jwt.stop();
@@ -404,6 +403,7 @@ async function shutdown(
   await kubernetes.close(); // leader tasks stop and the lease is released before the store closes
   housekeeping.stop();
   await Promise.all([grpc.close(config.shutdownTimeoutMs), admin.close()]);
+  jwks?.close(); // only after the drain: in-flight calls are still authenticating
   serving.close();
   await verifiers.close();
   await store.close();

@@ -44,12 +44,14 @@ const AUTHENTICATION_STATUS: Readonly<Record<AuthenticationErrorCode, status>> =
 /** The gRPC transport's one code → status table (docs/errors.md). */
 const GRPC_STATUS: Readonly<Record<string, status>> = { ...ISSUANCE_STATUS, ...AUTHENTICATION_STATUS };
 
-/** Unknown errors become INTERNAL without leaking their text. */
+/** Unknown errors become INTERNAL without leaking their text; unlisted retryable ones UNAVAILABLE. */
 export function toGrpcFailure(error: unknown): GrpcFailure {
   const code = error instanceof MeshcaError ? GRPC_STATUS[error.code] : undefined;
   if (error instanceof MeshcaError && code !== undefined) {
     const details = error.code in AUTHENTICATION_STATUS ? `authentication failed: ${error.message}` : error.message;
     return { code, details, reason: error.code };
   }
+  // A failure of ours that says trying again may succeed (a store or worker going away): istio-agent retries UNAVAILABLE.
+  if (error instanceof MeshcaError && error.retryable) return { code: status.UNAVAILABLE, details: error.message, reason: error.code };
   return { code: status.INTERNAL, details: 'internal error; see the meshca server log', reason: 'ERR_INTERNAL' };
 }
