@@ -69,10 +69,19 @@ async function connect(address, rootsPem, channels) {
   for (const stub of stubs) stub.close();
   const Ctor = istioCertificateService();
   const credentials = grpc.credentials.createSsl(Buffer.from(rootsPem));
-  const options = { 'grpc.ssl_target_name_override': 'localhost', 'grpc.default_authority': 'localhost', 'grpc.use_local_subchannel_pool': 1 };
+  const options = {
+    'grpc.ssl_target_name_override': 'localhost',
+    'grpc.default_authority': 'localhost',
+    'grpc.use_local_subchannel_pool': 1,
+  };
   stubs = Array.from({ length: channels }, () => new Ctor(address, credentials, options));
   await Promise.all(
-    stubs.map((stub) => new Promise((resolve, reject) => stub.waitForReady(Date.now() + 15_000, (/** @type {Error | undefined} */ e) => (e ? reject(e) : resolve(undefined))))),
+    stubs.map(
+      (stub) =>
+        new Promise((resolve, reject) =>
+          stub.waitForReady(Date.now() + 15_000, (/** @type {Error | undefined} */ e) => (e ? reject(e) : resolve(undefined))),
+        ),
+    ),
   );
 }
 
@@ -88,7 +97,8 @@ async function connect(address, rootsPem, channels) {
 function loadItems(work) {
   const csrs = readItems(work.csrFile);
   const tokens = readItems(work.tokenFile);
-  if (tokens.length < work.count || csrs.length < Math.min(work.identities, work.count)) throw new Error(`material files hold too few items for ${JSON.stringify(work)}`);
+  if (tokens.length < work.count || csrs.length < Math.min(work.identities, work.count))
+    throw new Error(`material files hold too few items for ${JSON.stringify(work)}`);
   const items = [];
   for (let j = me.part; j < work.count; j += me.parts) items.push({ csr: csrs[j % work.identities], token: tokens[j] });
   return items;
@@ -114,8 +124,11 @@ function call(stub, item, deadlineMs) {
   metadata.set('authorization', `Bearer ${item.token}`);
   metadata.set('clusterid', 'Kubernetes');
   return new Promise((resolve, reject) =>
-    stub.CreateCertificate({ csr: item.csr, validity_duration: 0, metadata: null }, metadata, { deadline: Date.now() + deadlineMs }, (/** @type {any} */ error, /** @type {any} */ response) =>
-      error ? reject(error) : resolve(response?.cert_chain ?? []),
+    stub.CreateCertificate(
+      { csr: item.csr, validity_duration: 0, metadata: null },
+      metadata,
+      { deadline: Date.now() + deadlineMs },
+      (/** @type {any} */ error, /** @type {any} */ response) => (error ? reject(error) : resolve(response?.cert_chain ?? [])),
     ),
   );
 }
@@ -133,20 +146,29 @@ function cfsslSender(url, concurrency) {
   return (/** @type {number} */ _w, /** @type {{ csr: string }} */ item, /** @type {number} */ deadlineMs) =>
     new Promise((resolve, reject) => {
       const body = JSON.stringify({ certificate_request: item.csr });
-      const req = httpRequest(url, { method: 'POST', agent, timeout: deadlineMs, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-        const chunks = /** @type {Buffer[]} */ ([]);
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () => {
-          let json;
-          try {
-            json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-          } catch {
-            return reject({ code: `HTTP_${res.statusCode}`, message: 'not JSON' });
-          }
-          if (json.success && typeof json.result?.certificate === 'string') resolve([json.result.certificate, 'ca']);
-          else reject({ code: `HTTP_${res.statusCode}`, message: JSON.stringify(json.errors ?? json).slice(0, 300) });
-        });
-      });
+      const req = httpRequest(
+        url,
+        {
+          method: 'POST',
+          agent,
+          timeout: deadlineMs,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        },
+        (res) => {
+          const chunks = /** @type {Buffer[]} */ ([]);
+          res.on('data', (c) => chunks.push(c));
+          res.on('end', () => {
+            let json;
+            try {
+              json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+            } catch {
+              return reject({ code: `HTTP_${res.statusCode}`, message: 'not JSON' });
+            }
+            if (json.success && typeof json.result?.certificate === 'string') resolve([json.result.certificate, 'ca']);
+            else reject({ code: `HTTP_${res.statusCode}`, message: JSON.stringify(json.errors ?? json).slice(0, 300) });
+          });
+        },
+      );
       req.on('timeout', () => req.destroy(Object.assign(new Error('deadline exceeded'), { code: 'DEADLINE_EXCEEDED' })));
       req.on('error', reject);
       req.end(body);
@@ -185,7 +207,9 @@ class Recorder {
     if (inspect) {
       let fp = this.fingerprints.get(chain[1]);
       if (!fp) {
-        fp = createHash('sha256').update(Buffer.from(chain[1].replace(/-----[^-]+-----|\s/g, ''), 'base64')).digest('hex');
+        fp = createHash('sha256')
+          .update(Buffer.from(chain[1].replace(/-----[^-]+-----|\s/g, ''), 'base64'))
+          .digest('hex');
         this.fingerprints.set(chain[1], fp);
       }
       this.intermediates[fp] = (this.intermediates[fp] ?? 0) + 1;
@@ -197,7 +221,12 @@ class Recorder {
   /** @param {any} error */
   fail(error) {
     this.lastEnd = Math.max(this.lastEnd, now());
-    const code = typeof error?.code === 'number' ? CODE_NAMES.get(error.code) ?? String(error.code) : typeof error?.code === 'string' ? error.code : 'CLIENT_ERROR';
+    const code =
+      typeof error?.code === 'number'
+        ? (CODE_NAMES.get(error.code) ?? String(error.code))
+        : typeof error?.code === 'string'
+          ? error.code
+          : 'CLIENT_ERROR';
     this.errors[code] = (this.errors[code] ?? 0) + 1;
     this.errorSamples[code] ??= String(error?.details ?? error?.message ?? error).slice(0, 300);
   }
@@ -290,7 +319,12 @@ function burst(spec) {
       k++;
       const t0 = now();
       rec.started(t0);
-      pending.push(call(stub, item, spec.deadlineMs).then((chain) => rec.ok(t0, chain, true), (error) => rec.fail(error)));
+      pending.push(
+        call(stub, item, spec.deadlineMs).then(
+          (chain) => rec.ok(t0, chain, true),
+          (error) => rec.fail(error),
+        ),
+      );
     }
     await Promise.all(pending);
     return { ...rec.result(), start };

@@ -8,7 +8,21 @@
 
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fdatasyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fdatasyncSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  statfsSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import os from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,7 +33,17 @@ import { benchIdentity, burstIdentity, JWT_ISSUER, MaterialCache } from './lib/m
 import { stageBreakdown, summarizeProfile } from './lib/profile.mjs';
 import { markdownReport, markdownTable, summaryLine, svgChart } from './lib/report.mjs';
 import { certdbRows, CfsslServer, CFSSL_INSTALL_HINT, cfsslVersion, prepareCfssl } from './lib/cfssl.mjs';
-import { describeExit, freePorts, machineBusySeconds, parseMetricTotals, pinningPlan, pinProcess, ResourceWindow, ServerProcess, sleep } from './lib/server.mjs';
+import {
+  describeExit,
+  freePorts,
+  machineBusySeconds,
+  parseMetricTotals,
+  pinningPlan,
+  pinProcess,
+  ResourceWindow,
+  ServerProcess,
+  sleep,
+} from './lib/server.mjs';
 import { errorTotal, latencySummary, mergeCounts, mergeSorted } from './lib/stats.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -27,7 +51,18 @@ const CLI = join(ROOT, 'dist', 'cli.js');
 const TMP = join(ROOT, 'bench', 'results', 'tmp');
 const README = join(ROOT, 'bench', 'README.md');
 const PROFILES = join(TMP, 'profiles');
-const ALL_SCENARIOS = ['steady-c1', 'steady-c8', 'steady-c32', 'steady-c128', 'rsa-c32', 'cold-tokens-c32', 'rotation-burst', 'large-store', 'cfssl-c32', 'workers'];
+const ALL_SCENARIOS = [
+  'steady-c1',
+  'steady-c8',
+  'steady-c32',
+  'steady-c128',
+  'rsa-c32',
+  'cold-tokens-c32',
+  'rotation-burst',
+  'large-store',
+  'cfssl-c32',
+  'workers',
+];
 /** Scenarios that start servers of their own rather than using the main one. */
 const OWN_SERVER = ['large-store', 'cfssl-c32', 'workers'];
 const GOALS = { throughputGoal: 3000, p99GoalMs: 20 };
@@ -68,14 +103,24 @@ const children = new Set();
 const tempDirs = new Set();
 let cleanedUp = false;
 /** Per-stage breakdowns of profiled servers (--profile), for the results files. */
-const profileStages = /** @type {{ server: string, scenario: string, certificates: number, cpuMsPerCert: number, mainThreadCpuMsPerCert: number, rows: { stage: string, thread: string, usPerCert: number }[] }[]} */ ([]);
+const profileStages =
+  /** @type {{ server: string, scenario: string, certificates: number, cpuMsPerCert: number, mainThreadCpuMsPerCert: number, rows: { stage: string, thread: string, usPerCert: number }[] }[]} */ ([]);
 /** Each server's measured scenario windows, to cut its CPU profile to them. */
-const measuredWindows = /** @type {Map<ServerProcess, { name: string, window: { start: number, end: number }, certificates: number, cpuMsPerCert: number, mainThreadCpuMsPerCert: number }[]>} */ (new Map());
+const measuredWindows =
+  /** @type {Map<ServerProcess, { name: string, window: { start: number, end: number }, certificates: number, cpuMsPerCert: number, mainThreadCpuMsPerCert: number }[]>} */ (
+    new Map()
+  );
 
 /** @param {ServerProcess} server @param {import('./lib/report.mjs').ScenarioResult} r @param {{ usage: { monotonicUs: { start: number, end: number } } }} run */
 function rememberWindow(server, r, run) {
   const list = measuredWindows.get(server) ?? [];
-  list.push({ name: r.name, window: run.usage.monotonicUs, certificates: r.ok, cpuMsPerCert: r.serverCpuMsPerCert, mainThreadCpuMsPerCert: r.serverMainThreadCpuMsPerCert });
+  list.push({
+    name: r.name,
+    window: run.usage.monotonicUs,
+    certificates: r.ok,
+    cpuMsPerCert: r.serverCpuMsPerCert,
+    mainThreadCpuMsPerCert: r.serverMainThreadCpuMsPerCert,
+  });
   measuredWindows.set(server, list);
 }
 
@@ -130,7 +175,12 @@ function options() {
     if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number`);
     return n;
   };
-  const scenarios = values.scenarios ? values.scenarios.split(',').map((s) => s.trim()).filter(Boolean) : ALL_SCENARIOS;
+  const scenarios = values.scenarios
+    ? values.scenarios
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : ALL_SCENARIOS;
   const unknown = scenarios.filter((s) => !ALL_SCENARIOS.includes(s));
   if (unknown.length) throw new Error(`unknown scenario(s) ${unknown.join(', ')}; choose from ${ALL_SCENARIOS.join(', ')}`);
   return {
@@ -204,7 +254,12 @@ class LoadgenPool {
    */
   ask(proc, message, reply) {
     return new Promise((resolve, reject) => {
-      /** @type {any[]} */ (this.waiters.get(proc)).push({ type: reply, id: /** @type {string | undefined} */ (message.id), resolve, reject });
+      /** @type {any[]} */ (this.waiters.get(proc)).push({
+        type: reply,
+        id: /** @type {string | undefined} */ (message.id),
+        resolve,
+        reject,
+      });
       proc.send(message);
     });
   }
@@ -278,7 +333,10 @@ async function startServer(ctx, label, dataDir, extraArgs = []) {
   servers.add(server);
   server.exited.then((exit) => {
     servers.delete(server);
-    if (!server.stopping) process.stderr.write(`\nbench: meshca (${label}) exited unexpectedly (${describeExit(exit)}); its last lines:\n${server.lastLines(40)}\n`);
+    if (!server.stopping)
+      process.stderr.write(
+        `\nbench: meshca (${label}) exited unexpectedly (${describeExit(exit)}); its last lines:\n${server.lastLines(40)}\n`,
+      );
   });
   await ctx.pool.connect(server.addresses.grpc, server.bundlePem(), ctx.opts.channels);
   return { server, startupSeconds: (performance.now() - started) / 1000 };
@@ -298,13 +356,30 @@ async function stopServer(server, label) {
       const windows = measuredWindows.get(server) ?? [];
       const measured = windows.find((w) => w.name === 'steady-c32' || w.name === 'large-store') ?? windows.at(-1);
       const summary = files
-        .map((f, i) => summarizeProfile(join(PROFILES, f), i === 0 ? 25 : 5, `${i === 0 ? 'main thread' : `worker thread ${f.split('.')[4]}`}${measured ? ` during ${measured.name}` : ''}`, measured?.window))
+        .map((f, i) =>
+          summarizeProfile(
+            join(PROFILES, f),
+            i === 0 ? 25 : 5,
+            `${i === 0 ? 'main thread' : `worker thread ${f.split('.')[4]}`}${measured ? ` during ${measured.name}` : ''}`,
+            measured?.window,
+          ),
+        )
         .join('\n');
       const threads = files.map((f, i) => ({ file: join(PROFILES, f), thread: i === 0 ? 'main' : `worker ${f.split('.')[4]}` }));
       const stages = measured && measured.certificates > 0 ? stageBreakdown(threads, measured) : undefined;
-      if (stages && measured) profileStages.push({ server: label, scenario: measured.name, certificates: measured.certificates, cpuMsPerCert: measured.cpuMsPerCert, mainThreadCpuMsPerCert: measured.mainThreadCpuMsPerCert, rows: stages.rows });
+      if (stages && measured)
+        profileStages.push({
+          server: label,
+          scenario: measured.name,
+          certificates: measured.certificates,
+          cpuMsPerCert: measured.cpuMsPerCert,
+          mainThreadCpuMsPerCert: measured.mainThreadCpuMsPerCert,
+          rows: stages.rows,
+        });
       writeFileSync(join(PROFILES, `${label}.txt`), `${summary}\n${stages?.text ?? ''}\n`);
-      log(`\nserver CPU profile (${label}; ${relative(process.cwd(), PROFILES)}/${files[0]} and its worker threads):\n${summary}\n${stages?.text ?? ''}`);
+      log(
+        `\nserver CPU profile (${label}; ${relative(process.cwd(), PROFILES)}/${files[0]} and its worker threads):\n${summary}\n${stages?.text ?? ''}`,
+      );
     } else {
       log(`bench: no CPU profile found for server pid ${server.pid} in ${PROFILES}`);
     }
@@ -325,13 +400,40 @@ function work(/** @type {Context} */ ctx, /** @type {string} */ csrs, /** @type 
  * @param {Context} ctx @param {ServerProcess} server @param {{ settle: boolean }} options
  */
 async function warmUp(ctx, server, { settle }) {
-  const run = await ctx.pool.run({ kind: 'closed', concurrency: 32, durationMs: 300_000, deadlineMs: REQUEST_DEADLINE_MS, cycle: false, work: work(ctx, 'ecCsrs', 'warmTokens') }, server.pid);
+  const run = await ctx.pool.run(
+    {
+      kind: 'closed',
+      concurrency: 32,
+      durationMs: 300_000,
+      deadlineMs: REQUEST_DEADLINE_MS,
+      cycle: false,
+      work: work(ctx, 'ecCsrs', 'warmTokens'),
+    },
+    server.pid,
+  );
   const r = summarize('warm-up', '', run, undefined);
-  log(`  warm-up: ${r.ok} certificates in ${r.wallSeconds.toFixed(1)} s (${Math.round(r.throughput)}/s)${errorTotal(r.errors) ? `, errors: ${JSON.stringify(r.errors)} ${JSON.stringify(r.errorSamples)}` : ''}`);
+  log(
+    `  warm-up: ${r.ok} certificates in ${r.wallSeconds.toFixed(1)} s (${Math.round(r.throughput)}/s)${errorTotal(r.errors) ? `, errors: ${JSON.stringify(r.errors)} ${JSON.stringify(r.errorSamples)}` : ''}`,
+  );
   if (r.ok === 0) throw new Error(`the warm-up issued no certificate: ${JSON.stringify(r.errorSamples)}\n${server.lastLines(20)}`);
   if (!settle) return;
   const seconds = ctx.opts.quick ? 3 : 5;
-  const more = summarize('settle', '', await ctx.pool.run({ kind: 'closed', concurrency: 32, durationMs: seconds * 1000, deadlineMs: REQUEST_DEADLINE_MS, cycle: true, work: work(ctx, 'ecCsrs', 'warmTokens') }, server.pid), undefined);
+  const more = summarize(
+    'settle',
+    '',
+    await ctx.pool.run(
+      {
+        kind: 'closed',
+        concurrency: 32,
+        durationMs: seconds * 1000,
+        deadlineMs: REQUEST_DEADLINE_MS,
+        cycle: true,
+        work: work(ctx, 'ecCsrs', 'warmTokens'),
+      },
+      server.pid,
+    ),
+    undefined,
+  );
   log(`  settle: ${more.ok} more in ${more.wallSeconds.toFixed(1)} s (${Math.round(more.throughput)}/s)`);
 }
 
@@ -342,7 +444,17 @@ async function warmUp(ctx, server, { settle }) {
  */
 async function closedScenario(ctx, server, s) {
   const before = await scrape(server);
-  const running = ctx.pool.run({ kind: 'closed', concurrency: s.concurrency, durationMs: ctx.opts.durationS * 1000, deadlineMs: REQUEST_DEADLINE_MS, cycle: s.cycle, work: s.work }, server.pid);
+  const running = ctx.pool.run(
+    {
+      kind: 'closed',
+      concurrency: s.concurrency,
+      durationMs: ctx.opts.durationS * 1000,
+      deadlineMs: REQUEST_DEADLINE_MS,
+      cycle: s.cycle,
+      work: s.work,
+    },
+    server.pid,
+  );
   const during = s.during ? s.during(running) : Promise.resolve();
   const run = await running;
   await during;
@@ -431,11 +543,29 @@ async function mainServer(/** @type {Context} */ ctx) {
 
   for (const c of [1, 8, 32, 128]) {
     if (!want(`steady-c${c}`)) continue;
-    report(ctx, await closedScenario(ctx, server, { name: `steady-c${c}`, description: `closed loop, ${c} in flight, ECDSA P-256 CSRs, warm tokens`, concurrency: c, cycle: true, work: work(ctx, 'ecCsrs', 'warmTokens') }));
+    report(
+      ctx,
+      await closedScenario(ctx, server, {
+        name: `steady-c${c}`,
+        description: `closed loop, ${c} in flight, ECDSA P-256 CSRs, warm tokens`,
+        concurrency: c,
+        cycle: true,
+        work: work(ctx, 'ecCsrs', 'warmTokens'),
+      }),
+    );
     await sleep(300);
   }
   if (want('rsa-c32')) {
-    report(ctx, await closedScenario(ctx, server, { name: 'rsa-c32', description: 'closed loop, 32 in flight, RSA-2048 CSRs, warm tokens', concurrency: 32, cycle: true, work: work(ctx, 'rsaCsrs', 'warmTokens') }));
+    report(
+      ctx,
+      await closedScenario(ctx, server, {
+        name: 'rsa-c32',
+        description: 'closed loop, 32 in flight, RSA-2048 CSRs, warm tokens',
+        concurrency: 32,
+        cycle: true,
+        work: work(ctx, 'rsaCsrs', 'warmTokens'),
+      }),
+    );
     await sleep(300);
   }
   if (want('cold-tokens-c32')) {
@@ -444,7 +574,13 @@ async function mainServer(/** @type {Context} */ ctx) {
     const rate = Math.max(steady?.throughput ?? 3000, 2000) * 1.5;
     const count = Math.min(300_000, Math.ceil(rate * ctx.opts.durationS) + 1000);
     ctx.files.coldTokens = await ctx.material.tokens({ name: 'cold', count, identity: benchIdentity, identities: ctx.opts.workloads });
-    const r = await closedScenario(ctx, server, { name: 'cold-tokens-c32', description: 'closed loop, 32 in flight, every token presented for the first time', concurrency: 32, cycle: false, work: work(ctx, 'ecCsrs', 'coldTokens', count) });
+    const r = await closedScenario(ctx, server, {
+      name: 'cold-tokens-c32',
+      description: 'closed loop, 32 in flight, every token presented for the first time',
+      concurrency: 32,
+      cycle: false,
+      work: work(ctx, 'ecCsrs', 'coldTokens', count),
+    });
     if (steady) r.notes.unshift(`${pct(r.throughput, steady.throughput)} throughput vs warm steady-c32`);
     report(ctx, r);
     await sleep(300);
@@ -469,8 +605,21 @@ async function rotationBurst(/** @type {Context} */ ctx, /** @type {ServerProces
 
   const n = ctx.opts.burst;
   const before = await scrape(server);
-  const run = await ctx.pool.run({ kind: 'burst', windowMs: 1000, deadlineMs: REQUEST_DEADLINE_MS, work: { csrFile: ctx.files.burstCsrs.path, tokenFile: ctx.files.burstTokens.path, identities: n, count: n } }, server.pid);
-  const r = summarize('rotation-burst', `${n} distinct workloads (unseen tokens) starting within 1 s after a root rotation`, run, metricsDelta(before, await scrape(server), run.usage.wallSeconds));
+  const run = await ctx.pool.run(
+    {
+      kind: 'burst',
+      windowMs: 1000,
+      deadlineMs: REQUEST_DEADLINE_MS,
+      work: { csrFile: ctx.files.burstCsrs.path, tokenFile: ctx.files.burstTokens.path, identities: n, count: n },
+    },
+    server.pid,
+  );
+  const r = summarize(
+    'rotation-burst',
+    `${n} distinct workloads (unseen tokens) starting within 1 s after a root rotation`,
+    run,
+    metricsDelta(before, await scrape(server), run.usage.wallSeconds),
+  );
   const start = Math.min(...run.results.map((x) => x.start));
   const lastStart = Math.max(...run.results.map((x) => x.lastStart));
   const fingerprint = String(intermediate.sha256Fingerprint).replace(/:/g, '').toLowerCase();
@@ -479,10 +628,22 @@ async function rotationBurst(/** @type {Context} */ ctx, /** @type {ServerProces
   const onNew = perIntermediate[fingerprint] ?? 0;
   r.notes.unshift(
     `${r.ok}/${n} served, all answered ${(r.wallSeconds).toFixed(2)} s after the first request (last request sent at +${((lastStart - start) / 1000).toFixed(2)} s)`,
-    `${onNew === r.ok ? 'all' : `${onNew} of ${r.ok}`} chained to the new intermediate; roots in the bundle element: ${Object.entries(rootsInBundle).map(([k, v]) => `${k} (×${v})`).join(', ')}`,
+    `${onNew === r.ok ? 'all' : `${onNew} of ${r.ok}`} chained to the new intermediate; roots in the bundle element: ${Object.entries(
+      rootsInBundle,
+    )
+      .map(([k, v]) => `${k} (×${v})`)
+      .join(', ')}`,
     `admin prepare ${prepared.ms.toFixed(0)} ms, activate ${activated.ms.toFixed(0)} ms`,
   );
-  r.details = { served: r.ok, total: n, rootsInBundle, onNewIntermediate: onNew, lastStartOffsetMs: lastStart - start, prepareMs: prepared.ms, activateMs: activated.ms };
+  r.details = {
+    served: r.ok,
+    total: n,
+    rootsInBundle,
+    onNewIntermediate: onNew,
+    lastStartOffsetMs: lastStart - start,
+    prepareMs: prepared.ms,
+    activateMs: activated.ms,
+  };
   return r;
 }
 
@@ -498,10 +659,18 @@ async function workersScenario(ctx) {
     const name = `workers-${workers}`;
     const { server } = await startServer(ctx, name, join(ctx.runDir, `data-${name}`), ['--workers', String(workers)]);
     await warmUp(ctx, server, { settle: true });
-    const r = await closedScenario(ctx, server, { name, description: `steady-c32 against serve --workers ${workers} (SQLite file shared by the workers)`, concurrency: 32, cycle: true, work: work(ctx, 'ecCsrs', 'warmTokens') });
+    const r = await closedScenario(ctx, server, {
+      name,
+      description: `steady-c32 against serve --workers ${workers} (SQLite file shared by the workers)`,
+      concurrency: 32,
+      cycle: true,
+      work: work(ctx, 'ecCsrs', 'warmTokens'),
+    });
     await stopServer(server);
-    const cpuMsPerCert = r.ok ? (r.serverCpuPercent / 100) * r.wallSeconds * 1000 / r.ok : NaN;
-    r.notes.unshift(`${cpuMsPerCert.toFixed(2)} server CPU ms per certificate (all ${workers > 1 ? `${workers} workers and the primary` : 'of the process'})`);
+    const cpuMsPerCert = r.ok ? ((r.serverCpuPercent / 100) * r.wallSeconds * 1000) / r.ok : NaN;
+    r.notes.unshift(
+      `${cpuMsPerCert.toFixed(2)} server CPU ms per certificate (all ${workers > 1 ? `${workers} workers and the primary` : 'of the process'})`,
+    );
     r.details = { workers, cpuMsPerCert };
     if (results.length) r.notes.unshift(`${pct(r.throughput, results[0].throughput)} throughput vs --workers 1`);
     results.push(r);
@@ -517,7 +686,9 @@ async function largeStore(/** @type {Context} */ ctx) {
   await stopServer(first.server);
   const rows = ctx.opts.storeRows;
   const fill = prefillStore(join(dataDir, 'meshca.db'), rows);
-  log(`  pre-filled ${rows.toLocaleString('en-US')} rows in ${fill.seconds.toFixed(1)} s (database ${(fill.dbBytes / 2 ** 20).toFixed(0)} MB)`);
+  log(
+    `  pre-filled ${rows.toLocaleString('en-US')} rows in ${fill.seconds.toFixed(1)} s (database ${(fill.dbBytes / 2 ** 20).toFixed(0)} MB)`,
+  );
 
   const { server, startupSeconds } = await startServer(ctx, 'large-store', dataDir);
   log(`  restarted on the pre-filled store in ${startupSeconds.toFixed(1)} s`);
@@ -565,7 +736,14 @@ async function largeStore(/** @type {Context} */ ctx) {
     `GET /v1/certificates?spiffeId=…&limit=100 (${Math.round(idle.reduce((a, q) => a + q.items, 0) / idle.length)} items): p50 ${loaded.p50.toFixed(1)} / p99 ${loaded.p99.toFixed(1)} ms under load (${underLoad.length} queries), p50 ${quiet.p50.toFixed(1)} / p99 ${quiet.p99.toFixed(1)} ms idle (${idle.length})`,
     `restart on the full store took ${startupSeconds.toFixed(1)} s`,
   );
-  r.details = { rows, prefillSeconds: fill.seconds, dbMb: fill.dbBytes / 2 ** 20, restartSeconds: startupSeconds, queryUnderLoadMs: loaded, queryIdleMs: quiet };
+  r.details = {
+    rows,
+    prefillSeconds: fill.seconds,
+    dbMb: fill.dbBytes / 2 ** 20,
+    restartSeconds: startupSeconds,
+    queryUnderLoadMs: loaded,
+    queryIdleMs: quiet,
+  };
   return r;
 }
 
@@ -578,7 +756,9 @@ async function largeStore(/** @type {Context} */ ctx) {
 async function cfsslComparison(ctx) {
   const version = cfsslVersion();
   if (!ctx.opts.cfssl || !version) {
-    const why = ctx.opts.cfssl ? `cfssl is not on PATH, so the side-by-side comparison is skipped; ${CFSSL_INSTALL_HINT}` : 'skipped (--no-cfssl)';
+    const why = ctx.opts.cfssl
+      ? `cfssl is not on PATH, so the side-by-side comparison is skipped; ${CFSSL_INSTALL_HINT}`
+      : 'skipped (--no-cfssl)';
     log(`\ncfssl-c32: ${why}`);
     ctx.cfssl = { skipped: why };
     return;
@@ -592,18 +772,35 @@ async function cfsslComparison(ctx) {
   const server = await CfsslServer.start({ files, port, logFile: join(TMP, 'server-cfssl.log'), cpus: ctx.pin?.server, probeCsr: csrs[0] });
   children.add(server.child);
   try {
-    const spec = (/** @type {number} */ seconds) => ({ kind: 'closed', concurrency: 32, durationMs: seconds * 1000, deadlineMs: REQUEST_DEADLINE_MS, cycle: true, cfsslUrl: server.url, work: work(ctx, 'ecCsrs', 'warmTokens') });
+    const spec = (/** @type {number} */ seconds) => ({
+      kind: 'closed',
+      concurrency: 32,
+      durationMs: seconds * 1000,
+      deadlineMs: REQUEST_DEADLINE_MS,
+      cycle: true,
+      cfsslUrl: server.url,
+      work: work(ctx, 'ecCsrs', 'warmTokens'),
+    });
     const settle = summarize('settle', '', await ctx.pool.run(spec(ctx.opts.quick ? 3 : 5), server.pid), undefined);
-    log(`  settle: ${settle.ok} certificates in ${settle.wallSeconds.toFixed(1)} s (${Math.round(settle.throughput)}/s)${errorTotal(settle.errors) ? `, errors ${JSON.stringify(settle.errorSamples)}` : ''}`);
+    log(
+      `  settle: ${settle.ok} certificates in ${settle.wallSeconds.toFixed(1)} s (${Math.round(settle.throughput)}/s)${errorTotal(settle.errors) ? `, errors ${JSON.stringify(settle.errorSamples)}` : ''}`,
+    );
     const rowsBefore = certdbRows(files.db);
-    const r = summarize('cfssl-c32', `cfssl serve (${version}), SQLite certdb, POST /api/v1/cfssl/sign over HTTP/1.1 keep-alive, 32 in flight, the same ECDSA P-256 CSRs`, await ctx.pool.run(spec(ctx.opts.durationS), server.pid), undefined);
+    const r = summarize(
+      'cfssl-c32',
+      `cfssl serve (${version}), SQLite certdb, POST /api/v1/cfssl/sign over HTTP/1.1 keep-alive, 32 in flight, the same ECDSA P-256 CSRs`,
+      await ctx.pool.run(spec(ctx.opts.durationS), server.pid),
+      undefined,
+    );
     r.concurrency = 32;
     const recorded = certdbRows(files.db) - rowsBefore;
     r.notes.push(`${recorded} of ${r.ok} certificates found in the certdb`);
     const meshca = ctx.results.find((x) => x.name === 'steady-c32');
     if (meshca) {
       const ratio = meshca.certsPerCore / r.certsPerCore;
-      r.notes.unshift(`meshca steady-c32 vs cfssl: ${ratio.toFixed(2)}× the certificates/s per core (${int(meshca.certsPerCore)} vs ${int(r.certsPerCore)}), server CPU per certificate ${meshca.serverCpuMsPerCert.toFixed(3)} vs ${r.serverCpuMsPerCert.toFixed(3)} ms, p99 ${meshca.latencyMs.p99.toFixed(1)} vs ${r.latencyMs.p99.toFixed(1)} ms`);
+      r.notes.unshift(
+        `meshca steady-c32 vs cfssl: ${ratio.toFixed(2)}× the certificates/s per core (${int(meshca.certsPerCore)} vs ${int(r.certsPerCore)}), server CPU per certificate ${meshca.serverCpuMsPerCert.toFixed(3)} vs ${r.serverCpuMsPerCert.toFixed(3)} ms, p99 ${meshca.latencyMs.p99.toFixed(1)} vs ${r.latencyMs.p99.toFixed(1)} ms`,
+      );
       ctx.cfssl = { version, certsPerCoreRatio: ratio, cpuMsPerCertRatio: meshca.serverCpuMsPerCert / r.serverCpuMsPerCert };
     } else {
       r.notes.unshift('no steady-c32 in this run to compare with (add it to --scenarios)');
@@ -706,7 +903,8 @@ function choosePinning(/** @type {Options} */ opts) {
   const all = Array.from({ length: cpus }, (_, i) => i);
   const chosen = new Set(expandCpuList(opts.serverCpus));
   const rest = all.filter((c) => !chosen.has(c));
-  if (chosen.size === 0 || rest.length === 0 || [...chosen].some((c) => c >= cpus)) throw new Error(`--server-cpus ${opts.serverCpus}: need a non-empty subset of 0-${cpus - 1} that leaves a CPU for the load`);
+  if (chosen.size === 0 || rest.length === 0 || [...chosen].some((c) => c >= cpus))
+    throw new Error(`--server-cpus ${opts.serverCpus}: need a non-empty subset of 0-${cpus - 1} that leaves a CPU for the load`);
   return { server: [...chosen].join(','), load: rest.join(',') };
 }
 
@@ -728,12 +926,17 @@ async function main() {
   /** @type {ReturnType<typeof machine> & { fsync4k: { p50Ms: number, p99Ms: number }, busyBeforeStartPercent?: number }} */
   const host = { ...machine(), fsync4k: fsyncProbe(runDir) };
 
-  log(`meshca bench${opts.quick ? ' --quick' : ''}${opts.pin ? ' --pin' : ''}: ${opts.scenarios.join(', ')}; ${opts.workloads} workloads, ${opts.durationS} s per steady scenario`);
+  log(
+    `meshca bench${opts.quick ? ' --quick' : ''}${opts.pin ? ' --pin' : ''}: ${opts.scenarios.join(', ')}; ${opts.workloads} workloads, ${opts.durationS} s per steady scenario`,
+  );
   const busyBefore = machineBusySeconds();
   await sleep(2000);
   host.busyBeforeStartPercent = Math.round((100 * (machineBusySeconds() - busyBefore)) / 2);
-  log(`  ${host.cpus} CPUs, ${host.busyBeforeStartPercent} % of a core busy before the start (load average ${host.loadAverageAtStart.join(' ')}); data disk 4 KiB fdatasync p50 ${host.fsync4k.p50Ms} ms, p99 ${host.fsync4k.p99Ms} ms`);
-  if (host.busyBeforeStartPercent > 25) log('  bench: warning: other processes are using the CPU; the results will be noisy (see the "other CPU" column)');
+  log(
+    `  ${host.cpus} CPUs, ${host.busyBeforeStartPercent} % of a core busy before the start (load average ${host.loadAverageAtStart.join(' ')}); data disk 4 KiB fdatasync p50 ${host.fsync4k.p50Ms} ms, p99 ${host.fsync4k.p99Ms} ms`,
+  );
+  if (host.busyBeforeStartPercent > 25)
+    log('  bench: warning: other processes are using the CPU; the results will be noisy (see the "other CPU" column)');
   const material = new MaterialCache(join(TMP, 'material'));
   const jwksFile = join(runDir, 'jwks.json');
   writeFileSync(jwksFile, JSON.stringify(material.signer().jwks));
@@ -744,7 +947,8 @@ async function main() {
     ecCsrs: await material.csrs({ name: 'bench', count: N, identity: benchIdentity, keyType: 'ec-p256' }),
     warmTokens: await material.tokens({ name: 'warm', count: N, identity: benchIdentity, identities: N }),
   };
-  if (needs(['rsa-c32'])) files.rsaCsrs = await material.csrs({ name: 'bench', count: N, identity: benchIdentity, keyType: 'rsa-2048', rsaKeys: 8 });
+  if (needs(['rsa-c32']))
+    files.rsaCsrs = await material.csrs({ name: 'bench', count: N, identity: benchIdentity, keyType: 'rsa-2048', rsaKeys: 8 });
   if (needs(['rotation-burst'])) {
     files.burstCsrs = await material.csrs({ name: 'burst', count: opts.burst, identity: burstIdentity, keyType: 'ec-p256' });
     files.burstTokens = await material.tokens({ name: 'burst', count: opts.burst, identity: burstIdentity, identities: opts.burst });
@@ -798,7 +1002,10 @@ async function main() {
   // ones carry the time too, so that they do not overwrite each other either.
   const partial = opts.scenarios.length < ALL_SCENARIOS.length;
   const time = new Date().toTimeString().slice(0, 8).replace(/:/g, '');
-  const base = join(opts.out, `${date}${opts.quick ? '-quick' : ''}${partial ? '-partial' : ''}${opts.profile ? '-profiled' : ''}${pin ? '-pinned' : ''}${partial || opts.profile ? `-${time}` : ''}`);
+  const base = join(
+    opts.out,
+    `${date}${opts.quick ? '-quick' : ''}${partial ? '-partial' : ''}${opts.profile ? '-profiled' : ''}${pin ? '-pinned' : ''}${partial || opts.profile ? `-${time}` : ''}`,
+  );
   writeFileSync(`${base}.json`, JSON.stringify(run, null, 2) + '\n');
   writeFileSync(`${base}.md`, markdownReport(run));
   writeFileSync(`${base}.svg`, svgChart(run, GOALS));

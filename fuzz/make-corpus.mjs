@@ -50,12 +50,26 @@ add('openssl rsa-2048 pkcs1', 'accept', opensslCsr('rsa.pem', ['-subj', '/O=', '
 add(
   'openssl rsa-2048 pss',
   'accept',
-  opensslCsr('rsa.pem', ['-subj', '/O=', '-addext', SAN, '-sha256', '-sigopt', 'rsa_padding_mode:pss', '-sigopt', 'rsa_pss_saltlen:32', '-sigopt', 'rsa_mgf1_md:sha256']),
+  opensslCsr('rsa.pem', [
+    '-subj',
+    '/O=',
+    '-addext',
+    SAN,
+    '-sha256',
+    '-sigopt',
+    'rsa_padding_mode:pss',
+    '-sigopt',
+    'rsa_pss_saltlen:32',
+    '-sigopt',
+    'rsa_mgf1_md:sha256',
+  ]),
   rsa,
   { hash: 'sha256', pssSaltLength: 32 },
 );
 const rsa4096 = opensslKey('rsa4096.pem', ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:4096']);
-add('openssl rsa-4096 sha512', 'accept', opensslCsr('rsa4096.pem', ['-subj', '/O=', '-addext', SAN, '-sha512']), rsa4096, { hash: 'sha512' });
+add('openssl rsa-4096 sha512', 'accept', opensslCsr('rsa4096.pem', ['-subj', '/O=', '-addext', SAN, '-sha512']), rsa4096, {
+  hash: 'sha512',
+});
 const ec = opensslKey('ec.pem', ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256']);
 add('openssl ec-p256 sha512', 'accept', opensslCsr('ec.pem', ['-subj', '/O=', '-addext', SAN, '-sha512']), ec, { hash: 'sha512' });
 add('openssl ec-p256 no extensions', 'reject', opensslCsr('ec.pem', ['-subj', '/O=meshca']), ec, { hash: 'sha256' });
@@ -88,7 +102,9 @@ writeFileSync(
     '',
   ].join('\n'),
 );
-add('openssl ec-p256 kitchen sink', 'reject', openssl(['req', '-new', '-key', file('ec.pem'), '-config', file('sink.cnf')]), ec, { hash: 'sha256' });
+add('openssl ec-p256 kitchen sink', 'reject', openssl(['req', '-new', '-key', file('ec.pem'), '-config', file('sink.cnf')]), ec, {
+  hash: 'sha256',
+});
 
 // A compressed EC point, which openssl's req does not emit: built by hand and signed here.
 {
@@ -97,7 +113,11 @@ add('openssl ec-p256 kitchen sink', 'reject', openssl(['req', '-new', '-key', fi
   const x = Buffer.from(jwk.x ?? '', 'base64url');
   const y = Buffer.from(jwk.y ?? '', 'base64url');
   const point = Buffer.concat([Buffer.of(y[y.length - 1] & 1 ? 0x03 : 0x02), x]);
-  const spki = tlv(0x30, tlv(0x30, tlv(0x06, oidContent('1.2.840.10045.2.1')), tlv(0x06, oidContent('1.2.840.10045.3.1.7'))), tlv(0x03, Buffer.of(0), point));
+  const spki = tlv(
+    0x30,
+    tlv(0x30, tlv(0x06, oidContent('1.2.840.10045.2.1')), tlv(0x06, oidContent('1.2.840.10045.3.1.7'))),
+    tlv(0x03, Buffer.of(0), point),
+  );
   const sanValue = tlv(0x30, tlv(0x86, Buffer.from(ID)));
   const extension = tlv(0x30, tlv(0x06, oidContent('2.5.29.17')), tlv(0x01, Buffer.of(0xff)), tlv(0x04, sanValue));
   const attributes = tlv(0xa0, tlv(0x30, tlv(0x06, oidContent('1.2.840.113549.1.9.14')), tlv(0x31, tlv(0x30, extension))));
@@ -111,18 +131,82 @@ add('openssl ec-p256 kitchen sink', 'reject', openssl(['req', '-new', '-key', fi
 
 // JWT keys: three the server trusts (one without a kid, so kid-less tokens match two keys) and two an attacker holds.
 const jwtKeys = {};
-for (const [name, alg] of [['trusted-rsa', 'RS256'], ['trusted-ec', 'ES256'], ['trusted-rsa-2', 'RS256'], ['attacker-rsa', 'RS256'], ['attacker-ec', 'ES256']]) {
+for (const [name, alg] of [
+  ['trusted-rsa', 'RS256'],
+  ['trusted-ec', 'ES256'],
+  ['trusted-rsa-2', 'RS256'],
+  ['attacker-rsa', 'RS256'],
+  ['attacker-ec', 'ES256'],
+]) {
   const { privateKey } = await generateKeyPair(alg, { extractable: true });
   jwtKeys[name] = await exportJWK(privateKey);
 }
 
 // An Istio plug-in CA: an external root and an intermediate (the shape of ca-cert.pem & co).
-openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', file('root-key.pem'), '-out', file('root-cert.pem'), '-days', '7300', '-subj', '/O=Fuzz/CN=Fuzz Plug-in Root', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', file('ca-key.pem'), '-out', file('ca.csr'), '-subj', '/O=Fuzz/CN=Fuzz Plug-in Intermediate']);
-writeFileSync(file('ext.cnf'), 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\nsubjectAltName=URI:spiffe://cluster.local\n');
-openssl(['x509', '-req', '-in', file('ca.csr'), '-CA', file('root-cert.pem'), '-CAkey', file('root-key.pem'), '-CAcreateserial', '-out', file('ca-cert.pem'), '-days', '3650', '-extfile', file('ext.cnf')]);
+openssl([
+  'req',
+  '-x509',
+  '-newkey',
+  'ec',
+  '-pkeyopt',
+  'ec_paramgen_curve:P-256',
+  '-nodes',
+  '-keyout',
+  file('root-key.pem'),
+  '-out',
+  file('root-cert.pem'),
+  '-days',
+  '7300',
+  '-subj',
+  '/O=Fuzz/CN=Fuzz Plug-in Root',
+  '-addext',
+  'basicConstraints=critical,CA:TRUE',
+  '-addext',
+  'keyUsage=critical,keyCertSign,cRLSign',
+]);
+openssl([
+  'req',
+  '-new',
+  '-newkey',
+  'ec',
+  '-pkeyopt',
+  'ec_paramgen_curve:P-256',
+  '-nodes',
+  '-keyout',
+  file('ca-key.pem'),
+  '-out',
+  file('ca.csr'),
+  '-subj',
+  '/O=Fuzz/CN=Fuzz Plug-in Intermediate',
+]);
+writeFileSync(
+  file('ext.cnf'),
+  'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\nsubjectAltName=URI:spiffe://cluster.local\n',
+);
+openssl([
+  'x509',
+  '-req',
+  '-in',
+  file('ca.csr'),
+  '-CA',
+  file('root-cert.pem'),
+  '-CAkey',
+  file('root-key.pem'),
+  '-CAcreateserial',
+  '-out',
+  file('ca-cert.pem'),
+  '-days',
+  '3650',
+  '-extfile',
+  file('ext.cnf'),
+]);
 const read = (name) => readFileSync(file(name), 'utf8');
-const pluginCa = { caCert: read('ca-cert.pem'), caKey: read('ca-key.pem'), certChain: read('ca-cert.pem') + read('root-cert.pem'), rootCert: read('root-cert.pem') };
+const pluginCa = {
+  caCert: read('ca-cert.pem'),
+  caKey: read('ca-key.pem'),
+  certChain: read('ca-cert.pem') + read('root-cert.pem'),
+  rootCert: read('root-cert.pem'),
+};
 
 writeFileSync(join(OUT, 'csrs.json'), JSON.stringify({ identity: ID, csrs }, null, 2) + '\n');
 writeFileSync(join(OUT, 'jwt-keys.json'), JSON.stringify(jwtKeys, null, 2) + '\n');

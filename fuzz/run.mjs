@@ -10,7 +10,17 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { pino } from 'pino';
-import { adminTarget, csrTarget, formatViolations, grpcTarget, KNOWN_ISSUES, loadModules, runFuzz, spiffeTarget, tokenTarget } from './index.mjs';
+import {
+  adminTarget,
+  csrTarget,
+  formatViolations,
+  grpcTarget,
+  KNOWN_ISSUES,
+  loadModules,
+  runFuzz,
+  spiffeTarget,
+  tokenTarget,
+} from './index.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const ALL = ['csr', 'token', 'spiffe', 'admin', 'grpc'];
@@ -50,7 +60,8 @@ const iterations = positiveInt('--iterations', values.iterations);
 const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : Number(values.seed) >>> 0;
 if (values.seed !== undefined && !/^\d+$/.test(values.seed)) fail('--seed must be a non-negative integer');
 const only = values.case === undefined ? undefined : Number(values.case);
-if (only !== undefined && (targets.length !== 1 || values.seed === undefined || !Number.isInteger(only))) fail('--case needs exactly one --target and a --seed');
+if (only !== undefined && (targets.length !== 1 || values.seed === undefined || !Number.isInteger(only)))
+  fail('--case needs exactly one --target and a --seed');
 const timeBoundMs = positiveInt('--time-bound', values['time-bound']);
 if (!existsSync(join(ROOT, 'dist', 'cli.js'))) fail('dist/ is missing: run "npm run build" (npm run fuzz does it for you)');
 if (newestMtime(join(ROOT, 'src')) > statSync(join(ROOT, 'dist', 'cli.js')).mtimeMs) {
@@ -58,7 +69,10 @@ if (newestMtime(join(ROOT, 'src')) > statSync(join(ROOT, 'dist', 'cli.js')).mtim
 }
 
 function newestMtime(dir) {
-  return readdirSync(dir, { withFileTypes: true }).reduce((newest, e) => Math.max(newest, e.isDirectory() ? newestMtime(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs), 0);
+  return readdirSync(dir, { withFileTypes: true }).reduce(
+    (newest, e) => Math.max(newest, e.isDirectory() ? newestMtime(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs),
+    0,
+  );
 }
 
 function fail(message) {
@@ -107,12 +121,15 @@ for (const name of targets) {
     onProgress: (r) => {
       if (performance.now() - lastPrint < 2000 || !process.stderr.isTTY) return;
       lastPrint = performance.now();
-      process.stderr.write(`\r  ${name}: ${r.cases}/${count} cases, ${Object.values(r.violationKinds).reduce((a, b) => a + b, 0)} violations   `);
+      process.stderr.write(
+        `\r  ${name}: ${r.cases}/${count} cases, ${Object.values(r.violationKinds).reduce((a, b) => a + b, 0)} violations   `,
+      );
     },
   });
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
   const final = (await target.finalCheck?.()) ?? [];
-  for (const message of final) report.violations.push({ target: name, seed, index: -1, kind: message, message, input: '', note: 'after the batch' });
+  for (const message of final)
+    report.violations.push({ target: name, seed, index: -1, kind: message, message, input: '', note: 'after the batch' });
   await target.close?.();
   report.setupMs = setupMs;
   reports.push(report);
@@ -123,24 +140,43 @@ for (const name of targets) {
 }
 
 function printReport(r, count) {
-  const violations = r.violations.length === 0 ? 0 : Object.values(r.violationKinds).reduce((a, b) => a + b, 0) + r.violations.filter((v) => v.index === -1).length;
-  const known = Object.entries(r.known).map(([id, k]) => `${id}×${k.count}`).join(' ');
+  const violations =
+    r.violations.length === 0
+      ? 0
+      : Object.values(r.violationKinds).reduce((a, b) => a + b, 0) + r.violations.filter((v) => v.index === -1).length;
+  const known = Object.entries(r.known)
+    .map(([id, k]) => `${id}×${k.count}`)
+    .join(' ');
   process.stdout.write(
-    `${r.target.padEnd(7)} ${String(r.cases).padStart(7)} cases  ${(r.elapsedMs / 1000).toFixed(1).padStart(6)} s  ${Math.round((r.cases / r.elapsedMs) * 1000).toString().padStart(6)}/s  max case ${r.maxCaseMs.toFixed(1)} ms (#${r.slowestCase})  setup ${(r.setupMs / 1000).toFixed(1)} s  violations ${violations}${known ? `  known ${known}` : ''}\n`,
+    `${r.target.padEnd(7)} ${String(r.cases).padStart(7)} cases  ${(r.elapsedMs / 1000).toFixed(1).padStart(6)} s  ${Math.round(
+      (r.cases / r.elapsedMs) * 1000,
+    )
+      .toString()
+      .padStart(
+        6,
+      )}/s  max case ${r.maxCaseMs.toFixed(1)} ms (#${r.slowestCase})  setup ${(r.setupMs / 1000).toFixed(1)} s  violations ${violations}${known ? `  known ${known}` : ''}\n`,
   );
-  const top = Object.entries(r.outcomes).sort((a, b) => b[1] - a[1]).slice(0, only === undefined ? 8 : 1);
+  const top = Object.entries(r.outcomes)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, only === undefined ? 8 : 1);
   process.stdout.write(`        outcomes: ${top.map(([k, n]) => `${k} ${n}`).join(', ')}\n`);
   if (only === undefined && count !== r.cases) process.stdout.write(`        (${count} planned)\n`);
   const text = formatViolations(r);
   if (text) process.stdout.write(text.replace(/^/gm, '  ') + '\n');
   for (const v of r.violations.filter((x) => x.index === -1)) process.stdout.write(`  after the batch: ${v.message}\n`);
   for (const [id, k] of Object.entries(r.known)) {
-    process.stdout.write(`  known issue ${id} (${k.count}×): ${k.summary}\n    e.g. case ${k.first.index}: ${k.first.message.slice(0, 200)}\n`);
+    process.stdout.write(
+      `  known issue ${id} (${k.count}×): ${k.summary}\n    e.g. case ${k.first.index}: ${k.first.message.slice(0, 200)}\n`,
+    );
   }
 }
 
 if (unhandled > 0) process.stdout.write(`unhandled rejections: ${unhandled}\n`);
-if (values.json) writeFileSync(values.json, JSON.stringify({ seed, reports, unhandled }, (_key, v) => (v instanceof RegExp ? String(v) : v), 2));
+if (values.json)
+  writeFileSync(
+    values.json,
+    JSON.stringify({ seed, reports, unhandled }, (_key, v) => (v instanceof RegExp ? String(v) : v), 2),
+  );
 const failed = reports.some((r) => r.violations.length > 0) || unhandled > 0;
 process.stdout.write(failed ? `FAILED (seed ${seed})\n` : `ok (seed ${seed})\n`);
 // Lingering handles (gRPC channels, timers of hung cases) must not keep a finished run alive.

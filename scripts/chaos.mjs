@@ -66,7 +66,20 @@ function pemBlocks(pem) {
  * if it exits first. Its stdout is drained for the whole run (a full pipe would stall the server).
  */
 function startMeshca(dataDir, env, tail) {
-  const args = ['serve', '--dev', '--data-dir', dataDir, '--grpc-listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--log-level', 'info'];
+  const args = [
+    'serve',
+    '--dev',
+    '--data-dir',
+    dataDir,
+    '--grpc-listen',
+    '127.0.0.1:0',
+    '--monitoring-listen',
+    '127.0.0.1:0',
+    '--admin-listen',
+    '127.0.0.1:0',
+    '--log-level',
+    'info',
+  ];
   return spawnMeshca(args, {
     env,
     onLine: (line) => {
@@ -108,15 +121,21 @@ export async function runChaos(options = {}) {
   const earlyKillRate = options.earlyKillRate ?? 0.2;
   const log = options.log ?? (() => {});
 
-  const [{ CaClient }, { generateWorkloadKey, workloadCsr }, { openDevTokenIssuer }, { inspectSqliteStore }, { checkInvariants, formatInvariantReport }, { trustedRootsPem }] =
-    await Promise.all([
-      load('client/ca-client.js'),
-      load('client/csr.js'),
-      load('authn/index.js'),
-      load('store/verify.js'),
-      load('authority/invariants.js'),
-      load('authority/snapshot.js'),
-    ]);
+  const [
+    { CaClient },
+    { generateWorkloadKey, workloadCsr },
+    { openDevTokenIssuer },
+    { inspectSqliteStore },
+    { checkInvariants, formatInvariantReport },
+    { trustedRootsPem },
+  ] = await Promise.all([
+    load('client/ca-client.js'),
+    load('client/csr.js'),
+    load('authn/index.js'),
+    load('store/sqlite.js'),
+    load('authority/invariants.js'),
+    load('authority/snapshot.js'),
+  ]);
 
   const killRandom = seededRandom(seed);
   const opRandom = seededRandom(seed ^ 0x9e3779b9);
@@ -135,14 +154,30 @@ export async function runChaos(options = {}) {
       const sa = `chaos-${i}`;
       const spiffeId = `spiffe://cluster.local/ns/chaos/sa/${sa}`;
       const key = await generateWorkloadKey('ec-p256');
-      return { spiffeId, csrPem: await workloadCsr(key, spiffeId), token: await issuer.sign({ namespace: 'chaos', serviceAccount: sa, ttlSeconds: 24 * 3600 }) };
+      return {
+        spiffeId,
+        csrPem: await workloadCsr(key, spiffeId),
+        token: await issuer.sign({ namespace: 'chaos', serviceAccount: sa, ttlSeconds: 24 * 3600 }),
+      };
     }),
   );
 
   const received = new Set();
   const rootsSeen = new Set();
   const violations = [];
-  const stats = { iterations: 0, kills: 0, killsWhileStarting: 0, restarts: 0, issued: 0, failedRequests: 0, adminOps: { prepare: 0, activate: 0, 'rotate-intermediate': 0, remove: 0, revoke: 0 }, adminFailures: 0, adminFailureSamples: /** @type {string[]} */ ([]), checks: 0, maxBundleSequence: 0 };
+  const stats = {
+    iterations: 0,
+    kills: 0,
+    killsWhileStarting: 0,
+    restarts: 0,
+    issued: 0,
+    failedRequests: 0,
+    adminOps: { prepare: 0, activate: 0, 'rotate-intermediate': 0, remove: 0, revoke: 0 },
+    adminFailures: 0,
+    adminFailureSamples: /** @type {string[]} */ ([]),
+    checks: 0,
+    maxBundleSequence: 0,
+  };
   let maxSequence = 0;
   const caPem = () => [...rootsSeen].join('');
   const learnRoots = (pem) => pemBlocks(pem).forEach((b) => rootsSeen.add(b));
@@ -156,15 +191,19 @@ export async function runChaos(options = {}) {
       report = await checkInvariants(store, { kek, minBundleSequence: maxSequence, receivedSerials: received });
       storeRoots = trustedRootsPem(await store.loadAuthorities()).pem;
     } finally {
-      store.close();
+      await store.close();
     }
     const problems = report.ok ? [] : [formatInvariantReport(report)];
     learnRoots(storeRoots);
     if (ports) {
       const served = await adminRequest(ports.adminPort, caPem(), undefined, 'GET', '/v1/bundle').catch((e) => `error: ${e.message}`);
       if (served !== storeRoots) problems.push(`the restarted server serves other roots than the store trusts:\n${served.slice(0, 300)}`);
-      const spiffe = await adminRequest(ports.adminPort, caPem(), undefined, 'GET', '/v1/bundle?format=spiffe').then(JSON.parse, () => undefined);
-      if (!spiffe || spiffe.spiffe_sequence < maxSequence) problems.push(`served spiffe_sequence ${spiffe?.spiffe_sequence} is below ${maxSequence} seen before`);
+      const spiffe = await adminRequest(ports.adminPort, caPem(), undefined, 'GET', '/v1/bundle?format=spiffe').then(
+        JSON.parse,
+        () => undefined,
+      );
+      if (!spiffe || spiffe.spiffe_sequence < maxSequence)
+        problems.push(`served spiffe_sequence ${spiffe?.spiffe_sequence} is below ${maxSequence} seen before`);
     }
     maxSequence = Math.max(maxSequence, report.bundleSequence);
     stats.maxBundleSequence = maxSequence;
@@ -261,12 +300,15 @@ export async function runChaos(options = {}) {
     }
     const attack = await flood.stop();
     const problems = [];
-    if (peak - baseline > 150 * 1024 * 1024) problems.push(`RSS grew by ${((peak - baseline) / 1048576).toFixed(0)} MB under the flood (limit 150 MB)`);
+    if (peak - baseline > 150 * 1024 * 1024)
+      problems.push(`RSS grew by ${((peak - baseline) / 1048576).toFixed(0)} MB under the flood (limit 150 MB)`);
     if (ctx.issued === issuedBefore) problems.push('no certificate was issued while the flood ran');
     if (attack.opened === 0) problems.push('the flood could not open a single connection');
     stats.flood = { ...attack, rssGrowthMb: Math.round((peak - baseline) / 1048576), issuedDuring: ctx.issued - issuedBefore };
     if (problems.length > 0) violations.push({ label: 'stream flood', problems });
-    log(`stream flood: ${attack.opened} connections, ${attack.streamsOpened} streams; RSS +${stats.flood.rssGrowthMb} MB; ${stats.flood.issuedDuring} certificates issued meanwhile`);
+    log(
+      `stream flood: ${attack.opened} connections, ${attack.streamsOpened} streams; RSS +${stats.flood.rssGrowthMb} MB; ${stats.flood.issuedDuring} certificates issued meanwhile`,
+    );
   };
 
   const tail = [];
@@ -301,7 +343,14 @@ export async function runChaos(options = {}) {
       const server = await start(`start ${i + 1}`);
       if (!server) break;
       if (i > 0) stats.restarts++;
-      const ctx = { running: true, ports: server.ports, issued: 0, adminOps: 0, adminToken: readFileSync(join(dataDir, 'admin-token'), 'utf8').trim(), client: undefined };
+      const ctx = {
+        running: true,
+        ports: server.ports,
+        issued: 0,
+        adminOps: 0,
+        adminToken: readFileSync(join(dataDir, 'admin-token'), 'utf8').trim(),
+        client: undefined,
+      };
       if (i > 0 && !(await check(`after restart ${i}`, server.ports))) {
         server.child.kill('SIGKILL');
         await server.exited;
@@ -320,7 +369,9 @@ export async function runChaos(options = {}) {
       await work;
       client.close();
       stats.kills++;
-      log(`iteration ${i + 1}/${iterations}: killed after ${upMs} ms; ${ctx.issued} certificates, ${ctx.adminOps} admin ops (totals: ${received.size} received, bundle sequence ≥ ${maxSequence})`);
+      log(
+        `iteration ${i + 1}/${iterations}: killed after ${upMs} ms; ${ctx.issued} certificates, ${ctx.adminOps} admin ops (totals: ${received.size} received, bundle sequence ≥ ${maxSequence})`,
+      );
     }
     if (violations.length === 0) {
       const server = await start('final start');
@@ -330,7 +381,9 @@ export async function runChaos(options = {}) {
         const code = await server.exited;
         if (code !== 0) violations.push({ label: 'final shutdown', problems: [`SIGTERM exit code ${code}`] });
         const cli = await new Promise((resolve) =>
-          execFile(process.execPath, [CLI, 'verify', '--data-dir', dataDir], { env }, (error, stdout, stderr) => resolve({ code: error ? error.code : 0, stdout, stderr })),
+          execFile(process.execPath, [CLI, 'verify', '--data-dir', dataDir], { env }, (error, stdout, stderr) =>
+            resolve({ code: error ? error.code : 0, stdout, stderr }),
+          ),
         );
         if (cli.code !== 0) violations.push({ label: 'meshca verify', problems: [`exit ${cli.code}\n${cli.stdout}${cli.stderr}`] });
       }
@@ -347,11 +400,20 @@ export async function runChaos(options = {}) {
 function parseArgs(argv) {
   /** @type {{ flood: boolean, keep?: boolean } & Record<string, number | boolean>} */
   const options = { flood: true };
-  const numbers = { '--iterations': 'iterations', '--seed': 'seed', '--workers': 'workers', '--min-up-ms': 'minUpMs', '--max-up-ms': 'maxUpMs', '--early-kill-rate': 'earlyKillRate' };
+  const numbers = {
+    '--iterations': 'iterations',
+    '--seed': 'seed',
+    '--workers': 'workers',
+    '--min-up-ms': 'minUpMs',
+    '--max-up-ms': 'maxUpMs',
+    '--early-kill-rate': 'earlyKillRate',
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--help' || arg === '-h') {
-      process.stdout.write('Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--early-kill-rate 0.2] [--no-flood] [--keep]\n');
+      process.stdout.write(
+        'Usage: npm run chaos -- [--iterations 30] [--seed 1] [--workers 6] [--min-up-ms 300] [--max-up-ms 2000] [--early-kill-rate 0.2] [--no-flood] [--keep]\n',
+      );
       process.exit(0);
     }
     if (arg === '--keep') options.keep = true;
@@ -374,7 +436,9 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   process.stdout.write(`\n${JSON.stringify(result.stats, null, 2)}\n`);
   if (options.keep) process.stdout.write(`data dir kept: ${result.dataDir}\n`);
   if (result.ok) {
-    process.stdout.write(`chaos: all invariants held after ${result.stats.kills} SIGKILLs in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+    process.stdout.write(
+      `chaos: all invariants held after ${result.stats.kills} SIGKILLs in ${((Date.now() - started) / 1000).toFixed(1)} s\n`,
+    );
   } else {
     for (const v of result.violations) process.stderr.write(`\nVIOLATION (${v.label}):\n${v.problems.join('\n')}\n`);
     process.stderr.write(`chaos: FAILED with seed ${options.seed}\n`);

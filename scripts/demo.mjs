@@ -80,7 +80,18 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 const serverLogs = [];
 
 function startCa(dataDir) {
-  const args = ['serve', '--dev', '--data-dir', dataDir, '--grpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0'];
+  const args = [
+    'serve',
+    '--dev',
+    '--data-dir',
+    dataDir,
+    '--grpc-listen',
+    '127.0.0.1:0',
+    '--admin-listen',
+    '127.0.0.1:0',
+    '--monitoring-listen',
+    '127.0.0.1:0',
+  ];
   cmd(args);
   const server = spawnMeshca(args, { onLine: (line) => serverLogs.push(line) });
   resources.server = server.child;
@@ -96,7 +107,8 @@ function meshca(args, { show = true, allowFailure = false } = {}) {
   return new Promise((resolve, reject) => {
     execFile(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 30_000 }, (error, stdout, stderr) => {
       const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
-      if (code !== 0 && !allowFailure) return reject(new DemoError(`"meshca ${args.join(' ')}" failed (exit ${code}): ${stderr.trim() || error?.message}`));
+      if (code !== 0 && !allowFailure)
+        return reject(new DemoError(`"meshca ${args.join(' ')}" failed (exit ${code}): ${stderr.trim() || error?.message}`));
       resolve({ code, stdout, stderr: stderr.trim() });
     });
   });
@@ -146,11 +158,18 @@ const describe = (name, c) => {
 // ---------------------------------------------------------------------------------------------
 // mutual TLS
 
-const uriSan = (x509) => (x509?.subjectAltName ?? '').split(', ').find((s) => s.startsWith('URI:'))?.slice(4);
+const uriSan = (x509) =>
+  (x509?.subjectAltName ?? '')
+    .split(', ')
+    .find((s) => s.startsWith('URI:'))
+    ?.slice(4);
 
 /** Envoy-style SAN matching: the chain is verified by TLS, the SPIFFE ID here. */
 const expectPeer = (expected) => (_host, cert) => {
-  const seen = (cert.subjectaltname ?? '').split(', ').find((s) => s.startsWith('URI:'))?.slice(4);
+  const seen = (cert.subjectaltname ?? '')
+    .split(', ')
+    .find((s) => s.startsWith('URI:'))
+    ?.slice(4);
   return seen === expected ? undefined : new Error(`peer is ${seen ?? 'without a SPIFFE ID'}, expected ${expected}`);
 };
 
@@ -158,35 +177,43 @@ const expectPeer = (expected) => (_host, cert) => {
 async function startBackend(credentials) {
   const errors = [];
   // The chain check is done here rather than by rejectUnauthorized only to log why a client is refused.
-  const server = createServer({ ...context(credentials), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' }, (socket) => {
-    resources.sockets.add(socket);
-    socket.on('close', () => resources.sockets.delete(socket));
-    if (!socket.authorized) {
-      errors.push(`client certificate refused: ${socket.authorizationError}`);
-      return socket.destroy();
-    }
-    const peer = uriSan(socket.getPeerX509Certificate());
-    if (peer !== FRONTEND) {
-      errors.push(`client ${peer ?? 'without a SPIFFE ID'} refused: only ${FRONTEND} may connect`);
-      return socket.destroy();
-    }
-    socket.setEncoding('utf8');
-    let buffered = '';
-    socket.on('data', (d) => {
-      buffered += d;
-      let nl;
-      while ((nl = buffered.indexOf('\n')) !== -1) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        socket.write(`${line.replace(/^ping/, 'pong')} (backend saw ${peer})\n`);
+  const server = createServer(
+    { ...context(credentials), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' },
+    (socket) => {
+      resources.sockets.add(socket);
+      socket.on('close', () => resources.sockets.delete(socket));
+      if (!socket.authorized) {
+        errors.push(`client certificate refused: ${socket.authorizationError}`);
+        return socket.destroy();
       }
-    });
-    socket.on('error', () => undefined);
-  });
+      const peer = uriSan(socket.getPeerX509Certificate());
+      if (peer !== FRONTEND) {
+        errors.push(`client ${peer ?? 'without a SPIFFE ID'} refused: only ${FRONTEND} may connect`);
+        return socket.destroy();
+      }
+      socket.setEncoding('utf8');
+      let buffered = '';
+      socket.on('data', (d) => {
+        buffered += d;
+        let nl;
+        while ((nl = buffered.indexOf('\n')) !== -1) {
+          const line = buffered.slice(0, nl);
+          buffered = buffered.slice(nl + 1);
+          socket.write(`${line.replace(/^ping/, 'pong')} (backend saw ${peer})\n`);
+        }
+      });
+      socket.on('error', () => undefined);
+    },
+  );
   server.on('tlsClientError', (e) => errors.push(e.message));
   await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
   resources.tlsServer = server;
-  return { server, port: /** @type {import('node:net').AddressInfo} */ (server.address()).port, errors, update: (c) => server.setSecureContext(context(c)) };
+  return {
+    server,
+    port: /** @type {import('node:net').AddressInfo} */ (server.address()).port,
+    errors,
+    update: (c) => server.setSecureContext(context(c)),
+  };
 }
 
 const context = (c) => ({ key: c.key, cert: c.cert, ca: c.bundle });
@@ -194,7 +221,10 @@ const context = (c) => ({ key: c.key, cert: c.cert, ca: c.bundle });
 /** A frontend connection; resolves once both sides are authenticated. */
 function dial(port, credentials) {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host: '127.0.0.1', port, ...context(credentials), checkServerIdentity: expectPeer(BACKEND), minVersion: 'TLSv1.3' }, () => resolve(socket));
+    const socket = connect(
+      { host: '127.0.0.1', port, ...context(credentials), checkServerIdentity: expectPeer(BACKEND), minVersion: 'TLSv1.3' },
+      () => resolve(socket),
+    );
     socket.setEncoding('utf8');
     socket.once('error', reject);
     socket.once('close', () => reject(new Error('the backend closed the connection during the handshake')));
@@ -259,10 +289,19 @@ async function main() {
     resources.clients.push(client);
     const key = await generateWorkloadKey('ec-p256');
     const chain = await client
-      .createCertificate({ csrPem: await workloadCsr(key, spiffeId), token: await tokens.sign({ namespace: ns, serviceAccount: sa, ttlSeconds: 600 }) })
+      .createCertificate({
+        csrPem: await workloadCsr(key, spiffeId),
+        token: await tokens.sign({ namespace: ns, serviceAccount: sa, ttlSeconds: 600 }),
+      })
       .catch((e) => fail(`CreateCertificate for ${spiffeId} failed: ${e.message}`))
       .finally(() => client.close());
-    const credentials = { spiffeId, key: await privateKeyPemOf(key), cert: chain.slice(0, -1).join(''), bundle: chain[chain.length - 1], notAfter: new Date(new X509Certificate(chain[0]).validTo) };
+    const credentials = {
+      spiffeId,
+      key: await privateKeyPemOf(key),
+      cert: chain.slice(0, -1).join(''),
+      bundle: chain[chain.length - 1],
+      notAfter: new Date(new X509Certificate(chain[0]).validTo),
+    };
     remember(credentials.bundle);
     return credentials;
   };
@@ -276,11 +315,17 @@ async function main() {
   // 3. mTLS -------------------------------------------------------------------------------------
   step('Connect them with mutual TLS');
   const backendServer = await startBackend(backend);
-  say(`backend listens on 127.0.0.1:${backendServer.port}: TLS 1.3, requires a client certificate, verifies it against its bundle, accepts only ${FRONTEND}`);
-  const live = await dial(backendServer.port, frontend).catch((e) => fail(`the first mTLS handshake failed: ${e.message}; backend: ${backendServer.errors.join('; ')}`));
+  say(
+    `backend listens on 127.0.0.1:${backendServer.port}: TLS 1.3, requires a client certificate, verifies it against its bundle, accepts only ${FRONTEND}`,
+  );
+  const live = await dial(backendServer.port, frontend).catch((e) =>
+    fail(`the first mTLS handshake failed: ${e.message}; backend: ${backendServer.errors.join('; ')}`),
+  );
   resources.sockets.add(live);
   live.on('error', () => undefined);
-  say(`long-lived connection open: frontend sees ${uriSan(live.getPeerX509Certificate())}, ${live.getProtocol()}, ${live.getCipher().name}`);
+  say(
+    `long-lived connection open: frontend sees ${uriSan(live.getPeerX509Certificate())}, ${live.getProtocol()}, ${live.getCipher().name}`,
+  );
   const openedAt = Date.now();
   let messages = 0;
   let handshakes = 0;
@@ -292,14 +337,18 @@ async function main() {
   const checkFresh = async (note = '') => {
     const before = backendServer.errors.length;
     const socket = await dial(backendServer.port, frontend).catch((e) =>
-      fail(`fresh mTLS handshake failed: ${e.message}${backendServer.errors.length > before ? `; backend: ${backendServer.errors.slice(before).join('; ')}` : ''}`),
+      fail(
+        `fresh mTLS handshake failed: ${e.message}${backendServer.errors.length > before ? `; backend: ${backendServer.errors.slice(before).join('; ')}` : ''}`,
+      ),
     );
     resources.sockets.add(socket);
     const reply = await exchange(socket, 'ping fresh');
     socket.end();
     handshakes++;
     if (!reply.includes(FRONTEND)) fail(`unexpected reply on the fresh connection: ${reply}`);
-    ok(`fresh handshake: frontend (${chainOf(frontend).root}) ⇄ backend (${chainOf(backend).root}) — frontend saw ${uriSan(socket.getPeerX509Certificate())}, backend saw ${FRONTEND}${note}`);
+    ok(
+      `fresh handshake: frontend (${chainOf(frontend).root}) ⇄ backend (${chainOf(backend).root}) — frontend saw ${uriSan(socket.getPeerX509Certificate())}, backend saw ${FRONTEND}${note}`,
+    );
   };
   await checkLive();
   await checkFresh();
@@ -313,7 +362,8 @@ async function main() {
   trust = await bundleInfo(trust.pem);
   say(`prepared ${newRoot} (+ ${newInt}): state "prepared" = trusted, not signing yet`);
   say(`trust bundle: sequence ${before.sequence} → ${trust.sequence}, roots [${trust.roots.join(', ')}]`);
-  if (trust.sequence !== before.sequence + 1 || trust.roots.length !== 2) fail('the bundle should hold both roots with the sequence bumped by one');
+  if (trust.sequence !== before.sequence + 1 || trust.roots.length !== 2)
+    fail('the bundle should hold both roots with the sequence bumped by one');
   say('workloads refresh their bundle (GET /v1/bundle; istio-agent gets it with its next certificate)');
   frontend = { ...frontend, bundle: trust.pem };
   backend = { ...backend, bundle: trust.pem };
@@ -338,7 +388,8 @@ async function main() {
   backendServer.update(backend);
   say(describe('backend', backend));
   say(describe('frontend', frontend));
-  if (chainOf(backend).root !== newRoot || chainOf(frontend).root !== oldRoot) fail('expected backend on the new root and frontend on the old one');
+  if (chainOf(backend).root !== newRoot || chainOf(frontend).root !== oldRoot)
+    fail('expected backend on the new root and frontend on the old one');
   say('the two workloads now chain to different roots; the dual-root bundle lets each verify the other');
   await checkLive();
   await checkFresh(' (across roots)');
@@ -373,15 +424,17 @@ async function main() {
   // In TLS 1.3 the server verifies the client certificate after the client finished its side of the
   // handshake, so the rejection shows on the first exchange.
   const errorsBefore = backendServer.errors.length;
-  const stale = await dial(backendServer.port, { ...frontendV1, bundle: trust.pem })
-    .then(async (socket) => {
+  const stale = await dial(backendServer.port, { ...frontendV1, bundle: trust.pem }).then(
+    async (socket) => {
       resources.sockets.add(socket);
       socket.on('error', () => undefined);
       return exchange(socket, 'ping stale').then(
         () => undefined,
         (e) => e.message,
       );
-    }, (e) => e.message);
+    },
+    (e) => e.message,
+  );
   if (stale === undefined) fail("frontend's old certificate (from the removed root) was still accepted");
   await new Promise((resolve) => setTimeout(resolve, 100)); // let the backend report why
   const why = backendServer.errors.slice(errorsBefore).join('; ') || stale;
@@ -389,16 +442,24 @@ async function main() {
 
   // 8. summary ----------------------------------------------------------------------------------
   step('Done');
-  say(`long-lived connection: ${messages} messages over ${((Date.now() - openedAt) / 1000).toFixed(1)} s, one TLS session, never re-established`);
-  say(`fresh handshakes: ${handshakes} of ${handshakes} succeeded; the root changed from ${oldRoot} to ${newRoot} with no failed connection`);
-  say('(an established TLS session is not re-verified; new handshakes are, which is why the bundle holds both roots until the old one is removed)');
+  say(
+    `long-lived connection: ${messages} messages over ${((Date.now() - openedAt) / 1000).toFixed(1)} s, one TLS session, never re-established`,
+  );
+  say(
+    `fresh handshakes: ${handshakes} of ${handshakes} succeeded; the root changed from ${oldRoot} to ${newRoot} with no failed connection`,
+  );
+  say(
+    '(an established TLS session is not re-verified; new handshakes are, which is why the bundle holds both roots until the old one is removed)',
+  );
   say('runbook: docs/operations/rotation.md');
   clearTimeout(watchdog);
 }
 
 /** Only the new root of a PEM bundle (to verify the admin API after the old root is gone). */
 function newRootPem(bundlePem, id) {
-  return splitPem(bundlePem).filter((pem) => rootId(pem) === id).join('');
+  return splitPem(bundlePem)
+    .filter((pem) => rootId(pem) === id)
+    .join('');
 }
 
 try {

@@ -12,6 +12,9 @@ const rows = SERVE_FLAGS.map((f) => {
 });
 const table = ['| Flag | Environment | Default | Meaning |', '|---|---|---|---|', ...rows].join('\n');
 const readme = readFileSync('docs/configuration.md', 'utf8');
-const updated = readme.replace(/<!-- flags:serve -->[\s\S]*<!-- \/flags:serve -->/, `<!-- flags:serve -->\n${table}\n<!-- /flags:serve -->`);
+const updated = readme.replace(
+  /<!-- flags:serve -->[\s\S]*<!-- \/flags:serve -->/,
+  `<!-- flags:serve -->\n${table}\n<!-- /flags:serve -->`,
+);
 writeFileSync('docs/configuration.md', updated);
 console.log(`docs/configuration.md: ${rows.length} serve flags`);

@@ -1,20 +1,19 @@
 #!/usr/bin/env node
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
-import { openDevTokenIssuer } from './authn/index.js';
+import { openStoreForReading } from './app/context.js';
+import { openDevTokenIssuer } from './authn/dev-issuer.js';
 import { trustedRootsPem } from './authority/snapshot.js';
-import { CaClient } from './client/ca-client.js';
+import type { WorkloadKey } from './client/csr.js';
 import { serviceAccountOfToken } from './client/token-claims.js';
-import { generateWorkloadKey, privateKeyPemOf, workloadCsr, type ClientKeyType } from './client/csr.js';
 import { buildServerConfig, duration, SERVE_FLAGS } from './config.js';
-import { writePrivateFile } from './data-dir.js';
+import { writePrivateFile } from './app/data-dir.js';
 import { formatHelp, parseFlags, requireStr, str, UsageError, type FlagValues } from './flags.js';
 import { createLogger } from './observability/logger.js';
-import { databasePath, prepareSharedState, startServer } from './server.js';
-import { isWorkerProcess, superviseWorkers } from './workers.js';
+import { KEY_TYPES, type KeyType } from './pki/keys.js';
 import { spiffeBundle } from './spiffe/bundle.js';
 import { workloadId } from './spiffe/id.js';
-import { openSqliteStore } from './store/sqlite.js';
 import { authoritiesCommand, certificatesCommand, identitiesCommand } from './commands/admin.js';
 import { agentCommand } from './commands/agent.js';
 import { stopOnSignals } from './commands/signals.js';
@@ -27,6 +26,7 @@ import { verifyCommand } from './commands/verify.js';
 import { DATA_DIR_FLAG, type Command } from './commands/types.js';
 
 const DATA_DIR = DATA_DIR_FLAG;
+const BUNDLE_FORMATS = ['pem', 'spiffe'];
 
 const COMMANDS: Record<string, Command> = {
   serve: {
@@ -38,7 +38,10 @@ const COMMANDS: Record<string, Command> = {
   bundle: {
     usage: 'meshca bundle --data-dir DIR [--format pem|spiffe]',
     description: 'Print the trust bundle (every trusted root) read directly from the data dir, and exit.',
-    flags: [DATA_DIR, { name: 'format', kind: 'string', value: 'pem|spiffe', default: 'pem', help: 'PEM roots or SPIFFE bundle (JWK Set)' }],
+    flags: [
+      DATA_DIR,
+      { name: 'format', kind: 'string', value: BUNDLE_FORMATS.join('|'), default: 'pem', help: 'PEM roots or SPIFFE bundle (JWK Set)' },
+    ],
     run: bundle,
   },
   'dev-token': {
@@ -54,19 +57,20 @@ const COMMANDS: Record<string, Command> = {
     run: devToken,
   },
   request: {
-    usage: 'meshca request --addr HOST:PORT --root bundle.pem --token T --out DIR [--key-type ec-p256|rsa-2048]',
-    description: 'Get a workload certificate the way istio-agent does: generate a key and CSR, call CreateCertificate, write cert-chain.pem, key.pem (0600) and root-cert.pem.',
+    usage: `meshca request --addr HOST:PORT --root bundle.pem --token T --out DIR [--key-type ${KEY_TYPES.join('|')}]`,
+    description:
+      'Get a workload certificate the way istio-agent does: generate a key and CSR, call CreateCertificate, write cert-chain.pem, key.pem (0600) and root-cert.pem.',
     flags: [
       { name: 'addr', kind: 'string', value: 'HOST:PORT', default: 'localhost:15012', help: 'meshca gRPC address (CA_ADDR)' },
       { name: 'root', kind: 'string', value: 'PATH', help: 'PEM roots to verify the server (from "meshca bundle")' },
       { name: 'token', kind: 'string', value: 'JWT', help: 'ServiceAccount token (or MESHCA_TOKEN)' },
       { name: 'out', kind: 'string', value: 'DIR', help: 'directory for cert-chain.pem, key.pem, root-cert.pem' },
-      { name: 'key-type', kind: 'string', value: 'TYPE', default: 'ec-p256', help: 'ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096' },
+      { name: 'key-type', kind: 'string', value: 'TYPE', default: 'ec-p256', help: KEY_TYPES.join(', ') },
       { name: 'trust-domain', kind: 'string', value: 'NAME', default: 'cluster.local', help: 'trust domain of the requested identity' },
-      { name: 'namespace', kind: 'string', value: 'NS', help: 'namespace of the identity (defaults to the token\'s)' },
-      { name: 'service-account', kind: 'string', value: 'SA', help: 'service account of the identity (defaults to the token\'s)' },
+      { name: 'namespace', kind: 'string', value: 'NS', help: "namespace of the identity (defaults to the token's)" },
+      { name: 'service-account', kind: 'string', value: 'SA', help: "service account of the identity (defaults to the token's)" },
       { name: 'server-name', kind: 'string', value: 'NAME', help: 'TLS server name if it differs from the address host' },
-      { name: 'ttl', kind: 'string', value: 'DURATION', help: 'requested lifetime (default: the server\'s)' },
+      { name: 'ttl', kind: 'string', value: 'DURATION', help: "requested lifetime (default: the server's)" },
       { name: 'cluster-id', kind: 'string', value: 'NAME', default: 'Kubernetes', help: 'clusterid header' },
     ],
     run: request,
@@ -87,6 +91,11 @@ const COMMANDS: Record<string, Command> = {
 async function serve(values: FlagValues): Promise<void> {
   const config = buildServerConfig(values);
   const logger = createLogger({ level: config.logLevel });
+  // Loaded here, not at the top: the other commands never load Fastify, gRPC or the Kubernetes code.
+  const [{ startServer, prepareSharedState }, { isWorkerProcess, superviseWorkers }] = await Promise.all([
+    import('./app/server.js'),
+    import('./app/cluster.js'),
+  ]);
   if (config.workers > 1 && !isWorkerProcess()) {
     await prepareSharedState(config, logger).catch((error: unknown) => {
       logger.fatal({ err: error }, `meshca failed to start: ${(error as Error).message}`);
@@ -105,12 +114,16 @@ async function serve(values: FlagValues): Promise<void> {
 }
 
 async function bundle(values: FlagValues): Promise<void> {
-  const store = openSqliteStore({ path: databasePath(requireStr(values, 'data-dir')) });
+  const format = requireStr(values, 'format');
+  if (!BUNDLE_FORMATS.includes(format))
+    throw new UsageError(`--format ${format} is not supported; use one of ${BUNDLE_FORMATS.join(', ')}`);
+  const store = openStoreForReading({ dataDir: requireStr(values, 'data-dir') });
   try {
     const authorities = await store.loadAuthorities();
-    if (authorities.length === 0) throw new UsageError('the data dir has no authorities yet: start the server once ("meshca serve") to create them');
+    if (authorities.length === 0)
+      throw new UsageError('the data dir has no authorities yet: start the server once ("meshca serve") to create them');
     const roots = trustedRootsPem(authorities);
-    if (str(values, 'format') === 'spiffe') {
+    if (format === 'spiffe') {
       const jwtKeys = (await store.loadJwtAuthorities()).filter((k) => k.state !== 'removed');
       process.stdout.write(JSON.stringify(spiffeBundle(roots.ders, await store.bundleSequence(), 300, jwtKeys), null, 2) + '\n');
     } else {
@@ -122,7 +135,11 @@ async function bundle(values: FlagValues): Promise<void> {
 }
 
 async function devToken(values: FlagValues): Promise<void> {
-  const issuer = await openDevTokenIssuer(requireStr(values, 'data-dir'));
+  const dataDir = requireStr(values, 'data-dir');
+  // A new data dir here would get a new issuer key, whose tokens the running server refuses.
+  if (!existsSync(dataDir))
+    throw new UsageError(`the data dir ${dataDir} does not exist: pass the --data-dir of the server started with --dev`);
+  const issuer = await openDevTokenIssuer(dataDir);
   const token = await issuer.sign({
     namespace: requireStr(values, 'namespace'),
     serviceAccount: requireStr(values, 'service-account'),
@@ -137,44 +154,113 @@ async function request(values: FlagValues): Promise<void> {
   if (!token) throw new UsageError('--token is required: get one with "meshca dev-token" (dev) or from the pod\'s istio-token');
   const out = requireStr(values, 'out');
   const rootPath = str(values, 'root');
-  const keyType = requireStr(values, 'key-type') as ClientKeyType;
-  if (!['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'].includes(keyType)) throw new UsageError(`--key-type ${keyType} is not supported`);
-  const claims = tokenClaims(token);
-  const spiffeId = workloadId(requireStr(values, 'trust-domain'), str(values, 'namespace') ?? claims.namespace, str(values, 'service-account') ?? claims.serviceAccount);
-  const key = await generateWorkloadKey(keyType);
-  const client = new CaClient({ address: requireStr(values, 'addr'), rootsPem: rootPath ? readFileSync(rootPath, 'utf8') : undefined, serverName: str(values, 'server-name') });
+  const keyType = requireStr(values, 'key-type') as KeyType;
+  if (!KEY_TYPES.includes(keyType)) throw new UsageError(`--key-type ${keyType} is not supported; use one of ${KEY_TYPES.join(', ')}`);
+  const spiffeId = workloadId(requireStr(values, 'trust-domain'), ...requestedIdentity(values, token));
+  const address = requireStr(values, 'addr');
+  // The gRPC client and the WebCrypto key code are loaded only by this command.
+  const [{ CaClient }, { generateWorkloadKey, privateKeyPemOf, workloadCsr }] = await Promise.all([
+    import('./client/ca-client.js'),
+    import('./client/csr.js'),
+  ]);
+  const key: WorkloadKey = await generateWorkloadKey(keyType);
+  const client = new CaClient({
+    address,
+    rootsPem: rootPath ? readFileSync(rootPath, 'utf8') : undefined,
+    serverName: str(values, 'server-name'),
+  });
   try {
     const ttl = str(values, 'ttl');
-    const chain = await client.createCertificate({ csrPem: await workloadCsr(key, spiffeId), token, clusterId: str(values, 'cluster-id'), validitySeconds: ttl ? duration(values, 'ttl') / 1000 : 0 });
+    const chain = await client
+      .createCertificate({
+        csrPem: await workloadCsr(key, spiffeId),
+        token,
+        clusterId: str(values, 'cluster-id'),
+        validitySeconds: ttl ? duration(values, 'ttl') / 1000 : 0,
+      })
+      .catch((error: unknown) => {
+        throw withConnectionHint(error as Error, address, values);
+      });
     const roots = chain.at(-1);
-    if (roots === undefined || chain.length < 2) throw new Error(`the CA returned ${chain.length} certificate(s); expected the leaf, its issuer and the roots`);
+    if (roots === undefined || chain.length < 2)
+      throw new Error(`the CA returned ${chain.length} certificate(s); expected the leaf, its issuer and the roots`);
     mkdirSync(out, { recursive: true, mode: 0o700 });
     writeFileSync(join(out, 'cert-chain.pem'), chain.slice(0, -1).join(''));
     writePrivateFile(join(out, 'key.pem'), await privateKeyPemOf(key));
     writeFileSync(join(out, 'root-cert.pem'), roots);
-    process.stdout.write(`wrote ${join(out, 'cert-chain.pem')}, ${join(out, 'key.pem')} and ${join(out, 'root-cert.pem')} for ${spiffeId}\n`);
+    process.stdout.write(
+      `wrote ${join(out, 'cert-chain.pem')}, ${join(out, 'key.pem')} and ${join(out, 'root-cert.pem')} for ${spiffeId}\n`,
+    );
   } finally {
     client.close();
   }
 }
 
+/** --namespace and --service-account when given; what is missing comes from the token. */
+function requestedIdentity(values: FlagValues, token: string): [namespace: string, serviceAccount: string] {
+  const namespace = str(values, 'namespace');
+  const serviceAccount = str(values, 'service-account');
+  if (namespace !== undefined && serviceAccount !== undefined) return [namespace, serviceAccount];
+  const claims = tokenClaims(token);
+  return [namespace ?? claims.namespace, serviceAccount ?? claims.serviceAccount];
+}
+
+/** TLS failures the first hour hits, with what to do about them. */
+function withConnectionHint(error: Error, address: string, values: FlagValues): Error {
+  const message = error.message;
+  if (/unable to get local issuer certificate|self[- ]signed certificate|certificate signature failure|unable to verify/i.test(message)) {
+    return new Error(
+      `${message}\nThe server's certificate does not chain to --root${str(values, 'root') ? ` ${str(values, 'root')}` : ''}: after a rotation, re-run "meshca bundle --data-dir DIR > bundle.pem" and pass it as --root`,
+    );
+  }
+  const host = address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+  if (isIP(host) !== 0 && str(values, 'server-name') === undefined && /altnames|does not match|ERR_TLS_CERT_ALTNAME/i.test(message)) {
+    return new Error(
+      `${message}\nThe serving certificate names DNS hosts (serve --server-dns), not ${host}: add --server-name localhost (or another of those names)`,
+    );
+  }
+  return error;
+}
+
+/** Reads (without verifying — the server does that) the namespace and service account of a token. */
 function tokenClaims(token: string): { namespace: string; serviceAccount: string } {
   const claims = serviceAccountOfToken(token);
   if (!claims) throw new UsageError('cannot read the namespace/service account from the token; pass --namespace and --service-account');
   return claims;
 }
 
-const TOP_HELP = `meshca: a SPIFFE certificate authority for Istio meshes
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** Whole descriptions, wrapped under the command name. */
+function topHelp(): string {
+  const width = 100;
+  const indent = ' '.repeat(25);
+  const rows = Object.entries(COMMANDS).map(([name, c]) => {
+    const lines: string[] = [];
+    let line = '';
+    for (const word of c.description.split(/\s+/)) {
+      if (line && indent.length + line.length + word.length + 1 > width) {
+        lines.push(line);
+        line = word;
+      } else line = line ? `${line} ${word}` : word;
+    }
+    lines.push(line);
+    return `  ${name.padEnd(22)} ${lines.join(`\n${indent}`)}`;
+  });
+  return `meshca ${version()}: a SPIFFE certificate authority for Istio meshes
 
 Usage: meshca <command> [flags]
 
 Commands:
-${Object.entries(COMMANDS)
-  .map(([name, c]) => `  ${name.padEnd(22)} ${c.description.split('.')[0]}`)
-  .join('\n')}
+${rows.join('\n')}
 
 Run "meshca <command> --help" for the flags of a command. Every flag can also be set as MESHCA_<FLAG_IN_CAPS>.
+"meshca --version" prints the version.
 `;
+}
 
 /** Commands that keep running after main() returns (their signal handlers exit). */
 const LONG_RUNNING = new Set(['serve', 'agent']);
@@ -182,7 +268,11 @@ const LONG_RUNNING = new Set(['serve', 'agent']);
 export async function main(argv: readonly string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(TOP_HELP);
+    process.stdout.write(topHelp());
+    return 0;
+  }
+  if (name === '--version' || name === '-v' || name === 'version') {
+    process.stdout.write(`meshca ${version()}\n`);
     return 0;
   }
   const command = COMMANDS[name];

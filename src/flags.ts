@@ -1,7 +1,9 @@
 /**
- * A small flag parser for the CLI: `--name value`, `--name=value`, booleans, repeatable lists, and
- * every flag also read from MESHCA_<NAME_IN_CAPS> (lists comma-separated). Flags beat env beat defaults.
+ * Command-line flags: node:util parseArgs (`--name value`, `--name=value`, booleans, repeatable
+ * lists) plus every flag also read from MESHCA_<NAME_IN_CAPS> (lists comma-separated). Flags beat
+ * env beat defaults. The flag specs also drive --help and the generated docs table.
  */
+import { parseArgs } from 'node:util';
 export type FlagValue = string | boolean | readonly string[] | undefined;
 
 export interface FlagSpec {
@@ -15,9 +17,9 @@ export interface FlagSpec {
 
 export type FlagValues = Readonly<Record<string, FlagValue>>;
 
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
-}
+import { UsageError } from './errors.js';
+
+export { UsageError };
 
 export function envName(flag: string): string {
   return `MESHCA_${flag.toUpperCase().replace(/-/g, '_')}`;
@@ -29,38 +31,52 @@ export interface ParsedArgs {
   readonly help: boolean;
 }
 
+type ParseArgsOptions = NonNullable<Parameters<typeof parseArgs>[0]>['options'];
+
+/** node:util parseArgs for the command line, then the MESHCA_* overlay, then defaults. */
 export function parseFlags(specs: readonly FlagSpec[], argv: readonly string[], env: NodeJS.ProcessEnv, command: string): ParsedArgs {
   const byName = new Map(specs.map((s) => [s.name, s]));
-  const fromArgs = new Map<string, string | boolean | string[]>();
-  const positionals: string[] = [];
-  let help = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === undefined) break;
-    if (arg === '--help' || arg === '-h') {
-      help = true;
-      continue;
-    }
-    if (!arg.startsWith('--')) {
-      positionals.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf('=');
-    const name = arg.slice(2, eq === -1 ? undefined : eq);
-    const spec = byName.get(name);
-    if (!spec) throw new UsageError(`unknown flag --${name} for "meshca ${command}"; run "meshca ${command} --help"`);
-    if (spec.kind === 'boolean') {
-      fromArgs.set(name, eq === -1 ? true : parseBoolean(arg.slice(eq + 1), `--${name}`));
-      continue;
-    }
-    const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
-    if (value === undefined) throw new UsageError(`--${name} needs a value (${spec.value ?? 'VALUE'})`);
-    if (spec.kind === 'list') fromArgs.set(name, [...((fromArgs.get(name) as string[] | undefined) ?? []), ...splitList(value)]);
-    else fromArgs.set(name, value);
+  const options: ParseArgsOptions = { help: { type: 'boolean', short: 'h' } };
+  for (const spec of specs)
+    options[spec.name] = spec.kind === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: spec.kind === 'list' };
+  // parseArgs (Node 20) takes no value for a boolean; `--dev=false` style is kept by reading it here.
+  const explicitBooleans = new Map<string, boolean>();
+  const args = argv.filter((arg) => {
+    const m = /^--([^=]+)=(.*)$/.exec(arg);
+    const spec = m ? byName.get(m[1]!) : undefined;
+    if (!m || spec?.kind !== 'boolean') return true;
+    explicitBooleans.set(spec.name, parseBoolean(m[2]!, `--${spec.name}`));
+    return false;
+  });
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args, options, strict: true, allowPositionals: true });
+  } catch (error) {
+    throw parseError(error, byName, command);
   }
+  const fromArgs = parsed.values as Record<string, string | boolean | string[] | undefined>;
   const values: Record<string, FlagValue> = {};
-  for (const spec of specs) values[spec.name] = fromArgs.get(spec.name) ?? fromEnv(spec, env) ?? spec.default;
-  return { values, positionals, help };
+  for (const spec of specs) {
+    const given = explicitBooleans.get(spec.name) ?? fromArgs[spec.name];
+    values[spec.name] = (Array.isArray(given) ? given.flatMap(splitList) : given) ?? fromEnv(spec, env) ?? spec.default;
+  }
+  return { values, positionals: parsed.positionals, help: fromArgs.help === true };
+}
+
+/** parseArgs' errors, said the way the rest of the CLI says things (and with the next step). */
+function parseError(error: unknown, byName: ReadonlyMap<string, FlagSpec>, command: string): UsageError {
+  const message = (error as Error).message;
+  const code = (error as { code?: string }).code;
+  const flag = /'(-{1,2}[^' ]+)/.exec(message)?.[1] ?? '';
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION')
+    return new UsageError(`unknown flag ${flag} for "meshca ${command}"; run "meshca ${command} --help"`);
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    const spec = byName.get(flag.replace(/^--/, ''));
+    if (spec?.kind === 'boolean') return new UsageError(`${flag} takes no value (or ${flag}=true|false)`);
+    if (/argument missing/.test(message)) return new UsageError(`${flag} needs a value (${spec?.value ?? 'VALUE'})`);
+    return new UsageError(`${flag} needs a value (${spec?.value ?? 'VALUE'}); for a value starting with "-" write ${flag}=VALUE`);
+  }
+  return new UsageError(message);
 }
 
 function fromEnv(spec: FlagSpec, env: NodeJS.ProcessEnv): FlagValue {
@@ -71,7 +87,10 @@ function fromEnv(spec: FlagSpec, env: NodeJS.ProcessEnv): FlagValue {
 }
 
 function splitList(value: string): string[] {
-  return value.split(',').map((v) => v.trim()).filter((v) => v.length > 0);
+  return value
+    .split(',')
+    .map((v) => v.trim())
+    .filter((v) => v.length > 0);
 }
 
 function parseBoolean(value: string, where: string): boolean {
@@ -83,7 +102,10 @@ function parseBoolean(value: string, where: string): boolean {
 export function formatHelp(usage: string, description: string, specs: readonly FlagSpec[]): string {
   const rows = specs.map((s) => {
     const flag = `--${s.name}${s.kind === 'boolean' ? '' : ` ${s.value ?? 'VALUE'}`}`;
-    const def = s.default === undefined || s.default === false ? '' : ` (default: ${Array.isArray(s.default) ? s.default.join(',') : String(s.default)})`;
+    const def =
+      s.default === undefined || s.default === false
+        ? ''
+        : ` (default: ${Array.isArray(s.default) ? s.default.join(',') : String(s.default)})`;
     return `  ${flag.padEnd(34)} ${s.help}${def}\n  ${''.padEnd(34)} env: ${envName(s.name)}${s.kind === 'list' ? ' (comma-separated)' : ''}`;
   });
   return `Usage: ${usage}\n\n${description}\n\nFlags:\n${rows.join('\n')}\n  ${'--help'.padEnd(34)} show this help\n`;

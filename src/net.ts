@@ -1,4 +1,4 @@
-import type { Server } from 'node:net';
+import { createServer, type Server } from 'node:net';
 
 export interface ListenAddress {
   readonly host: string;
@@ -27,4 +27,12 @@ export function listenOn(server: Server, listen: ListenAddress): Promise<ListenA
       resolve(typeof bound === 'object' && bound ? { host: listen.host, port: bound.port } : listen);
     });
   });
+}
+
+/** Binds and releases `listen` at once: rejects with the bind error (EADDRINUSE, EACCES) if it cannot be served. */
+export async function probeListen(listen: ListenAddress): Promise<void> {
+  if (listen.port === 0) return;
+  const server = createServer();
+  await listenOn(server, listen);
+  await new Promise<void>((resolve) => server.close(() => resolve()));
 }

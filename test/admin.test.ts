@@ -15,14 +15,21 @@ let devIssuer: DevTokenIssuer;
 let token: string;
 
 const target = (): AdminTarget => ({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token });
-const call = (method: string, path: string, options: Parameters<typeof adminCall>[3] = {}): Promise<AdminResponse> => adminCall(target(), method, path, options);
-const credentials = async (sa: string) => workloadCredentials(t.client(), id(sa), await devIssuer.sign({ namespace: 'rot', serviceAccount: sa, ttlSeconds: 600 }));
+const call = (method: string, path: string, options: Parameters<typeof adminCall>[3] = {}): Promise<AdminResponse> =>
+  adminCall(target(), method, path, options);
+const credentials = async (sa: string) =>
+  workloadCredentials(t.client(), id(sa), await devIssuer.sign({ namespace: 'rot', serviceAccount: sa, ttlSeconds: 600 }));
 /** Bundle sequence and the audit events of state changes (authentication failures are audited too, so they are left out). */
 const state = async () => ({
   sequence: t.server.ca.current().bundleSequence,
-  audit: (await call('GET', '/v1/audit?limit=1000')).json<{ items: { action: string }[] }>().items.filter((e) => e.action !== 'admin.authenticate').length,
+  audit: (await call('GET', '/v1/audit?limit=1000'))
+    .json<{ items: { action: string }[] }>()
+    .items.filter((e) => e.action !== 'admin.authenticate').length,
 });
-const authorities = async () => (await call('GET', '/v1/authorities')).json<{ authorities: { id: string; kind: string; state: string; parentId: string | null; unexpiredIssuedCount: number }[] }>().authorities;
+const authorities = async () =>
+  (await call('GET', '/v1/authorities')).json<{
+    authorities: { id: string; kind: string; state: string; parentId: string | null; unexpiredIssuedCount: number }[];
+  }>().authorities;
 const active = async () => (await authorities()).find((a) => a.kind === 'intermediate' && a.state === 'active')!;
 
 beforeAll(async () => {
@@ -53,16 +60,18 @@ const PROTECTED: [string, string, unknown?][] = [
 ];
 
 describe('admin authentication', () => {
-  it.each(PROTECTED.flatMap(([m, p, b]) => [{ m, p, b, tok: null as string | null, why: 'no token' }, { m, p, b, tok: 'wrong', why: 'wrong token' }]))(
-    '$m $p with $why → 401, nothing changes',
-    async ({ m, p, b, tok }) => {
-      const before = await state();
-      const res = await call(m, p, { body: b, token: tok });
-      expect(res.status).toBe(401);
-      expect(res.json()).toMatchObject({ code: 'ERR_ADMIN_UNAUTHENTICATED' });
-      expect(await state()).toEqual(before);
-    },
-  );
+  it.each(
+    PROTECTED.flatMap(([m, p, b]) => [
+      { m, p, b, tok: null as string | null, why: 'no token' },
+      { m, p, b, tok: 'wrong', why: 'wrong token' },
+    ]),
+  )('$m $p with $why → 401, nothing changes', async ({ m, p, b, tok }) => {
+    const before = await state();
+    const res = await call(m, p, { body: b, token: tok });
+    expect(res.status).toBe(401);
+    expect(res.json()).toMatchObject({ code: 'ERR_ADMIN_UNAUTHENTICATED' });
+    expect(await state()).toEqual(before);
+  });
 
   it('serves public trust data without a token', async () => {
     const pem = await call('GET', '/v1/bundle', { token: null });
@@ -77,7 +86,9 @@ describe('admin authentication', () => {
   it('publishes an OpenAPI document covering the routes', async () => {
     const doc = (await call('GET', '/v1/openapi.json')).json<{ openapi: string; paths: Record<string, unknown> }>();
     expect(doc.openapi).toMatch(/^3\./);
-    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/v1/bundle', '/v1/authorities', '/v1/authorities/prepare', '/v1/certificates']));
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining(['/v1/bundle', '/v1/authorities', '/v1/authorities/prepare', '/v1/certificates']),
+    );
   });
 });
 
@@ -114,7 +125,9 @@ describe('zero-downtime root rotation', () => {
     // prepare: the bundle holds both roots, signing is unchanged
     const prepared = await call('POST', '/v1/authorities/prepare', { body: {} });
     expect(prepared.status).toBe(201);
-    const [newRoot, newInt] = prepared.json<{ authorities: { id: string; kind: string; state: string }[] }>().authorities.sort((x) => (x.kind === 'root' ? -1 : 1));
+    const [newRoot, newInt] = prepared
+      .json<{ authorities: { id: string; kind: string; state: string }[] }>()
+      .authorities.sort((x) => (x.kind === 'root' ? -1 : 1));
     expect(newRoot).toMatchObject({ kind: 'root', state: 'prepared' });
     expect(newInt).toMatchObject({ kind: 'intermediate', state: 'prepared' });
     expect(t.server.ca.current().bundleSequence).toBe(seq0 + 1);
@@ -136,7 +149,11 @@ describe('zero-downtime root rotation', () => {
     const rootsOf = (pem: string) => pem.split(/(?=-----BEGIN)/).map((block) => new X509Certificate(block));
     const served = rootsOf(b.ca);
     expect(bIssuer.checkIssued(served[0]!)).toBe(true);
-    expect(served.map((r) => r.fingerprint256).sort()).toEqual(rootsOf(t.server.ca.current().rootsPem).map((r) => r.fingerprint256).sort());
+    expect(served.map((r) => r.fingerprint256).sort()).toEqual(
+      rootsOf(t.server.ca.current().rootsPem)
+        .map((r) => r.fingerprint256)
+        .sort(),
+    );
     expect((await mutualTls(a, b, dual)).ok).toBe(true);
     expect((await mutualTls(b, a, dual)).ok).toBe(true);
 
@@ -207,26 +224,93 @@ describe('zero-downtime root rotation', () => {
 describe('inventory and plug-in CA import', () => {
   it('lists certificates with filters and pagination, and shows one with its PEM', async () => {
     for (const sa of ['inv', 'inv', 'inv']) await credentials(sa);
-    const page1 = (await call('GET', `/v1/certificates?spiffeId=${encodeURIComponent(id('inv'))}&limit=2`)).json<{ items: { serial: string; spiffeId: string; status: string }[]; nextCursor: string | null }>();
+    const page1 = (await call('GET', `/v1/certificates?spiffeId=${encodeURIComponent(id('inv'))}&limit=2`)).json<{
+      items: { serial: string; spiffeId: string; status: string }[];
+      nextCursor: string | null;
+    }>();
     expect(page1.items).toHaveLength(2);
-    const page2 = (await call('GET', `/v1/certificates?spiffeId=${encodeURIComponent(id('inv'))}&limit=2&cursor=${page1.nextCursor}`)).json<{ items: { serial: string }[] }>();
+    const page2 = (
+      await call('GET', `/v1/certificates?spiffeId=${encodeURIComponent(id('inv'))}&limit=2&cursor=${page1.nextCursor}`)
+    ).json<{ items: { serial: string }[] }>();
     expect(page2.items).toHaveLength(1);
     expect(new Set([...page1.items, ...page2.items].map((i) => i.serial)).size).toBe(3);
     const one = (await call('GET', `/v1/certificates/${page1.items[0]!.serial}`)).json<{ pem: string; status: string }>();
     expect(one.status).toBe('active');
-    expect(openssl(['x509', '-noout', '-serial'], one.pem).trim().toLowerCase().replace(/=0+/, '=')).toBe(`serial=${page1.items[0]!.serial}`);
+    expect(openssl(['x509', '-noout', '-serial'], one.pem).trim().toLowerCase().replace(/=0+/, '=')).toBe(
+      `serial=${page1.items[0]!.serial}`,
+    );
     expect((await call('GET', '/v1/certificates/00ff')).status).toBe(404);
   });
 
   it('imports an Istio plug-in CA (intermediate under an external root) and signs with it after activation', async () => {
     const d = tempDir();
     const f = (name: string) => join(d, name);
-    openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('root-key.pem'), '-out', f('root-cert.pem'), '-days', '365', '-subj', '/O=Plug/CN=Plug Root', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-    openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('ca-key.pem'), '-out', f('ca.csr'), '-subj', '/O=Plug/CN=Plug Intermediate']);
-    writeFileSync(f('ext.cnf'), 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\nsubjectAltName=URI:spiffe://cluster.local\n');
-    openssl(['x509', '-req', '-in', f('ca.csr'), '-CA', f('root-cert.pem'), '-CAkey', f('root-key.pem'), '-CAcreateserial', '-out', f('ca-cert.pem'), '-days', '200', '-extfile', f('ext.cnf')]);
+    openssl([
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      f('root-key.pem'),
+      '-out',
+      f('root-cert.pem'),
+      '-days',
+      '365',
+      '-subj',
+      '/O=Plug/CN=Plug Root',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ]);
+    openssl([
+      'req',
+      '-new',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      f('ca-key.pem'),
+      '-out',
+      f('ca.csr'),
+      '-subj',
+      '/O=Plug/CN=Plug Intermediate',
+    ]);
+    writeFileSync(
+      f('ext.cnf'),
+      'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\nsubjectAltName=URI:spiffe://cluster.local\n',
+    );
+    openssl([
+      'x509',
+      '-req',
+      '-in',
+      f('ca.csr'),
+      '-CA',
+      f('root-cert.pem'),
+      '-CAkey',
+      f('root-key.pem'),
+      '-CAcreateserial',
+      '-out',
+      f('ca-cert.pem'),
+      '-days',
+      '200',
+      '-extfile',
+      f('ext.cnf'),
+    ]);
     const read = (name: string) => readFileSync(f(name), 'utf8');
-    const res = await call('POST', '/v1/authorities/import', { body: { caCert: read('ca-cert.pem'), caKey: read('ca-key.pem'), certChain: read('ca-cert.pem') + read('root-cert.pem'), rootCert: read('root-cert.pem') } });
+    const res = await call('POST', '/v1/authorities/import', {
+      body: {
+        caCert: read('ca-cert.pem'),
+        caKey: read('ca-key.pem'),
+        certChain: read('ca-cert.pem') + read('root-cert.pem'),
+        rootCert: read('root-cert.pem'),
+      },
+    });
     expect(res.status, res.text).toBe(201);
     const imported = res.json<{ authorities: { id: string; kind: string; state: string }[] }>().authorities;
     const intermediate = imported.find((a) => a.kind === 'intermediate')!;
@@ -234,7 +318,18 @@ describe('inventory and plug-in CA import', () => {
     const leaf = await credentials('plugged');
     writeFileSync(f('leaf.pem'), leaf.cert);
     expect(openssl(['verify', '-CAfile', f('root-cert.pem'), '-untrusted', f('leaf.pem'), f('leaf.pem')])).toContain('OK');
-    expect((await call('POST', '/v1/authorities/import', { body: { caCert: read('root-cert.pem'), caKey: read('ca-key.pem'), certChain: read('root-cert.pem'), rootCert: read('root-cert.pem') } })).status).toBe(400);
+    expect(
+      (
+        await call('POST', '/v1/authorities/import', {
+          body: {
+            caCert: read('root-cert.pem'),
+            caKey: read('ca-key.pem'),
+            certChain: read('root-cert.pem'),
+            rootCert: read('root-cert.pem'),
+          },
+        })
+      ).status,
+    ).toBe(400);
     removeDir(d);
   });
 });

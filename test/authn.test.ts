@@ -164,14 +164,16 @@ const cases: readonly Case[] = [
   {
     name: 'HS256 keyed with the RSA public key PEM (key confusion)',
     authorization: bearer(() =>
-      new SignJWT(claims())
-        .setProtectedHeader({ alg: 'HS256', kid: 'rsa-1' })
-        .sign(new TextEncoder().encode(rsaPublicPem)),
+      new SignJWT(claims()).setProtectedHeader({ alg: 'HS256', kid: 'rsa-1' }).sign(new TextEncoder().encode(rsaPublicPem)),
     ),
     expect: 'ERR_TOKEN_ALGORITHM',
   },
   { name: 'signature byte flipped', authorization: bearer(async () => flipSignatureByte(await mint())), expect: 'ERR_TOKEN_SIGNATURE' },
-  { name: 'no kid, signed by a key not in the set', authorization: minted({ kid: 'stranger', headerKid: null }), expect: 'ERR_TOKEN_SIGNATURE' },
+  {
+    name: 'no kid, signed by a key not in the set',
+    authorization: minted({ kid: 'stranger', headerKid: null }),
+    expect: 'ERR_TOKEN_SIGNATURE',
+  },
   { name: 'garbage a.b.c', authorization: bearer(() => 'a.b.c'), expect: 'ERR_TOKEN_MALFORMED' },
   { name: 'non-base64url segments', authorization: bearer(() => 'e30=.e30=.sig'), expect: 'ERR_TOKEN_MALFORMED' },
   { name: 'two segments', authorization: bearer(() => 'eyJhbGciOiJFUzI1NiJ9.e30'), expect: 'ERR_TOKEN_MALFORMED' },
@@ -185,7 +187,11 @@ const cases: readonly Case[] = [
     authorization: bearer(() => signRaw(new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]))),
     expect: 'ERR_TOKEN_MALFORMED',
   },
-  { name: 'claims are a JSON array, validly signed', authorization: bearer(() => signRaw(new TextEncoder().encode('[1]'))), expect: 'ERR_TOKEN_MALFORMED' },
+  {
+    name: 'claims are a JSON array, validly signed',
+    authorization: bearer(() => signRaw(new TextEncoder().encode('[1]'))),
+    expect: 'ERR_TOKEN_MALFORMED',
+  },
   { name: 'giant token (> 16 KiB), validly signed', authorization: withClaims({ pad: 'x'.repeat(17_000) }), expect: 'ERR_TOKEN_MALFORMED' },
   { name: 'Authorization header missing', authorization: async () => undefined, expect: 'ERR_TOKEN_MISSING' },
   { name: 'Authorization header blank', authorization: async () => '  ', expect: 'ERR_TOKEN_MISSING' },
@@ -195,10 +201,26 @@ const cases: readonly Case[] = [
   { name: 'sub is a node', authorization: withClaims({ sub: 'system:node:x' }), expect: 'ERR_TOKEN_SUBJECT' },
   { name: 'sub is foo', authorization: withClaims({ sub: 'foo' }), expect: 'ERR_TOKEN_SUBJECT' },
   { name: 'no sub', authorization: withClaims({ sub: undefined }), expect: 'ERR_TOKEN_SUBJECT' },
-  { name: 'sub has an extra segment', authorization: withClaims({ sub: 'system:serviceaccount:default:httpbin:x' }), expect: 'ERR_TOKEN_SUBJECT' },
-  { name: 'invalid namespace chars', authorization: withClaims({ sub: 'system:serviceaccount:Bad_NS:httpbin' }), expect: 'ERR_TOKEN_SUBJECT' },
-  { name: 'namespace longer than 63', authorization: withClaims({ sub: `system:serviceaccount:${'a'.repeat(64)}:httpbin` }), expect: 'ERR_TOKEN_SUBJECT' },
-  { name: 'invalid service account chars', authorization: withClaims({ sub: 'system:serviceaccount:default:a/b' }), expect: 'ERR_TOKEN_SUBJECT' },
+  {
+    name: 'sub has an extra segment',
+    authorization: withClaims({ sub: 'system:serviceaccount:default:httpbin:x' }),
+    expect: 'ERR_TOKEN_SUBJECT',
+  },
+  {
+    name: 'invalid namespace chars',
+    authorization: withClaims({ sub: 'system:serviceaccount:Bad_NS:httpbin' }),
+    expect: 'ERR_TOKEN_SUBJECT',
+  },
+  {
+    name: 'namespace longer than 63',
+    authorization: withClaims({ sub: `system:serviceaccount:${'a'.repeat(64)}:httpbin` }),
+    expect: 'ERR_TOKEN_SUBJECT',
+  },
+  {
+    name: 'invalid service account chars',
+    authorization: withClaims({ sub: 'system:serviceaccount:default:a/b' }),
+    expect: 'ERR_TOKEN_SUBJECT',
+  },
   {
     name: 'kubernetes.io namespace mismatch',
     authorization: withClaims({ 'kubernetes.io': { namespace: 'kube-system', serviceaccount: { name: 'httpbin' } } }),
@@ -393,9 +415,7 @@ describe('JWKS URL source', () => {
     await auth.authenticate({ token: await mint({ kid: 'rsa-1' }), clusterId: '' });
     server.served = jwksOf('rsa-1', 'ec-new');
     const rotated = await mint({ kid: 'ec-new' });
-    const flood = await Promise.all(
-      Array.from({ length: 50 }, () => outcome(auth, `Bearer ${rotated}`)),
-    );
+    const flood = await Promise.all(Array.from({ length: 50 }, () => outcome(auth, `Bearer ${rotated}`)));
     expect(new Set(flood)).toEqual(new Set(['ERR_TOKEN_KEY_UNKNOWN'])); // still cooling down from the start-up fetch
     expect(server.requests).toBe(1);
 
@@ -448,7 +468,13 @@ describe('dev token issuer', () => {
       audiences: ['istio-ca'],
       jwks: { keys: issuer.jwks } satisfies JwksSource,
     });
-    const token = await issuer.sign({ namespace: 'istio-system', serviceAccount: 'ztunnel', ttlSeconds: 600, podName: 'ztunnel-x', nodeName: 'node-b' });
+    const token = await issuer.sign({
+      namespace: 'istio-system',
+      serviceAccount: 'ztunnel',
+      ttlSeconds: 600,
+      podName: 'ztunnel-x',
+      nodeName: 'node-b',
+    });
     const identity = await auth.authenticate({ token, clusterId: 'Kubernetes' });
     expect(identity).toMatchObject({
       spiffeId: 'spiffe://cluster.local/ns/istio-system/sa/ztunnel',

@@ -19,7 +19,8 @@ const silent = pino({ level: 'silent' });
 
 describe('auto-rotation flags', () => {
   it('is off by default and configurable by flag or MESHCA_ env', () => {
-    const config = (argv: string[], env: NodeJS.ProcessEnv = {}) => buildServerConfig(parseFlags(SERVE_FLAGS, ['--dev', ...argv], env, 'serve').values);
+    const config = (argv: string[], env: NodeJS.ProcessEnv = {}) =>
+      buildServerConfig(parseFlags(SERVE_FLAGS, ['--dev', ...argv], env, 'serve').values);
     expect(config([]).autoRotate).toEqual({ enabled: false, checkIntervalMs: 60_000 });
     expect(config(['--auto-rotate', '--auto-rotate-check-interval', '5s']).autoRotate).toEqual({ enabled: true, checkIntervalMs: 5000 });
     expect(config([], { MESHCA_AUTO_ROTATE: 'true' }).autoRotate.enabled).toBe(true);
@@ -43,7 +44,15 @@ describe('auto-rotation schedule (injected clock)', () => {
   const open = async () => {
     store = openSqliteStore({ path: join(dir, 'meshca.db') });
     ca = await CertificateAuthority.open({ store, kek, logger: silent, now, ...profile });
-    return new AutoRotator({ ca, store, logger: silent, now, intermediateTtlMs: profile.intermediateTtlMs, keyType: 'ec-p256', checkIntervalMs: 1000 });
+    return new AutoRotator({
+      ca,
+      store,
+      logger: silent,
+      now,
+      intermediateTtlMs: profile.intermediateTtlMs,
+      keyType: 'ec-p256',
+      checkIntervalMs: 1000,
+    });
   };
   const at = async (rotator: AutoRotator, ms: number) => {
     clock = ms;
@@ -54,7 +63,14 @@ describe('auto-rotation schedule (injected clock)', () => {
   const leafUntil = async (issuance: IssuanceService) => {
     const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const spiffeId = 'spiffe://cluster.local/ns/a/sa/a';
-    return issuance.issueProfile({ spkiDer: publicKey.export({ format: 'der', type: 'spki' }), uris: [spiffeId], dnsNames: [], ttlMs: 24 * 60 * MIN, callerId: spiffeId, rsaKey: false });
+    return issuance.issueProfile({
+      spkiDer: publicKey.export({ format: 'der', type: 'spki' }),
+      uris: [spiffeId],
+      dnsNames: [],
+      ttlMs: 24 * 60 * MIN,
+      callerId: spiffeId,
+      rsaKey: false,
+    });
   };
 
   beforeAll(() => {
@@ -107,7 +123,13 @@ describe('auto-rotation schedule (injected clock)', () => {
     expect(await authorities()).toHaveLength(count);
 
     // a workload renews just before activation: its leaf is clamped to int2's notAfter (110 min)
-    const issuance = new IssuanceService(ca, store, new IssuancePolicy({ defaultTtlMs: 24 * 60 * MIN, maxTtlMs: 30 * 24 * 60 * MIN, backdateMs: MIN }), undefined, now);
+    const issuance = new IssuanceService(
+      ca,
+      store,
+      new IssuancePolicy({ defaultTtlMs: 24 * 60 * MIN, maxTtlMs: 30 * 24 * 60 * MIN, backdateMs: MIN }),
+      undefined,
+      now,
+    );
     clock = t0 + 99 * MIN;
     const oldLeaf = await leafUntil(issuance);
     expect(oldLeaf.notAfter.getTime()).toBe(t0 + 110 * MIN);
@@ -115,7 +137,12 @@ describe('auto-rotation schedule (injected clock)', () => {
     const activated = await at(rotator, t0 + 100 * MIN);
     expect(activated.performed).toBe('activate');
     const states = new Map((await authorities()).map((a) => [a.id, a.state]));
-    expect([states.get(int3.id), states.get(root2.id), states.get(root1.id), states.get(int2.id)]).toEqual(['active', 'active', 'retired', 'retired']);
+    expect([states.get(int3.id), states.get(root2.id), states.get(root1.id), states.get(int2.id)]).toEqual([
+      'active',
+      'active',
+      'retired',
+      'retired',
+    ]);
     expect(ca.current().bundleSequence).toBe(sequence + 1);
     const newLeaf = await leafUntil(issuance);
     expect(newLeaf.authorityId).toBe(int3.id);
@@ -125,12 +152,16 @@ describe('auto-rotation schedule (injected clock)', () => {
     expect((await authorities()).find((a) => a.id === root1.id)?.state).toBe('retired');
     const removal = await at(rotator, t0 + 110 * MIN);
     expect(removal.removed).toEqual([root1.id]);
-    expect((await authorities()).filter((a) => a.parentId === root1.id || a.id === root1.id).every((a) => a.state === 'removed')).toBe(true);
+    expect((await authorities()).filter((a) => a.parentId === root1.id || a.id === root1.id).every((a) => a.state === 'removed')).toBe(
+      true,
+    );
     expect(ca.current().roots).toHaveLength(1);
     expect(ca.current().bundleSequence).toBe(sequence + 2);
 
     // every step is a journaled, audited operation by the actor "auto-rotate"
-    const audit = (await store.listAudit({ limit: 100 })).items.filter((e) => e.actor === 'auto-rotate').map((e) => [e.action, e.at.getTime()]);
+    const audit = (await store.listAudit({ limit: 100 })).items
+      .filter((e) => e.actor === 'auto-rotate')
+      .map((e) => [e.action, e.at.getTime()]);
     expect(audit).toEqual(
       expect.arrayContaining([
         ['authority.rotate-intermediate', t0 + 50 * MIN],
@@ -145,12 +176,28 @@ describe('auto-rotation schedule (injected clock)', () => {
 
   it('activates a late preparation halfway to the old signer’s expiry, and blocks on external roots', () => {
     const record = (over: Partial<AuthorityRecord>): AuthorityRecord =>
-      ({ id: 'x', kind: 'intermediate', parentId: 'root-a', state: 'active', keyType: 'ec-p256', sealedKey: Buffer.alloc(1), notBefore: new Date(0), notAfter: new Date(600), createdAt: new Date(0), ...over }) as AuthorityRecord;
+      ({
+        id: 'x',
+        kind: 'intermediate',
+        parentId: 'root-a',
+        state: 'active',
+        keyType: 'ec-p256',
+        sealedKey: Buffer.alloc(1),
+        notBefore: new Date(0),
+        notAfter: new Date(600),
+        createdAt: new Date(0),
+        ...over,
+      }) as AuthorityRecord;
     const rootA = record({ id: 'root-a', kind: 'root', parentId: null, notAfter: new Date(100_000) });
     const active = record({ id: 'int-a' });
     const p = { intermediateTtlMs: 600, keyType: 'ec-p256' as const };
     // prepared late, at 540 (past 5/6 = 500): activation waits until 540 + (600 - 540) / 2 = 570
-    const late = [rootA, active, record({ id: 'root-b', kind: 'root', parentId: null, state: 'prepared', createdAt: new Date(540), notAfter: new Date(100_000) }), record({ id: 'int-b', parentId: 'root-b', state: 'prepared', createdAt: new Date(540), notAfter: new Date(1200) })];
+    const late = [
+      rootA,
+      active,
+      record({ id: 'root-b', kind: 'root', parentId: null, state: 'prepared', createdAt: new Date(540), notAfter: new Date(100_000) }),
+      record({ id: 'int-b', parentId: 'root-b', state: 'prepared', createdAt: new Date(540), notAfter: new Date(1200) }),
+    ];
     expect(planRotation(late, new Date(569), p).step).toMatchObject({ kind: 'wait', until: new Date(570) });
     expect(planRotation(late, new Date(570), p).step).toMatchObject({ kind: 'activate', id: 'int-b' });
     // an intermediate under an external root is never replaced by a self-signed one
@@ -167,7 +214,16 @@ describe('auto-rotation in a running server', () => {
 
   beforeAll(async () => {
     dir = tempDir();
-    t = await startTestServer(join(dir, 'data'), ['--dev', '--auto-rotate', '--auto-rotate-check-interval', '100ms', '--intermediate-ttl', '9s', '--root-ttl', '12s']);
+    t = await startTestServer(join(dir, 'data'), [
+      '--dev',
+      '--auto-rotate',
+      '--auto-rotate-check-interval',
+      '100ms',
+      '--intermediate-ttl',
+      '9s',
+      '--root-ttl',
+      '12s',
+    ]);
   });
 
   afterAll(async () => {
@@ -178,14 +234,19 @@ describe('auto-rotation in a running server', () => {
   it('prepares at ≥ 1/2, activates at ≥ 5/6, removes the old root after its leaves expired, and mTLS keeps working', async () => {
     const devIssuer = await openDevTokenIssuer(join(dir, 'data'));
     const credentials = async (sa: string) =>
-      workloadCredentials(t.client(), `spiffe://cluster.local/ns/auto/sa/${sa}`, await devIssuer.sign({ namespace: 'auto', serviceAccount: sa, ttlSeconds: 600 }));
+      workloadCredentials(
+        t.client(),
+        `spiffe://cluster.local/ns/auto/sa/${sa}`,
+        await devIssuer.sign({ namespace: 'auto', serviceAccount: sa, ttlSeconds: 600 }),
+      );
     const snapshot = () => t.server.ca.current();
     const waitFor = async <T>(what: string, probe: () => T | undefined, timeoutMs = 10_000): Promise<T> => {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const value = probe();
         if (value) return value;
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(snapshot().authorities.map((a) => [a.id, a.state]))}`);
+        if (Date.now() > deadline)
+          throw new Error(`timed out waiting for ${what}: ${JSON.stringify(snapshot().authorities.map((a) => [a.id, a.state]))}`);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     };
@@ -214,7 +275,8 @@ describe('auto-rotation in a running server', () => {
 
     // the journal shows when each step happened: prepare ≥ 1/2, activate ≥ 5/6, remove ≥ the old leaves' expiry
     const audit = (await t.server.store.listAudit({ limit: 1000 })).items.filter((e) => e.actor === 'auto-rotate');
-    const when = (action: string, target: (e: (typeof audit)[number]) => boolean) => audit.find((e) => e.action === action && target(e))!.at.getTime();
+    const when = (action: string, target: (e: (typeof audit)[number]) => boolean) =>
+      audit.find((e) => e.action === action && target(e))!.at.getTime();
     expect(when('authority.prepare', (e) => e.target === root2.id)).toBeGreaterThanOrEqual(lifetimePoint(int1, PREPARE_FRACTION));
     const activatedAt = when('authority.activate', (e) => (e.details as { rootId?: string }).rootId === root2.id);
     expect(activatedAt).toBeGreaterThanOrEqual(lifetimePoint(int1, ACTIVATE_FRACTION));

@@ -10,7 +10,14 @@ interface ChaosResult {
 
 describe('crash safety (short chaos run; `npm run chaos` runs the long one)', () => {
   it('SIGKILLs meshca under load and admin rotations at seeded moments; after every restart the invariants hold', async () => {
-    const result = (await runChaos({ iterations: 6, seed: 20261123, workers: 4, minUpMs: 400, maxUpMs: 1400, earlyKillRate: 0.25 })) as ChaosResult;
+    const result = (await runChaos({
+      iterations: 6,
+      seed: 20261123,
+      workers: 4,
+      minUpMs: 400,
+      maxUpMs: 1400,
+      earlyKillRate: 0.25,
+    })) as ChaosResult;
     const report = result.violations.map((v) => `${v.label}:\n${v.problems.join('\n')}`).join('\n\n');
     expect(report).toBe('');
     expect(result.ok).toBe(true);

@@ -6,7 +6,10 @@ import pkg from '../package.json' with { type: 'json' };
 /** docker-compose.yml and the Dockerfile, checked the way a reviewer would (no Docker engine needed). */
 const root = new URL('../', import.meta.url);
 const compose = parse(readFileSync(new URL('docker-compose.yml', root), 'utf8')) as {
-  services: Record<string, { build?: { context: string; dockerfile: string }; ports: string[]; volumes: string[]; healthcheck: Record<string, unknown> }>;
+  services: Record<
+    string,
+    { build?: { context: string; dockerfile: string }; ports: string[]; volumes: string[]; healthcheck: Record<string, unknown> }
+  >;
   volumes: Record<string, unknown>;
 };
 const service = compose.services.meshca;

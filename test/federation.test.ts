@@ -115,12 +115,10 @@ describe('federation between two meshca servers', () => {
       const [bundles] = await collect(client.FetchX509Bundles({}, workloadMetadata()), (m) => m.length >= 1);
       expect(Object.keys(bundles!.bundles).sort()).toEqual(['spiffe://a.test', 'spiffe://b.test']);
 
-      const fromB = await b
-        .client()
-        .mintJwtSvid({
-          token: await issuer.token({ namespace: 'shop', serviceAccount: 'cart' }),
-          audiences: ['spiffe://a.test/ns/apps/sa/client'],
-        });
+      const fromB = await b.client().mintJwtSvid({
+        token: await issuer.token({ namespace: 'shop', serviceAccount: 'cart' }),
+        audiences: ['spiffe://a.test/ns/apps/sa/client'],
+      });
       const valid = await unary(client.ValidateJWTSVID, client, { audience: 'spiffe://a.test/ns/apps/sa/client', svid: fromB.token });
       expect(valid.spiffe_id).toBe('spiffe://b.test/ns/shop/sa/cart');
       const wrongAudience = (await unary(client.ValidateJWTSVID, client, { audience: 'someone-else', svid: fromB.token }).catch(

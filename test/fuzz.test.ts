@@ -23,10 +23,58 @@ interface Plan {
 }
 
 const PLANS: readonly Plan[] = [
-  { name: 'csr', cases: 4000, reaches: ['accepted', 'bad signature', 'policy ERR_CSR_REJECTED', 'policy ERR_IDENTITY_MISMATCH', 'parse ERR_CSR_MALFORMED', 'parse ERR_PEM_MALFORMED', 'parse ERR_CSR_UNSUPPORTED_KEY', 'parse ERR_CSR_UNSUPPORTED_SIGNATURE'] },
-  { name: 'token', cases: 4000, reaches: ['accepted (unmodified)', 'accepted (mutated)', 'ERR_TOKEN_SIGNATURE', 'ERR_TOKEN_ALGORITHM', 'ERR_TOKEN_MALFORMED', 'ERR_TOKEN_KEY_UNKNOWN', 'ERR_TOKEN_EXPIRED', 'ERR_TOKEN_ISSUER', 'ERR_TOKEN_AUDIENCE', 'ERR_TOKEN_SUBJECT', 'header ERR_TOKEN_MALFORMED'] },
-  { name: 'spiffe', cases: 5000, reaches: ['valid ID', 'workload ID', 'ERR_SPIFFE_SCHEME', 'ERR_SPIFFE_TRUST_DOMAIN', 'ERR_SPIFFE_PATH', 'ERR_SPIFFE_TOO_LONG'] },
-  { name: 'admin', cases: 1200, reaches: ['prepare 201', 'prepare 400', 'import 400', 'revoke 200', 'revoke 404', 'identities 200', 'identities 400', 'prepare 401', 'import 413', 'revoke 415'] },
+  {
+    name: 'csr',
+    cases: 4000,
+    reaches: [
+      'accepted',
+      'bad signature',
+      'policy ERR_CSR_REJECTED',
+      'policy ERR_IDENTITY_MISMATCH',
+      'parse ERR_CSR_MALFORMED',
+      'parse ERR_PEM_MALFORMED',
+      'parse ERR_CSR_UNSUPPORTED_KEY',
+      'parse ERR_CSR_UNSUPPORTED_SIGNATURE',
+    ],
+  },
+  {
+    name: 'token',
+    cases: 4000,
+    reaches: [
+      'accepted (unmodified)',
+      'accepted (mutated)',
+      'ERR_TOKEN_SIGNATURE',
+      'ERR_TOKEN_ALGORITHM',
+      'ERR_TOKEN_MALFORMED',
+      'ERR_TOKEN_KEY_UNKNOWN',
+      'ERR_TOKEN_EXPIRED',
+      'ERR_TOKEN_ISSUER',
+      'ERR_TOKEN_AUDIENCE',
+      'ERR_TOKEN_SUBJECT',
+      'header ERR_TOKEN_MALFORMED',
+    ],
+  },
+  {
+    name: 'spiffe',
+    cases: 5000,
+    reaches: ['valid ID', 'workload ID', 'ERR_SPIFFE_SCHEME', 'ERR_SPIFFE_TRUST_DOMAIN', 'ERR_SPIFFE_PATH', 'ERR_SPIFFE_TOO_LONG'],
+  },
+  {
+    name: 'admin',
+    cases: 1200,
+    reaches: [
+      'prepare 201',
+      'prepare 400',
+      'import 400',
+      'revoke 200',
+      'revoke 404',
+      'identities 200',
+      'identities 400',
+      'prepare 401',
+      'import 413',
+      'revoke 415',
+    ],
+  },
   { name: 'grpc', cases: 200, reaches: ['OK', 'INVALID_ARGUMENT', 'UNAUTHENTICATED', 'RESOURCE_EXHAUSTED'] },
 ];
 
@@ -43,7 +91,11 @@ describe(`fuzzing with seed ${SEED}`, () => {
       const after = (await target.finalCheck?.()) ?? [];
       expect(formatViolations(report) + after.join('\n')).toBe('');
       expect(report.cases).toBe(cases);
-      expect(Object.keys(report.outcomes).filter((o) => reaches.includes(o)).sort()).toEqual([...reaches].sort());
+      expect(
+        Object.keys(report.outcomes)
+          .filter((o) => reaches.includes(o))
+          .sort(),
+      ).toEqual([...reaches].sort());
       if (IN_PROCESS.includes(name)) expect(report.maxCaseMs).toBeLessThan(IN_PROCESS_BOUND_MS);
     } finally {
       await target.close?.();
@@ -56,7 +108,8 @@ describe(`fuzzing with seed ${SEED}`, () => {
  */
 describe('bugs found by fuzzing stay fixed', () => {
   const longId = `spiffe://cluster.local/ns/payments-team-production-europe-west/sa/${'payments-api-gateway-v2-canary-'.repeat(2)}x`;
-  const adminCall = (method: string, url: string, payload?: object) => admin.app!.inject({ method, url, payload, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  const adminCall = (method: string, url: string, payload?: object) =>
+    admin.app!.inject({ method, url, payload, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
   let token: FuzzTarget;
   let admin: FuzzTarget;
   beforeAll(async () => {
@@ -80,7 +133,12 @@ describe('bugs found by fuzzing stay fixed', () => {
 
   it('K3: allowing an identity that is not denied (404) writes no audit event', async () => {
     const url = `/v1/identities/deny/${encodeURIComponent('spiffe://cluster.local/ns/never/sa/denied')}`;
-    const result = await admin.execute({ method: 'DELETE', url, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, steps: ['allow', 'K3'] });
+    const result = await admin.execute({
+      method: 'DELETE',
+      url,
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      steps: ['allow', 'K3'],
+    });
     expect(result.violations.join('\n')).not.toMatch(/^status 404 but audit events were written: identity\.allow/m);
   });
 });

@@ -35,7 +35,11 @@ afterAll(async () => {
 });
 
 async function issue(ns: string, sa: string, keyType: ClientKeyType = 'ec-p256', validitySeconds = 0): Promise<string[]> {
-  return t.client().createCertificate({ csrPem: await csrFor(id(ns, sa), keyType), token: await issuer.token({ namespace: ns, serviceAccount: sa }), validitySeconds });
+  return t.client().createCertificate({
+    csrPem: await csrFor(id(ns, sa), keyType),
+    token: await issuer.token({ namespace: ns, serviceAccount: sa }),
+    validitySeconds,
+  });
 }
 
 describe('CreateCertificate issues X509-SVIDs', () => {
@@ -49,7 +53,11 @@ describe('CreateCertificate issues X509-SVIDs', () => {
     const text = openssl(['x509', '-in', files.leaf, '-noout', '-text']);
     expect(text).toMatch(/X509v3 Subject Alternative Name: critical\s+URI:spiffe:\/\/cluster\.local\/ns\/shop\/sa\/cart\s*\n/);
     expect(text).toMatch(/X509v3 Basic Constraints: critical\s+CA:FALSE/);
-    expect(text).toMatch(keyType.startsWith('rsa') ? /Key Usage: critical\s+Digital Signature, Key Encipherment/ : /Key Usage: critical\s+Digital Signature\s*\n/);
+    expect(text).toMatch(
+      keyType.startsWith('rsa')
+        ? /Key Usage: critical\s+Digital Signature, Key Encipherment/
+        : /Key Usage: critical\s+Digital Signature\s*\n/,
+    );
     expect(text).toMatch(/Extended Key Usage:\s+TLS Web Server Authentication, TLS Web Client Authentication/);
     expect(text).toMatch(/Subject: *\n/);
     const leaf = new X509Certificate(chain[0]!);
@@ -72,10 +80,19 @@ describe('CreateCertificate issues X509-SVIDs', () => {
     expect(Date.parse(leaf.validFrom)).toBeLessThanOrEqual(before);
   });
 
-  it('two workloads complete a TLS 1.3 mutual-auth handshake and read each other\'s SPIFFE ID', async () => {
-    const [a, b] = await Promise.all(['a', 'b'].map(async (sa) => workloadCredentials(t.client(), id('mesh', sa), await issuer.token({ namespace: 'mesh', serviceAccount: sa }))));
+  it("two workloads complete a TLS 1.3 mutual-auth handshake and read each other's SPIFFE ID", async () => {
+    const [a, b] = await Promise.all(
+      ['a', 'b'].map(async (sa) =>
+        workloadCredentials(t.client(), id('mesh', sa), await issuer.token({ namespace: 'mesh', serviceAccount: sa })),
+      ),
+    );
     const result = await mutualTls(a!, b!);
-    expect(result).toMatchObject({ ok: true, protocol: 'TLSv1.3', serverSawClient: `URI:${id('mesh', 'a')}`, clientSawServer: `URI:${id('mesh', 'b')}` });
+    expect(result).toMatchObject({
+      ok: true,
+      protocol: 'TLSv1.3',
+      serverSawClient: `URI:${id('mesh', 'a')}`,
+      clientSawServer: `URI:${id('mesh', 'b')}`,
+    });
   });
 });
 
@@ -98,7 +115,10 @@ function tamperSignature(pem: string): string {
   return `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
 }
 
-async function opensslCsr(args: readonly string[], keyAlgorithm = ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256']): Promise<string> {
+async function opensslCsr(
+  args: readonly string[],
+  keyAlgorithm = ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'],
+): Promise<string> {
   const d = tempDir();
   const key = join(d, 'k.pem');
   openssl(['genpkey', ...keyAlgorithm, '-out', key]);
@@ -112,11 +132,37 @@ const SAN = (v: string) => ['-addext', `subjectAltName=critical,${v}`];
 const REJECTIONS: Rejection[] = [
   { name: 'missing authorization header', code: status.UNAUTHENTICATED, token: async () => undefined, csr: goodCsr },
   { name: 'garbage token', code: status.UNAUTHENTICATED, token: async () => 'not.a.jwt', csr: goodCsr },
-  { name: 'expired token', code: status.UNAUTHENTICATED, token: () => issuer.token({ namespace: 'app', serviceAccount: 'api', exp: now() - 600 }), csr: goodCsr },
-  { name: 'not-yet-valid token', code: status.UNAUTHENTICATED, token: () => issuer.token({ namespace: 'app', serviceAccount: 'api', nbf: now() + 600 }), csr: goodCsr },
-  { name: 'wrong issuer', code: status.UNAUTHENTICATED, token: () => issuer.token({ namespace: 'app', serviceAccount: 'api', iss: 'https://evil.example' }), csr: goodCsr },
-  { name: 'wrong audience', code: status.UNAUTHENTICATED, token: () => issuer.token({ namespace: 'app', serviceAccount: 'api', aud: 'kubernetes' }), csr: goodCsr },
-  { name: 'alg none', code: status.UNAUTHENTICATED, token: async () => `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ iss: TEST_ISSUER, sub: 'system:serviceaccount:app:api', aud: 'istio-ca', exp: now() + 600 })}.`, csr: goodCsr },
+  {
+    name: 'expired token',
+    code: status.UNAUTHENTICATED,
+    token: () => issuer.token({ namespace: 'app', serviceAccount: 'api', exp: now() - 600 }),
+    csr: goodCsr,
+  },
+  {
+    name: 'not-yet-valid token',
+    code: status.UNAUTHENTICATED,
+    token: () => issuer.token({ namespace: 'app', serviceAccount: 'api', nbf: now() + 600 }),
+    csr: goodCsr,
+  },
+  {
+    name: 'wrong issuer',
+    code: status.UNAUTHENTICATED,
+    token: () => issuer.token({ namespace: 'app', serviceAccount: 'api', iss: 'https://evil.example' }),
+    csr: goodCsr,
+  },
+  {
+    name: 'wrong audience',
+    code: status.UNAUTHENTICATED,
+    token: () => issuer.token({ namespace: 'app', serviceAccount: 'api', aud: 'kubernetes' }),
+    csr: goodCsr,
+  },
+  {
+    name: 'alg none',
+    code: status.UNAUTHENTICATED,
+    token: async () =>
+      `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ iss: TEST_ISSUER, sub: 'system:serviceaccount:app:api', aud: 'istio-ca', exp: now() + 600 })}.`,
+    csr: goodCsr,
+  },
   {
     name: 'HS256 signed with the public key (key confusion)',
     code: status.UNAUTHENTICATED,
@@ -138,20 +184,76 @@ const REJECTIONS: Rejection[] = [
     csr: goodCsr,
   },
   { name: 'CSR for another identity', code: status.PERMISSION_DENIED, token: goodToken, csr: () => csrFor(id('app', 'admin')) },
-  { name: 'CSR with two URIs', code: status.PERMISSION_DENIED, token: goodToken, csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')},URI:${id('app', 'x')}`)]) },
+  {
+    name: 'CSR with two URIs',
+    code: status.PERMISSION_DENIED,
+    token: goodToken,
+    csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')},URI:${id('app', 'x')}`)]),
+  },
   { name: 'tampered CSR signature', code: status.INVALID_ARGUMENT, token: goodToken, csr: async () => tamperSignature(await goodCsr()) },
-  { name: 'CSR with a DNS SAN', code: status.INVALID_ARGUMENT, token: goodToken, csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')},DNS:api.example`)]) },
-  { name: 'CSR with an IP SAN', code: status.INVALID_ARGUMENT, token: goodToken, csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')},IP:10.0.0.1`)]) },
-  { name: 'CSR with an email SAN', code: status.INVALID_ARGUMENT, token: goodToken, csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')},email:a@b.example`)]) },
-  { name: 'CSR with a CN', code: status.INVALID_ARGUMENT, token: goodToken, csr: () => opensslCsr(['-subj', '/CN=api', ...SAN(`URI:${id('app', 'api')}`)]) },
-  { name: 'CSR asking for CA:true', code: status.INVALID_ARGUMENT, token: goodToken, csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')}`), '-addext', 'basicConstraints=critical,CA:TRUE']) },
-  { name: 'CSR with an RSA-1024 key', code: status.INVALID_ARGUMENT, token: goodToken, csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')}`)], ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024']) },
-  { name: 'CSR with an Ed25519 key', code: status.INVALID_ARGUMENT, token: goodToken, csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')}`)], ['-algorithm', 'ED25519']) },
-  { name: 'garbage CSR', code: status.INVALID_ARGUMENT, token: goodToken, csr: async () => '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n' },
+  {
+    name: 'CSR with a DNS SAN',
+    code: status.INVALID_ARGUMENT,
+    token: goodToken,
+    csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')},DNS:api.example`)]),
+  },
+  {
+    name: 'CSR with an IP SAN',
+    code: status.INVALID_ARGUMENT,
+    token: goodToken,
+    csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')},IP:10.0.0.1`)]),
+  },
+  {
+    name: 'CSR with an email SAN',
+    code: status.INVALID_ARGUMENT,
+    token: goodToken,
+    csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')},email:a@b.example`)]),
+  },
+  {
+    name: 'CSR with a CN',
+    code: status.INVALID_ARGUMENT,
+    token: goodToken,
+    csr: () => opensslCsr(['-subj', '/CN=api', ...SAN(`URI:${id('app', 'api')}`)]),
+  },
+  {
+    name: 'CSR asking for CA:true',
+    code: status.INVALID_ARGUMENT,
+    token: goodToken,
+    csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')}`), '-addext', 'basicConstraints=critical,CA:TRUE']),
+  },
+  {
+    name: 'CSR with an RSA-1024 key',
+    code: status.INVALID_ARGUMENT,
+    token: goodToken,
+    csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')}`)], ['-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024']),
+  },
+  {
+    name: 'CSR with an Ed25519 key',
+    code: status.INVALID_ARGUMENT,
+    token: goodToken,
+    csr: () => opensslCsr(['-subj', '/O=', ...SAN(`URI:${id('app', 'api')}`)], ['-algorithm', 'ED25519']),
+  },
+  {
+    name: 'garbage CSR',
+    code: status.INVALID_ARGUMENT,
+    token: goodToken,
+    csr: async () => '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n',
+  },
   { name: 'empty CSR', code: status.INVALID_ARGUMENT, token: goodToken, csr: async () => '' },
-  { name: 'oversized CSR (40 KiB)', code: status.INVALID_ARGUMENT, token: goodToken, csr: async () => (await goodCsr()) + 'x'.repeat(40 * 1024) },
+  {
+    name: 'oversized CSR (40 KiB)',
+    code: status.INVALID_ARGUMENT,
+    token: goodToken,
+    csr: async () => (await goodCsr()) + 'x'.repeat(40 * 1024),
+  },
   { name: 'oversized message (100 KiB)', code: status.RESOURCE_EXHAUSTED, token: goodToken, csr: async () => 'x'.repeat(100 * 1024) },
-  { name: 'impersonation without trusted node accounts', code: status.UNAUTHENTICATED, token: goodToken, csr: () => csrFor(id('app', 'other')), impersonate: id('app', 'other') },
+  {
+    name: 'impersonation without trusted node accounts',
+    code: status.UNAUTHENTICATED,
+    token: goodToken,
+    csr: () => csrFor(id('app', 'other')),
+    impersonate: id('app', 'other'),
+  },
 ];
 
 describe('CreateCertificate rejects bad requests and writes nothing', () => {
@@ -160,7 +262,10 @@ describe('CreateCertificate rejects bad requests and writes nothing', () => {
     const error = await t
       .client()
       .createCertificate({ csrPem: await c.csr(), token: await c.token(), impersonatedIdentity: c.impersonate })
-      .then(() => undefined, (e: { code: status; details: string }) => e);
+      .then(
+        () => undefined,
+        (e: { code: status; details: string }) => e,
+      );
     expect(error?.code, error?.details).toBe(c.code);
     expect(error?.details.length).toBeGreaterThan(0);
     expect(await countCertificates(t.server)).toBe(before);
@@ -169,7 +274,10 @@ describe('CreateCertificate rejects bad requests and writes nothing', () => {
   });
 
   it('an unknown clusterid is unauthenticated', async () => {
-    const error = await t.client().createCertificate({ csrPem: await goodCsr(), token: await goodToken(), clusterId: 'elsewhere' }).catch((e: { code: status }) => e);
+    const error = await t
+      .client()
+      .createCertificate({ csrPem: await goodCsr(), token: await goodToken(), clusterId: 'elsewhere' })
+      .catch((e: { code: status }) => e);
     expect((error as { code: status }).code).toBe(status.UNAUTHENTICATED);
   });
 });
@@ -180,7 +288,13 @@ describe('monitoring endpoints', () => {
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
     const metrics = await (await fetch(`${base}/metrics`)).text();
-    for (const name of ['citadel_server_csr_count', 'citadel_server_success_cert_issuance_count', 'citadel_server_authentication_failure_count', 'citadel_server_root_cert_expiry_timestamp', 'meshca_issuance_duration_seconds_bucket']) {
+    for (const name of [
+      'citadel_server_csr_count',
+      'citadel_server_success_cert_issuance_count',
+      'citadel_server_authentication_failure_count',
+      'citadel_server_root_cert_expiry_timestamp',
+      'meshca_issuance_duration_seconds_bucket',
+    ]) {
       expect(metrics).toContain(name);
     }
     expect(metrics).toMatch(/citadel_server_success_cert_issuance_count [1-9]/);
@@ -190,8 +304,19 @@ describe('monitoring endpoints', () => {
 describe('server faults are not blamed on the CSR', () => {
   it('a dead CSR verifier thread gives UNAVAILABLE (istio-agent retries), not INVALID_ARGUMENT', async () => {
     const pool = new CsrVerifierPool(1);
-    const issuance = new IssuanceService(t.server.ca, t.server.store, new IssuancePolicy({ defaultTtlMs: HOUR, maxTtlMs: HOUR, backdateMs: 0 }), (csr) => pool.verify(csr));
-    const caller = { spiffeId: id('shop', 'verifier'), namespace: 'shop', serviceAccount: 'verifier', clusterId: 'Kubernetes', expiresAt: new Date(Date.now() + HOUR) };
+    const issuance = new IssuanceService(
+      t.server.ca,
+      t.server.store,
+      new IssuancePolicy({ defaultTtlMs: HOUR, maxTtlMs: HOUR, backdateMs: 0 }),
+      (csr) => pool.verify(csr),
+    );
+    const caller = {
+      spiffeId: id('shop', 'verifier'),
+      namespace: 'shop',
+      serviceAccount: 'verifier',
+      clusterId: 'Kubernetes',
+      expiresAt: new Date(Date.now() + HOUR),
+    };
     const outcome = issuance.issue({ csrPem: await csrFor(id('shop', 'verifier')), validitySeconds: 0, caller }).catch((e: unknown) => e);
     await pool.close(); // the thread dies before it answers
     const error = await outcome;

@@ -6,9 +6,9 @@ import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JS
 import { openDevTokenIssuer } from '../src/authn/index.js';
 import { trustedRootsPem } from '../src/authority/snapshot.js';
 import { CaClient } from '../src/client/ca-client.js';
-import { databasePath } from '../src/server.js';
+import { databasePath } from '../src/app/data-dir.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
-import { inspectSqliteStore } from '../src/store/verify.js';
+import { inspectSqliteStore } from '../src/store/sqlite.js';
 import { checkInvariants } from '../src/authority/invariants.js';
 import { spawnServer } from './support/process.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -28,9 +28,12 @@ beforeAll(async () => {
   t = await startTestServer(join(dir, 'data'), [
     '--dev',
     '--token-review',
-    '--kubeconfig', east.kubeconfig('token-file'),
-    '--cluster', `west=${west.kubeconfig('client-cert')}`,
-    '--trusted-node-accounts', 'istio-system/ztunnel',
+    '--kubeconfig',
+    east.kubeconfig('token-file'),
+    '--cluster',
+    `west=${west.kubeconfig('client-cert')}`,
+    '--trusted-node-accounts',
+    'istio-system/ztunnel',
   ]);
   dev = await openDevTokenIssuer(join(dir, 'data'));
 });
@@ -51,7 +54,9 @@ interface Call {
 
 async function request(c: Call): Promise<{ code: Outcome; details?: string; chain?: string[] }> {
   try {
-    const chain = await t.client().createCertificate({ csrPem: await csrFor(c.identity), token: c.token, clusterId: c.clusterId, impersonatedIdentity: c.impersonate });
+    const chain = await t
+      .client()
+      .createCertificate({ csrPem: await csrFor(c.identity), token: c.token, clusterId: c.clusterId, impersonatedIdentity: c.impersonate });
     return { code: OK, chain };
   } catch (error) {
     const e = error as { code: status; details: string };
@@ -66,13 +71,41 @@ async function record(chain: readonly string[]) {
 
 describe('TokenReview authentication (--token-review)', () => {
   const cases: { name: string; token: () => string; code: Outcome }[] = [
-    { name: 'a service-account token for our audience is accepted', token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), code: OK },
-    { name: 'a token the API server does not know is unauthenticated', token: () => west.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), code: status.UNAUTHENTICATED },
-    { name: 'an expired token is unauthenticated', token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart', ttlSeconds: -60 }), code: status.UNAUTHENTICATED },
-    { name: 'a token for another audience is unauthenticated', token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart', audiences: ['kubernetes'] }), code: status.UNAUTHENTICATED },
-    { name: 'a user outside group system:serviceaccounts is unauthenticated', token: () => east.userToken('system:serviceaccount:shop:cart', ['system:authenticated']), code: status.UNAUTHENTICATED },
-    { name: 'a user name that is not a service account is unauthenticated', token: () => east.userToken('alice', ['system:serviceaccounts', 'system:authenticated']), code: status.UNAUTHENTICATED },
-    { name: 'a valid token for another service account gets PERMISSION_DENIED', token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'admin' }), code: status.PERMISSION_DENIED },
+    {
+      name: 'a service-account token for our audience is accepted',
+      token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }),
+      code: OK,
+    },
+    {
+      name: 'a token the API server does not know is unauthenticated',
+      token: () => west.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }),
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: 'an expired token is unauthenticated',
+      token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart', ttlSeconds: -60 }),
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: 'a token for another audience is unauthenticated',
+      token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart', audiences: ['kubernetes'] }),
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: 'a user outside group system:serviceaccounts is unauthenticated',
+      token: () => east.userToken('system:serviceaccount:shop:cart', ['system:authenticated']),
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: 'a user name that is not a service account is unauthenticated',
+      token: () => east.userToken('alice', ['system:serviceaccounts', 'system:authenticated']),
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: 'a valid token for another service account gets PERMISSION_DENIED',
+      token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'admin' }),
+      code: status.PERMISSION_DENIED,
+    },
   ];
 
   it.each(cases)('$name', async ({ token, code }) => {
@@ -80,18 +113,29 @@ describe('TokenReview authentication (--token-review)', () => {
     const result = await request({ token: token(), identity: id('shop', 'cart') });
     expect(result.code, result.details).toBe(code);
     expect(east.count('POST', REVIEWS)).toBe(reviews + 1);
-    const review = JSON.parse(east.requests.filter((r) => REVIEWS.test(r.path)).at(-1)!.body) as { apiVersion: string; kind: string; spec: { audiences: string[] } };
+    const review = JSON.parse(east.requests.filter((r) => REVIEWS.test(r.path)).at(-1)!.body) as {
+      apiVersion: string;
+      kind: string;
+      spec: { audiences: string[] };
+    };
     expect(review).toMatchObject({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { audiences: ['istio-ca'] } });
     if (result.chain) {
       expect(new X509Certificate(result.chain[0]!).subjectAltName).toBe(`URI:${id('shop', 'cart')}`);
-      expect(await record(result.chain)).toMatchObject({ spiffeId: id('shop', 'cart'), callerId: id('shop', 'cart'), clusterId: 'Kubernetes' });
+      expect(await record(result.chain)).toMatchObject({
+        spiffeId: id('shop', 'cart'),
+        callerId: id('shop', 'cart'),
+        clusterId: 'Kubernetes',
+      });
     }
   });
 
   it('an API server that ignores audiences (no status.audiences) is not taken as a yes', async () => {
     east.audienceAware = false;
     try {
-      const result = await request({ token: east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart', audiences: ['kubernetes'] }), identity: id('shop', 'cart') });
+      const result = await request({
+        token: east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart', audiences: ['kubernetes'] }),
+        identity: id('shop', 'cart'),
+      });
       expect(result.code).toBe(status.UNAUTHENTICATED);
     } finally {
       east.audienceAware = true;
@@ -138,30 +182,81 @@ describe('JWKS and TokenReview combined', () => {
 
 describe('multi-cluster: the clusterid header picks the API server that validates the token', () => {
   const cases: { name: string; token: () => string; clusterId: string; code: Outcome; reviewedBy?: 'east' | 'west' }[] = [
-    { name: "west's token with clusterid west", token: () => west.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), clusterId: 'west', code: OK, reviewedBy: 'west' },
-    { name: "east's token with clusterid Kubernetes (local)", token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), clusterId: 'Kubernetes', code: OK, reviewedBy: 'east' },
-    { name: "west's token with the local clusterid", token: () => west.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), clusterId: 'Kubernetes', code: status.UNAUTHENTICATED, reviewedBy: 'east' },
-    { name: "east's token with clusterid west", token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), clusterId: 'west', code: status.UNAUTHENTICATED, reviewedBy: 'west' },
-    { name: 'an unknown clusterid', token: () => west.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), clusterId: 'north', code: status.UNAUTHENTICATED },
+    {
+      name: "west's token with clusterid west",
+      token: () => west.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }),
+      clusterId: 'west',
+      code: OK,
+      reviewedBy: 'west',
+    },
+    {
+      name: "east's token with clusterid Kubernetes (local)",
+      token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }),
+      clusterId: 'Kubernetes',
+      code: OK,
+      reviewedBy: 'east',
+    },
+    {
+      name: "west's token with the local clusterid",
+      token: () => west.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }),
+      clusterId: 'Kubernetes',
+      code: status.UNAUTHENTICATED,
+      reviewedBy: 'east',
+    },
+    {
+      name: "east's token with clusterid west",
+      token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }),
+      clusterId: 'west',
+      code: status.UNAUTHENTICATED,
+      reviewedBy: 'west',
+    },
+    {
+      name: 'an unknown clusterid',
+      token: () => west.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }),
+      clusterId: 'north',
+      code: status.UNAUTHENTICATED,
+    },
   ];
 
   it.each(cases)('$name → $code', async ({ token, clusterId, code, reviewedBy }) => {
     const before = { east: east.count('POST', REVIEWS), west: west.count('POST', REVIEWS) };
     const result = await request({ token: token(), identity: id('shop', 'cart'), clusterId });
     expect(result.code, result.details).toBe(code);
-    expect({ east: east.count('POST', REVIEWS) - before.east, west: west.count('POST', REVIEWS) - before.west }).toEqual({ east: reviewedBy === 'east' ? 1 : 0, west: reviewedBy === 'west' ? 1 : 0 });
+    expect({ east: east.count('POST', REVIEWS) - before.east, west: west.count('POST', REVIEWS) - before.west }).toEqual({
+      east: reviewedBy === 'east' ? 1 : 0,
+      west: reviewedBy === 'west' ? 1 : 0,
+    });
     if (result.chain) expect(await record(result.chain)).toMatchObject({ spiffeId: id('shop', 'cart'), clusterId });
   });
 
-  it('one cluster\'s API being down leaves the others working', async () => {
+  it("one cluster's API being down leaves the others working", async () => {
     await west.stop();
     try {
-      expect((await request({ token: west.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), identity: id('shop', 'cart'), clusterId: 'west' })).code).toBe(status.UNAVAILABLE);
-      expect((await request({ token: east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), identity: id('shop', 'cart') })).code).toBe(OK);
+      expect(
+        (
+          await request({
+            token: west.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }),
+            identity: id('shop', 'cart'),
+            clusterId: 'west',
+          })
+        ).code,
+      ).toBe(status.UNAVAILABLE);
+      expect(
+        (await request({ token: east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), identity: id('shop', 'cart') }))
+          .code,
+      ).toBe(OK);
     } finally {
       await west.resume();
     }
-    expect((await request({ token: west.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), identity: id('shop', 'cart'), clusterId: 'west' })).code).toBe(OK);
+    expect(
+      (
+        await request({
+          token: west.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }),
+          identity: id('shop', 'cart'),
+          clusterId: 'west',
+        })
+      ).code,
+    ).toBe(OK);
   });
 });
 
@@ -169,11 +264,24 @@ describe('ztunnel impersonation (--trusted-node-accounts)', () => {
   let ztunnelUid: string;
   let stoppedUid: string;
   const ztunnel = (over: { podName?: string; podUid?: string; nodeName?: string } = {}) =>
-    east.serviceAccountToken({ namespace: 'istio-system', serviceAccount: 'ztunnel', podName: 'ztunnel-n1', podUid: ztunnelUid, nodeName: 'n1', ...over });
+    east.serviceAccountToken({
+      namespace: 'istio-system',
+      serviceAccount: 'ztunnel',
+      podName: 'ztunnel-n1',
+      podUid: ztunnelUid,
+      nodeName: 'n1',
+      ...over,
+    });
 
   beforeAll(() => {
     ztunnelUid = east.addPod({ namespace: 'istio-system', name: 'ztunnel-n1', serviceAccount: 'ztunnel', nodeName: 'n1' });
-    stoppedUid = east.addPod({ namespace: 'istio-system', name: 'ztunnel-old', serviceAccount: 'ztunnel', nodeName: 'n1', phase: 'Failed' });
+    stoppedUid = east.addPod({
+      namespace: 'istio-system',
+      name: 'ztunnel-old',
+      serviceAccount: 'ztunnel',
+      nodeName: 'n1',
+      phase: 'Failed',
+    });
     east.addPod({ namespace: 'shop', name: 'web-1', serviceAccount: 'web', nodeName: 'n1' });
     east.addPod({ namespace: 'shop', name: 'web-2', serviceAccount: 'web', nodeName: 'n2' });
     east.addPod({ namespace: 'shop', name: 'fresh-1', serviceAccount: 'fresh', nodeName: 'n1', phase: 'Pending' });
@@ -183,27 +291,119 @@ describe('ztunnel impersonation (--trusted-node-accounts)', () => {
   });
 
   const cases: { name: string; token: () => string | Promise<string>; impersonate: string; csr?: string; why?: RegExp; code: Outcome }[] = [
-    { name: 'allowed: a running pod with that identity is on the caller\'s node', token: () => ztunnel(), impersonate: id('shop', 'web'), code: OK },
-    { name: 'allowed: a pending (scheduled) pod counts', token: () => ztunnel(), impersonate: id('shop', 'fresh'), code: OK },
     {
-      name: 'allowed: caller validated offline (JWKS), pod from the kubernetes.io claim',
-      token: () => dev.sign({ namespace: 'istio-system', serviceAccount: 'ztunnel', ttlSeconds: 600, podName: 'ztunnel-n1', podUid: ztunnelUid, nodeName: 'n1' }),
+      name: "allowed: a running pod with that identity is on the caller's node",
+      token: () => ztunnel(),
       impersonate: id('shop', 'web'),
       code: OK,
     },
-    { name: 'denied: the caller is not a trusted node account', token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'web', podName: 'web-1', nodeName: 'n1' }), impersonate: id('shop', 'fresh'), why: /not a trusted node account/, code: status.UNAUTHENTICATED },
-    { name: 'denied: the caller\'s token is not bound to a pod', token: () => east.serviceAccountToken({ namespace: 'istio-system', serviceAccount: 'ztunnel' }), impersonate: id('shop', 'web'), why: /not bound to a pod/, code: status.UNAUTHENTICATED },
-    { name: 'denied: the caller\'s pod does not exist', token: () => ztunnel({ podName: 'ztunnel-gone' }), impersonate: id('shop', 'web'), why: /of the caller does not exist/, code: status.UNAUTHENTICATED },
-    { name: 'denied: the caller\'s pod has another uid (recreated)', token: () => ztunnel({ podUid: '00000000-0000-0000-0000-000000000000' }), impersonate: id('shop', 'web'), why: /has uid/, code: status.UNAUTHENTICATED },
-    { name: 'denied: the caller\'s pod has terminated', token: () => ztunnel({ podName: 'ztunnel-old', podUid: stoppedUid }), impersonate: id('shop', 'web'), why: /has terminated/, code: status.UNAUTHENTICATED },
-    { name: 'denied: the token names another node than the pod runs on', token: () => ztunnel({ nodeName: 'n9' }), impersonate: id('shop', 'web'), why: /not on the token's node/, code: status.UNAUTHENTICATED },
-    { name: 'denied: the identity runs only on another node', token: () => ztunnel(), impersonate: id('shop', 'db'), why: /no running pod of shop\/db on node n1/, code: status.UNAUTHENTICATED },
-    { name: 'denied: the identity\'s only pod on the node has Succeeded', token: () => ztunnel(), impersonate: id('shop', 'batch'), why: /no running pod of shop\/batch/, code: status.UNAUTHENTICATED },
-    { name: 'denied: the identity\'s only pod on the node has Failed', token: () => ztunnel(), impersonate: id('shop', 'flaky'), why: /no running pod of shop\/flaky/, code: status.UNAUTHENTICATED },
-    { name: 'denied: no pod has the identity', token: () => ztunnel(), impersonate: id('shop', 'ghost'), why: /no running pod of shop\/ghost/, code: status.UNAUTHENTICATED },
-    { name: 'denied: the identity is in another trust domain', token: () => ztunnel(), impersonate: id('shop', 'web', 'evil.example'), why: /outside trust domain/, code: status.UNAUTHENTICATED },
-    { name: 'denied: the identity is not a workload SPIFFE ID', token: () => ztunnel(), impersonate: 'spiffe://cluster.local/shop/web', why: /not a workload SPIFFE ID/, code: status.UNAUTHENTICATED },
-    { name: 'denied: the CSR asks for another identity than the impersonated one', token: () => ztunnel(), impersonate: id('shop', 'web'), csr: id('shop', 'db'), why: /CSR must ask for exactly/, code: status.PERMISSION_DENIED },
+    { name: 'allowed: a pending (scheduled) pod counts', token: () => ztunnel(), impersonate: id('shop', 'fresh'), code: OK },
+    {
+      name: 'allowed: caller validated offline (JWKS), pod from the kubernetes.io claim',
+      token: () =>
+        dev.sign({
+          namespace: 'istio-system',
+          serviceAccount: 'ztunnel',
+          ttlSeconds: 600,
+          podName: 'ztunnel-n1',
+          podUid: ztunnelUid,
+          nodeName: 'n1',
+        }),
+      impersonate: id('shop', 'web'),
+      code: OK,
+    },
+    {
+      name: 'denied: the caller is not a trusted node account',
+      token: () => east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'web', podName: 'web-1', nodeName: 'n1' }),
+      impersonate: id('shop', 'fresh'),
+      why: /not a trusted node account/,
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: "denied: the caller's token is not bound to a pod",
+      token: () => east.serviceAccountToken({ namespace: 'istio-system', serviceAccount: 'ztunnel' }),
+      impersonate: id('shop', 'web'),
+      why: /not bound to a pod/,
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: "denied: the caller's pod does not exist",
+      token: () => ztunnel({ podName: 'ztunnel-gone' }),
+      impersonate: id('shop', 'web'),
+      why: /of the caller does not exist/,
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: "denied: the caller's pod has another uid (recreated)",
+      token: () => ztunnel({ podUid: '00000000-0000-0000-0000-000000000000' }),
+      impersonate: id('shop', 'web'),
+      why: /has uid/,
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: "denied: the caller's pod has terminated",
+      token: () => ztunnel({ podName: 'ztunnel-old', podUid: stoppedUid }),
+      impersonate: id('shop', 'web'),
+      why: /has terminated/,
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: 'denied: the token names another node than the pod runs on',
+      token: () => ztunnel({ nodeName: 'n9' }),
+      impersonate: id('shop', 'web'),
+      why: /not on the token's node/,
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: 'denied: the identity runs only on another node',
+      token: () => ztunnel(),
+      impersonate: id('shop', 'db'),
+      why: /no running pod of shop\/db on node n1/,
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: "denied: the identity's only pod on the node has Succeeded",
+      token: () => ztunnel(),
+      impersonate: id('shop', 'batch'),
+      why: /no running pod of shop\/batch/,
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: "denied: the identity's only pod on the node has Failed",
+      token: () => ztunnel(),
+      impersonate: id('shop', 'flaky'),
+      why: /no running pod of shop\/flaky/,
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: 'denied: no pod has the identity',
+      token: () => ztunnel(),
+      impersonate: id('shop', 'ghost'),
+      why: /no running pod of shop\/ghost/,
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: 'denied: the identity is in another trust domain',
+      token: () => ztunnel(),
+      impersonate: id('shop', 'web', 'evil.example'),
+      why: /outside trust domain/,
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: 'denied: the identity is not a workload SPIFFE ID',
+      token: () => ztunnel(),
+      impersonate: 'spiffe://cluster.local/shop/web',
+      why: /not a workload SPIFFE ID/,
+      code: status.UNAUTHENTICATED,
+    },
+    {
+      name: 'denied: the CSR asks for another identity than the impersonated one',
+      token: () => ztunnel(),
+      impersonate: id('shop', 'web'),
+      csr: id('shop', 'db'),
+      why: /CSR must ask for exactly/,
+      code: status.PERMISSION_DENIED,
+    },
   ];
 
   it.each(cases)('$name', async ({ token, impersonate, csr, code, why }) => {
@@ -213,7 +413,11 @@ describe('ztunnel impersonation (--trusted-node-accounts)', () => {
     if (result.chain) {
       expect(new X509Certificate(result.chain[0]!).subjectAltName).toBe(`URI:${impersonate}`);
       // The record keeps both identities: whom the certificate is for, and who asked.
-      expect(await record(result.chain)).toMatchObject({ spiffeId: impersonate, callerId: id('istio-system', 'ztunnel'), clusterId: 'Kubernetes' });
+      expect(await record(result.chain)).toMatchObject({
+        spiffeId: impersonate,
+        callerId: id('istio-system', 'ztunnel'),
+        clusterId: 'Kubernetes',
+      });
     }
   });
 
@@ -235,7 +439,10 @@ describe('an unreachable API server means UNAVAILABLE (istio-agent retries), nev
     const reviews = east.count('POST', REVIEWS);
     east.fault = { status: 503, match: REVIEWS };
     try {
-      const result = await request({ token: east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), identity: id('shop', 'cart') });
+      const result = await request({
+        token: east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }),
+        identity: id('shop', 'cart'),
+      });
       expect(result.code, result.details).toBe(status.UNAVAILABLE);
       expect(east.count('POST', REVIEWS) - reviews).toBe(3);
     } finally {
@@ -248,14 +455,27 @@ describe('an unreachable API server means UNAVAILABLE (istio-agent retries), nev
     expect((await request({ token: cached, identity: id('shop', 'cart') })).code).toBe(OK);
     await east.stop();
     try {
-      const fresh = await request({ token: east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), identity: id('shop', 'cart') });
+      const fresh = await request({
+        token: east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }),
+        identity: id('shop', 'cart'),
+      });
       expect(fresh.code, fresh.details).toBe(status.UNAVAILABLE);
       expect(fresh.details).toMatch(/Kubernetes API|TokenReview/);
       expect((await request({ token: cached, identity: id('shop', 'cart') })).code).toBe(OK);
-      expect((await request({ token: await dev.sign({ namespace: 'shop', serviceAccount: 'cart', ttlSeconds: 600 }), identity: id('shop', 'cart') })).code).toBe(OK);
+      expect(
+        (
+          await request({
+            token: await dev.sign({ namespace: 'shop', serviceAccount: 'cart', ttlSeconds: 600 }),
+            identity: id('shop', 'cart'),
+          })
+        ).code,
+      ).toBe(OK);
     } finally {
       await east.resume();
     }
-    expect((await request({ token: east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), identity: id('shop', 'cart') })).code).toBe(OK);
+    expect(
+      (await request({ token: east.serviceAccountToken({ namespace: 'shop', serviceAccount: 'cart' }), identity: id('shop', 'cart') }))
+        .code,
+    ).toBe(OK);
   });
 });

@@ -33,15 +33,22 @@ function client(options: Partial<KubeClientOptions> & { auth?: KubeconfigAuth } 
 }
 
 const namespaces = async (c: KubeClient) => (await c.get<KubeList<Namespace>>('/api/v1/namespaces')).items.map((n) => n.metadata.name);
-const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as KubeApiError);
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => undefined,
+    (e: unknown) => e as KubeApiError,
+  );
 
 describe('connection: kubeconfig and in-cluster config', () => {
-  it.each<KubeconfigAuth>(['token', 'token-file', 'client-cert'])('a kubeconfig with %s credentials reaches the API over verified TLS', async (auth) => {
-    const c = client({ auth });
-    expect(await namespaces(c)).toEqual(['default']);
-    expect(sim.requests.at(-1)!.auth).toBe(auth === 'client-cert' ? 'client-cert' : 'token');
-    expect(c.namespace).toBe('meshca'); // the current context's namespace
-  });
+  it.each<KubeconfigAuth>(['token', 'token-file', 'client-cert'])(
+    'a kubeconfig with %s credentials reaches the API over verified TLS',
+    async (auth) => {
+      const c = client({ auth });
+      expect(await namespaces(c)).toEqual(['default']);
+      expect(sim.requests.at(-1)!.auth).toBe(auth === 'client-cert' ? 'client-cert' : 'token');
+      expect(c.namespace).toBe('meshca'); // the current context's namespace
+    },
+  );
 
   it('reads JSON kubeconfigs and certificate-authority files relative to the kubeconfig', async () => {
     const sub = join(dir, 'json');
@@ -90,9 +97,21 @@ describe('connection: kubeconfig and in-cluster config', () => {
     { why: 'no file', path: () => join(dir, 'missing.yaml'), error: /cannot read the kubeconfig/ },
     { why: 'not YAML', path: () => write('bad.yaml', 'a: [b'), error: /not valid YAML/ },
     { why: 'no current-context', path: () => write('nocontext.yaml', { ...valid(), 'current-context': '' }), error: /no current-context/ },
-    { why: 'an undefined context', path: () => write('undefined.yaml', { ...valid(), 'current-context': 'other' }), error: /context "other" is not defined/ },
-    { why: 'a plain-HTTP server', path: () => write('http.yaml', { ...valid(), clusters: [{ name: 'k', cluster: { server: 'http://127.0.0.1:8080' } }] }), error: /must be https/ },
-    { why: 'an exec credential plugin', path: () => write('exec.yaml', { ...valid(), users: [{ name: 'u', user: { exec: { command: 'aws' } } }] }), error: /"exec" are not supported/ },
+    {
+      why: 'an undefined context',
+      path: () => write('undefined.yaml', { ...valid(), 'current-context': 'other' }),
+      error: /context "other" is not defined/,
+    },
+    {
+      why: 'a plain-HTTP server',
+      path: () => write('http.yaml', { ...valid(), clusters: [{ name: 'k', cluster: { server: 'http://127.0.0.1:8080' } }] }),
+      error: /must be https/,
+    },
+    {
+      why: 'an exec credential plugin',
+      path: () => write('exec.yaml', { ...valid(), users: [{ name: 'u', user: { exec: { command: 'aws' } } }] }),
+      error: /"exec" are not supported/,
+    },
   ])('rejects a kubeconfig with $why', ({ path, error }) => {
     expect(() => loadKubeconfig(path())).toThrow(KubeConfigError);
     expect(() => loadKubeconfig(path())).toThrow(error);
@@ -134,11 +153,22 @@ describe('client: retries, timeouts and errors', () => {
   it('does not retry answers (404, 409) and reports their metav1.Status reason', async () => {
     const c = client();
     const before = sim.requests.length;
-    expect(await failure(c.get('/api/v1/namespaces/default/configmaps/nope'))).toMatchObject({ status: 404, reason: 'NotFound', retryable: false });
+    expect(await failure(c.get('/api/v1/namespaces/default/configmaps/nope'))).toMatchObject({
+      status: 404,
+      reason: 'NotFound',
+      retryable: false,
+    });
     await c.post('/api/v1/namespaces/default/configmaps', { metadata: { name: 'cm' }, data: {} });
-    expect(await failure(c.post('/api/v1/namespaces/default/configmaps', { metadata: { name: 'cm' }, data: {} }))).toMatchObject({ status: 409, reason: 'AlreadyExists' });
+    expect(await failure(c.post('/api/v1/namespaces/default/configmaps', { metadata: { name: 'cm' }, data: {} }))).toMatchObject({
+      status: 409,
+      reason: 'AlreadyExists',
+    });
     const stale = { metadata: { name: 'cm', resourceVersion: '1' }, data: { a: 'b' } };
-    expect(await failure(c.put('/api/v1/namespaces/default/configmaps/cm', stale))).toMatchObject({ status: 409, reason: 'Conflict', retryable: false });
+    expect(await failure(c.put('/api/v1/namespaces/default/configmaps/cm', stale))).toMatchObject({
+      status: 409,
+      reason: 'Conflict',
+      retryable: false,
+    });
     expect(sim.requests.length - before).toBe(4);
   });
 
@@ -203,21 +233,44 @@ describe('client-side rate limit (--kube-qps, --kube-burst)', () => {
 });
 
 describe('serve flags', () => {
-  const config = (args: string[], env: NodeJS.ProcessEnv = {}) => buildServerConfig(parseFlags(SERVE_FLAGS, args, env, 'serve').values).kubernetes;
+  const config = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    buildServerConfig(parseFlags(SERVE_FLAGS, args, env, 'serve').values).kubernetes;
 
   it('parses the Kubernetes flags and their MESHCA_ environment forms', () => {
     expect(
-      config(['--token-review', '--cluster', 'west=/k/west', '--cluster', 'east=/k/east', '--trusted-node-accounts', 'istio-system/ztunnel,kube-system:node-agent', '--istiod-revision', 'canary']),
+      config([
+        '--token-review',
+        '--cluster',
+        'west=/k/west',
+        '--cluster',
+        'east=/k/east',
+        '--trusted-node-accounts',
+        'istio-system/ztunnel,kube-system:node-agent',
+        '--istiod-revision',
+        'canary',
+      ]),
     ).toMatchObject({
       tokenReview: true,
-      clusters: [{ name: 'west', kubeconfig: '/k/west' }, { name: 'east', kubeconfig: '/k/east' }],
-      trustedNodeAccounts: [{ namespace: 'istio-system', serviceAccount: 'ztunnel' }, { namespace: 'kube-system', serviceAccount: 'node-agent' }],
+      clusters: [
+        { name: 'west', kubeconfig: '/k/west' },
+        { name: 'east', kubeconfig: '/k/east' },
+      ],
+      trustedNodeAccounts: [
+        { namespace: 'istio-system', serviceAccount: 'ztunnel' },
+        { namespace: 'kube-system', serviceAccount: 'node-agent' },
+      ],
       istiodRevisions: ['canary'],
       leaseDurationMs: 15_000,
       qps: 50,
       burst: 100,
     });
-    expect(config(['--dev'], { MESHCA_CLUSTER: 'a=/x,b=/y', MESHCA_DISTRIBUTE_ROOT: 'true', MESHCA_NAMESPACE_SELECTOR: 'istio-injection=enabled' })).toMatchObject({
+    expect(
+      config(['--dev'], {
+        MESHCA_CLUSTER: 'a=/x,b=/y',
+        MESHCA_DISTRIBUTE_ROOT: 'true',
+        MESHCA_NAMESPACE_SELECTOR: 'istio-injection=enabled',
+      }),
+    ).toMatchObject({
       clusters: [{ name: 'a' }, { name: 'b' }],
       distributeRoot: true,
       namespaceSelector: 'istio-injection=enabled',
@@ -228,7 +281,11 @@ describe('serve flags', () => {
     { why: 'a cluster without a kubeconfig', args: ['--token-review', '--cluster', 'west'], error: /NAME=KUBECONFIG/ },
     { why: 'the local cluster as --cluster', args: ['--token-review', '--cluster', 'Kubernetes=/k'], error: /local cluster/ },
     { why: 'a cluster given twice', args: ['--token-review', '--cluster', 'a=/x', '--cluster', 'a=/y'], error: /given twice/ },
-    { why: 'a node account without a namespace', args: ['--token-review', '--trusted-node-accounts', 'ztunnel'], error: /NAMESPACE\/SERVICE_ACCOUNT/ },
+    {
+      why: 'a node account without a namespace',
+      args: ['--token-review', '--trusted-node-accounts', 'ztunnel'],
+      error: /NAMESPACE\/SERVICE_ACCOUNT/,
+    },
     { why: 'a lease shorter than a second', args: ['--token-review', '--lease-duration', '500ms'], error: /at least 1s/ },
     { why: 'no token validation at all', args: [], error: /--token-review/ },
   ])('rejects $why', ({ args, error }) => {

@@ -118,7 +118,13 @@ describe('RootDistributor', () => {
     sim.addNamespace('mesh-b', { mesh: 'on' });
     sim.addNamespace('plain');
     client = new KubeClient({ connection: loadKubeconfig(sim.kubeconfig('token')) });
-    distributor = new RootDistributor({ client, bundle: () => bundle, namespaceSelector: 'mesh=on', resyncIntervalMs: 300, logger: silent });
+    distributor = new RootDistributor({
+      client,
+      bundle: () => bundle,
+      namespaceSelector: 'mesh=on',
+      resyncIntervalMs: 300,
+      logger: silent,
+    });
     distributor.start();
   });
 

@@ -22,12 +22,17 @@ beforeAll(async () => {
   ['istio-system', 'meshca', 'istiod-cli'].forEach((ns) => sim.addNamespace(ns));
   t = await startTestServer(join(dir, 'data'), [
     '--dev',
-    '--kubeconfig', sim.kubeconfig('token'),
+    '--kubeconfig',
+    sim.kubeconfig('token'),
     '--k8s-secret',
-    '--istiod-revision', 'canary',
-    '--istiod-cert-ttl', '6s',
-    '--clock-skew', '0s',
-    '--max-ttl', '72h',
+    '--istiod-revision',
+    'canary',
+    '--istiod-cert-ttl',
+    '6s',
+    '--clock-skew',
+    '0s',
+    '--max-ttl',
+    '72h',
   ]);
   adminToken = readFileSync(join(dir, 'data', 'admin-token'), 'utf8').trim();
 });
@@ -52,7 +57,18 @@ function expectIstiodFiles(files: Files, dnsNames: readonly string[]): X509Certi
     writeFileSync(join(d, 'leaf.pem'), leafPem!);
     writeFileSync(join(d, 'chain.pem'), intermediates.join(''));
     writeFileSync(join(d, 'roots.pem'), files['root-cert.pem']);
-    expect(openssl(['verify', '-CAfile', join(d, 'roots.pem'), '-untrusted', join(d, 'chain.pem'), '-purpose', 'sslserver', join(d, 'leaf.pem')])).toContain(': OK');
+    expect(
+      openssl([
+        'verify',
+        '-CAfile',
+        join(d, 'roots.pem'),
+        '-untrusted',
+        join(d, 'chain.pem'),
+        '-purpose',
+        'sslserver',
+        join(d, 'leaf.pem'),
+      ]),
+    ).toContain(': OK');
   } finally {
     removeDir(d);
   }
@@ -85,19 +101,36 @@ let firstSecret: X509Certificate;
 describe('serve --k8s-secret keeps Secret istiod-tls', () => {
   it('creates it with the SANs istiod expects, chaining to the mesh root', async () => {
     const files = await waitFor('Secret istiod-tls exists', () => secretFiles('istio-system'));
-    expect(sim.get('secrets', 'istio-system', 'istiod-tls')).toMatchObject({ type: 'kubernetes.io/tls', metadata: { labels: { 'app.kubernetes.io/managed-by': 'meshca' } } });
+    expect(sim.get('secrets', 'istio-system', 'istiod-tls')).toMatchObject({
+      type: 'kubernetes.io/tls',
+      metadata: { labels: { 'app.kubernetes.io/managed-by': 'meshca' } },
+    });
     firstSecret = expectIstiodFiles(files, ['istiod.istio-system.svc', 'istiod-canary.istio-system.svc']);
   });
 });
 
 describe('POST /v1/profiles/istiod/issue', () => {
   const call = (body: unknown, token: string | null = adminToken): Promise<AdminResponse> =>
-    adminCall({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token: adminToken }, 'POST', '/v1/profiles/istiod/issue', { body, token });
+    adminCall(
+      { port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token: adminToken },
+      'POST',
+      '/v1/profiles/istiod/issue',
+      { body, token },
+    );
 
   it.each([
     { body: { namespace: 'istio-system' }, dnsNames: ['istiod.istio-system.svc'], ttlMs: 6_000 },
-    { body: { namespace: 'istio-system', revisions: ['canary', '1-24-0'], ttl: '48h' }, dnsNames: ['istiod.istio-system.svc', 'istiod-canary.istio-system.svc', 'istiod-1-24-0.istio-system.svc'], ttlMs: 48 * 3600_000 },
-    { body: { namespace: 'istio-system', revisions: ['default'], ttl: '100000h' }, dnsNames: ['istiod.istio-system.svc'], ttlMs: 72 * 3600_000, why: 'clamped to --max-ttl' },
+    {
+      body: { namespace: 'istio-system', revisions: ['canary', '1-24-0'], ttl: '48h' },
+      dnsNames: ['istiod.istio-system.svc', 'istiod-canary.istio-system.svc', 'istiod-1-24-0.istio-system.svc'],
+      ttlMs: 48 * 3600_000,
+    },
+    {
+      body: { namespace: 'istio-system', revisions: ['default'], ttl: '100000h' },
+      dnsNames: ['istiod.istio-system.svc'],
+      ttlMs: 72 * 3600_000,
+      why: 'clamped to --max-ttl',
+    },
   ])('issues tls.crt, tls.key and root-cert.pem for $body', async ({ body, dnsNames, ttlMs }) => {
     const before = Date.now();
     const res = await call(body);
@@ -130,8 +163,11 @@ describe('meshca istiod-cert (CLI on the data dir)', () => {
   // Asynchronous on purpose: the simulated API server lives in this process and must keep answering.
   const cli = (...args: string[]) =>
     new Promise<{ code: number; out: string }>((resolve) => {
-      execFile(process.execPath, [CLI, 'istiod-cert', '--data-dir', join(dir, 'data'), ...args], { env: { ...process.env, MESHCA_KEK: '' } }, (error, stdout, stderr) =>
-        resolve({ code: error ? Number(error.code ?? 1) : 0, out: stdout + stderr }),
+      execFile(
+        process.execPath,
+        [CLI, 'istiod-cert', '--data-dir', join(dir, 'data'), ...args],
+        { env: { ...process.env, MESHCA_KEK: '' } },
+        (error, stdout, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, out: stdout + stderr }),
       );
     });
 
@@ -140,7 +176,10 @@ describe('meshca istiod-cert (CLI on the data dir)', () => {
     const result = await cli('--namespace', 'istio-system', '--revision', 'canary', '--out', out);
     expect(result.code, result.out).toBe(0);
     const read = (f: string) => readFileSync(join(out, f), 'utf8');
-    expectIstiodFiles({ 'tls.crt': read('tls.crt'), 'tls.key': read('tls.key'), 'root-cert.pem': read('root-cert.pem') }, ['istiod.istio-system.svc', 'istiod-canary.istio-system.svc']);
+    expectIstiodFiles({ 'tls.crt': read('tls.crt'), 'tls.key': read('tls.key'), 'root-cert.pem': read('root-cert.pem') }, [
+      'istiod.istio-system.svc',
+      'istiod-canary.istio-system.svc',
+    ]);
     expect(statSync(join(out, 'tls.key')).mode & 0o777).toBe(0o600);
   });
 
@@ -156,20 +195,36 @@ describe('meshca istiod-cert (CLI on the data dir)', () => {
   });
 
   it('is a usage error (exit 2) without a destination, with a bad namespace or a bad revision', async () => {
-    const results = await Promise.all([['--namespace', 'istio-system'], ['--namespace', 'Bad_NS', '--out', '/tmp/x'], ['--revision', 'no spaces', '--out', '/tmp/x']].map((args) => cli(...args)));
+    const results = await Promise.all(
+      [
+        ['--namespace', 'istio-system'],
+        ['--namespace', 'Bad_NS', '--out', '/tmp/x'],
+        ['--revision', 'no spaces', '--out', '/tmp/x'],
+      ].map((args) => cli(...args)),
+    );
     expect(results.map((r) => r.code)).toEqual([2, 2, 2]);
-    expect(results.map((r) => r.out).join('')).toMatch(/--out DIR and\/or --k8s-secret[\s\S]*--namespace must be a namespace name[\s\S]*is not a revision name/);
+    expect(results.map((r) => r.out).join('')).toMatch(
+      /--out DIR and\/or --k8s-secret[\s\S]*--namespace must be a namespace name[\s\S]*is not a revision name/,
+    );
   });
 });
 
 describe('serve --k8s-secret renewal', () => {
   it('renews after 2/3 of the lifetime and well before expiry, keeping keys it does not own', async () => {
     const secret = sim.get('secrets', 'istio-system', 'istiod-tls')!;
-    sim.put('secrets', 'istio-system', { ...secret, data: { ...(secret.data as object), 'ca.crt': Buffer.from('kept').toString('base64') } });
+    sim.put('secrets', 'istio-system', {
+      ...secret,
+      data: { ...(secret.data as object), 'ca.crt': Buffer.from('kept').toString('base64') },
+    });
     const writes = () =>
       sim.requests
         .filter((r) => /^\/api\/v1\/namespaces\/istio-system\/secrets/.test(r.path) && (r.method === 'POST' || r.method === 'PUT'))
-        .map((r) => ({ at: r.at, leaf: new X509Certificate(Buffer.from((JSON.parse(r.body) as { data: Record<string, string> }).data['tls.crt']!, 'base64').toString()) }));
+        .map((r) => ({
+          at: r.at,
+          leaf: new X509Certificate(
+            Buffer.from((JSON.parse(r.body) as { data: Record<string, string> }).data['tls.crt']!, 'base64').toString(),
+          ),
+        }));
     const count = writes().length;
     await waitFor('two more renewals', () => writes().length >= count + 2 || undefined, 12_000);
     const all = writes();

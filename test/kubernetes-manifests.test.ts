@@ -19,20 +19,32 @@ function load(dir: string): Map<string, Doc[]> {
   for (const file of readdirSync(join(ROOT, dir)).filter((f) => f.endsWith('.yaml'))) {
     const docs = parseAllDocuments(readFileSync(join(ROOT, dir, file), 'utf8'));
     for (const doc of docs) expect(doc.errors, `${dir}/${file}`).toEqual([]);
-    files.set(file, docs.map((d) => d.toJS() as Doc).filter((d) => d !== null));
+    files.set(
+      file,
+      docs.map((d) => d.toJS() as Doc).filter((d) => d !== null),
+    );
   }
   return files;
 }
 
 const k8s = load('kubernetes');
 const objects = [...k8s.entries()].filter(([f]) => f !== 'kustomization.yaml').flatMap(([, docs]) => docs);
-const find = (kind: string, name: string, namespace?: string) => objects.find((o) => o.kind === kind && o.metadata.name === name && (namespace === undefined || o.metadata.namespace === namespace));
+const find = (kind: string, name: string, namespace?: string) =>
+  objects.find((o) => o.kind === kind && o.metadata.name === name && (namespace === undefined || o.metadata.namespace === namespace));
 const all = (kind: string) => objects.filter((o) => o.kind === kind);
 const deployment = find('Deployment', 'meshca', 'meshca')!;
 const pod = deployment.spec.template;
 const container = pod.spec.containers.find((c: Doc) => c.name === 'meshca');
 const subset = (small: Record<string, string>, big: Record<string, string>) => Object.entries(small).every(([k, v]) => big[k] === v);
-const NAMESPACED = new Set(['ServiceAccount', 'Role', 'RoleBinding', 'Deployment', 'Service', 'PodDisruptionBudget', 'PersistentVolumeClaim']);
+const NAMESPACED = new Set([
+  'ServiceAccount',
+  'Role',
+  'RoleBinding',
+  'Deployment',
+  'Service',
+  'PodDisruptionBudget',
+  'PersistentVolumeClaim',
+]);
 /** Namespaces the manifests use but do not create (Istio's). */
 const EXTERNAL_NAMESPACES = ['istio-system'];
 
@@ -47,9 +59,10 @@ describe('deploy/kubernetes', () => {
     expect([...kustomization.resources].sort()).toEqual([...k8s.keys()].filter((f) => f !== 'kustomization.yaml').sort());
   });
 
-  it('every namespace used is created here (or is Istio\'s)', () => {
+  it("every namespace used is created here (or is Istio's)", () => {
     const created = all('Namespace').map((n) => n.metadata.name);
-    for (const o of objects.filter((x) => x.metadata.namespace)) expect([...created, ...EXTERNAL_NAMESPACES]).toContain(o.metadata.namespace);
+    for (const o of objects.filter((x) => x.metadata.namespace))
+      expect([...created, ...EXTERNAL_NAMESPACES]).toContain(o.metadata.namespace);
   });
 
   it('service accounts referenced by the Deployment and the bindings exist', () => {
@@ -75,7 +88,15 @@ describe('deploy/kubernetes', () => {
 
   it('grants exactly the verbs meshca uses, on the names it uses', () => {
     const grants = (rules: Doc[]) =>
-      rules.flatMap((r) => r.apiGroups.flatMap((g: string) => r.resources.flatMap((res: string) => r.verbs.map((v: string) => `${g || 'core'}/${res}:${v}${r.resourceNames ? `@${r.resourceNames.join(',')}` : ''}`)))).sort();
+      rules
+        .flatMap((r) =>
+          r.apiGroups.flatMap((g: string) =>
+            r.resources.flatMap((res: string) =>
+              r.verbs.map((v: string) => `${g || 'core'}/${res}:${v}${r.resourceNames ? `@${r.resourceNames.join(',')}` : ''}`),
+            ),
+          ),
+        )
+        .sort();
     expect(grants(find('ClusterRole', 'meshca')!.rules)).toEqual(
       [
         'authentication.k8s.io/tokenreviews:create',
@@ -89,8 +110,16 @@ describe('deploy/kubernetes', () => {
         `core/configmaps:update@${ROOT_CONFIGMAP}`,
       ].sort(),
     );
-    expect(grants(find('Role', 'meshca-leader-election', 'meshca')!.rules)).toEqual(['coordination.k8s.io/leases:create', `coordination.k8s.io/leases:get@${LEADER_LEASE}`, `coordination.k8s.io/leases:update@${LEADER_LEASE}`].sort());
-    expect(grants(find('Role', 'meshca-istiod-tls', 'istio-system')!.rules)).toEqual(['core/secrets:create', `core/secrets:get@${ISTIOD_SECRET}`, `core/secrets:update@${ISTIOD_SECRET}`].sort());
+    expect(grants(find('Role', 'meshca-leader-election', 'meshca')!.rules)).toEqual(
+      [
+        'coordination.k8s.io/leases:create',
+        `coordination.k8s.io/leases:get@${LEADER_LEASE}`,
+        `coordination.k8s.io/leases:update@${LEADER_LEASE}`,
+      ].sort(),
+    );
+    expect(grants(find('Role', 'meshca-istiod-tls', 'istio-system')!.rules)).toEqual(
+      ['core/secrets:create', `core/secrets:get@${ISTIOD_SECRET}`, `core/secrets:update@${ISTIOD_SECRET}`].sort(),
+    );
   });
 
   it('the Deployment selects its own pods, and the Service and PodDisruptionBudget select them too', () => {
@@ -119,8 +148,16 @@ describe('deploy/kubernetes', () => {
     }
     expect(container.readinessProbe.httpGet.path).toBe('/readyz');
     expect(config.serverDnsNames).toContain('meshca.meshca.svc'); // the Service's name, CA_ADDR's host
-    expect(config.kubernetes).toMatchObject({ tokenReview: true, distributeRoot: true, istiodSecret: true, trustedNodeAccounts: [{ namespace: 'istio-system', serviceAccount: 'ztunnel' }] });
-    expect(container.env.find((e: Doc) => e.name === 'MESHCA_KEK').valueFrom.secretKeyRef).toMatchObject({ name: 'meshca-kek', key: 'kek' });
+    expect(config.kubernetes).toMatchObject({
+      tokenReview: true,
+      distributeRoot: true,
+      istiodSecret: true,
+      trustedNodeAccounts: [{ namespace: 'istio-system', serviceAccount: 'ztunnel' }],
+    });
+    expect(container.env.find((e: Doc) => e.name === 'MESHCA_KEK').valueFrom.secretKeyRef).toMatchObject({
+      name: 'meshca-kek',
+      key: 'kek',
+    });
   });
 
   it('volume mounts name declared volumes, and the claim exists', () => {
@@ -187,7 +224,7 @@ describe('deploy/istio', () => {
   it.each([
     { file: 'istiod-values.yaml', values: (d: Doc) => d, mesh: (d: Doc) => d.meshConfig },
     { file: 'istio-operator.yaml', values: (d: Doc) => d.spec.values, mesh: (d: Doc) => d.spec.meshConfig },
-  ])('$file points proxies at meshca and turns istiod\'s CA off', ({ file, values, mesh }) => {
+  ])("$file points proxies at meshca and turns istiod's CA off", ({ file, values, mesh }) => {
     const doc = istio.get(file)![0]!;
     if (file === 'istio-operator.yaml') expect(doc).toMatchObject({ apiVersion: 'install.istio.io/v1alpha1', kind: 'IstioOperator' });
     expectCaAddress(values(doc).global.caAddress);

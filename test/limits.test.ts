@@ -10,7 +10,7 @@ import { MAX_HEADER_LIST_BYTES } from '../src/grpc/server.js';
 import { pino } from 'pino';
 import { storeClientStanding } from '../src/admin/client-standing.js';
 import { AUDITED_ROUTE_CHARS } from '../src/admin/failure-audit.js';
-import { databasePath } from '../src/server.js';
+import { databasePath } from '../src/app/data-dir.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
 import { adminCall, publicBundle } from './support/admin.js';
 import { spawnServer } from './support/process.js';
@@ -30,11 +30,21 @@ async function server(flags: string[]): Promise<TestServer & { token(sa: string)
 
 async function codes(t: Awaited<ReturnType<typeof server>>, sas: readonly string[], client = t.client()): Promise<(status | 'OK')[]> {
   const requests = await Promise.all(sas.map(async (sa) => ({ csrPem: await csrFor(id(sa)), token: await t.token(sa) })));
-  return Promise.all(requests.map((r) => client.createCertificate(r).then(() => 'OK' as const, (e: { code: status }) => e.code)));
+  return Promise.all(
+    requests.map((r) =>
+      client.createCertificate(r).then(
+        () => 'OK' as const,
+        (e: { code: status }) => e.code,
+      ),
+    ),
+  );
 }
 
 function h2(t: TestServer): ClientHttp2Session {
-  const session = http2Connect(`https://127.0.0.1:${t.server.grpcAddress.port}`, { ca: t.server.ca.current().rootsPem, servername: 'localhost' });
+  const session = http2Connect(`https://127.0.0.1:${t.server.grpcAddress.port}`, {
+    ca: t.server.ca.current().rootsPem,
+    servername: 'localhost',
+  });
   session.on('error', () => undefined);
   return session;
 }
@@ -55,7 +65,10 @@ afterEach(async () => {
 describe('gRPC limits', () => {
   it('--max-in-flight sheds excess concurrent calls with RESOURCE_EXHAUSTED and writes nothing for them', async () => {
     const t = await server(['--max-in-flight', '2']);
-    const results = await codes(t, Array.from({ length: 40 }, (_, i) => `s${i}`));
+    const results = await codes(
+      t,
+      Array.from({ length: 40 }, (_, i) => `s${i}`),
+    );
     const shed = results.filter((c) => c === status.RESOURCE_EXHAUSTED).length;
     expect(shed).toBeGreaterThan(0);
     expect(results.filter((c) => c === 'OK').length + shed).toBe(40);
@@ -65,9 +78,22 @@ describe('gRPC limits', () => {
   it('--max-active queues calls beyond it instead of shedding them, and does no work for calls that expire while waiting', async () => {
     const t = await server(['--max-active', '1']);
     const client = t.client();
-    const waiting = codes(t, Array.from({ length: 30 }, (_, i) => `q${i}`), client);
-    const requests = await Promise.all(['late0', 'late1', 'late2'].map(async (sa) => ({ csrPem: await csrFor(id(sa)), token: await t.token(sa), deadlineMs: 1 })));
-    const expired = await Promise.all(requests.map((r) => client.createCertificate(r).then(() => 'OK' as const, (e: { code: status }) => e.code)));
+    const waiting = codes(
+      t,
+      Array.from({ length: 30 }, (_, i) => `q${i}`),
+      client,
+    );
+    const requests = await Promise.all(
+      ['late0', 'late1', 'late2'].map(async (sa) => ({ csrPem: await csrFor(id(sa)), token: await t.token(sa), deadlineMs: 1 })),
+    );
+    const expired = await Promise.all(
+      requests.map((r) =>
+        client.createCertificate(r).then(
+          () => 'OK' as const,
+          (e: { code: status }) => e.code,
+        ),
+      ),
+    );
     expect(await waiting).toEqual(Array(30).fill('OK'));
     expect(expired).toEqual(Array(3).fill(status.DEADLINE_EXCEEDED));
     expect(await countCertificates(t.server)).toBe(30 + 1); // + the serving certificate
@@ -85,7 +111,10 @@ describe('gRPC limits', () => {
 
   it('limits each identity by default, so one token cannot fill the disk', async () => {
     const t = await server([]);
-    const results = await codes(t, Array.from({ length: 80 }, () => 'greedy'));
+    const results = await codes(
+      t,
+      Array.from({ length: 80 }, () => 'greedy'),
+    );
     expect(results.filter((c) => c === status.RESOURCE_EXHAUSTED).length).toBeGreaterThan(0);
     expect(await codes(t, ['modest'])).toEqual(['OK']);
   });
@@ -120,11 +149,16 @@ describe('gRPC limits', () => {
   ])('$flag refuses connections beyond it before TLS, counts them, and serves the admitted ones', async ({ flag, reason }) => {
     const t = await server([flag, '2']);
     const sessions = Array.from({ length: 3 }, () => h2(t));
-    const outcomes = await Promise.all(sessions.map((s) => new Promise<string>((resolve) => {
-      s.once('remoteSettings', () => resolve('open'));
-      s.once('error', () => resolve('refused'));
-      s.once('close', () => resolve('refused'));
-    })));
+    const outcomes = await Promise.all(
+      sessions.map(
+        (s) =>
+          new Promise<string>((resolve) => {
+            s.once('remoteSettings', () => resolve('open'));
+            s.once('error', () => resolve('refused'));
+            s.once('close', () => resolve('refused'));
+          }),
+      ),
+    );
     expect(outcomes.sort()).toEqual(['open', 'open', 'refused']);
     expect(await metricValue(t, 'meshca_grpc_refused_connections_total', { reason })).toBe(1);
     sessions.forEach((s) => s.destroy());
@@ -135,7 +169,15 @@ describe('gRPC limits', () => {
   it('--request-read-timeout cancels a call whose request message never arrives, and counts it', async () => {
     const t = await server(['--request-read-timeout', '300ms']);
     const session = h2(t);
-    const stream = session.request({ ':method': 'POST', ':path': '/istio.v1.auth.IstioCertificateService/CreateCertificate', 'content-type': 'application/grpc', te: 'trailers' }, { endStream: false });
+    const stream = session.request(
+      {
+        ':method': 'POST',
+        ':path': '/istio.v1.auth.IstioCertificateService/CreateCertificate',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      },
+      { endStream: false },
+    );
     const [headers, closed] = await Promise.all([
       new Promise<Record<string, unknown>>((resolve) => stream.once('response', resolve)),
       new Promise<number>((resolve) => stream.once('close', () => resolve(stream.rstCode ?? -1))),
@@ -155,7 +197,9 @@ describe('gRPC limits', () => {
     const t = await server([flag, '1s']);
     const client = new CaClient({ address: t.address, rootsPem: t.server.ca.current().rootsPem, serverName: 'localhost' });
     expect(await codes(t, ['conn'], client)).toEqual(['OK']);
-    const channel = (client as unknown as { stub: { getChannel(): { getConnectivityState(b: boolean): connectivityState } } }).stub.getChannel();
+    const channel = (
+      client as unknown as { stub: { getChannel(): { getConnectivityState(b: boolean): connectivityState } } }
+    ).stub.getChannel();
     expect(channel.getConnectivityState(false)).toBe(connectivityState.READY);
     await new Promise((r) => setTimeout(r, 2500));
     expect(channel.getConnectivityState(false)).not.toBe(connectivityState.READY);
@@ -166,13 +210,18 @@ describe('gRPC limits', () => {
 describe('admin limits', () => {
   it('--admin-body-limit refuses large bodies with 413', async () => {
     const t = await server(['--admin-body-limit', '1024']);
-    const res = await adminCall({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token: t.adminToken }, 'POST', '/v1/identities/revoke', {
-      body: { spiffeId: id('x'), reason: 'keyCompromise', padding: 'x'.repeat(4096) },
-    });
+    const res = await adminCall(
+      { port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token: t.adminToken },
+      'POST',
+      '/v1/identities/revoke',
+      {
+        body: { spiffeId: id('x'), reason: 'keyCompromise', padding: 'x'.repeat(4096) },
+      },
+    );
     expect(res.status).toBe(413);
   });
 
-  it('never refuses the correct token for others\' failures; failures over the global budget are answered late and audited once per source', async () => {
+  it("never refuses the correct token for others' failures; failures over the global budget are answered late and audited once per source", async () => {
     const dir = tempDir();
     const proc = await spawnServer(join(dir, 'data'), ['--dev', '--admin-max-auth-failures', '2']);
     try {
@@ -210,7 +259,9 @@ describe('admin limits', () => {
     running.push({ t: { close: async () => undefined } as unknown as TestServer, dir });
     const file = join(dir, 'admin-token');
     writeFileSync(file, 'short-but-not-empty\n', { mode: 0o600 });
-    await expect(startTestServer(join(dir, 'data'), ['--dev', '--admin-token-file', file])).rejects.toThrow(/at least 32 .*openssl rand -base64 32/);
+    await expect(startTestServer(join(dir, 'data'), ['--dev', '--admin-token-file', file])).rejects.toThrow(
+      /at least 32 .*openssl rand -base64 32/,
+    );
   });
 
   it('--admin-client-ids requires a mesh client certificate with an allowed SPIFFE ID', async () => {
@@ -225,8 +276,18 @@ describe('admin limits', () => {
   });
 
   it.each([
-    { what: 'revoked', status: 401, code: 'ERR_ADMIN_CLIENT_REVOKED', act: (serial: string) => ['POST', `/v1/certificates/${serial}/revoke`, { reason: 'keyCompromise' }] as const },
-    { what: 'deny-listed', status: 403, code: 'ERR_ADMIN_CLIENT_DENIED', act: () => ['POST', '/v1/identities/revoke', { spiffeId: id('operator'), reason: 'keyCompromise', deny: true }] as const },
+    {
+      what: 'revoked',
+      status: 401,
+      code: 'ERR_ADMIN_CLIENT_REVOKED',
+      act: (serial: string) => ['POST', `/v1/certificates/${serial}/revoke`, { reason: 'keyCompromise' }] as const,
+    },
+    {
+      what: 'deny-listed',
+      status: 403,
+      code: 'ERR_ADMIN_CLIENT_DENIED',
+      act: () => ['POST', '/v1/identities/revoke', { spiffeId: id('operator'), reason: 'keyCompromise', deny: true }] as const,
+    },
   ])('--admin-client-ids refuses a $what client certificate within two seconds', async ({ status: expected, code, act }) => {
     const t = await server(['--admin-client-ids', id('operator')]);
     const target = { port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token: t.adminToken };

@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
@@ -7,31 +6,16 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDevTokenIssuer, type DevTokenIssuer } from '../src/authn/index.js';
 import { checkInvariants } from '../src/authority/invariants.js';
-import { databasePath } from '../src/server.js';
+import { databasePath } from '../src/app/data-dir.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
-import { inspectSqliteStore } from '../src/store/verify.js';
+import { inspectSqliteStore } from '../src/store/sqlite.js';
 import { adminCall } from './support/admin.js';
 import { openssl, writeChain } from './support/openssl.js';
-import { CLI } from './support/process.js';
+import { runMeshca } from './support/process.js';
 import { csrFor, removeDir, startTestServer, tempDir, type TestServer } from './support/server.js';
 
-interface CliResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-  readonly output: string;
-}
-
 /** Runs the built CLI; MESHCA_KEK is never inherited from the test environment. */
-function meshca(args: readonly string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
-  if (!('MESHCA_KEK' in env)) delete childEnv.MESHCA_KEK;
-  return new Promise((resolve) =>
-    execFile(process.execPath, [CLI, ...args], { env: childEnv, timeout: 30_000 }, (error, stdout, stderr) =>
-      resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr, output: stdout + stderr }),
-    ),
-  );
-}
+const meshca = runMeshca;
 
 const newKek = () => randomBytes(32).toString('base64');
 const serialOf = (pem: string) => new X509Certificate(pem).serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
@@ -116,7 +100,16 @@ describe.concurrent('key protection: refusal rules', () => {
   it('refuses to start without a KEK outside --dev, and writes nothing', async () => {
     const d = newDir();
     writeFileSync(join(d, 'jwks.json'), JSON.stringify({ keys: [] }));
-    const r = await meshca(['serve', '--data-dir', join(d, 'data'), '--jwks-file', join(d, 'jwks.json'), '--jwt-issuer', 'https://issuer', ...LISTEN]);
+    const r = await meshca([
+      'serve',
+      '--data-dir',
+      join(d, 'data'),
+      '--jwks-file',
+      join(d, 'jwks.json'),
+      '--jwt-issuer',
+      'https://issuer',
+      ...LISTEN,
+    ]);
     expect(r.code).toBe(1);
     expect(r.output).toContain('no key-encryption key');
     expect(r.output).toContain('openssl rand -base64 32');
@@ -139,7 +132,10 @@ describe.concurrent('key protection: refusal rules', () => {
     mkdirSync(data);
     chmodSync(data, 0o755);
     writeFileSync(join(d, 'jwks.json'), JSON.stringify({ keys: [] }));
-    const r = await meshca(['serve', '--data-dir', data, '--jwks-file', join(d, 'jwks.json'), '--jwt-issuer', 'https://issuer', ...LISTEN], { MESHCA_KEK: newKek() });
+    const r = await meshca(
+      ['serve', '--data-dir', data, '--jwks-file', join(d, 'jwks.json'), '--jwt-issuer', 'https://issuer', ...LISTEN],
+      { MESHCA_KEK: newKek() },
+    );
     expect(r.code).toBe(1);
     expect(r.output).toContain('accessible by group/others');
     expect(r.output).toContain(`chmod 700 ${data}`);
@@ -183,7 +179,16 @@ describe('meshca kek rotate', () => {
     d = newDir();
     data = join(d, 'data');
     t = await serve(data, { MESHCA_KEK: oldKek });
-    await adminCall({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token: readFileSync(join(data, 'admin-token'), 'utf8').trim() }, 'POST', '/v1/authorities/prepare', { body: {} });
+    await adminCall(
+      {
+        port: t.server.adminAddress.port,
+        roots: t.server.ca.current().rootsPem,
+        token: readFileSync(join(data, 'admin-token'), 'utf8').trim(),
+      },
+      'POST',
+      '/v1/authorities/prepare',
+      { body: {} },
+    );
     bundleBefore = (await meshca(['bundle', '--data-dir', data])).stdout;
     sequenceBefore = t.server.ca.current().bundleSequence;
     newKekFile = writeKekFile(join(d, 'new.kek'), newKek());
@@ -237,7 +242,10 @@ describe('meshca kek rotate', () => {
     expect((await meshca(['bundle', '--data-dir', data])).stdout).toBe(bundleBefore);
     expect(again.server.ca.current().rootsPem).toBe(bundleBefore);
     const issuer = await openDevTokenIssuer(data);
-    const chain = await again.client().createCertificate({ csrPem: await csrFor('spiffe://cluster.local/ns/ops/sa/after-rotation'), token: await issuer.sign({ namespace: 'ops', serviceAccount: 'after-rotation', ttlSeconds: 600 }) });
+    const chain = await again.client().createCertificate({
+      csrPem: await csrFor('spiffe://cluster.local/ns/ops/sa/after-rotation'),
+      token: await issuer.sign({ namespace: 'ops', serviceAccount: 'after-rotation', ttlSeconds: 600 }),
+    });
     expect(chain[chain.length - 1]).toBe(bundleBefore);
     await stopServer(again);
   });
@@ -307,7 +315,10 @@ describe('backup, restore and verify', () => {
     const t = await serve(restored, { MESHCA_KEK: kek });
     expect(t.server.ca.current().rootsPem).toBe(bundle);
     const issuer = await openDevTokenIssuer(restored);
-    const chain = await t.client().createCertificate({ csrPem: await csrFor('spiffe://cluster.local/ns/ops/sa/restored'), token: await issuer.sign({ namespace: 'ops', serviceAccount: 'restored', ttlSeconds: 600 }) });
+    const chain = await t.client().createCertificate({
+      csrPem: await csrFor('spiffe://cluster.local/ns/ops/sa/restored'),
+      token: await issuer.sign({ namespace: 'ops', serviceAccount: 'restored', ttlSeconds: 600 }),
+    });
     expect(chain[chain.length - 1]).toBe(bundle);
     const paths = writeChain(newDir(), chain);
     expect(openssl(['verify', '-CAfile', paths.roots, '-untrusted', paths.untrusted, paths.leaf])).toContain('OK');
@@ -375,23 +386,48 @@ describe('backup, restore and verify', () => {
     };
     expect(await failures(doctored('clean', 'SELECT 1'))).toEqual({});
 
-    const unknown = await failures(doctored('unknown-authority', "UPDATE issued_certificates SET authority_id = 'int-0000000000000000' WHERE id = (SELECT min(id) FROM issued_certificates)"));
+    const unknown = await failures(
+      doctored(
+        'unknown-authority',
+        "UPDATE issued_certificates SET authority_id = 'int-0000000000000000' WHERE id = (SELECT min(id) FROM issued_certificates)",
+      ),
+    );
     expect(unknown['certificate-authorities']).toContain('1 certificates name an authority the store does not know');
     expect(unknown.integrity).toContain('foreign keys point nowhere');
 
-    const swapped = await failures(doctored('swapped-der', 'UPDATE issued_certificates SET der = (SELECT der FROM issued_certificates ORDER BY id DESC LIMIT 1) WHERE id = (SELECT min(id) FROM issued_certificates)'));
+    const swapped = await failures(
+      doctored(
+        'swapped-der',
+        'UPDATE issued_certificates SET der = (SELECT der FROM issued_certificates ORDER BY id DESC LIMIT 1) WHERE id = (SELECT min(id) FROM issued_certificates)',
+      ),
+    );
     expect(swapped['certificate-authorities']).toMatch(/the stored DER has serial/);
 
-    const forged = await failures(doctored('foreign-der', "UPDATE issued_certificates SET authority_id = (SELECT id FROM authorities WHERE kind = 'root' LIMIT 1) WHERE id = (SELECT min(id) FROM issued_certificates)"));
+    const forged = await failures(
+      doctored(
+        'foreign-der',
+        "UPDATE issued_certificates SET authority_id = (SELECT id FROM authorities WHERE kind = 'root' LIMIT 1) WHERE id = (SELECT min(id) FROM issued_certificates)",
+      ),
+    );
     expect(forged['certificate-authorities']).toMatch(/names the root .* as its issuer/);
 
     const none = await failures(doctored('no-active', "UPDATE authorities SET state = 'retired' WHERE kind = 'intermediate'"));
     expect(none['active-authority']).toBe('0 active intermediates; exactly one is required');
 
-    const swappedKey = await failures(doctored('swapped-key', "UPDATE authorities SET sealed_key = (SELECT sealed_key FROM authorities WHERE kind = 'root') WHERE kind = 'intermediate'"));
+    const swappedKey = await failures(
+      doctored(
+        'swapped-key',
+        "UPDATE authorities SET sealed_key = (SELECT sealed_key FROM authorities WHERE kind = 'root') WHERE kind = 'intermediate'",
+      ),
+    );
     expect(swappedKey['authority-keys']).toContain('cannot decrypt the key of authority int-');
 
-    const certSwap = await failures(doctored('swapped-cert', "UPDATE authorities SET certificate = (SELECT certificate FROM authorities WHERE kind = 'root') WHERE kind = 'intermediate'"));
+    const certSwap = await failures(
+      doctored(
+        'swapped-cert',
+        "UPDATE authorities SET certificate = (SELECT certificate FROM authorities WHERE kind = 'root') WHERE kind = 'intermediate'",
+      ),
+    );
     expect(certSwap['authority-chain']).toContain('is not the one its id names');
 
     const backwards = await failures(backupFile, { minBundleSequence: 1000, receivedSerials: ['abc123', ...beforeBackup.slice(0, 3)] });
@@ -421,11 +457,19 @@ describe('meshca status', () => {
     const client = t.client();
     const serials: string[] = [];
     for (let i = 0; i < 5; i++) {
-      const chain = await client.createCertificate({ csrPem: await csrFor(`spiffe://cluster.local/ns/ops/sa/s${i}`), token: await issuer.sign({ namespace: 'ops', serviceAccount: `s${i}`, ttlSeconds: 600 }) });
+      const chain = await client.createCertificate({
+        csrPem: await csrFor(`spiffe://cluster.local/ns/ops/sa/s${i}`),
+        token: await issuer.sign({ namespace: 'ops', serviceAccount: `s${i}`, ttlSeconds: 600 }),
+      });
       serials.push(serialOf(chain[0]!));
     }
     await t.server.store.revokeCertificate(serials[0]!, { reason: 'keyCompromise', actor: 'test', at: new Date() });
-    await t.server.store.revokeIdentity('spiffe://cluster.local/ns/ops/sa/s1', { reason: 'keyCompromise', actor: 'test', at: new Date(), deny: true });
+    await t.server.store.revokeIdentity('spiffe://cluster.local/ns/ops/sa/s1', {
+      reason: 'keyCompromise',
+      actor: 'test',
+      at: new Date(),
+      deny: true,
+    });
 
     const json = await meshca(['status', '--data-dir', data, '--json']);
     expect(json.code).toBe(0);
@@ -437,7 +481,10 @@ describe('meshca status', () => {
       warnings: { severity: string; message: string }[];
     };
     expect(status.bundleSequence).toBe(2); // the first CA, then the first JWT-SVID key
-    expect(status.authorities.map((a) => [a.kind, a.state])).toEqual([['root', 'active'], ['intermediate', 'active']]);
+    expect(status.authorities.map((a) => [a.kind, a.state])).toEqual([
+      ['root', 'active'],
+      ['intermediate', 'active'],
+    ]);
     expect(status.authorities[0]!.daysLeft).toBeCloseTo(20, 0);
     expect(status.authorities[1]!.daysLeft).toBeCloseTo(5, 0);
     // 5 workload certificates + meshca's own serving certificate
@@ -450,7 +497,16 @@ describe('meshca status', () => {
 
     const table = await meshca(['status', '--data-dir', data]);
     expect(table.code).toBe(0);
-    for (const text of ['AUTHORITIES', 'DAYSLEFT', 'bundle sequence    2', 'issued last 1h     6', 'revoked            2', 'WARNINGS', 'critical']) expect(table.stdout).toContain(text);
+    for (const text of [
+      'AUTHORITIES',
+      'DAYSLEFT',
+      'bundle sequence    2',
+      'issued last 1h     6',
+      'revoked            2',
+      'WARNINGS',
+      'critical',
+    ])
+      expect(table.stdout).toContain(text);
     await stopServer(t);
 
     const healthy = newDir();
@@ -475,7 +531,10 @@ function fetchText(url: string): Promise<string> {
 const METRIC_NAME = /\b((?:citadel_server|meshca|process|nodejs)_[a-zA-Z0-9_]+)\b/g;
 
 interface RuleFile {
-  groups: { name: string; rules: { alert?: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }[] }[];
+  groups: {
+    name: string;
+    rules: { alert?: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }[];
+  }[];
 }
 
 /** The rules file parsed with the `yaml` package when present, else a small reader for its exact shape. */
@@ -522,10 +581,22 @@ describe('monitoring artefacts', () => {
     const data = join(d, 'data');
     const t = await serve(data, { MESHCA_KEK: newKek() });
     const issuer = await openDevTokenIssuer(data);
-    const chain = await t.client().createCertificate({ csrPem: await csrFor('spiffe://cluster.local/ns/ops/sa/metrics'), token: await issuer.sign({ namespace: 'ops', serviceAccount: 'metrics', ttlSeconds: 600 }) });
-    await t.client().createCertificate({ csrPem: await csrFor('spiffe://cluster.local/ns/ops/sa/metrics'), token: 'not-a-token' }).catch(() => undefined);
-    const admin = { port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token: readFileSync(join(data, 'admin-token'), 'utf8').trim() };
-    expect((await adminCall(admin, 'POST', `/v1/certificates/${serialOf(chain[0]!)}/revoke`, { body: { reason: 'keyCompromise' } })).status).toBe(200);
+    const chain = await t.client().createCertificate({
+      csrPem: await csrFor('spiffe://cluster.local/ns/ops/sa/metrics'),
+      token: await issuer.sign({ namespace: 'ops', serviceAccount: 'metrics', ttlSeconds: 600 }),
+    });
+    await t
+      .client()
+      .createCertificate({ csrPem: await csrFor('spiffe://cluster.local/ns/ops/sa/metrics'), token: 'not-a-token' })
+      .catch(() => undefined);
+    const admin = {
+      port: t.server.adminAddress.port,
+      roots: t.server.ca.current().rootsPem,
+      token: readFileSync(join(data, 'admin-token'), 'utf8').trim(),
+    };
+    expect(
+      (await adminCall(admin, 'POST', `/v1/certificates/${serialOf(chain[0]!)}/revoke`, { body: { reason: 'keyCompromise' } })).status,
+    ).toBe(200);
     expect((await adminCall(admin, 'GET', '/v1/crl', { token: null })).status).toBe(200);
     const metrics = await fetchText(`http://127.0.0.1:${t.server.monitoringAddress.port}/metrics`);
     await stopServer(t);
@@ -542,13 +613,22 @@ describe('monitoring artefacts', () => {
 
     const rules = await readRules(join(root, 'deploy/monitoring/prometheus-rules.yaml'));
     const alerts = rules.groups.flatMap((g) => g.rules);
-    expect(rules.groups.map((g) => g.name)).toEqual(['meshca.authorities', 'meshca.issuance', 'meshca.security', 'meshca.revocation', 'meshca.store']);
+    expect(rules.groups.map((g) => g.name)).toEqual([
+      'meshca.authorities',
+      'meshca.issuance',
+      'meshca.security',
+      'meshca.revocation',
+      'meshca.store',
+    ]);
     for (const rule of alerts) {
       expect(rule.alert).toMatch(/^Meshca[A-Za-z]+$/);
       expect(['info', 'warning', 'critical']).toContain(rule.labels?.severity);
       expect(rule.annotations?.summary).toBeTruthy();
     }
-    const dashboard = JSON.parse(readFileSync(join(root, 'deploy/monitoring/grafana-dashboard.json'), 'utf8')) as { title: string; panels: unknown[] };
+    const dashboard = JSON.parse(readFileSync(join(root, 'deploy/monitoring/grafana-dashboard.json'), 'utf8')) as {
+      title: string;
+      panels: unknown[];
+    };
     expect(dashboard.title).toBe('meshca');
     const exprs = [...alerts.map((r) => r.expr), ...dashboardExprs(dashboard.panels)];
     const referenced = new Set(exprs.flatMap((e) => [...e.matchAll(METRIC_NAME)].map((m) => m[1]!)));

@@ -98,10 +98,41 @@ function opensslCert(spec: OpensslCertSpec): Issued {
   const certPath = join(dir, `${++fileCounter}-cert.pem`);
   const common = ['-days', String(spec.days ?? 365), '-set_serial', `0x${spec.serialHex ?? randomBytes(12).toString('hex')}`];
   if (spec.issuer === undefined) {
-    openssl(['req', '-x509', '-new', '-key', keyPath, '-subj', spec.subject, '-config', config, '-extensions', 'ext', ...common, '-out', certPath]);
+    openssl([
+      'req',
+      '-x509',
+      '-new',
+      '-key',
+      keyPath,
+      '-subj',
+      spec.subject,
+      '-config',
+      config,
+      '-extensions',
+      'ext',
+      ...common,
+      '-out',
+      certPath,
+    ]);
   } else {
     const csr = file('csr.pem', openssl(['req', '-new', '-key', keyPath, '-subj', spec.subject, '-config', config]));
-    openssl(['x509', '-req', '-in', csr, '-CA', spec.issuer.certPath, '-CAkey', spec.issuer.keyPath, '-extfile', config, '-extensions', 'ext', ...common, '-out', certPath]);
+    openssl([
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      spec.issuer.certPath,
+      '-CAkey',
+      spec.issuer.keyPath,
+      '-extfile',
+      config,
+      '-extensions',
+      'ext',
+      ...common,
+      '-out',
+      certPath,
+    ]);
   }
   const pem = readFileSync(certPath, 'utf8');
   return { der: pemDecodeOne(pem, ['CERTIFICATE']), pem, keyPem, certPath, keyPath };
@@ -206,7 +237,15 @@ describe.each(hierarchies)('root %s, intermediate %s', (rootType, interType) => 
 
   it('matches openssl on serial, fingerprint and key identifiers', async () => {
     const i = await describeCertificate(interCa.certificateDer);
-    const out = openssl(['x509', '-noout', '-serial', '-fingerprint', '-sha256', '-in', file('inter.pem', certPem(interCa.certificateDer))]);
+    const out = openssl([
+      'x509',
+      '-noout',
+      '-serial',
+      '-fingerprint',
+      '-sha256',
+      '-in',
+      file('inter.pem', certPem(interCa.certificateDer)),
+    ]);
     expect(out).toContain(`serial=${i.serialHex.toUpperCase().padStart(32, '0')}`);
     expect(out.toLowerCase()).toContain(i.sha256Fingerprint.match(/../g)!.join(':'));
     expect(interText).toContain(i.subjectKeyId!.toUpperCase().match(/../g)!.join(':'));
@@ -240,7 +279,9 @@ describe('createCaCertificate', () => {
   });
 
   it('gives two roots made in a row different serials and subjects', async () => {
-    const [a, b] = await Promise.all([root('ec-p256'), root('ec-p256')]).then((rs) => Promise.all(rs.map((r) => describeCertificate(r.certificateDer))));
+    const [a, b] = await Promise.all([root('ec-p256'), root('ec-p256')]).then((rs) =>
+      Promise.all(rs.map((r) => describeCertificate(r.certificateDer))),
+    );
     expect(a!.subject).not.toBe(b!.subject);
     expect(a!.serialHex).not.toBe(b!.serialHex);
   });
@@ -252,10 +293,16 @@ describe('createCaCertificate', () => {
 
   it('issues an intermediate under an openssl-made root, copying its name bytes exactly', async () => {
     const ext = opensslCert({ subject: '/O=Example Org/OU=Mesh/CN=External Root', ext: CA_EXT, days: 30 });
-    const extCa = { certificateDer: ext.der, privateKey: importPrivateKeyPem(ext.keyPem), publicKey: createPublicKey(importPrivateKeyPem(ext.keyPem)) };
+    const extCa = {
+      certificateDer: ext.der,
+      privateKey: importPrivateKeyPem(ext.keyPem),
+      publicKey: createPublicKey(importPrivateKeyPem(ext.keyPem)),
+    };
     const inter = await intermediate(extCa, 'ec-p384', 365);
     expect(rawNames(inter.certificateDer).issuer).toEqual(rawNames(ext.der).subject);
-    expect(openssl(['verify', '-x509_strict', '-CAfile', ext.certPath, file('inter.pem', certPem(inter.certificateDer))])).toContain(': OK');
+    expect(openssl(['verify', '-x509_strict', '-CAfile', ext.certPath, file('inter.pem', certPem(inter.certificateDer))])).toContain(
+      ': OK',
+    );
     expect((await describeCertificate(inter.certificateDer)).notAfter).toEqual((await describeCertificate(ext.der)).notAfter);
   });
 
@@ -279,7 +326,11 @@ describe('createCaCertificate', () => {
     ['an intermediate without issuer', () => createCaCertificate(spec({ issuer: undefined })), 'ERR_CA_SPEC_INVALID'],
     ['a root with an issuer', () => createCaCertificate(spec({ kind: 'root' })), 'ERR_CA_SPEC_INVALID'],
     ['notAfter before notBefore', () => root('ec-p256', -1), 'ERR_CA_SPEC_INVALID'],
-    ['an issuer that expires before notBefore', () => createCaCertificate(spec({ notBefore: new Date(now.getTime() + 40 * DAY) })), 'ERR_CA_SPEC_INVALID'],
+    [
+      'an issuer that expires before notBefore',
+      () => createCaCertificate(spec({ notBefore: new Date(now.getTime() + 40 * DAY) })),
+      'ERR_CA_SPEC_INVALID',
+    ],
     ['an issuer key that does not match', () => intermediate({ ...rootCa, privateKey: interCa.privateKey }, 'ec-p256'), 'ERR_KEY_MISMATCH'],
     ['an issuer with pathLen 0', () => intermediate(interCa, 'ec-p256'), 'ERR_CHAIN_INVALID'],
     ['an issuer that is not a CA', async () => intermediate(await leafAsCa(), 'ec-p256'), 'ERR_CHAIN_INVALID'],
@@ -296,7 +347,9 @@ describe('createCaCertificate', () => {
   }
 
   it('rejects an invalid trust domain with the SPIFFE error', async () => {
-    await expect(createCaCertificate(spec({ kind: 'root', issuer: undefined, trustDomain: 'Example.org' }))).rejects.toMatchObject({ code: 'ERR_SPIFFE_TRUST_DOMAIN' });
+    await expect(createCaCertificate(spec({ kind: 'root', issuer: undefined, trustDomain: 'Example.org' }))).rejects.toMatchObject({
+      code: 'ERR_SPIFFE_TRUST_DOMAIN',
+    });
   });
 });
 
@@ -308,7 +361,12 @@ describe('describeCertificate', () => {
 
   it('describes an openssl-made leaf', async () => {
     const serial = randomSerial();
-    const leaf = opensslCert({ subject: '/CN=leaf', ext: [...LEAF_EXT.slice(0, 3), `subjectAltName = URI:spiffe://${TD}/a, DNS:a.example.org, DNS:b.example.org`], issuer, serialHex: serial.toString('hex') });
+    const leaf = opensslCert({
+      subject: '/CN=leaf',
+      ext: [...LEAF_EXT.slice(0, 3), `subjectAltName = URI:spiffe://${TD}/a, DNS:a.example.org, DNS:b.example.org`],
+      issuer,
+      serialHex: serial.toString('hex'),
+    });
     const info = await describeCertificate(leaf.der);
     expect(info).toMatchObject({
       serialHex: serialToHex(serial),
@@ -365,10 +423,18 @@ describe('validatePluginCa', () => {
     plugin = opensslCert({ subject: '/O=Example/CN=meshca plug-in', ext: pluginExt, issuer: extRoot });
     extInter = opensslCert({ subject: '/O=Example/CN=Example Issuing', ext: CA_EXT, issuer: extRoot });
     deepPlugin = opensslCert({ subject: '/O=Example/CN=meshca deep plug-in', ext: pluginExt, issuer: extInter });
-    narrowInter = opensslCert({ subject: '/O=Example/CN=Narrow', ext: ['basicConstraints = critical,CA:TRUE,pathlen:0', CA_EXT[1]!], issuer: extRoot });
+    narrowInter = opensslCert({
+      subject: '/O=Example/CN=Narrow',
+      ext: ['basicConstraints = critical,CA:TRUE,pathlen:0', CA_EXT[1]!],
+      issuer: extRoot,
+    });
     tooDeep = opensslCert({ subject: '/O=Example/CN=Too deep', ext: pluginExt, issuer: narrowInter });
     leaf = opensslCert({ subject: '/CN=leaf', ext: LEAF_EXT, issuer: extRoot });
-    noCertSign = opensslCert({ subject: '/CN=no cert sign', ext: ['basicConstraints = critical,CA:TRUE', 'keyUsage = critical,digitalSignature'], issuer: extRoot });
+    noCertSign = opensslCert({
+      subject: '/CN=no cert sign',
+      ext: ['basicConstraints = critical,CA:TRUE', 'keyUsage = critical,digitalSignature'],
+      issuer: extRoot,
+    });
   });
 
   const files = (ca: Issued, chain: readonly Issued[], roots: readonly Issued[]): PluginCaFiles => ({
@@ -385,13 +451,41 @@ describe('validatePluginCa', () => {
     readonly extra: readonly Issued[];
   }
   const happy: [string, () => PluginCaFiles, () => Expected][] = [
-    ['a self-signed plug-in root, Istio layout', () => files(extRoot, [extRoot], [extRoot]), () => ({ ca: extRoot, chain: [], root: extRoot, extra: [] })],
-    ['a self-signed plug-in root, empty cert-chain.pem', () => files(extRoot, [], [extRoot]), () => ({ ca: extRoot, chain: [], root: extRoot, extra: [] })],
-    ['an intermediate, cert-chain.pem = ca-cert + root (Istio)', () => files(plugin, [plugin, extRoot], [extRoot]), () => ({ ca: plugin, chain: [], root: extRoot, extra: [] })],
-    ['an intermediate, cert-chain.pem = root only', () => files(plugin, [extRoot], [extRoot]), () => ({ ca: plugin, chain: [], root: extRoot, extra: [] })],
-    ['a deep intermediate, cert-chain.pem including ca-cert', () => files(deepPlugin, [deepPlugin, extInter, extRoot], [extRoot]), () => ({ ca: deepPlugin, chain: [extInter], root: extRoot, extra: [] })],
-    ['a deep intermediate, cert-chain.pem excluding ca-cert and root', () => files(deepPlugin, [extInter], [extRoot]), () => ({ ca: deepPlugin, chain: [extInter], root: extRoot, extra: [] })],
-    ['root-cert.pem with two roots', () => files(deepPlugin, [deepPlugin, extInter], [otherRoot, extRoot]), () => ({ ca: deepPlugin, chain: [extInter], root: extRoot, extra: [otherRoot] })],
+    [
+      'a self-signed plug-in root, Istio layout',
+      () => files(extRoot, [extRoot], [extRoot]),
+      () => ({ ca: extRoot, chain: [], root: extRoot, extra: [] }),
+    ],
+    [
+      'a self-signed plug-in root, empty cert-chain.pem',
+      () => files(extRoot, [], [extRoot]),
+      () => ({ ca: extRoot, chain: [], root: extRoot, extra: [] }),
+    ],
+    [
+      'an intermediate, cert-chain.pem = ca-cert + root (Istio)',
+      () => files(plugin, [plugin, extRoot], [extRoot]),
+      () => ({ ca: plugin, chain: [], root: extRoot, extra: [] }),
+    ],
+    [
+      'an intermediate, cert-chain.pem = root only',
+      () => files(plugin, [extRoot], [extRoot]),
+      () => ({ ca: plugin, chain: [], root: extRoot, extra: [] }),
+    ],
+    [
+      'a deep intermediate, cert-chain.pem including ca-cert',
+      () => files(deepPlugin, [deepPlugin, extInter, extRoot], [extRoot]),
+      () => ({ ca: deepPlugin, chain: [extInter], root: extRoot, extra: [] }),
+    ],
+    [
+      'a deep intermediate, cert-chain.pem excluding ca-cert and root',
+      () => files(deepPlugin, [extInter], [extRoot]),
+      () => ({ ca: deepPlugin, chain: [extInter], root: extRoot, extra: [] }),
+    ],
+    [
+      'root-cert.pem with two roots',
+      () => files(deepPlugin, [deepPlugin, extInter], [otherRoot, extRoot]),
+      () => ({ ca: deepPlugin, chain: [extInter], root: extRoot, extra: [otherRoot] }),
+    ],
   ];
   it.each(happy)('accepts %s', async (_name, input, expected) => {
     const got = await validatePluginCa(input(), new Date());
@@ -404,20 +498,62 @@ describe('validatePluginCa', () => {
   });
 
   const sad: [string, () => PluginCaFiles, string, RegExp, Date?][] = [
-    ['a key that does not match', () => ({ ...files(plugin, [plugin], [extRoot]), caKey: extRoot.keyPem }), 'ERR_KEY_MISMATCH', /ca-key\.pem does not belong to ca-cert\.pem/],
+    [
+      'a key that does not match',
+      () => ({ ...files(plugin, [plugin], [extRoot]), caKey: extRoot.keyPem }),
+      'ERR_KEY_MISMATCH',
+      /ca-key\.pem does not belong to ca-cert\.pem/,
+    ],
     ['a non-CA certificate', () => files(leaf, [], [extRoot]), 'ERR_CHAIN_INVALID', /not a signing CA.*CA:TRUE/],
     ['a CA without keyCertSign', () => files(noCertSign, [], [extRoot]), 'ERR_CHAIN_INVALID', /keyCertSign/],
     ['a chain to an unknown root', () => files(plugin, [plugin], [otherRoot]), 'ERR_CHAIN_INVALID', /not in root-cert\.pem/],
-    ['a missing intermediate', () => files(deepPlugin, [deepPlugin], [extRoot]), 'ERR_CHAIN_INVALID', /not in root-cert\.pem.*cert-chain\.pem/],
-    ['a chain in the wrong order', () => files(deepPlugin, [otherRoot, extInter], [extRoot, otherRoot]), 'ERR_CHAIN_INVALID', /was not issued by/],
+    [
+      'a missing intermediate',
+      () => files(deepPlugin, [deepPlugin], [extRoot]),
+      'ERR_CHAIN_INVALID',
+      /not in root-cert\.pem.*cert-chain\.pem/,
+    ],
+    [
+      'a chain in the wrong order',
+      () => files(deepPlugin, [otherRoot, extInter], [extRoot, otherRoot]),
+      'ERR_CHAIN_INVALID',
+      /was not issued by/,
+    ],
     ['a pathLen violation', () => files(tooDeep, [narrowInter], [extRoot]), 'ERR_CHAIN_INVALID', /pathLen 0/],
-    ['a self-signed plug-in root missing from root-cert.pem', () => files(extRoot, [], [otherRoot]), 'ERR_CHAIN_INVALID', /add it to root-cert\.pem/],
-    ['an intermediate in root-cert.pem', () => files(deepPlugin, [], [extInter]), 'ERR_CHAIN_INVALID', /root-cert\.pem must hold only root certificates/],
-    ['an expired ca-cert', () => files(plugin, [plugin], [extRoot]), 'ERR_CERT_EXPIRED', /ca-cert\.pem .* expired .* renew/, new Date(now.getTime() + 400 * DAY)],
+    [
+      'a self-signed plug-in root missing from root-cert.pem',
+      () => files(extRoot, [], [otherRoot]),
+      'ERR_CHAIN_INVALID',
+      /add it to root-cert\.pem/,
+    ],
+    [
+      'an intermediate in root-cert.pem',
+      () => files(deepPlugin, [], [extInter]),
+      'ERR_CHAIN_INVALID',
+      /root-cert\.pem must hold only root certificates/,
+    ],
+    [
+      'an expired ca-cert',
+      () => files(plugin, [plugin], [extRoot]),
+      'ERR_CERT_EXPIRED',
+      /ca-cert\.pem .* expired .* renew/,
+      new Date(now.getTime() + 400 * DAY),
+    ],
     ['an expired root', () => files(extRoot, [], [extRoot]), 'ERR_CERT_EXPIRED', /expired/, new Date(now.getTime() + 4000 * DAY)],
-    ['a ca-cert not yet valid', () => files(plugin, [plugin], [extRoot]), 'ERR_CERT_NOT_YET_VALID', /not valid before/, new Date(now.getTime() - DAY)],
+    [
+      'a ca-cert not yet valid',
+      () => files(plugin, [plugin], [extRoot]),
+      'ERR_CERT_NOT_YET_VALID',
+      /not valid before/,
+      new Date(now.getTime() - DAY),
+    ],
     ['an empty ca-cert.pem', () => ({ ...files(plugin, [], [extRoot]), caCert: '' }), 'ERR_PEM_MALFORMED', /ca-cert\.pem/],
-    ['two certificates in ca-cert.pem', () => ({ ...files(plugin, [], [extRoot]), caCert: plugin.pem + extRoot.pem }), 'ERR_PEM_MALFORMED', /exactly one certificate/],
+    [
+      'two certificates in ca-cert.pem',
+      () => ({ ...files(plugin, [], [extRoot]), caCert: plugin.pem + extRoot.pem }),
+      'ERR_PEM_MALFORMED',
+      /exactly one certificate/,
+    ],
     ['a garbage ca-key.pem', () => ({ ...files(plugin, [], [extRoot]), caKey: 'nope' }), 'ERR_PEM_MALFORMED', /ca-key\.pem/],
     ['an empty root-cert.pem', () => files(plugin, [], []), 'ERR_PEM_MALFORMED', /root-cert\.pem/],
   ];
@@ -455,7 +591,14 @@ describe.each<KeyType>(['ec-p256', 'ec-p384', 'rsa-2048'])('createCrl signed by 
       { serialHex: 'c', revokedAt: thisUpdate, reason: 'affiliationChanged' },
       { serialHex: '0d', revokedAt: thisUpdate, reason: 'cessationOfOperation' },
     ];
-    crl = await createCrl({ issuerCertificateDer: interCa.certificateDer, issuerKey: interCa.privateKey, crlNumber: 42, thisUpdate, nextUpdate: new Date(thisUpdate.getTime() + DAY), entries });
+    crl = await createCrl({
+      issuerCertificateDer: interCa.certificateDer,
+      issuerKey: interCa.privateKey,
+      crlNumber: 42,
+      thisUpdate,
+      nextUpdate: new Date(thisUpdate.getTime() + DAY),
+      entries,
+    });
     paths = {
       crl: file('crl.pem', pemEncode(crl, 'X509 CRL')),
       inter: file('inter.pem', certPem(interCa.certificateDer)),
@@ -477,7 +620,11 @@ describe.each<KeyType>(['ec-p256', 'ec-p384', 'rsa-2048'])('createCrl signed by 
     expect(out).toMatch(/X509v3 CRL Number: \n\s+42\n/);
     expect(out).toMatch(new RegExp(`X509v3 Authority Key Identifier: \\n\\s+(keyid:)?${skid.toUpperCase().match(/../g)!.join(':')}`));
     expect(out).toContain(`Issuer: O = meshca, OU = ${TD}, CN = meshca Intermediate CA`);
-    expect(out).toMatch(new RegExp(`Serial Number: ${revokedSerial.toUpperCase()}\\n.*\\n\\s+CRL entry extensions:\\n\\s+X509v3 CRL Reason Code: \\n\\s+Key Compromise`));
+    expect(out).toMatch(
+      new RegExp(
+        `Serial Number: ${revokedSerial.toUpperCase()}\\n.*\\n\\s+CRL entry extensions:\\n\\s+X509v3 CRL Reason Code: \\n\\s+Key Compromise`,
+      ),
+    );
     expect(out).toMatch(/Serial Number: 0A\n\s+Revocation Date: [^\n]+\n\s+Serial Number: 0B/); // unspecified: no reason extension
     for (const reason of ['Superseded', 'Affiliation Changed', 'Cessation Of Operation']) expect(out).toContain(reason);
     expect(out).toMatch(/Next Update: /);
@@ -511,7 +658,18 @@ describe('createCrl', () => {
 
   it('makes an empty CRL signed by a root', async () => {
     const der = await createCrl(spec());
-    const result = opensslStatus(['crl', '-inform', 'DER', '-in', file('crl.der', der), '-CAfile', file('ca.pem', certPem(ca.certificateDer)), '-noout', '-verify', '-text']);
+    const result = opensslStatus([
+      'crl',
+      '-inform',
+      'DER',
+      '-in',
+      file('crl.der', der),
+      '-CAfile',
+      file('ca.pem', certPem(ca.certificateDer)),
+      '-noout',
+      '-verify',
+      '-text',
+    ]);
     expect(result.output).toContain('verify OK');
     expect(result.output).toContain('No Revoked Certificates');
   });
@@ -531,7 +689,10 @@ describe('createCrl', () => {
   });
 
   it('refuses an issuer whose KeyUsage lacks cRLSign', async () => {
-    const noCrlSign = opensslCert({ subject: '/CN=no crl sign', ext: ['basicConstraints = critical,CA:TRUE', 'keyUsage = critical,keyCertSign'] });
+    const noCrlSign = opensslCert({
+      subject: '/CN=no crl sign',
+      ext: ['basicConstraints = critical,CA:TRUE', 'keyUsage = critical,keyCertSign'],
+    });
     const key: KeyObject = importPrivateKeyPem(noCrlSign.keyPem);
     expect((await rejection(createCrl(spec({ issuerCertificateDer: noCrlSign.der, issuerKey: key })))).code).toBe('ERR_CHAIN_INVALID');
   });

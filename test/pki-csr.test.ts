@@ -187,7 +187,20 @@ beforeAll(() => {
   OPENSSL_CASES.forEach((c, i) => {
     const extensionArgs = c.extensions.flatMap((e) => ['-addext', e]);
     const out = `case${i}.csr`;
-    openssl('req', '-new', '-config', 'openssl.cnf', '-key', `${c.key}.key`, '-subj', c.subject, ...(c.flags ?? []), ...extensionArgs, '-out', out);
+    openssl(
+      'req',
+      '-new',
+      '-config',
+      'openssl.cnf',
+      '-key',
+      `${c.key}.key`,
+      '-subj',
+      c.subject,
+      ...(c.flags ?? []),
+      ...extensionArgs,
+      '-out',
+      out,
+    );
     csrPem.set(c.name, readFileSync(join(dir, out), 'utf8'));
   });
 });
@@ -336,38 +349,155 @@ function ecSpki(point: Buffer, params: Buffer = encodeOid('1.2.840.10045.3.1.7')
 describe('parseCsrDer on hand-built requests', () => {
   type Outcome = Partial<CertificationRequest> | string;
   const cases: [string, () => Buffer, Outcome][] = [
-    ['empty O (istio-agent)', () => handmade({ subject: [rdn(OID.o, encodePrintableString(''))] }), { subject: [{ oid: OID.o, value: '' }] }],
-    ['non-string subject value', () => handmade({ subject: [rdn('1.2.3.4', encodeSmallInteger(5))] }), { subject: [{ oid: '1.2.3.4', value: '#020105' }] }],
-    ['multi-valued RDN', () => handmade({ subject: [encodeSet(encodeSequence(encodeOid(OID.cn), encodeUtf8String('a')), encodeSequence(encodeOid(OID.o), encodeUtf8String('b')))] }), { subject: [{ oid: OID.cn, value: 'a' }, { oid: OID.o, value: 'b' }] }],
+    [
+      'empty O (istio-agent)',
+      () => handmade({ subject: [rdn(OID.o, encodePrintableString(''))] }),
+      { subject: [{ oid: OID.o, value: '' }] },
+    ],
+    [
+      'non-string subject value',
+      () => handmade({ subject: [rdn('1.2.3.4', encodeSmallInteger(5))] }),
+      { subject: [{ oid: '1.2.3.4', value: '#020105' }] },
+    ],
+    [
+      'multi-valued RDN',
+      () =>
+        handmade({
+          subject: [
+            encodeSet(encodeSequence(encodeOid(OID.cn), encodeUtf8String('a')), encodeSequence(encodeOid(OID.o), encodeUtf8String('b'))),
+          ],
+        }),
+      {
+        subject: [
+          { oid: OID.cn, value: 'a' },
+          { oid: OID.o, value: 'b' },
+        ],
+      },
+    ],
     ['no attributes field', () => handmade({ attrs: null }), { uris: [], sanCritical: undefined }],
-    ['unrelated attribute', () => handmade({ attrs: attributes(encodeSequence(encodeOid('1.2.840.113549.1.9.7'), encodeSet(encodeUtf8String('pw'))), extensionRequest(SPIFFE_SAN)) }), { uris: [SPIFFE] }],
-    ['explicit critical FALSE', () => handmade({ attrs: attributes(extensionRequest(extension(OID.san, sanValue(uriName(SPIFFE)), false))) }), { sanCritical: false }],
-    ['cA FALSE with pathLen', () => handmade({ attrs: attributes(extensionRequest(extension(OID.bc, encodeSequence(encodeBoolean(false), encodeSmallInteger(3))))) }), { requestsCa: false }],
-    ['pathLen only', () => handmade({ attrs: attributes(extensionRequest(extension(OID.bc, encodeSequence(encodeSmallInteger(0))))) }), { requestsCa: false }],
-    ['RSASSA-PSS built by node', () => handmade({ ...rsaSigned, algorithm: pssAlg(SHA256, SHA256, 20), signer: (tbs) => sign('sha256', tbs, { key: rsa.privateKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 20 }) }), { signatureAlgorithm: 'rsa-pss', pssSaltLength: 20 }],
+    [
+      'unrelated attribute',
+      () =>
+        handmade({
+          attrs: attributes(
+            encodeSequence(encodeOid('1.2.840.113549.1.9.7'), encodeSet(encodeUtf8String('pw'))),
+            extensionRequest(SPIFFE_SAN),
+          ),
+        }),
+      { uris: [SPIFFE] },
+    ],
+    [
+      'explicit critical FALSE',
+      () => handmade({ attrs: attributes(extensionRequest(extension(OID.san, sanValue(uriName(SPIFFE)), false))) }),
+      { sanCritical: false },
+    ],
+    [
+      'cA FALSE with pathLen',
+      () =>
+        handmade({ attrs: attributes(extensionRequest(extension(OID.bc, encodeSequence(encodeBoolean(false), encodeSmallInteger(3))))) }),
+      { requestsCa: false },
+    ],
+    [
+      'pathLen only',
+      () => handmade({ attrs: attributes(extensionRequest(extension(OID.bc, encodeSequence(encodeSmallInteger(0))))) }),
+      { requestsCa: false },
+    ],
+    [
+      'RSASSA-PSS built by node',
+      () =>
+        handmade({
+          ...rsaSigned,
+          algorithm: pssAlg(SHA256, SHA256, 20),
+          signer: (tbs) => sign('sha256', tbs, { key: rsa.privateKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 20 }),
+        }),
+      { signatureAlgorithm: 'rsa-pss', pssSaltLength: 20 },
+    ],
     ['version 1', () => handmade({ version: 1 }), 'ERR_CSR_MALFORMED'],
     ['trailing bytes after the CSR', () => handmade({ trailing: Buffer.from([0]) }), 'ERR_CSR_MALFORMED'],
     ['duplicate SAN extension', () => handmade({ attrs: attributes(extensionRequest(SPIFFE_SAN, SPIFFE_SAN)) }), 'ERR_CSR_MALFORMED'],
-    ['duplicate extensionRequest', () => handmade({ attrs: attributes(extensionRequest(SPIFFE_SAN), extensionRequest(SPIFFE_SAN)) }), 'ERR_CSR_MALFORMED'],
+    [
+      'duplicate extensionRequest',
+      () => handmade({ attrs: attributes(extensionRequest(SPIFFE_SAN), extensionRequest(SPIFFE_SAN)) }),
+      'ERR_CSR_MALFORMED',
+    ],
     ['empty RDN', () => handmade({ subject: [encodeSet()] }), 'ERR_CSR_MALFORMED'],
-    ['IP SAN of 5 bytes', () => handmade({ attrs: attributes(extensionRequest(extension(OID.san, sanValue(ipName('0102030405'))))) }), 'ERR_CSR_MALFORMED'],
+    [
+      'IP SAN of 5 bytes',
+      () => handmade({ attrs: attributes(extensionRequest(extension(OID.san, sanValue(ipName('0102030405'))))) }),
+      'ERR_CSR_MALFORMED',
+    ],
     ['empty SAN', () => handmade({ attrs: attributes(extensionRequest(extension(OID.san, sanValue()))) }), 'ERR_CSR_MALFORMED'],
-    ['unknown GeneralName [9]', () => handmade({ attrs: attributes(extensionRequest(extension(OID.san, sanValue(encodeImplicit(9, Buffer.from('x')))))) }), 'ERR_CSR_MALFORMED'],
-    ['SAN value with trailing bytes', () => handmade({ attrs: attributes(extensionRequest(extension(OID.san, Buffer.concat([sanValue(uriName(SPIFFE)), encodeNull()])))) }), 'ERR_CSR_MALFORMED'],
-    ['non-ASCII URI', () => handmade({ attrs: attributes(extensionRequest(extension(OID.san, sanValue(encodeTlv(0x86, Buffer.from('spiffe://td/é')))))) }), 'ERR_CSR_MALFORMED'],
-    ['BasicConstraints with a stray field', () => handmade({ attrs: attributes(extensionRequest(extension(OID.bc, encodeSequence(encodeNull())))) }), 'ERR_CSR_MALFORMED'],
-    ['BOOLEAN critical 0x01', () => handmade({ attrs: attributes(extensionRequest(encodeSequence(encodeOid(OID.san), encodeTlv(1, Buffer.from([1])), encodeOctetString(sanValue(uriName(SPIFFE)))))) }), 'ERR_CSR_MALFORMED'],
-    ['ECDSA algorithm with NULL parameters', () => handmade({ algorithm: encodeSequence(encodeOid('1.2.840.10045.4.3.2'), encodeNull()) }), 'ERR_CSR_MALFORMED'],
+    [
+      'unknown GeneralName [9]',
+      () => handmade({ attrs: attributes(extensionRequest(extension(OID.san, sanValue(encodeImplicit(9, Buffer.from('x')))))) }),
+      'ERR_CSR_MALFORMED',
+    ],
+    [
+      'SAN value with trailing bytes',
+      () => handmade({ attrs: attributes(extensionRequest(extension(OID.san, Buffer.concat([sanValue(uriName(SPIFFE)), encodeNull()])))) }),
+      'ERR_CSR_MALFORMED',
+    ],
+    [
+      'non-ASCII URI',
+      () => handmade({ attrs: attributes(extensionRequest(extension(OID.san, sanValue(encodeTlv(0x86, Buffer.from('spiffe://td/é')))))) }),
+      'ERR_CSR_MALFORMED',
+    ],
+    [
+      'BasicConstraints with a stray field',
+      () => handmade({ attrs: attributes(extensionRequest(extension(OID.bc, encodeSequence(encodeNull())))) }),
+      'ERR_CSR_MALFORMED',
+    ],
+    [
+      'BOOLEAN critical 0x01',
+      () =>
+        handmade({
+          attrs: attributes(
+            extensionRequest(
+              encodeSequence(encodeOid(OID.san), encodeTlv(1, Buffer.from([1])), encodeOctetString(sanValue(uriName(SPIFFE)))),
+            ),
+          ),
+        }),
+      'ERR_CSR_MALFORMED',
+    ],
+    [
+      'ECDSA algorithm with NULL parameters',
+      () => handmade({ algorithm: encodeSequence(encodeOid('1.2.840.10045.4.3.2'), encodeNull()) }),
+      'ERR_CSR_MALFORMED',
+    ],
     ['EC point of the wrong length', () => handmade({ spki: ecSpki(Buffer.alloc(64, 4)) }), 'ERR_CSR_MALFORMED'],
     ['RSA key signed as ECDSA', () => handmade({ ...rsaSigned, algorithm: ALG.ecdsaSha256 }), 'ERR_CSR_UNSUPPORTED_SIGNATURE'],
-    ['sha1WithRSAEncryption', () => handmade({ ...rsaSigned, algorithm: encodeSequence(encodeOid('1.2.840.113549.1.1.5'), encodeNull()) }), 'ERR_CSR_UNSUPPORTED_SIGNATURE'],
-    ['RSASSA-PSS with SHA-1 defaults', () => handmade({ ...rsaSigned, algorithm: encodeSequence(encodeOid('1.2.840.113549.1.1.10'), encodeSequence()) }), 'ERR_CSR_UNSUPPORTED_SIGNATURE'],
-    ['RSASSA-PSS with MGF1-SHA-1', () => handmade({ ...rsaSigned, algorithm: pssAlg(SHA256, '1.3.14.3.2.26', 32) }), 'ERR_CSR_UNSUPPORTED_SIGNATURE'],
+    [
+      'sha1WithRSAEncryption',
+      () => handmade({ ...rsaSigned, algorithm: encodeSequence(encodeOid('1.2.840.113549.1.1.5'), encodeNull()) }),
+      'ERR_CSR_UNSUPPORTED_SIGNATURE',
+    ],
+    [
+      'RSASSA-PSS with SHA-1 defaults',
+      () => handmade({ ...rsaSigned, algorithm: encodeSequence(encodeOid('1.2.840.113549.1.1.10'), encodeSequence()) }),
+      'ERR_CSR_UNSUPPORTED_SIGNATURE',
+    ],
+    [
+      'RSASSA-PSS with MGF1-SHA-1',
+      () => handmade({ ...rsaSigned, algorithm: pssAlg(SHA256, '1.3.14.3.2.26', 32) }),
+      'ERR_CSR_UNSUPPORTED_SIGNATURE',
+    ],
     ['EC key on an implicit curve', () => handmade({ spki: ecSpki(Buffer.alloc(65, 4), encodeNull()) }), 'ERR_CSR_UNSUPPORTED_KEY'],
-    ['RSA exponent 2^40+1', () => handmade({ ...rsaSigned, spki: rsaSpki(256, Buffer.from('010000000001', 'hex')) }), 'ERR_CSR_UNSUPPORTED_KEY'],
+    [
+      'RSA exponent 2^40+1',
+      () => handmade({ ...rsaSigned, spki: rsaSpki(256, Buffer.from('010000000001', 'hex')) }),
+      'ERR_CSR_UNSUPPORTED_KEY',
+    ],
     ['even RSA exponent', () => handmade({ ...rsaSigned, spki: rsaSpki(256, Buffer.from([4])) }), 'ERR_CSR_UNSUPPORTED_KEY'],
-    ['16384-bit RSA modulus', () => handmade({ ...rsaSigned, spki: rsaSpki(2048, Buffer.from('010001', 'hex')) }), 'ERR_CSR_UNSUPPORTED_KEY'],
-    ['DSA key', () => handmade({ spki: encodeSequence(encodeSequence(encodeOid('1.2.840.10040.4.1')), encodeBitString(Buffer.from([2, 1, 1]))) }), 'ERR_CSR_UNSUPPORTED_KEY'],
+    [
+      '16384-bit RSA modulus',
+      () => handmade({ ...rsaSigned, spki: rsaSpki(2048, Buffer.from('010001', 'hex')) }),
+      'ERR_CSR_UNSUPPORTED_KEY',
+    ],
+    [
+      'DSA key',
+      () => handmade({ spki: encodeSequence(encodeSequence(encodeOid('1.2.840.10040.4.1')), encodeBitString(Buffer.from([2, 1, 1]))) }),
+      'ERR_CSR_UNSUPPORTED_KEY',
+    ],
   ];
   it.each(cases)('%s', async (_name, build, outcome) => {
     const der = build();
@@ -441,7 +571,6 @@ describe('parseCsrDer on hand-built requests', () => {
 });
 
 describe('hostile input', () => {
-
   type Mutation = (der: Buffer, rand: (n: number) => number) => Buffer;
   const MUTATIONS: Mutation[] = [
     (d, rand) => ((d[rand(d.length)]! ^= 1 << rand(8)), d), // bit flip
@@ -507,7 +636,11 @@ describe('hostile input', () => {
   });
 
   it('rejects huge or garbage PEM text with PkiError', () => {
-    for (const text of ['', '-----BEGIN CERTIFICATE REQUEST-----\n' + 'A'.repeat(200_000) + '\n-----END CERTIFICATE REQUEST-----\n', 'x'.repeat(65536)]) {
+    for (const text of [
+      '',
+      '-----BEGIN CERTIFICATE REQUEST-----\n' + 'A'.repeat(200_000) + '\n-----END CERTIFICATE REQUEST-----\n',
+      'x'.repeat(65536),
+    ]) {
       expect(() => parseCsr(text)).toThrow(PkiError);
     }
   });

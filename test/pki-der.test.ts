@@ -311,7 +311,9 @@ describe('reader robustness', () => {
         const top = r.top();
         walk(r, top);
         for (const child of top.tag & 0x20 ? r.children(top) : [top]) {
-          const reads = [r.oid, r.time, r.string, r.integer, r.bitString, r.boolean].map((m) => m.bind(r) as (el: DerElement, what: string) => unknown);
+          const reads = [r.oid, r.time, r.string, r.integer, r.bitString, r.boolean].map(
+            (m) => m.bind(r) as (el: DerElement, what: string) => unknown,
+          );
           for (const read of reads) {
             try {
               read(child, 'x');

@@ -120,7 +120,8 @@ function flip(buf: Buffer, index: number): Buffer {
 
 describe('sealing misuse', () => {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  it('refuses a public key', () => expect(errorOf(() => sealPrivateKey(publicKey, randomBytes(32), AUTHORITY)).code).toBe('ERR_KEY_UNSUPPORTED'));
+  it('refuses a public key', () =>
+    expect(errorOf(() => sealPrivateKey(publicKey, randomBytes(32), AUTHORITY)).code).toBe('ERR_KEY_UNSUPPORTED'));
   it.each([16, 31, 33])('refuses a %d-byte KEK', (n) => {
     expect(errorOf(() => sealPrivateKey(privateKey, randomBytes(n), AUTHORITY)).code).toBe('ERR_KEK_INVALID');
     expect(errorOf(() => openPrivateKey(Buffer.alloc(64, 1), randomBytes(n), AUTHORITY)).code).toBe('ERR_KEK_INVALID');
@@ -171,15 +172,35 @@ describe('importPrivateKeyPem', () => {
   });
 
   const rejected: [string, () => string, string][] = [
-    ['an encrypted PKCS#8 key', () => openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-aes256', '-pass', 'pass:x']), 'ERR_PEM_MALFORMED'],
-    ['an encrypted traditional key', () => openssl(['ec', '-aes256', '-passout', 'pass:x'], openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout'])), 'ERR_PEM_MALFORMED'],
+    [
+      'an encrypted PKCS#8 key',
+      () => openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-aes256', '-pass', 'pass:x']),
+      'ERR_PEM_MALFORMED',
+    ],
+    [
+      'an encrypted traditional key',
+      () => openssl(['ec', '-aes256', '-passout', 'pass:x'], openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout'])),
+      'ERR_PEM_MALFORMED',
+    ],
     ['an Ed25519 key', () => openssl(['genpkey', '-algorithm', 'ED25519']), 'ERR_KEY_UNSUPPORTED'],
     ['an RSA-1024 key', () => openssl(['genrsa', '-traditional', '1024']), 'ERR_KEY_UNSUPPORTED'],
-    ['a public key', () => openssl(['pkey', '-pubout'], openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'])), 'ERR_PEM_MALFORMED'],
+    [
+      'a public key',
+      () => openssl(['pkey', '-pubout'], openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'])),
+      'ERR_PEM_MALFORMED',
+    ],
     ['two keys', () => openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout']).repeat(2), 'ERR_PEM_MALFORMED'],
     ['no PEM at all', () => 'not a key', 'ERR_PEM_MALFORMED'],
-    ['a corrupted body', () => corrupt(openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'])), 'ERR_PEM_MALFORMED'],
-    ['a SEC1 body under a PKCS#1 label', () => relabel(openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout']), 'EC', 'RSA'), 'ERR_PEM_MALFORMED'],
+    [
+      'a corrupted body',
+      () => corrupt(openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'])),
+      'ERR_PEM_MALFORMED',
+    ],
+    [
+      'a SEC1 body under a PKCS#1 label',
+      () => relabel(openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout']), 'EC', 'RSA'),
+      'ERR_PEM_MALFORMED',
+    ],
   ];
   it.each(rejected)('rejects %s with a message free of key material', (_name, make, code) => {
     const pem = make();

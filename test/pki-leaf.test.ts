@@ -16,8 +16,7 @@ import { prng } from './support/prng.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'meshca-leaf-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const openssl = (...args: string[]): string =>
-  execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+const openssl = (...args: string[]): string => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 
 const KEY_ARGS = {
   p256: ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'],
@@ -61,8 +60,22 @@ const sha1Hex = (bytes: Buffer): string => createHash('sha1').update(bytes).dige
 function createIssuer(name: string, keyType: KeyType, extraExtensions: readonly string[]): Issuer {
   openssl('genpkey', ...KEY_ARGS[keyType], '-out', `${name}.key`);
   const extensions = ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign', ...extraExtensions];
-  openssl('req', '-x509', '-new', '-config', 'openssl.cnf', '-key', `${name}.key`, '-subj', `/O=meshca/CN=${name}`, '-days', '3650',
-    ...extensions.flatMap((e) => ['-addext', e]), '-out', `${name}.pem`);
+  openssl(
+    'req',
+    '-x509',
+    '-new',
+    '-config',
+    'openssl.cnf',
+    '-key',
+    `${name}.key`,
+    '-subj',
+    `/O=meshca/CN=${name}`,
+    '-days',
+    '3650',
+    ...extensions.flatMap((e) => ['-addext', e]),
+    '-out',
+    `${name}.pem`,
+  );
   const certDer = pemDecodeOne(readFileSync(join(dir, `${name}.pem`), 'utf8'), ['CERTIFICATE']);
   const key = createPrivateKey(readFileSync(join(dir, `${name}.key`)));
   const skidText = openssl('x509', '-in', `${name}.pem`, '-noout', '-ext', 'subjectKeyIdentifier');
@@ -142,7 +155,9 @@ describe('LeafTemplate against openssl and @peculiar/x509', () => {
     const rsaSubject = subjectType === 'rsa2048';
     expect(text).toMatch(new RegExp(`X509v3 Subject Alternative Name: critical\\n\\s+URI:${SPIFFE}\\n`));
     expect(text).toMatch(/X509v3 Basic Constraints: critical\n\s+CA:FALSE\n/);
-    expect(text).toMatch(rsaSubject ? /Key Usage: critical\n\s+Digital Signature, Key Encipherment\n/ : /Key Usage: critical\n\s+Digital Signature\n/);
+    expect(text).toMatch(
+      rsaSubject ? /Key Usage: critical\n\s+Digital Signature, Key Encipherment\n/ : /Key Usage: critical\n\s+Digital Signature\n/,
+    );
     expect(text).toMatch(/X509v3 Extended Key Usage: *\n\s+TLS Web Server Authentication, TLS Web Client Authentication\n/);
     expect(text).toMatch(/Subject: *\n/);
     const aki = /Authority Key Identifier: *\n\s*(?:keyid:)?([0-9A-F:]+)/.exec(text)?.[1];
@@ -233,7 +248,11 @@ describe('LeafTemplate input checks', () => {
     ['garbage certificate', () => [Buffer.from('not a certificate'), issuers.get('p256')!.key], 'ERR_CERT_MALFORMED'],
     ['truncated certificate', () => [issuers.get('p256')!.certDer.subarray(0, 100), issuers.get('p256')!.key], 'ERR_CERT_MALFORMED'],
     ['key of another CA', () => [issuers.get('p256')!.certDer, issuers.get('no-skid')!.key], 'ERR_KEY_MISMATCH'],
-    ['public key', () => [issuers.get('p256')!.certDer, new X509Certificate(issuers.get('p256')!.certDer).publicKey], 'ERR_KEY_UNSUPPORTED'],
+    [
+      'public key',
+      () => [issuers.get('p256')!.certDer, new X509Certificate(issuers.get('p256')!.certDer).publicKey],
+      'ERR_KEY_UNSUPPORTED',
+    ],
     ['Ed25519 key', () => [issuers.get('p256')!.certDer, generateKeyPairSync('ed25519').privateKey], 'ERR_KEY_UNSUPPORTED'],
   ];
   it.each(badIssuers)('LeafTemplate.create rejects a %s', (_name, args, code) => {
@@ -277,7 +296,8 @@ describe('LeafTemplate properties', () => {
       const uri = `spiffe://${word(rand, 20)}.${word(rand, 10)}/ns/${word(rand, 30)}/sa/${word(rand, 30)}`;
       const serial = i % 2 === 0 ? randomSerial() : handMadeSerial(rand);
       // Lifetimes around the 2050 UTCTime/GeneralizedTime switch, some exactly on it.
-      const notBefore = i % 100 === 0 ? new Date(BOUNDARY - 1000) : new Date(BOUNDARY - 3 * YEAR + rand(5 * YEAR_SECONDS) * 1000 + rand(1000));
+      const notBefore =
+        i % 100 === 0 ? new Date(BOUNDARY - 1000) : new Date(BOUNDARY - 3 * YEAR + rand(5 * YEAR_SECONDS) * 1000 + rand(1000));
       const notAfter = new Date(notBefore.getTime() + (i % 100 === 0 ? 1000 : 1000 + rand(3 * YEAR_SECONDS) * 1000));
       const request = leafRequest(subject, { serial, notBefore, notAfter, uris: [uri] });
       const der = await issuer.template.sign(request);

@@ -6,7 +6,7 @@ import { openDevTokenIssuer } from '../src/authn/index.js';
 import { checkInvariants, formatInvariantReport } from '../src/authority/invariants.js';
 import { trustedRootsPem } from '../src/authority/snapshot.js';
 import { CaClient } from '../src/client/ca-client.js';
-import { inspectSqliteStore } from '../src/store/verify.js';
+import { inspectSqliteStore } from '../src/store/sqlite.js';
 import { adminCall } from './support/admin.js';
 import { spawnServer, type ServerProcess } from './support/process.js';
 import { leafAndIssuer, serialOf, verifyWithCrlSet } from './support/revocation.js';

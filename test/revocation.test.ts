@@ -21,8 +21,10 @@ let token: string;
 
 const call = (method: string, path: string, body?: unknown, tok?: string | null): Promise<AdminResponse> =>
   adminCall({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token }, method, path, { body, token: tok });
-const issue = async (sa: string) => workloadCredentials(t.client(), id(sa), await devIssuer.sign({ namespace: 'rev', serviceAccount: sa, ttlSeconds: 600 }));
-const serialOf = (w: WorkloadCredentials) => new X509Certificate(w.cert.split(/(?=-----BEGIN)/)[0]!).serialNumber.toLowerCase().replace(/^0+/, '');
+const issue = async (sa: string) =>
+  workloadCredentials(t.client(), id(sa), await devIssuer.sign({ namespace: 'rev', serviceAccount: sa, ttlSeconds: 600 }));
+const serialOf = (w: WorkloadCredentials) =>
+  new X509Certificate(w.cert.split(/(?=-----BEGIN)/)[0]!).serialNumber.toLowerCase().replace(/^0+/, '');
 const auditCount = async () => (await call('GET', '/v1/audit?limit=1000')).json<{ items: unknown[] }>().items.length;
 
 function files(w: WorkloadCredentials, crlPem: string) {
@@ -66,7 +68,10 @@ describe('revocation by serial and CRLs', () => {
     const pem = (await call('GET', '/v1/crl?format=pem', undefined, null)).text;
     expect(openssl(['crl', '-inform', 'DER', '-outform', 'PEM'], der.body).length).toBeGreaterThan(0);
     expect(crlNumber(pem)).toBeGreaterThan(numberBefore);
-    for (const [w, ok] of [[bad, false], [good, true]] as const) {
+    for (const [w, ok] of [
+      [bad, false],
+      [good, true],
+    ] as const) {
       const p = files(w, pem);
       expect(opensslStatus(['crl', '-in', p.crl, '-noout', '-verify', '-CAfile', p.chain]).output).toContain('verify OK');
       const result = opensslStatus(['verify', '-crl_check', '-CRLfile', p.crl, '-CAfile', p.roots, '-untrusted', p.chain, p.leaf]);
@@ -79,7 +84,9 @@ describe('revocation by serial and CRLs', () => {
     expect(perAuthority.status).toBe(200);
     expect(crlNumber(perAuthority.text)).toBeGreaterThanOrEqual(crlNumber(pem));
 
-    const listed = (await call('GET', '/v1/certificates?status=revoked')).json<{ items: { serial: string }[] }>().items.map((i) => i.serial);
+    const listed = (await call('GET', '/v1/certificates?status=revoked'))
+      .json<{ items: { serial: string }[] }>()
+      .items.map((i) => i.serial);
     expect(listed).toContain(serialOf(bad));
     const authorities = (await call('GET', '/v1/authorities')).json<{ authorities: { id: string; revokedCount: number }[] }>().authorities;
     expect(authorities.find((a) => a.id === t.server.ca.current().signer.id)?.revokedCount).toBeGreaterThanOrEqual(1);
@@ -118,9 +125,17 @@ describe('revocation by identity and the deny-list', () => {
     await issue('evil');
     const res = await call('POST', '/v1/identities/revoke', { spiffeId: id('evil'), reason: 'keyCompromise', deny: true });
     expect(res.json()).toMatchObject({ revoked: 2, denied: true });
-    expect((await call('GET', '/v1/identities/deny')).json<{ items: { spiffeId: string }[] }>().items.map((i) => i.spiffeId)).toContain(id('evil'));
+    expect((await call('GET', '/v1/identities/deny')).json<{ items: { spiffeId: string }[] }>().items.map((i) => i.spiffeId)).toContain(
+      id('evil'),
+    );
     const before = await countCertificates(t.server);
-    const error = await t.client().createCertificate({ csrPem: await csrFor(id('evil')), token: await devIssuer.sign({ namespace: 'rev', serviceAccount: 'evil', ttlSeconds: 600 }) }).catch((e: { code: status }) => e);
+    const error = await t
+      .client()
+      .createCertificate({
+        csrPem: await csrFor(id('evil')),
+        token: await devIssuer.sign({ namespace: 'rev', serviceAccount: 'evil', ttlSeconds: 600 }),
+      })
+      .catch((e: { code: status }) => e);
     expect((error as { code: status }).code).toBe(status.PERMISSION_DENIED);
     expect(await countCertificates(t.server)).toBe(before);
     expect((await call('DELETE', `/v1/identities/deny/${encodeURIComponent(id('evil'))}`)).status).toBe(200);
@@ -134,8 +149,13 @@ describe('revocation by identity and the deny-list', () => {
     await call('POST', '/v1/identities/revoke', { spiffeId: id('gone'), reason: 'keyCompromise', deny: true });
     await t.close();
     t = await startTestServer(data, ['--dev']);
-    expect((await call('GET', `/v1/certificates/${serialOf(w)}`)).json()).toMatchObject({ status: 'revoked', revocationReason: 'cessationOfOperation' });
-    expect((await call('GET', '/v1/identities/deny')).json<{ items: { spiffeId: string }[] }>().items.map((i) => i.spiffeId)).toContain(id('gone'));
+    expect((await call('GET', `/v1/certificates/${serialOf(w)}`)).json()).toMatchObject({
+      status: 'revoked',
+      revocationReason: 'cessationOfOperation',
+    });
+    expect((await call('GET', '/v1/identities/deny')).json<{ items: { spiffeId: string }[] }>().items.map((i) => i.spiffeId)).toContain(
+      id('gone'),
+    );
     const out = join(dir, 'ca-crl.pem');
     await promisify(execFile)(process.execPath, [CLI, 'crl', '--data-dir', data, '--out', out]);
     expect(openssl(['crl', '-in', out, '-noout', '-text']).toUpperCase()).toContain(serialOf(w).toUpperCase());
@@ -148,13 +168,25 @@ describe('retention', () => {
     const s = await startTestServer(join(d, 'data'), ['--dev', '--crl-validity', '4s', '--retention', '1s', '--audit-retention', '2s']);
     try {
       const sign = await openDevTokenIssuer(join(d, 'data'));
-      const chain = await s.client().createCertificate({ csrPem: await csrFor(id('brief')), token: await sign.sign({ namespace: 'rev', serviceAccount: 'brief', ttlSeconds: 600 }), validitySeconds: 1 });
+      const chain = await s.client().createCertificate({
+        csrPem: await csrFor(id('brief')),
+        token: await sign.sign({ namespace: 'rev', serviceAccount: 'brief', ttlSeconds: 600 }),
+        validitySeconds: 1,
+      });
       const serial = new X509Certificate(chain[0]!).serialNumber.toLowerCase().replace(/^0+/, '');
-      const target = { port: s.server.adminAddress.port, roots: s.server.ca.current().rootsPem, token: readFileSync(join(d, 'data', 'admin-token'), 'utf8').trim() };
+      const target = {
+        port: s.server.adminAddress.port,
+        roots: s.server.ca.current().rootsPem,
+        token: readFileSync(join(d, 'data', 'admin-token'), 'utf8').trim(),
+      };
       await adminCall(target, 'POST', `/v1/certificates/${serial}/revoke`, { body: { reason: 'superseded' } });
-      const listed = () => adminCall(target, 'GET', '/v1/crl?format=pem').then((r) => openssl(['crl', '-noout', '-text'], r.text).toLowerCase().includes(serial));
+      const listed = () =>
+        adminCall(target, 'GET', '/v1/crl?format=pem').then((r) =>
+          openssl(['crl', '-noout', '-text'], r.text).toLowerCase().includes(serial),
+        );
       expect(await listed()).toBe(true);
-      const revokeEvents = async () => (await s.server.store.listAudit({ limit: 100 })).items.filter((e) => e.action === 'certificate.revoke').length;
+      const revokeEvents = async () =>
+        (await s.server.store.listAudit({ limit: 100 })).items.filter((e) => e.action === 'certificate.revoke').length;
       expect(await revokeEvents()).toBe(1);
       await new Promise((r) => setTimeout(r, 4500));
       expect(await listed()).toBe(false);

@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openDevTokenIssuer } from '../src/authn/index.js';
 import { CaClient } from '../src/client/ca-client.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
-import { databasePath } from '../src/server.js';
+import { databasePath } from '../src/app/data-dir.js';
 import { adminCall } from './support/admin.js';
 import { openssl } from './support/openssl.js';
 import { CLI, spawnServer, type ServerProcess } from './support/process.js';
@@ -58,9 +58,19 @@ describe('meshca CLI', () => {
   it('refuses to start without a KEK outside dev mode', async () => {
     const d = newDir();
     writeFileSync(join(d, 'jwks.json'), JSON.stringify({ keys: [] }));
-    const error = await meshca('serve', '--data-dir', join(d, 'data'), '--jwks-file', join(d, 'jwks.json'), '--jwt-issuer', 'x', '--grpc-listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0').catch(
-      (e: { code: number; stdout: string }) => e,
-    );
+    const error = await meshca(
+      'serve',
+      '--data-dir',
+      join(d, 'data'),
+      '--jwks-file',
+      join(d, 'jwks.json'),
+      '--jwt-issuer',
+      'x',
+      '--grpc-listen',
+      '127.0.0.1:0',
+      '--monitoring-listen',
+      '127.0.0.1:0',
+    ).catch((e: { code: number; stdout: string }) => e);
     expect((error as { code: number }).code).toBe(1);
     expect((error as { stdout: string }).stdout).toContain('openssl rand -base64 32');
   });
@@ -81,12 +91,26 @@ describe('quick start: serve --dev, bundle, dev-token, request', () => {
     mkdirSync(out, { mode: 0o700 });
     writeFileSync(join(d, 'victim'), 'do not overwrite\n', { mode: 0o644 });
     symlinkSync(join(d, 'victim'), join(out, 'key.pem'));
-    await meshca('request', '--addr', `127.0.0.1:${server.grpcPort}`, '--server-name', 'localhost', '--root', join(d, 'bundle.pem'), '--token', token, '--out', out);
+    await meshca(
+      'request',
+      '--addr',
+      `127.0.0.1:${server.grpcPort}`,
+      '--server-name',
+      'localhost',
+      '--root',
+      join(d, 'bundle.pem'),
+      '--token',
+      token,
+      '--out',
+      out,
+    );
     expect(readFileSync(join(d, 'victim'), 'utf8')).toBe('do not overwrite\n');
     expect(lstatSync(join(out, 'key.pem')).isSymbolicLink()).toBe(false);
     expect(statSync(join(out, 'key.pem')).mode & 0o777).toBe(0o600);
     expect(readFileSync(join(out, 'key.pem'), 'utf8')).toContain('PRIVATE KEY');
-    expect(openssl(['verify', '-CAfile', join(out, 'root-cert.pem'), '-untrusted', join(out, 'cert-chain.pem'), join(out, 'cert-chain.pem')])).toContain('OK');
+    expect(
+      openssl(['verify', '-CAfile', join(out, 'root-cert.pem'), '-untrusted', join(out, 'cert-chain.pem'), join(out, 'cert-chain.pem')]),
+    ).toContain('OK');
     const serial = new X509Certificate(openssl(['x509', '-in', join(out, 'cert-chain.pem')])).serialNumber.toLowerCase().replace(/^0+/, '');
 
     expect(await stop(server)).toBe(0);
@@ -107,11 +131,23 @@ describe('graceful lifecycle', () => {
     const data = join(newDir(), 'data');
     const server = await started(data);
     const issuer = await openDevTokenIssuer(data);
-    const client = new CaClient({ address: `127.0.0.1:${server.grpcPort}`, rootsPem: (await meshca('bundle', '--data-dir', data)).stdout, serverName: 'localhost' });
+    const client = new CaClient({
+      address: `127.0.0.1:${server.grpcPort}`,
+      rootsPem: (await meshca('bundle', '--data-dir', data)).stdout,
+      serverName: 'localhost',
+    });
     const requests = await Promise.all(
-      Array.from({ length: 60 }, async (_, i) => ({ csrPem: await csrFor(`spiffe://cluster.local/ns/term/sa/s${i}`), token: await issuer.sign({ namespace: 'term', serviceAccount: `s${i}`, ttlSeconds: 600 }) })),
+      Array.from({ length: 60 }, async (_, i) => ({
+        csrPem: await csrFor(`spiffe://cluster.local/ns/term/sa/s${i}`),
+        token: await issuer.sign({ namespace: 'term', serviceAccount: `s${i}`, ttlSeconds: 600 }),
+      })),
     );
-    const results = requests.map((r) => client.createCertificate(r).then((chain) => new X509Certificate(chain[0]!).serialNumber, (e: { code: status }) => e.code));
+    const results = requests.map((r) =>
+      client.createCertificate(r).then(
+        (chain) => new X509Certificate(chain[0]!).serialNumber,
+        (e: { code: status }) => e.code,
+      ),
+    );
     setTimeout(() => server.child.kill('SIGTERM'), 15);
     const outcomes = await Promise.all(results);
     client.close();
@@ -131,7 +167,11 @@ describe('graceful lifecycle', () => {
     const servingSerial = () => tlsPeerSerial(server.grpcPort, roots);
     const before = await servingSerial();
     const client = new CaClient({ address: `127.0.0.1:${server.grpcPort}`, rootsPem: roots, serverName: 'localhost' });
-    const request = async () => client.createCertificate({ csrPem: await csrFor('spiffe://cluster.local/ns/hup/sa/a'), token: await issuer.sign({ namespace: 'hup', serviceAccount: 'a', ttlSeconds: 600 }) });
+    const request = async () =>
+      client.createCertificate({
+        csrPem: await csrFor('spiffe://cluster.local/ns/hup/sa/a'),
+        token: await issuer.sign({ namespace: 'hup', serviceAccount: 'a', ttlSeconds: 600 }),
+      });
     await request();
     server.child.kill('SIGHUP');
     await new Promise((r) => setTimeout(r, 1000));
@@ -166,7 +206,10 @@ describe('crash safety', () => {
       for (let i = 0; !killed; i++) {
         const sa = `w${w}-${i % 5}`;
         const chain = await client
-          .createCertificate({ csrPem: await csrFor(`spiffe://cluster.local/ns/crash/sa/${sa}`), token: await issuer.sign({ namespace: 'crash', serviceAccount: sa, ttlSeconds: 600 }) })
+          .createCertificate({
+            csrPem: await csrFor(`spiffe://cluster.local/ns/crash/sa/${sa}`),
+            token: await issuer.sign({ namespace: 'crash', serviceAccount: sa, ttlSeconds: 600 }),
+          })
           .catch(() => undefined);
         if (chain) received.push(new X509Certificate(chain[0]!).serialNumber.toLowerCase().replace(/^0+/, ''));
         if (received.length >= 150 && !killed) {
@@ -195,12 +238,21 @@ describe('crash safety', () => {
     const issuer = await openDevTokenIssuer(data);
     const roots = (await meshca('bundle', '--data-dir', data)).stdout;
     const client = new CaClient({ address: `127.0.0.1:${server.grpcPort}`, rootsPem: roots, serverName: 'localhost' });
-    const chain = await client.createCertificate({ csrPem: await csrFor('spiffe://cluster.local/ns/k/sa/leaked'), token: await issuer.sign({ namespace: 'k', serviceAccount: 'leaked', ttlSeconds: 600 }) });
+    const chain = await client.createCertificate({
+      csrPem: await csrFor('spiffe://cluster.local/ns/k/sa/leaked'),
+      token: await issuer.sign({ namespace: 'k', serviceAccount: 'leaked', ttlSeconds: 600 }),
+    });
     client.close();
     const serial = new X509Certificate(chain[0]!).serialNumber.toLowerCase().replace(/^0+/, '');
     const admin = { port: server.adminPort, roots, token: readFileSync(join(data, 'admin-token'), 'utf8').trim() };
     expect((await adminCall(admin, 'POST', `/v1/certificates/${serial}/revoke`, { body: { reason: 'keyCompromise' } })).status).toBe(200);
-    expect((await adminCall(admin, 'POST', '/v1/identities/revoke', { body: { spiffeId: 'spiffe://cluster.local/ns/k/sa/other', reason: 'keyCompromise', deny: true } })).status).toBe(200);
+    expect(
+      (
+        await adminCall(admin, 'POST', '/v1/identities/revoke', {
+          body: { spiffeId: 'spiffe://cluster.local/ns/k/sa/other', reason: 'keyCompromise', deny: true },
+        })
+      ).status,
+    ).toBe(200);
     server.child.kill('SIGKILL');
     await server.exited;
     const store = openSqliteStore({ path: databasePath(data) });

@@ -140,7 +140,10 @@ const audit = (action: string, target: string) => ({ actor: 'test', action, targ
 
 /** A root and its intermediate `int-1`, both active (further intermediates retired: one signer at a time); bundle sequence 1. */
 async function bootstrap(store: Store, intermediates: readonly string[] = ['int-1']): Promise<void> {
-  const insert = [authority('root-1', 'root', 'active'), ...intermediates.map((id, i) => authority(id, 'intermediate', i === 0 ? 'active' : 'retired', 'root-1'))];
+  const insert = [
+    authority('root-1', 'root', 'active'),
+    ...intermediates.map((id, i) => authority(id, 'intermediate', i === 0 ? 'active' : 'retired', 'root-1')),
+  ];
   await store.applyAuthorityChange({ insert, bumpBundleSequence: true, audit: audit('authority.bootstrap', 'root-1') });
 }
 
@@ -229,8 +232,16 @@ describe.each(BACKENDS)('$name store', (backend) => {
     });
 
     const refusals: { name: string; change: (migrations: string) => void; message: RegExp }[] = [
-      { name: 'an applied migration was edited', change: (m) => appendFileSync(join(m, '001_initial.sql'), '\n-- edited\n'), message: /changed after it was applied/ },
-      { name: 'the database is newer than the code', change: (m) => rmSync(join(m, '999_future.sql')), message: /newer than this meshca knows/ },
+      {
+        name: 'an applied migration was edited',
+        change: (m) => appendFileSync(join(m, '001_initial.sql'), '\n-- edited\n'),
+        message: /changed after it was applied/,
+      },
+      {
+        name: 'the database is newer than the code',
+        change: (m) => rmSync(join(m, '999_future.sql')),
+        message: /newer than this meshca knows/,
+      },
     ];
 
     it.each(refusals)('refuses to open when $name', async ({ change, message }) => {
@@ -250,7 +261,13 @@ describe.each(BACKENDS)('$name store', (backend) => {
       const root = authority('root-1', 'root', 'prepared');
       const intermediate = authority('int-1', 'intermediate', 'prepared', 'root-1');
       // Child first: the parent foreign key is checked at commit.
-      expect(await store.applyAuthorityChange({ insert: [intermediate, root], bumpBundleSequence: true, audit: audit('authority.prepare', 'root-1') })).toEqual({
+      expect(
+        await store.applyAuthorityChange({
+          insert: [intermediate, root],
+          bumpBundleSequence: true,
+          audit: audit('authority.prepare', 'root-1'),
+        }),
+      ).toEqual({
         bundleSequence: 1,
       });
       const later = new Date(NOW.getTime() + 1000);
@@ -267,46 +284,89 @@ describe.each(BACKENDS)('$name store', (backend) => {
       const loaded = await store.loadAuthorities();
       expect(states(loaded)).toEqual({ 'root-1': 'active', 'int-1': 'active' });
       const int = loaded.find((a) => a.id === 'int-1')!;
-      expect(int).toMatchObject({ parentId: 'root-1', sealedKey: Buffer.from('resealed'), updatedAt: later, certificateDer: intermediate.certificateDer });
+      expect(int).toMatchObject({
+        parentId: 'root-1',
+        sealedKey: Buffer.from('resealed'),
+        updatedAt: later,
+        certificateDer: intermediate.certificateDer,
+      });
       expect((await store.listAudit({ limit: 10 })).items.map((e) => e.action)).toEqual(['authority.activate', 'authority.prepare']);
     });
 
-    const failures: { name: string; change: (fresh: AuthorityRecord) => Parameters<Store['applyAuthorityChange']>[0]; code: StoreErrorCode; message?: RegExp }[] = [
+    const failures: {
+      name: string;
+      change: (fresh: AuthorityRecord) => Parameters<Store['applyAuthorityChange']>[0];
+      code: StoreErrorCode;
+      message?: RegExp;
+    }[] = [
       {
         name: 'a guard finds another state',
-        change: (fresh) => ({ insert: [fresh], transitions: [{ id: 'int-1', from: ['prepared'], to: 'active' }], bumpBundleSequence: true, audit: audit('x', 'int-1') }),
+        change: (fresh) => ({
+          insert: [fresh],
+          transitions: [{ id: 'int-1', from: ['prepared'], to: 'active' }],
+          bumpBundleSequence: true,
+          audit: audit('x', 'int-1'),
+        }),
         code: 'ERR_STORE_CONFLICT',
         message: /int-1 is active, not prepared/,
       },
       {
         name: 'a transition names an unknown authority',
-        change: (fresh) => ({ insert: [fresh], transitions: [{ id: 'nope', from: ['active'], to: 'retired' }], bumpBundleSequence: true, audit: audit('x', 'nope') }),
+        change: (fresh) => ({
+          insert: [fresh],
+          transitions: [{ id: 'nope', from: ['active'], to: 'retired' }],
+          bumpBundleSequence: true,
+          audit: audit('x', 'nope'),
+        }),
         code: 'ERR_STORE_NOT_FOUND',
       },
       {
         name: 'an insert duplicates an id',
-        change: (fresh) => ({ insert: [fresh, authority('int-1', 'intermediate', 'prepared', 'root-1')], bumpBundleSequence: true, audit: audit('x', 'int-1') }),
+        change: (fresh) => ({
+          insert: [fresh, authority('int-1', 'intermediate', 'prepared', 'root-1')],
+          bumpBundleSequence: true,
+          audit: audit('x', 'int-1'),
+        }),
         code: 'ERR_STORE_DUPLICATE',
       },
       {
         name: 'a parent is missing',
-        change: (fresh) => ({ insert: [fresh, authority('int-9', 'intermediate', 'prepared', 'root-9')], bumpBundleSequence: true, audit: audit('x', 'int-9') }),
+        change: (fresh) => ({
+          insert: [fresh, authority('int-9', 'intermediate', 'prepared', 'root-9')],
+          bumpBundleSequence: true,
+          audit: audit('x', 'int-9'),
+        }),
         code: 'ERR_STORE_NOT_FOUND',
       },
       {
         name: 'a revocation names an unknown authority',
-        change: (fresh) => ({ insert: [fresh], revocations: [{ authorityId: 'nope', revokedAt: NOW, reason: 'keyCompromise', actor: 'x' }], bumpBundleSequence: true, audit: audit('x', 'nope') }),
+        change: (fresh) => ({
+          insert: [fresh],
+          revocations: [{ authorityId: 'nope', revokedAt: NOW, reason: 'keyCompromise', actor: 'x' }],
+          bumpBundleSequence: true,
+          audit: audit('x', 'nope'),
+        }),
         code: 'ERR_STORE_NOT_FOUND',
       },
       {
         name: 'it completes a pending authority that is gone',
-        change: (fresh) => ({ insert: [fresh], completesPending: 'pending-0000000000000000', bumpBundleSequence: true, audit: audit('x', 'int-2') }),
+        change: (fresh) => ({
+          insert: [fresh],
+          completesPending: 'pending-0000000000000000',
+          bumpBundleSequence: true,
+          audit: audit('x', 'int-2'),
+        }),
         code: 'ERR_STORE_NOT_FOUND',
         message: /no pending authority with id pending-0000000000000000/,
       },
       {
         name: 'a re-seal names an unknown authority',
-        change: (fresh) => ({ insert: [fresh], resealed: [{ id: 'nope', sealedKey: Buffer.alloc(1) }], bumpBundleSequence: true, audit: audit('x', 'nope') }),
+        change: (fresh) => ({
+          insert: [fresh],
+          resealed: [{ id: 'nope', sealedKey: Buffer.alloc(1) }],
+          bumpBundleSequence: true,
+          audit: audit('x', 'nope'),
+        }),
         code: 'ERR_STORE_NOT_FOUND',
       },
     ];
@@ -321,7 +381,7 @@ describe.each(BACKENDS)('$name store', (backend) => {
       expect(states(await store.loadAuthorities())).toEqual({ 'root-1': 'active', 'int-1': 'active' });
     });
 
-    it('records an authority revocation with its taint, bumps its own and its root\'s version, and refuses a second one', async () => {
+    it("records an authority revocation with its taint, bumps its own and its root's version, and refuses a second one", async () => {
       const { store, path } = await freshStore();
       await bootstrap(store, ['int-1', 'int-2']);
       const taint = (id: string) => ({
@@ -331,11 +391,17 @@ describe.each(BACKENDS)('$name store', (backend) => {
         audit: audit('authority.revoke', id),
       });
       await store.applyAuthorityChange(taint('int-1'));
-      expect([await store.revocationVersion('int-1'), await store.revocationVersion('root-1'), await store.revocationVersion('int-2')]).toEqual([1, 1, 0]);
+      expect([
+        await store.revocationVersion('int-1'),
+        await store.revocationVersion('root-1'),
+        await store.revocationVersion('int-2'),
+      ]).toEqual([1, 1, 0]);
       await expectStoreError(store.applyAuthorityChange({ ...taint('int-1'), transitions: [] }), 'ERR_STORE_DUPLICATE');
       await store.close();
       const reopened = await open(path);
-      expect(await reopened.listAuthorityRevocations()).toEqual([{ authorityId: 'int-1', revokedAt: NOW, reason: 'cACompromise', actor: 'alice' }]);
+      expect(await reopened.listAuthorityRevocations()).toEqual([
+        { authorityId: 'int-1', revokedAt: NOW, reason: 'cACompromise', actor: 'alice' },
+      ]);
       expect(states(await reopened.loadAuthorities())).toEqual({ 'root-1': 'active', 'int-1': 'tainted', 'int-2': 'retired' });
       expect(await reopened.bundleSequence()).toBe(1);
     });
@@ -363,13 +429,28 @@ describe.each(BACKENDS)('$name store', (backend) => {
       await store.close();
       const reopened = await open(path);
       expect(await reopened.loadPendingAuthorities()).toEqual([a, b]);
-      const chained = { ...authority('int-2', 'intermediate', 'prepared', 'root-1'), upstreamChainDers: [randomBytes(100), randomBytes(120)] };
-      await reopened.applyAuthorityChange({ insert: [chained], completesPending: a.id, resealedPending: [{ id: b.id, sealedKey: Buffer.from('resealed') }], bumpBundleSequence: false, audit: audit('operator', 'int-2') });
+      const chained = {
+        ...authority('int-2', 'intermediate', 'prepared', 'root-1'),
+        upstreamChainDers: [randomBytes(100), randomBytes(120)],
+      };
+      await reopened.applyAuthorityChange({
+        insert: [chained],
+        completesPending: a.id,
+        resealedPending: [{ id: b.id, sealedKey: Buffer.from('resealed') }],
+        bumpBundleSequence: false,
+        audit: audit('operator', 'int-2'),
+      });
       expect(await reopened.loadPendingAuthorities()).toEqual([{ ...b, sealedKey: Buffer.from('resealed') }]);
       expect((await reopened.loadAuthorities()).find((r) => r.id === 'int-2')?.upstreamChainDers).toEqual(chained.upstreamChainDers);
       expect(await reopened.deletePendingAuthority(b.id, audit('operator', b.id))).toBe(true);
       expect(await reopened.deletePendingAuthority(b.id, audit('operator', b.id))).toBe(false);
-      expect((await reopened.listAudit({ limit: 10 })).items.map((e) => e.target)).toEqual(['pending-b', 'int-2', 'pending-b', 'pending-a', 'root-1']);
+      expect((await reopened.listAudit({ limit: 10 })).items.map((e) => e.target)).toEqual([
+        'pending-b',
+        'int-2',
+        'pending-b',
+        'pending-a',
+        'root-1',
+      ]);
     });
   });
 
@@ -396,7 +477,11 @@ describe.each(BACKENDS)('$name store', (backend) => {
 
     const rejects: { name: string; bad: (existing: IssuedCertificateRecord) => IssuedCertificateRecord; code: StoreErrorCode }[] = [
       { name: 'a duplicate serial', bad: (existing) => issued({ serialHex: existing.serialHex }), code: 'ERR_STORE_DUPLICATE' },
-      { name: 'a duplicate serial in another spelling', bad: (existing) => issued({ serialHex: `00${existing.serialHex.toUpperCase()}` }), code: 'ERR_STORE_DUPLICATE' },
+      {
+        name: 'a duplicate serial in another spelling',
+        bad: (existing) => issued({ serialHex: `00${existing.serialHex.toUpperCase()}` }),
+        code: 'ERR_STORE_DUPLICATE',
+      },
       { name: 'an unknown authority', bad: () => issued({ authorityId: 'int-404' }), code: 'ERR_STORE_NOT_FOUND' },
     ];
 
@@ -406,7 +491,11 @@ describe.each(BACKENDS)('$name store', (backend) => {
       const existing = issued();
       await store.recordIssued(existing);
       const mates = [issued(), issued(), issued()];
-      const outcomes = await Promise.allSettled([store.recordIssued(mates[0]), store.recordIssued(bad(existing)), ...mates.slice(1).map((m) => store.recordIssued(m))]);
+      const outcomes = await Promise.allSettled([
+        store.recordIssued(mates[0]),
+        store.recordIssued(bad(existing)),
+        ...mates.slice(1).map((m) => store.recordIssued(m)),
+      ]);
       expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
       await expectStoreError(Promise.reject((outcomes[1] as PromiseRejectedResult).reason), code);
       for (const mate of mates) expect(await store.getCertificate(mate.serialHex, NOW)).toBeDefined();
@@ -495,7 +584,8 @@ describe.each(BACKENDS)('$name store', (backend) => {
         revoked: i % 5 === 0,
       }));
       for (const r of records) await store.recordIssued(r);
-      for (const r of records.filter((x) => x.revoked)) await store.revokeCertificate(r.serialHex, { reason: 'superseded', actor: 'test', at: NOW });
+      for (const r of records.filter((x) => x.revoked))
+        await store.revokeCertificate(r.serialHex, { reason: 'superseded', actor: 'test', at: NOW });
       return { store, records };
     }
 
@@ -535,7 +625,7 @@ describe.each(BACKENDS)('$name store', (backend) => {
 
     it('reports status relative to the query time', async () => {
       const { store } = await seeded();
-      expect((await allPages(store, { status: 'active', limit: 100, now: later }))).toEqual([]);
+      expect(await allPages(store, { status: 'active', limit: 100, now: later })).toEqual([]);
     });
 
     const b64 = (text: string) => Buffer.from(text).toString('base64url');
@@ -555,7 +645,12 @@ describe.each(BACKENDS)('$name store', (backend) => {
       await bootstrap(store);
       const record = issued();
       await store.recordIssued(record);
-      expect(await store.getCertificate(record.serialHex.toUpperCase(), NOW)).toMatchObject({ ...record, status: 'active', revokedAt: null, revocationReason: null });
+      expect(await store.getCertificate(record.serialHex.toUpperCase(), NOW)).toMatchObject({
+        ...record,
+        status: 'active',
+        revokedAt: null,
+        revocationReason: null,
+      });
       expect(await store.getCertificate('abcdef', NOW)).toBeUndefined();
     });
 
@@ -584,7 +679,11 @@ describe.each(BACKENDS)('$name store', (backend) => {
       await store.recordIssued(record);
       const first = await store.revokeCertificate(record.serialHex, revocation);
       expect(first).toMatchObject({ status: 'revoked', revokedAt: NOW, revocationReason: 'keyCompromise' });
-      const again = await store.revokeCertificate(record.serialHex, { reason: 'superseded', actor: 'bob', at: new Date(NOW.getTime() + HOUR) });
+      const again = await store.revokeCertificate(record.serialHex, {
+        reason: 'superseded',
+        actor: 'bob',
+        at: new Date(NOW.getTime() + HOUR),
+      });
       expect(again).toMatchObject({ revokedAt: NOW, revocationReason: 'keyCompromise' });
       expect(await store.revocationVersion('int-1')).toBe(1);
       expect(await store.revokeCertificate('ffff', revocation)).toBeUndefined();
@@ -613,7 +712,11 @@ describe.each(BACKENDS)('$name store', (backend) => {
       expect(await store.isDenied(victim)).toBe(true);
       expect(await store.isDenied(records[4].spiffeId)).toBe(false);
       expect(await store.listDenied()).toEqual([{ spiffeId: victim, reason: 'keyCompromise', actor: 'alice', at: NOW }]);
-      expect([await store.revocationVersion('int-1'), await store.revocationVersion('int-2'), await store.revocationVersion('int-9')]).toEqual([2, 1, 0]);
+      expect([
+        await store.revocationVersion('int-1'),
+        await store.revocationVersion('int-2'),
+        await store.revocationVersion('int-9'),
+      ]).toEqual([2, 1, 0]);
       expect(await store.revokeIdentity(victim, { ...revocation, deny: false })).toEqual({ revoked: 0 });
 
       expect(await store.allowIdentity(victim, 'bob', NOW)).toBe(true);
@@ -647,7 +750,9 @@ describe.each(BACKENDS)('$name store', (backend) => {
     it('hands out strictly increasing CRL numbers per authority, across restarts', async () => {
       const { store, path } = await freshStore();
       await bootstrap(store, ['int-1', 'int-2']);
-      expect([await store.nextCrlNumber('int-1'), await store.nextCrlNumber('int-1'), await store.nextCrlNumber('int-2')]).toEqual([1, 2, 1]);
+      expect([await store.nextCrlNumber('int-1'), await store.nextCrlNumber('int-1'), await store.nextCrlNumber('int-2')]).toEqual([
+        1, 2, 1,
+      ]);
       await store.close();
       const reopened = await open(path);
       expect(await reopened.nextCrlNumber('int-1')).toBe(3);
@@ -671,7 +776,12 @@ describe.each(BACKENDS)('$name store', (backend) => {
       const old = Array.from({ length: 25 }, (_, i) => issued({ notAfter: new Date(cutoff.getTime() - 1 - i) }));
       const keep = [issued({ notAfter: cutoff }), issued({ notAfter: new Date(NOW.getTime() - 1) }), issued()];
       for (const r of [...old, ...keep]) await store.recordIssued(r);
-      const deleted = [await store.pruneExpired(cutoff, 10), await store.pruneExpired(cutoff, 10), await store.pruneExpired(cutoff, 10), await store.pruneExpired(cutoff, 10)];
+      const deleted = [
+        await store.pruneExpired(cutoff, 10),
+        await store.pruneExpired(cutoff, 10),
+        await store.pruneExpired(cutoff, 10),
+        await store.pruneExpired(cutoff, 10),
+      ];
       expect(deleted).toEqual([10, 10, 5, 0]);
       const left = await allPages(store, { limit: 100, now: NOW });
       expect(left.map((c) => c.serialHex).sort()).toEqual(keep.map((r) => r.serialHex).sort());
@@ -688,16 +798,43 @@ describe.each(BACKENDS)('$name store', (backend) => {
       createdAt: NOW,
       updatedAt: NOW,
     });
-    const svid = (jti: string, kid: string, expiresAt = new Date(NOW.getTime() + 300_000)) => ({ jti, spiffeId: 'spiffe://td/ns/a/sa/b', callerId: 'spiffe://td/ns/a/sa/b', audiences: ['api'], kid, issuedAt: NOW, expiresAt });
+    const svid = (jti: string, kid: string, expiresAt = new Date(NOW.getTime() + 300_000)) => ({
+      jti,
+      spiffeId: 'spiffe://td/ns/a/sa/b',
+      callerId: 'spiffe://td/ns/a/sa/b',
+      audiences: ['api'],
+      kid,
+      issuedAt: NOW,
+      expiresAt,
+    });
 
     it('journals key changes with guards, bumps the bundle sequence only when asked, and allows one active key', async () => {
       const { store } = await freshStore();
-      expect(await store.applyJwtAuthorityChange({ insert: [jwtKey('k1', 'active')], bumpBundleSequence: true, audit: audit('jwt.bootstrap', 'k1') })).toEqual({ bundleSequence: 1 });
-      await store.applyJwtAuthorityChange({ insert: [jwtKey('k2', 'prepared')], bumpBundleSequence: true, audit: audit('jwt.prepare', 'k2') });
+      expect(
+        await store.applyJwtAuthorityChange({
+          insert: [jwtKey('k1', 'active')],
+          bumpBundleSequence: true,
+          audit: audit('jwt.bootstrap', 'k1'),
+        }),
+      ).toEqual({ bundleSequence: 1 });
+      await store.applyJwtAuthorityChange({
+        insert: [jwtKey('k2', 'prepared')],
+        bumpBundleSequence: true,
+        audit: audit('jwt.prepare', 'k2'),
+      });
       const refusals: { change: Parameters<Store['applyJwtAuthorityChange']>[0]; code: StoreErrorCode }[] = [
-        { change: { transitions: [{ kid: 'k2', from: ['active'], to: 'retired' }], bumpBundleSequence: false, audit: audit('x', 'k2') }, code: 'ERR_STORE_CONFLICT' },
-        { change: { transitions: [{ kid: 'k9', from: ['prepared'], to: 'active' }], bumpBundleSequence: false, audit: audit('x', 'k9') }, code: 'ERR_STORE_NOT_FOUND' },
-        { change: { transitions: [{ kid: 'k2', from: ['prepared'], to: 'active' }], bumpBundleSequence: true, audit: audit('x', 'k2') }, code: 'ERR_STORE_DUPLICATE' }, // two active keys
+        {
+          change: { transitions: [{ kid: 'k2', from: ['active'], to: 'retired' }], bumpBundleSequence: false, audit: audit('x', 'k2') },
+          code: 'ERR_STORE_CONFLICT',
+        },
+        {
+          change: { transitions: [{ kid: 'k9', from: ['prepared'], to: 'active' }], bumpBundleSequence: false, audit: audit('x', 'k9') },
+          code: 'ERR_STORE_NOT_FOUND',
+        },
+        {
+          change: { transitions: [{ kid: 'k2', from: ['prepared'], to: 'active' }], bumpBundleSequence: true, audit: audit('x', 'k2') },
+          code: 'ERR_STORE_DUPLICATE',
+        }, // two active keys
       ];
       for (const { change, code } of refusals) await expectStoreError(store.applyJwtAuthorityChange(change), code);
       expect((await store.loadJwtAuthorities()).map((k) => [k.kid, k.state])).toEqual([
@@ -718,19 +855,31 @@ describe.each(BACKENDS)('$name store', (backend) => {
 
     it('records JWT-SVIDs (never for an unknown kid or twice), lists them newest first and prunes expired ones', async () => {
       const { store } = await freshStore();
-      await store.applyJwtAuthorityChange({ insert: [jwtKey('k1', 'active')], bumpBundleSequence: true, audit: audit('jwt.bootstrap', 'k1') });
+      await store.applyJwtAuthorityChange({
+        insert: [jwtKey('k1', 'active')],
+        bumpBundleSequence: true,
+        audit: audit('jwt.bootstrap', 'k1'),
+      });
       await store.recordJwtSvid(svid('j1', 'k1', new Date(NOW.getTime() - HOUR)));
       await store.recordJwtSvid(svid('j2', 'k1'));
       await expectStoreError(store.recordJwtSvid(svid('j2', 'k1')), 'ERR_STORE_DUPLICATE');
       await expectStoreError(store.recordJwtSvid(svid('j3', 'nope')), 'ERR_STORE_NOT_FOUND');
       expect((await store.listJwtSvids({ spiffeId: 'spiffe://td/ns/a/sa/b', limit: 10 })).map((r) => r.jti).sort()).toEqual(['j1', 'j2']);
       expect(await store.pruneJwtSvids(NOW, 10)).toBe(1);
-      expect((await store.listJwtSvids({ limit: 10 })).map((r) => ({ jti: r.jti, audiences: r.audiences }))).toEqual([{ jti: 'j2', audiences: ['api'] }]);
+      expect((await store.listJwtSvids({ limit: 10 })).map((r) => ({ jti: r.jti, audiences: r.audiences }))).toEqual([
+        { jti: 'j2', audiences: ['api'] },
+      ]);
     });
 
     it('keeps one last good bundle per federated trust domain, across reopening', async () => {
       const { store, path } = await freshStore();
-      const record = (sequence: number) => ({ trustDomain: 'peer.test', endpointUrl: 'https://peer/v1/bundle', bundleJson: JSON.stringify({ keys: [], spiffe_sequence: sequence }), sequence, fetchedAt: NOW });
+      const record = (sequence: number) => ({
+        trustDomain: 'peer.test',
+        endpointUrl: 'https://peer/v1/bundle',
+        bundleJson: JSON.stringify({ keys: [], spiffe_sequence: sequence }),
+        sequence,
+        fetchedAt: NOW,
+      });
       await store.saveFederatedBundle(record(1));
       await store.saveFederatedBundle(record(2));
       await store.close();
@@ -748,7 +897,12 @@ describe('sqlite migrations', () => {
       expect(applyMigrations(db)).toEqual(shipped.map((m) => m.version));
       expect(applyMigrations(db)).toEqual([]);
       const sql = readFileSync(join(DEFAULT_MIGRATIONS_DIR, '001_initial.sql'), 'utf8');
-      expect(recordedMigrations(db)[0]).toEqual({ version: 1, name: 'initial', sha256: createHash('sha256').update(sql).digest('hex'), appliedAt: expect.any(Date) });
+      expect(recordedMigrations(db)[0]).toEqual({
+        version: 1,
+        name: 'initial',
+        sha256: createHash('sha256').update(sql).digest('hex'),
+        appliedAt: expect.any(Date),
+      });
       expect(recordedMigrations(db).map((m) => [m.version, m.name, m.sha256])).toEqual(shipped.map((m) => [m.version, m.name, m.sha256]));
     } finally {
       db.close();
@@ -819,13 +973,16 @@ describe('scale', () => {
       expect(plan.join('\n'), JSON.stringify(query)).toMatch(/USING (COVERING )?INDEX/);
       expect(plan.join('\n')).not.toMatch(/TEMP B-TREE|SCAN issued_certificates$/m);
     }
-    expect((await store.certificateListingPlan({ spiffeId, limit: 50, now: NOW })).join('\n')).toMatch(/SEARCH issued_certificates USING INDEX issued_certificates_spiffe \(spiffe_id=\?\)/);
+    expect((await store.certificateListingPlan({ spiffeId, limit: 50, now: NOW })).join('\n')).toMatch(
+      /SEARCH issued_certificates USING INDEX issued_certificates_spiffe \(spiffe_id=\?\)/,
+    );
     expect((await store.authorityUsage(NOW)).get('int-1')?.issued).toBe(100_000);
   });
 });
 
 describe.runIf(POSTGRES_URL)('postgres store shared by replicas', () => {
-  const openShared = (url: string, extra: Partial<Parameters<typeof openPostgresStore>[0]> = {}) => openTracked(openPostgresStore({ url, ...extra }));
+  const openShared = (url: string, extra: Partial<Parameters<typeof openPostgresStore>[0]> = {}) =>
+    openTracked(openPostgresStore({ url, ...extra }));
 
   it('migrates once when several replicas start together', async () => {
     const url = await createTestDatabase();

@@ -11,9 +11,9 @@ import { resealAuthorityKeys } from '../src/authority/kek-rotation.js';
 import { trustedRootsPem } from '../src/authority/snapshot.js';
 import { parseKek } from '../src/pki/keys.js';
 import { CertificateAuthority } from '../src/authority/lifecycle.js';
-import { databasePath } from '../src/server.js';
+import { databasePath } from '../src/app/data-dir.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
-import { inspectSqliteStore } from '../src/store/verify.js';
+import { inspectSqliteStore } from '../src/store/sqlite.js';
 import { adminCall, type AdminResponse, type AdminTarget } from './support/admin.js';
 import { mutualTls, workloadCredentials, type WorkloadCredentials } from './support/mtls.js';
 import { ecCsr, MESHCA_INTERMEDIATE_EXT, OpensslCa } from './support/offline-ca.js';
@@ -137,7 +137,7 @@ describe('offline root: CSR out, certificate in', () => {
     expect(verifiesAgainst(offline.certPath, c, 'extra')).toContain('OK');
     expect(await mutualTls(c, d, { clientCa: offline.certPem, serverCa: offline.certPem })).toMatchObject({ ok: true });
     // The store's invariants follow intermediates through their upstream chain; the leaves verify against their authority.
-    const inspection = inspectSqliteStore(databasePath(join(dir, 'data')), { readonly: true });
+    const inspection = inspectSqliteStore(databasePath(join(dir, 'data')));
     try {
       const report = await checkInvariants(inspection, { skipIntegrity: true });
       expect(report.results.filter((r) => r.status === 'failed')).toEqual([]);

@@ -23,9 +23,13 @@ export function prefillStore(dbPath, rows) {
   const started = performance.now();
   const db = new Database(dbPath);
   try {
-    const active = /** @type {{ id: string } | undefined} */ (db.prepare(`SELECT id FROM authorities WHERE kind = 'intermediate' AND state = 'active'`).get());
+    const active = /** @type {{ id: string } | undefined} */ (
+      db.prepare(`SELECT id FROM authorities WHERE kind = 'intermediate' AND state = 'active'`).get()
+    );
     if (!active) throw new Error('no active intermediate in the store');
-    const sample = /** @type {{ der: Buffer } | undefined} */ (db.prepare('SELECT der FROM issued_certificates ORDER BY id DESC LIMIT 1').get());
+    const sample = /** @type {{ der: Buffer } | undefined} */ (
+      db.prepare('SELECT der FROM issued_certificates ORDER BY id DESC LIMIT 1').get()
+    );
     if (!sample) throw new Error('no issued certificate to copy a DER from (the warm-up should have issued some)');
     db.pragma('journal_mode = DELETE');
     db.pragma('synchronous = OFF');

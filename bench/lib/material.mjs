@@ -60,7 +60,11 @@ export class MaterialCache {
     let saved = readJson(path);
     if (saved?.version !== CACHE_VERSION) {
       const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-      saved = { version: CACHE_VERSION, kid: `bench-${Date.now().toString(36)}`, pkcs8Pem: /** @type {string} */ (privateKey.export({ type: 'pkcs8', format: 'pem' })) };
+      saved = {
+        version: CACHE_VERSION,
+        kid: `bench-${Date.now().toString(36)}`,
+        pkcs8Pem: /** @type {string} */ (privateKey.export({ type: 'pkcs8', format: 'pem' })),
+      };
       writeJson(path, saved);
     }
     const privateKey = createPrivateKey(saved.pkcs8Pem);
@@ -105,17 +109,24 @@ export class MaterialCache {
     const signer = this.signer();
     const nowS = Math.floor(Date.now() / 1000);
     const file = `tokens-${name}-n${identities}.json`;
-    return this.extend(file, { kid: signer.kid, minExp: nowS + TOKEN_MIN_REMAINING_S }, count, async (from, to) => {
-      const iat = Math.floor(Date.now() / 1000);
-      const tokens = [];
-      // Asynchronous signing runs on the libuv pool, so both cores share the work.
-      for (let start = from; start < to; start += 256) {
-        const batch = [];
-        for (let i = start; i < Math.min(to, start + 256); i++) batch.push(signToken(signer, identity(i % identities), iat, `${name}-${i}`));
-        tokens.push(...(await Promise.all(batch)));
-      }
-      return tokens;
-    }, (meta) => ({ kid: signer.kid, exp: Math.min(meta.exp ?? Infinity, nowS + TOKEN_LIFETIME_S) }));
+    return this.extend(
+      file,
+      { kid: signer.kid, minExp: nowS + TOKEN_MIN_REMAINING_S },
+      count,
+      async (from, to) => {
+        const iat = Math.floor(Date.now() / 1000);
+        const tokens = [];
+        // Asynchronous signing runs on the libuv pool, so both cores share the work.
+        for (let start = from; start < to; start += 256) {
+          const batch = [];
+          for (let i = start; i < Math.min(to, start + 256); i++)
+            batch.push(signToken(signer, identity(i % identities), iat, `${name}-${i}`));
+          tokens.push(...(await Promise.all(batch)));
+        }
+        return tokens;
+      },
+      (meta) => ({ kid: signer.kid, exp: Math.min(meta.exp ?? Infinity, nowS + TOKEN_LIFETIME_S) }),
+    );
   }
 
   /**
@@ -142,7 +153,9 @@ export class MaterialCache {
       saved.items.push(...(await generate(from, count)));
       saved.meta = updateMeta(saved.meta);
       writeJson(path, saved);
-      log(`generated ${count - from} × ${file.replace(/\.json$/, '')} in ${((performance.now() - started) / 1000).toFixed(1)} s (cached in ${path})`);
+      log(
+        `generated ${count - from} × ${file.replace(/\.json$/, '')} in ${((performance.now() - started) / 1000).toFixed(1)} s (cached in ${path})`,
+      );
     }
     return { path, count };
   }

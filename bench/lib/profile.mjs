@@ -49,10 +49,16 @@ export function summarizeProfile(path, top = 25, thread = 'main thread', window 
     `${thread}: ${(total / 1e6).toFixed(1)} s sampled, ${(busy / 1e6).toFixed(1)} s busy (${((100 * busy) / total).toFixed(0)} %)`,
     '',
     'self time by area:',
-    ...[...byArea].sort((a, b) => b[1] - a[1]).slice(0, Math.min(20, top + 3)).map(([k, us]) => `  ${pct(us)}  ${k}`),
+    ...[...byArea]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, Math.min(20, top + 3))
+      .map(([k, us]) => `  ${pct(us)}  ${k}`),
     '',
     `top ${top} functions by self time:`,
-    ...[...byFunction].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, us]) => `  ${pct(us)}  ${k}`),
+    ...[...byFunction]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([k, us]) => `  ${pct(us)}  ${k}`),
   ];
   return lines.join('\n') + '\n';
 }
@@ -82,16 +88,51 @@ function shortUrl(url) {
  */
 const STAGE_RULES = [
   { stage: 'token check (JWT, cache)', test: (url) => url.includes('/dist/authn/') || url.includes('node_modules/jose/') },
-  { stage: 'key import + signature verify', test: (url, fn) => url.includes('/dist/pki/verify-pool.js') || (url.includes('/dist/pki/csr.js') && /^(verificationKey|signatureCheck|verifyCsrSignature|exactCopy)$/.test(fn)) || (url === 'node:internal/crypto/sig' && /^verify/.test(fn)) || url === 'node:internal/crypto/keys' },
-  { stage: 'CSR parse (PEM + DER)', test: (url, fn) => url.includes('/dist/pki/csr.js') || url.includes('/dist/pki/der.js') && /^(DerReader|top|sequence|children|elementAt|oid|bitString|string|integer|smallInteger|raw|expect|inner|octetString|null)$/.test(fn) || (url.includes('/dist/pki/pem.js') && fn !== 'pemEncode') },
+  {
+    stage: 'key import + signature verify',
+    test: (url, fn) =>
+      url.includes('/dist/pki/verify-pool.js') ||
+      (url.includes('/dist/pki/csr.js') && /^(verificationKey|signatureCheck|verifyCsrSignature|exactCopy)$/.test(fn)) ||
+      (url === 'node:internal/crypto/sig' && /^verify/.test(fn)) ||
+      url === 'node:internal/crypto/keys',
+  },
+  {
+    stage: 'CSR parse (PEM + DER)',
+    test: (url, fn) =>
+      url.includes('/dist/pki/csr.js') ||
+      (url.includes('/dist/pki/der.js') &&
+        /^(DerReader|top|sequence|children|elementAt|oid|bitString|string|integer|smallInteger|raw|expect|inner|octetString|null)$/.test(
+          fn,
+        )) ||
+      (url.includes('/dist/pki/pem.js') && fn !== 'pemEncode'),
+  },
   { stage: 'policy', test: (url) => url.includes('/dist/authority/policy.js') },
-  { stage: 'signing (TBS DER + ECDSA call)', test: (url) => url.includes('/dist/pki/leaf.js') || url.includes('/dist/pki/der.js') || url.includes('/dist/pki/serial.js') || url.includes('/dist/authority/signer.js') || url === 'node:internal/crypto/sig' },
+  {
+    stage: 'signing (TBS DER + ECDSA call)',
+    test: (url) =>
+      url.includes('/dist/pki/leaf.js') ||
+      url.includes('/dist/pki/der.js') ||
+      url.includes('/dist/pki/serial.js') ||
+      url.includes('/dist/authority/signer.js') ||
+      url === 'node:internal/crypto/sig',
+  },
   { stage: 'PEM encode', test: (url, fn) => url.includes('/dist/pki/pem.js') && fn === 'pemEncode' },
   { stage: 'store', test: (url) => url.includes('/dist/store/') || url.includes('node_modules/better-sqlite3/') },
   { stage: 'issuance pipeline (glue)', test: (url) => url.includes('/dist/authority/') },
-  { stage: 'handler: logs and metrics', test: (url) => url.includes('node_modules/pino') || url.includes('node_modules/prom-client/') || url.includes('node_modules/sonic-boom/') },
+  {
+    stage: 'handler: logs and metrics',
+    test: (url) =>
+      url.includes('node_modules/pino') || url.includes('node_modules/prom-client/') || url.includes('node_modules/sonic-boom/'),
+  },
   { stage: 'handler (metadata, status)', test: (url) => url.includes('/dist/grpc/') },
-  { stage: 'gRPC / HTTP/2 / TLS', test: (url) => url.includes('node_modules/@grpc/') || url.includes('node_modules/protobufjs/') || url.includes('node_modules/@protobufjs/') || /^node:(internal\/)?(http2|tls|_tls|net|stream|internal\/streams|internal\/http2|internal\/tls)/.test(url) },
+  {
+    stage: 'gRPC / HTTP/2 / TLS',
+    test: (url) =>
+      url.includes('node_modules/@grpc/') ||
+      url.includes('node_modules/protobufjs/') ||
+      url.includes('node_modules/@protobufjs/') ||
+      /^node:(internal\/)?(http2|tls|_tls|net|stream|internal\/streams|internal\/http2|internal\/tls)/.test(url),
+  },
   { stage: 'garbage collection', test: (_url, fn) => fn === '(garbage collector)' },
 ];
 
@@ -168,12 +209,15 @@ export function stageBreakdown(profiles, measured) {
   for (const { file, thread } of profiles) {
     const { stages } = stageTimes(file, measured.window);
     // Node names every thread "node"; a worker is named after what it mostly does (verifier, writer, checkpointer).
-    const top = [...stages].filter(([stage]) => !stage.startsWith('other') && !stage.startsWith('native') && stage !== 'garbage collection').sort((a, b) => b[1] - a[1])[0];
+    const top = [...stages]
+      .filter(([stage]) => !stage.startsWith('other') && !stage.startsWith('native') && stage !== 'garbage collection')
+      .sort((a, b) => b[1] - a[1])[0];
     const name = thread === 'main' || !top ? thread : `${thread}: ${top[0]}`;
     for (const [stage, us] of stages) rows.push({ stage, thread: name, usPerCert: us / measured.certificates });
   }
   rows.sort((a, b) => b.usPerCert - a.usPerCert);
-  const sum = (/** @type {'main' | 'workers'} */ which) => rows.filter((r) => (r.thread === 'main') === (which === 'main')).reduce((a, r) => a + r.usPerCert, 0);
+  const sum = (/** @type {'main' | 'workers'} */ which) =>
+    rows.filter((r) => (r.thread === 'main') === (which === 'main')).reduce((a, r) => a + r.usPerCert, 0);
   const text = [
     `per-stage breakdown of ${measured.name} (${measured.certificates.toLocaleString('en-US')} certificates; profiled busy time, with profiler overhead):`,
     ...rows.filter((r) => r.usPerCert >= 0.5).map((r) => `  ${r.usPerCert.toFixed(1).padStart(7)} µs/cert  ${r.stage} [${r.thread}]`),

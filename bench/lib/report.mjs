@@ -75,7 +75,9 @@ export function markdownReport(run) {
   const out = [
     `# meshca benchmark, ${run.date}${run.quick ? ' (quick)' : ''}`,
     '',
-    ...(s.profiled ? ['**Profiled run** (`--profile`): the server ran under `node --cpu-prof`, so these numbers include profiler overhead.', ''] : []),
+    ...(s.profiled
+      ? ['**Profiled run** (`--profile`): the server ran under `node --cpu-prof`, so these numbers include profiler overhead.', '']
+      : []),
     `${m.cpus} × ${m.cpuModel}, ${m.memoryGb} GB RAM, Node ${m.node}, Linux ${m.kernel}; commit ${m.commit}${m.dirty ? ' (with uncommitted changes)' : ''}; ${m.busyBeforeStartPercent} % of a core busy just before the start (load average ${m.loadAverageAtStart?.join(' ')}); 4 KiB write + fdatasync on the data disk: p50 ${m.fsync4k?.p50Ms} ms, p99 ${m.fsync4k?.p99Ms} ms.`,
     `Server: \`meshca serve\` with TLS gRPC, JWKS (RS256) token validation, SQLite in ${s.dataFs}, default durability, CA key ${s.caKeyType}, log level ${s.serverLogLevel}.`,
     `Load: ${s.loadgens} load-generator processes × ${s.channels} TLS connections each; ${s.workloads} workloads; ${s.durationS} s per steady scenario. ${pinning(s.pinned, m.cpus)}`,
@@ -85,8 +87,17 @@ export function markdownReport(run) {
     ...run.scenarios.flatMap((r) => (r.notes.length ? [`- **${r.name}**: ${r.notes.join('; ')}.`] : [])),
   ];
   if (internals.length) {
-    out.push('', 'Server-side (from its /metrics, averaged over each scenario):', '', '| Scenario | rows per commit | commit ms | issuance ms (server) |', '|---|--:|--:|--:|');
-    for (const r of internals) out.push(`| ${r.name} | ${fmt(r.server.rowsPerCommit ?? NaN)} | ${fmt(r.server.commitMs ?? NaN, 2)} | ${fmt(r.server.issuanceMs ?? NaN, 2)} |`);
+    out.push(
+      '',
+      'Server-side (from its /metrics, averaged over each scenario):',
+      '',
+      '| Scenario | rows per commit | commit ms | issuance ms (server) |',
+      '|---|--:|--:|--:|',
+    );
+    for (const r of internals)
+      out.push(
+        `| ${r.name} | ${fmt(r.server.rowsPerCommit ?? NaN)} | ${fmt(r.server.commitMs ?? NaN, 2)} | ${fmt(r.server.issuanceMs ?? NaN, 2)} |`,
+      );
   }
   if (run.cfssl?.skipped) out.push('', `cfssl comparison: ${run.cfssl.skipped}.`);
   for (const st of run.stages ?? []) {
@@ -123,9 +134,13 @@ export function svgChart(run, goals = {}) {
   const esc = (/** @type {string} */ t) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;');
   /** @type {string[]} */
   const el = [];
-  el.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="system-ui, -apple-system, sans-serif" font-size="12">`);
+  el.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="system-ui, -apple-system, sans-serif" font-size="12">`,
+  );
   el.push(`<rect width="${W}" height="${H}" fill="#fff"/>`);
-  el.push(`<text x="${W / 2}" y="24" text-anchor="middle" font-size="15" font-weight="600">meshca CreateCertificate, ECDSA P-256, ${esc(run.date)}${run.quick ? ' (quick)' : ''}</text>`);
+  el.push(
+    `<text x="${W / 2}" y="24" text-anchor="middle" font-size="15" font-weight="600">meshca CreateCertificate, ECDSA P-256, ${esc(run.date)}${run.quick ? ' (quick)' : ''}</text>`,
+  );
   if (points.length === 0) {
     el.push(`<text x="${W / 2}" y="${H / 2}" text-anchor="middle">no steady-cN scenarios in this run</text></svg>`);
     return el.join('\n') + '\n';
@@ -135,16 +150,22 @@ export function svgChart(run, goals = {}) {
 
   /** @param {number} x0 @param {number} max @param {string} title @param {string} color */
   const axes = (x0, max, title, color) => {
-    el.push(`<text x="${x0 + panel.w / 2}" y="${panel.top - 14}" text-anchor="middle" font-weight="600" fill="${color}">${esc(title)}</text>`);
+    el.push(
+      `<text x="${x0 + panel.w / 2}" y="${panel.top - 14}" text-anchor="middle" font-weight="600" fill="${color}">${esc(title)}</text>`,
+    );
     for (let k = 0; k <= 4; k++) {
       const v = (max * k) / 4;
       const yy = y(v, max);
       el.push(`<line x1="${x0}" y1="${yy}" x2="${x0 + panel.w}" y2="${yy}" stroke="#e5e5e5"/>`);
-      el.push(`<text x="${x0 - 6}" y="${yy + 4}" text-anchor="end" fill="#555">${v >= 1000 ? `${(v / 1000).toLocaleString('en-US')}k` : v.toLocaleString('en-US')}</text>`);
+      el.push(
+        `<text x="${x0 - 6}" y="${yy + 4}" text-anchor="end" fill="#555">${v >= 1000 ? `${(v / 1000).toLocaleString('en-US')}k` : v.toLocaleString('en-US')}</text>`,
+      );
     }
     el.push(`<line x1="${x0}" y1="${panel.top + panel.h}" x2="${x0 + panel.w}" y2="${panel.top + panel.h}" stroke="#333"/>`);
     points.forEach((p, i) => el.push(`<text x="${xs(i, x0)}" y="${panel.top + panel.h + 18}" text-anchor="middle">${p.c}</text>`));
-    el.push(`<text x="${x0 + panel.w / 2}" y="${panel.top + panel.h + 38}" text-anchor="middle" fill="#555">concurrency (in-flight requests)</text>`);
+    el.push(
+      `<text x="${x0 + panel.w / 2}" y="${panel.top + panel.h + 38}" text-anchor="middle" fill="#555">concurrency (in-flight requests)</text>`,
+    );
   };
   /** @param {number} x0 @param {number} max @param {number} goal @param {string} label */
   const goalLine = (x0, max, goal, label) => {
@@ -159,8 +180,12 @@ export function svgChart(run, goals = {}) {
   const bw = (panel.w / points.length) * 0.55;
   points.forEach((p, i) => {
     const top = y(p.tput, tMax);
-    el.push(`<rect x="${r1(xs(i, left.x) - bw / 2)}" y="${top}" width="${r1(bw)}" height="${r1(panel.top + panel.h - top)}" fill="#1f6feb" opacity="0.85"/>`);
-    el.push(`<text x="${xs(i, left.x)}" y="${top - 5}" text-anchor="middle" font-size="11">${Math.round(p.tput).toLocaleString('en-US')}</text>`);
+    el.push(
+      `<rect x="${r1(xs(i, left.x) - bw / 2)}" y="${top}" width="${r1(bw)}" height="${r1(panel.top + panel.h - top)}" fill="#1f6feb" opacity="0.85"/>`,
+    );
+    el.push(
+      `<text x="${xs(i, left.x)}" y="${top - 5}" text-anchor="middle" font-size="11">${Math.round(p.tput).toLocaleString('en-US')}</text>`,
+    );
   });
   goalLine(left.x, tMax, goals.throughputGoal ?? 0, `goal ${goals.throughputGoal?.toLocaleString('en-US')}/s at c32`);
 
@@ -171,7 +196,9 @@ export function svgChart(run, goals = {}) {
   el.push(`<path d="${path}" fill="none" stroke="#d35400" stroke-width="2.5"/>`);
   points.forEach((p, i) => {
     el.push(`<circle cx="${xs(i, right.x)}" cy="${y(p.p99, lMax)}" r="4" fill="#d35400"/>`);
-    el.push(`<text x="${xs(i, right.x)}" y="${y(p.p99, lMax) - 9}" text-anchor="middle" font-size="11">${p.p99 < 10 ? p.p99.toFixed(1) : Math.round(p.p99)}</text>`);
+    el.push(
+      `<text x="${xs(i, right.x)}" y="${y(p.p99, lMax) - 9}" text-anchor="middle" font-size="11">${p.p99 < 10 ? p.p99.toFixed(1) : Math.round(p.p99)}</text>`,
+    );
   });
   el.push('</svg>');
   return el.join('\n') + '\n';

@@ -57,23 +57,40 @@ export class ServerProcess {
     const addresses = { grpc: `127.0.0.1:${grpcPort}`, admin: `https://127.0.0.1:${adminPort}`, monitoring: `127.0.0.1:${monitoringPort}` };
     const args = [
       ...(options.nodeArgs ?? []),
-      options.cli, 'serve',
-      '--data-dir', options.dataDir,
-      '--grpc-listen', addresses.grpc,
-      '--admin-listen', `127.0.0.1:${adminPort}`,
-      '--monitoring-listen', addresses.monitoring,
-      '--jwks-file', options.jwksFile,
-      '--jwt-issuer', options.jwtIssuer,
-      '--log-level', options.logLevel,
+      options.cli,
+      'serve',
+      '--data-dir',
+      options.dataDir,
+      '--grpc-listen',
+      addresses.grpc,
+      '--admin-listen',
+      `127.0.0.1:${adminPort}`,
+      '--monitoring-listen',
+      addresses.monitoring,
+      '--jwks-file',
+      options.jwksFile,
+      '--jwt-issuer',
+      options.jwtIssuer,
+      '--log-level',
+      options.logLevel,
       // The benchmark measures throughput: one load generator plays thousands of identities from a
       // few connections, so the per-identity limit is off and each connection may multiplex many
       // calls (istio-agent uses one stream per request; the production defaults are sized for it).
-      '--rate-limit-per-identity', '0',
-      '--max-concurrent-streams', '256',
+      '--rate-limit-per-identity',
+      '0',
+      '--max-concurrent-streams',
+      '256',
       ...(options.extraArgs ?? []),
     ];
     const server = new ServerProcess(
-      spawnLogged({ program: process.execPath, args, cpus: options.cpus, env: { ...process.env, MESHCA_KEK: options.kek }, logFile: options.logFile, tail: [] }),
+      spawnLogged({
+        program: process.execPath,
+        args,
+        cpus: options.cpus,
+        env: { ...process.env, MESHCA_KEK: options.kek },
+        logFile: options.logFile,
+        tail: [],
+      }),
       addresses,
       options,
     );
@@ -100,12 +117,18 @@ export class ServerProcess {
 
   /** @param {number} n */
   lastLines(n) {
-    return this.tail.slice(-n).map((line) => `    | ${line}`).join('\n');
+    return this.tail
+      .slice(-n)
+      .map((line) => `    | ${line}`)
+      .join('\n');
   }
 
   /** PEM roots of the trust bundle, read from the data dir by `meshca bundle`. */
   bundlePem() {
-    const result = spawnSync(process.execPath, [this.options.cli, 'bundle', '--data-dir', this.options.dataDir], { encoding: 'utf8', env: { ...process.env, MESHCA_KEK: this.options.kek } });
+    const result = spawnSync(process.execPath, [this.options.cli, 'bundle', '--data-dir', this.options.dataDir], {
+      encoding: 'utf8',
+      env: { ...process.env, MESHCA_KEK: this.options.kek },
+    });
     if (result.status !== 0) throw new Error(`meshca bundle failed: ${result.stderr}`);
     return result.stdout;
   }
@@ -165,7 +188,10 @@ export class AdminClient {
           method,
           agent: this.agent,
           servername: 'localhost',
-          headers: { authorization: `Bearer ${this.token}`, ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}) },
+          headers: {
+            authorization: `Bearer ${this.token}`,
+            ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
+          },
         },
         (res) => {
           const chunks = /** @type {Buffer[]} */ ([]);
@@ -345,7 +371,12 @@ export class ResourceWindow {
     this.started = performance.now();
     /** CLOCK_MONOTONIC in µs, the clock of V8 CPU profiles' timestamps (to cut a profile to this window) */
     this.monotonicStartUs = Number(process.hrtime.bigint() / 1000n);
-    this.cpuStart = { server: treeCpuSeconds(pids.server), serverThreads: threadsCpuSeconds(pids.server), loadgens: pids.loadgens.map(cpuSeconds), machine: machineBusySeconds() };
+    this.cpuStart = {
+      server: treeCpuSeconds(pids.server),
+      serverThreads: threadsCpuSeconds(pids.server),
+      loadgens: pids.loadgens.map(cpuSeconds),
+      machine: machineBusySeconds(),
+    };
     let reset = false;
     try {
       writeFileSync(`/proc/${pids.server}/clear_refs`, '5');
@@ -365,7 +396,10 @@ export class ResourceWindow {
     clearInterval(this.timer);
     const seconds = (performance.now() - this.started) / 1000;
     const serverCpu = treeCpuSeconds(this.pids.server) - this.cpuStart.server;
-    const threads = [...threadsCpuSeconds(this.pids.server)].map(([tid, s]) => ({ tid, cpuSeconds: s - (this.cpuStart.serverThreads.get(tid) ?? 0) }));
+    const threads = [...threadsCpuSeconds(this.pids.server)].map(([tid, s]) => ({
+      tid,
+      cpuSeconds: s - (this.cpuStart.serverThreads.get(tid) ?? 0),
+    }));
     const mainCpu = threads.find((t) => t.tid === this.pids.server)?.cpuSeconds ?? NaN;
     const loadgenCpu = this.pids.loadgens.reduce((sum, pid, i) => sum + (cpuSeconds(pid) - this.cpuStart.loadgens[i]), 0);
     const machineCpu = machineBusySeconds() - this.cpuStart.machine;
@@ -413,13 +447,19 @@ export function spawnLogged({ program, args, cpus, env, logFile, tail }) {
 /** @param {number} n distinct free loopback TCP ports */
 export async function freePorts(n) {
   const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise((resolve, reject) => {
-      const s = createServer();
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => resolve(s));
-    })),
+    Array.from(
+      { length: n },
+      () =>
+        new Promise((resolve, reject) => {
+          const s = createServer();
+          s.once('error', reject);
+          s.listen(0, '127.0.0.1', () => resolve(s));
+        }),
+    ),
   );
-  const ports = servers.map((s) => /** @type {import('node:net').AddressInfo} */ (/** @type {import('node:net').Server} */ (s).address()).port);
+  const ports = servers.map(
+    (s) => /** @type {import('node:net').AddressInfo} */ (/** @type {import('node:net').Server} */ (s).address()).port,
+  );
   await Promise.all(servers.map((s) => new Promise((r) => /** @type {import('node:net').Server} */ (s).close(r))));
   return ports;
 }

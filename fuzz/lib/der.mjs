@@ -67,7 +67,8 @@ function toNode(buf, tag, start, end, depth) {
         const first = buf[start + skip];
         if (first === 0x30 || first === 0x31) {
           const children = parseElements(buf, start + skip, end, depth + 1);
-          if (children !== undefined && children.length === 1) return { tag, prefix: Buffer.from(buf.subarray(start, start + skip)), children };
+          if (children !== undefined && children.length === 1)
+            return { tag, prefix: Buffer.from(buf.subarray(start, start + skip)), children };
         }
       }
     }
@@ -87,7 +88,9 @@ export function encodeTree(node) {
 }
 
 export function cloneTree(node) {
-  return node.children ? { tag: node.tag, prefix: node.prefix, children: node.children.map(cloneTree) } : { tag: node.tag, content: Buffer.from(node.content) };
+  return node.children
+    ? { tag: node.tag, prefix: node.prefix, children: node.children.map(cloneTree) }
+    : { tag: node.tag, content: Buffer.from(node.content) };
 }
 
 /** Every node with its parent, depth-first. */
@@ -168,20 +171,56 @@ export function swapTag(rng, buf) {
   return out;
 }
 
-export const TAGS = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0c, 0x12, 0x13, 0x14, 0x16, 0x17, 0x18, 0x1a, 0x1c, 0x1e, 0x1f, 0x30, 0x31, 0x3f, 0x80, 0x81, 0x82, 0x86, 0x87, 0x88, 0xa0, 0xa1, 0xa3, 0xa4, 0xbf, 0xff, 0x00];
+export const TAGS = [
+  0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0c, 0x12, 0x13, 0x14, 0x16, 0x17, 0x18, 0x1a, 0x1c, 0x1e, 0x1f, 0x30, 0x31, 0x3f, 0x80, 0x81, 0x82,
+  0x86, 0x87, 0x88, 0xa0, 0xa1, 0xa3, 0xa4, 0xbf, 0xff, 0x00,
+];
 
 /** OIDs the CSR parser and policy know, and some they do not. */
 export const OIDS = [
   '1.2.840.113549.1.9.14', // extensionRequest
   '1.2.840.113549.1.9.7', // challengePassword
-  '2.5.29.17', '2.5.29.19', '2.5.29.15', '2.5.29.37', '2.5.29.14', '2.5.29.35', '2.5.29.30', '1.3.6.1.5.5.7.1.1',
-  '1.2.840.10045.2.1', '1.2.840.113549.1.1.1', '1.2.840.113549.1.1.10', '1.2.840.113549.1.1.8', '1.3.101.112', '1.2.840.10040.4.1',
-  '1.2.840.10045.3.1.7', '1.3.132.0.34', '1.3.132.0.35', '1.3.132.0.10',
-  '1.2.840.10045.4.3.2', '1.2.840.10045.4.3.3', '1.2.840.10045.4.3.4', '1.2.840.10045.4.1',
-  '1.2.840.113549.1.1.11', '1.2.840.113549.1.1.12', '1.2.840.113549.1.1.13', '1.2.840.113549.1.1.5', '1.2.840.113549.1.1.4',
-  '2.16.840.1.101.3.4.2.1', '2.16.840.1.101.3.4.2.2', '2.16.840.1.101.3.4.2.3', '1.3.14.3.2.26',
-  '2.5.4.3', '2.5.4.10', '2.5.4.11', '2.5.4.6', '0.9.2342.19200300.100.1.25', '1.2.840.113549.1.9.1',
-  '2.25.329800735698586629295641978511506172918', '0.0', '2.999', '1.39.4294967296',
+  '2.5.29.17',
+  '2.5.29.19',
+  '2.5.29.15',
+  '2.5.29.37',
+  '2.5.29.14',
+  '2.5.29.35',
+  '2.5.29.30',
+  '1.3.6.1.5.5.7.1.1',
+  '1.2.840.10045.2.1',
+  '1.2.840.113549.1.1.1',
+  '1.2.840.113549.1.1.10',
+  '1.2.840.113549.1.1.8',
+  '1.3.101.112',
+  '1.2.840.10040.4.1',
+  '1.2.840.10045.3.1.7',
+  '1.3.132.0.34',
+  '1.3.132.0.35',
+  '1.3.132.0.10',
+  '1.2.840.10045.4.3.2',
+  '1.2.840.10045.4.3.3',
+  '1.2.840.10045.4.3.4',
+  '1.2.840.10045.4.1',
+  '1.2.840.113549.1.1.11',
+  '1.2.840.113549.1.1.12',
+  '1.2.840.113549.1.1.13',
+  '1.2.840.113549.1.1.5',
+  '1.2.840.113549.1.1.4',
+  '2.16.840.1.101.3.4.2.1',
+  '2.16.840.1.101.3.4.2.2',
+  '2.16.840.1.101.3.4.2.3',
+  '1.3.14.3.2.26',
+  '2.5.4.3',
+  '2.5.4.10',
+  '2.5.4.11',
+  '2.5.4.6',
+  '0.9.2342.19200300.100.1.25',
+  '1.2.840.113549.1.9.1',
+  '2.25.329800735698586629295641978511506172918',
+  '0.0',
+  '2.999',
+  '1.39.4294967296',
 ];
 
 /** Content octets of hostile OIDs: too long, too many arcs, non-minimal, truncated, huge arcs. */
@@ -257,7 +296,23 @@ export function mutateTree(rng, root, donors) {
   const leaves = nodes.filter((n) => n.node.content !== undefined);
   const parents = nodes.filter((n) => n.node.children && n.node.children.length > 0);
   const ofTag = (pred) => leaves.filter((n) => pred(n.node.tag));
-  const op = rng.pick(['leaf-bytes', 'leaf-interesting', 'oid', 'oid-hostile', 'tag', 'drop', 'dup', 'swap', 'insert', 'nest', 'string', 'integer', 'boolean', 'splice', 'empty-children']);
+  const op = rng.pick([
+    'leaf-bytes',
+    'leaf-interesting',
+    'oid',
+    'oid-hostile',
+    'tag',
+    'drop',
+    'dup',
+    'swap',
+    'insert',
+    'nest',
+    'string',
+    'integer',
+    'boolean',
+    'splice',
+    'empty-children',
+  ]);
   const target = (list) => (list.length > 0 ? rng.pick(list) : undefined);
   switch (op) {
     case 'leaf-bytes': {
@@ -317,7 +372,8 @@ export function mutateTree(rng, root, donors) {
       const t = target(nodes.filter((n) => n.parent));
       if (t) {
         let wrapped = t.node;
-        for (let k = rng.pick([1, 2, 30, 31, 32, 33, 40, 200]); k > 0; k--) wrapped = { tag: rng.bool(0.8) ? 0x30 : 0x31, children: [wrapped] };
+        for (let k = rng.pick([1, 2, 30, 31, 32, 33, 40, 200]); k > 0; k--)
+          wrapped = { tag: rng.bool(0.8) ? 0x30 : 0x31, children: [wrapped] };
         t.parent.children[t.index] = wrapped;
       }
       break;

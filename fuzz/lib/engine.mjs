@@ -81,7 +81,8 @@ export async function runFuzz(target, options) {
     } else {
       outcome = result.value.outcome;
       for (const v of result.value.violations) found.push(typeof v === 'string' ? { message: v } : v);
-      if (result.ms > target.timeBoundMs) found.push({ message: `took ${result.ms.toFixed(1)} ms, over the ${target.timeBoundMs} ms bound` });
+      if (result.ms > target.timeBoundMs)
+        found.push({ message: `took ${result.ms.toFixed(1)} ms, over the ${target.timeBoundMs} ms bound` });
     }
     report.outcomes[outcome] = (report.outcomes[outcome] ?? 0) + 1;
     if (options.trace) (report.trace ??= []).push({ index, outcome, ms: result.ms, ...target.describe(input) });
@@ -97,7 +98,17 @@ export async function runFuzz(target, options) {
       const count = (report.violationKinds[kind] = (report.violationKinds[kind] ?? 0) + 1);
       if (count <= maxExamplesPerKind) {
         const { base64, note } = target.describe(input);
-        report.violations.push({ target: target.name, seed, index, kind, message: v.message, stack: v.stack, input: base64, note, ms: Math.round(result.ms * 10) / 10 });
+        report.violations.push({
+          target: target.name,
+          seed,
+          index,
+          kind,
+          message: v.message,
+          stack: v.stack,
+          input: base64,
+          note,
+          ms: Math.round(result.ms * 10) / 10,
+        });
       }
     }
     onProgress?.(report, index);
@@ -109,7 +120,10 @@ export async function runFuzz(target, options) {
 async function timeCase(target, input) {
   const t0 = performance.now();
   try {
-    const value = await withDeadline(Promise.resolve().then(() => target.execute(input)), target.hangMs);
+    const value = await withDeadline(
+      Promise.resolve().then(() => target.execute(input)),
+      target.hangMs,
+    );
     return { value, ms: value !== HANG && typeof value.ms === 'number' ? value.ms : performance.now() - t0 };
   } catch (error) {
     return { error, ms: performance.now() - t0 };
@@ -119,7 +133,9 @@ async function timeCase(target, input) {
 /** One line per violation kind plus examples; empty string when clean. */
 export function formatViolations(report) {
   if (report.violations.length === 0) return '';
-  const lines = [`${report.target}: ${Object.values(report.violationKinds).reduce((a, b) => a + b, 0)} violation(s) in ${report.cases} cases (seed ${report.seed})`];
+  const lines = [
+    `${report.target}: ${Object.values(report.violationKinds).reduce((a, b) => a + b, 0)} violation(s) in ${report.cases} cases (seed ${report.seed})`,
+  ];
   for (const v of report.violations) {
     lines.push(`  case ${v.index}: ${v.message}`);
     if (v.note) lines.push(`    input: ${v.note}`);

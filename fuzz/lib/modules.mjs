@@ -20,7 +20,7 @@ export const MODULE_PATHS = [
   'admin/server',
   'config',
   'flags',
-  'server',
+  'app/server',
   'client/ca-client',
 ];
 

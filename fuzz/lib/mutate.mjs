@@ -3,7 +3,10 @@
 // value (inputs are never modified) plus, where useful, a short name for the case's description.
 
 /** Byte values that sit on parser boundaries (sign bits, length forms, tag classes). */
-export const INTERESTING_BYTES = [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0c, 0x13, 0x16, 0x1f, 0x20, 0x30, 0x31, 0x7f, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0xa0, 0xbf, 0xfe, 0xff];
+export const INTERESTING_BYTES = [
+  0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0c, 0x13, 0x16, 0x1f, 0x20, 0x30, 0x31, 0x7f, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0xa0, 0xbf,
+  0xfe, 0xff,
+];
 
 const BYTE_MUTATORS = {
   bitflip(rng, buf) {
@@ -64,8 +67,54 @@ export function mutateBytes(rng, buf, name = rng.pick(BYTE_MUTATOR_NAMES)) {
 
 /** Characters that break parsers of URL-like and base64-like strings. */
 export const NASTY_CHARS = [
-  '%', '%2F', '%00', '?', '#', '/', '//', '.', '..', ':', '@', ' ', '\t', '\n', '\r\n', '\0', '\\', '"', "'", '<', '=', '+', '-', '_', '~', '*', ',', ';', '[', ']', '{', '}',
-  'A', 'Z', 'é', 'ß', 'İ', 'ı', '\u212a' /* Kelvin sign, lowercases to k */, '\u00a0', '\u200b', '\ufeff', '\ud800', '\udfff', '😀', '\uffff', '\u0085', '\u2028',
+  '%',
+  '%2F',
+  '%00',
+  '?',
+  '#',
+  '/',
+  '//',
+  '.',
+  '..',
+  ':',
+  '@',
+  ' ',
+  '\t',
+  '\n',
+  '\r\n',
+  '\0',
+  '\\',
+  '"',
+  "'",
+  '<',
+  '=',
+  '+',
+  '-',
+  '_',
+  '~',
+  '*',
+  ',',
+  ';',
+  '[',
+  ']',
+  '{',
+  '}',
+  'A',
+  'Z',
+  'é',
+  'ß',
+  'İ',
+  'ı',
+  '\u212a' /* Kelvin sign, lowercases to k */,
+  '\u00a0',
+  '\u200b',
+  '\ufeff',
+  '\ud800',
+  '\udfff',
+  '😀',
+  '\uffff',
+  '\u0085',
+  '\u2028',
 ];
 
 /** Edits a string: inserts, deletes, replaces, repeats, case-flips. Returns [text, name]. */
@@ -109,7 +158,17 @@ export function weirdJsonValue(rng, depth = 0) {
     case 5:
       return 'x'.repeat(rng.pick([1, 255, 256, 2048, 2049, 70_000]));
     case 6:
-      return rng.pick(['true', 'null', '0', '1900000000', '__proto__', 'constructor', 'toString', 'spiffe://cluster.local', 'spiffe://cluster.local/ns/app/sa/api']);
+      return rng.pick([
+        'true',
+        'null',
+        '0',
+        '1900000000',
+        '__proto__',
+        'constructor',
+        'toString',
+        'spiffe://cluster.local',
+        'spiffe://cluster.local/ns/app/sa/api',
+      ]);
     case 7:
       return undefined;
     case 8:

@@ -43,24 +43,56 @@ function prepareCost(body) {
   if (!Object.keys(body).every((k) => ['keyType', 'rootTtl', 'intermediateTtl'].includes(k))) return undefined;
   const keyType = scalar(body.keyType);
   if (typeof keyType === 'string' && keyType.startsWith('rsa-')) return 'rsa';
-  const ordinary = [undefined, 'ec-p256', 'ec-p384'].includes(keyType) && ORDINARY_TTLS.has(scalar(body.rootTtl)) && ORDINARY_TTLS.has(scalar(body.intermediateTtl));
+  const ordinary =
+    [undefined, 'ec-p256', 'ec-p384'].includes(keyType) &&
+    ORDINARY_TTLS.has(scalar(body.rootTtl)) &&
+    ORDINARY_TTLS.has(scalar(body.intermediateTtl));
   return ordinary ? 'ordinary' : undefined;
 }
 
 export async function adminTarget(mods, pluginCa, options = {}) {
-  const { openSqliteStore, CertificateAuthority, Inventory, RevocationService, Metrics, buildAdminApi, IssuanceService, IssuancePolicy, pino } = mods;
+  const {
+    openSqliteStore,
+    CertificateAuthority,
+    Inventory,
+    RevocationService,
+    Metrics,
+    buildAdminApi,
+    IssuanceService,
+    IssuancePolicy,
+    pino,
+  } = mods;
   const dir = mkdtempSync(join(tmpdir(), 'meshca-fuzz-admin-'));
   const logger = pino({ level: 'silent' });
   const store = openSqliteStore({ path: join(dir, 'meshca.db') });
   const kek = randomBytes(32);
-  const ca = await CertificateAuthority.open({ store, kek, logger, trustDomain: 'cluster.local', keyType: 'ec-p256', rootTtlMs: 10 * 365 * 86_400_000, intermediateTtlMs: 365 * 86_400_000 });
-  const issuance = new IssuanceService(ca, store, new IssuancePolicy({ defaultTtlMs: 86_400_000, maxTtlMs: 30 * 86_400_000, backdateMs: 60_000 }));
+  const ca = await CertificateAuthority.open({
+    store,
+    kek,
+    logger,
+    trustDomain: 'cluster.local',
+    keyType: 'ec-p256',
+    rootTtlMs: 10 * 365 * 86_400_000,
+    intermediateTtlMs: 365 * 86_400_000,
+  });
+  const issuance = new IssuanceService(
+    ca,
+    store,
+    new IssuancePolicy({ defaultTtlMs: 86_400_000, maxTtlMs: 30 * 86_400_000, backdateMs: 60_000 }),
+  );
   const serials = [];
   const identities = ['spiffe://cluster.local/ns/fuzz/sa/a', 'spiffe://cluster.local/ns/fuzz/sa/b', 'spiffe://cluster.local/ns/other/sa/c'];
   for (let i = 0; i < 12; i++) {
     const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const spkiDer = publicKey.export({ format: 'der', type: 'spki' });
-    const issued = await issuance.issueProfile({ spkiDer, uris: [identities[i % identities.length]], dnsNames: [], ttlMs: 86_400_000, callerId: 'fuzz', rsaKey: false });
+    const issued = await issuance.issueProfile({
+      spkiDer,
+      uris: [identities[i % identities.length]],
+      dnsNames: [],
+      ttlMs: 86_400_000,
+      callerId: 'fuzz',
+      rsaKey: false,
+    });
     serials.push(issued.serialHex);
   }
   const revocation = new RevocationService(ca, store, kek, { crlValidityMs: 86_400_000 });
@@ -81,36 +113,69 @@ export async function adminTarget(mods, pluginCa, options = {}) {
   await app.ready();
 
   const templates = {
-    prepare: (rng) => rng.pick([{ keyType: rng.pick(['ec-p256', 'ec-p384']), rootTtl: rng.pick(['10y', '1y', '8760h']), intermediateTtl: rng.pick(['1y', '30d', '720h']) }, {}, { keyType: 'rsa-2048' }, null]),
+    prepare: (rng) =>
+      rng.pick([
+        {
+          keyType: rng.pick(['ec-p256', 'ec-p384']),
+          rootTtl: rng.pick(['10y', '1y', '8760h']),
+          intermediateTtl: rng.pick(['1y', '30d', '720h']),
+        },
+        {},
+        { keyType: 'rsa-2048' },
+        null,
+      ]),
     import: () => ({ ...pluginCa }),
     revoke: (rng) => ({ reason: rng.pick(REASONS) }),
     identities: (rng) => ({ spiffeId: rng.pick(identities), reason: rng.pick(REASONS), deny: rng.bool() }),
   };
-  const KEYS = { prepare: ['keyType', 'rootTtl', 'intermediateTtl'], import: ['caCert', 'caKey', 'certChain', 'rootCert'], revoke: ['reason'], identities: ['spiffeId', 'reason', 'deny'] };
+  const KEYS = {
+    prepare: ['keyType', 'rootTtl', 'intermediateTtl'],
+    import: ['caCert', 'caKey', 'certChain', 'rootCert'],
+    revoke: ['reason'],
+    identities: ['spiffeId', 'reason', 'deny'],
+  };
 
   function memberValue(rng, key) {
     const pems = Object.values(pluginCa);
     const byKey = {
       keyType: () => rng.pick(['rsa-1024', 'EC-P256', 'ec-p256 ', 'ed25519', 'rsa-4096x', '', 'ec-p521', 1, ['ec-p256']]),
-      rootTtl: () => rng.pick(['0s', '1ms', '0.5s', '1s', '99999999999999999999999999999y', '1h30m', '-1h', '1e3s', '10', 'y', '1.5.5h', '\u0663s', '1y'.repeat(16), '100000y', '20y']),
+      rootTtl: () =>
+        rng.pick([
+          '0s',
+          '1ms',
+          '0.5s',
+          '1s',
+          '99999999999999999999999999999y',
+          '1h30m',
+          '-1h',
+          '1e3s',
+          '10',
+          'y',
+          '1.5.5h',
+          '\u0663s',
+          '1y'.repeat(16),
+          '100000y',
+          '20y',
+        ]),
       intermediateTtl: () => rng.pick(['0s', '1ms', '11y', '99999999999999999999999999999y', '1000000h', '', '2y', '0.0001s']),
       reason: () => rng.pick(['KEYCOMPROMISE', 'removeFromCRL', 'certificateHold', '', 'keyCompromise ', 'toString', '__proto__', 1, null]),
       deny: () => rng.pick(['true', 'false', 1, 0, null, 'yes', [], [true]]),
-      spiffeId: () => rng.pick([
-        'spiffe://cluster.local',
-        'spiffe://CLUSTER.local/ns/a/sa/b',
-        'spiffe://cluster.local/ns/fuzz/sa/a/',
-        'spiffe://cluster.local/ns/fuzz/sa/a?x',
-        'spiffe://cluster.local/ns/%66uzz/sa/a',
-        'spiffe://cluster.local/ns/../sa/a',
-        'spiffe://cluster.local:443/ns/fuzz/sa/a',
-        'spiffe://other.domain/ns/fuzz/sa/a',
-        'spiffe://cluster.local/' + 'a'.repeat(2040),
-        'spiffe://cluster.local/' + 'a'.repeat(2100),
-        'spiffe://cluster.local/ns/fuzz/sa/\u00e9',
-        'spiffe://\ud800',
-        mutateString(rng, rng.pick(identities))[0],
-      ]),
+      spiffeId: () =>
+        rng.pick([
+          'spiffe://cluster.local',
+          'spiffe://CLUSTER.local/ns/a/sa/b',
+          'spiffe://cluster.local/ns/fuzz/sa/a/',
+          'spiffe://cluster.local/ns/fuzz/sa/a?x',
+          'spiffe://cluster.local/ns/%66uzz/sa/a',
+          'spiffe://cluster.local/ns/../sa/a',
+          'spiffe://cluster.local:443/ns/fuzz/sa/a',
+          'spiffe://other.domain/ns/fuzz/sa/a',
+          'spiffe://cluster.local/' + 'a'.repeat(2040),
+          'spiffe://cluster.local/' + 'a'.repeat(2100),
+          'spiffe://cluster.local/ns/fuzz/sa/\u00e9',
+          'spiffe://\ud800',
+          mutateString(rng, rng.pick(identities))[0],
+        ]),
       caCert: () => rng.pick(pems),
       caKey: () => rng.pick(pems),
       certChain: () => rng.pick(pems) + rng.pick(pems),
@@ -169,7 +234,10 @@ export async function adminTarget(mods, pluginCa, options = {}) {
       () => ['{"constructor":{"prototype":{"reason":"keyCompromise"}}}', 'constructor.prototype'],
       () => ['\ufeff' + json, 'BOM'],
       () => [Buffer.from(json, 'utf16le'), 'UTF-16'],
-      () => [Buffer.concat([Buffer.from(json.slice(0, -1)), Buffer.from(',"x":"'), Buffer.of(0xff, 0xfe, 0xc3), Buffer.from('"}')]), 'invalid UTF-8'],
+      () => [
+        Buffer.concat([Buffer.from(json.slice(0, -1)), Buffer.from(',"x":"'), Buffer.of(0xff, 0xfe, 0xc3), Buffer.from('"}')]),
+        'invalid UTF-8',
+      ],
       () => [json.replace('{', '{"reason":"keyCompromise","reason":1,'), 'duplicate keys'],
       () => ['{"a":' + '1'.repeat(rng.pick([400, 5000])) + '}', 'huge number'],
       () => ['{"x":"' + 'a'.repeat(limit + 1) + '"}', 'over the body limit'],
@@ -178,11 +246,32 @@ export async function adminTarget(mods, pluginCa, options = {}) {
   }
 
   function generate(rng) {
-    const route = rng.weighted([[28, 'prepare'], [20, 'import'], [25, 'revoke'], [22, 'identities'], [5, 'allow']]);
+    const route = rng.weighted([
+      [28, 'prepare'],
+      [20, 'import'],
+      [25, 'revoke'],
+      [22, 'identities'],
+      [5, 'allow'],
+    ]);
     const steps = [route];
     if (route === 'allow') return allowCase(rng, steps);
-    let url = route === 'prepare' ? '/v1/authorities/prepare' : route === 'import' ? '/v1/authorities/import' : route === 'identities' ? '/v1/identities/revoke' : `/v1/certificates/${serialFor(rng)}/revoke`;
-    const kind = rng.weighted([[4, 'template'], [50, 'members'], [22, 'raw'], [8, 'content-type'], [6, 'auth'], [5, 'url'], [5, 'method']]);
+    let url =
+      route === 'prepare'
+        ? '/v1/authorities/prepare'
+        : route === 'import'
+          ? '/v1/authorities/import'
+          : route === 'identities'
+            ? '/v1/identities/revoke'
+            : `/v1/certificates/${serialFor(rng)}/revoke`;
+    const kind = rng.weighted([
+      [4, 'template'],
+      [50, 'members'],
+      [22, 'raw'],
+      [8, 'content-type'],
+      [6, 'auth'],
+      [5, 'url'],
+      [5, 'method'],
+    ]);
     steps.push(kind);
     let body = templates[route](rng);
     let payload;
@@ -213,20 +302,55 @@ export async function adminTarget(mods, pluginCa, options = {}) {
     /** @type {Record<string, string>} */
     const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
     if (kind === 'content-type') {
-      const type = rng.pick(['text/plain', 'application/json; charset=utf-8', 'application/json; charset=latin1', 'application/json; charset=utf-16', 'application/JSON', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', '', undefined, 'application/json, text/plain', 'application/merge-patch+json', 'application/json;', '*/*', 'application/jsonx']);
+      const type = rng.pick([
+        'text/plain',
+        'application/json; charset=utf-8',
+        'application/json; charset=latin1',
+        'application/json; charset=utf-16',
+        'application/JSON',
+        'application/x-www-form-urlencoded',
+        'multipart/form-data; boundary=x',
+        '',
+        undefined,
+        'application/json, text/plain',
+        'application/merge-patch+json',
+        'application/json;',
+        '*/*',
+        'application/jsonx',
+      ]);
       if (type === undefined) delete headers['content-type'];
       else headers['content-type'] = type;
       steps.push(`content-type ${JSON.stringify(type)}`);
     }
     if (kind === 'auth') {
-      const auth = rng.pick([undefined, 'Bearer wrong', `bearer ${TOKEN}`, `Bearer   ${TOKEN}  `, `Basic ${TOKEN}`, TOKEN, `Bearer ${TOKEN}x`, `Bearer ${TOKEN.slice(0, -1)}`, `Bearer ${'a'.repeat(100_000)}`, 'Bearer', `Bearer ${TOKEN} ${TOKEN}`, `Bearer ${TOKEN.toUpperCase()}`]);
+      const auth = rng.pick([
+        undefined,
+        'Bearer wrong',
+        `bearer ${TOKEN}`,
+        `Bearer   ${TOKEN}  `,
+        `Basic ${TOKEN}`,
+        TOKEN,
+        `Bearer ${TOKEN}x`,
+        `Bearer ${TOKEN.slice(0, -1)}`,
+        `Bearer ${'a'.repeat(100_000)}`,
+        'Bearer',
+        `Bearer ${TOKEN} ${TOKEN}`,
+        `Bearer ${TOKEN.toUpperCase()}`,
+      ]);
       if (auth === undefined) delete headers.authorization;
       else headers.authorization = auth;
       steps.push(`authorization ${JSON.stringify(auth?.slice(0, 40))}`);
     }
     if (kind === 'url') {
       const how = rng.pick(['trailing slash', 'double slash', 'query', 'proto query', 'encoded', 'case']);
-      url = { 'trailing slash': url + '/', 'double slash': url.replace('/v1/', '//v1/'), query: url + '?force=true&x=1', 'proto query': url + '?__proto__[x]=1&constructor=1', encoded: url.replace('v1', '%76%31'), case: url.toUpperCase() }[how];
+      url = {
+        'trailing slash': url + '/',
+        'double slash': url.replace('/v1/', '//v1/'),
+        query: url + '?force=true&x=1',
+        'proto query': url + '?__proto__[x]=1&constructor=1',
+        encoded: url.replace('v1', '%76%31'),
+        case: url.toUpperCase(),
+      }[how];
       steps.push(how);
     }
     const method = kind === 'method' ? rng.pick(['GET', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD']) : 'POST';
@@ -237,20 +361,40 @@ export async function adminTarget(mods, pluginCa, options = {}) {
   /** DELETE /v1/identities/deny/:spiffeId, the way back from identities/revoke with deny=true. */
   function allowCase(rng, steps) {
     const id = rng.bool(0.5) ? rng.pick(identities) : memberValue(rng, 'spiffeId');
-    const encoded = typeof id === 'string' ? [...Buffer.from(id)].map((b) => (/[A-Za-z0-9._~-]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : '%' + b.toString(16).padStart(2, '0'))).join('') : 'x';
+    const encoded =
+      typeof id === 'string'
+        ? [...Buffer.from(id)]
+            .map((b) => (/[A-Za-z0-9._~-]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : '%' + b.toString(16).padStart(2, '0')))
+            .join('')
+        : 'x';
     steps.push(JSON.stringify(typeof id === 'string' ? id.slice(0, 80) : id));
-    return { method: 'DELETE', url: `/v1/identities/deny/${rng.bool(0.9) ? encoded : encoded.replace(/%2F/g, '/')}`, headers: { authorization: `Bearer ${TOKEN}` }, payload: undefined, steps };
+    return {
+      method: 'DELETE',
+      url: `/v1/identities/deny/${rng.bool(0.9) ? encoded : encoded.replace(/%2F/g, '/')}`,
+      headers: { authorization: `Bearer ${TOKEN}` },
+      payload: undefined,
+      steps,
+    };
   }
 
   async function snapshot() {
-    const [audit, authorities, sequence, denied, usage] = await Promise.all([store.listAudit({ limit: 1 }), store.loadAuthorities(), store.bundleSequence(), store.listDenied(), store.authorityUsage(new Date())]);
+    const [audit, authorities, sequence, denied, usage] = await Promise.all([
+      store.listAudit({ limit: 1 }),
+      store.loadAuthorities(),
+      store.bundleSequence(),
+      store.listDenied(),
+      store.authorityUsage(new Date()),
+    ]);
     let revoked = 0;
     for (const u of usage.values()) revoked += u.revoked;
     return {
       lastAuditId: audit.items[0]?.id ?? 0,
       authorities: authorities.map((a) => `${a.id}:${a.state}`).join(','),
       bundleSequence: sequence,
-      denied: denied.map((d) => d.spiffeId).sort().join(','),
+      denied: denied
+        .map((d) => d.spiffeId)
+        .sort()
+        .join(','),
       revoked,
     };
   }
@@ -262,7 +406,8 @@ export async function adminTarget(mods, pluginCa, options = {}) {
     const res = await app.inject({ method: input.method, url: input.url, headers: input.headers, payload: input.payload });
     const ms = performance.now() - started;
     const status = res.statusCode;
-    if (!ADMIN_STATUSES.has(status)) violations.push(`status ${status} is not one of ${[...ADMIN_STATUSES].join(', ')}: ${res.body.slice(0, 300)}`);
+    if (!ADMIN_STATUSES.has(status))
+      violations.push(`status ${status} is not one of ${[...ADMIN_STATUSES].join(', ')}: ${res.body.slice(0, 300)}`);
     if (status >= 400 && input.method !== 'HEAD') {
       let body;
       try {
@@ -270,16 +415,21 @@ export async function adminTarget(mods, pluginCa, options = {}) {
       } catch {
         body = undefined;
       }
-      if (typeof body?.code !== 'string' || typeof body?.message !== 'string') violations.push(`status ${status} without a JSON { code, message } body: ${res.body.slice(0, 200)}`);
+      if (typeof body?.code !== 'string' || typeof body?.message !== 'string')
+        violations.push(`status ${status} without a JSON { code, message } body: ${res.body.slice(0, 200)}`);
     }
     if (status >= 400 && status < 500) {
       await new Promise((resolve) => setImmediate(resolve)); // the failed-authentication audit is written asynchronously
       const after = await snapshot();
       const fresh = (await store.listAudit({ limit: 50 })).items.filter((e) => e.id > before.lastAuditId);
       const unexpected = fresh.filter((e) => !(status === 401 && e.action === AUTH_AUDIT_ACTION));
-      if (unexpected.length > 0) violations.push(`status ${status} but audit events were written: ${unexpected.map((e) => `${e.action} ${e.target}`).join(', ')}`);
+      if (unexpected.length > 0)
+        violations.push(`status ${status} but audit events were written: ${unexpected.map((e) => `${e.action} ${e.target}`).join(', ')}`);
       for (const key of ['authorities', 'bundleSequence', 'denied', 'revoked']) {
-        if (after[key] !== before[key]) violations.push(`status ${status} but ${key} changed: ${String(before[key]).slice(0, 100)} -> ${String(after[key]).slice(0, 100)}`);
+        if (after[key] !== before[key])
+          violations.push(
+            `status ${status} but ${key} changed: ${String(before[key]).slice(0, 100)} -> ${String(after[key]).slice(0, 100)}`,
+          );
       }
     }
     return { outcome: `${input.steps[0]} ${status}`, violations, ms };

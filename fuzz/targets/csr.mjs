@@ -27,7 +27,7 @@ function pemBody(pem) {
 
 function pem(der, label = 'CERTIFICATE REQUEST', width = 64, eol = '\n') {
   const b64 = der.toString('base64');
-  const lines = width > 0 ? b64.match(new RegExp(`.{1,${width}}`, 'g')) ?? [] : [b64];
+  const lines = width > 0 ? (b64.match(new RegExp(`.{1,${width}}`, 'g')) ?? []) : [b64];
   return `-----BEGIN ${label}-----${eol}${lines.join(eol)}${eol}-----END ${label}-----${eol}`;
 }
 
@@ -40,7 +40,9 @@ export function loadCsrSeeds(corpus) {
     const key = createPrivateKey(entry.key);
     const { hash, pssSaltLength } = entry.signing;
     const signer = (data) =>
-      pssSaltLength === undefined ? sign(hash, data, key) : sign(hash, data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: pssSaltLength });
+      pssSaltLength === undefined
+        ? sign(hash, data, key)
+        : sign(hash, data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: pssSaltLength });
     return { name: entry.name, expect: entry.expect, der, tree, tbsHex: encodeTree(tree.children[0]).toString('hex'), signer };
   });
 }
@@ -90,9 +92,22 @@ function specialInput(rng) {
     () => ['der', Buffer.of(0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x30, 0x00), 'length 4 GiB'],
     () => ['der', Buffer.of(0x30, 0x88, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), 'length 2^63'],
     () => ['der', Buffer.of(0x30, 0x82, 0x00, 0x05, 0x02, 0x01, 0x00, 0x05, 0x00), 'non-minimal length'],
-    () => ['der', tlv(0x30, tlv(0x30, tlv(0x02, Buffer.of(0)), tlv(0x30), tlv(0x30), tlv(0xa0)), tlv(0x30, tlv(0x06, oidContent('1.2.840.10045.4.3.2'))), tlv(0x03, Buffer.of(0))), 'hollow CSR'],
+    () => [
+      'der',
+      tlv(
+        0x30,
+        tlv(0x30, tlv(0x02, Buffer.of(0)), tlv(0x30), tlv(0x30), tlv(0xa0)),
+        tlv(0x30, tlv(0x06, oidContent('1.2.840.10045.4.3.2'))),
+        tlv(0x03, Buffer.of(0)),
+      ),
+      'hollow CSR',
+    ],
     () => ['der', Buffer.from('-----BEGIN CERTIFICATE REQUEST-----'), 'PEM header as DER'],
-    () => ['pem', '-----BEGIN CERTIFICATE REQUEST-----\n' + 'A'.repeat(rng.pick([100, 87_380, 131_072])) + '\n-----END CERTIFICATE REQUEST-----\n', 'long base64 body'],
+    () => [
+      'pem',
+      '-----BEGIN CERTIFICATE REQUEST-----\n' + 'A'.repeat(rng.pick([100, 87_380, 131_072])) + '\n-----END CERTIFICATE REQUEST-----\n',
+      'long base64 body',
+    ],
     () => ['pem', rng.bytes(rng.range(1, 2000)).toString('latin1'), 'random text'],
   ])();
 }
@@ -108,8 +123,24 @@ export function csrTarget(mods, corpus, options = {}) {
 
   function generate(rng) {
     const seed = rng.pick(seeds);
-    const kind = rng.weighted([[45, 'tree'], [22, 'bytes'], [10, 'length-lie'], [10, 'pem'], [9, 'special'], [4, 'unmodified']]);
-    const input = { form: 'der', der: seed.der, pem: undefined, seed: seed.name, seedExpect: seed.expect, unmodified: false, resigned: false, steps: [kind] };
+    const kind = rng.weighted([
+      [45, 'tree'],
+      [22, 'bytes'],
+      [10, 'length-lie'],
+      [10, 'pem'],
+      [9, 'special'],
+      [4, 'unmodified'],
+    ]);
+    const input = {
+      form: 'der',
+      der: seed.der,
+      pem: undefined,
+      seed: seed.name,
+      seedExpect: seed.expect,
+      unmodified: false,
+      resigned: false,
+      steps: [kind],
+    };
     if (kind === 'unmodified') {
       input.unmodified = true;
       if (rng.bool()) Object.assign(input, { form: 'pem', pem: pem(seed.der) });
@@ -171,11 +202,14 @@ export function csrTarget(mods, corpus, options = {}) {
   /** the X509-SVID profile (docs/architecture.md)'s strict CSR policy, restated independently of src/authority/policy.ts. */
   function policyOracle(csr) {
     const problems = [];
-    if (csr.uris.length === 0 || csr.uris.some((u) => u !== identity)) problems.push(`URI SANs ${JSON.stringify(csr.uris)} are not exactly ${identity}`);
+    if (csr.uris.length === 0 || csr.uris.some((u) => u !== identity))
+      problems.push(`URI SANs ${JSON.stringify(csr.uris)} are not exactly ${identity}`);
     if (csr.dnsNames.length + csr.ipAddresses.length + csr.emails.length > 0) problems.push('has DNS, IP or email SANs');
-    if (csr.subject.some((a) => a.oid !== ORGANIZATION)) problems.push(`subject has ${csr.subject.map((a) => a.oid).join(',')}, not only O=`);
+    if (csr.subject.some((a) => a.oid !== ORGANIZATION))
+      problems.push(`subject has ${csr.subject.map((a) => a.oid).join(',')}, not only O=`);
     if (csr.requestsCa) problems.push('requests cA=true');
-    if (csr.keyAlgorithm === 'rsa' ? !(csr.rsaModulusBits >= 2048) : !['ec-p256', 'ec-p384'].includes(csr.keyAlgorithm)) problems.push(`key ${csr.keyAlgorithm}/${csr.rsaModulusBits} is not allowed`);
+    if (csr.keyAlgorithm === 'rsa' ? !(csr.rsaModulusBits >= 2048) : !['ec-p256', 'ec-p384'].includes(csr.keyAlgorithm))
+      problems.push(`key ${csr.keyAlgorithm}/${csr.rsaModulusBits} is not allowed`);
     return problems.map((p) => `accepted a CSR that breaks the X509-SVID profile (docs/architecture.md): ${p}`);
   }
 
@@ -191,11 +225,13 @@ export function csrTarget(mods, corpus, options = {}) {
     const extensionRequests = (attributes?.children ?? []).filter((a) => isOid(a.children?.[0], '1.2.840.113549.1.9.14'));
     const extensions = extensionRequests.flatMap((a) => a.children?.[1]?.children?.[0]?.children ?? []);
     const sans = extensions.filter((e) => isOid(e.children?.[0], '2.5.29.17'));
-    if (extensionRequests.length !== 1 || sans.length !== 1) return [`accepted CSR has ${extensionRequests.length} extensionRequest attributes and ${sans.length} SAN extensions`];
+    if (extensionRequests.length !== 1 || sans.length !== 1)
+      return [`accepted CSR has ${extensionRequests.length} extensionRequest attributes and ${sans.length} SAN extensions`];
     try {
       const names = new x509.SubjectAlternativeNameExtension(encodeTree(sans[0])).names.toJSON();
       const uris = names.filter((n) => n.type === 'url').map((n) => n.value);
-      if (names.length !== 1 || uris[0] !== identity) return [`accepted CSR's SAN reads differently in @peculiar/x509: ${JSON.stringify(names)}`];
+      if (names.length !== 1 || uris[0] !== identity)
+        return [`accepted CSR's SAN reads differently in @peculiar/x509: ${JSON.stringify(names)}`];
       return [];
     } catch (error) {
       return [`accepted CSR's SAN does not parse in @peculiar/x509: ${error?.message}`];
@@ -211,7 +247,8 @@ export function csrTarget(mods, corpus, options = {}) {
     } catch (error) {
       if (!(error instanceof PkiError)) violations.push(wrongError(input.form === 'der' ? 'parseCsrDer' : 'parseCsr', error, 'PkiError'));
       else if (!CSR_ERROR_CODES.has(error.code)) violations.push(`parse failed with PkiError code ${error.code}, not a CSR/PEM code`);
-      if (input.unmodified && input.seedExpect === 'accept') violations.push(`unmodified seed ${input.seed} did not parse: ${error?.message}`);
+      if (input.unmodified && input.seedExpect === 'accept')
+        violations.push(`unmodified seed ${input.seed} did not parse: ${error?.message}`);
       return { outcome: `parse ${error?.code ?? error?.name}`, violations, ms: performance.now() - started };
     }
     let policyError;
@@ -231,11 +268,19 @@ export function csrTarget(mods, corpus, options = {}) {
     }
     const ms = performance.now() - started;
     const tbsKnown = knownTbs.has(Buffer.from(csr.certificationRequestInfoDer).toString('hex'));
-    if (verified === true && !tbsKnown && !input.resigned) violations.push('verifyCsrSignature resolved true for a certificationRequestInfo no key signed (mutated TBS)');
+    if (verified === true && !tbsKnown && !input.resigned)
+      violations.push('verifyCsrSignature resolved true for a certificationRequestInfo no key signed (mutated TBS)');
     const accepted = policyError === undefined && verified === true;
     if (accepted) violations.push(...policyOracle(csr), ...secondParser(csr.der));
-    if (input.unmodified && input.seedExpect === 'accept' && !accepted) violations.push(`unmodified seed ${input.seed} was refused: ${policyError?.message ?? verified?.message ?? 'signature false'}`);
-    const outcome = accepted ? 'accepted' : policyError ? `policy ${policyError.code}` : verified === false ? 'bad signature' : `verify ${verified?.code ?? verified?.name}`;
+    if (input.unmodified && input.seedExpect === 'accept' && !accepted)
+      violations.push(`unmodified seed ${input.seed} was refused: ${policyError?.message ?? verified?.message ?? 'signature false'}`);
+    const outcome = accepted
+      ? 'accepted'
+      : policyError
+        ? `policy ${policyError.code}`
+        : verified === false
+          ? 'bad signature'
+          : `verify ${verified?.code ?? verified?.name}`;
     return { outcome, violations, ms };
   }
 

@@ -29,8 +29,24 @@ function pem(der) {
 }
 
 export async function grpcTarget(mods, corpus, jwtKeys, options = {}) {
-  const { parseFlags, SERVE_FLAGS, buildServerConfig, startServer, CaClient, grpcStatus, pino, parseCsr, IssuancePolicy, verifyCsrSignature } = mods;
-  const allowed = new Set([grpcStatus.INVALID_ARGUMENT, grpcStatus.PERMISSION_DENIED, grpcStatus.UNAUTHENTICATED, grpcStatus.RESOURCE_EXHAUSTED]);
+  const {
+    parseFlags,
+    SERVE_FLAGS,
+    buildServerConfig,
+    startServer,
+    CaClient,
+    grpcStatus,
+    pino,
+    parseCsr,
+    IssuancePolicy,
+    verifyCsrSignature,
+  } = mods;
+  const allowed = new Set([
+    grpcStatus.INVALID_ARGUMENT,
+    grpcStatus.PERMISSION_DENIED,
+    grpcStatus.UNAUTHENTICATED,
+    grpcStatus.RESOURCE_EXHAUSTED,
+  ]);
   const csrs = csrTarget(mods, corpus);
   const identity = corpus.identity;
   const [, ns, sa] = /\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(identity) ?? [];
@@ -41,12 +57,32 @@ export async function grpcTarget(mods, corpus, jwtKeys, options = {}) {
   for (const m of ['d', 'p', 'q', 'dp', 'dq', 'qi']) delete jwk[m];
   writeFileSync(join(dir, 'jwks.json'), JSON.stringify({ keys: [{ ...jwk, kid: 'rsa-1', use: 'sig' }] }));
   const env = { MESHCA_KEK: randomBytes(32).toString('base64') };
-  const args = ['--data-dir', join(dir, 'data'), '--grpc-listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--log-level', 'silent', '--jwks-file', join(dir, 'jwks.json'), '--jwt-issuer', ISSUER,
+  const args = [
+    '--data-dir',
+    join(dir, 'data'),
+    '--grpc-listen',
+    '127.0.0.1:0',
+    '--monitoring-listen',
+    '127.0.0.1:0',
+    '--admin-listen',
+    '127.0.0.1:0',
+    '--log-level',
+    'silent',
+    '--jwks-file',
+    join(dir, 'jwks.json'),
+    '--jwt-issuer',
+    ISSUER,
     // one identity sends every case: the per-identity limit (on by default) would answer RESOURCE_EXHAUSTED
-    '--rate-limit-per-identity', '0'];
+    '--rate-limit-per-identity',
+    '0',
+  ];
   const config = buildServerConfig(parseFlags(SERVE_FLAGS, args, env, 'serve').values);
   const server = await startServer(config, pino({ level: 'silent' }), env);
-  const client = new CaClient({ address: `127.0.0.1:${server.grpcAddress.port}`, rootsPem: server.ca.current().rootsPem, serverName: 'localhost' });
+  const client = new CaClient({
+    address: `127.0.0.1:${server.grpcAddress.port}`,
+    rootsPem: server.ca.current().rootsPem,
+    serverName: 'localhost',
+  });
 
   const signingKey = createPrivateKey({ key: jwtKeys['trusted-rsa'], format: 'jwk' });
   const token = (() => {
@@ -125,8 +161,15 @@ export async function grpcTarget(mods, corpus, jwtKeys, options = {}) {
     let chain;
     let error;
     try {
-      const caller = input.expectUnauthenticated ? { token: input.token, clusterId: input.clusterId, impersonatedIdentity: input.impersonatedIdentity } : { token };
-      chain = await client.createCertificate({ csrPem: input.csrPem, validitySeconds: input.validitySeconds, deadlineMs: 20_000, ...caller });
+      const caller = input.expectUnauthenticated
+        ? { token: input.token, clusterId: input.clusterId, impersonatedIdentity: input.impersonatedIdentity }
+        : { token };
+      chain = await client.createCertificate({
+        csrPem: input.csrPem,
+        validitySeconds: input.validitySeconds,
+        deadlineMs: 20_000,
+        ...caller,
+      });
     } catch (e) {
       error = e;
     }
@@ -134,9 +177,12 @@ export async function grpcTarget(mods, corpus, jwtKeys, options = {}) {
     const expected = !input.expectUnauthenticated && (await inProcess(input.csrPem));
     const after = await rows();
     if (error) {
-      if (!allowed.has(error.code)) violations.push(`refused with ${grpcStatus[error.code] ?? error.code}: ${error.details ?? error.message}`);
-      else if (input.expectUnauthenticated && error.code !== grpcStatus.UNAUTHENTICATED) violations.push(`bad caller refused with ${grpcStatus[error.code]}, not UNAUTHENTICATED`);
-      if (expected && error.code !== grpcStatus.RESOURCE_EXHAUSTED && Buffer.byteLength(input.csrPem) <= MAX_CSR_BYTES) violations.push(`refused a CSR the pipeline accepts: ${grpcStatus[error.code]} ${error.details}`);
+      if (!allowed.has(error.code))
+        violations.push(`refused with ${grpcStatus[error.code] ?? error.code}: ${error.details ?? error.message}`);
+      else if (input.expectUnauthenticated && error.code !== grpcStatus.UNAUTHENTICATED)
+        violations.push(`bad caller refused with ${grpcStatus[error.code]}, not UNAUTHENTICATED`);
+      if (expected && error.code !== grpcStatus.RESOURCE_EXHAUSTED && Buffer.byteLength(input.csrPem) <= MAX_CSR_BYTES)
+        violations.push(`refused a CSR the pipeline accepts: ${grpcStatus[error.code]} ${error.details}`);
       if (after !== before) violations.push(`refused (${grpcStatus[error.code]}) but ${after - before} certificate row(s) were written`);
       return { outcome: grpcStatus[error.code] ?? String(error.code), violations, ms };
     }
@@ -151,7 +197,8 @@ export async function grpcTarget(mods, corpus, jwtKeys, options = {}) {
       }
     })();
     if (after !== before + 1) violations.push(`one certificate issued but ${after - before} rows written`);
-    if (!leafSerial || !(await server.store.getCertificate(leafSerial, new Date()))) violations.push(`issued leaf ${leafSerial} has no row in the store`);
+    if (!leafSerial || !(await server.store.getCertificate(leafSerial, new Date())))
+      violations.push(`issued leaf ${leafSerial} has no row in the store`);
     if (!chain || chain.length < 2) violations.push(`cert_chain has ${chain?.length} elements`);
     return { outcome: 'OK', violations, ms };
   }

@@ -11,7 +11,13 @@ import { performance } from 'node:perf_hooks';
 import { wrongError } from '../lib/engine.mjs';
 import { mutateString, NASTY_CHARS } from '../lib/mutate.mjs';
 
-const CODES = new Set(['ERR_SPIFFE_SCHEME', 'ERR_SPIFFE_TRUST_DOMAIN', 'ERR_SPIFFE_PATH', 'ERR_SPIFFE_TOO_LONG', 'ERR_SPIFFE_NOT_WORKLOAD']);
+const CODES = new Set([
+  'ERR_SPIFFE_SCHEME',
+  'ERR_SPIFFE_TRUST_DOMAIN',
+  'ERR_SPIFFE_PATH',
+  'ERR_SPIFFE_TOO_LONG',
+  'ERR_SPIFFE_NOT_WORKLOAD',
+]);
 
 /**
  * The SPIFFE ID spec, written independently of src/spiffe/id.ts: "spiffe://", a trust domain of
@@ -39,7 +45,17 @@ function word(rng, alphabet, max, badChance) {
 
 function grammarId(rng) {
   const bad = rng.pick([0, 0, 0.02, 0.1]);
-  const scheme = rng.weighted([[85, 'spiffe://'], [2, 'SPIFFE://'], [2, 'spiffe:/'], [2, 'spiffe:'], [2, 'https://'], [2, ''], [2, ' spiffe://'], [1, 'spiffe:///'], [2, 'spiffe://spiffe://']]);
+  const scheme = rng.weighted([
+    [85, 'spiffe://'],
+    [2, 'SPIFFE://'],
+    [2, 'spiffe:/'],
+    [2, 'spiffe:'],
+    [2, 'https://'],
+    [2, ''],
+    [2, ' spiffe://'],
+    [1, 'spiffe:///'],
+    [2, 'spiffe://spiffe://'],
+  ]);
   const labels = Array.from({ length: rng.range(1, 4) }, () => word(rng, TD_CHARS, 20, bad));
   if (rng.bool(0.05)) labels[rng.int(labels.length)] = '';
   let td = labels.join('.');
@@ -47,8 +63,16 @@ function grammarId(rng) {
   if (rng.bool(0.04)) td += ':' + rng.pick(['8080', '', '0', 'x']);
   if (rng.bool(0.03)) td = 'user@' + td;
   if (rng.bool(0.03)) td = rng.pick(['.', '']) + td + rng.pick(['.', '']);
-  const segments = Array.from({ length: rng.weighted([[20, 0], [50, 4], [20, 2], [10, rng.range(1, 40)]]) }, () =>
-    rng.bool(0.05) ? rng.pick(['', '.', '..', '...', '%2e', '%2F', '.hidden', 'a..b']) : word(rng, PATH_CHARS, 24, bad),
+  const segments = Array.from(
+    {
+      length: rng.weighted([
+        [20, 0],
+        [50, 4],
+        [20, 2],
+        [10, rng.range(1, 40)],
+      ]),
+    },
+    () => (rng.bool(0.05) ? rng.pick(['', '.', '..', '...', '%2e', '%2F', '.hidden', 'a..b']) : word(rng, PATH_CHARS, 24, bad)),
   );
   let id = scheme + td + segments.map((s) => '/' + s).join('');
   if (rng.bool(0.04)) id += '/';
@@ -84,7 +108,15 @@ function boundaryId(rng) {
 function workloadish(rng) {
   const ns = rng.pick(['default', 'istio-system', 'a', 'app', 'A', '', 'ns.x', 'ns/x']);
   const sa = rng.pick(['default', 'api', 'bookinfo-productpage', 'sa.name', '', 'x'.repeat(253)]);
-  const shape = rng.pick([`/ns/${ns}/sa/${sa}`, `/ns/${ns}/sa/${sa}/extra`, `/ns/${ns}`, `/sa/${sa}/ns/${ns}`, `/NS/${ns}/sa/${sa}`, `/ns/${ns}/sa/${sa}/`, `/ns//sa/${sa}`]);
+  const shape = rng.pick([
+    `/ns/${ns}/sa/${sa}`,
+    `/ns/${ns}/sa/${sa}/extra`,
+    `/ns/${ns}`,
+    `/sa/${sa}/ns/${ns}`,
+    `/NS/${ns}/sa/${sa}`,
+    `/ns/${ns}/sa/${sa}/`,
+    `/ns//sa/${sa}`,
+  ]);
   return `spiffe://${rng.pick(['cluster.local', 'example.org', 'td'])}${shape}`;
 }
 
@@ -92,13 +124,20 @@ export function spiffeTarget(mods, options = {}) {
   const { parseSpiffeId, formatSpiffeId, parseWorkloadId, SpiffeIdError } = mods;
 
   function generate(rng) {
-    const kind = rng.weighted([[55, 'grammar'], [15, 'mutated'], [8, 'random'], [10, 'boundary'], [12, 'workload']]);
+    const kind = rng.weighted([
+      [55, 'grammar'],
+      [15, 'mutated'],
+      [8, 'random'],
+      [10, 'boundary'],
+      [12, 'workload'],
+    ]);
     let id;
     if (kind === 'grammar') id = grammarId(rng);
     else if (kind === 'mutated') {
       id = grammarId(rng);
       for (let n = rng.range(1, 3); n > 0; n--) id = mutateString(rng, id)[0];
-    } else if (kind === 'random') id = rng.bool() ? rng.bytes(rng.size(200)).toString('latin1') : 'spiffe://' + rng.bytes(rng.size(64)).toString('latin1');
+    } else if (kind === 'random')
+      id = rng.bool() ? rng.bytes(rng.size(200)).toString('latin1') : 'spiffe://' + rng.bytes(rng.size(64)).toString('latin1');
     else if (kind === 'boundary') id = boundaryId(rng);
     else id = workloadish(rng);
     return { id, kind };
@@ -123,7 +162,10 @@ export function spiffeTarget(mods, options = {}) {
       workloadError = e;
     }
     const ms = performance.now() - started;
-    for (const [fn, e] of [['parseSpiffeId', error], ['parseWorkloadId', workloadError]]) {
+    for (const [fn, e] of [
+      ['parseSpiffeId', error],
+      ['parseWorkloadId', workloadError],
+    ]) {
       if (e === undefined) continue;
       if (!(e instanceof SpiffeIdError)) violations.push(wrongError(fn, e, 'SpiffeIdError'));
       else if (!CODES.has(e.code)) violations.push(`${fn}: undocumented code ${e.code}`);
@@ -132,12 +174,17 @@ export function spiffeTarget(mods, options = {}) {
     if (!expected && parsed) violations.push('accepted an ID that SPIFFE ID spec forbids');
     if (expected && parsed) {
       if (formatSpiffeId(parsed) !== id) violations.push(`formatSpiffeId does not round-trip: ${JSON.stringify(formatSpiffeId(parsed))}`);
-      if (parsed.trustDomain !== expected.trustDomain || parsed.path !== expected.path) violations.push(`split into ${JSON.stringify(parsed)}, expected ${JSON.stringify(expected)}`);
+      if (parsed.trustDomain !== expected.trustDomain || parsed.path !== expected.path)
+        violations.push(`split into ${JSON.stringify(parsed)}, expected ${JSON.stringify(expected)}`);
     }
     const shape = expected && WORKLOAD_PATH.exec(expected.path);
     if (shape && !workload) violations.push(`parseWorkloadId rejected a workload ID: ${workloadError?.message}`);
     if (!shape && workload) violations.push(`parseWorkloadId accepted a non-workload ID as ${JSON.stringify(workload)}`);
-    if (shape && workload && (workload.trustDomain !== expected.trustDomain || workload.namespace !== shape[1] || workload.serviceAccount !== shape[2])) {
+    if (
+      shape &&
+      workload &&
+      (workload.trustDomain !== expected.trustDomain || workload.namespace !== shape[1] || workload.serviceAccount !== shape[2])
+    ) {
       violations.push(`parseWorkloadId split it into ${JSON.stringify(workload)}`);
     }
     return { outcome: parsed ? (workload ? 'workload ID' : 'valid ID') : `${error?.code ?? error?.name}`, violations, ms };
@@ -150,6 +197,9 @@ export function spiffeTarget(mods, options = {}) {
     retime: true,
     generate,
     execute,
-    describe: (input) => ({ base64: Buffer.from(input.id, 'utf8').toString('base64'), note: `SPIFFE ID string (utf8), ${input.kind}: ${JSON.stringify(input.id.length > 120 ? input.id.slice(0, 120) + '…' : input.id)}` }),
+    describe: (input) => ({
+      base64: Buffer.from(input.id, 'utf8').toString('base64'),
+      note: `SPIFFE ID string (utf8), ${input.kind}: ${JSON.stringify(input.id.length > 120 ? input.id.slice(0, 120) + '…' : input.id)}`,
+    }),
   };
 }

@@ -26,14 +26,16 @@ const ALLOWED_ALGS = new Set(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS51
 const CLOCK_TOLERANCE = 5;
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi'];
 const UNSIGNED = 'no trusted key signed this signing input';
-const SA_SUBJECT = /^system:serviceaccount:([a-z0-9]([-a-z0-9]*[a-z0-9])?):([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$/;
+const SA_SUBJECT =
+  /^system:serviceaccount:([a-z0-9]([-a-z0-9]*[a-z0-9])?):([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$/;
 
 const b64u = (value) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
 
 function jwsSign(alg, input, key) {
   const hash = `sha${alg.slice(2)}`;
   if (alg.startsWith('RS')) return sign(hash, Buffer.from(input), key);
-  if (alg.startsWith('PS')) return sign(hash, Buffer.from(input), { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: Number(alg.slice(2)) / 8 });
+  if (alg.startsWith('PS'))
+    return sign(hash, Buffer.from(input), { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: Number(alg.slice(2)) / 8 });
   if (alg.startsWith('ES')) return sign(hash, Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
   throw new Error(`cannot sign ${alg}`);
 }
@@ -46,7 +48,12 @@ function basePayload() {
     exp: TOKEN_NOW + 3600,
     iat: TOKEN_NOW - 10,
     nbf: TOKEN_NOW - 10,
-    'kubernetes.io': { namespace: 'app', serviceaccount: { name: 'api', uid: 'uid-1' }, pod: { name: 'api-0', uid: 'pod-1' }, node: { name: 'node-1' } },
+    'kubernetes.io': {
+      namespace: 'app',
+      serviceaccount: { name: 'api', uid: 'uid-1' },
+      pod: { name: 'api-0', uid: 'pod-1' },
+      node: { name: 'node-1' },
+    },
   };
 }
 
@@ -54,19 +61,70 @@ function claimValue(rng, key) {
   const now = TOKEN_NOW;
   const byKey = {
     iss: () => rng.pick([ISSUER + '/', ISSUER.toUpperCase(), 'https://evil.example', '', [ISSUER], ISSUER + '\0']),
-    sub: () => rng.pick(['system:serviceaccount:app:other', 'system:serviceaccount:app:api:x', 'system:serviceaccount:App:api', 'system:serviceaccount::api', 'system:serviceaccount:app:', 'system:serviceaccounts:app', 'system:serviceaccount:kube-system:default', 'system:serviceaccount:a/b:c', `system:serviceaccount:${'a'.repeat(64)}:api`, 'system:serviceaccount:app:a..b']),
-    aud: () => rng.pick([AUDIENCE, 'kubernetes', [], ['kubernetes'], ['kubernetes', AUDIENCE], AUDIENCE.toUpperCase(), [[AUDIENCE]], { 0: AUDIENCE }]),
+    sub: () =>
+      rng.pick([
+        'system:serviceaccount:app:other',
+        'system:serviceaccount:app:api:x',
+        'system:serviceaccount:App:api',
+        'system:serviceaccount::api',
+        'system:serviceaccount:app:',
+        'system:serviceaccounts:app',
+        'system:serviceaccount:kube-system:default',
+        'system:serviceaccount:a/b:c',
+        `system:serviceaccount:${'a'.repeat(64)}:api`,
+        'system:serviceaccount:app:a..b',
+      ]),
+    aud: () =>
+      rng.pick([
+        AUDIENCE,
+        'kubernetes',
+        [],
+        ['kubernetes'],
+        ['kubernetes', AUDIENCE],
+        AUDIENCE.toUpperCase(),
+        [[AUDIENCE]],
+        { 0: AUDIENCE },
+      ]),
     exp: () => rng.pick([now - 6, now - 4, now, now + 1, now + 1e9, 1e308, -1, 0, String(now + 3600), now + 0.5, null, 2 ** 53 + 1]),
     nbf: () => rng.pick([now + 6, now + 4, now + 3600, 0, -1, 1e308, String(now), null, now + 0.5]),
     iat: () => rng.pick([now + 3600, 0, 'yesterday', null, 1e308, -5]),
-    'kubernetes.io': () => rng.pick([null, 'app', [], {}, { namespace: 'other', serviceaccount: { name: 'api' } }, { namespace: 'app', serviceaccount: { name: 'other' } }, { namespace: 'app', serviceaccount: 'api' }, { namespace: 'app', serviceaccount: { name: 'api' }, pod: { name: 7 } }]),
+    'kubernetes.io': () =>
+      rng.pick([
+        null,
+        'app',
+        [],
+        {},
+        { namespace: 'other', serviceaccount: { name: 'api' } },
+        { namespace: 'app', serviceaccount: { name: 'other' } },
+        { namespace: 'app', serviceaccount: 'api' },
+        { namespace: 'app', serviceaccount: { name: 'api' }, pod: { name: 7 } },
+      ]),
   };
   return rng.bool(0.7) && Object.hasOwn(byKey, key) ? byKey[key]() : weirdJsonValue(rng);
 }
 
 function headerValue(rng, key) {
   const byKey = {
-    alg: () => rng.pick(['none', 'None', 'HS256', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'ES512', 'EdDSA', 'rs256', 'RS256 ', '', 'dir', 'RSA-OAEP']),
+    alg: () =>
+      rng.pick([
+        'none',
+        'None',
+        'HS256',
+        'HS512',
+        'RS256',
+        'RS384',
+        'RS512',
+        'PS256',
+        'ES256',
+        'ES384',
+        'ES512',
+        'EdDSA',
+        'rs256',
+        'RS256 ',
+        '',
+        'dir',
+        'RSA-OAEP',
+      ]),
     kid: () => rng.pick(['rsa-1', 'ec-1', 'rsa-2', 'unknown', '', 'rsa-1\0', '../../etc/passwd', 'x'.repeat(5000)]),
     typ: () => rng.pick(['JWT', 'at+jwt', 'JWE', '', 'jwt']),
     crit: () => rng.pick([['exp'], ['b64'], [], ['unknown'], 'exp', [1]]),
@@ -123,7 +181,17 @@ export async function tokenTarget(mods, jwtKeys, options = {}) {
 
   /** Signature for a mutated header/payload: kept (now wrong), re-made by a trusted or an attacker key, or forged. */
   function resign(rng, base, header, payload) {
-    const how = rng.weighted([[40, 'keep'], [15, 'trusted'], [10, 'attacker-rsa'], [6, 'attacker-ec'], [8, 'hs256-public-key'], [8, 'none'], [5, 'empty'], [5, 'random'], [3, 'other-base']]);
+    const how = rng.weighted([
+      [40, 'keep'],
+      [15, 'trusted'],
+      [10, 'attacker-rsa'],
+      [6, 'attacker-ec'],
+      [8, 'hs256-public-key'],
+      [8, 'none'],
+      [5, 'empty'],
+      [5, 'random'],
+      [3, 'other-base'],
+    ]);
     const encode = (h) => `${b64u(h)}.${b64u(payload)}`;
     switch (how) {
       case 'keep':
@@ -155,7 +223,22 @@ export async function tokenTarget(mods, jwtKeys, options = {}) {
 
   function rawMutation(rng, token) {
     const parts = token.split('.');
-    const op = rng.pick(['alphabet-flip', 'string', 'nasty-char', 'drop-dot', 'add-dot', 'swap-segments', 'dup-segment', 'empty-segment', 'extra-segments', 'truncate', 'case-flip', 'latin1', 'lone-surrogate', 'last-char']);
+    const op = rng.pick([
+      'alphabet-flip',
+      'string',
+      'nasty-char',
+      'drop-dot',
+      'add-dot',
+      'swap-segments',
+      'dup-segment',
+      'empty-segment',
+      'extra-segments',
+      'truncate',
+      'case-flip',
+      'latin1',
+      'lone-surrogate',
+      'last-char',
+    ]);
     const B64U = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
     const at = rng.int(token.length);
     switch (op) {
@@ -198,7 +281,19 @@ export async function tokenTarget(mods, jwtKeys, options = {}) {
   function encodingCase(rng, base) {
     const [h, p, s] = base.token.split('.');
     const text = (value) => Buffer.from(value).toString('base64url');
-    const op = rng.pick(['payload-not-json', 'payload-array', 'payload-string', 'payload-null', 'payload-deep', 'payload-bom', 'payload-invalid-utf8', 'payload-duplicate-keys', 'header-invalid-utf8', 'header-not-object', 'payload-proto']);
+    const op = rng.pick([
+      'payload-not-json',
+      'payload-array',
+      'payload-string',
+      'payload-null',
+      'payload-deep',
+      'payload-bom',
+      'payload-invalid-utf8',
+      'payload-duplicate-keys',
+      'header-invalid-utf8',
+      'header-not-object',
+      'payload-proto',
+    ]);
     const body = {
       'payload-not-json': () => [h, text('{"iss":'), s],
       'payload-array': () => [h, text('[]'), s],
@@ -206,11 +301,27 @@ export async function tokenTarget(mods, jwtKeys, options = {}) {
       'payload-null': () => [h, text('null'), s],
       'payload-deep': () => [h, text(deepJsonText(rng.pick([100, 3000, 8000]))), s],
       'payload-bom': () => [h, text('\ufeff' + JSON.stringify(base.payload)), s],
-      'payload-invalid-utf8': () => [h, Buffer.concat([Buffer.from('{"sub":"'), Buffer.of(0xff, 0xfe, 0xc3, 0x28), Buffer.from('"}')]).toString('base64url'), s],
-      'payload-duplicate-keys': () => [h, text(JSON.stringify(base.payload).replace('{', '{"sub":"system:serviceaccount:kube-system:admin",')), s],
-      'header-invalid-utf8': () => [Buffer.concat([Buffer.from('{"alg":"RS256","kid":"'), Buffer.of(0xed, 0xa0, 0x80), Buffer.from('"}')]).toString('base64url'), p, s],
+      'payload-invalid-utf8': () => [
+        h,
+        Buffer.concat([Buffer.from('{"sub":"'), Buffer.of(0xff, 0xfe, 0xc3, 0x28), Buffer.from('"}')]).toString('base64url'),
+        s,
+      ],
+      'payload-duplicate-keys': () => [
+        h,
+        text(JSON.stringify(base.payload).replace('{', '{"sub":"system:serviceaccount:kube-system:admin",')),
+        s,
+      ],
+      'header-invalid-utf8': () => [
+        Buffer.concat([Buffer.from('{"alg":"RS256","kid":"'), Buffer.of(0xed, 0xa0, 0x80), Buffer.from('"}')]).toString('base64url'),
+        p,
+        s,
+      ],
       'header-not-object': () => [text('["RS256"]'), p, s],
-      'payload-proto': () => [h, text(JSON.stringify(base.payload).replace('{', '{"__proto__":{"sub":"system:serviceaccount:kube-system:admin"},')), s],
+      'payload-proto': () => [
+        h,
+        text(JSON.stringify(base.payload).replace('{', '{"__proto__":{"sub":"system:serviceaccount:kube-system:admin"},')),
+        s,
+      ],
     }[op]();
     return [body.join('.'), op];
   }
@@ -254,8 +365,23 @@ export async function tokenTarget(mods, jwtKeys, options = {}) {
 
   function generate(rng) {
     const base = rng.pick(bases);
-    const kind = rng.weighted([[3, 'unmodified'], [25, 'claims'], [18, 'header'], [22, 'raw'], [8, 'encoding'], [12, 'authorization'], [6, 'giant'], [6, 'both']]);
-    const input = { token: base.token, authorization: /** @type {string | undefined} */ (undefined), legitSigned: false, unmodified: false, steps: [kind] };
+    const kind = rng.weighted([
+      [3, 'unmodified'],
+      [25, 'claims'],
+      [18, 'header'],
+      [22, 'raw'],
+      [8, 'encoding'],
+      [12, 'authorization'],
+      [6, 'giant'],
+      [6, 'both'],
+    ]);
+    const input = {
+      token: base.token,
+      authorization: /** @type {string | undefined} */ (undefined),
+      legitSigned: false,
+      unmodified: false,
+      steps: [kind],
+    };
     switch (kind) {
       case 'unmodified':
         input.unmodified = true;
@@ -272,7 +398,12 @@ export async function tokenTarget(mods, jwtKeys, options = {}) {
             input.steps.push(`payload: ${how}`);
           }
           if (kind !== 'claims') {
-            const [next, how] = mutateJsonObject(rng, header, ['alg', 'kid', 'typ', 'crit', 'b64', 'jwk', 'jku', 'x5c', 'zip', 'enc'], headerValue);
+            const [next, how] = mutateJsonObject(
+              rng,
+              header,
+              ['alg', 'kid', 'typ', 'crit', 'b64', 'jwk', 'jku', 'x5c', 'zip', 'enc'],
+              headerValue,
+            );
             header = next;
             input.steps.push(`header: ${how}`);
           }
@@ -338,17 +469,20 @@ export async function tokenTarget(mods, jwtKeys, options = {}) {
     const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
     if (!aud.includes(AUDIENCE)) problems.push(`aud ${JSON.stringify(claims.aud)}`);
     if (typeof claims.exp !== 'number' || !(claims.exp > TOKEN_NOW - CLOCK_TOLERANCE)) problems.push(`exp ${JSON.stringify(claims.exp)}`);
-    if (claims.nbf !== undefined && !(typeof claims.nbf === 'number' && claims.nbf <= TOKEN_NOW + CLOCK_TOLERANCE)) problems.push(`nbf ${JSON.stringify(claims.nbf)}`);
+    if (claims.nbf !== undefined && !(typeof claims.nbf === 'number' && claims.nbf <= TOKEN_NOW + CLOCK_TOLERANCE))
+      problems.push(`nbf ${JSON.stringify(claims.nbf)}`);
     const m = SA_SUBJECT.exec(typeof claims.sub === 'string' ? claims.sub : '');
     if (!m) problems.push(`sub ${JSON.stringify(claims.sub)}`);
     else {
       const [ns, sa] = [m[1], m[3]];
-      if (identity.namespace !== ns || identity.serviceAccount !== sa) problems.push(`identity ${identity.namespace}/${identity.serviceAccount} but sub says ${ns}/${sa}`);
+      if (identity.namespace !== ns || identity.serviceAccount !== sa)
+        problems.push(`identity ${identity.namespace}/${identity.serviceAccount} but sub says ${ns}/${sa}`);
       if (identity.spiffeId !== `spiffe://${TRUST_DOMAIN}/ns/${ns}/sa/${sa}`) problems.push(`identity.spiffeId ${identity.spiffeId}`);
     }
     const expiresAt = identity.expiresAt instanceof Date ? identity.expiresAt.getTime() : NaN;
     if (Number.isNaN(expiresAt)) problems.push(`identity.expiresAt is ${String(identity.expiresAt)} (exp ${JSON.stringify(claims.exp)})`);
-    else if (typeof claims.exp === 'number' && expiresAt !== claims.exp * 1000) problems.push(`identity.expiresAt ${expiresAt} is not exp × 1000`);
+    else if (typeof claims.exp === 'number' && expiresAt !== claims.exp * 1000)
+      problems.push(`identity.expiresAt ${expiresAt} is not exp × 1000`);
     return problems;
   }
 

@@ -29,13 +29,31 @@ const END = '<!-- /openapi:routes -->';
 export async function fetchOpenApi() {
   const dir = mkdtempSync(join(tmpdir(), 'meshca-openapi-'));
   const loopback = '127.0.0.1:0';
-  const server = spawnMeshca(['serve', '--dev', '--data-dir', dir, '--grpc-listen', loopback, '--admin-listen', loopback, '--monitoring-listen', loopback]);
+  const server = spawnMeshca([
+    'serve',
+    '--dev',
+    '--data-dir',
+    dir,
+    '--grpc-listen',
+    loopback,
+    '--admin-listen',
+    loopback,
+    '--monitoring-listen',
+    loopback,
+  ]);
   try {
     const { adminPort } = await server.ready;
     const { stdout: roots } = await promisify(execFile)(process.execPath, [CLI, 'bundle', '--data-dir', dir], { encoding: 'utf8' });
     const token = readFileSync(join(dir, 'admin-token'), 'utf8').trim();
     const body = await new Promise((resolve, reject) => {
-      const options = { host: '127.0.0.1', port: adminPort, path: '/v1/openapi.json', ca: roots, servername: 'localhost', headers: { authorization: `Bearer ${token}` } };
+      const options = {
+        host: '127.0.0.1',
+        port: adminPort,
+        path: '/v1/openapi.json',
+        ca: roots,
+        servername: 'localhost',
+        headers: { authorization: `Bearer ${token}` },
+      };
       request(options, (res) => {
         let text = '';
         res.on('data', (chunk) => (text += chunk));
@@ -87,7 +105,9 @@ function table(title, rows) {
 /** @param {Schema | undefined} schema top-level fields of a JSON response, or its content type. */
 function shapeOf(schema) {
   if (!schema?.properties) return typeOf(schema);
-  const fields = Object.entries(schema.properties).map(([name, s]) => `${name}: ${s.type === 'array' ? `${s.items?.type ?? 'any'}[]` : (s.type ?? 'any')}`);
+  const fields = Object.entries(schema.properties).map(
+    ([name, s]) => `${name}: ${s.type === 'array' ? `${s.items?.type ?? 'any'}[]` : (s.type ?? 'any')}`,
+  );
   return `{ ${fields.join(', ')} }`;
 }
 
@@ -95,11 +115,13 @@ function shapeOf(schema) {
 function responses(op) {
   const codes = Object.entries(op.responses ?? {});
   const success = codes.some(([code]) => Number(code) < 400) ? [] : ['`200` (body format chosen by the `format` parameter)'];
-  return success.concat(codes.map(([code, response]) => {
-    const json = response.content?.['application/json']?.schema;
-    if (Number(code) >= 400) return `\`${code}\``;
-    return `\`${code}\` ${json ? `\`${shapeOf(json)}\`` : (response.description ?? '')}`.trimEnd();
-  }));
+  return success.concat(
+    codes.map(([code, response]) => {
+      const json = response.content?.['application/json']?.schema;
+      if (Number(code) >= 400) return `\`${code}\``;
+      return `\`${code}\` ${json ? `\`${shapeOf(json)}\`` : (response.description ?? '')}`.trimEnd();
+    }),
+  );
 }
 
 /** Markdown for every route in the document, in the order the server registers them. */
@@ -109,12 +131,20 @@ export function renderRoutes(/** @type {OpenApiDocument} */ doc) {
     for (const [method, op] of Object.entries(methods)) {
       out.push(`### \`${method.toUpperCase()} ${path}\``, '');
       if (op.summary) out.push(`${op.summary}.`, '');
-      out.push(`Authentication: ${op.security?.length === 0 ? 'none (public trust data)' : 'bearer token (and a client certificate with `--admin-client-ids`)'}.`, '');
+      out.push(
+        `Authentication: ${op.security?.length === 0 ? 'none (public trust data)' : 'bearer token (and a client certificate with `--admin-client-ids`)'}.`,
+        '',
+      );
       const params = (op.parameters ?? []).map((p) => ({ where: p.in, name: p.name, schema: p.schema, required: p.required === true }));
       out.push(...table('Parameters', params));
       const body = op.requestBody?.content?.['application/json']?.schema;
       const required = new Set(body?.required ?? []);
-      out.push(...table('JSON body', Object.entries(body?.properties ?? {}).map(([name, schema]) => ({ name, schema, required: required.has(name) }))));
+      out.push(
+        ...table(
+          'JSON body',
+          Object.entries(body?.properties ?? {}).map(([name, schema]) => ({ name, schema, required: required.has(name) })),
+        ),
+      );
       out.push(`Responses: ${responses(op).join(', ')}. Errors carry \`{code, message, details?}\` (see [errors.md](errors.md)).`, '');
     }
   }

@@ -1,7 +1,13 @@
 /** Shared JSON schemas; every route validates params, query, body and reply against these. */
 export const errorReply = {
   type: 'object',
-  properties: { code: { type: 'string' }, message: { type: 'string' }, details: { type: 'object', additionalProperties: true } },
+  properties: {
+    code: { type: 'string' },
+    message: { type: 'string' },
+    /** The next step for an API client, also at the end of message. */
+    next: { type: 'string' },
+    details: { type: 'object', additionalProperties: true },
+  },
   required: ['code', 'message'],
 } as const;
 

@@ -60,7 +60,11 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
   }) as unknown as FastifyInstance;
   app.setErrorHandler(adminErrorHandler);
   await app.register(swagger, {
-    openapi: { info: { title: 'meshca admin API', version: '1' }, components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }, security: [{ bearer: [] }] },
+    openapi: {
+      info: { title: 'meshca admin API', version: '1' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
   });
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   trustRoutes(app, { ca: options.ca, refreshHintSeconds: options.refreshHintSeconds, bundles: options.bundles });
@@ -89,7 +93,10 @@ export async function buildAdminApi(options: AdminApiOptions, serving?: ServingI
     revocationRoutes(protectedApp, { revocation: options.revocation, actor, onRevoked: (n) => options.metrics.revoked.inc(n) });
     protectedApp.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   });
-  app.setNotFoundHandler((request, reply) => void reply.code(404).send({ code: 'ERR_NOT_FOUND', message: `no route ${request.method} ${request.url}; see GET /v1/openapi.json` }));
+  app.setNotFoundHandler(
+    (request, reply) =>
+      void reply.code(404).send({ code: 'ERR_NOT_FOUND', message: `no route ${request.method} ${request.url}; see GET /v1/openapi.json` }),
+  );
   return app;
 }
 
@@ -106,7 +113,13 @@ function pathOf(url: string): string {
 }
 
 function requestWithoutQuery(request: FastifyRequest) {
-  return { method: request.method, url: pathOf(request.url), host: request.host, remoteAddress: request.ip, remotePort: request.socket?.remotePort };
+  return {
+    method: request.method,
+    url: pathOf(request.url),
+    host: request.host,
+    remoteAddress: request.ip,
+    remotePort: request.socket?.remotePort,
+  };
 }
 
 /** Serving certificate; with an mTLS allow-list, also ask for (but do not force) a client certificate from the mesh roots. */
@@ -138,4 +151,3 @@ export async function startAdminServer(listen: ListenAddress, options: AdminApiO
   options.logger.info({ admin: `https://${formatAddress(address)}` }, 'admin API listening');
   return { address, app, close: () => app.close() };
 }
-

@@ -144,14 +144,12 @@ export class SvidRotator {
         throw new Error(`the token in ${options.tokenFile} is not a Kubernetes ServiceAccount token (sub system:serviceaccount:NS:SA)`);
       const spiffeId = workloadId(options.trustDomain, sa.namespace, sa.serviceAccount);
       const key = await generateWorkloadKey('ec-p256');
-      const chain = await options.connection
-        .current()
-        .createCertificate({
-          csrPem: await workloadCsr(key, spiffeId),
-          token,
-          clusterId: options.clusterId,
-          validitySeconds: options.ttlSeconds,
-        });
+      const chain = await options.connection.current().createCertificate({
+        csrPem: await workloadCsr(key, spiffeId),
+        token,
+        clusterId: options.clusterId,
+        validitySeconds: options.ttlSeconds,
+      });
       const certificates = chain.slice(0, -1).flatMap((pem) =>
         pemBlocks(pem)
           .filter((b) => b.label === 'CERTIFICATE')

@@ -1,4 +1,5 @@
 /** Typed authentication errors with stable codes, in the style of jose's error classes. */
+import { MeshcaError } from '../errors.js';
 
 export type AuthenticationErrorCode =
   | 'ERR_TOKEN_MISSING'
@@ -22,16 +23,10 @@ export type AuthenticationErrorCode =
  * Thrown by every Authenticator. Messages never contain the token. `retryable` is true only when
  * the failure is ours (key set or Kubernetes API unavailable), which transports map to gRPC UNAVAILABLE.
  */
-export class AuthenticationError extends Error {
+export class AuthenticationError extends MeshcaError<AuthenticationErrorCode> {
   override readonly name = 'AuthenticationError';
-  readonly retryable: boolean;
 
-  constructor(
-    readonly code: AuthenticationErrorCode,
-    message: string,
-    options?: { readonly cause?: unknown },
-  ) {
-    super(message, options);
-    this.retryable = code === 'ERR_JWKS_UNAVAILABLE' || code === 'ERR_AUTHN_BACKEND_UNAVAILABLE';
+  constructor(code: AuthenticationErrorCode, message: string, options?: { readonly cause?: unknown }) {
+    super(code, message, { cause: options?.cause, retryable: code === 'ERR_JWKS_UNAVAILABLE' || code === 'ERR_AUTHN_BACKEND_UNAVAILABLE' });
   }
 }

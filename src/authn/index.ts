@@ -1,6 +1,6 @@
 /** Token validation and caller-identity mapping (docs/architecture.md). */
 
-export type { AuthenticationContext, Authenticator, CallerIdentity } from './types.js';
+export type { AuthenticationContext, Authenticator, CallerIdentity, ImpersonationAuthorizer } from './types.js';
 export { AuthenticationError, type AuthenticationErrorCode } from './errors.js';
 export { bearerToken, MAX_TOKEN_BYTES } from './bearer.js';
 export {
@@ -12,7 +12,7 @@ export {
 } from './jwks-authenticator.js';
 export type { JwksSource } from './jwks-source.js';
 export type { CacheStats } from './token-cache.js';
-export { createClusterRouter } from './router.js';
+export { createClusterRouter, createMeshAuthenticator, type MeshAuthenticators } from './router.js';
 export { DEV_TOKEN_ISSUER, openDevTokenIssuer, type DevTokenClaims, type DevTokenIssuer } from './dev-issuer.js';
 export {
   createIssuerRouter,

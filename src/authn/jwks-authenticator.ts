@@ -57,7 +57,8 @@ export async function createJwksAuthenticator(options: JwksAuthenticatorOptions)
   const verifyOptions = buildVerifyOptions(options);
   const now = options.now ?? (() => new Date());
   const keySet = await RefreshingKeySet.open(await createJwksLoader(options.jwks), { nowMs: () => now().getTime() });
-  const stopWatching = 'file' in options.jwks ? watchKeyFile(options.jwks.file, keySet, options.fileWatchIntervalMs ?? 2000) : () => undefined;
+  const stopWatching =
+    'file' in options.jwks ? watchKeyFile(options.jwks.file, keySet, options.fileWatchIntervalMs ?? 2000) : () => undefined;
   const toleranceMs = (options.clockToleranceSeconds ?? DEFAULT_CLOCK_TOLERANCE_SECONDS) * 1000;
   const cache = new TokenCache<TokenIdentity>(options.cacheSize ?? DEFAULT_CACHE_SIZE);
   const cacheTtlMs = (options.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS) * 1000;
@@ -133,11 +134,7 @@ async function verify(token: string, getKey: JWTVerifyGetKey, options: JWTVerify
   }
 }
 
-async function verifyWithEach(
-  token: string,
-  candidates: errors.JWKSMultipleMatchingKeys,
-  options: JWTVerifyOptions,
-): Promise<JWTPayload> {
+async function verifyWithEach(token: string, candidates: errors.JWKSMultipleMatchingKeys, options: JWTVerifyOptions): Promise<JWTPayload> {
   for await (const key of candidates) {
     try {
       return (await jwtVerify(token, key, options)).payload;

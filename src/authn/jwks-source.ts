@@ -8,10 +8,7 @@ import * as https from 'node:https';
 import type { JSONWebKeySet, JWK } from 'jose';
 import { AuthenticationError } from './errors.js';
 
-export type JwksSource =
-  | { readonly file: string }
-  | { readonly url: string; readonly caFile?: string }
-  | { readonly keys: JSONWebKeySet };
+export type JwksSource = { readonly file: string } | { readonly url: string; readonly caFile?: string } | { readonly keys: JSONWebKeySet };
 
 /** Loads and validates the key set; rejects with ERR_JWKS_UNAVAILABLE and a message naming the source. */
 export interface JwksLoader {

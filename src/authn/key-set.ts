@@ -68,10 +68,7 @@ export class RefreshingKeySet {
     if (this.#lastFailure !== undefined) throw this.#lastFailure;
   }
 
-  async #retryAfterRefresh(
-    notFound: errors.JWKSNoMatchingKey,
-    ...args: KeyArgs
-  ): Promise<CryptoKey> {
+  async #retryAfterRefresh(notFound: errors.JWKSNoMatchingKey, ...args: KeyArgs): Promise<CryptoKey> {
     if (this.#pending === undefined && this.#coolingDown()) throw this.#lastFailure ?? notFound;
     await this.#refresh();
     // If the issuer is down we cannot tell "unknown key" from "not fetched yet": let the caller retry.

@@ -1,4 +1,5 @@
 import { AuthenticationError } from './errors.js';
+import { createIssuerRouter } from './token-review.js';
 import type { AuthenticationContext, Authenticator, CallerIdentity } from './types.js';
 
 /**
@@ -21,4 +22,33 @@ export function createClusterRouter(byCluster: ReadonlyMap<string, Authenticator
       return authenticator.authenticate({ token: ctx.token, clusterId });
     },
   };
+}
+
+export interface MeshAuthenticators {
+  readonly localClusterId: string;
+  /** Offline validation of local-cluster tokens (JWKS or the dev issuer) and the issuer it checks. */
+  readonly jwks?: { readonly authenticator: Authenticator; readonly issuer: string };
+  /** TokenReview on the local cluster's API, when configured. */
+  readonly localReview?: Authenticator;
+  /** Remote clusters by clusterid, each validated by its own API's TokenReview. */
+  readonly remotes?: ReadonlyMap<string, Authenticator>;
+}
+
+/**
+ * The authenticator the gRPC service uses: routes by the clusterid header; the local cluster uses
+ * JWKS alone, TokenReview alone, or both (JWKS for tokens from its issuer, TokenReview for the rest).
+ */
+export function createMeshAuthenticator(options: MeshAuthenticators): Authenticator {
+  const routes = new Map<string, Authenticator>([[options.localClusterId, localAuthenticator(options)]]);
+  for (const [name, authenticator] of options.remotes ?? []) routes.set(name, authenticator);
+  return createClusterRouter(routes, options.localClusterId);
+}
+
+function localAuthenticator({ jwks, localReview }: MeshAuthenticators): Authenticator {
+  if (localReview === undefined) {
+    if (jwks === undefined) throw new Error('no token validation configured for the local cluster');
+    return jwks.authenticator;
+  }
+  if (jwks === undefined) return localReview;
+  return createIssuerRouter(new Map([[jwks.issuer, jwks.authenticator]]), localReview);
 }

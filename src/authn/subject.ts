@@ -46,7 +46,8 @@ export function identityFromClaims(payload: JWTPayload, trustDomain: string): To
 const MAX_EXP_SECONDS = 253_402_300_799; // 9999-12-31T23:59:59Z
 
 function expiryMs(exp: number | undefined): number {
-  if (exp === undefined || !Number.isFinite(exp) || exp > MAX_EXP_SECONDS) throw new AuthenticationError('ERR_TOKEN_MALFORMED', 'token "exp" is missing or out of range');
+  if (exp === undefined || !Number.isFinite(exp) || exp > MAX_EXP_SECONDS)
+    throw new AuthenticationError('ERR_TOKEN_MALFORMED', 'token "exp" is missing or out of range');
   return exp * 1000;
 }
 

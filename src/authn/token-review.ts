@@ -71,7 +71,11 @@ export function createTokenReviewAuthenticator(options: TokenReviewAuthenticator
       status = await options.reviewer.review(token, audiences);
     } catch (cause) {
       // Never a verdict: the caller retries (gRPC UNAVAILABLE) and nothing is cached.
-      throw new AuthenticationError('ERR_AUTHN_BACKEND_UNAVAILABLE', `TokenReview on ${options.reviewer.description} failed: ${(cause as Error).message}`, { cause });
+      throw new AuthenticationError(
+        'ERR_AUTHN_BACKEND_UNAVAILABLE',
+        `TokenReview on ${options.reviewer.description} failed: ${(cause as Error).message}`,
+        { cause },
+      );
     }
     const current = now().getTime();
     let verdict: Verdict;
@@ -110,7 +114,10 @@ export function createTokenReviewAuthenticator(options: TokenReviewAuthenticator
 function identityFromReview(status: TokenReviewResult, token: string, audiences: readonly string[], trustDomain: string): TokenIdentity {
   if (status.authenticated !== true) {
     // status.error is the API server's text ("token has expired", "invalid bearer token", ...); it never contains the token.
-    throw new AuthenticationError('ERR_TOKEN_SIGNATURE', `the Kubernetes API did not authenticate the token${status.error ? `: ${status.error.slice(0, 200)}` : ''}`);
+    throw new AuthenticationError(
+      'ERR_TOKEN_SIGNATURE',
+      `the Kubernetes API did not authenticate the token${status.error ? `: ${status.error.slice(0, 200)}` : ''}`,
+    );
   }
   // An authenticated review with no status.audiences means "valid for the API server", not for us.
   if (!(status.audiences ?? []).some((audience) => audiences.includes(audience))) {

@@ -23,3 +23,10 @@ export interface Authenticator {
   /** Resolves the caller's identity; rejects with AuthenticationError. */
   authenticate(ctx: AuthenticationContext): Promise<CallerIdentity>;
 }
+
+/**
+ * The impersonation port (ztunnel): resolves when `caller` may obtain a certificate for
+ * `impersonatedIdentity`, rejects with AuthenticationError ERR_IMPERSONATION_DENIED otherwise.
+ * Implemented against the Kubernetes API in kubernetes/impersonation.ts.
+ */
+export type ImpersonationAuthorizer = (caller: CallerIdentity, impersonatedIdentity: string) => Promise<void>;

@@ -108,8 +108,16 @@ export function planRotation(authorities: readonly AuthorityRecord[], now: Date,
     const why = takeover >= rootHalf ? 'is past half of its lifetime by 5/6' : 'would cut the next intermediate short';
     return plan({ kind: 'prepare', keyType, reason: `${active.id} passed half of its lifetime and its root ${root.id} ${why}` });
   }
-  if (t >= activateAt) return plan({ kind: 'rotate-intermediate', reason: `${active.id} passed 5/6 of its lifetime; its root ${root.id} is kept (before half of its lifetime)` });
-  return plan({ kind: 'wait', reason: `${active.id} gets a new intermediate under ${root.id} at 5/6 of its lifetime`, until: new Date(activateAt) });
+  if (t >= activateAt)
+    return plan({
+      kind: 'rotate-intermediate',
+      reason: `${active.id} passed 5/6 of its lifetime; its root ${root.id} is kept (before half of its lifetime)`,
+    });
+  return plan({
+    kind: 'wait',
+    reason: `${active.id} gets a new intermediate under ${root.id} at 5/6 of its lifetime`,
+    until: new Date(activateAt),
+  });
 }
 
 /**
@@ -117,7 +125,11 @@ export function planRotation(authorities: readonly AuthorityRecord[], now: Date,
  * active one's lifetime, or halfway between its preparation and the active one's expiry if it was
  * prepared late, so it has time to reach workloads and old leaves have time to drain.
  */
-export function preparedSuccessor(authorities: readonly AuthorityRecord[], active: AuthorityRecord, now: Date): Extract<RotationStep, { kind: 'activate' | 'wait' }> | undefined {
+export function preparedSuccessor(
+  authorities: readonly AuthorityRecord[],
+  active: AuthorityRecord,
+  now: Date,
+): Extract<RotationStep, { kind: 'activate' | 'wait' }> | undefined {
   const byId = new Map(authorities.map((a) => [a.id, a]));
   const t = now.getTime();
   const candidate = authorities
@@ -127,8 +139,17 @@ export function preparedSuccessor(authorities: readonly AuthorityRecord[], activ
   if (!candidate) return undefined;
   const prepared = candidate.createdAt.getTime();
   const due = Math.max(lifetimePoint(active, ACTIVATE_FRACTION), prepared + Math.max(0, active.notAfter.getTime() - prepared) / 2);
-  if (t >= due) return { kind: 'activate', id: candidate.id, reason: `${active.id} passed 5/6 of its lifetime; ${candidate.id} was prepared at ${new Date(prepared).toISOString()}` };
-  return { kind: 'wait', reason: `${candidate.id} is prepared; it becomes the signer at ${new Date(due).toISOString()}`, until: new Date(due) };
+  if (t >= due)
+    return {
+      kind: 'activate',
+      id: candidate.id,
+      reason: `${active.id} passed 5/6 of its lifetime; ${candidate.id} was prepared at ${new Date(prepared).toISOString()}`,
+    };
+  return {
+    kind: 'wait',
+    reason: `${candidate.id} is prepared; it becomes the signer at ${new Date(due).toISOString()}`,
+    until: new Date(due),
+  };
 }
 
 export interface AutoRotationOptions {
@@ -187,32 +208,54 @@ export class AutoRotator extends PassLoop<AutoRotationPass> {
     try {
       if (step.kind === 'prepare') {
         const { root, intermediate } = await ca.prepare({ keyType: step.keyType }, AUTO_ROTATE_ACTOR);
-        logger.info({ ...log, rootId: root.id, intermediateId: intermediate.id, keyType: step.keyType, bundleSequence: ca.current().bundleSequence }, `auto-rotation: prepared a new root and intermediate (${step.reason})`);
+        logger.info(
+          { ...log, rootId: root.id, intermediateId: intermediate.id, keyType: step.keyType, bundleSequence: ca.current().bundleSequence },
+          `auto-rotation: prepared a new root and intermediate (${step.reason})`,
+        );
         performed = step.kind;
       } else if (step.kind === 'activate') {
         const activated = await ca.activate(step.id, AUTO_ROTATE_ACTOR);
-        logger.info({ ...log, intermediateId: activated.id, rootId: activated.parentId }, `auto-rotation: activated ${activated.id} (${step.reason})`);
+        logger.info(
+          { ...log, intermediateId: activated.id, rootId: activated.parentId },
+          `auto-rotation: activated ${activated.id} (${step.reason})`,
+        );
         performed = step.kind;
       } else if (step.kind === 'rotate-intermediate') {
         const intermediate = await ca.rotateIntermediate(AUTO_ROTATE_ACTOR);
-        logger.info({ ...log, intermediateId: intermediate.id, rootId: intermediate.parentId }, `auto-rotation: rotated the intermediate (${step.reason})`);
+        logger.info(
+          { ...log, intermediateId: intermediate.id, rootId: intermediate.parentId },
+          `auto-rotation: rotated the intermediate (${step.reason})`,
+        );
         performed = step.kind;
       } else {
         const until = step.kind === 'wait' && step.until ? ` (next step due ${step.until.toISOString()})` : '';
-        this.reportOnce(step.kind === 'blocked' ? 'warn' : 'info', `auto-rotation: ${step.kind === 'blocked' ? 'blocked' : 'waiting'}: ${step.reason}${until}`, log);
+        this.reportOnce(
+          step.kind === 'blocked' ? 'warn' : 'info',
+          `auto-rotation: ${step.kind === 'blocked' ? 'blocked' : 'waiting'}: ${step.reason}${until}`,
+          log,
+        );
       }
     } catch (error) {
-      logger.warn({ err: error, ...log, step: step.kind }, `auto-rotation: ${step.kind} failed, retrying on the next check: ${(error as Error).message}`);
+      logger.warn(
+        { err: error, ...log, step: step.kind },
+        `auto-rotation: ${step.kind} failed, retrying on the next check: ${(error as Error).message}`,
+      );
     }
     const removed: string[] = [];
     for (const id of plan.retiredRoots) {
       try {
         const result = await ca.remove(id, false, AUTO_ROTATE_ACTOR);
         removed.push(id);
-        logger.info({ rootId: id, removed: result.removed, bundleSequence: ca.current().bundleSequence }, `auto-rotation: removed retired root ${id}; no unexpired certificate chains to it`);
+        logger.info(
+          { rootId: id, removed: result.removed, bundleSequence: ca.current().bundleSequence },
+          `auto-rotation: removed retired root ${id}; no unexpired certificate chains to it`,
+        );
       } catch (error) {
         if (error instanceof AuthorityError && error.code === 'ERR_AUTHORITY_IN_USE') {
-          logger.debug({ rootId: id, unexpiredCertificates: error.details.unexpiredCertificates }, `auto-rotation: retired root ${id} still has unexpired certificates`);
+          logger.debug(
+            { rootId: id, unexpiredCertificates: error.details.unexpiredCertificates },
+            `auto-rotation: retired root ${id} still has unexpired certificates`,
+          );
         } else {
           logger.warn({ err: error, rootId: id }, `auto-rotation: removing retired root ${id} failed: ${(error as Error).message}`);
         }

@@ -1,4 +1,5 @@
 /** Issuance and lifecycle errors with stable codes; transports map codes to gRPC/HTTP statuses. */
+import { MeshcaError } from '../errors.js';
 
 export type IssuanceErrorCode =
   /** The CSR cannot be parsed, uses an unsupported key, or asks for something the policy forbids. */
@@ -11,7 +12,7 @@ export type IssuanceErrorCode =
   | 'ERR_JWT_REQUEST_INVALID'
   /** The identity is on the deny-list. */
   | 'ERR_IDENTITY_DENIED'
-  /** No usable signing authority (startup, or the store lost it). */
+  /** No usable signing authority (e.g. the signer was revoked and nothing replaced it yet); retryable. */
   | 'ERR_CA_NOT_READY'
   /** Signing or recording failed; retrying may succeed. */
   | 'ERR_ISSUANCE_FAILED'
@@ -22,13 +23,10 @@ export type IssuanceErrorCode =
   /** The data volume is under --min-free-disk: new certificates are refused until space is freed. */
   | 'ERR_DISK_LOW';
 
-export class IssuanceError extends Error {
+export class IssuanceError extends MeshcaError<IssuanceErrorCode> {
   override readonly name = 'IssuanceError';
-  constructor(
-    readonly code: IssuanceErrorCode,
-    message: string,
-  ) {
-    super(message);
+  constructor(code: IssuanceErrorCode, message: string) {
+    super(code, message, { retryable: code === 'ERR_ISSUANCE_FAILED' || code === 'ERR_CA_NOT_READY' });
   }
 }
 
@@ -43,14 +41,14 @@ export type AuthorityErrorCode =
   /** The store does not describe exactly one usable active authority. */
   | 'ERR_AUTHORITY_INCONSISTENT';
 
-export class AuthorityError extends Error {
+export class AuthorityError extends MeshcaError<AuthorityErrorCode> {
   override readonly name = 'AuthorityError';
   constructor(
-    readonly code: AuthorityErrorCode,
+    code: AuthorityErrorCode,
     message: string,
     readonly details: Readonly<Record<string, unknown>> = {},
   ) {
-    super(message);
+    super(code, message);
   }
 }
 
@@ -63,13 +61,9 @@ export type UpstreamErrorCode =
   | 'ERR_UPSTREAM_TIMEOUT';
 
 /** A failure talking to an upstream CA (Vault PKI, cert-manager); the message says what the upstream said. */
-export class UpstreamError extends Error {
+export class UpstreamError extends MeshcaError<UpstreamErrorCode> {
   override readonly name = 'UpstreamError';
-  constructor(
-    readonly code: UpstreamErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
+  constructor(code: UpstreamErrorCode, message: string, options: { cause?: unknown } = {}) {
+    super(code, message, { cause: options.cause, retryable: code !== 'ERR_UPSTREAM_REFUSED' });
   }
 }

@@ -43,17 +43,25 @@ export function startHousekeeping(options: HousekeepingOptions): Housekeeping {
     await options.revocation.refreshAll();
     const expiredBefore = new Date(Date.now() - options.retentionMs);
     const pruned =
-      (await inBatches((n) => options.store.pruneExpired(expiredBefore, n))) + (await inBatches((n) => options.store.pruneJwtSvids(expiredBefore, n)));
+      (await inBatches((n) => options.store.pruneExpired(expiredBefore, n))) +
+      (await inBatches((n) => options.store.pruneJwtSvids(expiredBefore, n)));
     if (pruned > 0) options.logger.info({ pruned }, 'pruned expired certificate and JWT-SVID records');
     const expired = (await options.expirePending?.()) ?? [];
-    if (expired.length > 0) options.logger.warn({ pending: expired }, 'deleted pending authorities whose certificate never came back; request a new CSR if still needed');
+    if (expired.length > 0)
+      options.logger.warn(
+        { pending: expired },
+        'deleted pending authorities whose certificate never came back; request a new CSR if still needed',
+      );
     const auditPruned = await inBatches((n) => options.store.pruneAudit(new Date(Date.now() - options.auditRetentionMs), n));
     if (auditPruned > 0) options.logger.info({ auditPruned }, 'pruned audit events older than --audit-retention');
     return { pruned, auditPruned };
   };
   const runOnce = async () => (options.singleton ? ((await options.singleton(pass)) ?? { pruned: 0, auditPruned: 0 }) : pass());
   const interval = options.intervalMs ?? Math.min(options.crlValidityMs / 4, 15 * 60_000);
-  const timer = setInterval(() => void runOnce().catch((error: unknown) => options.logger.warn({ err: error }, 'housekeeping pass failed')), interval);
+  const timer = setInterval(
+    () => void runOnce().catch((error: unknown) => options.logger.warn({ err: error }, 'housekeeping pass failed')),
+    interval,
+  );
   timer.unref();
   return {
     runOnce,

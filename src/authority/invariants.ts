@@ -21,7 +21,7 @@
  */
 import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
 import { openPrivateKey } from '../pki/keys.js';
-import type { StoreInspection } from '../store/verify.js';
+import type { StoreInspection } from '../store/inspection.js';
 import type { AuthorityRecord } from '../store/types.js';
 import { authorityIdFor } from './records.js';
 import { unsealAuthorityKey } from './signer.js';
@@ -78,13 +78,15 @@ export async function checkInvariants(store: StoreInspection, options: Invariant
   else {
     const integrity = await store.integrityCheck();
     const fk = await store.foreignKeyViolations();
-    if (integrity !== 'ok') add('integrity', 'failed', `PRAGMA integrity_check: ${integrity.split('\n').slice(0, SAMPLE_SHOWN).join('; ')}`);
+    if (integrity !== 'ok')
+      add('integrity', 'failed', `PRAGMA integrity_check: ${integrity.split('\n').slice(0, SAMPLE_SHOWN).join('; ')}`);
     else if (fk.length > 0) add('integrity', 'failed', `foreign keys point nowhere: ${fk.slice(0, SAMPLE_SHOWN).join('; ')}`);
     else add('integrity', 'ok', 'PRAGMA integrity_check ok, no dangling foreign keys');
   }
 
   const schema = await store.schema();
-  if (schema.version > schema.latestKnown) add('schema', 'failed', `schema version ${schema.version} is newer than this meshca (${schema.latestKnown})`);
+  if (schema.version > schema.latestKnown)
+    add('schema', 'failed', `schema version ${schema.version} is newer than this meshca (${schema.latestKnown})`);
   else add('schema', 'ok', `schema version ${schema.version}`);
 
   const authorities = await store.loadAuthorities();
@@ -93,17 +95,30 @@ export async function checkInvariants(store: StoreInspection, options: Invariant
   const chainProblems = checkAuthorityChain(authorities, byId, certs);
   if (authorities.length === 0) add('authority-chain', 'failed', 'the store has no authorities (has "meshca serve" ever started on it?)');
   else if (chainProblems.length > 0) add('authority-chain', 'failed', summarize(chainProblems));
-  else add('authority-chain', 'ok', `${count(authorities.filter((a) => a.kind === 'root').length, 'root')}, ${count(authorities.filter((a) => a.kind === 'intermediate').length, 'intermediate')}; all chain correctly`);
+  else
+    add(
+      'authority-chain',
+      'ok',
+      `${count(authorities.filter((a) => a.kind === 'root').length, 'root')}, ${count(authorities.filter((a) => a.kind === 'intermediate').length, 'intermediate')}; all chain correctly`,
+    );
 
   const active = checkActive(authorities, byId);
   add('active-authority', active.problem ? 'failed' : 'ok', active.problem ?? `${active.record!.id} under ${active.record!.parentId}`);
 
   const revoked = new Set(await store.revokedAuthorityIds());
   const taintProblems = [
-    ...authorities.filter((a) => a.state === 'tainted' && !revoked.has(a.id)).map((a) => `${a.id} is tainted but its revocation is not recorded`),
-    ...[...revoked].filter((id) => !['tainted', 'removed'].includes(byId.get(id)?.state ?? '')).map((id) => `${id} has a recorded revocation but is ${byId.get(id)?.state ?? 'not stored'}`),
+    ...authorities
+      .filter((a) => a.state === 'tainted' && !revoked.has(a.id))
+      .map((a) => `${a.id} is tainted but its revocation is not recorded`),
+    ...[...revoked]
+      .filter((id) => !['tainted', 'removed'].includes(byId.get(id)?.state ?? ''))
+      .map((id) => `${id} has a recorded revocation but is ${byId.get(id)?.state ?? 'not stored'}`),
   ];
-  add('authority-taint', taintProblems.length > 0 ? 'failed' : 'ok', taintProblems.length > 0 ? summarize(taintProblems) : `${count(revoked.size, 'revoked authority')}, each tainted or removed`);
+  add(
+    'authority-taint',
+    taintProblems.length > 0 ? 'failed' : 'ok',
+    taintProblems.length > 0 ? summarize(taintProblems) : `${count(revoked.size, 'revoked authority')}, each tainted or removed`,
+  );
 
   if (!options.kek) add('authority-keys', 'skipped', 'no KEK given (--kek-file or MESHCA_KEK): private keys not checked');
   else {
@@ -117,30 +132,56 @@ export async function checkInvariants(store: StoreInspection, options: Invariant
       }
     });
     if (active.record && !active.record.sealedKey) problems.unshift(`the active intermediate ${active.record.id} has no private key`);
-    add('authority-keys', problems.length > 0 ? 'failed' : 'ok', problems.length > 0 ? summarize(problems) : `${count(sealed.length, 'sealed key')} open with this KEK and match their certificates`);
+    add(
+      'authority-keys',
+      problems.length > 0 ? 'failed' : 'ok',
+      problems.length > 0 ? summarize(problems) : `${count(sealed.length, 'sealed key')} open with this KEK and match their certificates`,
+    );
   }
 
   const jwtProblems = await checkJwtKeys(store, options.kek);
   if (jwtProblems === undefined) add('jwt-keys', 'skipped', 'no JWT-SVID signing key yet');
-  else add('jwt-keys', jwtProblems.length > 0 ? 'failed' : 'ok', jwtProblems.length > 0 ? summarize(jwtProblems) : options.kek ? 'one active key; every published key opens with this KEK' : 'one active key (keys not opened: no KEK given)');
+  else
+    add(
+      'jwt-keys',
+      jwtProblems.length > 0 ? 'failed' : 'ok',
+      jwtProblems.length > 0
+        ? summarize(jwtProblems)
+        : options.kek
+          ? 'one active key; every published key opens with this KEK'
+          : 'one active key (keys not opened: no KEK given)',
+    );
 
   const sequence = await store.bundleSequence();
   if (authorities.length > 0 && sequence < 1) add('bundle-sequence', 'failed', `bundle sequence is ${sequence} although authorities exist`);
   else if (options.minBundleSequence !== undefined && sequence < options.minBundleSequence) {
     add('bundle-sequence', 'failed', `bundle sequence went backwards: ${sequence} < ${options.minBundleSequence} seen before`);
-  } else add('bundle-sequence', 'ok', `${sequence}${options.minBundleSequence !== undefined ? ` (≥ ${options.minBundleSequence} seen before)` : ''}`);
+  } else
+    add(
+      'bundle-sequence',
+      'ok',
+      `${sequence}${options.minBundleSequence !== undefined ? ` (≥ ${options.minBundleSequence} seen before)` : ''}`,
+    );
 
   if (!options.receivedSerials) add('received-certificates', 'skipped', 'no list of received certificates');
   else {
     const received = [...options.receivedSerials];
     const missing = await store.missingSerials(received);
-    if (missing.length > 0) add('received-certificates', 'failed', `${missing.length} of ${received.length} certificates clients received are not stored, e.g. ${missing.slice(0, SAMPLE_SHOWN).join(', ')}`);
+    if (missing.length > 0)
+      add(
+        'received-certificates',
+        'failed',
+        `${missing.length} of ${received.length} certificates clients received are not stored, e.g. ${missing.slice(0, SAMPLE_SHOWN).join(', ')}`,
+      );
     else add('received-certificates', 'ok', `all ${received.length} stored`);
   }
 
   const issued = await checkIssued(store, byId, certs, options.sample);
   const total = await store.certificateCount();
-  const scope = options.sample === undefined ? 'every stored certificate' : `a random sample of ${Math.min(options.sample, total)} of ${total} stored certificates`;
+  const scope =
+    options.sample === undefined
+      ? 'every stored certificate'
+      : `a random sample of ${Math.min(options.sample, total)} of ${total} stored certificates`;
   if (issued.problems.length > 0) add('certificate-authorities', 'failed', summarize(issued.problems));
   else add('certificate-authorities', 'ok', `${scope} verifies against its stored authority (${issued.verified} checked)`);
 
@@ -155,7 +196,11 @@ export async function checkInvariants(store: StoreInspection, options: Invariant
   };
 }
 
-function checkAuthorityChain(authorities: readonly AuthorityRecord[], byId: ReadonlyMap<string, AuthorityRecord>, certs: Map<string, X509Certificate>): string[] {
+function checkAuthorityChain(
+  authorities: readonly AuthorityRecord[],
+  byId: ReadonlyMap<string, AuthorityRecord>,
+  certs: Map<string, X509Certificate>,
+): string[] {
   const problems: string[] = [];
   for (const a of authorities) {
     try {
@@ -181,7 +226,9 @@ function checkAuthorityChain(authorities: readonly AuthorityRecord[], byId: Read
     if (!parent) problems.push(`intermediate ${a.id}: its root ${a.parentId ?? '(none)'} is not stored`);
     else if (parent.kind !== 'root') problems.push(`intermediate ${a.id}: its parent ${parent.id} is not a root`);
     else if (parentCert && !chainsTo(cert, a.upstreamChainDers, parentCert)) {
-      problems.push(`intermediate ${a.id} does not verify against its root ${parent.id}${a.upstreamChainDers.length > 0 ? ` through its ${a.upstreamChainDers.length} upstream intermediate(s)` : ''}`);
+      problems.push(
+        `intermediate ${a.id} does not verify against its root ${parent.id}${a.upstreamChainDers.length > 0 ? ` through its ${a.upstreamChainDers.length} upstream intermediate(s)` : ''}`,
+      );
     }
   }
   return problems;
@@ -197,18 +244,28 @@ function chainsTo(cert: X509Certificate, upstreamDers: readonly Buffer[], root: 
   }
 }
 
-function checkActive(authorities: readonly AuthorityRecord[], byId: ReadonlyMap<string, AuthorityRecord>): { record?: AuthorityRecord; problem?: string } {
+function checkActive(
+  authorities: readonly AuthorityRecord[],
+  byId: ReadonlyMap<string, AuthorityRecord>,
+): { record?: AuthorityRecord; problem?: string } {
   const active = authorities.filter((a) => a.kind === 'intermediate' && a.state === 'active');
   const [record] = active;
   if (record === undefined || active.length !== 1) {
-    return { problem: `${active.length} active intermediates${active.length > 0 ? ` (${active.map((a) => a.id).join(', ')})` : ''}; exactly one is required` };
+    return {
+      problem: `${active.length} active intermediates${active.length > 0 ? ` (${active.map((a) => a.id).join(', ')})` : ''}; exactly one is required`,
+    };
   }
   const root = record.parentId === null ? undefined : byId.get(record.parentId);
-  if (!root || !TRUSTED_STATES.has(root.state)) return { record, problem: `the active intermediate ${record.id} is not under a trusted root (${root ? `${root.id} is ${root.state}` : 'root missing'})` };
+  if (!root || !TRUSTED_STATES.has(root.state))
+    return {
+      record,
+      problem: `the active intermediate ${record.id} is not under a trusted root (${root ? `${root.id} is ${root.state}` : 'root missing'})`,
+    };
   if (root.state !== 'active') return { record, problem: `the root ${root.id} of the active intermediate is ${root.state}, not active` };
   const otherRoots = authorities.filter((a) => a.kind === 'root' && a.state === 'active' && a.id !== root.id);
   if (otherRoots.length > 0) return { record, problem: `other roots are active too: ${otherRoots.map((a) => a.id).join(', ')}` };
-  if (record.notAfter.getTime() <= Date.now()) return { record, problem: `the active intermediate ${record.id} expired at ${record.notAfter.toISOString()}` };
+  if (record.notAfter.getTime() <= Date.now())
+    return { record, problem: `the active intermediate ${record.id} expired at ${record.notAfter.toISOString()}` };
   return { record };
 }
 
@@ -220,7 +277,8 @@ async function checkIssued(
 ): Promise<{ problems: string[]; verified: number }> {
   const problems: string[] = [];
   const unknown = await store.certificatesWithUnknownAuthority(SAMPLE_SHOWN);
-  if (unknown.count > 0) problems.push(`${unknown.count} certificates name an authority the store does not know, e.g. ${unknown.sample.join(', ')}`);
+  if (unknown.count > 0)
+    problems.push(`${unknown.count} certificates name an authority the store does not know, e.g. ${unknown.sample.join(', ')}`);
   let verified = 0;
   let bad = 0;
   for await (const batch of store.certificateBatches(sample === undefined ? {} : { sample })) {
@@ -245,7 +303,8 @@ function issuedProblem(
 ): string | undefined {
   const authority = byId.get(authorityId);
   if (!authority) return 'unknown-authority';
-  if (authority.kind !== 'intermediate') return `certificate ${serialHex} names the root ${authorityId} as its issuer; leaves are signed by intermediates`;
+  if (authority.kind !== 'intermediate')
+    return `certificate ${serialHex} names the root ${authorityId} as its issuer; leaves are signed by intermediates`;
   const issuer = certs.get(authorityId);
   if (!issuer) return `certificate ${serialHex}: its authority ${authorityId} has an unreadable certificate`;
   let leaf: X509Certificate;
@@ -254,8 +313,10 @@ function issuedProblem(
   } catch {
     return `certificate ${serialHex}: the stored DER is not a certificate`;
   }
-  if (leaf.serialNumber.toLowerCase().replace(/^0+(?=.)/, '') !== serialHex) return `certificate ${serialHex}: the stored DER has serial ${leaf.serialNumber.toLowerCase()}`;
-  if (!leaf.checkIssued(issuer) || !leaf.verify(issuer.publicKey)) return `certificate ${serialHex} does not verify against its authority ${authorityId}`;
+  if (leaf.serialNumber.toLowerCase().replace(/^0+(?=.)/, '') !== serialHex)
+    return `certificate ${serialHex}: the stored DER has serial ${leaf.serialNumber.toLowerCase()}`;
+  if (!leaf.checkIssued(issuer) || !leaf.verify(issuer.publicKey))
+    return `certificate ${serialHex} does not verify against its authority ${authorityId}`;
   return undefined;
 }
 
@@ -276,12 +337,14 @@ export function formatInvariantReport(report: InvariantReport): string {
   const resultWidth = Math.max('RESULT'.length, ...rows.map(([, result]) => result.length));
   const line = ([name, result, detail]: Row) => `${name.padEnd(nameWidth)}  ${result.padEnd(resultWidth)}  ${detail}`.trimEnd();
   const failed = report.results.filter((r) => r.status === 'failed').length;
-  return [
-    line(['INVARIANT', 'RESULT', 'DETAIL']),
-    ...rows.map(line),
-    '',
-    failed === 0 ? 'all invariants hold' : `${failed} invariant${failed === 1 ? '' : 's'} violated`,
-  ].join('\n') + '\n';
+  return (
+    [
+      line(['INVARIANT', 'RESULT', 'DETAIL']),
+      ...rows.map(line),
+      '',
+      failed === 0 ? 'all invariants hold' : `${failed} invariant${failed === 1 ? '' : 's'} violated`,
+    ].join('\n') + '\n'
+  );
 }
 
 /** Undefined when there are no JWT keys (a store from before JWT-SVIDs); else the problems found. */
@@ -295,7 +358,8 @@ async function checkJwtKeys(store: StoreInspection, kek: Buffer | undefined): Pr
   for (const key of keys.filter((k) => k.state !== 'removed')) {
     try {
       const publicJwk = createPublicKey(openPrivateKey(key.sealedKey, kek, key.kid)).export({ format: 'jwk' }) as Record<string, string>;
-      if (publicJwk.x !== key.publicJwk.x || publicJwk.n !== key.publicJwk.n) problems.push(`JWT key ${key.kid} does not match its published JWK`);
+      if (publicJwk.x !== key.publicJwk.x || publicJwk.n !== key.publicJwk.n)
+        problems.push(`JWT key ${key.kid} does not match its published JWK`);
     } catch {
       problems.push(`cannot decrypt JWT key ${key.kid} with this KEK`);
     }

@@ -1,4 +1,13 @@
-import type { AuditEvent, AuditEventInput, AuthorityRecord, CertificateDetail, CertificateStatus, CertificateSummary, Page, Store } from '../store/types.js';
+import type {
+  AuditEvent,
+  AuditEventInput,
+  AuthorityRecord,
+  CertificateDetail,
+  CertificateStatus,
+  CertificateSummary,
+  Page,
+  Store,
+} from '../store/types.js';
 import { AuthorityError } from './errors.js';
 
 export interface AuthorityView {
@@ -37,7 +46,11 @@ export class Inventory {
   ) {}
 
   async authorities(): Promise<AuthorityView[]> {
-    const [records, usage, revocations] = await Promise.all([this.store.loadAuthorities(), this.store.authorityUsage(this.now()), this.store.listAuthorityRevocations()]);
+    const [records, usage, revocations] = await Promise.all([
+      this.store.loadAuthorities(),
+      this.store.authorityUsage(this.now()),
+      this.store.listAuthorityRevocations(),
+    ]);
     const taints = new Map(revocations.map((r) => [r.authorityId, r]));
     return records.map((r) => {
       const counts = r.kind === 'root' ? sumChildren(records, usage, r.id) : (usage.get(r.id) ?? { issued: 0, unexpired: 0, revoked: 0 });
@@ -64,7 +77,7 @@ export class Inventory {
 
   async authority(id: string): Promise<AuthorityRecord> {
     const record = (await this.store.loadAuthorities()).find((a) => a.id === id);
-    if (!record) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no authority with id ${id} (list them with GET /v1/authorities)`);
+    if (!record) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no authority with id ${id}`);
     return record;
   }
 
@@ -89,7 +102,11 @@ export class Inventory {
   }
 }
 
-function sumChildren(records: readonly AuthorityRecord[], usage: Map<string, { issued: number; unexpired: number; revoked: number }>, rootId: string) {
+function sumChildren(
+  records: readonly AuthorityRecord[],
+  usage: Map<string, { issued: number; unexpired: number; revoked: number }>,
+  rootId: string,
+) {
   return records
     .filter((a) => a.parentId === rootId)
     .reduce(

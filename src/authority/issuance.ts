@@ -67,7 +67,8 @@ export class IssuanceService {
       this.store.checkFreeSpace().catch(diskVerdict),
     ]);
     if (denied) throw new IssuanceError('ERR_IDENTITY_DENIED', `${spiffeId} is on the deny-list; an operator must allow it again`);
-    if (!signatureValid) throw new IssuanceError('ERR_CSR_SIGNATURE', 'CSR signature does not verify: the CSR was altered or not signed by its key');
+    if (!signatureValid)
+      throw new IssuanceError('ERR_CSR_SIGNATURE', 'CSR signature does not verify: the CSR was altered or not signed by its key');
     return this.signAndRecord(
       { spkiDer: csr.spkiDer, uris: [spiffeId], dnsNames: [], rsaKey: csr.keyAlgorithm === 'rsa', callerId: request.caller.spiffeId },
       request.validitySeconds,
@@ -85,7 +86,11 @@ export class IssuanceService {
    * old snapshot) is redone with the replacement, so once the revocation has returned, no
    * certificate from the tainted intermediate is handed out. The stray record stays on file.
    */
-  private async signAndRecord(request: Omit<ProfileIssuanceRequest, 'ttlMs'>, validitySeconds: number, clusterId: string): Promise<IssuedCertificate> {
+  private async signAndRecord(
+    request: Omit<ProfileIssuanceRequest, 'ttlMs'>,
+    validitySeconds: number,
+    clusterId: string,
+  ): Promise<IssuedCertificate> {
     for (let attempt = 1; ; attempt++) {
       const snapshot = this.ca.current();
       const issued = await this.signOnce(snapshot, request, validitySeconds, clusterId);
@@ -107,18 +112,41 @@ export class IssuanceService {
     const validity = this.policy.validity(validitySeconds, this.now(), signer.notAfter);
     const serial = randomSerial();
     const der = await signer
-      .sign({ serial, ...validity, spkiDer: request.spkiDer, uris: request.uris, dnsNames: request.dnsNames, keyEncipherment: request.rsaKey })
+      .sign({
+        serial,
+        ...validity,
+        spkiDer: request.spkiDer,
+        uris: request.uris,
+        dnsNames: request.dnsNames,
+        keyEncipherment: request.rsaKey,
+      })
       .catch((error: unknown) => {
         throw new IssuanceError('ERR_ISSUANCE_FAILED', `signing failed: ${(error as Error).message}`);
       });
     const serialHex = serialToHex(serial);
     const spiffeId = request.uris[0] ?? `dns:${request.dnsNames[0]}`;
     await this.store
-      .recordIssued({ serialHex, spiffeId, callerId: request.callerId, clusterId, authorityId: signer.id, notBefore: validity.notBefore, notAfter: validity.notAfter, issuedAt: this.now(), der })
+      .recordIssued({
+        serialHex,
+        spiffeId,
+        callerId: request.callerId,
+        clusterId,
+        authorityId: signer.id,
+        notBefore: validity.notBefore,
+        notAfter: validity.notAfter,
+        issuedAt: this.now(),
+        der,
+      })
       .catch((error: unknown) => {
         throw storeFailure(error, 'could not record the certificate');
       });
-    return { serialHex, spiffeId, authorityId: signer.id, notAfter: validity.notAfter, chain: [pemEncode(der, 'CERTIFICATE'), ...snapshot.chainTail] };
+    return {
+      serialHex,
+      spiffeId,
+      authorityId: signer.id,
+      notAfter: validity.notAfter,
+      chain: [pemEncode(der, 'CERTIFICATE'), ...snapshot.chainTail],
+    };
   }
 }
 

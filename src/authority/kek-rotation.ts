@@ -13,7 +13,10 @@ export async function resealAuthorityKeys(store: Store, currentKek: Buffer, newK
   const sealed = (await store.loadAuthorities()).filter((a) => a.sealedKey !== null);
   if (sealed.length === 0) throw new AuthorityError('ERR_AUTHORITY_INVALID', 'the store holds no sealed keys: nothing to re-encrypt');
   const resealed = sealed.map((record) => ({ id: record.id, sealedKey: reseal(record, currentKek, newKek) }));
-  const resealedPending = (await store.loadPendingAuthorities()).map((p) => ({ id: p.id, sealedKey: resealUncertified(p.sealedKey, p.id, currentKek, newKek) }));
+  const resealedPending = (await store.loadPendingAuthorities()).map((p) => ({
+    id: p.id,
+    sealedKey: resealUncertified(p.sealedKey, p.id, currentKek, newKek),
+  }));
   const resealedJwtKeys = (await store.loadJwtAuthorities())
     .filter((k) => k.state !== 'removed')
     .map((k) => ({ kid: k.kid, sealedKey: resealUncertified(k.sealedKey, k.kid, currentKek, newKek) }));
@@ -27,7 +30,11 @@ export async function resealAuthorityKeys(store: Store, currentKek: Buffer, newK
       action: 'kek.rotate',
       target: 'authorities',
       result: 'ok',
-      details: { authorities: resealed.map((r) => r.id), pending: resealedPending.map((r) => r.id), jwtKeys: resealedJwtKeys.map((r) => r.kid) },
+      details: {
+        authorities: resealed.map((r) => r.id),
+        pending: resealedPending.map((r) => r.id),
+        jwtKeys: resealedJwtKeys.map((r) => r.kid),
+      },
       at: new Date(),
     },
   });

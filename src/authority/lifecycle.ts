@@ -1,10 +1,24 @@
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { AuthorityRecord, AuthorityRevocationReason, AuthorityState, AuthorityTransition, PendingAuthorityRecord, Store } from '../store/types.js';
+import type {
+  AuthorityRecord,
+  AuthorityRevocationReason,
+  AuthorityState,
+  AuthorityTransition,
+  PendingAuthorityRecord,
+  Store,
+} from '../store/types.js';
 import { createCaCertificate, validatePluginCa, type PluginCaFiles } from '../pki/certificate.js';
 import type { KeyType } from '../pki/keys.js';
 import { AuthorityError } from './errors.js';
-import { attachChange, DEFAULT_PENDING_TTL_MS, isPendingId, newPendingAuthority, type IntermediateCsrRequest, type UpstreamCertificateFiles } from './pending.js';
+import {
+  attachChange,
+  DEFAULT_PENDING_TTL_MS,
+  isPendingId,
+  newPendingAuthority,
+  type IntermediateCsrRequest,
+  type UpstreamCertificateFiles,
+} from './pending.js';
 import { authorityRecord } from './records.js';
 import { SigningAuthority, unsealAuthorityKey } from './signer.js';
 import { buildSnapshot, TRUSTED_STATES, type TrustSnapshot } from './snapshot.js';
@@ -16,7 +30,7 @@ export interface AuthorityProfile {
   readonly intermediateTtlMs: number;
 }
 
-export interface CertificateAuthorityOptions extends AuthorityProfile {
+export interface AuthorityDeps {
   readonly store: Store;
   readonly kek: Buffer;
   readonly logger: Logger;
@@ -35,8 +49,15 @@ export interface CertificateAuthorityOptions extends AuthorityProfile {
 export interface IntermediateSigner {
   readonly kind: 'vault' | 'cert-manager';
   /** Resolves with the signed certificate and the chain up to and including the upstream root. */
-  signIntermediate(request: { readonly id: string; readonly csrPem: string; readonly ttlMs: number; readonly signal?: AbortSignal }): Promise<UpstreamCertificateFiles>;
+  signIntermediate(request: {
+    readonly id: string;
+    readonly csrPem: string;
+    readonly ttlMs: number;
+    readonly signal?: AbortSignal;
+  }): Promise<UpstreamCertificateFiles>;
 }
+
+export interface CertificateAuthorityOptions extends AuthorityDeps, AuthorityProfile {}
 
 export interface PrepareRequest {
   readonly keyType?: KeyType;
@@ -80,21 +101,47 @@ export class CertificateAuthority {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly now: () => Date;
 
-  private constructor(private readonly options: CertificateAuthorityOptions) {
+  private constructor(private readonly options: AuthorityDeps & Partial<AuthorityProfile>) {
     this.now = options.now ?? (() => new Date());
   }
 
-  /** Loads the authorities; on an empty store only, creates the first root and intermediate. */
+  /** The server's start: bootstrap an empty store, then load. */
   static async open(options: CertificateAuthorityOptions): Promise<CertificateAuthority> {
+    await CertificateAuthority.bootstrap(options).catch(async (error: unknown) => {
+      // Another replica bootstrapped the shared store at the same moment (the database let one win): use its CA.
+      if ((await options.store.loadAuthorities()).length === 0) throw error;
+    });
+    return CertificateAuthority.load(options);
+  }
+
+  /**
+   * Loads the authorities of a store that has them. Tools that only sign with what exists (CRLs,
+   * istiod certificates) load without a profile; creating new authorities then is refused.
+   */
+  static async load(options: AuthorityDeps & Partial<AuthorityProfile>): Promise<CertificateAuthority> {
     const ca = new CertificateAuthority(options);
-    if ((await options.store.loadAuthorities()).length === 0) {
-      await ca.bootstrap().catch(async (error: unknown) => {
-        // Another replica bootstrapped the shared store at the same moment (the database let one win): use its CA.
-        if ((await options.store.loadAuthorities()).length === 0) throw error;
-      });
-    }
     await ca.reload();
     return ca;
+  }
+
+  /** On an empty store only, creates the first root and intermediate; false when the store already has authorities. */
+  static async bootstrap(options: CertificateAuthorityOptions): Promise<boolean> {
+    if ((await options.store.loadAuthorities()).length > 0) return false;
+    const ca = new CertificateAuthority(options);
+    if (options.bootstrapSigner) {
+      await ca.bootstrapUpstream(options.bootstrapSigner);
+      return true;
+    }
+    const { root, intermediate } = await ca.createPair(options, 'active');
+    await ca.commit({ insert: [root, intermediate], bumpBundleSequence: true }, 'meshca', 'authority.bootstrap', root.id, {
+      intermediateId: intermediate.id,
+      keyType: root.keyType,
+    });
+    options.logger.info(
+      { rootId: root.id, intermediateId: intermediate.id, keyType: root.keyType },
+      'created the first root and intermediate CA',
+    );
+    return true;
   }
 
   current(): TrustSnapshot {
@@ -131,7 +178,8 @@ export class CertificateAuthority {
   syncFromStore(): Promise<boolean> {
     return this.serialize(async () => {
       const [authorities, sequence] = await Promise.all([this.options.store.loadAuthorities(), this.options.store.bundleSequence()]);
-      if (sequence === this.snapshot.bundleSequence && authorityVersion(authorities) === authorityVersion(this.snapshot.authorities)) return false;
+      if (sequence === this.snapshot.bundleSequence && authorityVersion(authorities) === authorityVersion(this.snapshot.authorities))
+        return false;
       await this.reload();
       return true;
     });
@@ -139,7 +187,7 @@ export class CertificateAuthority {
 
   prepare(request: PrepareRequest, actor: string): Promise<{ root: AuthorityRecord; intermediate: AuthorityRecord }> {
     return this.serialize(async () => {
-      const { root, intermediate } = await this.createPair({ ...this.options, ...definedOnly(request) }, 'prepared');
+      const { root, intermediate } = await this.createPair({ ...this.profile(), ...definedOnly(request) }, 'prepared');
       await this.commit({ insert: [root, intermediate], bumpBundleSequence: true }, actor, 'authority.prepare', root.id, {
         intermediateId: intermediate.id,
         keyType: root.keyType,
@@ -151,7 +199,12 @@ export class CertificateAuthority {
   /** Makes a prepared intermediate (or a prepared root's intermediate) the signer; the old one retires. */
   activate(id: string, actor: string): Promise<AuthorityRecord> {
     return this.serialize(async () => {
-      if (isPendingId(id)) throw new AuthorityError('ERR_AUTHORITY_STATE', `${id} is pending: attach its signed certificate first (POST /v1/authorities/${id}/certificate)`, { state: 'pending' });
+      if (isPendingId(id))
+        throw new AuthorityError(
+          'ERR_AUTHORITY_STATE',
+          `${id} is pending: attach its signed certificate first (POST /v1/authorities/${id}/certificate)`,
+          { state: 'pending' },
+        );
       const authorities = await this.options.store.loadAuthorities();
       const target = activationTarget(authorities, id);
       SigningAuthority.open(target, this.options.kek); // never activate something that cannot sign
@@ -207,12 +260,22 @@ export class CertificateAuthority {
         transitions: plan.transitions,
         revocations: plan.tainted.map((a) => ({ authorityId: a.id, revokedAt: at, reason: a.id === id ? reason : 'cACompromise', actor })),
         bumpBundleSequence: false,
-        audit: { actor, action: 'authority.revoke', target: id, result: 'ok', details: { reason, kind: target.kind, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired }, at },
+        audit: {
+          actor,
+          action: 'authority.revoke',
+          target: id,
+          result: 'ok',
+          details: { reason, kind: target.kind, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired },
+          at,
+        },
       });
       await this.reload();
       const current = this.snapshot.authorities;
       const replacement = plan.replacementId === null ? null : find(current, plan.replacementId);
-      this.options.logger.warn({ id, reason, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired }, 'authority revoked and tainted');
+      this.options.logger.warn(
+        { id, reason, tainted, replacementId: plan.replacementId, unexpiredCertificates: unexpired },
+        'authority revoked and tainted',
+      );
       return { authority: find(current, id), tainted, replacement, unexpiredCertificates: unexpired };
     });
   }
@@ -229,7 +292,7 @@ export class CertificateAuthority {
       );
     }
     const issuer = { certificateDer: root.certificateDer, privateKey: unsealAuthorityKey(root, this.options.kek) };
-    const replacement = await this.createIntermediate(root, issuer, this.options, 'active');
+    const replacement = await this.createIntermediate(root, issuer, this.profile(), 'active');
     return { insert: [replacement], transitions: [taint], tainted: [target], replacementId: replacement.id };
   }
 
@@ -242,11 +305,17 @@ export class CertificateAuthority {
         throw new AuthorityError('ERR_AUTHORITY_STATE', `root ${root.id} is external (plug-in CA); import a new intermediate instead`);
       }
       const issuer = { certificateDer: root.certificateDer, privateKey: unsealAuthorityKey(root, this.options.kek) };
-      const intermediate = await this.createIntermediate(root, issuer, this.options, 'prepared');
+      const intermediate = await this.createIntermediate(root, issuer, this.profile(), 'prepared');
       const transitions = [...retireActive(authorities, root.id), { id: intermediate.id, from: ['prepared'], to: 'active' } as const];
-      await this.commit({ insert: [intermediate], transitions, bumpBundleSequence: false }, actor, 'authority.rotate-intermediate', intermediate.id, {
-        rootId: root.id,
-      });
+      await this.commit(
+        { insert: [intermediate], transitions, bumpBundleSequence: false },
+        actor,
+        'authority.rotate-intermediate',
+        intermediate.id,
+        {
+          rootId: root.id,
+        },
+      );
       return { ...intermediate, state: 'active' };
     });
   }
@@ -267,9 +336,16 @@ export class CertificateAuthority {
   /** A new key sealed under the KEK and its CSR, recorded as a pending authority until its certificate is attached. */
   requestIntermediate(request: IntermediateCsrRequest, actor: string): Promise<{ pending: PendingAuthorityRecord; csrPem: string }> {
     return this.serialize(async () => {
-      const profile = { ...this.options, pendingTtlMs: this.options.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS };
+      const profile = { ...this.profile(), pendingTtlMs: this.options.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS };
       const { record, csrPem } = await newPendingAuthority(request, profile, this.options.kek, this.now());
-      await this.options.store.addPendingAuthority(record, this.audit(actor, 'authority.request-intermediate', record.id, { keyType: record.keyType, upstream: record.upstream, expiresAt: record.expiresAt.toISOString() }));
+      await this.options.store.addPendingAuthority(
+        record,
+        this.audit(actor, 'authority.request-intermediate', record.id, {
+          keyType: record.keyType,
+          upstream: record.upstream,
+          expiresAt: record.expiresAt.toISOString(),
+        }),
+      );
       return { pending: record, csrPem };
     });
   }
@@ -287,7 +363,8 @@ export class CertificateAuthority {
   removePending(id: string, actor: string, reason = 'authority.remove-pending'): Promise<void> {
     return this.serialize(async () => {
       const removed = await this.options.store.deletePendingAuthority(id, this.audit(actor, reason, id, {}));
-      if (!removed) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no pending authority with id ${id} (list them with GET /v1/authorities)`);
+      if (!removed)
+        throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no pending authority with id ${id} (list them with GET /v1/authorities)`);
     });
   }
 
@@ -298,15 +375,24 @@ export class CertificateAuthority {
     return expired.map((p) => p.id);
   }
 
-  private async attach(id: string, files: UpstreamCertificateFiles, actor: string, state: 'prepared' | 'active'): Promise<AuthorityRecord[]> {
+  private async attach(
+    id: string,
+    files: UpstreamCertificateFiles,
+    actor: string,
+    state: 'prepared' | 'active',
+  ): Promise<AuthorityRecord[]> {
     const pending = (await this.options.store.loadPendingAuthorities()).find((p) => p.id === id);
-    if (!pending) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no pending authority with id ${id} (request one with POST /v1/authorities/intermediate-csr)`);
+    if (!pending)
+      throw new AuthorityError(
+        'ERR_AUTHORITY_NOT_FOUND',
+        `no pending authority with id ${id} (request one with POST /v1/authorities/intermediate-csr)`,
+      );
     const change = await attachChange({
       pending,
       files,
       authorities: await this.options.store.loadAuthorities(),
       kek: this.options.kek,
-      trustDomain: this.options.trustDomain,
+      trustDomain: this.profile().trustDomain,
       minLifetimeMs: this.options.minIntermediateLifetimeMs ?? 0,
       state,
       now: this.now(),
@@ -316,7 +402,12 @@ export class CertificateAuthority {
       actor,
       'authority.attach',
       change.intermediate.id,
-      { pendingId: id, rootId: change.root.id, upstreamIntermediates: change.intermediate.upstreamChainDers.length, upstream: pending.upstream },
+      {
+        pendingId: id,
+        rootId: change.root.id,
+        upstreamIntermediates: change.intermediate.upstreamChainDers.length,
+        upstream: pending.upstream,
+      },
     );
     return [change.root, change.intermediate];
   }
@@ -324,14 +415,22 @@ export class CertificateAuthority {
   private async pluginRecords(files: PluginCaFiles, authorities: readonly AuthorityRecord[]): Promise<AuthorityRecord[]> {
     const plugin = await validatePluginCa(files, this.now());
     if (plugin.chainDers.length > 0) {
-      throw new AuthorityError('ERR_AUTHORITY_INVALID', 'plug-in chains with more than one intermediate are not supported yet; sign ca-cert directly by the root');
+      throw new AuthorityError(
+        'ERR_AUTHORITY_INVALID',
+        'plug-in chains with more than one intermediate are not supported yet; sign ca-cert directly by the root',
+      );
     }
     const now = this.now();
     const known = new Set(authorities.map((a) => a.sha256Fingerprint));
-    const newRoot = async (der: Buffer) => authorityRecord({ kind: 'root', parentId: null, state: 'prepared', certificateDer: der, privateKey: null }, this.options.kek, now);
+    const newRoot = async (der: Buffer) =>
+      authorityRecord({ kind: 'root', parentId: null, state: 'prepared', certificateDer: der, privateKey: null }, this.options.kek, now);
     const selfSigned = plugin.caCertificateDer.equals(plugin.rootDer);
     const rootRecord = selfSigned
-      ? await authorityRecord({ kind: 'root', parentId: null, state: 'prepared', certificateDer: plugin.rootDer, privateKey: plugin.privateKey }, this.options.kek, now)
+      ? await authorityRecord(
+          { kind: 'root', parentId: null, state: 'prepared', certificateDer: plugin.rootDer, privateKey: plugin.privateKey },
+          this.options.kek,
+          now,
+        )
       : await newRoot(plugin.rootDer);
     if (known.has(rootRecord.sha256Fingerprint) && selfSigned) {
       throw new AuthorityError('ERR_AUTHORITY_INVALID', `root ${rootRecord.id} is already imported`);
@@ -339,9 +438,25 @@ export class CertificateAuthority {
     const records: AuthorityRecord[] = known.has(rootRecord.sha256Fingerprint) ? [] : [rootRecord];
     const rootId = rootRecord.id;
     const intermediate = selfSigned
-      ? await this.createIntermediate(rootRecord, { certificateDer: plugin.rootDer, privateKey: plugin.privateKey }, this.options, 'prepared')
-      : await authorityRecord({ kind: 'intermediate', parentId: rootId, state: 'prepared', certificateDer: plugin.caCertificateDer, privateKey: plugin.privateKey }, this.options.kek, now);
-    if (known.has(intermediate.sha256Fingerprint)) throw new AuthorityError('ERR_AUTHORITY_INVALID', `${intermediate.id} is already imported`);
+      ? await this.createIntermediate(
+          rootRecord,
+          { certificateDer: plugin.rootDer, privateKey: plugin.privateKey },
+          this.profile(),
+          'prepared',
+        )
+      : await authorityRecord(
+          {
+            kind: 'intermediate',
+            parentId: rootId,
+            state: 'prepared',
+            certificateDer: plugin.caCertificateDer,
+            privateKey: plugin.privateKey,
+          },
+          this.options.kek,
+          now,
+        );
+    if (known.has(intermediate.sha256Fingerprint))
+      throw new AuthorityError('ERR_AUTHORITY_INVALID', `${intermediate.id} is already imported`);
     records.push(intermediate);
     for (const der of plugin.extraRootDers) {
       const extra = await newRoot(der);
@@ -350,14 +465,13 @@ export class CertificateAuthority {
     return records;
   }
 
-  private async bootstrap(): Promise<void> {
-    if (this.options.bootstrapSigner) return this.bootstrapUpstream(this.options.bootstrapSigner);
-    const { root, intermediate } = await this.createPair(this.options, 'active');
-    await this.commit({ insert: [root, intermediate], bumpBundleSequence: true }, 'meshca', 'authority.bootstrap', root.id, {
-      intermediateId: intermediate.id,
-      keyType: root.keyType,
-    });
-    this.options.logger.info({ rootId: root.id, intermediateId: intermediate.id, keyType: root.keyType }, 'created the first root and intermediate CA');
+  /** The profile new authorities are made with; absent when loaded by a tool that never creates them. */
+  private profile(): AuthorityProfile {
+    const { trustDomain, keyType, rootTtlMs, intermediateTtlMs } = this.options;
+    if (trustDomain === undefined || keyType === undefined || rootTtlMs === undefined || intermediateTtlMs === undefined) {
+      throw new AuthorityError('ERR_AUTHORITY_STATE', 'this CA was loaded without an authority profile, so it cannot create authorities');
+    }
+    return { trustDomain, keyType, rootTtlMs, intermediateTtlMs };
   }
 
   /** The first intermediate, signed upstream and active at once (nothing was issued before it). */
@@ -365,14 +479,17 @@ export class CertificateAuthority {
     const { pending, csrPem } = await this.requestIntermediate({ upstream: signer.kind }, 'meshca');
     let attached: AuthorityRecord[];
     try {
-      const files = await signer.signIntermediate({ id: pending.id, csrPem, ttlMs: this.options.intermediateTtlMs });
+      const files = await signer.signIntermediate({ id: pending.id, csrPem, ttlMs: this.profile().intermediateTtlMs });
       attached = await this.attach(pending.id, files, 'meshca', 'active');
     } catch (error) {
       await this.removePending(pending.id, 'meshca').catch(() => undefined); // the next start asks again with a new key
       throw error;
     }
     const [root, intermediate] = attached;
-    this.options.logger.info({ intermediateId: intermediate?.id, rootId: root?.id, upstream: signer.kind }, `created the first intermediate CA, signed by ${signer.kind}`);
+    this.options.logger.info(
+      { intermediateId: intermediate?.id, rootId: root?.id, upstream: signer.kind },
+      `created the first intermediate CA, signed by ${signer.kind}`,
+    );
   }
 
   private audit(actor: string, action: string, target: string, details: Record<string, unknown>) {
@@ -389,7 +506,11 @@ export class CertificateAuthority {
       notBefore,
       notAfter: new Date(now.getTime() + profile.rootTtlMs),
     });
-    const rootRecord = await authorityRecord({ kind: 'root', parentId: null, state, certificateDer: root.certificateDer, privateKey: root.privateKey }, this.options.kek, now);
+    const rootRecord = await authorityRecord(
+      { kind: 'root', parentId: null, state, certificateDer: root.certificateDer, privateKey: root.privateKey },
+      this.options.kek,
+      now,
+    );
     const intermediate = await this.createIntermediate(rootRecord, root, profile, state);
     return { root: rootRecord, intermediate };
   }
@@ -410,7 +531,11 @@ export class CertificateAuthority {
       notAfter: new Date(notAfter),
       issuer,
     });
-    return authorityRecord({ kind: 'intermediate', parentId: root.id, state, certificateDer: cert.certificateDer, privateKey: cert.privateKey }, this.options.kek, now);
+    return authorityRecord(
+      { kind: 'intermediate', parentId: root.id, state, certificateDer: cert.certificateDer, privateKey: cert.privateKey },
+      this.options.kek,
+      now,
+    );
   }
 
   private async commit(
@@ -434,7 +559,10 @@ export class CertificateAuthority {
 
 /** What distinguishes one stored authority set from another: every change (re-sealing too) sets updated_at. */
 function authorityVersion(authorities: readonly AuthorityRecord[]): string {
-  return authorities.map((a) => `${a.id}:${a.state}:${a.updatedAt.getTime()}`).sort().join(',');
+  return authorities
+    .map((a) => `${a.id}:${a.state}:${a.updatedAt.getTime()}`)
+    .sort()
+    .join(',');
 }
 
 function definedOnly(request: PrepareRequest): Partial<AuthorityProfile> {
@@ -443,7 +571,7 @@ function definedOnly(request: PrepareRequest): Partial<AuthorityProfile> {
 
 function find(authorities: readonly AuthorityRecord[], id: string): AuthorityRecord {
   const record = authorities.find((a) => a.id === id);
-  if (!record) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no authority with id ${id} (list them with GET /v1/authorities)`);
+  if (!record) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no authority with id ${id}`);
   return record;
 }
 
@@ -456,13 +584,18 @@ function activationTarget(authorities: readonly AuthorityRecord[], id: string): 
           .filter((a) => a.parentId === record.id && a.state === 'prepared')
           .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
   if (target?.state !== 'prepared') {
-    throw new AuthorityError('ERR_AUTHORITY_STATE', `${id} is ${record.state}; only a prepared authority can be activated (prepare one first)`, {
-      state: record.state,
-    });
+    throw new AuthorityError(
+      'ERR_AUTHORITY_STATE',
+      `${id} is ${record.state}; only a prepared authority can be activated (prepare one first)`,
+      {
+        state: record.state,
+      },
+    );
   }
   const root = find(authorities, target.parentId!);
   // A tainted root stays trusted until removed, but nothing under it may sign again.
-  if (!TRUSTED_STATES.has(root.state) || root.state === 'tainted') throw new AuthorityError('ERR_AUTHORITY_STATE', `the root ${root.id} of ${target.id} is ${root.state}`);
+  if (!TRUSTED_STATES.has(root.state) || root.state === 'tainted')
+    throw new AuthorityError('ERR_AUTHORITY_STATE', `the root ${root.id} of ${target.id} is ${root.state}`);
   return target;
 }
 
@@ -494,9 +627,13 @@ function rootRevocation(authorities: readonly AuthorityRecord[], root: Authority
       .filter((a) => a.kind === 'intermediate' && a.state === 'prepared' && a.sealedKey && successors.some((r) => r.id === a.parentId))
       .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
     if (!next) {
-      throw new AuthorityError('ERR_AUTHORITY_STATE', `${root.id} holds the signer and no prepared intermediate under another root can take over: prepare one first`, {
-        state: root.state,
-      });
+      throw new AuthorityError(
+        'ERR_AUTHORITY_STATE',
+        `${root.id} holds the signer and no prepared intermediate under another root can take over: prepare one first`,
+        {
+          state: root.state,
+        },
+      );
     }
     const successor = find(authorities, next.parentId!);
     transitions.push({ id: next.id, from: ['prepared'], to: 'active' });

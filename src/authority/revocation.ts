@@ -1,11 +1,19 @@
 import { createCrl, type CrlEntry } from '../pki/certificate.js';
+import { REVOCATION_REASONS } from '../pki/revocation-reasons.js';
 import { parseSpiffeId } from '../spiffe/id.js';
-import type { AuthorityRecord, AuthorityRevocationReason, CertificateSummary, DeniedIdentity, RevocationReason, Store } from '../store/types.js';
+import type {
+  AuthorityRecord,
+  AuthorityRevocationReason,
+  CertificateSummary,
+  DeniedIdentity,
+  RevocationReason,
+  Store,
+} from '../store/types.js';
 import { AuthorityError } from './errors.js';
 import type { CertificateAuthority } from './lifecycle.js';
 import { unsealAuthorityKey } from './signer.js';
 
-export const REVOCATION_REASONS: readonly RevocationReason[] = ['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'];
+export { REVOCATION_REASONS };
 /** Reasons an authority may be revoked for: a CA certificate may also say cACompromise. */
 export const AUTHORITY_REVOCATION_REASONS: readonly AuthorityRevocationReason[] = [...REVOCATION_REASONS, 'cACompromise'];
 
@@ -76,7 +84,8 @@ export class RevocationService {
    */
   async crlSet(): Promise<CertificateRevocationList[]> {
     const crls: CertificateRevocationList[] = [];
-    for (const authority of publishingAuthorities(this.ca.current().authorities, this.ca.current().signer.id, this.now())) crls.push(await this.crl(authority.id));
+    for (const authority of publishingAuthorities(this.ca.current().authorities, this.ca.current().signer.id, this.now()))
+      crls.push(await this.crl(authority.id));
     return crls;
   }
 
@@ -114,14 +123,26 @@ export class RevocationService {
   private async build(authorityId: string, version: number): Promise<CertificateRevocationList> {
     const authority = (await this.store.loadAuthorities()).find((a) => a.id === authorityId);
     if (!authority) throw new AuthorityError('ERR_AUTHORITY_NOT_FOUND', `no authority with id ${authorityId}`);
-    if (authority.state === 'removed') throw new AuthorityError('ERR_AUTHORITY_STATE', `${authorityId} is removed and publishes no CRL`, { state: authority.state });
-    if (!authority.sealedKey) throw new AuthorityError('ERR_AUTHORITY_STATE', `meshca holds no key for ${authorityId}, so it cannot sign its CRL`, { state: authority.state });
+    if (authority.state === 'removed')
+      throw new AuthorityError('ERR_AUTHORITY_STATE', `${authorityId} is removed and publishes no CRL`, { state: authority.state });
+    if (!authority.sealedKey)
+      throw new AuthorityError('ERR_AUTHORITY_STATE', `meshca holds no key for ${authorityId}, so it cannot sign its CRL`, {
+        state: authority.state,
+      });
     const now = this.now();
     const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
     const nextUpdate = new Date(thisUpdate.getTime() + this.options.crlValidityMs);
-    const entries = authority.kind === 'root' ? await this.revokedIntermediates(authorityId, now) : await this.store.listRevoked(authorityId, now);
+    const entries =
+      authority.kind === 'root' ? await this.revokedIntermediates(authorityId, now) : await this.store.listRevoked(authorityId, now);
     const crlNumber = await this.store.nextCrlNumber(authorityId);
-    const der = await createCrl({ issuerCertificateDer: authority.certificateDer, issuerKey: unsealAuthorityKey(authority, this.kek), crlNumber, thisUpdate, nextUpdate, entries });
+    const der = await createCrl({
+      issuerCertificateDer: authority.certificateDer,
+      issuerKey: unsealAuthorityKey(authority, this.kek),
+      crlNumber,
+      thisUpdate,
+      nextUpdate,
+      entries,
+    });
     const crl = { authorityId, der, crlNumber, thisUpdate, nextUpdate, version };
     this.cache.set(authorityId, crl);
     this.options.onCrl?.(crl);

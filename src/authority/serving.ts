@@ -41,7 +41,12 @@ export class ServingIdentity {
   static async start(ca: CertificateAuthority, issuance: IssuanceService, options: ServingIdentityOptions): Promise<ServingIdentity> {
     const identity = new ServingIdentity(ca, issuance, options);
     await identity.renew('startup');
-    ca.onChange(() => void identity.renew('authority change').catch((error: unknown) => options.logger.error({ err: error }, 'serving certificate renewal failed')));
+    ca.onChange(
+      () =>
+        void identity
+          .renew('authority change')
+          .catch((error: unknown) => options.logger.error({ err: error }, 'serving certificate renewal failed')),
+    );
     return identity;
   }
 
@@ -83,7 +88,10 @@ export class ServingIdentity {
       notAfter: issued.notAfter,
     };
     this.schedule(issued.notAfter);
-    this.options.logger.info({ serial: issued.serialHex, dnsNames: this.options.dnsNames, notAfter: issued.notAfter, reason }, 'issued serving certificate');
+    this.options.logger.info(
+      { serial: issued.serialHex, dnsNames: this.options.dnsNames, notAfter: issued.notAfter, reason },
+      'issued serving certificate',
+    );
     this.listeners.forEach((listener) => listener(this.credentials));
   }
 

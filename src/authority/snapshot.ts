@@ -30,7 +30,10 @@ export function buildSnapshot(authorities: readonly AuthorityRecord[], signer: S
   const intermediates = [signer.record.certificateDer, ...signer.record.upstreamChainDers];
   const issuingRoot = authorities.find((a) => a.id === signer.record.parentId)?.certificateDer;
   const signingOrder = issuingRoot ? [issuingRoot, ...roots.filter((der) => !der.equals(issuingRoot))] : roots;
-  const chainTail = [...intermediates.map((der) => pemEncode(der, 'CERTIFICATE')), signingOrder.map((der) => pemEncode(der, 'CERTIFICATE')).join('')];
+  const chainTail = [
+    ...intermediates.map((der) => pemEncode(der, 'CERTIFICATE')),
+    signingOrder.map((der) => pemEncode(der, 'CERTIFICATE')).join(''),
+  ];
   return { authorities, signer, bundleSequence, roots, rootsPem, chainTail };
 }
 

@@ -1,14 +1,23 @@
 import { request } from 'node:https';
+import { MeshcaError } from '../errors.js';
 
-export class AdminApiError extends Error {
+/** An error answer of the admin API: the server's stable code, its message and details. */
+export class AdminApiError extends MeshcaError {
   override readonly name = 'AdminApiError';
   constructor(
     readonly status: number,
-    readonly code: string,
+    code: string,
     message: string,
     readonly details: Record<string, unknown> = {},
+    /** The server's next step in API terms; the CLI replaces it with its own. */
+    readonly next?: string,
   ) {
-    super(message);
+    super(code, message, { retryable: status >= 500 });
+  }
+
+  /** The message without the API's next step. */
+  get domainMessage(): string {
+    return this.next !== undefined && this.message.endsWith(`; ${this.next}`) ? this.message.slice(0, -this.next.length - 2) : this.message;
   }
 }
 
@@ -37,17 +46,38 @@ export class AdminClient {
     const headers: Record<string, string> = { authorization: `Bearer ${this.options.token}` };
     if (payload !== undefined) headers['content-type'] = 'application/json';
     return new Promise((resolve, reject) => {
-      const req = request({ host: this.base.hostname, port: this.base.port || 443, path, method, headers, ca: this.options.ca, servername: this.base.hostname }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const data = Buffer.concat(chunks);
-          if ((res.statusCode ?? 500) < 400) return resolve(data);
-          const parsed = safeJson(data);
-          reject(new AdminApiError(res.statusCode ?? 500, String(parsed.code ?? 'ERR_HTTP'), String(parsed.message ?? `HTTP ${res.statusCode}`), (parsed.details as Record<string, unknown>) ?? {}));
-        });
-      });
-      req.on('error', (e) => reject(new Error(`cannot reach the admin API at ${this.options.url}: ${e.message} (is "meshca serve" running? check --admin-url)`)));
+      const req = request(
+        {
+          host: this.base.hostname,
+          port: this.base.port || 443,
+          path,
+          method,
+          headers,
+          ca: this.options.ca,
+          servername: this.base.hostname,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const data = Buffer.concat(chunks);
+            if ((res.statusCode ?? 500) < 400) return resolve(data);
+            const parsed = safeJson(data);
+            reject(
+              new AdminApiError(
+                res.statusCode ?? 500,
+                String(parsed.code ?? 'ERR_HTTP'),
+                String(parsed.message ?? `HTTP ${res.statusCode}`),
+                (parsed.details as Record<string, unknown>) ?? {},
+                typeof parsed.next === 'string' ? parsed.next : undefined,
+              ),
+            );
+          });
+        },
+      );
+      req.on('error', (e) =>
+        reject(new Error(`cannot reach the admin API at ${this.options.url}: ${e.message} (is "meshca serve" running? check --admin-url)`)),
+      );
       req.end(payload);
     });
   }

@@ -36,7 +36,12 @@ interface CaStub extends Client {
   ): void;
 }
 
-type Unary<Req, Res> = (request: Req, metadata: Metadata, options: { deadline: Date }, callback: (error: ServiceError | null, response?: Res) => void) => void;
+type Unary<Req, Res> = (
+  request: Req,
+  metadata: Metadata,
+  options: { deadline: Date },
+  callback: (error: ServiceError | null, response?: Res) => void,
+) => void;
 
 interface JwtSvidStub extends Client {
   MintJwtSvid: Unary<MintJwtSvidRequest, MintJwtSvidResponse>;
@@ -77,8 +82,12 @@ export class CaClient {
   private readonly bundleStub: BundleStub;
 
   constructor(options: CaClientOptions) {
-    const creds: ChannelCredentials = options.rootsPem ? credentials.createSsl(Buffer.from(options.rootsPem)) : credentials.createInsecure();
-    const channelOptions = options.serverName ? { 'grpc.ssl_target_name_override': options.serverName, 'grpc.default_authority': options.serverName } : {};
+    const creds: ChannelCredentials = options.rootsPem
+      ? credentials.createSsl(Buffer.from(options.rootsPem))
+      : credentials.createInsecure();
+    const channelOptions = options.serverName
+      ? { 'grpc.ssl_target_name_override': options.serverName, 'grpc.default_authority': options.serverName }
+      : {};
     const Ctor = istioCertificateService();
     this.stub = new Ctor(options.address, creds, channelOptions) as unknown as CaStub;
     const shared = { channelOverride: this.stub.getChannel() };
@@ -91,7 +100,14 @@ export class CaClient {
     const request: MintJwtSvidRequest = { audience: call.audiences, ttl_seconds: call.ttlSeconds ?? 0 };
     return new Promise((resolve, reject) =>
       this.jwtStub.MintJwtSvid(request, callMetadata(call.token, call.clusterId), deadline(call.deadlineMs), (error, response) =>
-        error || !response ? reject(error ?? new Error('empty response')) : resolve({ token: response.token, spiffeId: response.spiffe_id, expiresAt: new Date(response.expires_at * 1000), kid: response.kid }),
+        error || !response
+          ? reject(error ?? new Error('empty response'))
+          : resolve({
+              token: response.token,
+              spiffeId: response.spiffe_id,
+              expiresAt: new Date(response.expires_at * 1000),
+              kid: response.kid,
+            }),
       ),
     );
   }
@@ -99,7 +115,9 @@ export class CaClient {
   fetchBundles(deadlineMs?: number): Promise<FetchedBundles> {
     return new Promise((resolve, reject) =>
       this.bundleStub.FetchBundles({}, new Metadata(), deadline(deadlineMs), (error, response) =>
-        error || !response ? reject(error ?? new Error('empty response')) : resolve({ trustDomain: response.trust_domain, bundles: { ...response.bundles } }),
+        error || !response
+          ? reject(error ?? new Error('empty response'))
+          : resolve({ trustDomain: response.trust_domain, bundles: { ...response.bundles } }),
       ),
     );
   }
@@ -109,7 +127,9 @@ export class CaClient {
     const request: IstioCertificateRequest = {
       csr: call.csrPem,
       validity_duration: call.validitySeconds ?? 0,
-      metadata: call.impersonatedIdentity ? { fields: { ImpersonatedIdentity: { kind: 'stringValue', stringValue: call.impersonatedIdentity } } } : null,
+      metadata: call.impersonatedIdentity
+        ? { fields: { ImpersonatedIdentity: { kind: 'stringValue', stringValue: call.impersonatedIdentity } } }
+        : null,
     };
     return new Promise((resolve, reject) =>
       this.stub.CreateCertificate(request, metadata, { deadline: new Date(Date.now() + (call.deadlineMs ?? 10_000)) }, (error, response) =>

@@ -2,7 +2,10 @@ import { webcrypto } from 'node:crypto';
 import { x509 } from '../pki/x509.js';
 import { pemEncode } from '../pki/pem.js';
 
-export type ClientKeyType = 'ec-p256' | 'ec-p384' | 'rsa-2048' | 'rsa-3072' | 'rsa-4096';
+import type { KeyType } from '../pki/keys.js';
+
+/** A workload key: the same types meshca's CAs use. */
+export type ClientKeyType = KeyType;
 
 export interface WorkloadKey {
   readonly keys: webcrypto.CryptoKeyPair;
@@ -21,7 +24,9 @@ export async function generateWorkloadKey(type: ClientKeyType): Promise<Workload
 
 /** A CSR shaped like istio-agent's: empty O= subject and one critical URI SAN. */
 export async function workloadCsr(key: WorkloadKey, spiffeId: string): Promise<string> {
-  const alg = key.keyType.startsWith('ec-') ? { name: 'ECDSA', hash: key.keyType === 'ec-p256' ? 'SHA-256' : 'SHA-384' } : { name: 'RSASSA-PKCS1-v1_5' };
+  const alg = key.keyType.startsWith('ec-')
+    ? { name: 'ECDSA', hash: key.keyType === 'ec-p256' ? 'SHA-256' : 'SHA-384' }
+    : { name: 'RSASSA-PKCS1-v1_5' };
   const csr = await x509.Pkcs10CertificateRequestGenerator.create(
     {
       name: new x509.Name([{ '2.5.4.10': [{ utf8String: '' }] }]),

@@ -1,4 +1,3 @@
-import { startAgent } from '../agent/agent.js';
 import { AGENT_FLAGS, buildAgentConfig } from '../agent/options.js';
 import type { FlagValues } from '../flags.js';
 import { createLogger } from '../observability/logger.js';
@@ -8,6 +7,8 @@ import type { Command } from './types.js';
 async function runAgent(values: FlagValues): Promise<void> {
   const config = buildAgentConfig(values);
   const logger = createLogger({ level: config.logLevel });
+  // Loaded on use: every other command stays free of gRPC code (test/cli.test.ts).
+  const { startAgent } = await import('../agent/agent.js');
   const agent = await startAgent(config, logger);
   stopOnSignals(logger, 'meshca agent', { close: () => agent.close(), reload: async () => void (await agent.renew()) });
 }

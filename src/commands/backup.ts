@@ -1,16 +1,25 @@
 import { createHash } from 'node:crypto';
-import { chmodSync, closeSync, createReadStream, existsSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  createReadStream,
+  existsSync,
+  fsyncSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { assertNotInUse, backupDatabase, openStoreForReading } from '../app/context.js';
+import { databasePath, existingDatabase, offlineKek, prepareDataDir } from '../app/data-dir.js';
 import { checkInvariants, formatInvariantReport } from '../authority/invariants.js';
-import { prepareDataDir } from '../data-dir.js';
-import { bool, requireStr, UsageError, type FlagValues } from '../flags.js';
-import { databasePath } from '../server.js';
-import { backupSqliteStore } from '../store/sqlite.js';
-import { assertNotInUse, inspectSqliteStore } from '../store/verify.js';
-import { DATA_DIR_FLAG, JSON_FLAG, type Command } from './types.js';
-import { existingDatabase, optionalKek } from './verify.js';
+import { bool, requireStr, str, UsageError, type FlagValues } from '../flags.js';
+import { DATA_DIR_FLAG, JSON_FLAG, KEK_FILE_FLAG, type Command } from './types.js';
 
-const KEK_NOTE = 'The KEK is not in the backup: keep it (and any --admin-token-file / --jwks-file) in your secret store. A backup opens only with the KEK that was in use when it was taken.';
+const KEK_NOTE =
+  'The KEK is not in the backup: keep it (and any --admin-token-file / --jwks-file) in your secret store. A backup opens only with the KEK that was in use when it was taken.';
 
 interface Summary {
   readonly file: string;
@@ -38,7 +47,7 @@ export const backupCommand: Command = {
     const out = resolve(requireStr(values, 'out'));
     if (existsSync(out) && !bool(values, 'force')) throw new UsageError(`${out} exists; pass --force to overwrite it`);
     if (!existsSync(dirname(out))) throw new UsageError(`the directory ${dirname(out)} does not exist`);
-    await backupSqliteStore(path, out);
+    await backupDatabase(path, out);
     chmodSync(out, 0o600);
     const summary = await summarize(out);
     print(values, summary, `backup written: ${out}`, KEK_NOTE);
@@ -53,8 +62,12 @@ export const restoreCommand: Command = {
   flags: [
     { name: 'from', kind: 'string', value: 'FILE', help: 'a file written by "meshca backup"' },
     DATA_DIR_FLAG,
-    { name: 'force', kind: 'boolean', help: 'restore into a non-empty data dir (its database is moved to meshca.db.before-restore-<time>; other files are kept)' },
-    { name: 'kek-file', kind: 'string', value: 'PATH', help: 'also check that every key in the backup opens with this KEK (or MESHCA_KEK)' },
+    {
+      name: 'force',
+      kind: 'boolean',
+      help: 'restore into a non-empty data dir (its database is moved to meshca.db.before-restore-<time>; other files are kept)',
+    },
+    { ...KEK_FILE_FLAG, help: 'also check that every key in the backup opens with this KEK (or MESHCA_KEK)' },
     JSON_FLAG,
   ],
   run: async (values) => {
@@ -65,29 +78,36 @@ export const restoreCommand: Command = {
 
     const existing = existsSync(dataDir) ? readdirSync(dataDir) : [];
     if (existing.length > 0 && !bool(values, 'force')) {
-      throw new UsageError(`${dataDir} is not empty (${existing.slice(0, 5).join(', ')}${existing.length > 5 ? ', …' : ''}); restore into an empty or new directory, or pass --force to replace its database`);
+      throw new UsageError(
+        `${dataDir} is not empty (${existing.slice(0, 5).join(', ')}${existing.length > 5 ? ', …' : ''}); restore into an empty or new directory, or pass --force to replace its database`,
+      );
     }
     prepareDataDir(dataDir, false);
     const target = databasePath(dataDir);
-    if (resolve(target) === from) throw new UsageError('--from is the data dir\'s own database');
+    if (resolve(target) === from) throw new UsageError("--from is the data dir's own database");
     if (existsSync(target)) assertNotInUse(target, 'restoring over its database');
 
     const staged = `${target}.restoring`;
     rmSync(staged, { force: true });
-    await backupSqliteStore(from, staged);
+    await backupDatabase(from, staged);
     chmodSync(staged, 0o600);
     const moved = existsSync(target) ? moveAside(target) : undefined;
     renameSync(staged, target);
     syncDir(dataDir);
     const summary = await summarize(target);
-    print(values, { ...summary, ...(moved ? { previousDatabase: moved } : {}) }, `restored ${from} into ${target}${moved ? ` (the previous database is now ${moved})` : ''}`, 'Start "meshca serve" on this data dir with the KEK that was in use when the backup was taken.');
+    print(
+      values,
+      { ...summary, ...(moved ? { previousDatabase: moved } : {}) },
+      `restored ${from} into ${target}${moved ? ` (the previous database is now ${moved})` : ''}`,
+      'Start "meshca serve" on this data dir with the KEK that was in use when the backup was taken.',
+    );
   },
 };
 
 /** Refuses a backup that is damaged, from a newer meshca, or breaks an invariant. */
 async function checkBackup(file: string, values: FlagValues): Promise<void> {
-  const kek = optionalKek(values, undefined);
-  const store = inspectSqliteStore(file, { readonly: true });
+  const kek = offlineKek({ kekFile: str(values, 'kek-file'), env: process.env });
+  const store = openStoreForReading({ dataDir: dirname(file), file });
   try {
     const integrity = await store.integrityCheck();
     if (integrity !== 'ok') throw new Error(`${file} fails integrity_check (${integrity.split('\n')[0]}); nothing was restored`);
@@ -97,7 +117,7 @@ async function checkBackup(file: string, values: FlagValues): Promise<void> {
       throw new Error(`${file} violates the store invariants (above); nothing was restored`);
     }
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
@@ -120,7 +140,7 @@ function syncDir(dir: string): void {
 }
 
 async function summarize(file: string): Promise<Summary> {
-  const store = inspectSqliteStore(file, { readonly: true });
+  const store = openStoreForReading({ dataDir: dirname(file), file });
   try {
     const integrity = await store.integrityCheck();
     if (integrity !== 'ok') throw new Error(`${file} fails integrity_check: ${integrity.split('\n')[0]}`);
@@ -134,7 +154,7 @@ async function summarize(file: string): Promise<Summary> {
       bundleSequence: await store.bundleSequence(),
     };
   } finally {
-    store.close();
+    await store.close();
   }
 }
 

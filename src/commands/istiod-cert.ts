@@ -1,22 +1,17 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { pino } from 'pino';
+import { openOfflineAuthority } from '../app/context.js';
+import { writePrivateFile } from '../app/data-dir.js';
 import { isNamespaceName } from '../authn/subject.js';
 import { IssuanceService } from '../authority/issuance.js';
-import { CertificateAuthority } from '../authority/lifecycle.js';
+import { istiodDnsNames, issueIstiodCertificate } from '../authority/istiod-profile.js';
 import { IssuancePolicy } from '../authority/policy.js';
-import { duration } from '../config.js';
-import { requireOfflineKek, writePrivateFile } from '../data-dir.js';
+import { CLOCK_SKEW_FLAG, issuanceConfig, MAX_TTL_FLAG } from '../config.js';
+import { parseRevisions } from '../config/kubernetes.js';
+import { guard } from '../config/values.js';
 import { bool, list, requireStr, str, UsageError } from '../flags.js';
-import { Resource } from '../kubernetes/api.js';
-import { KubeClient } from '../kubernetes/client.js';
-import { loadKubeConnection } from '../kubernetes/connection.js';
-import { ISTIOD_SECRET, istiodDnsNames, issueIstiodCertificate, renewalReason, writeIstiodSecret } from '../kubernetes/istiod-cert.js';
-import { parseRevisions } from '../kubernetes/options.js';
-import { databasePath } from '../server.js';
 import { parseTrustDomain } from '../spiffe/id.js';
-import { openSqliteStore } from '../store/sqlite.js';
-import { DATA_DIR_FLAG, type Command } from './types.js';
+import { DATA_DIR_FLAG, KEK_FILE_FLAG, type Command } from './types.js';
 
 /** `meshca istiod-cert`: istiod's serving certificate, issued directly from the data dir (like `meshca crl`). */
 export const istiodCertCommand: Command = {
@@ -29,13 +24,21 @@ export const istiodCertCommand: Command = {
     { name: 'revision', kind: 'list', value: 'REV', help: 'istiod revision (adds istiod-<rev>.<ns>.svc; repeatable)' },
     { name: 'service-account', kind: 'string', value: 'SA', default: 'istiod', help: "istiod's service account (the SPIFFE ID's sa)" },
     { name: 'trust-domain', kind: 'string', value: 'NAME', default: 'cluster.local', help: 'trust domain of the SPIFFE ID' },
-    { name: 'ttl', kind: 'string', value: 'DURATION', default: '720h', help: 'certificate lifetime' },
+    {
+      name: 'ttl',
+      kind: 'string',
+      value: 'DURATION',
+      default: '24h',
+      help: "certificate lifetime (the server's --istiod-cert-ttl default; at most --max-ttl)",
+    },
+    MAX_TTL_FLAG,
+    CLOCK_SKEW_FLAG,
     { name: 'out', kind: 'string', value: 'DIR', help: 'write tls.crt, tls.key (0600) and root-cert.pem here' },
     { name: 'k8s-secret', kind: 'boolean', help: 'create or renew Secret istiod-tls in --namespace' },
     { name: 'kubeconfig', kind: 'string', value: 'PATH', help: 'with --k8s-secret: the cluster (default: in-cluster config)' },
     { name: 'force', kind: 'boolean', help: 'with --k8s-secret: renew even if the Secret is still fresh' },
     { name: 'cluster-id', kind: 'string', value: 'NAME', default: 'Kubernetes', help: 'cluster recorded with the issued certificate' },
-    { name: 'kek-file', kind: 'string', value: 'PATH', help: 'key-encryption key (or MESHCA_KEK); dev data dirs use <data-dir>/kek' },
+    KEK_FILE_FLAG,
   ],
   run: async (values) => {
     const dataDir = requireStr(values, 'data-dir');
@@ -45,27 +48,29 @@ export const istiodCertCommand: Command = {
     const out = str(values, 'out');
     const toSecret = bool(values, 'k8s-secret');
     if (!out && !toSecret) throw new UsageError('say where the certificate goes: --out DIR and/or --k8s-secret');
-    let trustDomain: string;
+    const trustDomain = guard('--trust-domain', () => parseTrustDomain(requireStr(values, 'trust-domain')));
+    // The server's policy: --max-ttl clamps, --clock-skew backdates.
+    const policy = issuanceConfig(values, 'ttl');
+    const ttlMs = policy.defaultTtlMs;
+    // Loaded only with --k8s-secret: the other offline tools never load the Kubernetes client.
+    const kube = toSecret ? await import('./istiod-secret.js') : undefined;
+    const client = kube?.connect(str(values, 'kubeconfig'));
+    const { store, ca, close } = await openOfflineAuthority({ dataDir, kekFile: str(values, 'kek-file'), env: process.env }).catch(
+      (error: unknown) => {
+        client?.close();
+        throw error;
+      },
+    );
     try {
-      trustDomain = parseTrustDomain(requireStr(values, 'trust-domain'));
-    } catch (error) {
-      throw new UsageError(`--trust-domain: ${(error as Error).message}`);
-    }
-    const ttlMs = duration(values, 'ttl');
-    const client = toSecret ? new KubeClient({ connection: loadKubeConnection({ kubeconfig: str(values, 'kubeconfig'), env: process.env }) }) : undefined;
-    const store = openSqliteStore({ path: databasePath(dataDir) });
-    try {
-      if ((await store.loadAuthorities()).length === 0) throw new UsageError('the data dir has no authorities yet: start "meshca serve" once first');
-      const kek = requireOfflineKek({ kekFile: str(values, 'kek-file'), env: process.env, dataDir }).kek;
-      const ca = await CertificateAuthority.open({ store, kek, logger: pino({ level: 'silent' }), trustDomain, keyType: 'ec-p256', rootTtlMs: 1, intermediateTtlMs: 1 });
-      if (client && !out && !bool(values, 'force')) {
-        const reason = renewalReason(await Resource.secrets(client).get(namespace, ISTIOD_SECRET), { rootsPem: ca.current().rootsPem, dnsNames: istiodDnsNames(namespace, revisions) });
-        if (reason === undefined) {
-          process.stdout.write(`Secret ${namespace}/${ISTIOD_SECRET} is current (before 2/3 of its lifetime); nothing to do (--force renews anyway)\n`);
+      if (kube && client && !out && !bool(values, 'force')) {
+        if (await kube.isCurrent(client, namespace, { rootsPem: ca.current().rootsPem, dnsNames: istiodDnsNames(namespace, revisions) })) {
+          process.stdout.write(
+            `Secret ${namespace}/${kube.ISTIOD_SECRET} is current (before 2/3 of its lifetime); nothing to do (--force renews anyway)\n`,
+          );
           return;
         }
       }
-      const issuance = new IssuanceService(ca, store, new IssuancePolicy({ defaultTtlMs: ttlMs, maxTtlMs: ttlMs, backdateMs: 60_000 }));
+      const issuance = new IssuanceService(ca, store, new IssuancePolicy(policy));
       const issued = await issueIstiodCertificate(ca, issuance, {
         trustDomain,
         namespace,
@@ -82,14 +87,16 @@ export const istiodCertCommand: Command = {
         writeFileSync(join(out, 'root-cert.pem'), issued.files['root-cert.pem']);
         process.stdout.write(`wrote ${['tls.crt', 'tls.key', 'root-cert.pem'].map((f) => join(out, f)).join(', ')}\n`);
       }
-      if (client) {
-        const outcome = await writeIstiodSecret(client, namespace, issued.files);
-        process.stdout.write(`Secret ${namespace}/${ISTIOD_SECRET}: ${outcome}\n`);
+      if (kube && client) {
+        const outcome = await kube.writeIstiodSecret(client, namespace, issued.files);
+        process.stdout.write(`Secret ${namespace}/${kube.ISTIOD_SECRET}: ${outcome}\n`);
       }
-      process.stdout.write(`issued ${issued.serialHex} for ${issued.spiffeId} (${issued.dnsNames.join(', ')}), valid until ${issued.notAfter.toISOString()}\n`);
+      process.stdout.write(
+        `issued ${issued.serialHex} for ${issued.spiffeId} (${issued.dnsNames.join(', ')}), valid until ${issued.notAfter.toISOString()}\n`,
+      );
     } finally {
       client?.close();
-      await store.close();
+      await close();
     }
   },
 };

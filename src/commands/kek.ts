@@ -4,13 +4,11 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { AuthorityError } from '../authority/errors.js';
 import { resealAuthorityKeys } from '../authority/kek-rotation.js';
-import { offlineKek, readSecretFile } from '../data-dir.js';
+import { assertNotInUse, openStoreForOfflineWrites } from '../app/context.js';
+import { existingDatabase, offlineKek, readSecretFile } from '../app/data-dir.js';
 import { bool, requireStr, str, UsageError, type FlagValues } from '../flags.js';
 import { parseKek } from '../pki/keys.js';
-import { openSqliteStore } from '../store/sqlite.js';
-import { assertNotInUse } from '../store/verify.js';
-import { DATA_DIR_FLAG, JSON_FLAG, printRows, type Command } from './types.js';
-import { existingDatabase } from './verify.js';
+import { DATA_DIR_FLAG, JSON_FLAG, KEK_FILE_FLAG, printRows, type Command } from './types.js';
 
 /** `meshca kek rotate`: re-seal every authority key under a new KEK in one store transaction. */
 export const kekCommand: Command = {
@@ -19,12 +17,18 @@ export const kekCommand: Command = {
     'Rotate the key-encryption key. Re-encrypts every authority private key under a new KEK in one transaction, working directly on the data dir. Stop the server first; start it again with the new KEK.',
   flags: [
     DATA_DIR_FLAG,
-    { name: 'kek-file', kind: 'string', value: 'PATH', help: 'the current KEK (or MESHCA_KEK; a --dev data dir uses <data-dir>/kek)' },
-    { name: 'new-kek-file', kind: 'string', value: 'PATH', help: 'the new KEK, mode 0600 (`openssl rand -base64 32 > new.kek && chmod 600 new.kek`)' },
+    { ...KEK_FILE_FLAG, help: 'the current KEK (or MESHCA_KEK; a --dev data dir uses <data-dir>/kek)' },
+    {
+      name: 'new-kek-file',
+      kind: 'string',
+      value: 'PATH',
+      help: 'the new KEK, mode 0600 (`openssl rand -base64 32 > new.kek && chmod 600 new.kek`)',
+    },
     JSON_FLAG,
   ],
   run: async (values, positionals) => {
-    if (positionals[0] !== 'rotate' || positionals.length > 1) throw new UsageError('usage: meshca kek rotate --data-dir DIR --new-kek-file NEW [--kek-file OLD]');
+    if (positionals[0] !== 'rotate' || positionals.length > 1)
+      throw new UsageError('usage: meshca kek rotate --data-dir DIR --new-kek-file NEW [--kek-file OLD]');
     await rotate(values);
   },
 };
@@ -38,10 +42,12 @@ async function rotate(values: FlagValues): Promise<void> {
   if (timingSafeEqual(old.kek, next)) throw new UsageError('the new KEK is the same as the current one');
   assertNotInUse(path, 'rotating the KEK (a running server keeps sealing new keys with the old KEK)');
 
-  const store = openSqliteStore({ path, backgroundCheckpoint: false });
+  const store = openStoreForOfflineWrites(dataDir);
   try {
     const after = await resealAuthorityKeys(store, old.kek, next, actor()).catch((error: unknown) => {
-      throw error instanceof AuthorityError && error.code === 'ERR_AUTHORITY_INVALID' ? new UsageError('the data dir holds no sealed keys: nothing to re-encrypt') : error;
+      throw error instanceof AuthorityError && error.code === 'ERR_AUTHORITY_INVALID'
+        ? new UsageError('the data dir holds no sealed keys: nothing to re-encrypt')
+        : error;
     });
 
     if (old.origin === join(dataDir, 'kek')) replaceDevKek(old.origin, newFile);

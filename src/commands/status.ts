@@ -1,9 +1,8 @@
 import type { AuthorityRecord, AuthorityUsage } from '../store/types.js';
 import { TRUSTED_STATES } from '../authority/snapshot.js';
 import { bool, requireStr, str, UsageError } from '../flags.js';
-import { inspectSqliteStore } from '../store/verify.js';
+import { openStoreForReading } from '../app/context.js';
 import { DATA_DIR_FLAG, JSON_FLAG, printRows, type Command } from './types.js';
-import { existingDatabase } from './verify.js';
 
 const DAY_MS = 86_400_000;
 const HOUR_MS = 3_600_000;
@@ -57,13 +56,22 @@ export const statusCommand: Command = {
     'Show authorities, expiries, bundle sequence, issuance rate and warnings. Reads the data dir directly and read-only, so it works with the server running or stopped: authorities (state, expiry, days left, usage), bundle sequence, certificates issued in the last hour and day, revocations, deny-list and warnings.',
   flags: [
     DATA_DIR_FLAG,
-    { name: 'warn-days', kind: 'string', value: 'DAYS', default: '30', help: 'warn when the active root or intermediate expires within this many days' },
+    {
+      name: 'warn-days',
+      kind: 'string',
+      value: 'DAYS',
+      default: '30',
+      help: 'warn when the active root or intermediate expires within this many days',
+    },
     { name: 'critical-days', kind: 'string', value: 'DAYS', default: '7', help: 'critical when it expires within this many days' },
     JSON_FLAG,
   ],
   run: async (values) => {
     const dataDir = requireStr(values, 'data-dir');
-    const thresholds = { warningDays: days(str(values, 'warn-days'), '--warn-days'), criticalDays: days(str(values, 'critical-days'), '--critical-days') };
+    const thresholds = {
+      warningDays: days(str(values, 'warn-days'), '--warn-days'),
+      criticalDays: days(str(values, 'critical-days'), '--critical-days'),
+    };
     const report = await collectStatus(dataDir, new Date(), thresholds);
     if (bool(values, 'json')) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
     else printStatus(report);
@@ -77,12 +85,12 @@ function days(value: string | undefined, flag: string): number {
 }
 
 export async function collectStatus(dataDir: string, now: Date, thresholds: StatusThresholds): Promise<StatusReport> {
-  const store = inspectSqliteStore(existingDatabase(dataDir));
+  const store = openStoreForReading({ dataDir });
   try {
     const authorities = await store.loadAuthorities();
     const usage = await store.authorityUsage(now);
     const counts = await store.issuanceCounts(now);
-    const denied = (await store.deniedIdentities()).map((d) => d.spiffeId);
+    const denied = (await store.listDenied()).map((d) => d.spiffeId);
     const rows = authorities.map((a) => authorityStatus(a, authorities, usage, now));
     return {
       dataDir,
@@ -102,11 +110,16 @@ export async function collectStatus(dataDir: string, now: Date, thresholds: Stat
       warnings: warnings(authorities, denied, now, thresholds),
     };
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
-function authorityStatus(a: AuthorityRecord, all: readonly AuthorityRecord[], usage: ReadonlyMap<string, AuthorityUsage>, now: Date): AuthorityStatus {
+function authorityStatus(
+  a: AuthorityRecord,
+  all: readonly AuthorityRecord[],
+  usage: ReadonlyMap<string, AuthorityUsage>,
+  now: Date,
+): AuthorityStatus {
   const own = a.kind === 'root' ? all.filter((c) => c.parentId === a.id).map((c) => usage.get(c.id)) : [usage.get(a.id)];
   const sum = (k: keyof AuthorityUsage) => own.reduce((n, u) => n + (u?.[k] ?? 0), 0);
   return {
@@ -123,45 +136,80 @@ function authorityStatus(a: AuthorityRecord, all: readonly AuthorityRecord[], us
 }
 
 /** What an operator should act on, most urgent first. */
-export function warnings(authorities: readonly AuthorityRecord[], denied: readonly string[], now: Date, thresholds: StatusThresholds): StatusWarning[] {
+export function warnings(
+  authorities: readonly AuthorityRecord[],
+  denied: readonly string[],
+  now: Date,
+  thresholds: StatusThresholds,
+): StatusWarning[] {
   const out: StatusWarning[] = [];
-  if (authorities.length === 0) out.push({ severity: 'critical', message: 'no authorities: start "meshca serve" once to create the first root and intermediate' });
+  if (authorities.length === 0)
+    out.push({ severity: 'critical', message: 'no authorities: start "meshca serve" once to create the first root and intermediate' });
   const activeIntermediates = authorities.filter((a) => a.kind === 'intermediate' && a.state === 'active');
   if (authorities.length > 0 && activeIntermediates.length !== 1) {
-    out.push({ severity: 'critical', message: `${activeIntermediates.length} active intermediates (exactly one is required; the server will not start): run "meshca verify"` });
+    out.push({
+      severity: 'critical',
+      message: `${activeIntermediates.length} active intermediates (exactly one is required; the server will not start): run "meshca verify"`,
+    });
   }
   const activeRoots = authorities.filter((a) => a.kind === 'root' && a.state === 'active');
   for (const a of [...activeRoots, ...activeIntermediates]) {
     const left = a.notAfter.getTime() - now.getTime();
     const what = `the active ${a.kind} ${a.id}`;
     if (left <= 0) out.push({ severity: 'critical', message: `${what} expired at ${a.notAfter.toISOString()}` });
-    else if (left <= thresholds.criticalDays * DAY_MS) out.push({ severity: 'critical', message: `${what} expires in ${(left / DAY_MS).toFixed(1)} days (${a.notAfter.toISOString()}): ${rotationHint(a)}` });
-    else if (left <= thresholds.warningDays * DAY_MS) out.push({ severity: 'warning', message: `${what} expires in ${(left / DAY_MS).toFixed(1)} days (${a.notAfter.toISOString()}): ${rotationHint(a)}` });
+    else if (left <= thresholds.criticalDays * DAY_MS)
+      out.push({
+        severity: 'critical',
+        message: `${what} expires in ${(left / DAY_MS).toFixed(1)} days (${a.notAfter.toISOString()}): ${rotationHint(a)}`,
+      });
+    else if (left <= thresholds.warningDays * DAY_MS)
+      out.push({
+        severity: 'warning',
+        message: `${what} expires in ${(left / DAY_MS).toFixed(1)} days (${a.notAfter.toISOString()}): ${rotationHint(a)}`,
+      });
   }
-  for (const a of authorities.filter((x) => x.kind === 'root' && x.state !== 'active' && TRUSTED_STATES.has(x.state) && x.notAfter.getTime() <= now.getTime())) {
-    out.push({ severity: 'warning', message: `the ${a.state} root ${a.id} expired at ${a.notAfter.toISOString()} but is still in the bundle: remove it` });
+  for (const a of authorities.filter(
+    (x) => x.kind === 'root' && x.state !== 'active' && TRUSTED_STATES.has(x.state) && x.notAfter.getTime() <= now.getTime(),
+  )) {
+    out.push({
+      severity: 'warning',
+      message: `the ${a.state} root ${a.id} expired at ${a.notAfter.toISOString()} but is still in the bundle: remove it`,
+    });
   }
   for (const a of authorities.filter((x) => x.state === 'tainted')) {
     out.push({ severity: 'warning', message: `${a.kind} ${a.id} is tainted: re-issue the certificates that chain to it, then remove it` });
   }
   for (const a of authorities.filter((x) => x.state === 'prepared' && x.kind === 'intermediate')) {
-    out.push({ severity: 'info', message: `intermediate ${a.id} is prepared since ${a.createdAt.toISOString()}: activate it once every workload trusts its root` });
+    out.push({
+      severity: 'info',
+      message: `intermediate ${a.id} is prepared since ${a.createdAt.toISOString()}: activate it once every workload trusts its root`,
+    });
   }
   if (denied.length > 0) {
-    out.push({ severity: 'warning', message: `${denied.length} identit${denied.length === 1 ? 'y is' : 'ies are'} on the deny-list: ${denied.slice(0, 3).join(', ')}${denied.length > 3 ? ', …' : ''}` });
+    out.push({
+      severity: 'warning',
+      message: `${denied.length} identit${denied.length === 1 ? 'y is' : 'ies are'} on the deny-list: ${denied.slice(0, 3).join(', ')}${denied.length > 3 ? ', …' : ''}`,
+    });
   }
   const order: Record<Severity, number> = { critical: 0, warning: 1, info: 2 };
   return out.sort((x, y) => order[x.severity] - order[y.severity]);
 }
 
 function rotationHint(a: AuthorityRecord): string {
-  return a.kind === 'root' ? 'prepare and activate a new root ("meshca authorities prepare")' : 'rotate it ("meshca authorities rotate-intermediate")';
+  return a.kind === 'root'
+    ? 'prepare and activate a new root ("meshca authorities prepare")'
+    : 'rotate it ("meshca authorities rotate-intermediate")';
 }
 
 function printStatus(report: StatusReport): void {
   process.stdout.write(`meshca status: ${report.dataDir} at ${report.at} (read directly from the data dir)\n\nAUTHORITIES\n`);
   printRows(
-    report.authorities.map((a) => ({ ...a, parentId: a.parentId ?? '-', notAfter: a.notAfter.slice(0, 19) + 'Z', daysLeft: a.daysLeft.toFixed(1) })),
+    report.authorities.map((a) => ({
+      ...a,
+      parentId: a.parentId ?? '-',
+      notAfter: a.notAfter.slice(0, 19) + 'Z',
+      daysLeft: a.daysLeft.toFixed(1),
+    })),
     ['id', 'kind', 'state', 'parentId', 'notAfter', 'daysLeft', 'issued', 'unexpired', 'revoked'],
     false,
   );
@@ -177,5 +225,10 @@ function printStatus(report: StatusReport): void {
   ];
   process.stdout.write('\n' + summary.map(([k, v]) => `${k.padEnd(18)} ${v}`).join('\n') + '\n\nWARNINGS\n');
   if (report.warnings.length === 0) process.stdout.write('none\n');
-  else printRows(report.warnings.map((w) => ({ ...w })), ['severity', 'message'], false);
+  else
+    printRows(
+      report.warnings.map((w) => ({ ...w })),
+      ['severity', 'message'],
+      false,
+    );
 }

@@ -1,14 +1,12 @@
 import { request } from 'node:https';
+import { MeshcaError } from '../errors.js';
 import type { SpiffeBundle } from '../spiffe/bundle.js';
 
 /** A failed bundle fetch; the federation keeps its last good bundle. */
-export class FederationError extends Error {
+export class FederationError extends MeshcaError<'ERR_FEDERATION_FETCH' | 'ERR_FEDERATION_BUNDLE'> {
   override readonly name = 'FederationError';
-  constructor(
-    readonly code: 'ERR_FEDERATION_FETCH' | 'ERR_FEDERATION_BUNDLE',
-    message: string,
-  ) {
-    super(message);
+  constructor(code: 'ERR_FEDERATION_FETCH' | 'ERR_FEDERATION_BUNDLE', message: string) {
+    super(code, message, { retryable: true });
   }
 }
 

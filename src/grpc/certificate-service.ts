@@ -1,6 +1,6 @@
 import { status, type Metadata, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { AuthenticationError, bearerToken, type Authenticator, type CallerIdentity } from '../authn/index.js';
+import { AuthenticationError, bearerToken, type Authenticator, type CallerIdentity, type ImpersonationAuthorizer } from '../authn/index.js';
 import { IssuanceError } from '../authority/errors.js';
 import type { IssuanceService } from '../authority/issuance.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -10,7 +10,6 @@ import type { IdentityRateLimiter } from './rate-limit.js';
 import { toGrpcFailure, type GrpcFailure } from './status.js';
 
 /** Decides whether a caller (ztunnel) may obtain a certificate for another identity; throws AuthenticationError if not. */
-export type ImpersonationAuthorizer = (caller: CallerIdentity, impersonatedIdentity: string) => Promise<void>;
 
 export interface CertificateServiceOptions {
   readonly authenticator: Authenticator;
@@ -48,21 +47,27 @@ export function certificateServiceHandlers(options: CertificateServiceOptions): 
     options.metrics.csrCount.inc();
     if (inFlight >= options.maxInFlight) {
       options.metrics.shed.inc();
-      return finish(options, started, callback, { code: status.RESOURCE_EXHAUSTED, details: 'meshca is overloaded; retry with backoff', reason: 'ERR_OVERLOADED' });
+      return finish(options, started, callback, {
+        code: status.RESOURCE_EXHAUSTED,
+        details: 'meshca is overloaded; retry with backoff',
+        reason: 'ERR_OVERLOADED',
+      });
     }
     inFlight++;
     options.metrics.inFlight.set(inFlight);
     const turn = gate.enter();
-    (turn ? turn.then(() => admitted(call)) : admitted(call)).then(
-      (response) => {
-        finish(options, started, callback, undefined);
-        callback(null, response);
-      },
-      (error: unknown) => finish(options, started, callback, recordFailure(options, error)),
-    ).finally(() => {
-      gate.release();
-      options.metrics.inFlight.set(--inFlight);
-    });
+    (turn ? turn.then(() => admitted(call)) : admitted(call))
+      .then(
+        (response) => {
+          finish(options, started, callback, undefined);
+          callback(null, response);
+        },
+        (error: unknown) => finish(options, started, callback, recordFailure(options, error)),
+      )
+      .finally(() => {
+        gate.release();
+        options.metrics.inFlight.set(--inFlight);
+      });
   };
   return { CreateCertificate: CreateCertificate as UntypedServiceImplementation[string] };
 }
@@ -78,22 +83,39 @@ async function createCertificate(options: CertificateServiceOptions, call: Call)
   }
   const identity = await impersonatedIdentity(options, caller, call.request);
   const issued = await options.issuance.issue({ csrPem, validitySeconds: Number(call.request.validity_duration) || 0, caller, identity });
-  options.logger.info({ spiffeId: issued.spiffeId, caller: caller.spiffeId, serial: issued.serialHex, notAfter: issued.notAfter, clusterId: caller.clusterId }, 'issued certificate');
+  options.logger.info(
+    {
+      spiffeId: issued.spiffeId,
+      caller: caller.spiffeId,
+      serial: issued.serialHex,
+      notAfter: issued.notAfter,
+      clusterId: caller.clusterId,
+    },
+    'issued certificate',
+  );
   options.metrics.issued.inc();
   return { cert_chain: issued.chain };
 }
 
-async function impersonatedIdentity(options: CertificateServiceOptions, caller: CallerIdentity, request: IstioCertificateRequest): Promise<string | undefined> {
+async function impersonatedIdentity(
+  options: CertificateServiceOptions,
+  caller: CallerIdentity,
+  request: IstioCertificateRequest,
+): Promise<string | undefined> {
   const impersonated = metadataString(request.metadata, 'ImpersonatedIdentity');
   if (!impersonated) return undefined;
-  if (!options.impersonation) throw new AuthenticationError('ERR_TOKEN_SUBJECT', 'impersonation is not enabled on this CA (--trusted-node-accounts)');
+  if (!options.impersonation)
+    throw new AuthenticationError('ERR_TOKEN_SUBJECT', 'impersonation is not enabled on this CA (--trusted-node-accounts)');
   await options.impersonation(caller, impersonated);
   return impersonated;
 }
 
 /** The caller of an Istio-style call: the bearer token and clusterid metadata (also meshca.v1's services). */
 export function authenticateCall(authenticator: Authenticator, metadata: Metadata): Promise<CallerIdentity> {
-  return authenticator.authenticate({ token: bearerToken(header(metadata, 'authorization')), clusterId: header(metadata, 'clusterid') ?? '' });
+  return authenticator.authenticate({
+    token: bearerToken(header(metadata, 'authorization')),
+    clusterId: header(metadata, 'clusterid') ?? '',
+  });
 }
 
 function header(metadata: Metadata, name: string): string | undefined {
@@ -114,7 +136,8 @@ function recordFailure(options: CertificateServiceOptions, error: unknown): Grpc
     if (error.code === 'ERR_CSR_REJECTED' || error.code === 'ERR_CSR_SIGNATURE') metrics.csrParsingErrors.inc();
     if (error.code === 'ERR_IDENTITY_MISMATCH') metrics.idExtractionErrors.inc();
     if (error.code === 'ERR_IDENTITY_DENIED') metrics.denied.inc();
-    if (error.code === 'ERR_ISSUANCE_FAILED' || error.code === 'ERR_VERIFIER_UNAVAILABLE' || error.code === 'ERR_DISK_LOW') metrics.signErrors.inc({ error: error.code });
+    if (error.code === 'ERR_ISSUANCE_FAILED' || error.code === 'ERR_VERIFIER_UNAVAILABLE' || error.code === 'ERR_DISK_LOW')
+      metrics.signErrors.inc({ error: error.code });
     if (error.code === 'ERR_VERIFIER_UNAVAILABLE') options.logger.error({ err: error }, 'CSR verification failed on the server side');
   } else {
     options.logger.error({ err: error }, 'unexpected error in CreateCertificate');
@@ -123,7 +146,12 @@ function recordFailure(options: CertificateServiceOptions, error: unknown): Grpc
   return failure;
 }
 
-function finish(options: CertificateServiceOptions, started: bigint, callback: sendUnaryData<IstioCertificateResponse>, failure: GrpcFailure | undefined): void {
+function finish(
+  options: CertificateServiceOptions,
+  started: bigint,
+  callback: sendUnaryData<IstioCertificateResponse>,
+  failure: GrpcFailure | undefined,
+): void {
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   options.metrics.issuanceDuration.observe({ code: failure ? status[failure.code] : 'OK' }, seconds);
   if (failure) callback({ code: failure.code, details: failure.details });

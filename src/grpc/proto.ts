@@ -33,7 +33,9 @@ interface LoadedPackage {
 }
 
 interface MeshcaPackage {
-  readonly meshca: { readonly v1: { readonly JwtSvidService: ServiceClientConstructor; readonly TrustBundleService: ServiceClientConstructor } };
+  readonly meshca: {
+    readonly v1: { readonly JwtSvidService: ServiceClientConstructor; readonly TrustBundleService: ServiceClientConstructor };
+  };
 }
 
 const LOAD_OPTIONS: Options = { includeDirs: [PROTO_ROOT], keepCase: true, longs: Number, defaults: true, oneofs: true };

@@ -99,7 +99,10 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   for (const service of options.services ?? []) server.addService(service.definition, service.handlers);
   const credentials = options.plaintext
     ? ServerCredentials.createInsecure()
-    : withHttp2Limits(experimental.createCertificateProviderServerCredentials(new ServingCertificateProvider(options.serving), null, false), limits);
+    : withHttp2Limits(
+        experimental.createCertificateProviderServerCredentials(new ServingCertificateProvider(options.serving), null, false),
+        limits,
+      );
   // meshca owns the listening socket so it can refuse connections before TLS or HTTP/2 state exists.
   const injector = server.createConnectionInjector(credentials);
   const admission = new ConnectionAdmission(limits, {
@@ -126,7 +129,10 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
 function refusalLog(logger: Logger, caps: ConnectionCaps) {
   let latest = { reason: '', peer: '' };
   const report = new RateLimitedReport(10_000, (refused) =>
-    logger.warn({ ...latest, refused, maxConnections: caps.maxConnections, maxConnectionsPerPeer: caps.maxConnectionsPerPeer }, 'refusing gRPC connections over --max-connections / --max-connections-per-peer'),
+    logger.warn(
+      { ...latest, refused, maxConnections: caps.maxConnections, maxConnectionsPerPeer: caps.maxConnectionsPerPeer },
+      'refusing gRPC connections over --max-connections / --max-connections-per-peer',
+    ),
   );
   return {
     note: (refusal: { reason: string; peer: string }) => {

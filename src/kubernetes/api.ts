@@ -67,7 +67,12 @@ export class Resource<T extends KubeObject> {
    * Read-modify-write until it sticks: `change` gets the current object (or undefined) and returns
    * the object to write, or undefined to leave it alone. Conflicts (409) re-read and try again.
    */
-  async upsert(namespace: string, name: string, change: (current: T | undefined) => T | undefined, attempts = 5): Promise<'created' | 'updated' | 'unchanged'> {
+  async upsert(
+    namespace: string,
+    name: string,
+    change: (current: T | undefined) => T | undefined,
+    attempts = 5,
+  ): Promise<'created' | 'updated' | 'unchanged'> {
     for (let attempt = 1; ; attempt++) {
       const current = await this.get(namespace, name);
       const next = change(current);

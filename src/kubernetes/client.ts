@@ -10,6 +10,7 @@
  */
 
 import { readFileSync } from 'node:fs';
+import { MeshcaError } from '../errors.js';
 import * as https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
@@ -35,7 +36,7 @@ export interface KubeClientOptions {
  * A failed API call. `retryable` means the API gave no answer (network error, timeout, 429, 5xx,
  * client-side rate limit); callers on the gRPC path turn that into UNAVAILABLE, never into a verdict.
  */
-export class KubeApiError extends Error {
+export class KubeApiError extends MeshcaError<'ERR_KUBE_API'> {
   override readonly name = 'KubeApiError';
 
   constructor(
@@ -44,10 +45,10 @@ export class KubeApiError extends Error {
     /** metav1.Status reason (NotFound, Conflict, AlreadyExists, ...) or a transport label. */
     readonly reason: string,
     message: string,
-    readonly retryable: boolean,
+    retryable: boolean,
     options?: { readonly cause?: unknown },
   ) {
-    super(message, options);
+    super('ERR_KUBE_API', message, { cause: options?.cause, retryable });
   }
 }
 
@@ -89,7 +90,8 @@ export class KubeClient {
     this.#bucket = new TokenBucket(options.qps ?? 50, options.burst ?? 100);
     this.#logger = options.logger;
     this.#agent = new https.Agent({ keepAlive: true, maxSockets: 64, ...this.#tlsOptions() });
-    if (c.insecureSkipTlsVerify) this.#logger?.warn({ api: c.description }, 'insecure-skip-tls-verify: the Kubernetes API server is not authenticated');
+    if (c.insecureSkipTlsVerify)
+      this.#logger?.warn({ api: c.description }, 'insecure-skip-tls-verify: the Kubernetes API server is not authenticated');
   }
 
   get<T>(path: string, query?: Query): Promise<T> {
@@ -120,7 +122,10 @@ export class KubeClient {
       }
       if (!failure.retryable || attempt >= this.#maxAttempts || failure.reason === 'RateLimited') throw failure;
       const delay = this.#backoff(attempt, failure);
-      this.#logger?.debug({ method, path: url.pathname, attempt, status: failure.status, reason: failure.reason, delayMs: Math.round(delay) }, 'retrying Kubernetes API call');
+      this.#logger?.debug(
+        { method, path: url.pathname, attempt, status: failure.status, reason: failure.reason, delayMs: Math.round(delay) },
+        'retrying Kubernetes API call',
+      );
       await sleep(delay);
     }
   }
@@ -139,7 +144,10 @@ export class KubeClient {
       let idle: NodeJS.Timeout | undefined;
       const touch = () => {
         clearTimeout(idle);
-        idle = setTimeout(() => req.destroy(new KubeApiError(0, 'Timeout', `watch ${url.pathname} was idle for ${idleMs} ms`, true)), idleMs);
+        idle = setTimeout(
+          () => req.destroy(new KubeApiError(0, 'Timeout', `watch ${url.pathname} was idle for ${idleMs} ms`, true)),
+          idleMs,
+        );
         idle.unref();
       };
       const finish = (error?: unknown) => {
@@ -171,7 +179,14 @@ export class KubeClient {
             if (event.type === 'ERROR') {
               const status = event.object as unknown as Status;
               req.destroy();
-              finish(new KubeApiError(status.code ?? 500, status.reason ?? 'Unknown', `watch ${url.pathname}: ${status.message ?? 'error event'}`, false));
+              finish(
+                new KubeApiError(
+                  status.code ?? 500,
+                  status.reason ?? 'Unknown',
+                  `watch ${url.pathname}: ${status.message ?? 'error event'}`,
+                  false,
+                ),
+              );
               return;
             }
             onEvent(event);
@@ -180,7 +195,9 @@ export class KubeClient {
         res.on('end', () => finish());
         res.on('error', finish);
         // A cut connection may end the stream without 'end' or 'error'.
-        res.on('close', () => finish(res.complete ? undefined : new KubeApiError(0, 'Unavailable', `watch ${url.pathname}: connection closed`, true)));
+        res.on('close', () =>
+          finish(res.complete ? undefined : new KubeApiError(0, 'Unavailable', `watch ${url.pathname}: connection closed`, true)),
+        );
       });
       req.end();
     });
@@ -229,7 +246,8 @@ export class KubeClient {
       try {
         this.#token = { value: readFileSync(tokenFile, 'utf8').trim(), readAt: now };
       } catch (error) {
-        if (this.#token === undefined) throw new KubeApiError(0, 'Unauthorized', `cannot read token file ${tokenFile}: ${(error as Error).message}`, true);
+        if (this.#token === undefined)
+          throw new KubeApiError(0, 'Unauthorized', `cannot read token file ${tokenFile}: ${(error as Error).message}`, true);
         this.#logger?.warn({ tokenFile, err: error }, 'cannot re-read the Kubernetes token file; using the previous token');
       }
     }
@@ -245,7 +263,10 @@ export class KubeClient {
   #send(method: string, url: URL, body: Buffer | undefined): Promise<RawResponse> {
     return new Promise<RawResponse>((resolve, reject) => {
       const req = https.request(url, { method, agent: this.#agent, headers: this.#headers(body), ...this.#tlsOptions() });
-      const timer = setTimeout(() => req.destroy(new KubeApiError(0, 'Timeout', `${method} ${url.pathname} timed out after ${this.#timeoutMs} ms`, true)), this.#timeoutMs);
+      const timer = setTimeout(
+        () => req.destroy(new KubeApiError(0, 'Timeout', `${method} ${url.pathname} timed out after ${this.#timeoutMs} ms`, true)),
+        this.#timeoutMs,
+      );
       req.on('error', (error) => {
         clearTimeout(timer);
         reject(error);
@@ -308,7 +329,12 @@ function apiError(method: string, url: URL, response: RawResponse): KubeApiError
   const code = response.status;
   const retryable = code === 429 || code >= 500;
   const reason = status.reason || (code === 429 ? 'TooManyRequests' : `HTTP${code}`);
-  const error = new KubeApiError(code, reason, `${method} ${url.pathname}: ${code} ${status.message ?? reason}`, retryable) as KubeApiError & { retryAfterMs?: number };
+  const error = new KubeApiError(
+    code,
+    reason,
+    `${method} ${url.pathname}: ${code} ${status.message ?? reason}`,
+    retryable,
+  ) as KubeApiError & { retryAfterMs?: number };
   const retryAfter = Number(response.headers['retry-after']);
   if (retryable && Number.isFinite(retryAfter) && retryAfter > 0) error.retryAfterMs = Math.min(MAX_BACKOFF_MS, retryAfter * 1000);
   return error;
@@ -317,7 +343,9 @@ function apiError(method: string, url: URL, response: RawResponse): KubeApiError
 function transportError(method: string, url: URL, error: unknown): KubeApiError {
   if (error instanceof KubeApiError) return error;
   const code = (error as NodeJS.ErrnoException).code;
-  return new KubeApiError(0, 'Unavailable', `${method} ${url.origin}${url.pathname}: ${code ?? (error as Error).message}`, true, { cause: error });
+  return new KubeApiError(0, 'Unavailable', `${method} ${url.origin}${url.pathname}: ${code ?? (error as Error).message}`, true, {
+    cause: error,
+  });
 }
 
 function sleep(ms: number): Promise<void> {

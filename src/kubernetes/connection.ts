@@ -4,6 +4,7 @@
  */
 
 import { readFileSync } from 'node:fs';
+import { MeshcaError } from '../errors.js';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 
@@ -28,15 +29,24 @@ export interface KubeConnection {
   readonly description: string;
 }
 
-export class KubeConfigError extends Error {
+export class KubeConfigError extends MeshcaError<'ERR_KUBE_CONFIG'> {
   override readonly name = 'KubeConfigError';
+  constructor(message: string) {
+    super('ERR_KUBE_CONFIG', message);
+  }
 }
 
 /** --kubeconfig when given, else the in-cluster config; throws KubeConfigError if neither is usable. */
-export function loadKubeConnection(options: { readonly kubeconfig?: string; readonly env: NodeJS.ProcessEnv; readonly serviceAccountDir?: string }): KubeConnection {
+export function loadKubeConnection(options: {
+  readonly kubeconfig?: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly serviceAccountDir?: string;
+}): KubeConnection {
   if (options.kubeconfig !== undefined) return loadKubeconfig(options.kubeconfig);
   if (options.env.KUBERNETES_SERVICE_HOST) return inClusterConnection(options.env, options.serviceAccountDir ?? SERVICE_ACCOUNT_DIR);
-  throw new KubeConfigError('no Kubernetes API configured: pass --kubeconfig PATH, or run meshca in a pod (KUBERNETES_SERVICE_HOST is not set)');
+  throw new KubeConfigError(
+    'no Kubernetes API configured: pass --kubeconfig PATH, or run meshca in a pod (KUBERNETES_SERVICE_HOST is not set)',
+  );
 }
 
 /** client-go's rest.InClusterConfig: KUBERNETES_SERVICE_HOST/PORT, the SA token file and ca.crt. */
@@ -89,7 +99,9 @@ export function loadKubeconfig(path: string): KubeConnection {
   if (server.protocol !== 'https:') throw new KubeConfigError(`${where}: server must be https:// (got ${server.protocol})`);
   for (const unsupported of ['exec', 'auth-provider', 'username']) {
     if (user[unsupported] !== undefined) {
-      throw new KubeConfigError(`${where}: user credentials of type "${unsupported}" are not supported; use a token, tokenFile or client certificate`);
+      throw new KubeConfigError(
+        `${where}: user credentials of type "${unsupported}" are not supported; use a token, tokenFile or client certificate`,
+      );
     }
   }
   const file = (key: string) => (typeof user[key] === 'string' ? fileIn(base, user[key]) : undefined);
@@ -111,7 +123,8 @@ export function loadKubeconfig(path: string): KubeConnection {
 function entry(doc: Record<string, unknown>, list: string, field: string, name: string, path: string): Record<string, unknown> {
   const items: unknown[] = Array.isArray(doc[list]) ? doc[list] : [];
   const found = items.find((item): item is Record<string, unknown> => isRecord(item) && item.name === name);
-  if (!found || !isRecord(found[field])) throw new KubeConfigError(`kubeconfig ${path}: ${field} ${JSON.stringify(name)} is not defined in ${list}`);
+  if (!found || !isRecord(found[field]))
+    throw new KubeConfigError(`kubeconfig ${path}: ${field} ${JSON.stringify(name)} is not defined in ${list}`);
   return found[field] as Record<string, unknown>;
 }
 

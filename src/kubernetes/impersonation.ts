@@ -4,8 +4,7 @@
  * runs on the agent's own node.
  */
 
-import { AuthenticationError, type CallerIdentity } from '../authn/index.js';
-import type { ImpersonationAuthorizer } from '../grpc/certificate-service.js';
+import { AuthenticationError, type CallerIdentity, type ImpersonationAuthorizer } from '../authn/index.js';
 import { parseWorkloadId, SpiffeIdError, type WorkloadIdentity } from '../spiffe/id.js';
 import { getPod, listPods } from './api.js';
 import type { KubeClient } from './client.js';
@@ -41,7 +40,15 @@ export function createNodeAuthorizer(options: NodeAuthorizerOptions): Impersonat
     if (caller.podName === undefined || caller.podUid === undefined) {
       throw deny("the caller's token is not bound to a pod (no pod name/uid); use a projected service-account token");
     }
-    const callerKey = ['pod', caller.clusterId, caller.namespace, caller.podName, caller.podUid, caller.serviceAccount, caller.nodeName ?? ''].join('\0');
+    const callerKey = [
+      'pod',
+      caller.clusterId,
+      caller.namespace,
+      caller.podName,
+      caller.podUid,
+      caller.serviceAccount,
+      caller.nodeName ?? '',
+    ].join('\0');
     const node = await cache.getOrLoad(callerKey, () => callerNode(client, caller));
     const targetKey = ['node', caller.clusterId, node, target.namespace, target.serviceAccount].join('\0');
     await cache.getOrLoad(targetKey, () => requirePodOnNode(client, target, node).then(() => node));
@@ -89,7 +96,8 @@ async function callerNode(client: KubeClient, caller: CallerIdentity): Promise<s
   if (TERMINATED.has(pod.status?.phase ?? '')) throw deny(`${where} has terminated`);
   const node = pod.spec?.nodeName;
   if (!node) throw deny(`${where} is not scheduled on a node`);
-  if (caller.nodeName !== undefined && caller.nodeName !== node) throw deny(`${where} runs on ${node}, not on the token's node ${caller.nodeName}`);
+  if (caller.nodeName !== undefined && caller.nodeName !== node)
+    throw deny(`${where} runs on ${node}, not on the token's node ${caller.nodeName}`);
   return node;
 }
 
@@ -98,7 +106,9 @@ async function requirePodOnNode(client: KubeClient, target: WorkloadIdentity, no
   const selector = `spec.nodeName=${node},spec.serviceAccountName=${target.serviceAccount},status.phase!=Failed,status.phase!=Succeeded`;
   const pods = await backend(() => listPods(client, target.namespace, selector));
   // Re-checked here: field selectors are the server's business, the decision is ours.
-  const running = pods.filter((p: Pod) => p.spec?.nodeName === node && p.spec?.serviceAccountName === target.serviceAccount && !TERMINATED.has(p.status?.phase ?? ''));
+  const running = pods.filter(
+    (p: Pod) => p.spec?.nodeName === node && p.spec?.serviceAccountName === target.serviceAccount && !TERMINATED.has(p.status?.phase ?? ''),
+  );
   if (running.length === 0) throw deny(`no running pod of ${target.namespace}/${target.serviceAccount} on node ${node}`);
 }
 

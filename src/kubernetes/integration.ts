@@ -1,38 +1,52 @@
 /**
- * Wires the Kubernetes side of meshca from the config: the per-cluster authenticator (JWKS,
- * TokenReview or both; remote clusters by TokenReview), ztunnel impersonation checks, and the
- * leader-only writers (root ConfigMaps, istiod Secret). server.ts calls this once.
+ * The Kubernetes side of meshca, from its own config slice and ports: TokenReview against the local
+ * and remote clusters' APIs, ztunnel impersonation checks, and the leader-only writers (root
+ * ConfigMaps, istiod Secret). It composes no authentication: authn/ routes between the reviewers
+ * it returns. The application context (app/server.ts) calls this once.
  */
 
 import type { Logger } from 'pino';
-import { createClusterRouter, createIssuerRouter, createTokenReviewAuthenticator, DEV_TOKEN_ISSUER, type Authenticator } from '../authn/index.js';
-import type { IssuanceService } from '../authority/issuance.js';
-import type { CertificateAuthority } from '../authority/lifecycle.js';
-import type { ServerConfig } from '../config.js';
-import type { ImpersonationAuthorizer } from '../grpc/certificate-service.js';
+import type { ImpersonationAuthorizer, TokenReviewer } from '../authn/index.js';
+import type { IstiodCertificate, IstiodCertificateRequest } from '../authority/istiod-profile.js';
 import { tokenReviewer } from './api.js';
 import { KubeClient } from './client.js';
 import { loadKubeconfig, loadKubeConnection, type KubeConnection } from './connection.js';
 import { createNodeAuthorizer } from './impersonation.js';
 import { IstiodSecretKeeper } from './istiod-cert.js';
 import { LeaderElector } from './leader-election.js';
-import { needsLocalApi } from './options.js';
+import { needsLocalApi, type KubernetesConfig } from './options.js';
 import { RootDistributor } from './root-distributor.js';
 
 export const LEADER_LEASE = 'meshca-leader';
 
-export interface KubernetesIntegrationDeps {
-  /** Offline validation of local-cluster tokens, if configured (--jwks-file/--jwks-url or --dev). */
-  readonly jwks: Authenticator | undefined;
-  readonly ca: CertificateAuthority;
-  readonly issuance: IssuanceService;
+/** What the integration needs to know beyond its own flags. */
+export interface KubernetesIntegrationConfig extends KubernetesConfig {
+  readonly trustDomain: string;
+  /** The local cluster's id (--cluster-id). */
+  readonly clusterId: string;
+  /** meshca's own SPIFFE ID, recorded as the requester of the certificates it issues itself. */
+  readonly selfId: string;
+}
+
+/** The trust bundle as the integration sees it. */
+export interface TrustBundlePort {
+  rootsPem(): string;
+  onChange(listener: () => void): void;
+}
+
+export interface KubernetesPorts {
+  readonly bundle: TrustBundlePort;
+  /** Issues istiod's serving certificate (authority/istiod-profile.ts). */
+  readonly issueIstiodCertificate: (request: IstiodCertificateRequest) => Promise<IstiodCertificate>;
   readonly logger: Logger;
   readonly env?: NodeJS.ProcessEnv;
 }
 
 export interface KubernetesIntegration {
-  /** Routes by the clusterid header; what the gRPC service authenticates with. */
-  readonly authenticator: Authenticator;
+  /** TokenReview on the local cluster's API, when --token-review is set. */
+  readonly localReviewer: TokenReviewer | undefined;
+  /** TokenReview per remote cluster (--cluster NAME=KUBECONFIG). */
+  readonly remoteReviewers: ReadonlyMap<string, TokenReviewer>;
   readonly impersonation: ImpersonationAuthorizer | undefined;
   readonly leaderElector: LeaderElector | undefined;
   readonly rootDistributor: RootDistributor | undefined;
@@ -46,32 +60,52 @@ interface LeaderTask {
   bundleChanged(): void;
 }
 
-export async function startKubernetesIntegration(config: ServerConfig, deps: KubernetesIntegrationDeps): Promise<KubernetesIntegration> {
-  const k = config.kubernetes;
-  const logger = deps.logger.child({ component: 'kubernetes' });
-  const client = (connection: KubeConnection) => new KubeClient({ connection, qps: k.qps, burst: k.burst, timeoutMs: k.requestTimeoutMs, logger });
-  const local = needsLocalApi(k) ? client(loadKubeConnection({ kubeconfig: k.kubeconfig, env: deps.env ?? process.env })) : undefined;
+export async function startKubernetesIntegration(k: KubernetesIntegrationConfig, ports: KubernetesPorts): Promise<KubernetesIntegration> {
+  const logger = ports.logger.child({ component: 'kubernetes' });
+  const client = (connection: KubeConnection) =>
+    new KubeClient({ connection, qps: k.qps, burst: k.burst, timeoutMs: k.requestTimeoutMs, logger });
+  const local = needsLocalApi(k) ? client(loadKubeConnection({ kubeconfig: k.kubeconfig, env: ports.env ?? process.env })) : undefined;
   const remotes = new Map(k.clusters.map((c) => [c.name, client(loadKubeconfig(c.kubeconfig))] as const));
-  const byTokenReview = (api: KubeClient) => createTokenReviewAuthenticator({ trustDomain: config.trustDomain, audiences: config.jwt.audiences, reviewer: tokenReviewer(api) });
-
-  const routes = new Map<string, Authenticator>([[config.clusterId, localAuthenticator(config, deps.jwks, local && k.tokenReview ? byTokenReview(local) : undefined)]]);
-  for (const [name, api] of remotes) routes.set(name, byTokenReview(api));
-  const authenticator = createClusterRouter(routes, config.clusterId);
 
   const impersonation =
     k.trustedNodeAccounts.length === 0
       ? undefined
-      : createNodeAuthorizer({ trustDomain: config.trustDomain, trustedAccounts: k.trustedNodeAccounts, clientFor: (id) => (id === config.clusterId ? local : remotes.get(id)) });
+      : createNodeAuthorizer({
+          trustDomain: k.trustDomain,
+          trustedAccounts: k.trustedNodeAccounts,
+          clientFor: (id) => (id === k.clusterId ? local : remotes.get(id)),
+        });
 
   const tasks: LeaderTask[] = [];
   let rootDistributor: RootDistributor | undefined;
   if (local && k.distributeRoot) {
-    rootDistributor = new RootDistributor({ client: local, bundle: () => deps.ca.current().rootsPem, namespaceSelector: k.namespaceSelector, resyncIntervalMs: k.rootResyncIntervalMs, logger });
+    rootDistributor = new RootDistributor({
+      client: local,
+      bundle: () => ports.bundle.rootsPem(),
+      namespaceSelector: k.namespaceSelector,
+      resyncIntervalMs: k.rootResyncIntervalMs,
+      logger,
+    });
     tasks.push(rootDistributor);
   }
   if (local && k.istiodSecret) {
-    const request = { trustDomain: config.trustDomain, namespace: k.istiodNamespace, revisions: k.istiodRevisions, ttlMs: k.istiodCertTtlMs, requestedBy: `spiffe://${config.trustDomain}/ns/meshca/sa/meshca`, clusterId: config.clusterId };
-    tasks.push(new IstiodSecretKeeper({ client: local, ca: deps.ca, issuance: deps.issuance, request, logger }));
+    const request = {
+      trustDomain: k.trustDomain,
+      namespace: k.istiodNamespace,
+      revisions: k.istiodRevisions,
+      ttlMs: k.istiodCertTtlMs,
+      requestedBy: k.selfId,
+      clusterId: k.clusterId,
+    };
+    tasks.push(
+      new IstiodSecretKeeper({
+        client: local,
+        rootsPem: () => ports.bundle.rootsPem(),
+        issue: ports.issueIstiodCertificate,
+        request,
+        logger,
+      }),
+    );
   }
   let leaderElector: LeaderElector | undefined;
   if (local && tasks.length > 0) {
@@ -84,10 +118,11 @@ export async function startKubernetesIntegration(config: ServerConfig, deps: Kub
       onStartedLeading: () => tasks.forEach((t) => t.start()),
       onStoppedLeading: () => tasks.forEach((t) => t.stop()),
     });
-    let lastBundle = deps.ca.current().rootsPem;
-    deps.ca.onChange((snapshot) => {
-      if (snapshot.rootsPem === lastBundle) return; // e.g. an intermediate rotation: the roots are unchanged
-      lastBundle = snapshot.rootsPem;
+    let lastBundle = ports.bundle.rootsPem();
+    ports.bundle.onChange(() => {
+      const bundle = ports.bundle.rootsPem();
+      if (bundle === lastBundle) return; // e.g. an intermediate rotation: the roots are unchanged
+      lastBundle = bundle;
       tasks.forEach((t) => t.bundleChanged());
     });
     leaderElector.start();
@@ -109,7 +144,8 @@ export async function startKubernetesIntegration(config: ServerConfig, deps: Kub
   }
 
   return {
-    authenticator,
+    localReviewer: local && k.tokenReview ? tokenReviewer(local) : undefined,
+    remoteReviewers: new Map([...remotes].map(([name, api]) => [name, tokenReviewer(api)])),
     impersonation,
     leaderElector,
     rootDistributor,
@@ -120,15 +156,4 @@ export async function startKubernetesIntegration(config: ServerConfig, deps: Kub
       remotes.forEach((api) => api.close());
     },
   };
-}
-
-/** JWKS alone, TokenReview alone, or both: JWKS for tokens from its issuer, TokenReview for the rest. */
-function localAuthenticator(config: ServerConfig, jwks: Authenticator | undefined, review: Authenticator | undefined): Authenticator {
-  if (review === undefined) {
-    if (jwks === undefined) throw new Error('no token validation configured for the local cluster');
-    return jwks;
-  }
-  if (jwks === undefined) return review;
-  const issuer = config.jwt.jwksFile || config.jwt.jwksUrl ? config.jwt.issuer! : DEV_TOKEN_ISSUER;
-  return createIssuerRouter(new Map([[issuer, jwks]]), review);
 }

@@ -48,7 +48,8 @@ export class LeaderElector {
     this.#leases = Resource.leases(options.client);
     this.#renewDeadlineMs = options.renewDeadlineMs ?? Math.round((options.leaseDurationMs * 2) / 3);
     this.#retryPeriodMs = options.retryPeriodMs ?? Math.max(100, Math.round(options.leaseDurationMs / 5));
-    if (this.#renewDeadlineMs >= options.leaseDurationMs) throw new RangeError('the renew deadline must be shorter than the lease duration');
+    if (this.#renewDeadlineMs >= options.leaseDurationMs)
+      throw new RangeError('the renew deadline must be shorter than the lease duration');
   }
 
   isLeader(): boolean {
@@ -70,10 +71,16 @@ export class LeaderElector {
       const lease = await this.#leases.get(this.#options.namespace, this.#options.name);
       if (lease?.spec?.holderIdentity !== this.identity) return;
       const now = microTime(new Date());
-      await this.#leases.update(this.#options.namespace, { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, acquireTime: now, renewTime: now } });
+      await this.#leases.update(this.#options.namespace, {
+        ...lease,
+        spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, acquireTime: now, renewTime: now },
+      });
       this.#options.logger.info({ lease: this.#leaseName() }, 'released the leader lease');
     } catch (error) {
-      this.#options.logger.warn({ err: error, lease: this.#leaseName() }, 'could not release the leader lease; a successor takes over when it expires');
+      this.#options.logger.warn(
+        { err: error, lease: this.#leaseName() },
+        'could not release the leader lease; a successor takes over when it expires',
+      );
     }
   }
 
@@ -124,8 +131,16 @@ export class LeaderElector {
     const durationSeconds = Math.max(1, Math.ceil(this.#options.leaseDurationMs / 1000));
     const lease = await this.#leases.get(namespace, name);
     if (lease === undefined) {
-      const spec: LeaseSpec = { holderIdentity: this.identity, leaseDurationSeconds: durationSeconds, acquireTime: microTime(now), renewTime: microTime(now), leaseTransitions: 0 };
-      return this.#write(() => this.#leases.create(namespace, { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec }));
+      const spec: LeaseSpec = {
+        holderIdentity: this.identity,
+        leaseDurationSeconds: durationSeconds,
+        acquireTime: microTime(now),
+        renewTime: microTime(now),
+        leaseTransitions: 0,
+      };
+      return this.#write(() =>
+        this.#leases.create(namespace, { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec }),
+      );
     }
     const spec = lease.spec ?? {};
     const holder = spec.holderIdentity ?? '';

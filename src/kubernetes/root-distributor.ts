@@ -113,7 +113,11 @@ export class RootDistributor {
     };
     await Promise.all(Array.from({ length: this.#options.concurrency ?? 8 }, worker));
     const changed = counts.created + counts.updated;
-    if (changed > 0 || counts.failed > 0) this.#options.logger.info({ ...counts, namespaces: namespaces.length }, 'distributed the trust bundle (ConfigMap istio-ca-root-cert)');
+    if (changed > 0 || counts.failed > 0)
+      this.#options.logger.info(
+        { ...counts, namespaces: namespaces.length },
+        'distributed the trust bundle (ConfigMap istio-ca-root-cert)',
+      );
     return counts;
   }
 
@@ -125,7 +129,12 @@ export class RootDistributor {
       return await this.#configMaps.upsert(namespace, ROOT_CONFIGMAP, (current) => {
         if (!this.#abort) return undefined;
         if (current === undefined) {
-          return { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: ROOT_CONFIGMAP, namespace, labels: { 'istio.io/config': 'true' } }, data: { [ROOT_CONFIGMAP_KEY]: pem } };
+          return {
+            apiVersion: 'v1',
+            kind: 'ConfigMap',
+            metadata: { name: ROOT_CONFIGMAP, namespace, labels: { 'istio.io/config': 'true' } },
+            data: { [ROOT_CONFIGMAP_KEY]: pem },
+          };
         }
         if (current.data?.[ROOT_CONFIGMAP_KEY] === pem) return undefined;
         return { ...current, data: { ...(current.data ?? {}), [ROOT_CONFIGMAP_KEY]: pem } };

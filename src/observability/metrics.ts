@@ -24,10 +24,7 @@ export class Metrics {
   });
   readonly issued = this.counter('citadel_server_success_cert_issuance_count', 'Number of certificates issued.');
   readonly rootExpiry = this.gauge('citadel_server_root_cert_expiry_timestamp', 'Unix time (s) the earliest trusted root expires.');
-  readonly chainExpiry = this.gauge(
-    'citadel_server_cert_chain_expiry_timestamp',
-    'Unix time (s) the active signing chain expires.',
-  );
+  readonly chainExpiry = this.gauge('citadel_server_cert_chain_expiry_timestamp', 'Unix time (s) the active signing chain expires.');
   readonly issuanceDuration = new Histogram({
     name: 'meshca_issuance_duration_seconds',
     help: 'Time from receiving a CreateCertificate call to answering it, by gRPC status.',
@@ -83,8 +80,14 @@ export class Metrics {
     'meshca_grpc_request_read_timeouts_total',
     'Calls cancelled because their request message did not arrive within --request-read-timeout.',
   );
-  readonly dataVolumeFreeRatio = this.gauge('meshca_data_volume_free_ratio', 'Share (0..1) of the data volume that is free, sampled at issuance.');
-  readonly diskLow = this.gauge('meshca_data_volume_low', '1 while new certificates are refused because free space is under --min-free-disk.');
+  readonly dataVolumeFreeRatio = this.gauge(
+    'meshca_data_volume_free_ratio',
+    'Share (0..1) of the data volume that is free, sampled at issuance.',
+  );
+  readonly diskLow = this.gauge(
+    'meshca_data_volume_low',
+    '1 while new certificates are refused because free space is under --min-free-disk.',
+  );
   readonly tokenCacheHits = this.counter('meshca_token_cache_hits_total', 'Token verifications answered from the cache.');
   readonly revoked = this.counter('meshca_revoked_certificates_total', 'Certificates revoked.');
   readonly denied = this.counter('meshca_denied_requests_total', 'Requests refused because the identity is on the deny-list.');
@@ -101,7 +104,10 @@ export class Metrics {
     registers: [this.registry],
   });
   readonly jwtSvidsMinted = this.counter('meshca_jwt_svids_minted_total', 'JWT-SVIDs minted (MintJwtSvid).');
-  readonly adminAuthFailures = this.counter('meshca_admin_authentication_failures_total', 'Admin API requests with a missing or wrong token.');
+  readonly adminAuthFailures = this.counter(
+    'meshca_admin_authentication_failures_total',
+    'Admin API requests with a missing or wrong token.',
+  );
 
   constructor(options: { readonly processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });

@@ -8,6 +8,7 @@ import { authorityId } from '../spiffe/id.js';
 import { PkiError } from './errors.js';
 import { generateKeyPair, importPrivateKeyPem, keyTypeOf, privateKeyMatchesCertificate, type KeyType } from './keys.js';
 import { pemBlocks, pemCertificates } from './pem.js';
+import type { CrlReason } from './revocation-reasons.js';
 import { normalizeSerialHex, randomSerial, serialToHex } from './serial.js';
 import { x509 } from './x509.js';
 
@@ -296,7 +297,10 @@ export async function validatePluginCa(files: PluginCaFiles, now: Date): Promise
   const caCert = parseCertificate(onlyCertificate(files.caCert, 'ca-cert.pem'), 'ca-cert.pem');
   const privateKey = inFile('ca-key.pem', () => importPrivateKeyPem(files.caKey));
   if (!privateKeyMatchesCertificate(privateKey, caCert.der)) {
-    throw new PkiError('ERR_KEY_MISMATCH', 'ca-key.pem does not belong to ca-cert.pem; supply the private key that was certified in ca-cert.pem');
+    throw new PkiError(
+      'ERR_KEY_MISMATCH',
+      'ca-key.pem does not belong to ca-cert.pem; supply the private key that was certified in ca-cert.pem',
+    );
   }
   checkSigningCa(caCert);
   const roots = parseRoots(files.rootCert);
@@ -326,7 +330,10 @@ function onlyCertificate(pem: string, file: string): Buffer {
   const certs = inFile(file, () => pemCertificates(pem));
   const [only] = certs;
   if (only === undefined || certs.length !== 1) {
-    throw new PkiError('ERR_PEM_MALFORMED', `${file} must hold exactly one certificate, found ${certs.length}; put intermediates in cert-chain.pem`);
+    throw new PkiError(
+      'ERR_PEM_MALFORMED',
+      `${file} must hold exactly one certificate, found ${certs.length}; put intermediates in cert-chain.pem`,
+    );
   }
   return only;
 }
@@ -387,17 +394,24 @@ function checkPath(path: readonly ParsedCertificate[], now: Date): void {
       );
     }
     const bc = basicConstraints(cert);
-    if (bc?.ca !== true) throw new PkiError('ERR_CHAIN_INVALID', `${name} (${cert.x.subject}) is not a CA certificate (BasicConstraints CA:TRUE missing)`);
+    if (bc?.ca !== true)
+      throw new PkiError('ERR_CHAIN_INVALID', `${name} (${cert.x.subject}) is not a CA certificate (BasicConstraints CA:TRUE missing)`);
     // A CA at position i has i intermediates below it (caCert included, leaves not counted).
     if (bc.pathLength !== undefined && bc.pathLength < i) {
-      throw new PkiError('ERR_CHAIN_INVALID', `${name} (${cert.x.subject}) has pathLen ${bc.pathLength}, too small for ${i} CA certificate(s) below it`);
+      throw new PkiError(
+        'ERR_CHAIN_INVALID',
+        `${name} (${cert.x.subject}) has pathLen ${bc.pathLength}, too small for ${i} CA certificate(s) below it`,
+      );
     }
   });
 }
 
 export function checkValidity(cert: ParsedCertificate, name: string, now: Date): void {
   if (now.getTime() > cert.x.notAfter.getTime()) {
-    throw new PkiError('ERR_CERT_EXPIRED', `${name} (${cert.x.subject}) expired at ${cert.x.notAfter.toISOString()}; renew it and import again`);
+    throw new PkiError(
+      'ERR_CERT_EXPIRED',
+      `${name} (${cert.x.subject}) expired at ${cert.x.notAfter.toISOString()}; renew it and import again`,
+    );
   }
   if (now.getTime() < cert.x.notBefore.getTime()) {
     throw new PkiError(
@@ -410,7 +424,7 @@ export function checkValidity(cert: ParsedCertificate, name: string, now: Date):
 // ---------------------------------------------------------------------------------------------
 // CRL
 
-export type CrlReason = 'unspecified' | 'keyCompromise' | 'cACompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation';
+export type { CrlReason };
 
 export interface CrlEntry {
   readonly serialHex: string;
@@ -466,7 +480,8 @@ function checkCrlSpec(spec: CrlSpec, issuer: ParsedCertificate): void {
   }
   const serials = spec.entries.map((e) => normalizeSerialHex(e.serialHex));
   const bad = serials.indexOf(undefined);
-  if (bad !== -1) throw new PkiError('ERR_CRL_SPEC_INVALID', `CRL entry #${bad + 1} has an invalid serial "${spec.entries[bad]?.serialHex}"`);
+  if (bad !== -1)
+    throw new PkiError('ERR_CRL_SPEC_INVALID', `CRL entry #${bad + 1} has an invalid serial "${spec.entries[bad]?.serialHex}"`);
   if (new Set(serials).size !== serials.length) throw new PkiError('ERR_CRL_SPEC_INVALID', 'CRL entries contain a serial more than once');
 }
 

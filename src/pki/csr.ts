@@ -141,7 +141,12 @@ export interface SignatureCheck {
 export function signatureCheck(csr: CertificationRequest): SignatureCheck {
   const key = verificationKey(csr);
   const portableKey = Buffer.isBuffer(key.key) ? { ...key, key: exactCopy(key.key) } : key;
-  return { hash: csr.signatureHash, data: exactCopy(csr.certificationRequestInfoDer), key: portableKey as SignatureCheck['key'], signature: exactCopy(csr.signatureValue) };
+  return {
+    hash: csr.signatureHash,
+    data: exactCopy(csr.certificationRequestInfoDer),
+    key: portableKey as SignatureCheck['key'],
+    signature: exactCopy(csr.signatureValue),
+  };
 }
 
 function exactCopy(bytes: Buffer): Buffer {
@@ -221,9 +226,7 @@ function parseName(r: DerReader, nameEl: DerElement): SubjectAttribute[] {
     for (const atv of attributes) {
       const [typeEl, valueEl] = exactly(r, r.sequence(atv, 'subject attribute'), 2, 'subject attribute');
       const oid = r.oid(typeEl, 'subject attribute type');
-      const value = isStringTag(valueEl.tag)
-        ? r.string(valueEl, 'subject attribute value')
-        : '#' + r.raw(valueEl).toString('hex');
+      const value = isStringTag(valueEl.tag) ? r.string(valueEl, 'subject attribute value') : '#' + r.raw(valueEl).toString('hex');
       out.push({ oid, value });
     }
   }

@@ -1,4 +1,5 @@
 /** Typed PKI errors with stable codes, in the style of jose's error classes. */
+import { MeshcaError } from '../errors.js';
 
 export type PkiErrorCode =
   | 'ERR_PEM_MALFORMED'
@@ -26,12 +27,9 @@ export type PkiErrorCode =
   /** The upstream-signed intermediate names another trust domain. */
   | 'ERR_UPSTREAM_TRUST_DOMAIN';
 
-export class PkiError extends Error {
+export class PkiError extends MeshcaError<PkiErrorCode> {
   override readonly name = 'PkiError';
-  constructor(
-    readonly code: PkiErrorCode,
-    message: string,
-  ) {
-    super(message);
+  constructor(code: PkiErrorCode, message: string) {
+    super(code, message);
   }
 }

@@ -57,7 +57,8 @@ export async function generateKeyPair(type: KeyType): Promise<KeyPair> {
 /** The meshca key type of a public or private key; anything else (rsa-1024, ed25519, rsa-pss) is rejected. */
 export function keyTypeOf(key: KeyObject): KeyType {
   const type = lookupKeyType(key);
-  if (type === undefined) throw new PkiError('ERR_KEY_UNSUPPORTED', `unsupported key: ${describeKey(key)}; use one of ${KEY_TYPES.join(', ')}`);
+  if (type === undefined)
+    throw new PkiError('ERR_KEY_UNSUPPORTED', `unsupported key: ${describeKey(key)}; use one of ${KEY_TYPES.join(', ')}`);
   return type;
 }
 
@@ -181,7 +182,10 @@ export function importPrivateKeyPem(pem: string): KeyObject {
   const [block] = blocks;
   const type = block && PRIVATE_KEY_LABELS[block.label];
   if (block === undefined || type === undefined || blocks.length !== 1) {
-    throw new PkiError('ERR_PEM_MALFORMED', `expected exactly one PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY PEM block, found ${blocks.length}`);
+    throw new PkiError(
+      'ERR_PEM_MALFORMED',
+      `expected exactly one PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY PEM block, found ${blocks.length}`,
+    );
   }
   const { label, der } = block;
   let key: KeyObject;

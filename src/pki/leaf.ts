@@ -109,7 +109,13 @@ export class LeafTemplate {
     const issuer = parseIssuerCertificate(issuerCertificateDer);
     assertKeyMatches(issuerKey, issuer.spkiDer);
     const aki = extension(OID_DER.authorityKeyIdentifier, false, encodeSequence(encodeImplicit(0, issuer.keyIdentifier)));
-    return new LeafTemplate(issuerKey, signature, issuer.subjectDer, aki, options.ocspUrl === undefined ? [] : [ocspAccess(options.ocspUrl)]);
+    return new LeafTemplate(
+      issuerKey,
+      signature,
+      issuer.subjectDer,
+      aki,
+      options.ocspUrl === undefined ? [] : [ocspAccess(options.ocspUrl)],
+    );
   }
 
   /** Builds TBSCertificate, signs it with node:crypto's async sign, returns the certificate DER. */
@@ -163,7 +169,11 @@ export interface LeafTemplateOptions {
 /** AIA (RFC 5280 §4.2.2.1) with one id-ad-ocsp uniformResourceIdentifier; not critical. */
 function ocspAccess(url: string): Buffer {
   if (!/^https?:\/\/[\x21-\x7e]+$/.test(url)) leafFail(`the OCSP URL must be an ASCII http(s) URL without spaces, got "${url}"`);
-  return extension(OID_DER.authorityInfoAccess, false, encodeSequence(encodeSequence(OID_DER.ocsp, encodeAscii(url, contextTag(6, false)))));
+  return extension(
+    OID_DER.authorityInfoAccess,
+    false,
+    encodeSequence(encodeSequence(OID_DER.ocsp, encodeAscii(url, contextTag(6, false)))),
+  );
 }
 
 function leafFail(message: string): never {
@@ -180,10 +190,7 @@ function assertSerial(serial: Buffer): void {
 /** SAN is critical because the subject is empty (RFC 5280 §4.2.1.6). */
 function subjectAltName(uris: readonly string[], dnsNames: readonly string[]): Buffer {
   if (uris.length + dnsNames.length === 0) leafFail('a leaf needs at least one URI or DNS SAN');
-  const names = [
-    ...uris.map((u) => encodeAscii(u, contextTag(6, false))),
-    ...dnsNames.map((d) => encodeAscii(d, contextTag(2, false))),
-  ];
+  const names = [...uris.map((u) => encodeAscii(u, contextTag(6, false))), ...dnsNames.map((d) => encodeAscii(d, contextTag(2, false)))];
   for (const name of names) if (name.length === 2) leafFail('SAN entries must not be empty');
   return extension(OID_DER.subjectAltName, true, encodeSequence(...names));
 }

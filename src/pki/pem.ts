@@ -27,7 +27,8 @@ export function pemBlocks(text: string): PemBlock[] {
 export function pemDecodeOne(text: string, labels: readonly string[]): Buffer {
   const blocks = pemBlocks(text);
   const [block] = blocks;
-  if (block === undefined || blocks.length !== 1) throw new PkiError('ERR_PEM_MALFORMED', `expected exactly one PEM block, found ${blocks.length}`);
+  if (block === undefined || blocks.length !== 1)
+    throw new PkiError('ERR_PEM_MALFORMED', `expected exactly one PEM block, found ${blocks.length}`);
   if (!labels.includes(block.label)) {
     throw new PkiError('ERR_PEM_MALFORMED', `expected PEM label ${labels.join(' or ')}, found ${block.label}`);
   }
@@ -36,7 +37,9 @@ export function pemDecodeOne(text: string, labels: readonly string[]): Buffer {
 
 /** All blocks labelled CERTIFICATE; throws if there are none. */
 export function pemCertificates(text: string): Buffer[] {
-  const certs = pemBlocks(text).filter((b) => b.label === 'CERTIFICATE').map((b) => b.der);
+  const certs = pemBlocks(text)
+    .filter((b) => b.label === 'CERTIFICATE')
+    .map((b) => b.der);
   if (certs.length === 0) throw new PkiError('ERR_PEM_MALFORMED', 'no CERTIFICATE PEM block found');
   return certs;
 }

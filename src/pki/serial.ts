@@ -22,6 +22,9 @@ const SERIAL_HEX_RE = /^[0-9a-f]{1,80}$/;
 
 /** Normalises user input (any case, optional colons, leading zeros) to the API form, or undefined. */
 export function normalizeSerialHex(input: string): string | undefined {
-  const hex = input.toLowerCase().replace(/:/g, '').replace(/^0+(?=.)/, '');
+  const hex = input
+    .toLowerCase()
+    .replace(/:/g, '')
+    .replace(/^0+(?=.)/, '');
   return SERIAL_HEX_RE.test(hex) ? hex : undefined;
 }

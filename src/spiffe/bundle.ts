@@ -37,6 +37,15 @@ export function jwtBundleKey(key: JwtBundleKey): SpiffeBundleKey {
   return { ...publicParams(key.publicJwk), kty: String(key.publicJwk.kty), use: 'jwt-svid', kid: key.kid };
 }
 
-export function spiffeBundle(rootDers: readonly Buffer[], sequence: number, refreshHintSeconds: number, jwtKeys: readonly JwtBundleKey[] = []): SpiffeBundle {
-  return { keys: [...rootDers.map(bundleKey), ...jwtKeys.map(jwtBundleKey)], spiffe_sequence: sequence, spiffe_refresh_hint: refreshHintSeconds };
+export function spiffeBundle(
+  rootDers: readonly Buffer[],
+  sequence: number,
+  refreshHintSeconds: number,
+  jwtKeys: readonly JwtBundleKey[] = [],
+): SpiffeBundle {
+  return {
+    keys: [...rootDers.map(bundleKey), ...jwtKeys.map(jwtBundleKey)],
+    spiffe_sequence: sequence,
+    spiffe_refresh_hint: refreshHintSeconds,
+  };
 }

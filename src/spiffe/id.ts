@@ -1,4 +1,5 @@
 /** SPIFFE ID parsing and formatting, strict per the SPIFFE ID spec (docs/architecture.md). */
+import { MeshcaError } from '../errors.js';
 
 export type SpiffeIdErrorCode =
   | 'ERR_SPIFFE_SCHEME'
@@ -7,13 +8,10 @@ export type SpiffeIdErrorCode =
   | 'ERR_SPIFFE_TOO_LONG'
   | 'ERR_SPIFFE_NOT_WORKLOAD';
 
-export class SpiffeIdError extends Error {
+export class SpiffeIdError extends MeshcaError<SpiffeIdErrorCode> {
   override readonly name = 'SpiffeIdError';
-  constructor(
-    readonly code: SpiffeIdErrorCode,
-    message: string,
-  ) {
-    super(message);
+  constructor(code: SpiffeIdErrorCode, message: string) {
+    super(code, message);
   }
 }
 
@@ -99,4 +97,9 @@ export function parseWorkloadId(input: string): WorkloadIdentity {
     throw new SpiffeIdError('ERR_SPIFFE_NOT_WORKLOAD', 'expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>');
   }
   return { trustDomain, namespace, serviceAccount };
+}
+
+/** meshca's own identity: the SPIFFE ID of its serving certificate and of what it issues by itself. */
+export function meshcaId(trustDomain: string): string {
+  return workloadId(trustDomain, 'meshca', 'meshca');
 }

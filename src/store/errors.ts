@@ -1,4 +1,5 @@
 /** Store errors with stable codes; nothing outside store/ sees engine errors. */
+import { MeshcaError } from '../errors.js';
 
 export type StoreErrorCode =
   /** A guarded transition found another state (another replica or request got there first); the message names it. */
@@ -16,13 +17,9 @@ export type StoreErrorCode =
   /** Free space on the data volume is under --min-free-disk; new issuance records are refused. */
   | 'ERR_STORE_DISK_LOW';
 
-export class StoreError extends Error {
+export class StoreError extends MeshcaError<StoreErrorCode> {
   override readonly name = 'StoreError';
-  constructor(
-    readonly code: StoreErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
+  constructor(code: StoreErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, { cause: options?.cause, retryable: code === 'ERR_STORE_UNAVAILABLE' || code === 'ERR_STORE_CONFLICT' });
   }
 }

@@ -49,7 +49,9 @@ export function readMigrations(dir: string): Migration[] {
   try {
     files = readdirSync(dir);
   } catch (error) {
-    throw new StoreError('ERR_STORE_MIGRATION', `cannot read the migrations folder ${dir}; it ships with meshca next to dist/`, { cause: error });
+    throw new StoreError('ERR_STORE_MIGRATION', `cannot read the migrations folder ${dir}; it ships with meshca next to dist/`, {
+      cause: error,
+    });
   }
   const migrations = files.flatMap((file) => {
     const [, version, name] = FILE_NAME.exec(file) ?? [];
@@ -59,7 +61,8 @@ export function readMigrations(dir: string): Migration[] {
   });
   migrations.sort((a, b) => a.version - b.version);
   migrations.forEach((m, i) => {
-    if (migrations[i - 1]?.version === m.version) throw new StoreError('ERR_STORE_MIGRATION', `two migrations have version ${m.version} in ${dir}`);
+    if (migrations[i - 1]?.version === m.version)
+      throw new StoreError('ERR_STORE_MIGRATION', `two migrations have version ${m.version} in ${dir}`);
   });
   if (migrations.length === 0) throw new StoreError('ERR_STORE_MIGRATION', `no NNN_name.sql migrations in ${dir}`);
   return migrations;
@@ -81,12 +84,18 @@ export function verifyApplied(applied: readonly AppliedRow[], known: readonly Mi
   const latest = known.at(-1)?.version ?? 0;
   for (const row of applied) {
     if (row.version > latest) {
-      throw new StoreError('ERR_STORE_MIGRATION', `the database has schema version ${row.version} (${row.name}), newer than this meshca knows (${latest}); run a newer meshca or restore a backup`);
+      throw new StoreError(
+        'ERR_STORE_MIGRATION',
+        `the database has schema version ${row.version} (${row.name}), newer than this meshca knows (${latest}); run a newer meshca or restore a backup`,
+      );
     }
     const file = known.find((m) => m.version === row.version);
     if (!file) throw new StoreError('ERR_STORE_MIGRATION', `migration ${row.version} (${row.name}) was applied but its file is missing`);
     if (file.sha256 !== row.sha256) {
-      throw new StoreError('ERR_STORE_MIGRATION', `migration ${row.version}_${row.name}.sql changed after it was applied (sha256 differs); restore the original file and add a new migration instead`);
+      throw new StoreError(
+        'ERR_STORE_MIGRATION',
+        `migration ${row.version}_${row.name}.sql changed after it was applied (sha256 differs); restore the original file and add a new migration instead`,
+      );
     }
   }
 }
@@ -94,19 +103,30 @@ export function verifyApplied(applied: readonly AppliedRow[], known: readonly Mi
 /** Applies one migration unless it is recorded; re-checked inside the write lock in case another process raced us. */
 function applyOne(db: Database, migration: Migration): boolean {
   const apply = db.transaction((): boolean => {
-    const recorded = db.prepare<[number], AppliedRow>('SELECT version, name, sha256 FROM schema_migrations WHERE version = ?').get(migration.version);
+    const recorded = db
+      .prepare<[number], AppliedRow>('SELECT version, name, sha256 FROM schema_migrations WHERE version = ?')
+      .get(migration.version);
     if (recorded) {
       verifyApplied([recorded], [migration]);
       return false;
     }
     db.exec(migration.sql);
-    db.prepare('INSERT INTO schema_migrations (version, name, applied_at, sha256) VALUES (?, ?, ?, ?)').run(migration.version, migration.name, Date.now(), migration.sha256);
+    db.prepare('INSERT INTO schema_migrations (version, name, applied_at, sha256) VALUES (?, ?, ?, ?)').run(
+      migration.version,
+      migration.name,
+      Date.now(),
+      migration.sha256,
+    );
     return true;
   });
   try {
     return apply.immediate();
   } catch (error) {
     if (error instanceof StoreError) throw error;
-    throw new StoreError('ERR_STORE_MIGRATION', `migration ${migration.version}_${migration.name}.sql failed: ${(error as Error).message}`, { cause: error });
+    throw new StoreError(
+      'ERR_STORE_MIGRATION',
+      `migration ${migration.version}_${migration.name}.sql failed: ${(error as Error).message}`,
+      { cause: error },
+    );
   }
 }

@@ -120,10 +120,9 @@ export function pageLimit(limit: number): number {
 
 /** Fetches limit + 1 rows so the last page says so (nextCursor null) without an extra round trip. */
 export function toPage<R, T>(rows: R[], limit: number, item: (row: R) => T, cursor: (row: R) => string): Page<T> {
-  const more = rows.length > limit;
-  const shown = more ? rows.slice(0, limit) : rows;
+  const shown = rows.slice(0, limit);
   const last = shown.at(-1);
-  return { items: shown.map(item), nextCursor: more && last !== undefined ? cursor(last) : null };
+  return { items: shown.map(item), nextCursor: rows.length > limit && last !== undefined ? cursor(last) : null };
 }
 
 export function closedError(): StoreError {

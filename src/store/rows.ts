@@ -1,6 +1,13 @@
 import { pemBlocks, pemEncode } from '../pki/pem.js';
 import { normalizeSerialHex } from '../pki/serial.js';
-import type { AuthorityKind, AuthorityRecord, AuthorityState, JwtAuthorityRecord, JwtAuthorityState, PendingAuthorityRecord } from './types.js';
+import type {
+  AuthorityKind,
+  AuthorityRecord,
+  AuthorityState,
+  JwtAuthorityRecord,
+  JwtAuthorityState,
+  PendingAuthorityRecord,
+} from './types.js';
 
 /** An `authorities` row as SQLite returns it (shared by the store and its read-only inspection). */
 export interface AuthorityRow {

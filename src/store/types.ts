@@ -198,12 +198,8 @@ export interface AuthorityUsage {
   readonly revoked: number;
 }
 
-export type RevocationReason =
-  | 'unspecified'
-  | 'keyCompromise'
-  | 'affiliationChanged'
-  | 'superseded'
-  | 'cessationOfOperation';
+export type { CrlReason as RevocationReason } from '../pki/revocation-reasons.js';
+import type { CrlReason as RevocationReason } from '../pki/revocation-reasons.js';
 
 /** CA certificates may also be revoked for cACompromise (RFC 5280 §5.3.1), which leaves cannot. */
 export type AuthorityRevocationReason = RevocationReason | 'cACompromise';

@@ -5,7 +5,7 @@ import { CertManagerSigner } from './cert-manager.js';
 import type { UpstreamConfig } from './options.js';
 import { VaultSigner } from './vault.js';
 
-export { buildUpstreamConfig, UPSTREAM_FLAGS, type UpstreamConfig } from './options.js';
+export type { UpstreamConfig } from './options.js';
 
 export interface UpstreamPorts {
   readonly logger: Logger;

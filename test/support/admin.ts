@@ -30,15 +30,28 @@ export function adminCall(
   if (token) headers.authorization = `Bearer ${token}`;
   if (options.raw === undefined && body !== undefined) headers['content-type'] = 'application/json';
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port: target.port, path, method, headers, ca: target.roots, servername: 'localhost', key: target.client?.key, cert: target.client?.cert }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const body = Buffer.concat(chunks);
-        const text = body.toString('utf8');
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, body, json: <T>() => JSON.parse(text) as T });
-      });
-    });
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port: target.port,
+        path,
+        method,
+        headers,
+        ca: target.roots,
+        servername: 'localhost',
+        key: target.client?.key,
+        cert: target.client?.cert,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const body = Buffer.concat(chunks);
+          const text = body.toString('utf8');
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, text, body, json: <T>() => JSON.parse(text) as T });
+        });
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });

@@ -25,7 +25,7 @@ import * as metrics from '../../src/observability/metrics.js';
 import * as csr from '../../src/pki/csr.js';
 import * as pkiErrors from '../../src/pki/errors.js';
 import * as x509 from '../../src/pki/x509.js';
-import * as server from '../../src/server.js';
+import * as server from '../../src/app/server.js';
 import * as spiffe from '../../src/spiffe/id.js';
 import * as sqlite from '../../src/store/sqlite.js';
 
@@ -47,7 +47,7 @@ const SOURCES: Readonly<Record<string, object>> = {
   'admin/server': adminServer,
   config,
   flags,
-  server,
+  'app/server': server,
   'client/ca-client': caClient,
 };
 
@@ -115,7 +115,8 @@ export const KNOWN_ISSUES: readonly KnownIssue[] = shared.KNOWN_ISSUES;
 export const Rng: new (seed: number) => Rng = shared.Rng;
 export const caseSeed: (seed: number, target: string, index: number) => number = shared.caseSeed;
 /** Byte/string/JSON mutators and DER tools, for ad-hoc reproducers. */
-export const { mutateBytes, mutateString, mutateJsonObject, parseTree, encodeTree, lieAboutLength, mutateTree, tlv, oidContent } = shared as Record<string, (...args: never[]) => never>;
+export const { mutateBytes, mutateString, mutateJsonObject, parseTree, encodeTree, lieAboutLength, mutateTree, tlv, oidContent } =
+  shared as Record<string, (...args: never[]) => never>;
 /** The SPIFFE ID spec as one regex (the SPIFFE target's oracle). */
 export const SPIFFE_ID_ORACLE: RegExp = shared.SPIFFE_ID_ORACLE;
 /** The admin target's bearer token. */
@@ -123,7 +124,10 @@ export const ADMIN_TOKEN: string = shared.ADMIN_TOKEN;
 /** The token target's fixed clock, in seconds. */
 export const TOKEN_NOW: number = shared.TOKEN_NOW;
 
-export const runFuzz: (target: FuzzTarget, options: { seed: number; iterations: number; only?: number; knownIssues?: readonly KnownIssue[] }) => Promise<FuzzReport> = shared.runFuzz;
+export const runFuzz: (
+  target: FuzzTarget,
+  options: { seed: number; iterations: number; only?: number; knownIssues?: readonly KnownIssue[] },
+) => Promise<FuzzReport> = shared.runFuzz;
 export const formatViolations: (report: FuzzReport) => string = shared.formatViolations;
 
 const corpus = (name: string): unknown => JSON.parse(readFileSync(join(import.meta.dirname, '..', '..', 'fuzz', 'corpus', name), 'utf8'));

@@ -16,7 +16,10 @@ import { stringify } from 'yaml';
 import { LoopbackHttpsServer } from './loopback-https.js';
 import { openssl } from './openssl.js';
 
-export type Obj = { metadata: Record<string, unknown> & { name: string; namespace?: string; resourceVersion?: string; labels?: Record<string, string> }; [key: string]: unknown };
+export type Obj = {
+  metadata: Record<string, unknown> & { name: string; namespace?: string; resourceVersion?: string; labels?: Record<string, string> };
+  [key: string]: unknown;
+};
 
 export interface ServiceAccountTokenSpec {
   readonly namespace: string;
@@ -82,27 +85,81 @@ export class KubeApiSimulator {
     readonly name: string,
   ) {
     this.issuer = `https://${name}.kube-sim.example`;
-    this.#http = new LoopbackHttpsServer({ key: this.tls.key, cert: this.tls.cert, ca: this.caPem, requestCert: true, rejectUnauthorized: false }, (req, res) => {
-      void this.#handle(req, res).catch((error: unknown) => status(res, 500, 'InternalError', String(error)));
-    });
+    this.#http = new LoopbackHttpsServer(
+      { key: this.tls.key, cert: this.tls.cert, ca: this.caPem, requestCert: true, rejectUnauthorized: false },
+      (req, res) => {
+        void this.#handle(req, res).catch((error: unknown) => status(res, 500, 'InternalError', String(error)));
+      },
+    );
   }
 
   /** Starts a simulator with its own CA in `dir`. */
   static async start(dir: string, name = 'cluster'): Promise<KubeApiSimulator> {
     mkdirSync(dir, { recursive: true });
     const f = (n: string) => join(dir, n);
-    openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.crt'), '-days', '2', '-subj', `/CN=${name}-ca`]);
+    openssl([
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      f('ca.key'),
+      '-out',
+      f('ca.crt'),
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${name}-ca`,
+    ]);
     for (const [leaf, subject, ext] of [
       ['server', '/CN=kube-apiserver', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth'],
       ['client', '/CN=meshca', 'extendedKeyUsage=clientAuth'],
     ] as const) {
-      openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f(`${leaf}.key`), '-out', f(`${leaf}.csr`), '-subj', subject]);
+      openssl([
+        'req',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        f(`${leaf}.key`),
+        '-out',
+        f(`${leaf}.csr`),
+        '-subj',
+        subject,
+      ]);
       writeFileSync(f(`${leaf}.ext`), ext + '\n');
-      openssl(['x509', '-req', '-in', f(`${leaf}.csr`), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-out', f(`${leaf}.crt`), '-extfile', f(`${leaf}.ext`)]);
+      openssl([
+        'x509',
+        '-req',
+        '-in',
+        f(`${leaf}.csr`),
+        '-CA',
+        f('ca.crt'),
+        '-CAkey',
+        f('ca.key'),
+        '-CAcreateserial',
+        '-days',
+        '2',
+        '-out',
+        f(`${leaf}.crt`),
+        '-extfile',
+        f(`${leaf}.ext`),
+      ]);
     }
     const read = (n: string) => openssl(['x509', '-in', f(n)]);
     const key = openssl(['pkey', '-in', f('server.key')]);
-    const sim = new KubeApiSimulator(dir, read('ca.crt'), { key, cert: read('server.crt') }, `sim-${randomBytes(16).toString('hex')}`, name);
+    const sim = new KubeApiSimulator(
+      dir,
+      read('ca.crt'),
+      { key, cert: read('server.crt') },
+      `sim-${randomBytes(16).toString('hex')}`,
+      name,
+    );
     await sim.#http.listen(0);
     return sim;
   }
@@ -119,7 +176,10 @@ export class KubeApiSimulator {
         ? { token: this.apiToken }
         : auth === 'token-file'
           ? { tokenFile: 'api-token' } // relative to the kubeconfig
-          : { 'client-certificate': join(this.dir, 'client.crt'), 'client-key-data': Buffer.from(openssl(['pkey', '-in', join(this.dir, 'client.key')])).toString('base64') };
+          : {
+              'client-certificate': join(this.dir, 'client.crt'),
+              'client-key-data': Buffer.from(openssl(['pkey', '-in', join(this.dir, 'client.key')])).toString('base64'),
+            };
     if (auth === 'token-file') writeFileSync(join(this.dir, 'api-token'), this.apiToken + '\n', { mode: 0o600 });
     const doc = {
       apiVersion: 'v1',
@@ -142,13 +202,23 @@ export class KubeApiSimulator {
   serviceAccountToken(spec: ServiceAccountTokenSpec): string {
     const exp = Math.floor(Date.now() / 1000) + (spec.ttlSeconds ?? 3600);
     const audiences = [...(spec.audiences ?? ['istio-ca'])];
-    const token = this.#jws({ iss: spec.issuer ?? this.issuer, sub: `system:serviceaccount:${spec.namespace}:${spec.serviceAccount}`, aud: audiences, exp });
+    const token = this.#jws({
+      iss: spec.issuer ?? this.issuer,
+      sub: `system:serviceaccount:${spec.namespace}:${spec.serviceAccount}`,
+      aud: audiences,
+      exp,
+    });
     const extra: Record<string, string[]> = {};
     if (spec.podName) extra['authentication.kubernetes.io/pod-name'] = [spec.podName];
     if (spec.podUid) extra['authentication.kubernetes.io/pod-uid'] = [spec.podUid];
     if (spec.nodeName) extra['authentication.kubernetes.io/node-name'] = [spec.nodeName];
     this.#tokens.set(token, {
-      user: { username: `system:serviceaccount:${spec.namespace}:${spec.serviceAccount}`, uid: randomUUID(), groups: ['system:serviceaccounts', `system:serviceaccounts:${spec.namespace}`, 'system:authenticated'], extra },
+      user: {
+        username: `system:serviceaccount:${spec.namespace}:${spec.serviceAccount}`,
+        uid: randomUUID(),
+        groups: ['system:serviceaccounts', `system:serviceaccounts:${spec.namespace}`, 'system:authenticated'],
+        extra,
+      },
       audiences,
       expiresAtMs: exp * 1000,
     });
@@ -171,7 +241,12 @@ export class KubeApiSimulator {
 
   addNamespace(name: string, labels: Record<string, string> = {}): void {
     const existing = this.#objects.get(`namespaces//${name}`);
-    const object = this.#store('namespaces', '', { apiVersion: 'v1', kind: 'Namespace', metadata: { ...(existing?.metadata ?? {}), name, labels: { 'kubernetes.io/metadata.name': name, ...labels } }, status: { phase: 'Active' } });
+    const object = this.#store('namespaces', '', {
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { ...(existing?.metadata ?? {}), name, labels: { 'kubernetes.io/metadata.name': name, ...labels } },
+      status: { phase: 'Active' },
+    });
     this.#namespaceEvent(existing ? 'MODIFIED' : 'ADDED', object);
   }
 
@@ -267,22 +342,39 @@ export class KubeApiSimulator {
     const wanted = review.spec?.audiences?.length ? review.spec.audiences : [API_SERVER_AUDIENCE];
     const entry = this.#tokens.get(token);
     let statusBody: object;
-    if (entry === undefined) statusBody = { authenticated: false, error: '[invalid bearer token, square/go-jose: error in cryptographic primitive]' };
-    else if (entry.expiresAtMs <= Date.now()) statusBody = { authenticated: false, error: '[invalid bearer token, service account token has expired]' };
+    if (entry === undefined)
+      statusBody = { authenticated: false, error: '[invalid bearer token, square/go-jose: error in cryptographic primitive]' };
+    else if (entry.expiresAtMs <= Date.now())
+      statusBody = { authenticated: false, error: '[invalid bearer token, service account token has expired]' };
     else if (!this.audienceAware) statusBody = { authenticated: true, user: entry.user };
     else {
       const audiences = wanted.filter((a) => entry.audiences.includes(a));
       statusBody =
         audiences.length === 0
-          ? { authenticated: false, error: `[invalid bearer token, token audiences ${JSON.stringify(entry.audiences)} is invalid for the target audiences ${JSON.stringify(wanted)}]` }
+          ? {
+              authenticated: false,
+              error: `[invalid bearer token, token audiences ${JSON.stringify(entry.audiences)} is invalid for the target audiences ${JSON.stringify(wanted)}]`,
+            }
           : { authenticated: true, user: entry.user, audiences };
     }
-    json(res, 201, { kind: 'TokenReview', apiVersion: 'authentication.k8s.io/v1', metadata: { creationTimestamp: null }, spec: review.spec, status: statusBody });
+    json(res, 201, {
+      kind: 'TokenReview',
+      apiVersion: 'authentication.k8s.io/v1',
+      metadata: { creationTimestamp: null },
+      spec: review.spec,
+      status: statusBody,
+    });
   }
 
   listNamespaces({ query, res }: Ctx): void {
     const selector = query.get('labelSelector');
-    if (query.get('watch') === 'true' || query.get('watch') === '1') return this.#watchNamespaces(selector, Number(query.get('resourceVersion') ?? this.#rv), Number(query.get('timeoutSeconds') ?? 300), res);
+    if (query.get('watch') === 'true' || query.get('watch') === '1')
+      return this.#watchNamespaces(
+        selector,
+        Number(query.get('resourceVersion') ?? this.#rv),
+        Number(query.get('timeoutSeconds') ?? 300),
+        res,
+      );
     const items = this.#list('namespaces', '').filter((ns) => matchesLabels(ns.metadata.labels ?? {}, selector));
     json(res, 200, { kind: 'NamespaceList', apiVersion: 'v1', metadata: { resourceVersion: String(this.#rv) }, items });
   }
@@ -306,7 +398,8 @@ export class KubeApiSimulator {
     const name = object.metadata?.name;
     if (!name) return status(res, 422, 'Invalid', 'metadata.name: Required value');
     if (!this.#objects.has(`namespaces//${params.ns}`)) return status(res, 404, 'NotFound', `namespaces "${params.ns}" not found`);
-    if (this.#objects.has(`${resource}/${params.ns}/${name}`)) return status(res, 409, 'AlreadyExists', `${resource} "${name}" already exists`);
+    if (this.#objects.has(`${resource}/${params.ns}/${name}`))
+      return status(res, 409, 'AlreadyExists', `${resource} "${name}" already exists`);
     if (object.metadata.resourceVersion) return status(res, 422, 'Invalid', 'metadata.resourceVersion: must be empty on create');
     const stored = this.#store(resource, params.ns!, object);
     json(res, 201, stored);
@@ -318,9 +411,15 @@ export class KubeApiSimulator {
     const object = JSON.parse(body) as Obj;
     const current = this.#objects.get(`${resource}/${params.ns}/${params.name}`);
     if (!current) return status(res, 404, 'NotFound', `${resource} "${params.name}" not found`);
-    if (object.metadata?.name !== params.name) return status(res, 400, 'BadRequest', 'the name of the object does not match the name on the URL');
+    if (object.metadata?.name !== params.name)
+      return status(res, 400, 'BadRequest', 'the name of the object does not match the name on the URL');
     if (object.metadata.resourceVersion !== undefined && object.metadata.resourceVersion !== current.metadata.resourceVersion) {
-      return status(res, 409, 'Conflict', `Operation cannot be fulfilled on ${resource} "${params.name}": the object has been modified; please apply your changes to the latest version and try again`);
+      return status(
+        res,
+        409,
+        'Conflict',
+        `Operation cannot be fulfilled on ${resource} "${params.name}": the object has been modified; please apply your changes to the latest version and try again`,
+      );
     }
     object.metadata = { ...object.metadata, uid: current.metadata.uid, creationTimestamp: current.metadata.creationTimestamp };
     json(res, 200, this.#store(resource, params.ns!, object));
@@ -350,12 +449,15 @@ export class KubeApiSimulator {
   #namespaceEvent(type: string, object: Obj): void {
     const event = { type, object: structuredClone(object), rv: Number(object.metadata.resourceVersion) };
     this.#namespaceEvents.push(event);
-    for (const w of this.#watchers) if (matchesLabels(object.metadata.labels ?? {}, w.selector)) w.res.write(JSON.stringify({ type, object }) + '\n');
+    for (const w of this.#watchers)
+      if (matchesLabels(object.metadata.labels ?? {}, w.selector)) w.res.write(JSON.stringify({ type, object }) + '\n');
   }
 
   #watchNamespaces(selector: string | null, fromRv: number, timeoutSeconds: number, res: ServerResponse): void {
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
-    for (const e of this.#namespaceEvents) if (e.rv > fromRv && matchesLabels(e.object.metadata.labels ?? {}, selector)) res.write(JSON.stringify({ type: e.type, object: e.object }) + '\n');
+    for (const e of this.#namespaceEvents)
+      if (e.rv > fromRv && matchesLabels(e.object.metadata.labels ?? {}, selector))
+        res.write(JSON.stringify({ type: e.type, object: e.object }) + '\n');
     const watcher = { res, selector, timer: setTimeout(() => res.end(), timeoutSeconds * 1000) };
     this.#watchers.add(watcher);
     res.on('close', () => {

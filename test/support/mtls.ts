@@ -30,11 +30,22 @@ export interface HandshakeResult {
  * A real TLS mutual-auth handshake over loopback; each side verifies the other against the trust
  * bundle it is given (ca), as Envoy does with the SPIFFE roots. Hostname checks are off: SVIDs have no DNS names.
  */
-export async function mutualTls(client: WorkloadCredentials, server: WorkloadCredentials, options: { clientCa?: string; serverCa?: string } = {}): Promise<HandshakeResult> {
+export async function mutualTls(
+  client: WorkloadCredentials,
+  server: WorkloadCredentials,
+  options: { clientCa?: string; serverCa?: string } = {},
+): Promise<HandshakeResult> {
   let serverSawClient: string | undefined;
   let serverError: string | undefined;
   const tlsServer = createServer(
-    { key: server.key, cert: server.cert, ca: options.serverCa ?? server.ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },
+    {
+      key: server.key,
+      cert: server.cert,
+      ca: options.serverCa ?? server.ca,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.3',
+    },
     (socket: TLSSocket) => {
       serverSawClient = socket.getPeerX509Certificate()?.subjectAltName;
       socket.end('ok');
@@ -46,12 +57,28 @@ export async function mutualTls(client: WorkloadCredentials, server: WorkloadCre
   try {
     return await new Promise<HandshakeResult>((resolve) => {
       const socket = connect(
-        { host: '127.0.0.1', port, key: client.key, cert: client.cert, ca: options.clientCa ?? client.ca, checkServerIdentity: () => undefined, minVersion: 'TLSv1.3' },
+        {
+          host: '127.0.0.1',
+          port,
+          key: client.key,
+          cert: client.cert,
+          ca: options.clientCa ?? client.ca,
+          checkServerIdentity: () => undefined,
+          minVersion: 'TLSv1.3',
+        },
         () => {
           const clientSawServer = socket.getPeerX509Certificate()?.subjectAltName;
           let data = '';
           socket.on('data', (d) => (data += d));
-          socket.on('end', () => resolve({ ok: data === 'ok', protocol: socket.getProtocol(), serverSawClient, clientSawServer, error: data === 'ok' ? undefined : serverError ?? 'connection closed' }));
+          socket.on('end', () =>
+            resolve({
+              ok: data === 'ok',
+              protocol: socket.getProtocol(),
+              serverSawClient,
+              clientSawServer,
+              error: data === 'ok' ? undefined : (serverError ?? 'connection closed'),
+            }),
+          );
         },
       );
       socket.on('error', (e) => resolve({ ok: false, error: serverError ?? e.message }));

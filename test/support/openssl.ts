@@ -29,6 +29,26 @@ export function tlsServerIdentity(dir: string, name: string): { caPem: string; k
   openssl(['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.crt'), '-days', '2', '-subj', `/CN=${name}-tls-ca`]);
   openssl(['req', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', `/CN=${name}`]);
   writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
-  openssl(['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-out', f('server.crt'), '-extfile', f('server.ext')]);
-  return { caPem: openssl(['x509', '-in', f('ca.crt')]), key: openssl(['pkey', '-in', f('server.key')]), cert: openssl(['x509', '-in', f('server.crt')]) };
+  openssl([
+    'x509',
+    '-req',
+    '-in',
+    f('server.csr'),
+    '-CA',
+    f('ca.crt'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-out',
+    f('server.crt'),
+    '-extfile',
+    f('server.ext'),
+  ]);
+  return {
+    caPem: openssl(['x509', '-in', f('ca.crt')]),
+    key: openssl(['pkey', '-in', f('server.key')]),
+    cert: openssl(['x509', '-in', f('server.crt')]),
+  };
 }

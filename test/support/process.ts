@@ -1,4 +1,4 @@
-import type { ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { CLI as CLI_PATH, spawnMeshca } from '../../scripts/lib/meshca-process.mjs';
 import { testServerArgs } from './server.js';
 
@@ -24,4 +24,22 @@ export async function spawnServer(dataDir: string, extra: readonly string[] = []
   } catch (error) {
     throw new Error(`${(error as Error).message}:\n${logs.join('\n')}`);
   }
+}
+
+export interface CliResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly output: string;
+}
+
+/** Runs the built CLI; MESHCA_KEK is never inherited from the test environment. `node` adds Node options (e.g. --import). */
+export function runMeshca(args: readonly string[], env: Record<string, string> = {}, node: readonly string[] = []): Promise<CliResult> {
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
+  if (!('MESHCA_KEK' in env)) delete childEnv.MESHCA_KEK;
+  return new Promise((resolve) =>
+    execFile(process.execPath, [...node, CLI, ...args], { env: childEnv, timeout: 30_000 }, (error, stdout, stderr) =>
+      resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr, output: stdout + stderr }),
+    ),
+  );
 }

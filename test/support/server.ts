@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { buildServerConfig, SERVE_FLAGS } from '../../src/config.js';
 import { parseFlags } from '../../src/flags.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import { startServer, type RunningServer } from '../../src/app/server.js';
 import { CaClient } from '../../src/client/ca-client.js';
 import { generateWorkloadKey, workloadCsr, type ClientKeyType } from '../../src/client/csr.js';
 
@@ -18,7 +18,19 @@ export function removeDir(dir: string): void {
 
 /** Server flags for tests: loopback, free ports, quiet logs. Extra args override. */
 export function testServerArgs(dataDir: string, extra: readonly string[] = []): string[] {
-  return ['--data-dir', dataDir, '--grpc-listen', '127.0.0.1:0', '--monitoring-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--log-level', 'silent', ...extra];
+  return [
+    '--data-dir',
+    dataDir,
+    '--grpc-listen',
+    '127.0.0.1:0',
+    '--monitoring-listen',
+    '127.0.0.1:0',
+    '--admin-listen',
+    '127.0.0.1:0',
+    '--log-level',
+    'silent',
+    ...extra,
+  ];
 }
 
 export interface TestServer {

@@ -1,3 +1,4 @@
+import { InvalidInputError } from '../errors.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Inventory } from '../../authority/inventory.js';
 import type { CertificateAuthority } from '../../authority/lifecycle.js';
@@ -7,7 +8,14 @@ import type { AuthorityRecord, AuthorityRevocationReason, PendingAuthorityRecord
 import { AUTHORITY_REVOCATION_REASONS } from '../../authority/revocation.js';
 import { isPendingId } from '../../authority/pending.js';
 import { pemEncode } from '../../pki/pem.js';
-import { authorityIdParams, authorityOrPendingIdParams, authorityView, errorReply, pendingAuthorityView, protectedErrors } from '../schemas.js';
+import {
+  authorityIdParams,
+  authorityOrPendingIdParams,
+  authorityView,
+  errorReply,
+  pendingAuthorityView,
+  protectedErrors,
+} from '../schemas.js';
 
 export interface AuthorityRoutesOptions {
   readonly ca: CertificateAuthority;
@@ -47,7 +55,11 @@ interface ImportBody {
 
 const DURATION = { type: 'string', pattern: '^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d|y))+$', maxLength: 32 } as const;
 const PEM = { type: 'string', minLength: 1, maxLength: 65536 } as const;
-const authorityList = { type: 'object', properties: { authorities: { type: 'array', items: authorityView } }, required: ['authorities'] } as const;
+const authorityList = {
+  type: 'object',
+  properties: { authorities: { type: 'array', items: authorityView } },
+  required: ['authorities'],
+} as const;
 const inventoryList = {
   type: 'object',
   properties: { authorities: { type: 'array', items: authorityView }, pending: { type: 'array', items: pendingAuthorityView } },
@@ -60,16 +72,26 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
   const { ca, inventory } = options;
   const views = async (ids: readonly string[]) => (await inventory.authorities()).filter((a) => ids.includes(a.id));
 
-  app.get('/v1/authorities', { schema: { summary: 'List roots and intermediates with usage counts, and pending CSRs', response: { 200: inventoryList, ...protectedErrors } } }, async () => ({
-    authorities: await inventory.authorities(),
-    pending: (await ca.pendingAuthorities()).map(pendingView),
-  }));
+  app.get(
+    '/v1/authorities',
+    {
+      schema: {
+        summary: 'List roots and intermediates with usage counts, and pending CSRs',
+        response: { 200: inventoryList, ...protectedErrors },
+      },
+    },
+    async () => ({
+      authorities: await inventory.authorities(),
+      pending: (await ca.pendingAuthorities()).map(pendingView),
+    }),
+  );
 
   app.post<{ Body: CsrBody }>(
     '/v1/authorities/intermediate-csr',
     {
       schema: {
-        summary: 'Generate an intermediate key (sealed, never leaves meshca) and return its CSR for an upstream CA; the authority is pending until its certificate is attached',
+        summary:
+          'Generate an intermediate key (sealed, never leaves meshca) and return its CSR for an upstream CA; the authority is pending until its certificate is attached',
         body: {
           type: ['object', 'null'],
           properties: { keyType: { type: 'string', enum: [...KEY_TYPES] }, subject: { type: 'string', minLength: 1, maxLength: 512 } },
@@ -90,9 +112,15 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
     {
       bodyLimit: 512 * 1024,
       schema: {
-        summary: "Attach the upstream-signed certificate and its chain (up to the upstream root) to a pending authority; it becomes prepared and the root joins the bundle",
+        summary:
+          'Attach the upstream-signed certificate and its chain (up to the upstream root) to a pending authority; it becomes prepared and the root joins the bundle',
         params: authorityOrPendingIdParams,
-        body: { type: 'object', properties: { certificate: PEM, chain: PEM }, required: ['certificate', 'chain'], additionalProperties: false },
+        body: {
+          type: 'object',
+          properties: { certificate: PEM, chain: PEM },
+          required: ['certificate', 'chain'],
+          additionalProperties: false,
+        },
         response: { 200: authorityList, ...withConflicts },
       },
     },
@@ -127,10 +155,18 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
 
   app.post<{ Params: { id: string } }>(
     '/v1/authorities/:id/activate',
-    { schema: { summary: 'Make a prepared authority the signer; the previous one retires', params: authorityOrPendingIdParams, response: { 200: authorityList, ...withConflicts } } },
+    {
+      schema: {
+        summary: 'Make a prepared authority the signer; the previous one retires',
+        params: authorityOrPendingIdParams,
+        response: { 200: authorityList, ...withConflicts },
+      },
+    },
     async (request) => {
       const activated = await ca.activate(request.params.id, options.actor(request));
-      return { authorities: await views(ids(ca.current().authorities.filter((a) => a.id === activated.id || a.id === activated.parentId))) };
+      return {
+        authorities: await views(ids(ca.current().authorities.filter((a) => a.id === activated.id || a.id === activated.parentId))),
+      };
     },
   );
 
@@ -142,7 +178,10 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
         params: authorityOrPendingIdParams,
         querystring: { type: 'object', properties: { force: { type: 'boolean', default: false } }, additionalProperties: false },
         response: {
-          200: { type: 'object', properties: { removed: { type: 'array', items: { type: 'string' } }, unexpiredCertificates: { type: 'integer' } } },
+          200: {
+            type: 'object',
+            properties: { removed: { type: 'array', items: { type: 'string' } }, unexpiredCertificates: { type: 'integer' } },
+          },
           ...withConflicts,
         },
       },
@@ -158,7 +197,8 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
     '/v1/authorities/:id/revoke',
     {
       schema: {
-        summary: 'Revoke a compromised root or intermediate: it is tainted and never signs again; a signing intermediate is replaced in the same transaction',
+        summary:
+          'Revoke a compromised root or intermediate: it is tainted and never signs again; a signing intermediate is replaced in the same transaction',
         params: authorityIdParams,
         body: {
           type: 'object',
@@ -189,8 +229,17 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
       const all = await inventory.authorities();
       const authority = all.find((a) => a.id === outcome.authority.id);
       const replacement = all.find((a) => a.id === outcome.replacement?.id) ?? null;
-      const listings = outcome.tainted.filter((id) => id.startsWith('int-')).map((id) => `/v1/certificates?authorityId=${id}&status=active`);
-      return { authority, tainted: outcome.tainted, replacement, unexpiredCertificates: outcome.unexpiredCertificates, certificates: listings, reissued };
+      const listings = outcome.tainted
+        .filter((id) => id.startsWith('int-'))
+        .map((id) => `/v1/certificates?authorityId=${id}&status=active`);
+      return {
+        authority,
+        tainted: outcome.tainted,
+        replacement,
+        unexpiredCertificates: outcome.unexpiredCertificates,
+        certificates: listings,
+        reissued,
+      };
     },
   );
 
@@ -209,7 +258,12 @@ export function authorityRoutes(app: FastifyInstance, options: AuthorityRoutesOp
       bodyLimit: 512 * 1024,
       schema: {
         summary: "Import Istio's plug-in CA files (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem) as a prepared authority",
-        body: { type: 'object', properties: { caCert: PEM, caKey: PEM, certChain: PEM, rootCert: PEM }, required: ['caCert', 'caKey', 'certChain', 'rootCert'], additionalProperties: false },
+        body: {
+          type: 'object',
+          properties: { caCert: PEM, caKey: PEM, certChain: PEM, rootCert: PEM },
+          required: ['caCert', 'caKey', 'certChain', 'rootCert'],
+          additionalProperties: false,
+        },
         response: { 201: authorityList, ...withConflicts },
       },
     },
@@ -229,7 +283,7 @@ function ttl(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const ms = parseDuration(value);
   if (ms < MIN_CA_TTL_MS || ms > MAX_CA_TTL_MS) {
-    throw Object.assign(new Error(`CA lifetime "${value}" is out of range: use between 1h and 100y`), { statusCode: 400, code: 'ERR_VALIDATION' });
+    throw new InvalidInputError(`CA lifetime "${value}" is out of range: use between 1h and 100y`);
   }
   return ms;
 }

@@ -1,3 +1,4 @@
+import { InvalidInputError } from '../errors.js';
 import type { FastifyInstance } from 'fastify';
 import type { Inventory } from '../../authority/inventory.js';
 import { pemEncode } from '../../pki/pem.js';
@@ -29,12 +30,16 @@ export function summaryView(c: CertificateSummary) {
   };
 }
 
-export const serialParams = { type: 'object', properties: { serial: { type: 'string', pattern: '^[0-9a-fA-F:]{1,120}$' } }, required: ['serial'] } as const;
+export const serialParams = {
+  type: 'object',
+  properties: { serial: { type: 'string', pattern: '^[0-9a-fA-F:]{1,120}$' } },
+  required: ['serial'],
+} as const;
 
 /** Serial from the URL in the API's canonical form (lowercase hex, no leading zeros). */
 export function canonicalSerial(input: string): string {
   const serial = normalizeSerialHex(input);
-  if (!serial) throw Object.assign(new Error(`"${input}" is not a hex serial number`), { statusCode: 400, code: 'ERR_VALIDATION' });
+  if (!serial) throw new InvalidInputError(`"${input}" is not a hex serial number`);
   return serial;
 }
 
@@ -56,7 +61,11 @@ export function certificateRoutes(app: FastifyInstance, inventory: Inventory): v
           additionalProperties: false,
         },
         response: {
-          200: { type: 'object', properties: { items: { type: 'array', items: certificateSummary }, nextCursor: { type: ['string', 'null'] } }, required: ['items', 'nextCursor'] },
+          200: {
+            type: 'object',
+            properties: { items: { type: 'array', items: certificateSummary }, nextCursor: { type: ['string', 'null'] } },
+            required: ['items', 'nextCursor'],
+          },
           ...protectedErrors,
         },
       },
@@ -73,7 +82,11 @@ export function certificateRoutes(app: FastifyInstance, inventory: Inventory): v
       schema: {
         summary: 'One issued certificate with its PEM',
         params: serialParams,
-        response: { 200: { type: 'object', properties: { ...certificateSummary.properties, pem: { type: 'string' } } }, 404: errorReply, ...protectedErrors },
+        response: {
+          200: { type: 'object', properties: { ...certificateSummary.properties, pem: { type: 'string' } } },
+          404: errorReply,
+          ...protectedErrors,
+        },
       },
     },
     async (request, reply) => {
@@ -98,7 +111,15 @@ export function certificateRoutes(app: FastifyInstance, inventory: Inventory): v
                 type: 'array',
                 items: {
                   type: 'object',
-                  properties: { id: { type: 'integer' }, at: { type: 'string' }, actor: { type: 'string' }, action: { type: 'string' }, target: { type: 'string' }, result: { type: 'string' }, details: { type: 'object', additionalProperties: true } },
+                  properties: {
+                    id: { type: 'integer' },
+                    at: { type: 'string' },
+                    actor: { type: 'string' },
+                    action: { type: 'string' },
+                    target: { type: 'string' },
+                    result: { type: 'string' },
+                    details: { type: 'object', additionalProperties: true },
+                  },
                 },
               },
               nextCursor: { type: ['string', 'null'] },

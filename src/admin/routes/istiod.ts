@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { IssuanceService } from '../../authority/issuance.js';
 import type { CertificateAuthority } from '../../authority/lifecycle.js';
 import { parseDuration } from '../../duration.js';
-import { issueIstiodCertificate } from '../../kubernetes/istiod-cert.js';
+import { issueIstiodCertificate } from '../../authority/istiod-profile.js';
 import { errorReply, protectedErrors } from '../schemas.js';
 
 export interface IstiodRoutesOptions {
@@ -30,13 +30,14 @@ export function istiodRoutes(app: FastifyInstance, options: IstiodRoutesOptions)
     '/v1/profiles/istiod/issue',
     {
       schema: {
-        summary: "Issue istiod's serving certificate: DNS SANs istiod.<ns>.svc (+ istiod-<rev>.<ns>.svc) and spiffe://<td>/ns/<ns>/sa/istiod, with a new key",
+        summary:
+          "Issue istiod's serving certificate: DNS SANs istiod.<ns>.svc (+ istiod-<rev>.<ns>.svc) and spiffe://<td>/ns/<ns>/sa/istiod, with a new key",
         body: {
           type: 'object',
           properties: {
             namespace: dnsLabel,
             revisions: { type: 'array', items: { ...dnsLabel, maxLength: 56 }, maxItems: 32, default: [] },
-            ttl: { type: 'string', maxLength: 32, description: 'e.g. 24h; clamped to the server\'s --max-ttl' },
+            ttl: { type: 'string', maxLength: 32, description: "e.g. 24h; clamped to the server's --max-ttl" },
           },
           required: ['namespace'],
           additionalProperties: false,
@@ -83,7 +84,13 @@ export function istiodRoutes(app: FastifyInstance, options: IstiodRoutesOptions)
         clusterId: options.clusterId,
       });
       void reply.header('cache-control', 'no-store');
-      return { spiffeId: issued.spiffeId, dnsNames: issued.dnsNames, serial: issued.serialHex, notAfter: issued.notAfter.toISOString(), files: issued.files };
+      return {
+        spiffeId: issued.spiffeId,
+        dnsNames: issued.dnsNames,
+        serial: issued.serialHex,
+        notAfter: issued.notAfter.toISOString(),
+        files: issued.files,
+      };
     },
   );
 }

@@ -13,7 +13,11 @@ export interface RevocationRoutesOptions {
 
 const reason = { type: 'string', enum: [...REVOCATION_REASONS] } as const;
 const spiffeId = { type: 'string', minLength: 10, maxLength: 2048, pattern: '^spiffe://' } as const;
-const crlQuery = { type: 'object', properties: { format: { type: 'string', enum: ['der', 'pem'], default: 'der' } }, additionalProperties: false } as const;
+const crlQuery = {
+  type: 'object',
+  properties: { format: { type: 'string', enum: ['der', 'pem'], default: 'der' } },
+  additionalProperties: false,
+} as const;
 
 /**
  * Public: CRLs. `GET /v1/crl` is the active intermediate's in DER (existing consumers), and with
@@ -28,12 +32,28 @@ export function crlRoutes(app: FastifyInstance, revocation: RevocationService): 
   };
   app.get<{ Querystring: { format: string } }>(
     '/v1/crl',
-    { schema: { summary: "DER: the active intermediate's CRL; PEM: every published CRL, the active intermediate's first (public)", security: [], querystring: crlQuery, response: { 400: errorReply } } },
-    async (request, reply) => send(request.query.format === 'pem' ? await revocation.crlSet() : [await revocation.activeCrl()], request.query.format, reply),
+    {
+      schema: {
+        summary: "DER: the active intermediate's CRL; PEM: every published CRL, the active intermediate's first (public)",
+        security: [],
+        querystring: crlQuery,
+        response: { 400: errorReply },
+      },
+    },
+    async (request, reply) =>
+      send(request.query.format === 'pem' ? await revocation.crlSet() : [await revocation.activeCrl()], request.query.format, reply),
   );
   app.get<{ Params: { id: string }; Querystring: { format: string } }>(
     '/v1/authorities/:id/crl',
-    { schema: { summary: 'CRL of one authority: an intermediate lists revoked leaves, a root revoked intermediates (public)', security: [], params: authorityIdParams, querystring: crlQuery, response: { 400: errorReply, 404: errorReply, 409: errorReply } } },
+    {
+      schema: {
+        summary: 'CRL of one authority: an intermediate lists revoked leaves, a root revoked intermediates (public)',
+        security: [],
+        params: authorityIdParams,
+        querystring: crlQuery,
+        response: { 400: errorReply, 404: errorReply, 409: errorReply },
+      },
+    },
     async (request, reply) => send([await revocation.crl(request.params.id)], request.query.format, reply),
   );
 }
@@ -65,8 +85,16 @@ export function revocationRoutes(app: FastifyInstance, options: RevocationRoutes
     {
       schema: {
         summary: 'Revoke every unexpired certificate of an identity; deny=true also refuses new ones',
-        body: { type: 'object', properties: { spiffeId, reason, deny: { type: 'boolean', default: false } }, required: ['spiffeId', 'reason'], additionalProperties: false },
-        response: { 200: { type: 'object', properties: { spiffeId: { type: 'string' }, revoked: { type: 'integer' }, denied: { type: 'boolean' } } }, ...protectedErrors },
+        body: {
+          type: 'object',
+          properties: { spiffeId, reason, deny: { type: 'boolean', default: false } },
+          required: ['spiffeId', 'reason'],
+          additionalProperties: false,
+        },
+        response: {
+          200: { type: 'object', properties: { spiffeId: { type: 'string' }, revoked: { type: 'integer' }, denied: { type: 'boolean' } } },
+          ...protectedErrors,
+        },
       },
     },
     async (request) => {
@@ -77,13 +105,51 @@ export function revocationRoutes(app: FastifyInstance, options: RevocationRoutes
     },
   );
 
-  app.get('/v1/identities/deny', { schema: { summary: 'The deny-list', response: { 200: { type: 'object', properties: { items: { type: 'array', items: { type: 'object', properties: { spiffeId: { type: 'string' }, reason: { type: 'string' }, actor: { type: 'string' }, at: { type: 'string' } } } } } }, ...protectedErrors } } }, async () => ({
-    items: (await revocation.denied()).map((d) => ({ ...d, at: d.at.toISOString() })),
-  }));
+  app.get(
+    '/v1/identities/deny',
+    {
+      schema: {
+        summary: 'The deny-list',
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              items: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: {
+                    spiffeId: { type: 'string' },
+                    reason: { type: 'string' },
+                    actor: { type: 'string' },
+                    at: { type: 'string' },
+                  },
+                },
+              },
+            },
+          },
+          ...protectedErrors,
+        },
+      },
+    },
+    async () => ({
+      items: (await revocation.denied()).map((d) => ({ ...d, at: d.at.toISOString() })),
+    }),
+  );
 
   app.delete<{ Params: { spiffeId: string } }>(
     '/v1/identities/deny/:spiffeId',
-    { schema: { summary: 'Allow a denied identity again (URL-encode the SPIFFE ID)', params: { type: 'object', properties: { spiffeId }, required: ['spiffeId'] }, response: { 200: { type: 'object', properties: { spiffeId: { type: 'string' }, allowed: { type: 'boolean' } } }, 404: errorReply, ...protectedErrors } } },
+    {
+      schema: {
+        summary: 'Allow a denied identity again (URL-encode the SPIFFE ID)',
+        params: { type: 'object', properties: { spiffeId }, required: ['spiffeId'] },
+        response: {
+          200: { type: 'object', properties: { spiffeId: { type: 'string' }, allowed: { type: 'boolean' } } },
+          404: errorReply,
+          ...protectedErrors,
+        },
+      },
+    },
     async (request, reply) => {
       const allowed = await revocation.allowIdentity(request.params.spiffeId, options.actor(request));
       if (!allowed) return reply.code(404).send({ code: 'ERR_NOT_DENIED', message: `${request.params.spiffeId} is not on the deny-list` });

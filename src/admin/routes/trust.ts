@@ -17,9 +17,14 @@ export function trustRoutes(app: FastifyInstance, options: TrustRoutesOptions): 
     '/v1/bundle',
     {
       schema: {
-        summary: 'Trust bundle: every trusted root; with format=spiffe also the JWT-SVID signing keys (use jwt-svid, kid), spiffe_sequence and spiffe_refresh_hint (public)',
+        summary:
+          'Trust bundle: every trusted root; with format=spiffe also the JWT-SVID signing keys (use jwt-svid, kid), spiffe_sequence and spiffe_refresh_hint (public)',
         security: [],
-        querystring: { type: 'object', properties: { format: { type: 'string', enum: ['pem', 'spiffe'], default: 'pem' } }, additionalProperties: false },
+        querystring: {
+          type: 'object',
+          properties: { format: { type: 'string', enum: ['pem', 'spiffe'], default: 'pem' } },
+          additionalProperties: false,
+        },
         response: { 400: errorReply },
       },
     },
@@ -40,7 +45,12 @@ export function trustRoutes(app: FastifyInstance, options: TrustRoutesOptions): 
   if (!bundles) return;
   app.get(
     '/v1/bundles/federated',
-    { schema: { summary: 'Last good SPIFFE bundle of every --federate-with trust domain, keyed by trust domain name (public)', security: [] } },
+    {
+      schema: {
+        summary: 'Last good SPIFFE bundle of every --federate-with trust domain, keyed by trust domain name (public)',
+        security: [],
+      },
+    },
     async (_request, reply) => {
       void reply.header('cache-control', `max-age=${Math.min(60, options.refreshHintSeconds)}`);
       return reply.type('application/json').send(JSON.stringify(Object.fromEntries(bundles.federated())));

@@ -2,7 +2,7 @@ import pg from 'pg';
 import type { Pool } from 'pg';
 import { readMigrations } from '../migrations.js';
 import { authorityFromRow, jwtAuthorityFromRow, normalizeSerial, type AuthorityRow, type JwtAuthorityRow } from '../rows.js';
-import type { IssuanceCounts, IssuedDer, SchemaInfo, StoreInspection } from '../verify.js';
+import type { IssuanceCounts, IssuedDer, SchemaInfo, StoreInspection } from '../inspection.js';
 import type { AuthorityRecord, AuthorityUsage, JwtAuthorityRecord, DeniedIdentity, RevocationReason } from '../types.js';
 import { poolConfig, type PostgresConnectionOptions } from './connection.js';
 import { toStoreError } from './errors.js';
@@ -147,15 +147,15 @@ class PostgresInspection implements StoreInspection {
     );
   }
 
-  async deniedIdentities(): Promise<DeniedIdentity[]> {
+  async listDenied(): Promise<DeniedIdentity[]> {
     const rows = await this.rows<{ spiffe_id: string; reason: string; actor: string; at: number }>(
       'SELECT spiffe_id, reason, actor, at FROM denied_identities ORDER BY spiffe_id',
     );
     return rows.map((r) => ({ spiffeId: r.spiffe_id, reason: r.reason as RevocationReason, actor: r.actor, at: new Date(r.at) }));
   }
 
-  close(): void {
-    void this.pool.end().catch(() => undefined);
+  async close(): Promise<void> {
+    await this.pool.end().catch(() => undefined);
   }
 
   private async rows<R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<R[]> {

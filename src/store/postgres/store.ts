@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { Pool, PoolClient } from 'pg';
 import { StoreError } from '../errors.js';
-import { IssuanceJournal } from '../sqlite.js';
+import { GroupCommitQueue } from '../group-commit.js';
 import {
   auditFromRow,
   federatedBundleFromRow,
@@ -191,7 +191,7 @@ interface Queryable {
 }
 
 class PostgresStoreImpl implements PostgresStore {
-  private readonly journal: IssuanceJournal;
+  private readonly journal: GroupCommitQueue;
   private readonly leases = new Map<string, PostgresLease>();
   private closed = false;
 
@@ -200,7 +200,7 @@ class PostgresStoreImpl implements PostgresStore {
     private readonly feed: ChangeFeed,
     private readonly options: PostgresStoreOptions,
   ) {
-    this.journal = new IssuanceJournal(
+    this.journal = new GroupCommitQueue(
       (records) => this.writeIssued(records),
       options.groupCommitWindowMs ?? DEFAULT_WINDOW_MS,
       Math.max(1, options.groupCommitMaxRows ?? DEFAULT_MAX_ROWS),

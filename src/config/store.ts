@@ -1,14 +1,9 @@
-/** `meshca serve` flags choosing and tuning the store, and how the composition root opens it. */
+/** `meshca serve` flags choosing and tuning the store, and the number of worker processes. */
 
 import { cpus } from 'node:os';
-import { join } from 'node:path';
-import { parseDuration } from './duration.js';
-import { readSecretFile } from './data-dir.js';
-import { str, UsageError, type FlagSpec, type FlagValues } from './flags.js';
-import { isPostgresUrl, redactedUrl } from './store/postgres/connection.js';
-import { openPostgresStore } from './store/postgres/store.js';
-import { openSqliteStore, type SqliteStoreOptions } from './store/sqlite.js';
-import type { Store } from './store/types.js';
+import { parseDuration } from '../duration.js';
+import { str, UsageError, type FlagSpec, type FlagValues } from '../flags.js';
+import { isPostgresUrl } from '../store/postgres/connection.js';
 
 export type StoreConfig =
   | { readonly engine: 'sqlite' }
@@ -80,43 +75,4 @@ export function buildWorkers(values: FlagValues): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 1 || n > 256) throw new UsageError('--workers must be auto or an integer from 1 to 256');
   return n;
-}
-
-export interface OpenedStore {
-  readonly store: Store;
-  /** For logs: the SQLite file or the PostgreSQL URL without credentials. */
-  readonly description: string;
-}
-
-export async function openConfiguredStore(
-  config: StoreConfig,
-  dataDir: string,
-  options: {
-    readonly logger: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
-    readonly onCommit: (rows: number, seconds: number) => void;
-    /** SQLite only: a remote PostgreSQL's volume cannot be measured from here. */
-    readonly minFreeDisk?: SqliteStoreOptions['minFreeDisk'];
-  },
-): Promise<OpenedStore> {
-  if (config.engine === 'sqlite') {
-    const path = join(dataDir, 'meshca.db');
-    return { store: openSqliteStore({ path, ...options }), description: path };
-  }
-  const password =
-    config.passwordFile === undefined ? undefined : readSecretFile(config.passwordFile, (text) => text.replace(/\r?\n$/, ''));
-  const { minFreeDisk, ...common } = options;
-  if ((minFreeDisk?.minFreeRatio ?? 0) > 0) {
-    options.logger.warn(
-      {},
-      "--min-free-disk does not apply to a PostgreSQL store (its disk is the database server's): monitor free space there",
-    );
-  }
-  const store = await openPostgresStore({
-    url: config.url,
-    password,
-    poolSize: config.poolSize,
-    statementTimeoutMs: config.statementTimeoutMs,
-    ...common,
-  });
-  return { store, description: redactedUrl(config.url) };
 }

@@ -1,20 +1,60 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  accessSync,
+  chmodSync,
+  closeSync,
+  constants,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { parseKek } from './pki/keys.js';
+import { MeshcaError, UsageError } from '../errors.js';
+import { parseKek } from '../pki/keys.js';
 
 /** Thrown when the data dir or a secret file is unsafe to use; the message says how to fix it. */
-export class DataDirError extends Error {
+export class DataDirError extends MeshcaError<'ERR_DATA_DIR'> {
   override readonly name = 'DataDirError';
+  constructor(message: string) {
+    super('ERR_DATA_DIR', message);
+  }
 }
 
 /** Creates the data dir 0700, or refuses one that group/others can read (unless in dev mode, where it is fixed). */
 export function prepareDataDir(dir: string, dev: boolean): void {
-  if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  try {
+    if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+    accessSync(dir, constants.W_OK | constants.X_OK);
+  } catch (error) {
+    throw unusableDataDir(dir, error);
+  }
   const mode = statSync(dir).mode & 0o777;
   if ((mode & 0o077) === 0) return;
   if (dev) return chmodSync(dir, 0o700);
   throw new DataDirError(`data dir ${dir} is accessible by group/others (mode ${mode.toString(8)}); run: chmod 700 ${dir}`);
+}
+
+/** A data dir meshca cannot create or write, said without a stack trace and with the way out. */
+function unusableDataDir(dir: string, error: unknown): DataDirError {
+  const code = (error as { code?: string }).code;
+  const why =
+    code === 'EACCES' || code === 'EPERM'
+      ? 'permission denied'
+      : code === 'EROFS'
+        ? 'read-only file system'
+        : code === 'ENOTDIR'
+          ? 'a path component is not a directory'
+          : (error as Error).message;
+  return new DataDirError(
+    `cannot use ${dir} as the data dir (${why}): pass a --data-dir this user can write, or give it this user (chown) with mode 700`,
+  );
 }
 
 export interface KekSource {
@@ -74,7 +114,8 @@ export function readSecretFile<T>(path: string, parse: (text: string) => T): T {
   } catch {
     throw new DataDirError(`cannot read ${path}: the file does not exist`);
   }
-  if ((mode & 0o077) !== 0) throw new DataDirError(`${path} is readable by group/others (mode ${mode.toString(8)}); run: chmod 600 ${path}`);
+  if ((mode & 0o077) !== 0)
+    throw new DataDirError(`${path} is readable by group/others (mode ${mode.toString(8)}); run: chmod 600 ${path}`);
   return parse(readFileSync(path, 'utf8'));
 }
 
@@ -83,6 +124,17 @@ export function ensureSecretFile(path: string, create: () => string): { value: s
   if (existsSync(path)) return { value: readSecretFile(path, (t) => t.trim()), created: false };
   writeFileSync(path, create() + '\n', { mode: 0o600, flag: 'wx' });
   return { value: readSecretFile(path, (t) => t.trim()), created: true };
+}
+
+export function databasePath(dataDir: string): string {
+  return join(dataDir, 'meshca.db');
+}
+
+/** The database path of a data dir, refusing a dir without one (a typo in --data-dir must not look "empty"). */
+export function existingDatabase(dataDir: string): string {
+  const path = databasePath(dataDir);
+  if (!existsSync(path)) throw new UsageError(`no meshca database at ${path}: check --data-dir (start "meshca serve" once to create one)`);
+  return path;
 }
 
 /**

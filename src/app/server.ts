@@ -1,45 +1,62 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Federation } from './federation/federation.js';
-import { startBundleEndpoint, type BundleEndpoint } from './federation/bundle-endpoint.js';
+import { Federation } from '../federation/federation.js';
+import { startBundleEndpoint, type BundleEndpoint } from '../federation/bundle-endpoint.js';
 import type { Logger } from 'pino';
-import { createJwksAuthenticator, openDevTokenIssuer, type Authenticator, type JwksAuthenticator } from './authn/index.js';
-import { CertificateAuthority } from './authority/lifecycle.js';
-import { IssuanceService } from './authority/issuance.js';
-import { IssuancePolicy } from './authority/policy.js';
-import { CsrVerifierPool } from './pki/verify-pool.js';
-import { ServingIdentity } from './authority/serving.js';
-import type { TrustSnapshot } from './authority/snapshot.js';
-import { randomBytes } from 'node:crypto';
-import { startAdminServer, type AdminServer } from './admin/server.js';
-import { Inventory } from './authority/inventory.js';
-import { RevocationService } from './authority/revocation.js';
-import { OcspResponder } from './authority/ocsp.js';
-import { startHousekeeping, type Housekeeping } from './authority/housekeeping.js';
-import { startAutoRotation, type AutoRotator } from './authority/auto-rotation.js';
-import { UpstreamRenewer } from './authority/upstream-renewal.js';
-import { createUpstreamSigner } from './upstream/index.js';
-import { KubeClient } from './kubernetes/client.js';
-import { loadKubeConnection } from './kubernetes/connection.js';
-import type { ServerConfig } from './config.js';
-import { DataDirError, ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
-import { MIN_ADMIN_TOKEN_LENGTH } from './admin/auth.js';
-import { certificateServiceHandlers } from './grpc/certificate-service.js';
-import { jwtSvidServiceHandlers, trustBundleServiceHandlers } from './grpc/spiffe-service.js';
-import { meshcaSpiffeServices } from './grpc/proto.js';
-import { JwtAuthority } from './authority/jwt-authority.js';
-import { JwtSvidIssuance } from './authority/jwt-svid-issuance.js';
-import { TrustBundles } from './authority/trust-bundles.js';
-import { IdentityRateLimiter } from './grpc/rate-limit.js';
-import { startGrpcServer, type GrpcServer } from './grpc/server.js';
-import { Metrics } from './observability/metrics.js';
-import { startMonitoringServer, type MonitoringServer } from './observability/monitoring.js';
-import { formatAddress, type ListenAddress } from './net.js';
-import { startKubernetesIntegration, type KubernetesIntegration } from './kubernetes/integration.js';
-import { openConfiguredStore } from './store-config.js';
-import type { Store } from './store/types.js';
-import type { SingletonGate } from './store/fence.js';
-import { workerIndex } from './workers.js';
+import { startAdminServer, type AdminServer } from '../admin/server.js';
+import {
+  createJwksAuthenticator,
+  createMeshAuthenticator,
+  createTokenReviewAuthenticator,
+  DEV_TOKEN_ISSUER,
+  openDevTokenIssuer,
+  type JwksAuthenticator,
+} from '../authn/index.js';
+import { startAutoRotation, type AutoRotator } from '../authority/auto-rotation.js';
+import { startHousekeeping, type Housekeeping } from '../authority/housekeeping.js';
+import { Inventory } from '../authority/inventory.js';
+import { IssuanceService } from '../authority/issuance.js';
+import { issueIstiodCertificate } from '../authority/istiod-profile.js';
+import { CertificateAuthority } from '../authority/lifecycle.js';
+import { IssuancePolicy } from '../authority/policy.js';
+import { OcspResponder } from '../authority/ocsp.js';
+import { RevocationService } from '../authority/revocation.js';
+import { ServingIdentity } from '../authority/serving.js';
+import type { TrustSnapshot } from '../authority/snapshot.js';
+import type { ServerConfig } from '../config.js';
+import { certificateServiceHandlers } from '../grpc/certificate-service.js';
+import { IdentityRateLimiter } from '../grpc/rate-limit.js';
+import { startGrpcServer, type GrpcServer } from '../grpc/server.js';
+import { startKubernetesIntegration, type KubernetesIntegration } from '../kubernetes/integration.js';
+import { formatAddress, type ListenAddress } from '../net.js';
+import { Metrics } from '../observability/metrics.js';
+import { startMonitoringServer, type MonitoringServer } from '../observability/monitoring.js';
+import { CsrVerifierPool } from '../pki/verify-pool.js';
+import { meshcaId } from '../spiffe/id.js';
+import type { Store } from '../store/types.js';
+import { openServerStore } from './context.js';
+import { ensureSecretFile, loadKek, prepareDataDir, readSecretFile } from './data-dir.js';
+import { checkListeners } from './listeners.js';
+import { MIN_ADMIN_TOKEN_LENGTH } from '../admin/auth.js';
+import { UpstreamRenewer } from '../authority/upstream-renewal.js';
+import { createUpstreamSigner } from '../upstream/index.js';
+import { KubeClient } from '../kubernetes/client.js';
+import { loadKubeConnection } from '../kubernetes/connection.js';
+import { jwtSvidServiceHandlers, trustBundleServiceHandlers } from '../grpc/spiffe-service.js';
+import { meshcaSpiffeServices } from '../grpc/proto.js';
+import { JwtAuthority } from '../authority/jwt-authority.js';
+import { JwtSvidIssuance } from '../authority/jwt-svid-issuance.js';
+import { TrustBundles } from '../authority/trust-bundles.js';
+import { DataDirError } from './data-dir.js';
+import type { SingletonGate } from '../store/fence.js';
+import { workerIndex } from './cluster.js';
+
+/** How often workers sharing a SQLite file re-read the authorities (two small queries). */
+const SQLITE_WORKER_SYNC_MS = 1_000;
+
+/** Workers other than 0 sharing a SQLite file run no singleton job. */
+const notThisWorker: SingletonGate = async () => undefined;
 
 export interface RunningServer {
   readonly grpcAddress: ListenAddress;
@@ -58,23 +75,17 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** How often workers sharing a SQLite file re-read the authorities (two small queries). */
-const SQLITE_WORKER_SYNC_MS = 1_000;
-
-const notThisWorker: SingletonGate = async () => undefined;
-
-export function databasePath(dataDir: string): string {
-  return join(dataDir, 'meshca.db');
-}
-
-/** The composition root: wires every concern from one validated config. */
+/** The composition root of `meshca serve`: wires every concern from one validated config. */
 export async function startServer(config: ServerConfig, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningServer> {
   if (config.dev) logger.warn('DEVELOPMENT MODE: generated secrets and a local token issuer; never use --dev in production');
+  // Before anything is created on disk: a port in use must not leave a half-made data dir behind.
+  await checkListeners(config);
   prepareDataDir(config.dataDir, config.dev);
   const kek = loadKek({ kekFile: config.kekFile, env, dataDir: config.dataDir, dev: config.dev });
-  if (kek.generated) logger.warn({ path: kek.origin }, 'generated a development key-encryption key; production must use --kek-file or MESHCA_KEK');
+  if (kek.generated)
+    logger.warn({ path: kek.origin }, 'generated a development key-encryption key; production must use --kek-file or MESHCA_KEK');
   const metrics = new Metrics();
-  const { store, description } = await openConfiguredStore(config.store, config.dataDir, {
+  const { store, description } = await openServerStore(config.store, config.dataDir, {
     logger,
     onCommit: (rows: number, seconds: number) => {
       metrics.storeCommitDuration.observe(seconds);
@@ -87,32 +98,52 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   // Not ready while a shared store is unreachable: requests would only get UNAVAILABLE.
   const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready && (store.healthy?.() ?? true));
   let kubernetes: KubernetesIntegration | undefined;
-  const parts: { jwt?: JwtAuthority; federation?: Federation } = {};
+  const parts: { jwt?: JwtAuthority; federation?: Federation; polling?: NodeJS.Timeout } = {};
   try {
-    const upstream = createUpstreamSigner(config.upstream, {
+    const upstream = createUpstreamSigner(config.upstream, { logger, kubeClient: () => kubeClient(config, logger, env) });
+    const ca = await CertificateAuthority.open({
+      store,
+      kek: kek.kek,
       logger,
-      kubeClient: () => new KubeClient({ connection: loadKubeConnection({ kubeconfig: config.kubernetes.kubeconfig, env }), qps: config.kubernetes.qps, burst: config.kubernetes.burst, timeoutMs: config.kubernetes.requestTimeoutMs, logger }),
+      trustDomain: config.trustDomain,
+      ocspUrl: config.ocspUrl,
+      ...config.ca,
+      minIntermediateLifetimeMs: config.issuance.maxTtlMs,
+      bootstrapSigner: upstream,
     });
-    const ca = await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ocspUrl: config.ocspUrl, ...config.ca, minIntermediateLifetimeMs: config.issuance.maxTtlMs, bootstrapSigner: upstream });
     updateAuthorityMetrics(metrics, ca.current());
     ca.onChange((snapshot) => updateAuthorityMetrics(metrics, snapshot));
     // On a shared store, CRL re-signing, pruning, rotation (CA and JWT keys), upstream renewal and
     // pending-CSR expiry run on the one replica holding this lease; workers sharing a SQLite file
     // leave them to worker 0.
     const singleton = store.singleton?.('singleton-jobs') ?? (workerIndex() > 0 ? notThisWorker : undefined);
-    const jwt = await JwtAuthority.open({ store, kek: kek.kek, logger, keyType: config.jwtSvid.keyType, keyTtlMs: config.jwtSvid.keyTtlMs, checkIntervalMs: Math.min(60_000, config.jwtSvid.keyTtlMs / 12), singleton });
+    const jwt = await JwtAuthority.open({
+      store,
+      kek: kek.kek,
+      logger,
+      keyType: config.jwtSvid.keyType,
+      keyTtlMs: config.jwtSvid.keyTtlMs,
+      checkIntervalMs: Math.min(60_000, config.jwtSvid.keyTtlMs / 12),
+      singleton,
+    });
     // JWT key changes bump the shared bundle sequence: the CA's view re-reads it.
     if (jwt.current().bundleSequence !== ca.current().bundleSequence) await ca.reload();
-    jwt.onChange(() => void ca.reload().catch((error: unknown) => logger.error({ err: error }, 'reloading the authorities after a JWT key change failed')));
+    jwt.onChange(
+      () =>
+        void ca.reload().catch((error: unknown) => logger.error({ err: error }, 'reloading the authorities after a JWT key change failed')),
+    );
     jwt.start();
     parts.jwt = jwt;
     // Other replicas' authority and JWT key changes (prepare, activate, remove, import, rotate, KEK
     // re-seal): announced by a shared store, polled by workers sharing a SQLite file.
     const sync = () =>
-      void Promise.all([ca.syncFromStore(), jwt.reload()]).catch((error: unknown) => logger.warn({ err: error }, 'could not re-read the authorities'));
+      void Promise.all([ca.syncFromStore(), jwt.reload()]).catch((error: unknown) =>
+        logger.warn({ err: error }, 'could not re-read the authorities'),
+      );
     store.watch?.((event) => (event === 'authorities' || event === 'resync') && sync());
     const polling = !store.watch && config.workers > 1 ? setInterval(sync, SQLITE_WORKER_SYNC_MS) : undefined;
     polling?.unref();
+    parts.polling = polling;
     const federation = await Federation.start({
       peers: config.federation.peers,
       store,
@@ -124,11 +155,26 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     const jwks = await tokenAuthenticator(config, logger, metrics);
     const verifiers = new CsrVerifierPool(config.grpc.verifyThreads);
     const issuance = new IssuanceService(ca, store, new IssuancePolicy(config.issuance), (csr) => verifiers.verify(csr));
-    kubernetes = await startKubernetesIntegration(config, { jwks, ca, issuance, logger, env });
-    const authenticator: Authenticator = kubernetes.authenticator;
+    kubernetes = await startKubernetesIntegration(
+      { ...config.kubernetes, trustDomain: config.trustDomain, clusterId: config.clusterId, selfId: meshcaId(config.trustDomain) },
+      {
+        bundle: { rootsPem: () => ca.current().rootsPem, onChange: (listener) => ca.onChange(() => listener()) },
+        issueIstiodCertificate: (request) => issueIstiodCertificate(ca, issuance, request),
+        logger,
+        env,
+      },
+    );
+    const review = (reviewer: Parameters<typeof createTokenReviewAuthenticator>[0]['reviewer']) =>
+      createTokenReviewAuthenticator({ trustDomain: config.trustDomain, audiences: config.jwt.audiences, reviewer });
+    const authenticator = createMeshAuthenticator({
+      localClusterId: config.clusterId,
+      jwks: jwks && { authenticator: jwks, issuer: config.jwt.jwksFile || config.jwt.jwksUrl ? config.jwt.issuer! : DEV_TOKEN_ISSUER },
+      localReview: kubernetes.localReviewer && review(kubernetes.localReviewer),
+      remotes: new Map([...kubernetes.remoteReviewers].map(([name, reviewer]) => [name, review(reviewer)])),
+    });
     const serving = await ServingIdentity.start(ca, issuance, {
       dnsNames: config.serverDnsNames,
-      spiffeId: `spiffe://${config.trustDomain}/ns/meshca/sa/meshca`,
+      spiffeId: meshcaId(config.trustDomain),
       ttlMs: Math.min(config.issuance.defaultTtlMs, 3_600_000), // short: superseded serving certs must not hold up root removal for long
       logger,
     });
@@ -148,14 +194,20 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         maxInFlight: config.grpc.maxInFlight,
         maxActive: config.grpc.maxActive,
         maxCsrBytes: 16 * 1024,
-        rateLimiter: config.grpc.rateLimitPerIdentity > 0 ? new IdentityRateLimiter(config.grpc.rateLimitPerIdentity, Math.max(1, config.grpc.rateLimitPerIdentity * 5)) : undefined,
+        rateLimiter:
+          config.grpc.rateLimitPerIdentity > 0
+            ? new IdentityRateLimiter(config.grpc.rateLimitPerIdentity, Math.max(1, config.grpc.rateLimitPerIdentity * 5))
+            : undefined,
       }),
       services: [
         {
           definition: meshcaSpiffeServices().JwtSvidService.service,
           handlers: jwtSvidServiceHandlers({ authenticator, jwtSvids: new JwtSvidIssuance(jwt, store, config.jwtSvid), metrics, logger }),
         },
-        { definition: meshcaSpiffeServices().TrustBundleService.service, handlers: trustBundleServiceHandlers(() => ({ trust_domain: config.trustDomain, bundles: bundles.all() })) },
+        {
+          definition: meshcaSpiffeServices().TrustBundleService.service,
+          handlers: trustBundleServiceHandlers(() => ({ trust_domain: config.trustDomain, bundles: bundles.all() })),
+        },
       ],
     });
     const revocation = new RevocationService(ca, store, kek.kek, {
@@ -193,15 +245,35 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         reissueServing: () => serving.reload('authority revoked'),
         ocsp: new OcspResponder(ca, store, kek.kek, logger.child({ component: 'ocsp' })),
         // issueProfile never goes beyond --default-ttl, so that is the ceiling the route reports.
-        istiod: { ca, issuance, trustDomain: config.trustDomain, clusterId: config.clusterId, defaultTtlMs: config.kubernetes.istiodCertTtlMs, maxTtlMs: config.issuance.maxTtlMs },
+        istiod: {
+          ca,
+          issuance,
+          trustDomain: config.trustDomain,
+          clusterId: config.clusterId,
+          defaultTtlMs: config.kubernetes.istiodCertTtlMs,
+          maxTtlMs: config.issuance.maxTtlMs,
+        },
       },
       serving,
     );
     const bundleEndpoint = config.federation.bundleEndpointListen
-      ? await startBundleEndpoint({ listen: config.federation.bundleEndpointListen, bundle: () => JSON.stringify(bundles.own()), credentials: () => serving.current(), onRenew: (listener) => serving.onRenew(listener) })
+      ? await startBundleEndpoint({
+          listen: config.federation.bundleEndpointListen,
+          bundle: () => JSON.stringify(bundles.own()),
+          credentials: () => serving.current(),
+          onRenew: (listener) => serving.onRenew(listener),
+        })
       : undefined;
     const autoRotation = config.autoRotate.enabled
-      ? startAutoRotation({ ca, store, logger, intermediateTtlMs: config.ca.intermediateTtlMs, keyType: config.ca.keyType, checkIntervalMs: config.autoRotate.checkIntervalMs, singleton })
+      ? startAutoRotation({
+          ca,
+          store,
+          logger,
+          intermediateTtlMs: config.ca.intermediateTtlMs,
+          keyType: config.ca.keyType,
+          checkIntervalMs: config.autoRotate.checkIntervalMs,
+          singleton,
+        })
       : undefined;
     const upstreamRenewal =
       upstream && config.upstream.kind !== 'none'
@@ -220,10 +292,21 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
             },
           }).start()
         : undefined;
-    if (upstreamRenewal) logger.info({ upstream: upstream!.kind }, `upstream CA: ${upstream!.kind} signs the intermediate; a new one is requested at 2/3 of its lifetime and activated at 5/6`);
+    if (upstreamRenewal)
+      logger.info(
+        { upstream: upstream!.kind },
+        `upstream CA: ${upstream!.kind} signs the intermediate; a new one is requested at 2/3 of its lifetime and activated at 5/6`,
+      );
     ready = true;
     logger.info(
-      { grpc: formatAddress(grpc.address), tls: !config.grpc.plaintext, admin: `https://${formatAddress(admin.address)}`, monitoring: formatAddress(monitoring.address), trustDomain: config.trustDomain, bundle: `https://${formatAddress(admin.address)}/v1/bundle` },
+      {
+        grpc: formatAddress(grpc.address),
+        tls: !config.grpc.plaintext,
+        admin: `https://${formatAddress(admin.address)}`,
+        monitoring: formatAddress(monitoring.address),
+        trustDomain: config.trustDomain,
+        bundle: `https://${formatAddress(admin.address)}/v1/bundle`,
+      },
       'meshca is serving',
     );
     return {
@@ -243,10 +326,30 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       },
       close: () => {
         clearInterval(polling);
-        return shutdown(config, { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes: kubernetes!, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal, jwks }, () => (ready = false));
+        return shutdown(
+          config,
+          {
+            grpc,
+            admin,
+            serving,
+            store,
+            monitoring,
+            housekeeping,
+            verifiers,
+            kubernetes: kubernetes!,
+            autoRotation,
+            jwt,
+            federation,
+            bundleEndpoint,
+            upstreamRenewal,
+            jwks,
+          },
+          () => (ready = false),
+        );
       },
     };
   } catch (error) {
+    clearInterval(parts.polling);
     await parts.jwt?.stop();
     parts.federation?.stop();
     await kubernetes?.close().catch(() => undefined);
@@ -261,31 +364,57 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
  * the dev secrets or (on an empty store) the first CA: each worker then finds them.
  */
 export async function prepareSharedState(config: ServerConfig, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  await checkListeners(config);
   prepareDataDir(config.dataDir, config.dev);
   const kek = loadKek({ kekFile: config.kekFile, env, dataDir: config.dataDir, dev: config.dev });
   adminToken(config, logger, env);
   if (config.dev && !config.jwt.jwksFile && !config.jwt.jwksUrl) await openDevTokenIssuer(config.dataDir);
-  const { store } = await openConfiguredStore(config.store, config.dataDir, { logger, onCommit: () => undefined });
+  const { store } = await openServerStore(config.store, config.dataDir, { logger, onCommit: () => undefined });
   try {
-    const upstream = createUpstreamSigner(config.upstream, {
+    const upstream = createUpstreamSigner(config.upstream, { logger, kubeClient: () => kubeClient(config, logger, env) });
+    await CertificateAuthority.open({
+      store,
+      kek: kek.kek,
       logger,
-      kubeClient: () => new KubeClient({ connection: loadKubeConnection({ kubeconfig: config.kubernetes.kubeconfig, env }), qps: config.kubernetes.qps, burst: config.kubernetes.burst, timeoutMs: config.kubernetes.requestTimeoutMs, logger }),
+      trustDomain: config.trustDomain,
+      ...config.ca,
+      minIntermediateLifetimeMs: config.issuance.maxTtlMs,
+      bootstrapSigner: upstream,
     });
-    await CertificateAuthority.open({ store, kek: kek.kek, logger, trustDomain: config.trustDomain, ...config.ca, minIntermediateLifetimeMs: config.issuance.maxTtlMs, bootstrapSigner: upstream });
-    await (await JwtAuthority.open({ store, kek: kek.kek, logger, keyType: config.jwtSvid.keyType, keyTtlMs: config.jwtSvid.keyTtlMs })).stop();
+    await (
+      await JwtAuthority.open({ store, kek: kek.kek, logger, keyType: config.jwtSvid.keyType, keyTtlMs: config.jwtSvid.keyTtlMs })
+    ).stop();
   } finally {
     await store.close();
   }
 }
 
+function kubeClient(config: ServerConfig, logger: Logger, env: NodeJS.ProcessEnv): KubeClient {
+  return new KubeClient({
+    connection: loadKubeConnection({ kubeconfig: config.kubernetes.kubeconfig, env }),
+    qps: config.kubernetes.qps,
+    burst: config.kubernetes.burst,
+    timeoutMs: config.kubernetes.requestTimeoutMs,
+    logger,
+  });
+}
+
 /** The offline (JWKS) validator; undefined when only --token-review validates tokens. */
 async function tokenAuthenticator(config: ServerConfig, logger: Logger, metrics: Metrics): Promise<JwksAuthenticator | undefined> {
-  const common = { trustDomain: config.trustDomain, audiences: config.jwt.audiences, clusterId: config.clusterId, onCacheHit: () => metrics.tokenCacheHits.inc() };
+  const common = {
+    trustDomain: config.trustDomain,
+    audiences: config.jwt.audiences,
+    clusterId: config.clusterId,
+    onCacheHit: () => metrics.tokenCacheHits.inc(),
+  };
   if (config.jwt.jwksFile) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { file: config.jwt.jwksFile } });
   if (config.jwt.jwksUrl) return createJwksAuthenticator({ ...common, issuer: config.jwt.issuer!, jwks: { url: config.jwt.jwksUrl } });
   if (!config.dev) return undefined;
   const dev = await openDevTokenIssuer(config.dataDir);
-  logger.warn({ issuer: dev.issuer }, `accepting development tokens: get one with "meshca dev-token --data-dir ${config.dataDir} --namespace NS --service-account SA"`);
+  logger.warn(
+    { issuer: dev.issuer },
+    `accepting development tokens: get one with "meshca dev-token --data-dir ${config.dataDir} --namespace NS --service-account SA"`,
+  );
   return createJwksAuthenticator({ ...common, issuer: dev.issuer, jwks: { keys: dev.jwks } });
 }
 
@@ -308,11 +437,25 @@ interface Parts {
 
 async function shutdown(
   config: ServerConfig,
-  { grpc, admin, serving, store, monitoring, housekeeping, verifiers, kubernetes, autoRotation, jwt, federation, bundleEndpoint, upstreamRenewal, jwks }: Parts,
+  {
+    grpc,
+    admin,
+    serving,
+    store,
+    monitoring,
+    housekeeping,
+    verifiers,
+    kubernetes,
+    autoRotation,
+    jwt,
+    federation,
+    bundleEndpoint,
+    upstreamRenewal,
+    jwks,
+  }: Parts,
   notReady: () => void,
 ): Promise<void> {
   notReady();
-  jwks?.close();
   await autoRotation?.stop(); // a step in progress commits before the store closes
   await upstreamRenewal?.stop();
   await jwt.stop();
@@ -321,6 +464,7 @@ async function shutdown(
   await kubernetes.close(); // leader tasks stop and the lease is released before the store closes
   housekeeping.stop();
   await Promise.all([grpc.close(config.shutdownTimeoutMs), admin.close()]);
+  jwks?.close(); // only after the drain: in-flight calls are still authenticating
   serving.close();
   await verifiers.close();
   await store.close();
@@ -332,7 +476,11 @@ async function shutdown(
  * else <data-dir>/admin-token generated on first start (0600).
  */
 function adminToken(config: ServerConfig, logger: Logger, env: NodeJS.ProcessEnv): string {
-  if (config.admin.tokenFile) return strongAdminToken(readSecretFile(config.admin.tokenFile, (text) => text.trim()), config.admin.tokenFile);
+  if (config.admin.tokenFile)
+    return strongAdminToken(
+      readSecretFile(config.admin.tokenFile, (text) => text.trim()),
+      config.admin.tokenFile,
+    );
   const fromEnv = env.MESHCA_ADMIN_TOKEN?.trim();
   if (fromEnv) return strongAdminToken(fromEnv, 'MESHCA_ADMIN_TOKEN');
   const path = join(config.dataDir, 'admin-token');
@@ -354,7 +502,11 @@ function diskReporter(metrics: Metrics, logger: Logger, config: ServerConfig) {
   return (freeRatio: number, low: boolean, changed: boolean) => {
     metrics.dataVolumeFreeRatio.set(freeRatio);
     metrics.diskLow.set(low ? 1 : 0);
-    const fields = { dataDir: config.dataDir, freePercent: Number((freeRatio * 100).toFixed(2)), minFreePercent: config.grpc.minFreeDiskRatio * 100 };
+    const fields = {
+      dataDir: config.dataDir,
+      freePercent: Number((freeRatio * 100).toFixed(2)),
+      minFreePercent: config.grpc.minFreeDiskRatio * 100,
+    };
     if (low && (changed || performance.now() - loggedAt > 60_000)) {
       loggedAt = performance.now();
       logger.error(fields, 'DATA VOLUME ALMOST FULL: refusing new certificates with UNAVAILABLE until space is freed (--min-free-disk)');
