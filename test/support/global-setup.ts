@@ -28,7 +28,8 @@ function buildIfStale(): void {
  */
 async function startThrowawayPostgres(): Promise<ChildProcess | undefined> {
   if (process.env.MESHCA_TEST_POSTGRES_URL || !existsSync(POSTGRES_BINARIES)) return undefined;
-  const holder = "console.log('MESHCA_TEST_POSTGRES_URL=' + process.env.MESHCA_TEST_POSTGRES_URL); process.stdin.resume(); process.stdin.on('end', () => process.exit(0));";
+  const holder =
+    "console.log('MESHCA_TEST_POSTGRES_URL=' + process.env.MESHCA_TEST_POSTGRES_URL); process.stdin.resume(); process.stdin.on('end', () => process.exit(0));";
   const child = spawn('bash', [join(ROOT, 'scripts', 'ci-postgres.sh'), process.execPath, '-e', holder], {
     cwd: ROOT,
     stdio: ['pipe', 'pipe', 'inherit'],
