@@ -74,6 +74,17 @@ describe('serve --workers', () => {
     }
   });
 
+  it('records every certificate it handed out, and the store verifies', async () => {
+    const chains = await Promise.all(Array.from({ length: 8 }, () => issueOnNewConnection()));
+    const serials = chains.map((chain) => new X509Certificate(chain[0]!).serialNumber.toLowerCase().replace(/^0+/, ''));
+    const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
+    for (const serial of serials) {
+      const found = await adminCall({ port: server.adminPort, roots, token: adminToken }, 'GET', `/v1/certificates/${serial}`);
+      expect(found.status, serial).toBe(200);
+    }
+    await expect(meshca('verify', '--data-dir', dataDir)).resolves.toContain('ok');
+  });
+
   it('starts a killed worker again while the other keeps serving', async () => {
     const victim = [...issuingPids()][0]!;
     process.kill(victim, 'SIGKILL');

@@ -50,7 +50,7 @@ import { JwtSvidIssuance } from '../authority/jwt-svid-issuance.js';
 import { TrustBundles } from '../authority/trust-bundles.js';
 import { DataDirError } from './data-dir.js';
 import type { SingletonGate } from '../store/fence.js';
-import { workerIndex } from './cluster.js';
+import { isWorkerProcess, workerIndex } from './cluster.js';
 
 /** How often workers sharing a SQLite file re-read the authorities (two small queries). */
 const SQLITE_WORKER_SYNC_MS = 1_000;
@@ -79,7 +79,9 @@ export interface RunningServer {
 export async function startServer(config: ServerConfig, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningServer> {
   if (config.dev) logger.warn('DEVELOPMENT MODE: generated secrets and a local token issuer; never use --dev in production');
   // Before anything is created on disk: a port in use must not leave a half-made data dir behind.
-  await checkListeners(config);
+  // Not in a worker of serve --workers: the primary checked, and a worker's probe would listen on the
+  // shared socket, where it could take (and drop) a client's connection.
+  if (!isWorkerProcess()) await checkListeners(config);
   prepareDataDir(config.dataDir, config.dev);
   const kek = loadKek({ kekFile: config.kekFile, env, dataDir: config.dataDir, dev: config.dev });
   if (kek.generated)
