@@ -2,7 +2,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import { openStoreForReading } from './app/context.js';
+import { openReadOnlyStore, STORE_FLAGS } from './commands/store-access.js';
 import { openDevTokenIssuer } from './authn/dev-issuer.js';
 import { trustedRootsPem } from './authority/snapshot.js';
 import type { WorkloadKey } from './client/csr.js';
@@ -36,10 +36,11 @@ const COMMANDS: Record<string, Command> = {
     run: serve,
   },
   bundle: {
-    usage: 'meshca bundle --data-dir DIR [--format pem|spiffe]',
-    description: 'Print the trust bundle (every trusted root) read directly from the data dir, and exit.',
+    usage: 'meshca bundle --data-dir DIR [--format pem|spiffe]\n       meshca bundle --store postgres://USER@HOST/DB [--format pem|spiffe]',
+    description: 'Print the trust bundle (every trusted root) read directly from the store (the data dir, or --store), and exit.',
     flags: [
       DATA_DIR,
+      ...STORE_FLAGS,
       { name: 'format', kind: 'string', value: BUNDLE_FORMATS.join('|'), default: 'pem', help: 'PEM roots or SPIFFE bundle (JWK Set)' },
     ],
     run: bundle,
@@ -117,7 +118,7 @@ async function bundle(values: FlagValues): Promise<void> {
   const format = requireStr(values, 'format');
   if (!BUNDLE_FORMATS.includes(format))
     throw new UsageError(`--format ${format} is not supported; use one of ${BUNDLE_FORMATS.join(', ')}`);
-  const store = openStoreForReading({ dataDir: requireStr(values, 'data-dir') });
+  const { store } = await openReadOnlyStore(values);
   try {
     const authorities = await store.loadAuthorities();
     if (authorities.length === 0)

@@ -197,6 +197,20 @@ describe.runIf(POSTGRES_URL)('replicas on one PostgreSQL', () => {
     expect(report.results.find((r) => r.name === 'authority-keys')?.status).toBe('ok');
     expect(report.ok).toBe(true);
   });
+
+  it('answer meshca status and meshca bundle from the shared database while they serve', async () => {
+    const status = JSON.parse((await run(process.execPath, [CLI, 'status', '--store', databaseUrl, '--json'])).stdout) as {
+      dataDir: string;
+      bundleSequence: number;
+      authorities: { id: string }[];
+    };
+    const authorities = await store.loadAuthorities();
+    expect(status.dataDir).toMatch(/^postgres:\/\//);
+    expect(status.authorities.map((a) => a.id).sort()).toEqual(authorities.map((a) => a.id).sort());
+    expect(status.bundleSequence).toBe(await store.bundleSequence());
+    const pem = (await run(process.execPath, [CLI, 'bundle', '--store', databaseUrl])).stdout;
+    expect(pem).toBe(trustedRootsPem(authorities).pem);
+  });
 });
 
 describe.runIf(POSTGRES_URL)('a replica whose PostgreSQL becomes unreachable', () => {

@@ -123,9 +123,12 @@ export class ServerProcess {
       .join('\n');
   }
 
-  /** PEM roots of the trust bundle, read from the data dir by `meshca bundle`. */
+  /** PEM roots of the trust bundle, read by `meshca bundle` from the data dir or the server's --store. */
   bundlePem() {
-    const result = spawnSync(process.execPath, [this.options.cli, 'bundle', '--data-dir', this.options.dataDir], {
+    const extra = this.options.extraArgs ?? [];
+    const store = extra.indexOf('--store');
+    const source = store >= 0 && extra[store + 1] ? ['--store', extra[store + 1]] : ['--data-dir', this.options.dataDir];
+    const result = spawnSync(process.execPath, [this.options.cli, 'bundle', ...source], {
       encoding: 'utf8',
       env: { ...process.env, MESHCA_KEK: this.options.kek },
     });

@@ -1,7 +1,7 @@
 import type { AuthorityRecord, AuthorityUsage } from '../store/types.js';
 import { TRUSTED_STATES } from '../authority/snapshot.js';
-import { bool, requireStr, str, UsageError } from '../flags.js';
-import { openStoreForReading } from '../app/context.js';
+import { bool, str, UsageError } from '../flags.js';
+import { openReadOnlyStore, STORE_FLAGS, type ReadOnlyStore } from './store-access.js';
 import { DATA_DIR_FLAG, JSON_FLAG, printRows, type Command } from './types.js';
 
 const DAY_MS = 86_400_000;
@@ -27,6 +27,7 @@ export interface AuthorityStatus {
 }
 
 export interface StatusReport {
+  /** The database read: the data dir's file, or the PostgreSQL URL without credentials. */
   readonly dataDir: string;
   readonly at: string;
   readonly bundleSequence: number;
@@ -51,11 +52,13 @@ export interface StatusThresholds {
 
 /** `meshca status`: reads the data dir directly (read-only), so it works whether or not the server runs. */
 export const statusCommand: Command = {
-  usage: 'meshca status --data-dir DIR [--warn-days 30] [--critical-days 7] [--json]',
+  usage:
+    'meshca status --data-dir DIR [--warn-days 30] [--critical-days 7] [--json]\n       meshca status --store postgres://USER@HOST/DB [--store-password-file PATH] [--json]',
   description:
     'Show authorities, expiries, bundle sequence, issuance rate and warnings. Reads the data dir directly and read-only, so it works with the server running or stopped: authorities (state, expiry, days left, usage), bundle sequence, certificates issued in the last hour and day, revocations, deny-list and warnings.',
   flags: [
     DATA_DIR_FLAG,
+    ...STORE_FLAGS,
     {
       name: 'warn-days',
       kind: 'string',
@@ -67,12 +70,11 @@ export const statusCommand: Command = {
     JSON_FLAG,
   ],
   run: async (values) => {
-    const dataDir = requireStr(values, 'data-dir');
     const thresholds = {
       warningDays: days(str(values, 'warn-days'), '--warn-days'),
       criticalDays: days(str(values, 'critical-days'), '--critical-days'),
     };
-    const report = await collectStatus(dataDir, new Date(), thresholds);
+    const report = await collectStatus(await openReadOnlyStore(values), new Date(), thresholds);
     if (bool(values, 'json')) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
     else printStatus(report);
   },
@@ -84,8 +86,7 @@ function days(value: string | undefined, flag: string): number {
   return n;
 }
 
-export async function collectStatus(dataDir: string, now: Date, thresholds: StatusThresholds): Promise<StatusReport> {
-  const store = openStoreForReading({ dataDir });
+export async function collectStatus({ store, location }: ReadOnlyStore, now: Date, thresholds: StatusThresholds): Promise<StatusReport> {
   try {
     const authorities = await store.loadAuthorities();
     const usage = await store.authorityUsage(now);
@@ -93,7 +94,7 @@ export async function collectStatus(dataDir: string, now: Date, thresholds: Stat
     const denied = (await store.listDenied()).map((d) => d.spiffeId);
     const rows = authorities.map((a) => authorityStatus(a, authorities, usage, now));
     return {
-      dataDir,
+      dataDir: location,
       at: now.toISOString(),
       bundleSequence: await store.bundleSequence(),
       schemaVersion: (await store.schema()).version,
@@ -202,7 +203,7 @@ function rotationHint(a: AuthorityRecord): string {
 }
 
 function printStatus(report: StatusReport): void {
-  process.stdout.write(`meshca status: ${report.dataDir} at ${report.at} (read directly from the data dir)\n\nAUTHORITIES\n`);
+  process.stdout.write(`meshca status: ${report.dataDir} at ${report.at} (read directly from the store)\n\nAUTHORITIES\n`);
   printRows(
     report.authorities.map((a) => ({
       ...a,

@@ -1,9 +1,7 @@
-import { existsSync } from 'node:fs';
-import { openPostgresForReading, openStoreForReading } from '../app/context.js';
-import { existingDatabase, offlineKek } from '../app/data-dir.js';
+import { offlineKek } from '../app/data-dir.js';
 import { checkInvariants, formatInvariantReport } from '../authority/invariants.js';
-import type { StoreInspection } from '../store/inspection.js';
-import { bool, requireStr, str, UsageError, type FlagValues } from '../flags.js';
+import { bool, str, UsageError, type FlagValues } from '../flags.js';
+import { openReadOnlyStore, STORE_FLAGS } from './store-access.js';
 import { DATA_DIR_FLAG, JSON_FLAG, KEK_FILE_FLAG, type Command } from './types.js';
 
 /** The KEK for offline tools: --kek-file, MESHCA_KEK, else a dev data dir's <data-dir>/kek, else none. */
@@ -21,13 +19,7 @@ export const verifyCommand: Command = {
     DATA_DIR_FLAG,
     KEK_FILE_FLAG,
     { name: 'file', kind: 'string', value: 'PATH', help: 'check this database file (e.g. a backup) instead of <data-dir>/meshca.db' },
-    {
-      name: 'store',
-      kind: 'string',
-      value: 'URL',
-      help: 'check the PostgreSQL store at this postgres:// URL (read-only transactions; replicas may keep serving)',
-    },
-    { name: 'store-password-file', kind: 'string', value: 'PATH', help: 'file holding the PostgreSQL password (else PGPASSWORD)' },
+    ...STORE_FLAGS,
     {
       name: 'sample',
       kind: 'string',
@@ -40,7 +32,8 @@ export const verifyCommand: Command = {
     JSON_FLAG,
   ],
   run: async (values) => {
-    const { store, path, kek } = await openInspection(values);
+    const { store, location: path, dataDir } = await openReadOnlyStore(values);
+    const kek = optionalKek(values, dataDir);
     try {
       const report = await checkInvariants(store, {
         kek: kek?.kek,
@@ -60,22 +53,6 @@ export const verifyCommand: Command = {
     }
   },
 };
-
-/** --store (PostgreSQL), else --file, else <data-dir>/meshca.db. */
-async function openInspection(
-  values: FlagValues,
-): Promise<{ store: StoreInspection; path: string; kek: { kek: Buffer; origin: string } | undefined }> {
-  const url = str(values, 'store');
-  if (url) {
-    const { store, description } = await openPostgresForReading(url, str(values, 'store-password-file'));
-    return { store, path: description, kek: optionalKek(values, undefined) };
-  }
-  const dataDir = requireStr(values, 'data-dir');
-  const file = str(values, 'file');
-  const path = file ?? existingDatabase(dataDir);
-  if (file && !existsSync(file)) throw new UsageError(`${file} does not exist`);
-  return { store: openStoreForReading({ dataDir, file }), path, kek: optionalKek(values, file ? undefined : dataDir) };
-}
 
 function sampleSize(value: string | undefined): number | undefined {
   if (value === undefined || value === 'all') return undefined;
