@@ -319,7 +319,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     kind: 'string',
     value: 'N',
     default: '10',
-    help: 'certificate requests per second per SPIFFE ID, burst 5x that (docs/security.md explains the size); 0 = unlimited',
+    help: 'certificate (and, separately, JWT-SVID) requests per second per SPIFFE ID, burst 5x that (docs/security.md explains the size); 0 = unlimited',
   },
   {
     name: 'min-free-disk',

@@ -147,6 +147,34 @@ describe('MintJwtSvid', () => {
   });
 });
 
+describe('MintJwtSvid rate limit', () => {
+  it('refuses an identity over --rate-limit-per-identity with RESOURCE_EXHAUSTED and records nothing for it; others still mint', async () => {
+    const limitedDir = tempDir();
+    const server = await startTestServer(
+      join(limitedDir, 'data'),
+      ['--jwks-file', issuer.jwksPath, '--jwt-issuer', TEST_ISSUER, '--rate-limit-per-identity', '1'],
+      { MESHCA_KEK: kek },
+    );
+    try {
+      // Burst 5 (5× the rate): the sixth call within the same second is refused.
+      const outcomes = [];
+      for (let i = 0; i < 6; i++)
+        outcomes.push(
+          await mint(server, 'busy', 'app', ['aud']).then(
+            () => 'ok',
+            (e: ServiceError) => e.code,
+          ),
+        );
+      expect(outcomes).toEqual(['ok', 'ok', 'ok', 'ok', 'ok', status.RESOURCE_EXHAUSTED]);
+      expect(await server.server.store.listJwtSvids({ spiffeId: id('busy', 'app'), limit: 10 })).toHaveLength(5);
+      await expect(mint(server, 'calm', 'app', ['aud'])).resolves.toMatchObject({ spiffeId: id('calm', 'app') });
+    } finally {
+      await server.close();
+      removeDir(limitedDir);
+    }
+  });
+});
+
 describe('JWT signing key rotation', () => {
   it('prepares, activates and retires keys automatically; every unexpired token keeps verifying against the bundle', async () => {
     const rotDir = tempDir();

@@ -196,15 +196,18 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         maxInFlight: config.grpc.maxInFlight,
         maxActive: config.grpc.maxActive,
         maxCsrBytes: 16 * 1024,
-        rateLimiter:
-          config.grpc.rateLimitPerIdentity > 0
-            ? new IdentityRateLimiter(config.grpc.rateLimitPerIdentity, Math.max(1, config.grpc.rateLimitPerIdentity * 5))
-            : undefined,
+        rateLimiter: identityRateLimiter(config),
       }),
       services: [
         {
           definition: meshcaSpiffeServices().JwtSvidService.service,
-          handlers: jwtSvidServiceHandlers({ authenticator, jwtSvids: new JwtSvidIssuance(jwt, store, config.jwtSvid), metrics, logger }),
+          handlers: jwtSvidServiceHandlers({
+            authenticator,
+            jwtSvids: new JwtSvidIssuance(jwt, store, config.jwtSvid),
+            metrics,
+            logger,
+            rateLimiter: identityRateLimiter(config),
+          }),
         },
         {
           definition: meshcaSpiffeServices().TrustBundleService.service,
@@ -399,6 +402,12 @@ function kubeClient(config: ServerConfig, logger: Logger, env: NodeJS.ProcessEnv
     timeoutMs: config.kubernetes.requestTimeoutMs,
     logger,
   });
+}
+
+/** --rate-limit-per-identity (burst 5×); each service gets buckets of its own. */
+function identityRateLimiter(config: ServerConfig): IdentityRateLimiter | undefined {
+  const rate = config.grpc.rateLimitPerIdentity;
+  return rate > 0 ? new IdentityRateLimiter(rate, Math.max(1, rate * 5)) : undefined;
 }
 
 /** The offline (JWKS) validator; undefined when only --token-review validates tokens. */

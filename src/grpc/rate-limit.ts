@@ -1,3 +1,12 @@
+import { MeshcaError } from '../errors.js';
+
+/** A caller over its per-identity rate: RESOURCE_EXHAUSTED, which istio-agent retries with backoff. */
+export class RateLimitedError extends MeshcaError<'ERR_RATE_LIMITED'> {
+  constructor(identity: string) {
+    super('ERR_RATE_LIMITED', `${identity} exceeds --rate-limit-per-identity; retry later`, { retryable: true });
+  }
+}
+
 /**
  * Per-identity token buckets: a misbehaving workload (a crash-looping sidecar) cannot starve
  * the others. Bounded: the least recently used buckets are forgotten beyond `maxIdentities`.

@@ -4,6 +4,7 @@ import { AuthenticationError, type Authenticator } from '../authn/index.js';
 import { IssuanceError } from '../authority/errors.js';
 import type { JwtSvidIssuance } from '../authority/jwt-svid-issuance.js';
 import type { Metrics } from '../observability/metrics.js';
+import { RateLimitedError, type IdentityRateLimiter } from './rate-limit.js';
 import { authenticateCall } from './certificate-service.js';
 import type { FetchBundlesResponse, MintJwtSvidRequest, MintJwtSvidResponse } from './proto.js';
 import { toGrpcFailure } from './status.js';
@@ -13,6 +14,8 @@ export interface JwtSvidServiceOptions {
   readonly jwtSvids: JwtSvidIssuance;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** --rate-limit-per-identity, with buckets of its own: minting is cheap but each JWT-SVID is recorded. */
+  readonly rateLimiter?: IdentityRateLimiter;
 }
 
 /** meshca.v1.JwtSvidService: authn as CreateCertificate, then mint for the caller's own identity. */
@@ -23,6 +26,7 @@ export function jwtSvidServiceHandlers(options: JwtSvidServiceOptions): UntypedS
   ): void => {
     void (async () => {
       const caller = await authenticateCall(options.authenticator, call.metadata);
+      if (options.rateLimiter && !options.rateLimiter.allow(caller.spiffeId)) throw new RateLimitedError(caller.spiffeId);
       const minted = await options.jwtSvids.mint({
         caller,
         audiences: call.request.audience ?? [],
@@ -40,6 +44,7 @@ export function jwtSvidServiceHandlers(options: JwtSvidServiceOptions): UntypedS
       (response) => callback(null, response),
       (error: unknown) => {
         if (error instanceof AuthenticationError) options.metrics.authenticationFailures.inc();
+        else if (error instanceof RateLimitedError) options.metrics.shed.inc();
         else if (error instanceof IssuanceError && error.code === 'ERR_IDENTITY_DENIED') options.metrics.denied.inc();
         else if (!(error instanceof IssuanceError)) options.logger.error({ err: error }, 'unexpected error in MintJwtSvid');
         const failure = toGrpcFailure(error);

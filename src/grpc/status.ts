@@ -42,8 +42,13 @@ const AUTHENTICATION_STATUS: Readonly<Record<AuthenticationErrorCode, status>> =
   ERR_AUTHN_BACKEND_UNAVAILABLE: status.UNAVAILABLE,
 };
 
+/** Refusals of the transport itself. */
+const TRANSPORT_STATUS: Readonly<Record<'ERR_RATE_LIMITED', status>> = {
+  ERR_RATE_LIMITED: status.RESOURCE_EXHAUSTED,
+};
+
 /** The gRPC transport's one code → status table (docs/errors.md). */
-const GRPC_STATUS: Readonly<Record<string, status>> = { ...ISSUANCE_STATUS, ...AUTHENTICATION_STATUS };
+const GRPC_STATUS: Readonly<Record<string, status>> = { ...ISSUANCE_STATUS, ...AUTHENTICATION_STATUS, ...TRANSPORT_STATUS };
 
 /** Unknown errors become INTERNAL without leaking their text; unlisted retryable ones UNAVAILABLE. */
 export function toGrpcFailure(error: unknown): GrpcFailure {
