@@ -6,18 +6,17 @@ import { connect } from 'node:tls';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { openDevTokenIssuer, type DevTokenIssuer } from '../src/authn/index.js';
+import type { DevTokenIssuer } from '../src/authn/index.js';
 import { IssuanceService } from '../src/authority/issuance.js';
 import { CertificateAuthority } from '../src/authority/lifecycle.js';
 import { IssuancePolicy } from '../src/authority/policy.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
 import type { IssuedCertificateRecord } from '../src/store/types.js';
-import { adminCall, type AdminResponse } from './support/admin.js';
 import { workloadCredentials } from './support/mtls.js';
 import { openssl } from './support/openssl.js';
 import { CLI } from './support/process.js';
 import { crlBlocks, crlNumbersByIssuer, leafAndIssuer, serialOf, verifyWithCrlSet } from './support/revocation.js';
-import { removeDir, startTestServer, tempDir, type TestServer } from './support/server.js';
+import { removeDir, tempDir, type DevServer, startDevServer, type TestServer } from './support/server.js';
 
 interface AuthorityView {
   id: string;
@@ -40,16 +39,16 @@ interface RevokeReply {
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
-let dir: string;
 /** The intermediate the first test rotates out, and one of its leaves that is never revoked on its own. */
 let retired: { id: string; sibling: Issued };
+let dir: string;
 let data: string;
 let t: TestServer;
 let devIssuer: DevTokenIssuer;
 let token: string;
 
-const call = (method: string, path: string, body?: unknown, tok?: string | null): Promise<AdminResponse> =>
-  adminCall({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token }, method, path, { body, token: tok });
+let dev: DevServer;
+const call = (...args: Parameters<DevServer['call']>) => dev.call(...args);
 const issue = async (sa: string) => {
   const w = await workloadCredentials(
     t.client(),
@@ -86,17 +85,11 @@ function servingIssuerCn(): Promise<string> {
 }
 
 beforeAll(async () => {
-  dir = tempDir();
-  data = join(dir, 'data');
-  t = await startTestServer(data, ['--dev']);
-  devIssuer = await openDevTokenIssuer(data);
-  token = readFileSync(join(data, 'admin-token'), 'utf8').trim();
+  dev = await startDevServer();
+  ({ t, dir, data, devIssuer, adminToken: token } = dev);
 });
 
-afterAll(async () => {
-  await t?.close();
-  removeDir(dir);
-});
+afterAll(() => dev?.close());
 
 describe('the complete CRL set', () => {
   it("publishes every live authority's CRL; a revoked leaf of a retired intermediate fails -crl_check_all", async () => {
@@ -124,8 +117,7 @@ describe('the complete CRL set', () => {
 
   it('keeps CRL numbers strictly increasing per issuer across a restart; "meshca crl --all" writes the same set', async () => {
     const before = crlNumbersByIssuer(await crlSet());
-    await t.close();
-    t = await startTestServer(data, ['--dev']);
+    t = await dev.restart();
     await call('POST', `/v1/certificates/${(await issue('bump')).serial}/revoke`, { reason: 'superseded' });
     const after = crlNumbersByIssuer(await crlSet());
     for (const [issuer, number] of before) expect(after.get(issuer), issuer).toBeGreaterThan(number);

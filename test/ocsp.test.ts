@@ -3,17 +3,16 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDevTokenIssuer, type DevTokenIssuer } from '../src/authn/index.js';
+import type { DevTokenIssuer } from '../src/authn/index.js';
 import { buildServerConfig, SERVE_FLAGS } from '../src/config.js';
 import { parseFlags } from '../src/flags.js';
-import { adminCall, type AdminResponse } from './support/admin.js';
+import { adminCall } from './support/admin.js';
 import { workloadCredentials } from './support/mtls.js';
 import { openssl, opensslStatus } from './support/openssl.js';
 import { leafAndIssuer, serialOf } from './support/revocation.js';
-import { removeDir, startTestServer, tempDir, type TestServer } from './support/server.js';
+import { type DevServer, startDevServer, type TestServer } from './support/server.js';
 
 let dir: string;
-let data: string;
 let t: TestServer;
 let devIssuer: DevTokenIssuer;
 let token: string;
@@ -21,7 +20,8 @@ let n = 0;
 const OCSP_URL = 'http://meshca.example.test:8443/v1/ocsp';
 
 const target = () => ({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token });
-const call = (method: string, path: string, body?: unknown): Promise<AdminResponse> => adminCall(target(), method, path, { body });
+let dev: DevServer;
+const call = (...args: Parameters<DevServer['call']>) => dev.call(...args);
 const post = (raw: Buffer, contentType = 'application/ocsp-request') =>
   adminCall(target(), 'POST', '/v1/ocsp', { raw, token: null, headers: { 'content-type': contentType } });
 const get = (raw: Buffer) => adminCall(target(), 'GET', `/v1/ocsp/${encodeURIComponent(raw.toString('base64'))}`, { token: null });
@@ -57,17 +57,11 @@ async function ask(issuer: string, cert: string, options: { nonce?: boolean; via
 }
 
 beforeAll(async () => {
-  dir = tempDir();
-  data = join(dir, 'data');
-  t = await startTestServer(data, ['--dev', '--ocsp-url', OCSP_URL]);
-  devIssuer = await openDevTokenIssuer(data);
-  token = readFileSync(join(data, 'admin-token'), 'utf8').trim();
+  dev = await startDevServer(['--ocsp-url', OCSP_URL]);
+  ({ t, dir, devIssuer, adminToken: token } = dev);
 });
 
-afterAll(async () => {
-  await t?.close();
-  removeDir(dir);
-});
+afterAll(() => dev?.close());
 
 describe('OCSP responder (openssl ocsp as judge)', () => {
   it('answers good, then revoked with time and reason, over POST and GET; the response verifies against the bundle', async () => {

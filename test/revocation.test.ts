@@ -6,21 +6,29 @@ import { promisify } from 'node:util';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDevTokenIssuer, type DevTokenIssuer } from '../src/authn/index.js';
-import { adminCall, type AdminResponse } from './support/admin.js';
+import { adminCall } from './support/admin.js';
 import { workloadCredentials, type WorkloadCredentials } from './support/mtls.js';
 import { openssl, opensslStatus } from './support/openssl.js';
 import { CLI } from './support/process.js';
-import { countCertificates, csrFor, removeDir, startTestServer, tempDir, type TestServer } from './support/server.js';
+import {
+  countCertificates,
+  csrFor,
+  removeDir,
+  startTestServer,
+  tempDir,
+  type DevServer,
+  startDevServer,
+  type TestServer,
+} from './support/server.js';
 
 const id = (sa: string) => `spiffe://cluster.local/ns/rev/sa/${sa}`;
 let dir: string;
 let data: string;
 let t: TestServer;
 let devIssuer: DevTokenIssuer;
-let token: string;
 
-const call = (method: string, path: string, body?: unknown, tok?: string | null): Promise<AdminResponse> =>
-  adminCall({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token }, method, path, { body, token: tok });
+let dev: DevServer;
+const call = (...args: Parameters<DevServer['call']>) => dev.call(...args);
 const issue = async (sa: string) =>
   workloadCredentials(t.client(), id(sa), await devIssuer.sign({ namespace: 'rev', serviceAccount: sa, ttlSeconds: 600 }));
 const serialOf = (w: WorkloadCredentials) =>
@@ -41,17 +49,11 @@ function files(w: WorkloadCredentials, crlPem: string) {
 const crlNumber = (pem: string) => Number.parseInt(openssl(['crl', '-noout', '-crlnumber'], pem).split('=')[1]!.trim(), 16);
 
 beforeAll(async () => {
-  dir = tempDir();
-  data = join(dir, 'data');
-  t = await startTestServer(data, ['--dev']);
-  devIssuer = await openDevTokenIssuer(data);
-  token = readFileSync(join(data, 'admin-token'), 'utf8').trim();
+  dev = await startDevServer();
+  ({ t, dir, data, devIssuer } = dev);
 });
 
-afterAll(async () => {
-  await t?.close();
-  removeDir(dir);
-});
+afterAll(() => dev?.close());
 
 describe('revocation by serial and CRLs', () => {
   it('a revoked leaf fails openssl -crl_check, a good one passes, and the CRL verifies against its issuer', async () => {
@@ -147,8 +149,7 @@ describe('revocation by identity and the deny-list', () => {
     const w = await issue('persist');
     await call('POST', `/v1/certificates/${serialOf(w)}/revoke`, { reason: 'cessationOfOperation' });
     await call('POST', '/v1/identities/revoke', { spiffeId: id('gone'), reason: 'keyCompromise', deny: true });
-    await t.close();
-    t = await startTestServer(data, ['--dev']);
+    t = await dev.restart();
     expect((await call('GET', `/v1/certificates/${serialOf(w)}`)).json()).toMatchObject({
       status: 'revoked',
       revocationReason: 'cessationOfOperation',

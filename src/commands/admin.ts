@@ -308,6 +308,22 @@ export const certificatesCommand = group(
   },
 );
 
+/** identities revoke / deny: revoke every certificate of an identity, and with deny keep it from getting new ones. */
+function revokeIdentity(deny: boolean): Sub {
+  return async (client, values, args) =>
+    printRows(
+      [
+        await client.json<Record<string, unknown>>('POST', '/v1/identities/revoke', {
+          spiffeId: arg(args, 'SPIFFE ID'),
+          reason: str(values, 'reason'),
+          deny,
+        }),
+      ],
+      ['spiffeId', 'revoked', 'denied'],
+      bool(values, 'json'),
+    );
+}
+
 export const identitiesCommand = group(
   'identities',
   'Revoke all certificates of a SPIFFE ID and manage the deny-list through the admin API.',
@@ -321,36 +337,8 @@ export const identitiesCommand = group(
     },
   ],
   {
-    revoke: {
-      usage: 'SPIFFE_ID [--reason R]',
-      run: async (c, v, a) =>
-        printRows(
-          [
-            await c.json<Record<string, unknown>>('POST', '/v1/identities/revoke', {
-              spiffeId: arg(a, 'SPIFFE ID'),
-              reason: str(v, 'reason'),
-              deny: false,
-            }),
-          ],
-          ['spiffeId', 'revoked', 'denied'],
-          bool(v, 'json'),
-        ),
-    },
-    deny: {
-      usage: 'SPIFFE_ID [--reason R]',
-      run: async (c, v, a) =>
-        printRows(
-          [
-            await c.json<Record<string, unknown>>('POST', '/v1/identities/revoke', {
-              spiffeId: arg(a, 'SPIFFE ID'),
-              reason: str(v, 'reason'),
-              deny: true,
-            }),
-          ],
-          ['spiffeId', 'revoked', 'denied'],
-          bool(v, 'json'),
-        ),
-    },
+    revoke: { usage: 'SPIFFE_ID [--reason R]', run: revokeIdentity(false) },
+    deny: { usage: 'SPIFFE_ID [--reason R]', run: revokeIdentity(true) },
     allow: {
       usage: 'SPIFFE_ID',
       run: async (c, v, a) =>

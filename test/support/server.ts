@@ -1,11 +1,13 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { buildServerConfig, SERVE_FLAGS } from '../../src/config.js';
 import { parseFlags } from '../../src/flags.js';
 import { startServer, type RunningServer } from '../../src/app/server.js';
+import { openDevTokenIssuer, type DevTokenIssuer } from '../../src/authn/index.js';
 import { CaClient } from '../../src/client/ca-client.js';
+import { adminCall, type AdminResponse } from './admin.js';
 import { generateWorkloadKey, workloadCsr, type ClientKeyType } from '../../src/client/csr.js';
 
 export function tempDir(prefix = 'meshca-test-'): string {
@@ -82,4 +84,55 @@ export async function countCertificates(server: RunningServer): Promise<number> 
     cursor = page.nextCursor ?? undefined;
   } while (cursor);
   return count;
+}
+
+/**
+ * A `--dev` server as the revocation suites use it: its data dir, development token issuer and
+ * admin token, and `call` for its admin API (verified against the current roots; `token: null`
+ * sends none).
+ */
+export interface DevServer {
+  /** The running server (a new one after restart). */
+  readonly t: TestServer;
+  /** A temporary directory the test may write into (removed by close). */
+  readonly dir: string;
+  readonly data: string;
+  readonly devIssuer: DevTokenIssuer;
+  readonly adminToken: string;
+  call(method: string, path: string, body?: unknown, token?: string | null): Promise<AdminResponse>;
+  /** Stops the server and starts it again on the same data dir. */
+  restart(): Promise<TestServer>;
+  close(): Promise<void>;
+}
+
+export async function startDevServer(extra: readonly string[] = []): Promise<DevServer> {
+  const dir = tempDir();
+  const data = join(dir, 'data');
+  const args = ['--dev', ...extra];
+  let t = await startTestServer(data, args);
+  const adminToken = readFileSync(join(data, 'admin-token'), 'utf8').trim();
+  const devIssuer = await openDevTokenIssuer(data);
+  return {
+    get t() {
+      return t;
+    },
+    dir,
+    data,
+    devIssuer,
+    adminToken,
+    call: (method, path, body, token) =>
+      adminCall({ port: t.server.adminAddress.port, roots: t.server.ca.current().rootsPem, token: adminToken }, method, path, {
+        body,
+        token,
+      }),
+    restart: async () => {
+      await t.close();
+      t = await startTestServer(data, args);
+      return t;
+    },
+    close: async () => {
+      await t.close();
+      removeDir(dir);
+    },
+  };
 }
