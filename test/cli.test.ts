@@ -204,6 +204,19 @@ describe('first-hour papercuts', () => {
     expect(unknown.stderr).not.toContain('/v1/');
   });
 
+  it.each([
+    { command: 'revoke', sa: 'cli-revoked', denied: false },
+    { command: 'deny', sa: 'cli-denied', denied: true },
+  ])('identities $command revokes through the admin API (deny-listed: $denied)', async ({ command, sa, denied }) => {
+    const admin = ['--admin-url', `https://localhost:${server.adminPort}`, '--data-dir', dataDir];
+    const spiffeId = `spiffe://cluster.local/ns/default/sa/${sa}`;
+    const result = await runMeshca(['identities', command, spiffeId, '--reason', 'keyCompromise', '--json', ...admin]);
+    expect(result.code, result.output).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual([{ spiffeId, revoked: 0, denied }]);
+    const list = await runMeshca(['identities', 'denied', '--json', ...admin]);
+    expect(list.stdout.includes(spiffeId)).toBe(denied);
+  });
+
   it('backup and restore leave no -wal/-shm files beside the result', async () => {
     const d = newDir();
     const file = join(d, 'backup.db');
