@@ -6,7 +6,7 @@ import type { IssuanceService } from '../authority/issuance.js';
 import type { Metrics } from '../observability/metrics.js';
 import { metadataString, type IstioCertificateRequest, type IstioCertificateResponse } from './proto.js';
 import { AdmissionGate } from './admission.js';
-import type { IdentityRateLimiter } from './rate-limit.js';
+import { RateLimitedError, type IdentityRateLimiter } from './rate-limit.js';
 import { toGrpcFailure, type GrpcFailure } from './status.js';
 
 /** Decides whether a caller (ztunnel) may obtain a certificate for another identity; throws AuthenticationError if not. */
@@ -25,9 +25,6 @@ export interface CertificateServiceOptions {
   /** Optional per-identity limit; over it, RESOURCE_EXHAUSTED (istio-agent backs off and retries). */
   readonly rateLimiter?: IdentityRateLimiter;
 }
-
-/** Refusals that are about load, not about the request; istio-agent retries them. */
-class OverloadError extends Error {}
 
 /** The client gave up (deadline, cancel) while its call waited for admission: no work is done for it. */
 class CancelledWhileWaiting extends Error {}
@@ -78,9 +75,7 @@ async function createCertificate(options: CertificateServiceOptions, call: Call)
   if (Buffer.byteLength(csrPem) > options.maxCsrBytes) {
     throw new IssuanceError('ERR_CSR_REJECTED', `CSR is larger than ${options.maxCsrBytes} bytes`);
   }
-  if (options.rateLimiter && !options.rateLimiter.allow(caller.spiffeId)) {
-    throw new OverloadError(`${caller.spiffeId} exceeds --rate-limit-per-identity; retry later`);
-  }
+  if (options.rateLimiter && !options.rateLimiter.allow(caller.spiffeId)) throw new RateLimitedError(caller.spiffeId);
   const identity = await impersonatedIdentity(options, caller, call.request);
   const issued = await options.issuance.issue({ csrPem, validitySeconds: Number(call.request.validity_duration) || 0, caller, identity });
   options.logger.info(
@@ -125,13 +120,10 @@ function header(metadata: Metadata, name: string): string | undefined {
 
 function recordFailure(options: CertificateServiceOptions, error: unknown): GrpcFailure {
   if (error instanceof CancelledWhileWaiting) return { code: status.CANCELLED, details: error.message, reason: 'ERR_CANCELLED' };
-  if (error instanceof OverloadError) {
-    options.metrics.shed.inc();
-    return { code: status.RESOURCE_EXHAUSTED, details: error.message, reason: 'ERR_RATE_LIMITED' };
-  }
   const failure = toGrpcFailure(error);
   const { metrics } = options;
-  if (error instanceof AuthenticationError) metrics.authenticationFailures.inc();
+  if (error instanceof RateLimitedError) metrics.shed.inc();
+  else if (error instanceof AuthenticationError) metrics.authenticationFailures.inc();
   else if (error instanceof IssuanceError) {
     if (error.code === 'ERR_CSR_REJECTED' || error.code === 'ERR_CSR_SIGNATURE') metrics.csrParsingErrors.inc();
     if (error.code === 'ERR_IDENTITY_MISMATCH') metrics.idExtractionErrors.inc();
