@@ -19,6 +19,28 @@ const run = promisify(execFile);
 requirePostgresInCi();
 
 /** Several `meshca serve` processes on one PostgreSQL, sharing the KEK and admin token files, are one CA. */
+/** Retries `attempt` (every 100 ms) until `accept` takes its value; fails after `ms`. */
+async function eventually<T>(ms: number, attempt: () => Promise<T>, accept: (value: T) => boolean): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await attempt();
+    if (accept(value)) return value;
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms (last: ${JSON.stringify(value)})`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** The first defined result of `attempt` within `ms`. */
+const within = <T>(ms: number, attempt: () => Promise<T | undefined>): Promise<T> =>
+  eventually(ms, attempt, (value) => value !== undefined) as Promise<T>;
+
+/** A gauge's value from a replica's /metrics. */
+async function gauge(replica: ServerProcess, name: string): Promise<number | undefined> {
+  const text = await (await fetch(`http://127.0.0.1:${replica.monitoringPort}/metrics`)).text();
+  const value = new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1];
+  return value === undefined ? undefined : Number(value);
+}
+
 describe.runIf(POSTGRES_URL)('replicas on one PostgreSQL', () => {
   const dirs: string[] = [];
   const replicas: ServerProcess[] = [];
@@ -99,16 +121,6 @@ describe.runIf(POSTGRES_URL)('replicas on one PostgreSQL', () => {
   /** The intermediate that signed a chain, by its SHA-256 fingerprint (lowercase hex). */
   const signer = (chain: readonly string[]) => new X509Certificate(chain[1]!).fingerprint256.replace(/:/g, '').toLowerCase();
 
-  async function within<T>(ms: number, attempt: () => Promise<T | undefined>): Promise<T> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const result = await attempt();
-      if (result !== undefined) return result;
-      if (Date.now() > deadline) throw new Error(`not within ${ms} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-
   it('start together on an empty database and sign with the same intermediate (one JWT-SVID key)', async () => {
     const authorities = await store.loadAuthorities();
     expect(authorities.filter((a) => a.kind === 'root')).toHaveLength(1);
@@ -155,6 +167,10 @@ describe.runIf(POSTGRES_URL)('replicas on one PostgreSQL', () => {
     const holder = await within(20_000, lease);
     const victim = replicas.find((r) => holder.holder.includes(`/${r.child.pid}/`))!;
     expect(victim).toBeDefined();
+    // /metrics says the same: only the holder reports the lease (sampled every 5 s).
+    const leaseGauges = () => Promise.all(replicas.map((r) => gauge(r, 'meshca_singleton_lease_held')));
+    const expected = replicas.map((r) => (r === victim ? 1 : 0)).join();
+    await eventually(15_000, leaseGauges, (values) => values.join() === expected);
     const survivors = replicas.filter((r) => r !== victim);
 
     const acknowledged: string[] = [];
@@ -267,16 +283,6 @@ describe.runIf(POSTGRES_URL)('a replica whose PostgreSQL becomes unreachable', (
   const readyz = async () => (await fetch(`http://127.0.0.1:${replica.monitoringPort}/readyz`)).status;
   const serial = (chain: readonly string[]) => new X509Certificate(chain[0]!).serialNumber;
 
-  async function eventually<T>(ms: number, attempt: () => Promise<T>, accept: (value: T) => boolean): Promise<T> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const value = await attempt();
-      if (accept(value)) return value;
-      if (Date.now() > deadline) throw new Error(`not within ${ms} ms (last: ${JSON.stringify(value)})`);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
-
   it('answers UNAVAILABLE and is not ready while cut off, issues nothing unrecorded, and recovers by itself', async () => {
     const received = [serial(await issue())];
     expect(await readyz()).toBe(200);
@@ -295,6 +301,13 @@ describe.runIf(POSTGRES_URL)('a replica whose PostgreSQL becomes unreachable', (
       ),
     ).toBe(14); // UNAVAILABLE: istio-agent retries
     expect(await eventually(10_000, readyz, (status) => status === 503)).toBe(503);
+    expect(
+      await eventually(
+        10_000,
+        () => gauge(replica, 'meshca_store_up'),
+        (up) => up === 0,
+      ),
+    ).toBe(0);
 
     await proxy.restore();
     await eventually(
@@ -303,6 +316,13 @@ describe.runIf(POSTGRES_URL)('a replica whose PostgreSQL becomes unreachable', (
       (code) => code === 0,
     );
     expect(await eventually(10_000, readyz, (status) => status === 200)).toBe(200);
+    expect(
+      await eventually(
+        10_000,
+        () => gauge(replica, 'meshca_store_up'),
+        (up) => up === 1,
+      ),
+    ).toBe(1);
 
     for (const s of received) expect(await store.getCertificate(s, new Date()), s).toBeDefined();
   });

@@ -56,7 +56,10 @@ import { isWorkerProcess, workerIndex } from './cluster.js';
 const SQLITE_WORKER_SYNC_MS = 1_000;
 
 /** Workers other than 0 sharing a SQLite file run no singleton job. */
-const notThisWorker: SingletonGate = async () => undefined;
+const notThisWorker: SingletonGate = Object.assign(async () => undefined, { held: () => false });
+
+/** How often /metrics' store gauges are refreshed. */
+const STORE_SAMPLE_MS = 5_000;
 
 export interface RunningServer {
   readonly grpcAddress: ListenAddress;
@@ -100,7 +103,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   // Not ready while a shared store is unreachable: requests would only get UNAVAILABLE.
   const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready && (store.healthy?.() ?? true));
   let kubernetes: KubernetesIntegration | undefined;
-  const parts: { jwt?: JwtAuthority; federation?: Federation; polling?: NodeJS.Timeout } = {};
+  const parts: { jwt?: JwtAuthority; federation?: Federation; polling?: NodeJS.Timeout; sampler?: NodeJS.Timeout } = {};
   try {
     const upstream = createUpstreamSigner(config.upstream, { logger, kubeClient: () => kubeClient(config, logger, env) });
     const ca = await CertificateAuthority.open({
@@ -143,6 +146,14 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         logger.warn({ err: error }, 'could not re-read the authorities'),
       );
     store.watch?.((event) => (event === 'authorities' || event === 'resync') && sync());
+    // Sampled for /metrics: is the store reachable, and does this process run the singleton jobs.
+    const sampleStore = () => {
+      metrics.storeUp.set((store.healthy?.() ?? true) ? 1 : 0);
+      metrics.singletonLeaseHeld.set(singleton === undefined || singleton.held?.() ? 1 : 0);
+    };
+    sampleStore();
+    parts.sampler = setInterval(sampleStore, STORE_SAMPLE_MS);
+    parts.sampler.unref();
     const polling = !store.watch && config.workers > 1 ? setInterval(sync, SQLITE_WORKER_SYNC_MS) : undefined;
     polling?.unref();
     parts.polling = polling;
@@ -331,6 +342,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
       },
       close: () => {
         clearInterval(polling);
+        clearInterval(parts.sampler);
         return shutdown(
           config,
           {
@@ -355,6 +367,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     };
   } catch (error) {
     clearInterval(parts.polling);
+    clearInterval(parts.sampler);
     await parts.jwt?.stop();
     parts.federation?.stop();
     await kubernetes?.close().catch(() => undefined);

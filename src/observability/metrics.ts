@@ -103,6 +103,14 @@ export class Metrics {
     labelNames: ['authority'] as const,
     registers: [this.registry],
   });
+  readonly storeUp = this.gauge(
+    'meshca_store_up',
+    '1 while the store answers (a shared PostgreSQL can become unreachable; SQLite is always 1).',
+  );
+  readonly singletonLeaseHeld = this.gauge(
+    'meshca_singleton_lease_held',
+    '1 on the process that runs the singleton jobs (rotation, CRL re-signing, pruning, upstream renewal): the lease holder on a shared store.',
+  );
   readonly jwtSvidsMinted = this.counter('meshca_jwt_svids_minted_total', 'JWT-SVIDs minted (MintJwtSvid).');
   readonly adminAuthFailures = this.counter(
     'meshca_admin_authentication_failures_total',

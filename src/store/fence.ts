@@ -23,4 +23,8 @@ export function currentFence(): LeaseFence | undefined {
 }
 
 /** Runs a singleton job's pass only on the replica that holds its lease; undefined elsewhere. */
-export type SingletonGate = <T>(job: () => Promise<T>) => Promise<T | undefined>;
+export interface SingletonGate {
+  <T>(job: () => Promise<T>): Promise<T | undefined>;
+  /** Whether this process holds the lease now (as of its last renewal); absent when it never can. */
+  readonly held?: () => boolean;
+}

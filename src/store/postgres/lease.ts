@@ -51,12 +51,15 @@ export class PostgresLease {
   }
 
   /** Runs the job (fenced) if this process holds the lease after trying to acquire it now. */
-  readonly gate: SingletonGate = async (job) => {
-    const epoch = await this.renew();
-    if (epoch === undefined) return undefined;
-    const fence: LeaseFence = { name: this.options.name, holder: this.holder, epoch };
-    return runFenced(fence, job);
-  };
+  readonly gate: SingletonGate = Object.assign(
+    async <T>(job: () => Promise<T>): Promise<T | undefined> => {
+      const epoch = await this.renew();
+      if (epoch === undefined) return undefined;
+      const fence: LeaseFence = { name: this.options.name, holder: this.holder, epoch };
+      return runFenced(fence, job);
+    },
+    { held: () => this.epoch !== undefined },
+  );
 
   async stop(): Promise<void> {
     this.stopped = true;
