@@ -281,10 +281,13 @@ describe('PEM framing', () => {
 // --- Hand-built requests: shapes openssl will not produce. ---------------------------------
 
 const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+const P384 = encodeOid('1.3.132.0.34');
 const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const spkiOf = (key: KeyObject): Buffer => key.export({ type: 'spki', format: 'der' });
 const ALG = {
   ecdsaSha256: encodeSequence(encodeOid('1.2.840.10045.4.3.2')),
+  ecdsaSha384: encodeSequence(encodeOid('1.2.840.10045.4.3.3')),
   rsaSha256: encodeSequence(encodeOid('1.2.840.113549.1.1.11'), encodeNull()),
 };
 const hashAlg = (oid: string): Buffer => encodeSequence(encodeOid(oid), encodeNull());
@@ -566,6 +569,19 @@ describe('parseCsrDer on hand-built requests', () => {
     it('checks RSA signatures too', async () => {
       const csr = parseCsrDer(handmade(rsaSigned));
       expect(await check(csr)).toBe(true);
+    });
+
+    it('checks P-384 signatures, and refuses a P-384 point off the curve', async () => {
+      const point = spkiOf(p384.publicKey).subarray(-97);
+      const signed = (spki: Buffer) => ({
+        spki,
+        algorithm: ALG.ecdsaSha384,
+        signer: (tbs: Buffer) => sign('sha384', tbs, p384.privateKey),
+      });
+      expect(await check(parseCsrDer(handmade(signed(ecSpki(point, P384)))))).toBe(true);
+      const offCurve = Buffer.from(point);
+      offCurve[96]! ^= 1;
+      await expect(check(parseCsrDer(handmade(signed(ecSpki(offCurve, P384)))))).rejects.toMatchObject({ code: 'ERR_CSR_UNSUPPORTED_KEY' });
     });
   });
 });

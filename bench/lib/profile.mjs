@@ -92,9 +92,13 @@ const STAGE_RULES = [
     stage: 'key import + signature verify',
     test: (url, fn) =>
       url.includes('/dist/pki/verify-pool.js') ||
-      (url.includes('/dist/pki/csr.js') && /^(verificationKey|signatureCheck|verifyCsrSignature|exactCopy)$/.test(fn)) ||
+      url.includes('/dist/pki/verify-worker.js') ||
+      (url.includes('/dist/pki/csr.js') && /^(verificationKey|signatureCheck|ecPublicPoint|verifyCsrSignature|exactCopy)$/.test(fn)) ||
       (url === 'node:internal/crypto/sig' && /^verify/.test(fn)) ||
-      url === 'node:internal/crypto/keys',
+      url === 'node:internal/crypto/keys' ||
+      // The verifier thread's WebCrypto raw-point import (EC keys).
+      url === 'node:internal/crypto/ec' ||
+      url === 'node:internal/crypto/webcrypto',
   },
   {
     stage: 'CSR parse (PEM + DER)',

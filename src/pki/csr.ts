@@ -130,23 +130,40 @@ export function parseCsrDer(der: Buffer): CertificationRequest {
  * cannot load is ERR_CSR_UNSUPPORTED_KEY.
  */
 /** Everything a signature check needs, as plain cloneable data (for the verifier threads). */
-export interface SignatureCheck {
+export type SignatureCheck = {
   readonly hash: string;
   readonly data: Buffer;
-  readonly key: VerifyPublicKeyInput | VerifyJsonWebKeyInput;
   readonly signature: Buffer;
+} & (
+  | { readonly key: VerifyPublicKeyInput | VerifyJsonWebKeyInput }
+  /** An uncompressed EC point: the verifier thread imports it through WebCrypto's raw format (cheaper than JWK). */
+  | { readonly ecPoint: EcPublicPoint }
+);
+
+export interface EcPublicPoint {
+  readonly namedCurve: 'P-256' | 'P-384';
+  /** 0x04 || X || Y. */
+  readonly point: Buffer;
 }
 
 /** Exact-size copies: posting a view of a pooled Buffer would clone its whole 8 KiB slab. */
 export function signatureCheck(csr: CertificationRequest): SignatureCheck {
+  const signed = { hash: csr.signatureHash, data: exactCopy(csr.certificationRequestInfoDer), signature: exactCopy(csr.signatureValue) };
+  const ecPoint = ecPublicPoint(csr);
+  if (ecPoint) return { ...signed, ecPoint };
   const key = verificationKey(csr);
   const portableKey = Buffer.isBuffer(key.key) ? { ...key, key: exactCopy(key.key) } : key;
-  return {
-    hash: csr.signatureHash,
-    data: exactCopy(csr.certificationRequestInfoDer),
-    key: portableKey as SignatureCheck['key'],
-    signature: exactCopy(csr.signatureValue),
-  };
+  return { ...signed, key: portableKey as VerifyPublicKeyInput | VerifyJsonWebKeyInput };
+}
+
+/** The uncompressed point of an EC key; undefined for RSA and compressed points (those keep the JWK/SPKI path). */
+function ecPublicPoint(csr: CertificationRequest): EcPublicPoint | undefined {
+  if (csr.keyAlgorithm === 'rsa') return undefined;
+  const r = new DerReader(csr.spkiDer, 'ERR_CSR_MALFORMED');
+  const [, keyEl] = exactly(r, r.sequence(r.top(), 'subjectPublicKeyInfo'), 2, 'subjectPublicKeyInfo');
+  const point = r.bitString(keyEl, 'subjectPublicKey');
+  if (point[0] !== 0x04) return undefined;
+  return { namedCurve: csr.keyAlgorithm === 'ec-p256' ? 'P-256' : 'P-384', point: exactCopy(point) };
 }
 
 function exactCopy(bytes: Buffer): Buffer {

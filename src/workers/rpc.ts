@@ -121,8 +121,11 @@ export class WorkerClient<Q, R> {
   }
 }
 
-/** The worker's side: answers each request with handle(request); `onStop` closes what the worker holds. */
-export function serveRequests<Q, R>(handle: (request: Q) => R, onStop: () => void = () => undefined): void {
+/**
+ * The worker's side: answers each request with handle(request), which may return a promise (the
+ * reply then waits for it; later requests are handled meanwhile); `onStop` closes what the worker holds.
+ */
+export function serveRequests<Q, R>(handle: (request: Q) => R | Promise<R>, onStop: () => void = () => undefined): void {
   if (isMainThread || !parentPort) throw new Error('serveRequests runs inside a worker thread');
   const port = parentPort;
   port.on('message', (message: Envelope<Q>) => {
@@ -131,13 +134,22 @@ export function serveRequests<Q, R>(handle: (request: Q) => R, onStop: () => voi
       port.close();
       return;
     }
-    let reply: Reply<R>;
+    const { id } = message;
+    let result: R | Promise<R>;
     try {
-      reply = { id: message.id, result: handle(message.request) };
+      result = handle(message.request);
     } catch (error) {
-      reply = { id: message.id, failure: failureOf(error) };
+      port.postMessage({ id, failure: failureOf(error) } satisfies Reply<R>);
+      return;
     }
-    port.postMessage(reply);
+    if (!(result instanceof Promise)) {
+      port.postMessage({ id, result } satisfies Reply<R>);
+      return;
+    }
+    result.then(
+      (settled) => port.postMessage({ id, result: settled } satisfies Reply<R>),
+      (error: unknown) => port.postMessage({ id, failure: failureOf(error) } satisfies Reply<R>),
+    );
   });
 }
 
