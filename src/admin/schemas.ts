@@ -88,3 +88,20 @@ export const certificateSummary = {
 
 /** Error replies every protected route can give. */
 export const protectedErrors = { 400: errorReply, 401: errorReply } as const;
+
+/** A response holding `items` (and, paged, the `nextCursor` of the next page: null on the last). */
+export function itemList<T extends object>(item: T, options: { readonly paged: boolean }) {
+  return {
+    type: 'object',
+    properties: {
+      items: { type: 'array', items: item },
+      ...(options.paged ? { nextCursor: { type: ['string', 'null'] } } : {}),
+    },
+    required: options.paged ? ['items', 'nextCursor'] : ['items'],
+  } as const;
+}
+
+/** An object schema whose named properties are all strings. */
+export function stringFields(...names: readonly string[]) {
+  return { type: 'object', properties: Object.fromEntries(names.map((name) => [name, { type: 'string' }])) } as const;
+}

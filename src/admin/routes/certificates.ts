@@ -4,7 +4,7 @@ import type { Inventory } from '../../authority/inventory.js';
 import { pemEncode } from '../../pki/pem.js';
 import { normalizeSerialHex } from '../../pki/serial.js';
 import type { CertificateStatus, CertificateSummary } from '../../store/types.js';
-import { certificateSummary, errorReply, pageQuery, protectedErrors } from '../schemas.js';
+import { certificateSummary, errorReply, itemList, pageQuery, protectedErrors, stringFields } from '../schemas.js';
 
 interface ListQuery {
   readonly spiffeId?: string;
@@ -13,6 +13,16 @@ interface ListQuery {
   readonly limit: number;
   readonly cursor?: string;
 }
+
+/** An audit event as the API shows it. */
+const auditEvent = {
+  type: 'object',
+  properties: {
+    id: { type: 'integer' },
+    ...stringFields('at', 'actor', 'action', 'target', 'result').properties,
+    details: { type: 'object', additionalProperties: true },
+  },
+} as const;
 
 export function summaryView(c: CertificateSummary) {
   return {
@@ -61,11 +71,7 @@ export function certificateRoutes(app: FastifyInstance, inventory: Inventory): v
           additionalProperties: false,
         },
         response: {
-          200: {
-            type: 'object',
-            properties: { items: { type: 'array', items: certificateSummary }, nextCursor: { type: ['string', 'null'] } },
-            required: ['items', 'nextCursor'],
-          },
+          200: itemList(certificateSummary, { paged: true }),
           ...protectedErrors,
         },
       },
@@ -104,27 +110,7 @@ export function certificateRoutes(app: FastifyInstance, inventory: Inventory): v
         summary: 'Audit events, newest first, paginated',
         querystring: { type: 'object', properties: { ...pageQuery }, additionalProperties: false },
         response: {
-          200: {
-            type: 'object',
-            properties: {
-              items: {
-                type: 'array',
-                items: {
-                  type: 'object',
-                  properties: {
-                    id: { type: 'integer' },
-                    at: { type: 'string' },
-                    actor: { type: 'string' },
-                    action: { type: 'string' },
-                    target: { type: 'string' },
-                    result: { type: 'string' },
-                    details: { type: 'object', additionalProperties: true },
-                  },
-                },
-              },
-              nextCursor: { type: ['string', 'null'] },
-            },
-          },
+          200: itemList(auditEvent, { paged: true }),
           ...protectedErrors,
         },
       },

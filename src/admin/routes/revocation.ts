@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { REVOCATION_REASONS, type CertificateRevocationList, type RevocationService } from '../../authority/revocation.js';
 import { pemEncode } from '../../pki/pem.js';
 import type { RevocationReason } from '../../store/types.js';
-import { authorityIdParams, certificateSummary, errorReply, protectedErrors } from '../schemas.js';
+import { authorityIdParams, certificateSummary, errorReply, itemList, protectedErrors, stringFields } from '../schemas.js';
 import { canonicalSerial, serialParams, summaryView } from './certificates.js';
 
 export interface RevocationRoutesOptions {
@@ -111,23 +111,7 @@ export function revocationRoutes(app: FastifyInstance, options: RevocationRoutes
       schema: {
         summary: 'The deny-list',
         response: {
-          200: {
-            type: 'object',
-            properties: {
-              items: {
-                type: 'array',
-                items: {
-                  type: 'object',
-                  properties: {
-                    spiffeId: { type: 'string' },
-                    reason: { type: 'string' },
-                    actor: { type: 'string' },
-                    at: { type: 'string' },
-                  },
-                },
-              },
-            },
-          },
+          200: itemList(stringFields('spiffeId', 'reason', 'actor', 'at'), { paged: false }),
           ...protectedErrors,
         },
       },
