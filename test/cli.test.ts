@@ -130,12 +130,19 @@ describe('first-hour papercuts', () => {
       error: /does not exist/,
     },
     { why: 'a boolean flag with a value', args: () => ['serve', '--dev=maybe'], error: /--dev must be true or false/ },
+    ...['serve', 'status', 'bundle', 'verify'].map((command) => ({
+      why: `${command} --store with a password in the URL`,
+      args: () => [command, ...(command === 'serve' ? ['--dev'] : []), '--store', 'postgres://meshca:s3cret@127.0.0.1:1/meshca'],
+      error: /--store must not contain a password/,
+    })),
+    { why: 'verify --store that is not a postgres URL', args: () => ['verify', '--store', 'mysql://db/x'], error: /postgres:\/\/ URL/ },
   ];
 
   it.each(usageErrors)('$why is refused with exit 2', async ({ args, error }) => {
     const result = await runMeshca(args());
     expect(result.code, result.output).toBe(2);
     expect(result.stderr).toMatch(error);
+    expect(result.output).not.toContain('s3cret');
     expect(existsSync(join(dir, 'does-not-exist'))).toBe(false);
   });
 

@@ -154,9 +154,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     sampleStore();
     parts.sampler = setInterval(sampleStore, STORE_SAMPLE_MS);
     parts.sampler.unref();
-    const polling = !store.watch && config.workers > 1 ? setInterval(sync, SQLITE_WORKER_SYNC_MS) : undefined;
-    polling?.unref();
-    parts.polling = polling;
+    parts.polling = !store.watch && config.workers > 1 ? setInterval(sync, SQLITE_WORKER_SYNC_MS) : undefined;
+    parts.polling?.unref();
     const federation = await Federation.start({
       peers: config.federation.peers,
       store,
@@ -341,7 +340,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
         await serving.reload('SIGHUP');
       },
       close: () => {
-        clearInterval(polling);
+        clearInterval(parts.polling);
         clearInterval(parts.sampler);
         return shutdown(
           config,

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { openPostgresForReading, openStoreForReading } from '../app/context.js';
 import { existingDatabase } from '../app/data-dir.js';
 import { requireStr, str, UsageError, type FlagSpec, type FlagValues } from '../flags.js';
+import { checkPostgresUrl } from '../config/store.js';
 import type { StoreInspection } from '../store/inspection.js';
 
 export const STORE_FLAGS: readonly FlagSpec[] = [
@@ -31,6 +32,7 @@ export interface ReadOnlyStore {
 export async function openReadOnlyStore(values: FlagValues): Promise<ReadOnlyStore> {
   const url = str(values, 'store');
   if (url) {
+    checkPostgresUrl(url);
     const { store, description } = await openPostgresForReading(url, str(values, 'store-password-file'));
     return { store, location: description, dataDir: undefined };
   }

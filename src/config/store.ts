@@ -54,9 +54,7 @@ export const STORE_FLAGS: readonly FlagSpec[] = [
 export function buildStoreConfig(values: FlagValues): StoreConfig {
   const url = str(values, 'store');
   if (url === undefined || url === '') return { engine: 'sqlite' };
-  if (!isPostgresUrl(url)) throw new UsageError('--store must be a postgres:// URL (leave it unset for SQLite in --data-dir)');
-  if (new URL(url).password !== '')
-    throw new UsageError('--store must not contain a password (ps and logs show it): use --store-password-file or PGPASSWORD');
+  checkPostgresUrl(url);
   const poolSize = Number(str(values, 'store-pool-size'));
   if (!Number.isInteger(poolSize) || poolSize < 2) throw new UsageError('--store-pool-size must be an integer ≥ 2');
   let statementTimeoutMs: number;
@@ -66,6 +64,22 @@ export function buildStoreConfig(values: FlagValues): StoreConfig {
     throw new UsageError(`--store-statement-timeout: ${(error as Error).message}`);
   }
   return { engine: 'postgres', url, passwordFile: str(values, 'store-password-file'), poolSize, statementTimeoutMs };
+}
+
+/**
+ * A --store value (serve and the read-only commands alike): a postgres:// URL that parses and
+ * carries no password, since flag values show in `ps` and in logs.
+ */
+export function checkPostgresUrl(url: string): void {
+  if (!isPostgresUrl(url)) throw new UsageError('--store must be a postgres:// URL (leave it unset for SQLite in --data-dir)');
+  let password: string;
+  try {
+    password = new URL(url).password;
+  } catch {
+    throw new UsageError('--store is not a valid URL: postgres://USER@HOST:PORT/DB[?sslmode=…]');
+  }
+  if (password !== '')
+    throw new UsageError('--store must not contain a password (ps and logs show it): use --store-password-file or PGPASSWORD');
 }
 
 /** --workers: a positive integer, or auto (one per core). */
