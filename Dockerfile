@@ -1,6 +1,6 @@
 # The meshca image, for docker compose (docker-compose.yml) and Kubernetes (deploy/kubernetes/):
 #   docker build -t <registry>/meshca:0.1.0 .
-# Two stages: the builder has the toolchain better-sqlite3's native addon may need and the dev
+# Two stages: the builder has the toolchain the native addons need (better-sqlite3's, meshca's ECDSA verifier) and the dev
 # dependencies tsc needs; the runtime image gets only production node_modules, dist/, proto/ and
 # migrations/, and runs as an unprivileged user.
 
@@ -10,7 +10,10 @@ RUN apt-get update \
   && rm -rf /var/lib/apt/lists/*
 WORKDIR /build
 COPY package.json package-lock.json ./
-RUN npm ci
+# npm ci's install script builds the native ECDSA verifier; without it the image would fall back to node:crypto.
+COPY native ./native
+COPY scripts/build-native.mjs ./scripts/
+RUN MESHCA_REQUIRE_NATIVE=1 npm ci
 COPY tsconfig.json ./
 COPY src ./src
 RUN npm run build && npm prune --omit=dev
@@ -21,6 +24,7 @@ WORKDIR /app
 COPY package.json ./
 COPY --from=builder /build/node_modules ./node_modules
 COPY --from=builder /build/dist ./dist
+COPY --from=builder /build/native/build/Release/meshca_native.node ./native/build/Release/
 COPY proto ./proto
 COPY migrations ./migrations
 # The data dir belongs to the runtime user, so an empty named volume mounted there inherits it.

@@ -1,5 +1,14 @@
 import { buildKubernetesConfig, KUBERNETES_FLAGS } from './config/kubernetes.js';
-import { durationFlag, guard, nonNegativeInt, nonNegativeNumber, percentage, positiveDuration, positiveInt } from './config/values.js';
+import {
+  durationFlag,
+  guard,
+  nonNegativeInt,
+  nonNegativeNumber,
+  oneOf,
+  percentage,
+  positiveDuration,
+  positiveInt,
+} from './config/values.js';
 import { bool, list, str, UsageError, type FlagSpec, type FlagValues } from './flags.js';
 import { parseListenAddress, type ListenAddress } from './net.js';
 import { KEY_TYPES, parseKeyType, type KeyType } from './pki/keys.js';
@@ -10,6 +19,9 @@ import { parseFederationPeer, type FederationPeer } from './federation/federatio
 import type { KubernetesConfig } from './kubernetes/options.js';
 import { buildStoreConfig, buildWorkers, STORE_FLAGS, type StoreConfig } from './config/store.js';
 import { buildUpstreamConfig, UPSTREAM_FLAGS, type UpstreamConfig } from './config/upstream.js';
+
+export const ECDSA_VERIFIER_CHOICES = ['auto', 'native', 'node'] as const;
+export type EcdsaVerifierChoice = (typeof ECDSA_VERIFIER_CHOICES)[number];
 
 /** The validated configuration the composition root (server.ts) is wired from. */
 export interface ServerConfig {
@@ -36,6 +48,8 @@ export interface ServerConfig {
     readonly minFreeDiskRatio: number;
     /** Worker threads verifying CSR signatures off the event loop. */
     readonly verifyThreads: number;
+    /** How EC CSR signatures are checked: the native addon (auto: when it is built) or node:crypto. */
+    readonly ecdsaVerifier: EcdsaVerifierChoice;
   };
   readonly serverDnsNames: readonly string[];
   readonly monitoringListen: ListenAddress;
@@ -315,6 +329,13 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4); 0 = on the event loop (least CPU on one core)',
   },
   {
+    name: 'ecdsa-verifier',
+    kind: 'string',
+    value: 'KIND',
+    default: 'auto',
+    help: 'how EC CSR signatures are checked: native (the addon npm ci builds; refuse to start without it), node (node:crypto, ~2x the CPU), auto (native when built)',
+  },
+  {
     name: 'rate-limit-per-identity',
     kind: 'string',
     value: 'N',
@@ -390,6 +411,7 @@ export function buildServerConfig(values: FlagValues): ServerConfig {
       rateLimitPerIdentity: nonNegativeNumber(values, 'rate-limit-per-identity'),
       minFreeDiskRatio: percentage(values, 'min-free-disk'),
       verifyThreads: nonNegativeInt(values, 'verify-threads'),
+      ecdsaVerifier: oneOf(values, 'ecdsa-verifier', ECDSA_VERIFIER_CHOICES),
     },
     serverDnsNames: list(values, 'server-dns'),
     monitoringListen: guard('--monitoring-listen', () => parseListenAddress(str(values, 'monitoring-listen')!)),

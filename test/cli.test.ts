@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { databasePath } from '../src/app/data-dir.js';
 import { openssl } from './support/openssl.js';
@@ -80,6 +81,42 @@ describe('offline commands', () => {
   });
 });
 
+describe('a build without the native ECDSA verifier (native/ not compiled)', () => {
+  let cli: string;
+  beforeAll(() => {
+    const tree = newDir();
+    const repo = fileURLToPath(new URL('..', import.meta.url));
+    for (const part of ['dist', 'proto', 'migrations', 'package.json']) cpSync(join(repo, part), join(tree, part), { recursive: true });
+    symlinkSync(join(repo, 'node_modules'), join(tree, 'node_modules'));
+    cli = join(tree, 'dist', 'cli.js');
+  });
+
+  it('--ecdsa-verifier native refuses to start, creates nothing and says how to build it', async () => {
+    const data = join(newDir(), 'data');
+    const start = spawnServer(data, ['--dev', '--ecdsa-verifier', 'native'], {}, cli);
+    await expect(start).rejects.toThrow(/exited \(1\)[\s\S]*native ECDSA verifier cannot load[\s\S]*npm run build:native/);
+    expect(existsSync(data), 'nothing is created on disk').toBe(false);
+  });
+
+  it('the default (auto) warns, falls back to node:crypto and issues', async () => {
+    const d = newDir();
+    const fallback = await spawnServer(join(d, 'data'), ['--dev'], {}, cli);
+    try {
+      expect(fallback.logs.join('\n')).toMatch(/native ECDSA verifier unavailable/);
+      writeFileSync(join(d, 'bundle.pem'), (await runMeshca(['bundle', '--data-dir', join(d, 'data')])).stdout);
+      const token = (
+        await runMeshca(['dev-token', '--data-dir', join(d, 'data'), '--namespace', 'demo', '--service-account', 'web'])
+      ).stdout.trim();
+      const request = ['request', '--addr', `localhost:${fallback.grpcPort}`, '--root', join(d, 'bundle.pem'), '--token', token];
+      const result = await runMeshca([...request, '--out', join(d, 'out')]);
+      expect(result.code, result.output).toBe(0);
+    } finally {
+      fallback.child.kill('SIGTERM');
+      await fallback.exited;
+    }
+  });
+});
+
 describe('first-hour papercuts', () => {
   let busy: Server;
   let busyPort: number;
@@ -135,6 +172,11 @@ describe('first-hour papercuts', () => {
       args: () => [command, ...(command === 'serve' ? ['--dev'] : []), '--store', 'postgres://meshca:s3cret@127.0.0.1:1/meshca'],
       error: /--store must not contain a password/,
     })),
+    {
+      why: 'an --ecdsa-verifier that does not exist',
+      args: () => ['serve', '--dev', '--ecdsa-verifier', 'fast'],
+      error: /--ecdsa-verifier must be one of auto, native, node/,
+    },
     { why: 'verify --store that is not a postgres URL', args: () => ['verify', '--store', 'mysql://db/x'], error: /postgres:\/\/ URL/ },
   ];
 

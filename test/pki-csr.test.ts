@@ -23,6 +23,7 @@ import {
   encodeUtf8String,
 } from '../src/pki/der.js';
 import { PkiError } from '../src/pki/errors.js';
+import { nativeEcdsaUnavailable } from '../src/pki/native-ecdsa.js';
 import { CsrVerifierPool } from '../src/pki/verify-pool.js';
 import { pemEncode } from '../src/pki/pem.js';
 
@@ -532,14 +533,27 @@ describe('parseCsrDer on hand-built requests', () => {
   });
 
   // Every way the server can check a CSR signature: node:crypto's libuv pool, the event loop
-  // (--verify-threads 0) and a verifier thread.
-  const onLoop = new CsrVerifierPool(0);
-  const inThread = new CsrVerifierPool(1);
-  afterAll(() => inThread.close());
+  // (--verify-threads 0) and a verifier thread, each through node:crypto and the native addon
+  // (test/pki-native-ecdsa.test.ts fails in CI when the addon is missing).
+  const native = nativeEcdsaUnavailable() === undefined;
+  const pools = [
+    new CsrVerifierPool(0),
+    new CsrVerifierPool(1),
+    ...(native ? [new CsrVerifierPool(0, 'native'), new CsrVerifierPool(1, 'native')] : []),
+  ];
+  const [onLoop, inThread, nativeOnLoop, nativeInThread] = pools;
+  afterAll(() => Promise.all(pools.map((p) => p.close())));
+  const through = (pool: CsrVerifierPool | undefined) => (csr: CertificationRequest) => pool!.verify(csr);
   describe.each([
     ['the libuv pool', verifyCsrSignature],
-    ['the event loop', (csr: CertificationRequest) => onLoop.verify(csr)],
-    ['a verifier thread', (csr: CertificationRequest) => inThread.verify(csr)],
+    ['the event loop', through(onLoop)],
+    ['a verifier thread', through(inThread)],
+    ...(native
+      ? ([
+          ['the event loop, natively', through(nativeOnLoop)],
+          ['a verifier thread, natively', through(nativeInThread)],
+        ] as const)
+      : []),
   ] as const)('signature check on %s', (_where, check) => {
     it('accepts a valid signature', async () => {
       expect(await check(parseCsrDer(handmade()))).toBe(true);

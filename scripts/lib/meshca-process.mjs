@@ -12,11 +12,14 @@ export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
  * `onLine`; stdout is drained for the whole run (a full pipe would stall the server).
  *
  * @param {string[]} args
- * @param {{ env?: NodeJS.ProcessEnv, onLine?: (line: string) => void }} [options]
+ * @param {{ env?: NodeJS.ProcessEnv, onLine?: (line: string) => void, cli?: string }} [options] `cli`: another build's cli.js
  */
 export function spawnMeshca(args, options = {}) {
   const onLine = options.onLine ?? (() => {});
-  const child = spawn(process.execPath, [CLI, ...args], { env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [options.cli ?? CLI, ...args], {
+    env: options.env ?? process.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   /** @type {Promise<number | string>} */
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
   /** @type {Promise<{ grpcPort: number, adminPort: number, monitoringPort: number }>} */

@@ -24,7 +24,7 @@ import { OcspResponder } from '../authority/ocsp.js';
 import { RevocationService } from '../authority/revocation.js';
 import { ServingIdentity } from '../authority/serving.js';
 import type { TrustSnapshot } from '../authority/snapshot.js';
-import type { ServerConfig } from '../config.js';
+import type { EcdsaVerifierChoice, ServerConfig } from '../config.js';
 import { certificateServiceHandlers } from '../grpc/certificate-service.js';
 import { IdentityRateLimiter } from '../grpc/rate-limit.js';
 import { startGrpcServer, type GrpcServer } from '../grpc/server.js';
@@ -32,6 +32,7 @@ import { startKubernetesIntegration, type KubernetesIntegration } from '../kuber
 import { formatAddress, type ListenAddress } from '../net.js';
 import { Metrics } from '../observability/metrics.js';
 import { startMonitoringServer, type MonitoringServer } from '../observability/monitoring.js';
+import { type EcdsaVerifierKind, nativeEcdsaUnavailable } from '../pki/native-ecdsa.js';
 import { CsrVerifierPool } from '../pki/verify-pool.js';
 import { meshcaId } from '../spiffe/id.js';
 import type { Store } from '../store/types.js';
@@ -48,6 +49,7 @@ import { meshcaSpiffeServices } from '../grpc/proto.js';
 import { JwtAuthority } from '../authority/jwt-authority.js';
 import { JwtSvidIssuance } from '../authority/jwt-svid-issuance.js';
 import { TrustBundles } from '../authority/trust-bundles.js';
+import { UsageError } from '../errors.js';
 import { DataDirError } from './data-dir.js';
 import type { SingletonGate } from '../store/fence.js';
 import { isWorkerProcess, workerIndex } from './cluster.js';
@@ -81,10 +83,12 @@ export interface RunningServer {
 /** The composition root of `meshca serve`: wires every concern from one validated config. */
 export async function startServer(config: ServerConfig, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningServer> {
   if (config.dev) logger.warn('DEVELOPMENT MODE: generated secrets and a local token issuer; never use --dev in production');
-  // Before anything is created on disk: a port in use must not leave a half-made data dir behind.
+  // Before anything is created on disk: a port in use (or a missing native verifier) must not leave a
+  // half-made data dir behind.
   // Not in a worker of serve --workers: the primary checked, and a worker's probe would listen on the
   // shared socket, where it could take (and drop) a client's connection.
   if (!isWorkerProcess()) await checkListeners(config);
+  const ecdsa = ecdsaVerifier(config.grpc.ecdsaVerifier, logger);
   prepareDataDir(config.dataDir, config.dev);
   const kek = loadKek({ kekFile: config.kekFile, env, dataDir: config.dataDir, dev: config.dev });
   if (kek.generated)
@@ -165,7 +169,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     parts.federation = federation;
     const bundles = new TrustBundles(ca, jwt, config.trustDomain, config.bundleRefreshHintSeconds, federation);
     const jwks = await tokenAuthenticator(config, logger, metrics);
-    const verifiers = new CsrVerifierPool(config.grpc.verifyThreads);
+    const verifiers = new CsrVerifierPool(config.grpc.verifyThreads, ecdsa);
     const issuance = new IssuanceService(ca, store, new IssuancePolicy(config.issuance), (csr) => verifiers.verify(csr));
     kubernetes = await startKubernetesIntegration(
       { ...config.kubernetes, trustDomain: config.trustDomain, clusterId: config.clusterId, selfId: meshcaId(config.trustDomain) },
@@ -382,6 +386,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
  */
 export async function prepareSharedState(config: ServerConfig, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<void> {
   await checkListeners(config);
+  ecdsaVerifier(config.grpc.ecdsaVerifier, logger); // refuse here, not in every worker
   prepareDataDir(config.dataDir, config.dev);
   const kek = loadKek({ kekFile: config.kekFile, env, dataDir: config.dataDir, dev: config.dev });
   adminToken(config, logger, env);
@@ -414,6 +419,19 @@ function kubeClient(config: ServerConfig, logger: Logger, env: NodeJS.ProcessEnv
     timeoutMs: config.kubernetes.requestTimeoutMs,
     logger,
   });
+}
+
+/** --ecdsa-verifier: the native addon when built (required for `native`), else node:crypto. */
+function ecdsaVerifier(choice: EcdsaVerifierChoice, logger: Logger): EcdsaVerifierKind {
+  if (choice === 'node') return 'node';
+  const unavailable = nativeEcdsaUnavailable();
+  if (unavailable === undefined) return 'native';
+  if (choice === 'native') throw new UsageError(`--ecdsa-verifier native: the native ECDSA verifier cannot load: ${unavailable}`);
+  logger.warn(
+    { reason: unavailable },
+    'native ECDSA verifier unavailable; CSR signatures are checked through node:crypto (about twice the CPU)',
+  );
+  return 'node';
 }
 
 /** --rate-limit-per-identity (burst 5×); each service gets buckets of its own. */

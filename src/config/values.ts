@@ -53,3 +53,11 @@ export function percentage(values: FlagValues, name: string): number {
   if (!Number.isFinite(n) || n < 0 || n > 1) throw new UsageError(`--${name} must be a percentage between 0% and 100% (e.g. 5%)`);
   return n;
 }
+
+/** One of a fixed set of words. */
+export function oneOf<T extends string>(values: FlagValues, name: string, choices: readonly T[]): T {
+  const raw = str(values, name);
+  const choice = choices.find((c) => c === raw);
+  if (choice === undefined) throw new UsageError(`--${name} must be one of ${choices.join(', ')} (got "${raw}")`);
+  return choice;
+}

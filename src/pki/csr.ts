@@ -140,6 +140,9 @@ export type SignatureCheck = {
   | { readonly ecPoint: EcPublicPoint }
 );
 
+/** Per check: 1 valid, 0 invalid, or the message of the error the key or signature raised. */
+export type CheckResult = 0 | 1 | string;
+
 export interface EcPublicPoint {
   readonly namedCurve: 'P-256' | 'P-384';
   /** 0x04 || X || Y. */

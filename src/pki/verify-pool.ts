@@ -1,8 +1,16 @@
 import { availableParallelism } from 'node:os';
 import { WorkerClient, workerModule } from '../workers/rpc.js';
-import { signatureCheck, verifyCsrSignature, verifyCsrSignatureNow, type CertificationRequest, type SignatureCheck } from './csr.js';
+import {
+  signatureCheck,
+  verifyCsrSignature,
+  verifyCsrSignatureNow,
+  type CertificationRequest,
+  type CheckResult,
+  type SignatureCheck,
+} from './csr.js';
 import { PkiError } from './errors.js';
-import type { CheckResult } from './verify-worker.js';
+import { type EcdsaVerifierKind, verifyEcdsaNatively } from './native-ecdsa.js';
+import type { VerifierThreadData } from './verify-worker.js';
 
 /**
  * Worker threads that verify CSR signatures. node:crypto decodes the public key on the calling
@@ -34,22 +42,26 @@ export class CsrVerifierPool {
   private queue: Pending[] = [];
   private scheduled = false;
 
-  constructor(size = defaultVerifierThreads()) {
+  /** `ecdsa: 'native'` needs the addon built (the composition root checks with nativeEcdsaUnavailable()). */
+  constructor(
+    size = defaultVerifierThreads(),
+    private readonly ecdsa: EcdsaVerifierKind = 'node',
+  ) {
     const module = workerModule(import.meta.url, './verify-worker.js');
-    this.threads = Array.from({ length: Math.max(0, size) }, () => new WorkerClient(module, { name: 'CSR verifier', unref: true }));
+    const workerData: VerifierThreadData = { ecdsa };
+    this.threads = Array.from(
+      { length: Math.max(0, size) },
+      () => new WorkerClient(module, { name: 'CSR verifier', workerData, unref: true }),
+    );
   }
 
   verify(csr: CertificationRequest): Promise<boolean> {
-    if (this.threads.length === 0) {
-      try {
-        return Promise.resolve(verifyCsrSignatureNow(csr));
-      } catch (error) {
-        return Promise.reject(error);
-      }
-    }
     let check: SignatureCheck;
     try {
+      if (this.threads.length === 0 && this.ecdsa === 'node') return Promise.resolve(verifyCsrSignatureNow(csr));
       check = signatureCheck(csr);
+      if (this.threads.length === 0)
+        return new Promise((resolve, reject) => settle({ check, resolve, reject }, this.verifyNow(csr, check)));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -61,6 +73,11 @@ export class CsrVerifierPool {
         setImmediate(() => this.dispatch());
       }
     });
+  }
+
+  /** On the event loop: natively for an EC point, else through node:crypto. */
+  private verifyNow(csr: CertificationRequest, check: SignatureCheck): CheckResult {
+    return 'ecPoint' in check ? verifyEcdsaNatively(check) : verifyCsrSignatureNow(csr) ? 1 : 0;
   }
 
   async close(): Promise<void> {

@@ -1,10 +1,15 @@
 /** Worker thread of the CSR verifier pool: imports each public key and checks the signature off the event loop. */
 import { KeyObject, verify, webcrypto, type VerifyJsonWebKeyInput, type VerifyPublicKeyInput } from 'node:crypto';
+import { workerData } from 'node:worker_threads';
 import { serveRequests } from '../workers/rpc.js';
-import type { SignatureCheck } from './csr.js';
+import type { CheckResult, SignatureCheck } from './csr.js';
+import { type EcdsaVerifierKind, verifyEcdsaNatively } from './native-ecdsa.js';
 
-/** Per check: 1 valid, 0 invalid, or the message of the error the key or signature raised. */
-export type CheckResult = 0 | 1 | string;
+export interface VerifierThreadData {
+  readonly ecdsa: EcdsaVerifierKind;
+}
+
+const ecdsa: EcdsaVerifierKind = (workerData as VerifierThreadData | undefined)?.ecdsa ?? 'node';
 
 /**
  * An uncompressed EC point goes through WebCrypto's raw import: it decodes the point (refusing one
@@ -19,6 +24,7 @@ async function publicKey(check: SignatureCheck): Promise<KeyObject | VerifyPubli
 
 export async function runCheck(check: SignatureCheck): Promise<CheckResult> {
   try {
+    if (ecdsa === 'native' && 'ecPoint' in check) return verifyEcdsaNatively(check);
     return verify(check.hash, check.data, await publicKey(check), check.signature) ? 1 : 0;
   } catch (error) {
     return error instanceof Error ? error.message : String(error);

@@ -14,11 +14,16 @@ export interface ServerProcess {
   readonly exited: Promise<number | string>;
 }
 
-/** Starts `meshca serve` as a separate process and waits for its "serving" log line. */
-export async function spawnServer(dataDir: string, extra: readonly string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
+/** Starts `meshca serve` (of `cli`, default this build) as a separate process and waits for its "serving" log line. */
+export async function spawnServer(
+  dataDir: string,
+  extra: readonly string[] = [],
+  env: NodeJS.ProcessEnv = {},
+  cli = CLI,
+): Promise<ServerProcess> {
   const args = ['serve', ...testServerArgs(dataDir, extra).map((a) => (a === 'silent' ? 'info' : a))];
   const logs: string[] = [];
-  const server = spawnMeshca(args, { env: { ...process.env, ...env }, onLine: (line) => logs.push(line) });
+  const server = spawnMeshca(args, { env: { ...process.env, ...env }, onLine: (line) => logs.push(line), cli });
   try {
     return { child: server.child, exited: server.exited, logs, ...(await server.ready) };
   } catch (error) {
