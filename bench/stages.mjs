@@ -29,7 +29,8 @@ const { values } = parseArgs({
 const ROUNDS = Number(values.rounds);
 const N = Number(values.n);
 
-const { parseCsr, verifyCsrSignature } = await dist('pki/csr.js');
+const { parseCsr, signatureCheck, verifyCsrSignature } = await dist('pki/csr.js');
+const { nativeEcdsaUnavailable, verifyEcdsaNatively } = await dist('pki/native-ecdsa.js');
 const { CsrVerifierPool } = await dist('pki/verify-pool.js');
 const { pemEncode } = await dist('pki/pem.js');
 const { randomSerial } = await dist('pki/serial.js');
@@ -120,6 +121,15 @@ const pool = new CsrVerifierPool(1);
 await measure('import + verify via the verifier thread, 1 at a time', (c) => pool.verify(c), 1);
 await measure('import + verify via the verifier thread, 8 at a time', (c) => pool.verify(c), 8);
 await pool.close();
+// The native addon (native/ecdsa_verify.c): no key object, no redundant order check.
+const nativeMissing = nativeEcdsaUnavailable();
+if (nativeMissing) process.stderr.write(`bench/stages: native ECDSA stages skipped: ${nativeMissing}\n`);
+else {
+  await measure('native ECDSA: decode point + verify, calling thread', (c) => verifyEcdsaNatively(signatureCheck(c)));
+  const native = new CsrVerifierPool(1, 'native');
+  await measure('native ECDSA via the verifier thread, 8 at a time (the default)', (c) => native.verify(c), 8);
+  await native.close();
+}
 
 // --- signing, encoding and storing: a real store and CA in a temp dir ---
 const dir = mkdtempSync(join(tmpdir(), 'meshca-stages-'));
@@ -167,7 +177,7 @@ try {
   });
   await measure('store: recordIssued (writer thread, group commit), 8 at a time', () => store.recordIssued(record()), 8);
   await measure('store: recordIssued, 32 at a time', () => store.recordIssued(record()), 32);
-  const verifiers = new CsrVerifierPool(1);
+  const verifiers = new CsrVerifierPool(1, nativeMissing ? 'node' : 'native');
   const issuance = new IssuanceService(ca, store, policy, (c) => verifiers.verify(c));
   const caller = (/** @type {number} */ i) => ({
     spiffeId: identity(i),
