@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { get } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +11,24 @@ import { CLI, spawnServer, type ServerProcess } from './support/process.js';
 import { csrFor, removeDir, tempDir } from './support/server.js';
 
 const run = promisify(execFile);
+const splitPem = (pem: string) => pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+
+/** GET /metrics on a new connection each time, so scrapes reach either worker. */
+function scrape(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    get({ host: '127.0.0.1', port, path: '/metrics', agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`/metrics: ${res.statusCode} ${body}`))));
+    }).on('error', reject);
+  });
+}
+
+function metricValue(body: string, name: string): number {
+  const line = body.split('\n').find((l) => l.startsWith(`${name} `));
+  if (!line) throw new Error(`${name} is not in /metrics`);
+  return Number(line.slice(name.length + 1));
+}
 const meshca = async (...args: string[]) => (await run(process.execPath, [CLI, ...args])).stdout;
 
 /** serve --workers 2 on the default SQLite store: one port, two processes, one CA. */
@@ -43,8 +62,8 @@ describe('serve --workers', () => {
     }
   }
 
-  const issuingPids = () =>
-    new Set(server.logs.flatMap((line) => (line.includes('"issued certificate"') ? [(JSON.parse(line) as { pid: number }).pid] : [])));
+  const issuingPids = (logs = server.logs) =>
+    new Set(logs.flatMap((line) => (line.includes('"issued certificate"') ? [(JSON.parse(line) as { pid: number }).pid] : [])));
 
   it('serves one gRPC port from two worker processes', async () => {
     for (let i = 0; i < 6 && issuingPids().size < 2; i++) await issueOnNewConnection();
@@ -83,6 +102,28 @@ describe('serve --workers', () => {
       expect(found.status, serial).toBe(200);
     }
     await expect(meshca('verify', '--data-dir', dataDir)).resolves.toContain('ok');
+  });
+
+  it('answers /metrics, whichever worker a scrape reaches, with the sum over both (gauges combined, not added)', async () => {
+    const issuedCount = async () => {
+      const body = await scrape(server.monitoringPort);
+      return {
+        issued: metricValue(body, 'citadel_server_success_cert_issuance_count'),
+        rootExpiry: metricValue(body, 'citadel_server_root_cert_expiry_timestamp'),
+      };
+    };
+    const before = await issuedCount();
+    const pidsBefore = server.logs.length;
+    let issued = 0;
+    const issuersSince = () => issuingPids(server.logs.slice(pidsBefore));
+    for (; issued < 4 || (issued < 20 && issuersSince().size < 2); issued++) await issueOnNewConnection();
+    expect(issuersSince().size, 'both workers issued some of them').toBe(2);
+    const earliestRoot = Math.min(...splitPem(roots).map((pem) => Date.parse(new X509Certificate(pem).validTo) / 1000));
+    for (let scrapes = 0; scrapes < 4; scrapes++) {
+      const now = await issuedCount();
+      expect(now.issued).toBe(before.issued + issued);
+      expect(now.rootExpiry).toBe(earliestRoot);
+    }
   });
 
   it('starts a killed worker again while the other keeps serving', async () => {

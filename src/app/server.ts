@@ -52,7 +52,7 @@ import { TrustBundles } from '../authority/trust-bundles.js';
 import { UsageError } from '../errors.js';
 import { DataDirError } from './data-dir.js';
 import type { SingletonGate } from '../store/fence.js';
-import { isWorkerProcess, workerIndex } from './cluster.js';
+import { clusterMetricsSource, isWorkerProcess, workerIndex } from './cluster.js';
 
 /** How often workers sharing a SQLite file re-read the authorities (two small queries). */
 const SQLITE_WORKER_SYNC_MS = 1_000;
@@ -105,7 +105,8 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
   logger.info({ store: description }, 'store opened');
   let ready = false;
   // Not ready while a shared store is unreachable: requests would only get UNAVAILABLE.
-  const monitoring = await startMonitoringServer(config.monitoringListen, metrics, () => ready && (store.healthy?.() ?? true));
+  const scraped = isWorkerProcess() ? { registry: clusterMetricsSource(metrics.registry) } : metrics;
+  const monitoring = await startMonitoringServer(config.monitoringListen, scraped, () => ready && (store.healthy?.() ?? true));
   let kubernetes: KubernetesIntegration | undefined;
   const parts: { jwt?: JwtAuthority; federation?: Federation; polling?: NodeJS.Timeout; sampler?: NodeJS.Timeout } = {};
   try {

@@ -1,6 +1,11 @@
 import { createServer, type Server } from 'node:http';
-import type { Registry } from 'prom-client';
 import { listenOn, type ListenAddress } from '../net.js';
+
+/** What /metrics serves: a prom-client Registry, or (serve --workers) the sum over every worker. */
+export interface MetricsSource {
+  readonly contentType: string;
+  metrics(): Promise<string>;
+}
 
 export interface MonitoringServer {
   readonly address: ListenAddress;
@@ -13,7 +18,7 @@ export interface MonitoringServer {
  */
 export async function startMonitoringServer(
   listen: ListenAddress,
-  metrics: { readonly registry: Registry },
+  metrics: { readonly registry: MetricsSource },
   isReady: () => boolean,
 ): Promise<MonitoringServer> {
   const server: Server = createServer((req, res) => {
@@ -28,7 +33,7 @@ export async function startMonitoringServer(
     } else if (path === '/metrics') {
       metrics.registry.metrics().then(
         (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
-        () => res.writeHead(500).end(),
+        (error: unknown) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`metrics unavailable: ${(error as Error).message}\n`),
       );
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz or /metrics\n');
