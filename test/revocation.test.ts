@@ -145,6 +145,28 @@ describe('revocation by identity and the deny-list', () => {
     expect((await issue('evil')).cert.length).toBeGreaterThan(0);
   });
 
+  it('leaves no unrevoked certificate for an identity denied while its requests are in flight', async () => {
+    // Four callers issue back to back; the deny lands while some of their requests are mid-way.
+    let issued = 0;
+    let denied: ReturnType<typeof call> | undefined;
+    const caller = async () => {
+      for (;;) {
+        try {
+          await issue('racer');
+        } catch {
+          return; // refused: the deny has committed
+        }
+        if (++issued === 12) denied = call('POST', '/v1/identities/revoke', { spiffeId: id('racer'), reason: 'keyCompromise', deny: true });
+      }
+    };
+    await Promise.all(Array.from({ length: 4 }, caller));
+    expect((await denied)?.status).toBe(200);
+    const listed = await call('GET', `/v1/certificates?spiffeId=${encodeURIComponent(id('racer'))}&limit=100`);
+    const statuses = listed.json<{ items: { status: string }[] }>().items.map((c) => c.status);
+    expect(statuses.length).toBeGreaterThanOrEqual(12);
+    expect(statuses.filter((s) => s !== 'revoked')).toEqual([]);
+  });
+
   it('revocations and the deny-list survive a restart, and "meshca crl" writes the CRL for Istio', async () => {
     const w = await issue('persist');
     await call('POST', `/v1/certificates/${serialOf(w)}/revoke`, { reason: 'cessationOfOperation' });

@@ -27,6 +27,8 @@ import { createTestDatabase, dropTestDatabases, POSTGRES_URL, requirePostgresInC
 const ROOT = join(import.meta.dirname, '..');
 const HOUR = 3_600_000;
 const NOW = new Date('2030-01-01T00:00:00Z');
+const DENIED = 'spiffe://cluster.local/ns/default/sa/denied';
+const DENY = { reason: 'keyCompromise', actor: 'alice', at: NOW, deny: true } as const;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
@@ -475,7 +477,12 @@ describe.each(BACKENDS)('$name store', (backend) => {
       }
     });
 
-    const rejects: { name: string; bad: (existing: IssuedCertificateRecord) => IssuedCertificateRecord; code: StoreErrorCode }[] = [
+    const rejects: {
+      name: string;
+      bad: (existing: IssuedCertificateRecord) => IssuedCertificateRecord;
+      code: StoreErrorCode;
+      deny?: string;
+    }[] = [
       { name: 'a duplicate serial', bad: (existing) => issued({ serialHex: existing.serialHex }), code: 'ERR_STORE_DUPLICATE' },
       {
         name: 'a duplicate serial in another spelling',
@@ -483,11 +490,18 @@ describe.each(BACKENDS)('$name store', (backend) => {
         code: 'ERR_STORE_DUPLICATE',
       },
       { name: 'an unknown authority', bad: () => issued({ authorityId: 'int-404' }), code: 'ERR_STORE_NOT_FOUND' },
+      {
+        name: 'a denied identity (refuseIfDenied)',
+        bad: () => issued({ spiffeId: DENIED, refuseIfDenied: true }),
+        code: 'ERR_STORE_DENIED',
+        deny: DENIED,
+      },
     ];
 
-    it.each(rejects)('rejects only $name, not its batch-mates', async ({ bad, code }) => {
+    it.each(rejects)('rejects only $name, not its batch-mates', async ({ bad, code, deny }) => {
       const { store } = await freshStore({ groupCommitWindowMs: 20 });
       await bootstrap(store);
+      if (deny) await store.revokeIdentity(deny, DENY);
       const existing = issued();
       await store.recordIssued(existing);
       const mates = [issued(), issued(), issued()];
@@ -499,6 +513,22 @@ describe.each(BACKENDS)('$name store', (backend) => {
       expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
       await expectStoreError(Promise.reject((outcomes[1] as PromiseRejectedResult).reason), code);
       for (const mate of mates) expect(await store.getCertificate(mate.serialHex, NOW)).toBeDefined();
+    });
+
+    it('refuses a denied identity only when asked to (workload issuance), on the writer thread and inline', async () => {
+      const { store, path } = await freshStore({ groupCommitWindowMs: 60_000 });
+      await bootstrap(store);
+      await store.revokeIdentity(DENIED, DENY);
+      const refused = issued({ spiffeId: DENIED, refuseIfDenied: true });
+      const profile = issued({ spiffeId: DENIED }); // meshca's own certificates do not consult the deny-list
+      const allowed = issued({ refuseIfDenied: true });
+      const outcomes = Promise.allSettled([refused, profile, allowed].map((r) => store.recordIssued(r)));
+      await store.close(); // drains the queue inline (no writer thread) on SQLite
+      expect((await outcomes).map((o) => o.status)).toEqual(['rejected', 'fulfilled', 'fulfilled']);
+      const reopened = await open(path);
+      expect(await reopened.getCertificate(refused.serialHex, NOW)).toBeUndefined();
+      expect(await reopened.getCertificate(profile.serialHex, NOW)).toBeDefined();
+      expect(await reopened.getCertificate(allowed.serialHex, NOW)).toBeDefined();
     });
 
     it('close() commits what is still queued, then refuses every call', async () => {
@@ -1022,6 +1052,54 @@ describe.runIf(POSTGRES_URL)('postgres store shared by replicas', () => {
     await writer.revokeIdentity('spiffe://cluster.local/ns/x/sa/y', { reason: 'keyCompromise', actor: 't', at: NOW, deny: true });
     await until(() => seen.length >= 3);
     expect(seen).toEqual(['authorities', 'revocations', 'denied']);
+  });
+
+  // The two halves of a deny racing an issuance on another replica, each held open mid-transaction
+  // by a raw connection: nothing may end up recorded, unrevoked, for an identity once it is denied.
+  const settledWithin = (promise: Promise<unknown>, ms: number) =>
+    Promise.race([
+      promise.then(
+        () => true,
+        () => true,
+      ),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms)),
+    ]);
+  const races = [
+    {
+      name: 'an issuance waits for a deny in progress, then is refused',
+      held: [
+        'LOCK TABLE issued_certificates IN SHARE ROW EXCLUSIVE MODE',
+        "INSERT INTO denied_identities VALUES ($1, 'keyCompromise', 'raw', 0)",
+      ],
+      act: (store: Store) => store.recordIssued(issued({ spiffeId: DENIED, refuseIfDenied: true })),
+      outcome: async (act: Promise<unknown>) => void (await expectStoreError(act, 'ERR_STORE_DENIED')),
+    },
+    {
+      name: 'a deny waits for an issuance in progress, then revokes it',
+      held: [
+        `INSERT INTO issued_certificates (serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, der)
+          VALUES ('abc123', $1, $1, 'k', 'int-1', 0, ${NOW.getTime() + HOUR}, 0, '\\x00')`,
+      ],
+      act: (store: Store) => store.revokeIdentity(DENIED, DENY),
+      outcome: async (act: Promise<unknown>) => expect(await act).toEqual({ revoked: 1 }),
+    },
+  ];
+
+  it.each(races)('$name', async ({ held, act, outcome }) => {
+    const url = await createTestDatabase();
+    const [raw, store] = await Promise.all([openShared(url), openShared(url)]);
+    await bootstrap(store);
+    const other = await raw.pool.connect();
+    try {
+      await other.query('BEGIN');
+      for (const sql of held) await other.query(sql, sql.includes('$1') ? [DENIED] : []);
+      const acting = act(store);
+      expect(await settledWithin(acting, 300), 'it must wait for the other transaction').toBe(false);
+      await other.query('COMMIT');
+      await outcome(acting);
+    } finally {
+      other.release();
+    }
   });
 
   it('runs a singleton job on one replica at a time and refuses its writes once the lease moved on', async () => {

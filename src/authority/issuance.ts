@@ -36,6 +36,8 @@ export interface ProfileIssuanceRequest {
   readonly ttlMs: number;
   readonly callerId: string;
   readonly rsaKey: boolean;
+  /** Workload issuance: refused if the identity is on the deny-list when the record commits. */
+  readonly refuseIfDenied?: boolean;
 }
 
 /**
@@ -59,18 +61,23 @@ export class IssuanceService {
     const spiffeId = request.identity ?? request.caller.spiffeId;
     const csr = parseRequest(request.csrPem);
     this.policy.checkCsr(csr, { uris: [spiffeId], dnsNames: [] });
-    const [denied, signatureValid] = await Promise.all([
-      this.store.isDenied(spiffeId).catch((error: unknown) => {
-        throw storeFailure(error, 'could not check the deny-list');
-      }),
+    // The deny-list is checked by the store as it records the certificate (refuseIfDenied), atomically
+    // with the insert: a check up here could pass just before a deny-and-revoke sweep commits.
+    const [signatureValid] = await Promise.all([
       this.verifySignature(csr).catch(verifierVerdict),
       this.store.checkFreeSpace().catch(diskVerdict),
     ]);
-    if (denied) throw new IssuanceError('ERR_IDENTITY_DENIED', `${spiffeId} is on the deny-list; an operator must allow it again`);
     if (!signatureValid)
       throw new IssuanceError('ERR_CSR_SIGNATURE', 'CSR signature does not verify: the CSR was altered or not signed by its key');
     return this.signAndRecord(
-      { spkiDer: csr.spkiDer, uris: [spiffeId], dnsNames: [], rsaKey: csr.keyAlgorithm === 'rsa', callerId: request.caller.spiffeId },
+      {
+        spkiDer: csr.spkiDer,
+        uris: [spiffeId],
+        dnsNames: [],
+        rsaKey: csr.keyAlgorithm === 'rsa',
+        callerId: request.caller.spiffeId,
+        refuseIfDenied: true,
+      },
       request.validitySeconds,
       request.caller.clusterId,
     );
@@ -136,8 +143,11 @@ export class IssuanceService {
         notAfter: validity.notAfter,
         issuedAt: this.now(),
         der,
+        refuseIfDenied: request.refuseIfDenied,
       })
       .catch((error: unknown) => {
+        if (error instanceof StoreError && error.code === 'ERR_STORE_DENIED')
+          throw new IssuanceError('ERR_IDENTITY_DENIED', `${spiffeId} is on the deny-list; an operator must allow it again`);
         throw storeFailure(error, 'could not record the certificate');
       });
     return {

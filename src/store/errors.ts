@@ -15,7 +15,9 @@ export type StoreErrorCode =
   /** A paging cursor that this store did not produce. */
   | 'ERR_STORE_BAD_CURSOR'
   /** Free space on the data volume is under --min-free-disk; new issuance records are refused. */
-  | 'ERR_STORE_DISK_LOW';
+  | 'ERR_STORE_DISK_LOW'
+  /** An issuance record for an identity on the deny-list (IssuedCertificateRecord.refuseIfDenied). */
+  | 'ERR_STORE_DENIED';
 
 export class StoreError extends MeshcaError<StoreErrorCode> {
   override readonly name = 'StoreError';

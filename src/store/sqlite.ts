@@ -16,7 +16,15 @@ import {
 } from './rows.js';
 import { certificateRevocationAudit, closedError, identityRevocationAudit, reportCommit } from './records.js';
 import { BackgroundCheckpointer } from './sqlite/checkpointer.js';
-import { CACHE_KIB, openReaderConnection, openWriterConnection, restrictFiles, sqliteCode, toStoreError } from './sqlite/connection.js';
+import {
+  CACHE_KIB,
+  deniedRecord,
+  openReaderConnection,
+  openWriterConnection,
+  restrictFiles,
+  sqliteCode,
+  toStoreError,
+} from './sqlite/connection.js';
 import { startIssuanceWriter, type BatchResult, type IssuedRow } from './sqlite/issuance-writer.js';
 import {
   auditFromRow,
@@ -370,7 +378,7 @@ class SqliteStoreImpl implements SqliteStore {
    */
   private insertIssued(record: IssuedCertificateRecord): StoreError | undefined {
     try {
-      this.run('insertIssued', issuedParams(record));
+      if (this.run('insertIssued', issuedParams(record)).changes === 0) return deniedRecord(`certificate ${record.serialHex}`);
       return undefined;
     } catch (error) {
       const code = sqliteCode(error);

@@ -152,6 +152,12 @@ export interface IssuedCertificateRecord {
   readonly notAfter: Date;
   readonly issuedAt: Date;
   readonly der: Buffer;
+  /**
+   * Refuse the record (ERR_STORE_DENIED) if spiffeId is on the deny-list when it commits. Checked
+   * inside the insert, so a deny that commits first always wins, and one that commits later finds
+   * the row to revoke: no certificate slips between a deny and its sweep. Workload issuance sets it.
+   */
+  readonly refuseIfDenied?: boolean;
 }
 
 export type CertificateStatus = 'active' | 'expired' | 'revoked';

@@ -146,14 +146,23 @@ const SQL = {
   reseal: 'UPDATE authorities SET sealed_key = $2, updated_at = $3 WHERE id = $1',
   bundleSequence: "SELECT value FROM meta WHERE key = 'bundle_sequence'",
   bumpBundleSequence: "UPDATE meta SET value = value + 1 WHERE key = 'bundle_sequence'",
-  // One statement per batch. Rows whose serial exists (or repeats within the batch) or whose
-  // authority is unknown are left out rather than failing the batch; RETURNING says which went in.
+  // One statement per batch. Rows whose serial exists (or repeats within the batch), whose
+  // authority is unknown or (when asked) whose identity is denied are left out rather than failing
+  // the batch; RETURNING says which went in. A deny that races this insert: see revokeIdentity.
   insertIssued: `INSERT INTO issued_certificates (serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, der)
-    SELECT r.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bytea[])
-      AS r (serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, der)
+    SELECT r.serial_hex, r.spiffe_id, r.caller_id, r.cluster_id, r.authority_id, r.not_before, r.not_after, r.issued_at, r.der
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bytea[], $10::boolean[])
+      AS r (serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, der, refuse_if_denied)
     WHERE EXISTS (SELECT 1 FROM authorities a WHERE a.id = r.authority_id)
+      AND NOT (r.refuse_if_denied AND EXISTS (SELECT 1 FROM denied_identities d WHERE d.spiffe_id = r.spiffe_id))
     ON CONFLICT (serial_hex) DO NOTHING
     RETURNING serial_hex`,
+  deniedAmong: 'SELECT spiffe_id FROM denied_identities WHERE spiffe_id = ANY($1::text[])',
+  // Taken by a deny before its sweep: waits for issuance batches in flight (their rows get revoked)
+  // and holds new ones until it commits (they then see the deny). SHARE ROW EXCLUSIVE conflicts
+  // with the ROW EXCLUSIVE lock an INSERT takes, and each READ COMMITTED statement takes its
+  // snapshot after its locks.
+  holdIssuance: 'LOCK TABLE issued_certificates IN SHARE ROW EXCLUSIVE MODE',
   knownAuthorities: 'SELECT id FROM authorities WHERE id = ANY($1::text[])',
   certificateBySerial: `SELECT ${SUMMARY_COLUMNS}, der FROM issued_certificates WHERE serial_hex = $1`,
   usage: `SELECT authority_id, count(*) AS issued, count(*) FILTER (WHERE not_after > $1) AS unexpired,
@@ -385,6 +394,7 @@ class PostgresStoreImpl implements PostgresStore {
     const serials = records.map((r) => normalizeSerial(r.serialHex));
     let stored: Set<string>;
     let known: Set<string>;
+    let denied: Set<string>;
     try {
       const columns = [
         serials,
@@ -396,9 +406,10 @@ class PostgresStoreImpl implements PostgresStore {
         records.map((r) => r.notAfter.getTime()),
         records.map((r) => r.issuedAt.getTime()),
         records.map((r) => r.der),
+        records.map((r) => r.refuseIfDenied === true),
       ];
       stored = new Set((await this.pool.query<{ serial_hex: string }>(SQL.insertIssued, columns)).rows.map((row) => row.serial_hex));
-      known = stored.size === records.length ? new Set() : await this.knownAuthorities(records);
+      [known, denied] = stored.size === records.length ? [new Set(), new Set()] : await this.whyNotStored(records);
     } catch (error) {
       this.options.logger?.warn(
         { err: error, rows: records.length },
@@ -411,15 +422,22 @@ class PostgresStoreImpl implements PostgresStore {
       if (stored.delete(serials[i]!)) return undefined;
       if (!known.has(record.authorityId))
         return new StoreError('ERR_STORE_NOT_FOUND', `certificate ${record.serialHex} refers to an authority that is not stored`);
+      if (record.refuseIfDenied && denied.has(record.spiffeId))
+        return new StoreError('ERR_STORE_DENIED', `certificate ${record.serialHex} is for an identity on the deny-list`);
       return new StoreError('ERR_STORE_DUPLICATE', `certificate ${record.serialHex} is already stored`);
     });
     reportCommit(this.options, outcomes.filter((o) => o === undefined).length, Number(process.hrtime.bigint() - started) / 1e9);
     return outcomes;
   }
 
-  private async knownAuthorities(records: readonly IssuedCertificateRecord[]): Promise<Set<string>> {
-    const ids = [...new Set(records.map((r) => r.authorityId))];
-    return new Set((await this.pool.query<{ id: string }>(SQL.knownAuthorities, [ids])).rows.map((row) => row.id));
+  /** For a batch with rows left out: which of its authorities exist, and which of its identities are denied. */
+  private async whyNotStored(records: readonly IssuedCertificateRecord[]): Promise<[Set<string>, Set<string>]> {
+    const column = <K extends 'authorityId' | 'spiffeId'>(key: K) => [[...new Set(records.map((r) => r[key]))]];
+    const [authorities, denied] = await Promise.all([
+      this.pool.query<{ id: string }>(SQL.knownAuthorities, column('authorityId')),
+      this.pool.query<{ spiffe_id: string }>(SQL.deniedAmong, column('spiffeId')),
+    ]);
+    return [new Set(authorities.rows.map((row) => row.id)), new Set(denied.rows.map((row) => row.spiffe_id))];
   }
 
   // --- certificates ---
@@ -469,6 +487,7 @@ class PostgresStoreImpl implements PostgresStore {
 
   async revokeIdentity(spiffeId: string, revocation: RevocationInput & { readonly deny: boolean }): Promise<{ revoked: number }> {
     return this.transaction(async (client) => {
+      if (revocation.deny) await client.query(SQL.holdIssuance);
       const authorities = (
         await client.query<{ authority_id: string }>(SQL.revokeIdentity, [spiffeId, ...revocationParams(revocation)])
       ).rows.map((row) => row.authority_id);

@@ -110,11 +110,19 @@ export function sqliteCode(error: unknown): string {
   return typeof code === 'string' ? code : '';
 }
 
+/** The code of an issuance row SQL_INSERT_ISSUED did not insert because its identity is denied. */
+export const DENIED_ROW = 'MESHCA_IDENTITY_DENIED';
+
+export function deniedRecord(what: string): StoreError {
+  return new StoreError('ERR_STORE_DENIED', `${what} is for an identity on the deny-list`);
+}
+
 /** Engine errors become StoreErrors; `what` names the record for constraint failures. */
 export function toStoreError(error: unknown, what = 'the record'): StoreError {
   if (error instanceof StoreError) return error;
   const code = sqliteCode(error);
   const message = error instanceof Error ? error.message : String(error);
+  if (code === DENIED_ROW) return deniedRecord(what);
   if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
     return new StoreError('ERR_STORE_DUPLICATE', `${what} is already stored (${message})`, { cause: error });
   }

@@ -6,7 +6,7 @@
 import Database from 'better-sqlite3';
 import { workerData } from 'node:worker_threads';
 import { serveRequests } from '../../workers/rpc.js';
-import { configureWriter, sqliteCode } from './connection.js';
+import { DENIED_ROW, configureWriter, sqliteCode } from './connection.js';
 import { SQL_INSERT_ISSUED } from './statements.js';
 import type { BatchResult, IssuedRow, RowFailure, WriterSettings } from './issuance-writer.js';
 
@@ -16,11 +16,11 @@ configureWriter(db, settings.cacheKib);
 if (settings.noAutocheckpoint) db.pragma('wal_autocheckpoint = 0');
 const insert = db.prepare(SQL_INSERT_ISSUED);
 
-/** A constraint failure undoes only its own row; anything else (I/O, disk full) fails the batch. */
+/** A constraint failure or a denied identity undoes only its own row; anything else (I/O, disk full) fails the batch. */
 function insertRow(row: IssuedRow): RowFailure {
   try {
-    insert.run({ ...row, der: Buffer.from(row.der.buffer, row.der.byteOffset, row.der.byteLength) });
-    return undefined;
+    const { changes } = insert.run({ ...row, der: Buffer.from(row.der.buffer, row.der.byteOffset, row.der.byteLength) });
+    return changes === 0 ? { code: DENIED_ROW, message: `${row.spiffeId} is on the deny-list` } : undefined;
   } catch (error) {
     const code = sqliteCode(error);
     if (!code.startsWith('SQLITE_CONSTRAINT')) throw error;
