@@ -114,7 +114,7 @@ export function certificateListing(query: CertificateQuery): { sql: string; para
   return { sql: `SELECT ${SUMMARY_COLUMNS} FROM issued_certificates ${filter} ORDER BY not_after DESC, id DESC LIMIT @limit`, params };
 }
 
-/** Inserts nothing (changes = 0) when @refuseIfDenied and the identity is denied: see isRefusedAsDenied. */
+/** Inserts nothing (changes = 0) when @refuseIfDenied and the identity is denied: reported as DENIED_ROW (connection.ts). */
 export const SQL_INSERT_ISSUED = `INSERT INTO issued_certificates (serial_hex, spiffe_id, caller_id, cluster_id, authority_id, not_before, not_after, issued_at, der)
     SELECT @serialHex, @spiffeId, @callerId, @clusterId, @authorityId, @notBefore, @notAfter, @issuedAt, @der
     WHERE NOT (@refuseIfDenied AND EXISTS (SELECT 1 FROM denied_identities WHERE spiffe_id = @spiffeId))`;
