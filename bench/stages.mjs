@@ -33,7 +33,7 @@ const { parseCsr, signatureCheck, verifyCsrSignature } = await dist('pki/csr.js'
 const { nativeEcdsaUnavailable, verifyEcdsaNatively } = await dist('pki/native-ecdsa.js');
 const { CsrVerifierPool } = await dist('pki/verify-pool.js');
 const { pemEncode } = await dist('pki/pem.js');
-const { randomSerial } = await dist('pki/serial.js');
+const { randomSerial, serialToHex, timeOrderedSerial } = await dist('pki/serial.js');
 const { IssuancePolicy } = await dist('authority/policy.js');
 const { IssuanceService } = await dist('authority/issuance.js');
 const { CertificateAuthority } = await dist('authority/lifecycle.js');
@@ -152,11 +152,18 @@ try {
   await measure(
     'TBS DER + ECDSA sign (libuv pool), 8 at a time',
     (c, i) =>
-      signer.sign({ serial: randomSerial(), ...validity(), spkiDer: c.spkiDer, uris: [identity(i)], dnsNames: [], keyEncipherment: false }),
+      signer.sign({
+        serial: timeOrderedSerial(),
+        ...validity(),
+        spkiDer: c.spkiDer,
+        uris: [identity(i)],
+        dnsNames: [],
+        keyEncipherment: false,
+      }),
     8,
   );
   const der = await signer.sign({
-    serial: randomSerial(),
+    serial: timeOrderedSerial(),
     ...validity(),
     spkiDer: csrs[0].spkiDer,
     uris: [identity(0)],
@@ -164,10 +171,11 @@ try {
     keyEncipherment: false,
   });
   await measure('PEM encode of the leaf', () => pemEncode(der, 'CERTIFICATE'));
-  const record = () => ({
-    serialHex: randomSerial().toString('hex'),
-    spiffeId: identity(0),
-    callerId: identity(0),
+  // 1,000 identities as in the end-to-end bench; the serial decides where each row lands in the serial index.
+  const record = (/** @type {Buffer} */ serial, /** @type {number} */ i) => ({
+    serialHex: serialToHex(serial),
+    spiffeId: identity(i),
+    callerId: identity(i),
     clusterId: 'Kubernetes',
     authorityId: signer.id,
     notBefore: new Date(),
@@ -175,8 +183,17 @@ try {
     issuedAt: new Date(),
     der,
   });
-  await measure('store: recordIssued (writer thread, group commit), 8 at a time', () => store.recordIssued(record()), 8);
-  await measure('store: recordIssued, 32 at a time', () => store.recordIssued(record()), 32);
+  await measure('store: recordIssued, random serials (before), 8 at a time', (_c, i) => store.recordIssued(record(randomSerial(), i)), 8);
+  await measure(
+    'store: recordIssued, time-ordered serials (now), 8 at a time',
+    (_c, i) => store.recordIssued(record(timeOrderedSerial(), i)),
+    8,
+  );
+  await measure(
+    'store: recordIssued, time-ordered serials, 32 at a time',
+    (_c, i) => store.recordIssued(record(timeOrderedSerial(), i)),
+    32,
+  );
   const verifiers = new CsrVerifierPool(1, nativeMissing ? 'node' : 'native');
   const issuance = new IssuanceService(ca, store, policy, (c) => verifiers.verify(c));
   const caller = (/** @type {number} */ i) => ({

@@ -4,7 +4,7 @@ import { parseCsr, verifyCsrSignature, type CertificationRequest } from '../pki/
 import { PkiError } from '../pki/errors.js';
 import { StoreError } from '../store/errors.js';
 import { pemEncode } from '../pki/pem.js';
-import { randomSerial, serialToHex } from '../pki/serial.js';
+import { serialToHex, timeOrderedSerial } from '../pki/serial.js';
 import type { CertificateAuthority } from './lifecycle.js';
 import { IssuanceError } from './errors.js';
 import type { IssuancePolicy } from './policy.js';
@@ -117,7 +117,7 @@ export class IssuanceService {
     // One snapshot for the whole issuance: the lifetime is clamped to the intermediate that signs.
     const signer = snapshot.signer;
     const validity = this.policy.validity(validitySeconds, this.now(), signer.notAfter);
-    const serial = randomSerial();
+    const serial = timeOrderedSerial();
     const der = await signer
       .sign({
         serial,

@@ -26,7 +26,7 @@ import {
 import { PkiError } from './errors.js';
 
 export interface LeafRequest {
-  /** DER INTEGER content bytes (from randomSerial()). */
+  /** DER INTEGER content bytes (from timeOrderedSerial()). */
   readonly serial: Buffer;
   readonly notBefore: Date;
   readonly notAfter: Date;
