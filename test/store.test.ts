@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { buildServerConfig, SERVE_FLAGS } from '../src/config.js';
+import { parseFlags, UsageError } from '../src/flags.js';
 import { StoreError, type StoreErrorCode } from '../src/store/errors.js';
 import { applyMigrations, DEFAULT_MIGRATIONS_DIR, readMigrations, recordedMigrations } from '../src/store/migrations.js';
 import { backupSqliteStore, openSqliteStore, type SqliteStore, type SqliteStoreOptions } from '../src/store/sqlite.js';
@@ -43,7 +45,7 @@ function tempDir(): string {
 }
 
 /** What tests tune on either engine. */
-type Tuning = Pick<SqliteStoreOptions, 'groupCommitWindowMs' | 'groupCommitMaxRows' | 'onCommit' | 'migrationsDir'>;
+type Tuning = Pick<SqliteStoreOptions, 'groupCommitWindowMs' | 'groupCommitLingerMs' | 'groupCommitMaxRows' | 'onCommit' | 'migrationsDir'>;
 
 /** One storage engine under the same suite: where a new empty store lives, and how to open it. */
 interface Backend {
@@ -475,6 +477,98 @@ describe.each(BACKENDS)('$name store', (backend) => {
         const found = await Promise.all(chunk.map((r) => reopened.getCertificate(r.serialHex, NOW)));
         expect(found.every((c, j) => c?.der.equals(chunk[j]!.der))).toBe(true);
       }
+    });
+
+    type LingerStep = readonly ['announce' | 'record' | 'cancel' | 'still queued', string];
+    const lingerCases: { name: string; lingerMs: number; maxRows?: number; steps: LingerStep[]; commits: number[] }[] = [
+      { name: 'commits a lone record at once: nothing is announced behind it', lingerMs: 60_000, steps: [['record', 'a']], commits: [1] },
+      {
+        name: 'waits for an announced issuance, then commits both records in one batch',
+        lingerMs: 60_000,
+        steps: [
+          ['announce', 'a'],
+          ['announce', 'b'],
+          ['record', 'a'],
+          ['still queued', 'a'],
+          ['record', 'b'],
+        ],
+        commits: [2],
+      },
+      {
+        name: 'stops waiting when the announced issuance is cancelled (refused or failed)',
+        lingerMs: 60_000,
+        steps: [
+          ['announce', 'a'],
+          ['announce', 'b'],
+          ['record', 'a'],
+          ['still queued', 'a'],
+          ['cancel', 'b'],
+        ],
+        commits: [1],
+      },
+      {
+        name: 'counts a cancel after the record as nothing (no double count)',
+        lingerMs: 60_000,
+        steps: [
+          ['announce', 'a'],
+          ['announce', 'b'],
+          ['record', 'a'],
+          ['cancel', 'a'],
+          ['still queued', 'a'],
+          ['record', 'b'],
+        ],
+        commits: [2],
+      },
+      {
+        name: 'gives up after the linger time when an announced record never comes',
+        lingerMs: 40,
+        steps: [
+          ['announce', 'a'],
+          ['announce', 'b'],
+          ['record', 'a'],
+        ],
+        commits: [1],
+      },
+      {
+        name: 'commits a full batch at once, whatever is still announced',
+        lingerMs: 60_000,
+        maxRows: 2,
+        steps: [
+          ['announce', 'a'],
+          ['announce', 'b'],
+          ['announce', 'c'],
+          ['record', 'a'],
+          ['record', 'b'],
+        ],
+        commits: [2],
+      },
+    ];
+    it.each(lingerCases)('linger: $name', async ({ lingerMs, maxRows, steps, commits }) => {
+      const batches: number[] = [];
+      const { store } = await freshStore({
+        groupCommitLingerMs: lingerMs,
+        groupCommitMaxRows: maxRows,
+        onCommit: (rows) => batches.push(rows),
+      });
+      await bootstrap(store);
+      batches.length = 0;
+      const announced = new Map<string, ReturnType<Store['expectIssued']>>();
+      const recorded = new Map<string, { done: boolean; promise: Promise<void> }>();
+      for (const [step, name] of steps) {
+        if (step === 'announce') announced.set(name, store.expectIssued());
+        if (step === 'cancel') announced.get(name)!.cancel();
+        if (step === 'record') {
+          const entry = { done: false, promise: store.recordIssued(issued(), announced.get(name)) };
+          void entry.promise.then(() => (entry.done = true));
+          recorded.set(name, entry);
+        }
+        if (step === 'still queued') {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          expect(recorded.get(name)!.done).toBe(false);
+        }
+      }
+      await Promise.all([...recorded.values()].map((r) => r.promise));
+      expect(batches).toEqual(commits);
     });
 
     const rejects: {
@@ -1132,3 +1226,21 @@ async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+describe('--commit-linger', () => {
+  const linger = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    buildServerConfig(parseFlags(SERVE_FLAGS, [...args, '--token-review'], env, 'serve').values).store.commitLingerMs;
+  it.each([
+    { args: [], env: {}, ms: 3 },
+    { args: ['--commit-linger', '0ms'], env: {}, ms: 0 },
+    { args: [], env: { MESHCA_COMMIT_LINGER: '250ms' }, ms: 250 },
+    { args: ['--commit-linger', '1s', '--store', 'postgres://meshca@db:5432/meshca'], env: {}, ms: 1000 },
+  ])('$args $env → $ms ms', ({ args, env, ms }) => expect(linger(args, env)).toBe(ms));
+  it.each([
+    { value: '2s', error: /at most 1s/ },
+    { value: 'soon', error: /--commit-linger: invalid duration/ },
+  ])('rejects $value', ({ value, error }) => {
+    expect(() => linger(['--commit-linger', value])).toThrow(UsageError);
+    expect(() => linger(['--commit-linger', value])).toThrow(error);
+  });
+});

@@ -54,7 +54,7 @@ export interface ServerStore {
 export async function openServerStore(config: StoreConfig, dataDir: string, hooks: ServerStoreHooks): Promise<ServerStore> {
   if (config.engine === 'sqlite') {
     const path = databasePath(dataDir);
-    return { store: openSqliteStore({ path, ...hooks }), description: path };
+    return { store: openSqliteStore({ path, groupCommitLingerMs: config.commitLingerMs, ...hooks }), description: path };
   }
   const { minFreeDisk, ...common } = hooks;
   if ((minFreeDisk?.minFreeRatio ?? 0) > 0) {
@@ -73,6 +73,7 @@ export async function openServerStore(config: StoreConfig, dataDir: string, hook
     password: postgresPassword(config.passwordFile),
     poolSize: config.poolSize,
     statementTimeoutMs: config.statementTimeoutMs,
+    groupCommitLingerMs: config.commitLingerMs,
     ...common,
   });
   return { store, description: redactedUrl(config.url) };

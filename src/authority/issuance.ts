@@ -1,5 +1,5 @@
 import type { CallerIdentity } from '../authn/index.js';
-import type { Store } from '../store/types.js';
+import type { ExpectedRecord, Store } from '../store/types.js';
 import { parseCsr, verifyCsrSignature, type CertificationRequest } from '../pki/csr.js';
 import { PkiError } from '../pki/errors.js';
 import { StoreError } from '../store/errors.js';
@@ -63,24 +63,32 @@ export class IssuanceService {
     this.policy.checkCsr(csr, { uris: [spiffeId], dnsNames: [] });
     // The deny-list is checked by the store as it records the certificate (refuseIfDenied), atomically
     // with the insert: a check up here could pass just before a deny-and-revoke sweep commits.
-    const [signatureValid] = await Promise.all([
-      this.verifySignature(csr).catch(verifierVerdict),
-      this.store.checkFreeSpace().catch(diskVerdict),
-    ]);
-    if (!signatureValid)
-      throw new IssuanceError('ERR_CSR_SIGNATURE', 'CSR signature does not verify: the CSR was altered or not signed by its key');
-    return this.signAndRecord(
-      {
-        spkiDer: csr.spkiDer,
-        uris: [spiffeId],
-        dnsNames: [],
-        rsaKey: csr.keyAlgorithm === 'rsa',
-        callerId: request.caller.spiffeId,
-        refuseIfDenied: true,
-      },
-      request.validitySeconds,
-      request.caller.clusterId,
-    );
+    // Announced before the slow part (CSR check, signing), so a group commit about to go out
+    // waits a moment for this record instead of committing without it.
+    const announced = this.store.expectIssued();
+    try {
+      const [signatureValid] = await Promise.all([
+        this.verifySignature(csr).catch(verifierVerdict),
+        this.store.checkFreeSpace().catch(diskVerdict),
+      ]);
+      if (!signatureValid)
+        throw new IssuanceError('ERR_CSR_SIGNATURE', 'CSR signature does not verify: the CSR was altered or not signed by its key');
+      return await this.signAndRecord(
+        {
+          spkiDer: csr.spkiDer,
+          uris: [spiffeId],
+          dnsNames: [],
+          rsaKey: csr.keyAlgorithm === 'rsa',
+          callerId: request.caller.spiffeId,
+          refuseIfDenied: true,
+        },
+        request.validitySeconds,
+        request.caller.clusterId,
+        announced,
+      );
+    } finally {
+      announced.cancel(); // a no-op once the record was queued
+    }
   }
 
   /** Issues a named-profile certificate for a key meshca generated itself. */
@@ -97,10 +105,11 @@ export class IssuanceService {
     request: Omit<ProfileIssuanceRequest, 'ttlMs'>,
     validitySeconds: number,
     clusterId: string,
+    announced?: ExpectedRecord,
   ): Promise<IssuedCertificate> {
     for (let attempt = 1; ; attempt++) {
       const snapshot = this.ca.current();
-      const issued = await this.signOnce(snapshot, request, validitySeconds, clusterId);
+      const issued = await this.signOnce(snapshot, request, validitySeconds, clusterId, announced);
       const latest = this.ca.current();
       const tainted = latest !== snapshot && latest.authorities.some((a) => a.id === issued.authorityId && a.state === 'tainted');
       if (!tainted) return issued;
@@ -113,6 +122,7 @@ export class IssuanceService {
     request: Omit<ProfileIssuanceRequest, 'ttlMs'>,
     validitySeconds: number,
     clusterId: string,
+    announced: ExpectedRecord | undefined,
   ): Promise<IssuedCertificate> {
     // One snapshot for the whole issuance: the lifetime is clamped to the intermediate that signs.
     const signer = snapshot.signer;
@@ -133,18 +143,21 @@ export class IssuanceService {
     const serialHex = serialToHex(serial);
     const spiffeId = request.uris[0] ?? `dns:${request.dnsNames[0]}`;
     await this.store
-      .recordIssued({
-        serialHex,
-        spiffeId,
-        callerId: request.callerId,
-        clusterId,
-        authorityId: signer.id,
-        notBefore: validity.notBefore,
-        notAfter: validity.notAfter,
-        issuedAt: this.now(),
-        der,
-        refuseIfDenied: request.refuseIfDenied,
-      })
+      .recordIssued(
+        {
+          serialHex,
+          spiffeId,
+          callerId: request.callerId,
+          clusterId,
+          authorityId: signer.id,
+          notBefore: validity.notBefore,
+          notAfter: validity.notAfter,
+          issuedAt: this.now(),
+          der,
+          refuseIfDenied: request.refuseIfDenied,
+        },
+        announced,
+      )
       .catch((error: unknown) => {
         if (error instanceof StoreError && error.code === 'ERR_STORE_DENIED')
           throw new IssuanceError('ERR_IDENTITY_DENIED', `${spiffeId} is on the deny-list; an operator must allow it again`);

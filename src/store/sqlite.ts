@@ -68,6 +68,7 @@ import type {
   CertificateSummary,
   DeniedIdentity,
   FederatedBundleRecord,
+  ExpectedRecord,
   IssuedCertificateRecord,
   JwtAuthorityChange,
   JwtAuthorityRecord,
@@ -99,6 +100,11 @@ export interface SqliteStoreOptions {
   readonly file?: boolean;
   /** How long the first queued issuance record waits for batch-mates; 0 flushes on the next event-loop turn. */
   readonly groupCommitWindowMs?: number;
+  /**
+   * With no window: how long a ready batch waits for issuances that announced themselves
+   * (expectIssued) and are still being checked and signed. Default 3 ms; 0 commits at once.
+   */
+  readonly groupCommitLingerMs?: number;
   /** A batch never exceeds this many rows, which bounds how long one commit blocks the event loop. */
   readonly groupCommitMaxRows?: number;
   readonly logger?: { warn(obj: object, msg: string): void };
@@ -128,6 +134,7 @@ type IssuanceWriter = WorkerClient<readonly IssuedRow[], BatchResult>;
 
 /** 0 = flush on the next event-loop turn: commits block the loop, so arrivals during one form the next batch. */
 const DEFAULT_WINDOW_MS = 0;
+const DEFAULT_LINGER_MS = 3; // docs/performance.md: ~2x the rows per commit at 32 callers, a few ms at most on latency
 const DEFAULT_MAX_ROWS = 256;
 
 /** Opens the database (see SqliteStoreOptions.mode). Synchronous: call it once at startup. */
@@ -202,6 +209,7 @@ class SqliteStoreImpl implements SqliteStore {
       (records) => (this.writer?.healthy ? this.writeIssuedInThread(this.writer, records) : Promise.resolve(this.writeIssued(records))),
       options.groupCommitWindowMs ?? DEFAULT_WINDOW_MS,
       Math.max(1, options.groupCommitMaxRows ?? DEFAULT_MAX_ROWS),
+      options.groupCommitLingerMs ?? DEFAULT_LINGER_MS,
     );
     this.diskGuard = new DiskGuard({ path: options.path, minFreeRatio: 0, ...options.minFreeDisk });
   }
@@ -323,10 +331,14 @@ class SqliteStoreImpl implements SqliteStore {
     this.diskGuard.check();
   }
 
-  async recordIssued(record: IssuedCertificateRecord): Promise<void> {
+  expectIssued(): ExpectedRecord {
+    return this.groupCommit.expect();
+  }
+
+  async recordIssued(record: IssuedCertificateRecord, announced?: ExpectedRecord): Promise<void> {
     if (this.closed) throw closedError();
     if (this.readOnly) throw readOnlyError();
-    return this.groupCommit.enqueue(record);
+    return this.groupCommit.enqueue(record, announced);
   }
 
   private async writeIssuedInThread(

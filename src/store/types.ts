@@ -5,6 +5,9 @@
  */
 
 import type { SingletonGate } from './fence.js';
+import type { ExpectedRecord } from './group-commit.js';
+
+export type { ExpectedRecord } from './group-commit.js';
 
 export type AuthorityState = 'prepared' | 'active' | 'retired' | 'tainted' | 'removed';
 export type AuthorityKind = 'root' | 'intermediate';
@@ -276,8 +279,15 @@ export interface Store {
    * Resolves only after the record is durably committed (group commit batches concurrent calls).
    * Rejects with ERR_STORE_DUPLICATE (serial already stored) or ERR_STORE_NOT_FOUND (unknown
    * authority) for that record alone, or ERR_STORE_UNAVAILABLE when its whole batch failed.
+   * `announced` is the expectIssued() handle of this issuance, if it announced itself.
    */
-  recordIssued(record: IssuedCertificateRecord): Promise<void>;
+  recordIssued(record: IssuedCertificateRecord, announced?: ExpectedRecord): Promise<void>;
+  /**
+   * Announces an issuance that is about to be checked and signed: a ready group commit waits
+   * for it (a few milliseconds at most, --commit-linger) instead of committing fewer rows. Pass
+   * the handle to recordIssued, or cancel() it when the issuance ends without a record.
+   */
+  expectIssued(): ExpectedRecord;
   /**
    * Rejects with ERR_STORE_DISK_LOW while the data volume has less free space than configured
    * (--min-free-disk), so workload issuance stops before the volume fills. Cheap: sampled at most once a second.
