@@ -480,30 +480,25 @@ describe.each(BACKENDS)('$name store', (backend) => {
     });
 
     type LingerStep = readonly ['announce' | 'record' | 'cancel' | 'still queued', string];
+    /** a and b announced, a recorded and held back while b is on its way. */
+    const A_WAITS_FOR_B: LingerStep[] = [
+      ['announce', 'a'],
+      ['announce', 'b'],
+      ['record', 'a'],
+      ['still queued', 'a'],
+    ];
     const lingerCases: { name: string; lingerMs: number; maxRows?: number; steps: LingerStep[]; commits: number[] }[] = [
       { name: 'commits a lone record at once: nothing is announced behind it', lingerMs: 60_000, steps: [['record', 'a']], commits: [1] },
       {
         name: 'waits for an announced issuance, then commits both records in one batch',
         lingerMs: 60_000,
-        steps: [
-          ['announce', 'a'],
-          ['announce', 'b'],
-          ['record', 'a'],
-          ['still queued', 'a'],
-          ['record', 'b'],
-        ],
+        steps: [...A_WAITS_FOR_B, ['record', 'b']],
         commits: [2],
       },
       {
         name: 'stops waiting when the announced issuance is cancelled (refused or failed)',
         lingerMs: 60_000,
-        steps: [
-          ['announce', 'a'],
-          ['announce', 'b'],
-          ['record', 'a'],
-          ['still queued', 'a'],
-          ['cancel', 'b'],
-        ],
+        steps: [...A_WAITS_FOR_B, ['cancel', 'b']],
         commits: [1],
       },
       {

@@ -1,9 +1,9 @@
 /** `meshca serve` flags choosing and tuning the store, and the number of worker processes. */
 
 import { cpus } from 'node:os';
-import { parseDuration } from '../duration.js';
 import { str, UsageError, type FlagSpec, type FlagValues } from '../flags.js';
 import { isPostgresUrl } from '../store/postgres/connection.js';
+import { durationFlag } from './values.js';
 
 export type StoreConfig = (
   | { readonly engine: 'sqlite' }
@@ -72,14 +72,6 @@ export function buildStoreConfig(values: FlagValues): StoreConfig {
   if (!Number.isInteger(poolSize) || poolSize < 2) throw new UsageError('--store-pool-size must be an integer ≥ 2');
   const statementTimeoutMs = durationFlag(values, 'store-statement-timeout');
   return { engine: 'postgres', url, passwordFile: str(values, 'store-password-file'), poolSize, statementTimeoutMs, commitLingerMs };
-}
-
-function durationFlag(values: FlagValues, name: string): number {
-  try {
-    return parseDuration(str(values, name)!);
-  } catch (error) {
-    throw new UsageError(`--${name}: ${(error as Error).message}`);
-  }
 }
 
 /**
