@@ -24,7 +24,7 @@ import {
   writeSync,
 } from 'node:fs';
 import os from 'node:os';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
@@ -62,9 +62,14 @@ const ALL_SCENARIOS = [
   'large-store',
   'cfssl-c32',
   'workers',
+  'ab-c32',
 ];
 /** Scenarios that start servers of their own rather than using the main one. */
-const OWN_SERVER = ['large-store', 'cfssl-c32', 'workers'];
+const OWN_SERVER = ['large-store', 'cfssl-c32', 'workers', 'ab-c32'];
+/** Scenarios that only run when asked for (they need more than this checkout). */
+const ON_REQUEST = ['ab-c32'];
+/** What a run without --scenarios measures: a "full" run. */
+const DEFAULT_SCENARIOS = ALL_SCENARIOS.filter((s) => !ON_REQUEST.includes(s));
 const GOALS = { throughputGoal: 3000, p99GoalMs: 20 };
 const LOADGENS = 2;
 const REQUEST_DEADLINE_MS = 30_000;
@@ -90,6 +95,11 @@ const HELP = `Usage: npm run bench [-- flags]
   --server-args="A B"   more \`meshca serve\` flags for the server under test (A/B comparisons), e.g.
                         --server-args="--verify-threads 1"
   --no-cfssl            skip the cfssl side-by-side comparison even when cfssl is on PATH
+  --ab DIR              paired A/B (scenario ab-c32, the default with --ab): this build and the build in
+                        DIR (another checkout with dist/ built) serve c32 at the same time, both on the
+                        server CPUs with --pin, each with its own load generators; prints both CPU costs
+                        per certificate and their ratio for every window, and the median ratio
+  --ab-rounds N         measured windows in the A/B scenario (default 5)
 `;
 
 // ---------------------------------------------------------------------------------------------
@@ -161,6 +171,8 @@ function options() {
       'server-cpus': { type: 'string' },
       'no-cfssl': { type: 'boolean', default: false },
       'server-args': { type: 'string' },
+      ab: { type: 'string' },
+      'ab-rounds': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -180,9 +192,14 @@ function options() {
         .split(',')
         .map((s) => s.trim())
         .filter(Boolean)
-    : ALL_SCENARIOS;
+    : values.ab
+      ? ['ab-c32']
+      : DEFAULT_SCENARIOS;
   const unknown = scenarios.filter((s) => !ALL_SCENARIOS.includes(s));
   if (unknown.length) throw new Error(`unknown scenario(s) ${unknown.join(', ')}; choose from ${ALL_SCENARIOS.join(', ')}`);
+  const abCli = values.ab ? resolve(values.ab, 'dist', 'cli.js') : undefined;
+  if (scenarios.includes('ab-c32') && !abCli) throw new Error('ab-c32 needs --ab DIR: another meshca checkout with dist/ built');
+  if (abCli && !existsSync(abCli)) throw new Error(`--ab: ${abCli} is missing: run "npm ci && npm run build" in that checkout`);
   return {
     quick,
     workloads: Math.round(num(values.workloads, 1000, 'workloads')),
@@ -199,6 +216,8 @@ function options() {
     serverCpus: values['server-cpus'],
     cfssl: !values['no-cfssl'],
     serverArgs: values['server-args'] ? values['server-args'].split(/\s+/).filter(Boolean) : [],
+    abCli,
+    abRounds: Math.round(num(values['ab-rounds'], 5, 'ab-rounds')),
   };
 }
 
@@ -313,13 +332,14 @@ class LoadgenPool {
  * @property {import('./lib/report.mjs').ScenarioResult[]} results
  * @property {{ server: string, load: string } | undefined} pin CPU sets with --pin (when taskset works)
  * @property {Record<string, unknown>} [cfssl] the comparison's outcome (or why it was skipped)
+ * @property {{ a: string, b: string, medianRatio: number, windows: { a: import('./lib/report.mjs').PairSide, b: import('./lib/report.mjs').PairSide, ratio: number }[] }} [ab] the paired A/B comparison's windows and median ratio
  */
 
-/** @param {Context} ctx @param {string} label @param {string} dataDir @param {string[]} [extraArgs] */
-async function startServer(ctx, label, dataDir, extraArgs = []) {
+/** @param {Context} ctx @param {string} label @param {string} dataDir @param {string[]} [extraArgs] @param {string} [cli] another build's dist/cli.js */
+async function startServer(ctx, label, dataDir, extraArgs = [], cli = CLI) {
   const started = performance.now();
   const server = await ServerProcess.start({
-    cli: CLI,
+    cli,
     dataDir,
     kek: ctx.kek,
     jwksFile: ctx.jwksFile,
@@ -587,6 +607,82 @@ async function mainServer(/** @type {Context} */ ctx) {
   }
   if (want('rotation-burst')) report(ctx, await rotationBurst(ctx, server));
   await stopServer(server, ctx.opts.profile ? 'main' : undefined);
+}
+
+/**
+ * Paired A/B: this build (A) and another (B, --ab DIR) serve the same c32 load at the same time,
+ * pinned to the same CPUs, each from its own load generators. On a shared VM whose CPU capacity
+ * drifts from minute to minute, two builds measured side by side see the same drift, so the ratio
+ * of their CPU per certificate is far steadier than that of two runs one after the other.
+ * @param {Context} ctx
+ */
+async function pairedComparison(ctx) {
+  const cliB = /** @type {string} */ (ctx.opts.abCli);
+  const poolB = LoadgenPool.start(LOADGENS);
+  if (ctx.pin) for (const pid of poolB.pids) pinProcess(pid, ctx.pin.load);
+  const ctxB = { ...ctx, pool: poolB };
+  try {
+    const [a, b] = await Promise.all([
+      startServer(ctx, 'ab-a', join(ctx.runDir, 'data-ab-a')),
+      startServer(ctxB, 'ab-b', join(ctx.runDir, 'data-ab-b'), [], cliB),
+    ]);
+    log(`A/B: A = ${relative(process.cwd(), CLI)} (pid ${a.server.pid}), B = ${cliB} (pid ${b.server.pid}), both serving at once`);
+    await Promise.all([warmUp(ctx, a.server, { settle: true }), warmUp(ctxB, b.server, { settle: true })]);
+    // Sharing the CPUs, each server gets half the certificates of a solo warm-up: settle both for
+    // two windows more (unmeasured), or the first windows still measure V8 optimising the hot path.
+    const settle = (/** @type {Context} */ c, /** @type {ServerProcess} */ server) =>
+      c.pool.run(
+        {
+          kind: 'closed',
+          concurrency: 32,
+          durationMs: 2 * ctx.opts.durationS * 1000,
+          deadlineMs: REQUEST_DEADLINE_MS,
+          cycle: true,
+          work: work(ctx, 'ecCsrs', 'warmTokens'),
+        },
+        server.pid,
+      );
+    await Promise.all([settle(ctx, a.server), settle(ctxB, b.server)]);
+    const spec = (/** @type {string} */ name) => ({
+      name,
+      description: 'closed loop, 32 in flight, ECDSA P-256 CSRs, warm tokens, beside the other build',
+      concurrency: 32,
+      cycle: true,
+      work: work(ctx, 'ecCsrs', 'warmTokens'),
+    });
+    const windows = [];
+    for (let round = 1; round <= ctx.opts.abRounds; round++) {
+      const [ra, rb] = await Promise.all([
+        closedScenario(ctx, a.server, spec('ab-c32-a')),
+        closedScenario(ctxB, b.server, spec('ab-c32-b')),
+      ]);
+      const ratio = rb.serverCpuMsPerCert / ra.serverCpuMsPerCert;
+      windows.push({ a: pairSide(ra), b: pairSide(rb), ratio });
+      log(
+        `ab-c32 window ${round}: A ${ra.serverCpuMsPerCert.toFixed(3)} ms/cert (main ${ra.serverMainThreadCpuMsPerCert.toFixed(3)}, ${Math.round(ra.throughput)} cert/s, p99 ${ra.latencyMs.p99.toFixed(1)} ms)  B ${rb.serverCpuMsPerCert.toFixed(3)} ms/cert (main ${rb.serverMainThreadCpuMsPerCert.toFixed(3)}, ${Math.round(rb.throughput)} cert/s, p99 ${rb.latencyMs.p99.toFixed(1)} ms)  B/A ${ratio.toFixed(3)}`,
+      );
+    }
+    const ratios = windows.map((w) => w.ratio).sort((x, y) => x - y);
+    const median = ratios[Math.floor(ratios.length / 2)];
+    const cheaper = windows.filter((w) => w.ratio < 1).length;
+    log(
+      `ab-c32: B costs ${median.toFixed(3)}× A's server CPU per certificate (median of ${ratios.length} paired windows; B cheaper in ${cheaper}); latencies and throughput are not comparable with solo runs`,
+    );
+    ctx.ab = { a: CLI, b: cliB, windows, medianRatio: median };
+    await Promise.all([stopServer(a.server), stopServer(b.server)]);
+  } finally {
+    await poolB.close().catch(() => undefined);
+  }
+}
+
+/** @param {import('./lib/report.mjs').ScenarioResult} r */
+function pairSide(r) {
+  return {
+    cpuMsPerCert: r.serverCpuMsPerCert,
+    mainThreadCpuMsPerCert: r.serverMainThreadCpuMsPerCert,
+    throughput: r.throughput,
+    p99Ms: r.latencyMs.p99,
+  };
 }
 
 /** Root rotation through the admin API, then `burst` distinct workloads within one second. */
@@ -966,6 +1062,7 @@ async function main() {
     if (opts.scenarios.includes('large-store')) report(ctx, await largeStore(ctx));
     if (opts.scenarios.includes('cfssl-c32')) await cfsslComparison(ctx);
     if (opts.scenarios.includes('workers')) for (const r of await workersScenario(ctx)) report(ctx, r);
+    if (opts.scenarios.includes('ab-c32')) await pairedComparison(ctx);
   } finally {
     await pool.close().catch(() => undefined);
   }
@@ -993,6 +1090,7 @@ async function main() {
     },
     goals: GOALS,
     cfssl: ctx.cfssl,
+    ab: ctx.ab,
     stages: profileStages,
     totalSeconds: (performance.now() - wallStart) / 1000,
     scenarios: ctx.results,
@@ -1000,7 +1098,7 @@ async function main() {
   mkdirSync(opts.out, { recursive: true });
   // Quick, partial and profiled runs never overwrite the day's full results; partial and profiled
   // ones carry the time too, so that they do not overwrite each other either.
-  const partial = opts.scenarios.length < ALL_SCENARIOS.length;
+  const partial = opts.scenarios.join() !== DEFAULT_SCENARIOS.join();
   const time = new Date().toTimeString().slice(0, 8).replace(/:/g, '');
   const base = join(
     opts.out,

@@ -67,7 +67,9 @@ export function markdownTable(run) {
   return lines.join('\n');
 }
 
-/** @param {{ date: string, quick: boolean, machine: Record<string, any>, settings: Record<string, any>, scenarios: ScenarioResult[], cfssl?: Record<string, any>, stages?: { server: string, scenario: string, certificates: number, cpuMsPerCert: number, mainThreadCpuMsPerCert: number, rows: { stage: string, thread: string, usPerCert: number }[] }[] }} run */
+/** @typedef {{ cpuMsPerCert: number, mainThreadCpuMsPerCert: number, throughput: number, p99Ms: number }} PairSide */
+
+/** @param {{ date: string, quick: boolean, machine: Record<string, any>, settings: Record<string, any>, scenarios: ScenarioResult[], cfssl?: Record<string, any>, ab?: { a: string, b: string, medianRatio: number, windows: { a: PairSide, b: PairSide, ratio: number }[] }, stages?: { server: string, scenario: string, certificates: number, cpuMsPerCert: number, mainThreadCpuMsPerCert: number, rows: { stage: string, thread: string, usPerCert: number }[] }[] }} run */
 export function markdownReport(run) {
   const m = run.machine;
   const s = run.settings;
@@ -82,8 +84,7 @@ export function markdownReport(run) {
     `Server: \`meshca serve\` with TLS gRPC, JWKS (RS256) token validation, SQLite in ${s.dataFs}, default durability, CA key ${s.caKeyType}, log level ${s.serverLogLevel}.`,
     `Load: ${s.loadgens} load-generator processes × ${s.channels} TLS connections each; ${s.workloads} workloads; ${s.durationS} s per steady scenario. ${pinning(s.pinned, m.cpus)}`,
     '',
-    markdownTable(run),
-    '',
+    ...(run.scenarios.length ? [markdownTable(run), ''] : []),
     ...run.scenarios.flatMap((r) => (r.notes.length ? [`- **${r.name}**: ${r.notes.join('; ')}.`] : [])),
   ];
   if (internals.length) {
@@ -100,6 +101,19 @@ export function markdownReport(run) {
       );
   }
   if (run.cfssl?.skipped) out.push('', `cfssl comparison: ${run.cfssl.skipped}.`);
+  if (run.ab) {
+    out.push(
+      '',
+      `Paired A/B (ab-c32): A = \`${run.ab.a}\`, B = \`${run.ab.b}\`, serving c32 at the same time on the same CPUs, each from its own load generators. **B costs ${fmt(run.ab.medianRatio, 3)}× A's server CPU per certificate** (median of ${run.ab.windows.length} windows). Latency and throughput are of two servers sharing the CPUs, not comparable with solo runs.`,
+      '',
+      '| window | A ms/cert (main) | A cert/s | B ms/cert (main) | B cert/s | B/A |',
+      '|--:|--:|--:|--:|--:|--:|',
+      ...run.ab.windows.map(
+        (w, i) =>
+          `| ${i + 1} | ${fmt(w.a.cpuMsPerCert, 3)} (${fmt(w.a.mainThreadCpuMsPerCert, 3)}) | ${int(w.a.throughput)} | ${fmt(w.b.cpuMsPerCert, 3)} (${fmt(w.b.mainThreadCpuMsPerCert, 3)}) | ${int(w.b.throughput)} | ${fmt(w.ratio, 3)} |`,
+      ),
+    );
+  }
   for (const st of run.stages ?? []) {
     out.push(
       '',
