@@ -100,6 +100,8 @@ const HELP = `Usage: npm run bench [-- flags]
                         server CPUs with --pin, each with its own load generators; prints both CPU costs
                         per certificate and their ratio for every window, and the median ratio
   --ab-rounds N         measured windows in the A/B scenario (default 5)
+  --ab-server-args="A"  more \`meshca serve\` flags for B only (after --server-args): --ab . compares flags
+                        on one build, e.g. --ab . --ab-server-args="--commit-linger 8ms"
 `;
 
 // ---------------------------------------------------------------------------------------------
@@ -173,6 +175,7 @@ function options() {
       'server-args': { type: 'string' },
       ab: { type: 'string' },
       'ab-rounds': { type: 'string' },
+      'ab-server-args': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -218,6 +221,7 @@ function options() {
     serverArgs: values['server-args'] ? values['server-args'].split(/\s+/).filter(Boolean) : [],
     abCli,
     abRounds: Math.round(num(values['ab-rounds'], 5, 'ab-rounds')),
+    abServerArgs: values['ab-server-args'] ? values['ab-server-args'].split(/\s+/).filter(Boolean) : [],
   };
 }
 
@@ -624,9 +628,10 @@ async function pairedComparison(ctx) {
   try {
     const [a, b] = await Promise.all([
       startServer(ctx, 'ab-a', join(ctx.runDir, 'data-ab-a')),
-      startServer(ctxB, 'ab-b', join(ctx.runDir, 'data-ab-b'), [], cliB),
+      startServer(ctxB, 'ab-b', join(ctx.runDir, 'data-ab-b'), ctx.opts.abServerArgs, cliB),
     ]);
-    log(`A/B: A = ${relative(process.cwd(), CLI)} (pid ${a.server.pid}), B = ${cliB} (pid ${b.server.pid}), both serving at once`);
+    const bArgs = ctx.opts.abServerArgs.length ? ` ${ctx.opts.abServerArgs.join(' ')}` : '';
+    log(`A/B: A = ${relative(process.cwd(), CLI)} (pid ${a.server.pid}), B = ${cliB}${bArgs} (pid ${b.server.pid}), both serving at once`);
     await Promise.all([warmUp(ctx, a.server, { settle: true }), warmUp(ctxB, b.server, { settle: true })]);
     // Sharing the CPUs, each server gets half the certificates of a solo warm-up: settle both for
     // two windows more (unmeasured), or the first windows still measure V8 optimising the hot path.
@@ -668,7 +673,7 @@ async function pairedComparison(ctx) {
     log(
       `ab-c32: B costs ${median.toFixed(3)}× A's server CPU per certificate (median of ${ratios.length} paired windows; B cheaper in ${cheaper}); latencies and throughput are not comparable with solo runs`,
     );
-    ctx.ab = { a: CLI, b: cliB, windows, medianRatio: median };
+    ctx.ab = { a: CLI, b: `${cliB}${bArgs}`, windows, medianRatio: median };
     await Promise.all([stopServer(a.server), stopServer(b.server)]);
   } finally {
     await poolB.close().catch(() => undefined);
