@@ -2,6 +2,7 @@
 
 import { cpus } from 'node:os';
 import { str, UsageError, type FlagSpec, type FlagValues } from '../flags.js';
+import { DEFAULT_LINGER_MS } from '../store/group-commit.js';
 import { isPostgresUrl } from '../store/postgres/connection.js';
 import { durationFlag } from './values.js';
 
@@ -50,7 +51,7 @@ export const STORE_FLAGS: readonly FlagSpec[] = [
     name: 'commit-linger',
     kind: 'string',
     value: 'DURATION',
-    default: '3ms',
+    default: `${DEFAULT_LINGER_MS}ms`,
     help: 'how long a ready commit of issued certificates waits for requests already being signed (more rows per fsync under load; a lone request is not delayed); 0ms = commit at once',
   },
   {

@@ -11,6 +11,9 @@
 import { StoreError } from './errors.js';
 import type { IssuedCertificateRecord } from './types.js';
 
+/** The default linger (docs/performance.md: about twice the rows per commit at 32 callers, at most a few ms of latency). */
+export const DEFAULT_LINGER_MS = 3;
+
 /** An issuance on its way to the queue, announced by GroupCommitQueue.expect(). */
 export interface ExpectedRecord {
   /** The issuance ended without a record (refused, failed): stop waiting for it. Idempotent. */

@@ -2,7 +2,7 @@ import { closeSync, openSync, renameSync, rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Database as Connection, Statement } from 'better-sqlite3';
 import { StoreError } from './errors.js';
-import { GroupCommitQueue } from './group-commit.js';
+import { DEFAULT_LINGER_MS, GroupCommitQueue } from './group-commit.js';
 import type { IssuanceCounts, IssuedDer, SchemaInfo, StoreInspection } from './inspection.js';
 import { applyMigrations, DEFAULT_MIGRATIONS_DIR, readMigrations, recordedMigrations } from './migrations.js';
 import {
@@ -134,7 +134,6 @@ type IssuanceWriter = WorkerClient<readonly IssuedRow[], BatchResult>;
 
 /** 0 = flush on the next event-loop turn: commits block the loop, so arrivals during one form the next batch. */
 const DEFAULT_WINDOW_MS = 0;
-const DEFAULT_LINGER_MS = 3; // docs/performance.md: ~2x the rows per commit at 32 callers, a few ms at most on latency
 const DEFAULT_MAX_ROWS = 256;
 
 /** Opens the database (see SqliteStoreOptions.mode). Synchronous: call it once at startup. */

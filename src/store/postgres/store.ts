@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { Pool, PoolClient } from 'pg';
 import { StoreError } from '../errors.js';
-import { GroupCommitQueue } from '../group-commit.js';
+import { DEFAULT_LINGER_MS, GroupCommitQueue } from '../group-commit.js';
 import {
   auditFromRow,
   federatedBundleFromRow,
@@ -97,7 +97,6 @@ export interface PostgresStore extends Store {
 }
 
 const DEFAULT_WINDOW_MS = 0;
-const DEFAULT_LINGER_MS = 3; // docs/performance.md: ~2x the rows per commit at 32 callers, a few ms at most on latency
 const DEFAULT_MAX_ROWS = 256;
 
 /** Connects, migrates (under an advisory lock) and returns the store; fails fast if the database is unreachable. */
