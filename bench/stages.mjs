@@ -195,7 +195,7 @@ try {
     32,
   );
   const verifiers = new CsrVerifierPool(1, nativeMissing ? 'node' : 'native');
-  const issuance = new IssuanceService(ca, store, policy, (c) => verifiers.verify(c));
+  const issuance = new IssuanceService(ca, store, policy, verifiers);
   const caller = (/** @type {number} */ i) => ({
     spiffeId: identity(i),
     clusterId: 'Kubernetes',

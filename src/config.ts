@@ -326,7 +326,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     kind: 'string',
     value: 'N',
     default: String(defaultVerifierThreads()),
-    help: 'worker threads verifying CSR signatures (default: cores - 1, 1-4); 0 = on the event loop (least CPU on one core)',
+    help: 'worker threads that verify CSR signatures and sign the leaves (default: cores - 1, 1-4); 0 = verify on the event loop, sign on the libuv pool',
   },
   {
     name: 'ecdsa-verifier',

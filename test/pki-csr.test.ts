@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { constants, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { constants, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,7 +24,7 @@ import {
 } from '../src/pki/der.js';
 import { PkiError } from '../src/pki/errors.js';
 import { nativeEcdsaUnavailable } from '../src/pki/native-ecdsa.js';
-import { CsrVerifierPool } from '../src/pki/verify-pool.js';
+import { CsrVerifierPool, threadPoolCsrVerifier, type CsrVerifier } from '../src/pki/verify-pool.js';
 import { pemEncode } from '../src/pki/pem.js';
 
 import { x509 } from '../src/pki/x509.js';
@@ -544,14 +544,29 @@ describe('parseCsrDer on hand-built requests', () => {
   const [onLoop, inThread, nativeOnLoop, nativeInThread] = pools;
   afterAll(() => Promise.all(pools.map((p) => p.close())));
   const through = (pool: CsrVerifierPool | undefined) => (csr: CertificationRequest) => pool!.verify(csr);
+  // The same cases through signerFor: a valid CSR yields the issuer's signature over the TBS, an
+  // invalid one ERR_CSR_SIGNATURE_INVALID (read as false) and no signature.
+  const issuer = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const tbs = Buffer.from('a TBSCertificate stand-in');
+  const thenSigning = (verifier: CsrVerifier | undefined) => async (csr: CertificationRequest) => {
+    const signature = await verifier!
+      .signerFor(csr)('sha256', tbs, issuer.privateKey)
+      .catch((e: unknown) => (e instanceof PkiError && e.code === 'ERR_CSR_SIGNATURE_INVALID' ? undefined : Promise.reject(e)));
+    if (signature) expect(verify('sha256', tbs, issuer.publicKey, signature)).toBe(true);
+    return signature !== undefined;
+  };
   describe.each([
     ['the libuv pool', verifyCsrSignature],
+    ['the libuv pool, then signing there', thenSigning(threadPoolCsrVerifier)],
     ['the event loop', through(onLoop)],
+    ['the event loop, then signing on the libuv pool', thenSigning(onLoop)],
     ['a verifier thread', through(inThread)],
+    ['a verifier thread, then signing in it', thenSigning(inThread)],
     ...(native
       ? ([
           ['the event loop, natively', through(nativeOnLoop)],
           ['a verifier thread, natively', through(nativeInThread)],
+          ['a verifier thread, natively, then signing in it', thenSigning(nativeInThread)],
         ] as const)
       : []),
   ] as const)('signature check on %s', (_where, check) => {
@@ -598,6 +613,30 @@ describe('parseCsrDer on hand-built requests', () => {
       await expect(check(parseCsrDer(handmade(signed(ecSpki(offCurve, P384)))))).rejects.toMatchObject({ code: 'ERR_CSR_UNSUPPORTED_KEY' });
     });
   });
+  it.each([['a verifier thread', inThread], ...(native ? ([['a verifier thread, natively', nativeInThread]] as const) : [])] as const)(
+    'signs one batch for several issuers on %s, each with its own key, and skips the altered CSR',
+    async (_where, pool) => {
+      const issuers = [
+        generateKeyPairSync('ec', { namedCurve: 'P-256' }),
+        generateKeyPairSync('ec', { namedCurve: 'P-384' }),
+        generateKeyPairSync('rsa', { modulusLength: 2048 }),
+      ];
+      const forged = parseCsrDer(
+        handmade({ signer: (data) => sign('sha256', data, generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey) }),
+      );
+      const csrs = Array.from({ length: 12 }, (_, i) => (i === 7 ? forged : parseCsrDer(handmade())));
+      // Issued in one event-loop turn, so they travel to the thread as one batch.
+      const outcomes = await Promise.allSettled(
+        csrs.map((csr, i) => pool!.signerFor(csr)('sha256', Buffer.from(`tbs ${i}`), issuers[i % 3]!.privateKey)),
+      );
+      outcomes.forEach((outcome, i) => {
+        if (i === 7) return expect(outcome).toMatchObject({ status: 'rejected', reason: { code: 'ERR_CSR_SIGNATURE_INVALID' } });
+        expect(outcome.status).toBe('fulfilled');
+        const signature = (outcome as PromiseFulfilledResult<Buffer>).value;
+        expect(verify('sha256', Buffer.from(`tbs ${i}`), createPublicKey(issuers[i % 3]!.privateKey), signature)).toBe(true);
+      });
+    },
+  );
 });
 
 describe('hostile input', () => {

@@ -171,7 +171,7 @@ export async function startServer(config: ServerConfig, logger: Logger, env: Nod
     const bundles = new TrustBundles(ca, jwt, config.trustDomain, config.bundleRefreshHintSeconds, federation);
     const jwks = await tokenAuthenticator(config, logger, metrics);
     const verifiers = new CsrVerifierPool(config.grpc.verifyThreads, ecdsa);
-    const issuance = new IssuanceService(ca, store, new IssuancePolicy(config.issuance), (csr) => verifiers.verify(csr));
+    const issuance = new IssuanceService(ca, store, new IssuancePolicy(config.issuance), verifiers);
     kubernetes = await startKubernetesIntegration(
       { ...config.kubernetes, trustDomain: config.trustDomain, clusterId: config.clusterId, selfId: meshcaId(config.trustDomain) },
       {

@@ -1,7 +1,9 @@
 import type { CallerIdentity } from '../authn/index.js';
 import type { ExpectedRecord, Store } from '../store/types.js';
-import { parseCsr, verifyCsrSignature, type CertificationRequest } from '../pki/csr.js';
+import { parseCsr, type CertificationRequest } from '../pki/csr.js';
 import { PkiError } from '../pki/errors.js';
+import type { TbsSigner } from '../pki/leaf.js';
+import { threadPoolCsrVerifier, type CsrVerifier } from '../pki/verify-pool.js';
 import { StoreError } from '../store/errors.js';
 import { pemEncode } from '../pki/pem.js';
 import { serialToHex, timeOrderedSerial } from '../pki/serial.js';
@@ -40,6 +42,14 @@ export interface ProfileIssuanceRequest {
   readonly refuseIfDenied?: boolean;
 }
 
+/** What a workload issuance adds to a profile one: its announcement, its proof of possession, the disk check. */
+interface WorkloadIssuance {
+  readonly announced?: ExpectedRecord;
+  /** Signs only once the CSR's own signature holds (CsrVerifier.signerFor). */
+  readonly proof?: TbsSigner;
+  readonly freeSpace?: Promise<void>;
+}
+
 /**
  * The compact pipeline of istio-csr's pkg/server: CSR check → policy → sign → record → respond.
  * The caller is already authenticated; the transport maps IssuanceError codes to statuses.
@@ -51,7 +61,7 @@ export class IssuanceService {
     private readonly ca: CertificateAuthority,
     private readonly store: Store,
     private readonly policy: IssuancePolicy,
-    private readonly verifySignature: (csr: CertificationRequest) => Promise<boolean> = verifyCsrSignature,
+    private readonly verifier: CsrVerifier = threadPoolCsrVerifier,
     now?: () => Date,
   ) {
     this.now = now ?? (() => new Date());
@@ -67,12 +77,9 @@ export class IssuanceService {
     // waits a moment for this record instead of committing without it.
     const announced = this.store.expectIssued();
     try {
-      const [signatureValid] = await Promise.all([
-        this.verifySignature(csr).catch(verifierVerdict),
-        this.store.checkFreeSpace().catch(diskVerdict),
-      ]);
-      if (!signatureValid)
-        throw new IssuanceError('ERR_CSR_SIGNATURE', 'CSR signature does not verify: the CSR was altered or not signed by its key');
+      // Checked while the leaf is signed: a full disk refuses before anything is recorded.
+      const freeSpace = this.store.checkFreeSpace().catch(diskVerdict);
+      freeSpace.catch(() => undefined); // observed below; until then it must not count as unhandled
       return await this.signAndRecord(
         {
           spkiDer: csr.spkiDer,
@@ -84,7 +91,7 @@ export class IssuanceService {
         },
         request.validitySeconds,
         request.caller.clusterId,
-        announced,
+        { announced, proof: this.verifier.signerFor(csr), freeSpace },
       );
     } finally {
       announced.cancel(); // a no-op once the record was queued
@@ -105,11 +112,18 @@ export class IssuanceService {
     request: Omit<ProfileIssuanceRequest, 'ttlMs'>,
     validitySeconds: number,
     clusterId: string,
-    announced?: ExpectedRecord,
+    workload: WorkloadIssuance = {},
   ): Promise<IssuedCertificate> {
     for (let attempt = 1; ; attempt++) {
       const snapshot = this.ca.current();
-      const issued = await this.signOnce(snapshot, request, validitySeconds, clusterId, announced);
+      // The CSR's signature is checked once, with the first signature; a redo only re-signs.
+      const issued = await this.signOnce(
+        snapshot,
+        request,
+        validitySeconds,
+        clusterId,
+        attempt === 1 ? workload : { ...workload, proof: undefined },
+      );
       const latest = this.ca.current();
       const tainted = latest !== snapshot && latest.authorities.some((a) => a.id === issued.authorityId && a.state === 'tainted');
       if (!tainted) return issued;
@@ -122,24 +136,28 @@ export class IssuanceService {
     request: Omit<ProfileIssuanceRequest, 'ttlMs'>,
     validitySeconds: number,
     clusterId: string,
-    announced: ExpectedRecord | undefined,
+    { announced, proof, freeSpace }: WorkloadIssuance,
   ): Promise<IssuedCertificate> {
     // One snapshot for the whole issuance: the lifetime is clamped to the intermediate that signs.
     const signer = snapshot.signer;
     const validity = this.policy.validity(validitySeconds, this.now(), signer.notAfter);
     const serial = timeOrderedSerial();
     const der = await signer
-      .sign({
-        serial,
-        ...validity,
-        spkiDer: request.spkiDer,
-        uris: request.uris,
-        dnsNames: request.dnsNames,
-        keyEncipherment: request.rsaKey,
-      })
+      .sign(
+        {
+          serial,
+          ...validity,
+          spkiDer: request.spkiDer,
+          uris: request.uris,
+          dnsNames: request.dnsNames,
+          keyEncipherment: request.rsaKey,
+        },
+        proof,
+      )
       .catch((error: unknown) => {
-        throw new IssuanceError('ERR_ISSUANCE_FAILED', `signing failed: ${(error as Error).message}`);
+        throw signingFailure(error);
       });
+    await freeSpace;
     const serialHex = serialToHex(serial);
     const spiffeId = request.uris[0] ?? `dns:${request.dnsNames[0]}`;
     await this.store
@@ -185,10 +203,13 @@ function diskVerdict(error: unknown): never {
   throw error;
 }
 
-/** A key the verifier cannot use is the CSR's fault (false); anything else is ours (a dead thread). */
-function verifierVerdict(error: unknown): false {
-  if (error instanceof PkiError) return false;
-  throw new IssuanceError('ERR_VERIFIER_UNAVAILABLE', `the CSR signature could not be checked (${(error as Error).message}); retry later`);
+/** A CSR whose signature fails or whose key is unusable is the client's fault; a dead verifier or a failed signature is ours. */
+function signingFailure(error: unknown): IssuanceError {
+  const code = error instanceof PkiError ? error.code : undefined;
+  if (code === 'ERR_CSR_SIGNATURE_INVALID' || code === 'ERR_CSR_UNSUPPORTED_KEY')
+    return new IssuanceError('ERR_CSR_SIGNATURE', 'CSR signature does not verify: the CSR was altered or not signed by its key');
+  if (code === 'ERR_VERIFIER_UNAVAILABLE') return new IssuanceError('ERR_VERIFIER_UNAVAILABLE', `${(error as Error).message}; retry later`);
+  return new IssuanceError('ERR_ISSUANCE_FAILED', `signing failed: ${(error as Error).message}`);
 }
 
 function parseRequest(pem: string): CertificationRequest {

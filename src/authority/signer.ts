@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import type { AuthorityRecord } from '../store/types.js';
 import { openPrivateKey, privateKeyMatchesCertificate } from '../pki/keys.js';
-import { LeafTemplate, type LeafRequest, type LeafTemplateOptions } from '../pki/leaf.js';
+import { LeafTemplate, type LeafRequest, type LeafTemplateOptions, type TbsSigner } from '../pki/leaf.js';
 import { AuthorityError } from './errors.js';
 
 /** The intermediate that signs leaves right now: its record, its key in memory, its leaf template. */
@@ -25,8 +25,9 @@ export class SigningAuthority {
     return this.record.notAfter;
   }
 
-  sign(request: LeafRequest): Promise<Buffer> {
-    return this.template.sign(request);
+  /** `signer` computes the signature (default: node:crypto on libuv's pool); see CsrVerifier.signer. */
+  sign(request: LeafRequest, signer?: TbsSigner): Promise<Buffer> {
+    return this.template.sign(request, signer);
   }
 }
 

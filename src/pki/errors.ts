@@ -6,6 +6,10 @@ export type PkiErrorCode =
   | 'ERR_CSR_MALFORMED'
   | 'ERR_CSR_UNSUPPORTED_KEY'
   | 'ERR_CSR_UNSUPPORTED_SIGNATURE'
+  /** The CSR's self-signature does not verify: altered, or not made with the key it carries. */
+  | 'ERR_CSR_SIGNATURE_INVALID'
+  /** The CSR's signature could not be checked at all (the verifier threads died): a server fault. */
+  | 'ERR_VERIFIER_UNAVAILABLE'
   | 'ERR_CERT_MALFORMED'
   | 'ERR_KEY_MISMATCH'
   | 'ERR_KEY_UNSEALABLE'

@@ -1,7 +1,8 @@
 /**
  * X509-SVID leaf writer (docs/architecture.md, workload leaf). Everything that depends only on the
  * issuer is encoded once in LeafTemplate.create; sign() only encodes the per-request fields,
- * concatenates, and hands the TBSCertificate to node:crypto's asynchronous sign.
+ * concatenates, and hands the TBSCertificate to a TbsSigner: node:crypto's asynchronous sign by
+ * default, or the CSR verifier threads, which sign in the same step as they check the CSR.
  */
 import { createHash, createPublicKey, sign, type KeyObject } from 'node:crypto';
 import {
@@ -74,8 +75,21 @@ const KEY_USAGE_SIGN = extension(OID_DER.keyUsage, true, encodeNamedBits([DIGITA
 const KEY_USAGE_SIGN_ENCIPHER = extension(OID_DER.keyUsage, true, encodeNamedBits([DIGITAL_SIGNATURE, KEY_ENCIPHERMENT]));
 const EXT_KEY_USAGE_TLS = extension(OID_DER.extKeyUsage, false, encodeSequence(OID_DER.serverAuth, OID_DER.clientAuth));
 
+/** The digest of the issuer's signature algorithm. */
+export type IssuerHash = 'sha256' | 'sha384';
+
+/**
+ * Computes the issuer's signature over a TBSCertificate (DER ECDSA-Sig-Value or PKCS#1 v1.5 bytes).
+ * The issuer key is handed only to this function, which must not keep or reveal it.
+ */
+export type TbsSigner = (hash: IssuerHash, tbs: Buffer, issuerKey: KeyObject) => Promise<Buffer>;
+
+/** node:crypto's callback form: the signature is computed on libuv's thread pool. */
+export const signOnThreadPool: TbsSigner = (hash, tbs, issuerKey) =>
+  new Promise((resolve, reject) => sign(hash, tbs, issuerKey, (err, signature) => (err ? reject(err) : resolve(signature))));
+
 interface IssuerSignature {
-  readonly hash: 'sha256' | 'sha384';
+  readonly hash: IssuerHash;
   readonly algorithmIdentifier: Buffer;
 }
 
@@ -87,7 +101,10 @@ const RSA_SHA256: IssuerSignature = {
 };
 
 export class LeafTemplate {
-  /** An ES private field, not TypeScript's `private`: unreachable from outside, never inspected or serialized. */
+  /**
+   * An ES private field, not TypeScript's `private`: unreachable from outside and never serialized.
+   * It leaves only as the argument of a TbsSigner (which may hand it to a verifier thread of this process).
+   */
   readonly #issuerKey: KeyObject;
 
   private constructor(
@@ -118,21 +135,11 @@ export class LeafTemplate {
     );
   }
 
-  /** Builds TBSCertificate, signs it with node:crypto's async sign, returns the certificate DER. */
-  sign(request: LeafRequest): Promise<Buffer> {
-    let tbs: Buffer;
-    try {
-      tbs = this.tbsCertificate(request);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  /** Builds TBSCertificate, has `signer` sign it, returns the certificate DER. */
+  async sign(request: LeafRequest, signer: TbsSigner = signOnThreadPool): Promise<Buffer> {
+    const tbs = this.tbsCertificate(request);
     const { hash, algorithmIdentifier } = this.signature;
-    return new Promise((resolve, reject) => {
-      sign(hash, tbs, this.#issuerKey, (err, signatureValue) => {
-        if (err) reject(err);
-        else resolve(encodeSequence(tbs, algorithmIdentifier, encodeBitString(signatureValue)));
-      });
-    });
+    return encodeSequence(tbs, algorithmIdentifier, encodeBitString(await signer(hash, tbs, this.#issuerKey)));
   }
 
   private tbsCertificate(request: LeafRequest): Buffer {

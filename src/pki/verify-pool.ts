@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { WorkerClient, workerModule } from '../workers/rpc.js';
 import {
@@ -9,19 +10,41 @@ import {
   type SignatureCheck,
 } from './csr.js';
 import { PkiError } from './errors.js';
+import { signOnThreadPool, type IssuerHash, type TbsSigner } from './leaf.js';
 import { type EcdsaVerifierKind, verifyEcdsaNatively } from './native-ecdsa.js';
-import type { VerifierThreadData } from './verify-worker.js';
+import type { VerifierBatch, VerifierItem, VerifierOutcome, VerifierThreadData } from './verify-worker.js';
+
+/**
+ * Proof of possession before signing: the issuer signs a workload's leaf only once the CSR's own
+ * signature holds. `signerFor(csr)` is a TbsSigner that checks first; it rejects with PkiError
+ * ERR_CSR_SIGNATURE_INVALID (the CSR's fault), ERR_CSR_UNSUPPORTED_KEY (its key is unusable) or
+ * ERR_VERIFIER_UNAVAILABLE (ours), and with any other error when signing itself failed.
+ */
+export interface CsrVerifier {
+  signerFor(csr: CertificationRequest): TbsSigner;
+}
+
+/** Checks on libuv's pool through node:crypto, then signs there: no threads of its own (tools, tests). */
+export const threadPoolCsrVerifier: CsrVerifier = {
+  signerFor: (csr) => async (hash, tbs, key) => {
+    if (!(await verifyCsrSignature(csr))) throw invalidSignature();
+    return signOnThreadPool(hash, tbs, key);
+  },
+};
 
 /**
  * Worker threads that verify CSR signatures. node:crypto decodes the public key on the calling
  * thread even in the callback form (~150-200 µs for an EC point under OpenSSL 3), which made key
- * import the largest cost on the event loop; here import and verify both happen off it.
+ * import the largest cost on the event loop; here import and verify both happen off it. An
+ * issuance's leaf is signed by the same thread in the same batch once its CSR checked out, which
+ * saves the per-certificate trip through libuv's pool (a wake-up there and one back).
  */
-type VerifierThread = WorkerClient<readonly SignatureCheck[], CheckResult[]>;
+type VerifierThread = WorkerClient<VerifierBatch, VerifierOutcome[]>;
 
 interface Pending {
   readonly check: SignatureCheck;
-  resolve(valid: boolean): void;
+  readonly sign?: { readonly hash: IssuerHash; readonly tbs: Buffer; readonly key: KeyObject };
+  resolve(outcome: VerifierOutcome): void;
   reject(error: Error): void;
 }
 
@@ -35,7 +58,7 @@ export function defaultVerifierThreads(): number {
 }
 
 /** Batches the checks of one event-loop turn to the least loaded thread; with size 0, verifies on the event loop. */
-export class CsrVerifierPool {
+export class CsrVerifierPool implements CsrVerifier {
   private readonly threads: VerifierThread[];
   /** Checks in flight per thread (a thread's load). */
   private readonly load = new Map<VerifierThread, number>();
@@ -55,33 +78,53 @@ export class CsrVerifierPool {
     );
   }
 
-  verify(csr: CertificationRequest): Promise<boolean> {
-    let check: SignatureCheck;
-    try {
-      if (this.threads.length === 0 && this.ecdsa === 'node') return Promise.resolve(verifyCsrSignatureNow(csr));
-      check = signatureCheck(csr);
-      if (this.threads.length === 0)
-        return new Promise((resolve, reject) => settle({ check, resolve, reject }, this.verifyNow(csr, check)));
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    if (this.threads.every((t) => !t.healthy)) return verifyCsrSignature(csr);
+  /** Whether the CSR's self-signature holds (false when it does not, PkiError when its key is unusable). */
+  async verify(csr: CertificationRequest): Promise<boolean> {
+    if (this.threads.length === 0 || this.allDown()) return this.verifyHere(csr);
+    return checkVerdict(await this.enqueue({ check: signatureCheck(csr) }));
+  }
+
+  signerFor(csr: CertificationRequest): TbsSigner {
+    return async (hash, tbs, key) => {
+      if (this.threads.length === 0 || this.allDown()) {
+        if (!(await this.verifyHere(csr))) throw invalidSignature();
+        return signOnThreadPool(hash, tbs, key);
+      }
+      const outcome = await this.enqueue({ check: signatureCheck(csr), sign: { hash, tbs, key } });
+      if (typeof outcome === 'object') {
+        if ('signature' in outcome)
+          return Buffer.from(outcome.signature.buffer, outcome.signature.byteOffset, outcome.signature.byteLength);
+        throw new Error(`signing failed: ${outcome.signingFailed}`);
+      }
+      if (!checkVerdict(outcome)) throw invalidSignature();
+      throw new Error('the verifier thread checked the CSR but did not sign');
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.threads.map((t) => t.terminate()));
+  }
+
+  /** On the event loop (size 0), or through node:crypto on libuv's pool when every thread died. */
+  private async verifyHere(csr: CertificationRequest): Promise<boolean> {
+    if (this.threads.length > 0) return verifyCsrSignature(csr);
+    if (this.ecdsa === 'node') return verifyCsrSignatureNow(csr);
+    const check = signatureCheck(csr);
+    return checkVerdict('ecPoint' in check ? verifyEcdsaNatively(check) : verifyCsrSignatureNow(csr) ? 1 : 0);
+  }
+
+  private allDown(): boolean {
+    return this.threads.every((t) => !t.healthy);
+  }
+
+  private enqueue(request: Omit<Pending, 'resolve' | 'reject'>): Promise<VerifierOutcome> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ check, resolve, reject });
+      this.queue.push({ ...request, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.dispatch());
       }
     });
-  }
-
-  /** On the event loop: natively for an EC point, else through node:crypto. */
-  private verifyNow(csr: CertificationRequest, check: SignatureCheck): CheckResult {
-    return 'ecPoint' in check ? verifyEcdsaNatively(check) : verifyCsrSignatureNow(csr) ? 1 : 0;
-  }
-
-  async close(): Promise<void> {
-    await Promise.all(this.threads.map((t) => t.terminate()));
   }
 
   private dispatch(): void {
@@ -90,14 +133,14 @@ export class CsrVerifierPool {
     this.queue = [];
     const live = this.threads.filter((t) => t.healthy);
     // A server fault, not the CSR's: the caller maps it to UNAVAILABLE so istio-agent retries.
-    if (live.length === 0) return batch.forEach((p) => p.reject(new Error('no CSR verifier thread is running')));
+    if (live.length === 0) return batch.forEach((p) => p.reject(unavailable('no CSR verifier thread is running')));
     const thread = live.reduce((a, b) => (this.loadOf(b) < this.loadOf(a) ? b : a));
     this.load.set(thread, this.loadOf(thread) + batch.length);
     thread
-      .call(batch.map((p) => p.check))
+      .call(toBatch(batch))
       .then(
-        (results) => batch.forEach((p, i) => settle(p, results[i])),
-        (error: Error) => batch.forEach((p) => p.reject(error)),
+        (outcomes) => batch.forEach((p, i) => (outcomes[i] === undefined ? p.reject(unavailable('no result')) : p.resolve(outcomes[i]))),
+        (error: Error) => batch.forEach((p) => p.reject(unavailable(error.message))),
       )
       .finally(() => this.load.set(thread, this.loadOf(thread) - batch.length));
   }
@@ -107,8 +150,29 @@ export class CsrVerifierPool {
   }
 }
 
-function settle(pending: Pending, result: CheckResult | undefined): void {
-  if (typeof result === 'string' || result === undefined)
-    pending.reject(new PkiError('ERR_CSR_UNSUPPORTED_KEY', `signature check failed: ${result ?? 'no result'}`));
-  else pending.resolve(result === 1);
+/** Each issuer key once per batch; each TBS as an exact-size copy (a view of a pooled Buffer would clone its 8 KiB slab). */
+function toBatch(batch: readonly Pending[]): VerifierBatch {
+  const keys: KeyObject[] = [];
+  const items = batch.map(({ check, sign }): VerifierItem => {
+    if (!sign) return { check };
+    let key = keys.indexOf(sign.key);
+    if (key < 0) key = keys.push(sign.key) - 1;
+    return { check, sign: { key, hash: sign.hash, tbs: new Uint8Array(sign.tbs) } };
+  });
+  return { keys, items };
+}
+
+/** 1 valid, 0 invalid; a message is a key the thread could not use: the CSR's fault. */
+function checkVerdict(result: CheckResult | VerifierOutcome): boolean {
+  if (typeof result === 'object') throw unavailable('the verifier thread signed where it was asked only to check');
+  if (typeof result === 'string') throw new PkiError('ERR_CSR_UNSUPPORTED_KEY', `signature check failed: ${result}`);
+  return result === 1;
+}
+
+function invalidSignature(): PkiError {
+  return new PkiError('ERR_CSR_SIGNATURE_INVALID', 'CSR signature does not verify: the CSR was altered or not signed by its key');
+}
+
+function unavailable(why: string): PkiError {
+  return new PkiError('ERR_VERIFIER_UNAVAILABLE', `the CSR signature could not be checked: ${why}`);
 }

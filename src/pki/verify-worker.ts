@@ -1,13 +1,35 @@
-/** Worker thread of the CSR verifier pool: imports each public key and checks the signature off the event loop. */
-import { KeyObject, verify, webcrypto, type VerifyJsonWebKeyInput, type VerifyPublicKeyInput } from 'node:crypto';
+/**
+ * Worker thread of the CSR verifier pool: imports each public key and checks the signature off the
+ * event loop, and for an issuance signs the leaf in the same step once the CSR's signature holds.
+ */
+import { KeyObject, sign, verify, webcrypto, type VerifyJsonWebKeyInput, type VerifyPublicKeyInput } from 'node:crypto';
 import { workerData } from 'node:worker_threads';
 import { serveRequests } from '../workers/rpc.js';
 import type { CheckResult, SignatureCheck } from './csr.js';
+import type { IssuerHash } from './leaf.js';
 import { type EcdsaVerifierKind, verifyEcdsaNatively } from './native-ecdsa.js';
 
 export interface VerifierThreadData {
   readonly ecdsa: EcdsaVerifierKind;
 }
+
+/** One CSR to check and, if `sign` is set and the check passes, a TBSCertificate to sign. */
+export interface VerifierItem {
+  readonly check: SignatureCheck;
+  readonly sign?: { readonly key: number; readonly hash: IssuerHash; readonly tbs: Uint8Array };
+}
+
+/**
+ * A batch: the issuer keys its items sign with (each sent once per batch; a KeyObject is cloned
+ * across threads by reference to the same OpenSSL key, nothing is exported), then the items.
+ */
+export interface VerifierBatch {
+  readonly keys: readonly KeyObject[];
+  readonly items: readonly VerifierItem[];
+}
+
+/** The check's result; for a signing item whose check passed, the signature or why signing failed. */
+export type VerifierOutcome = CheckResult | { readonly signature: Uint8Array } | { readonly signingFailed: string };
 
 const ecdsa: EcdsaVerifierKind = (workerData as VerifierThreadData | undefined)?.ecdsa ?? 'node';
 
@@ -31,4 +53,17 @@ export async function runCheck(check: SignatureCheck): Promise<CheckResult> {
   }
 }
 
-serveRequests<readonly SignatureCheck[], CheckResult[]>((checks) => Promise.all(checks.map(runCheck)));
+/** Synchronous sign: this thread has nothing else to do meanwhile, and no hop to libuv's pool and back. */
+async function runItem(item: VerifierItem, keys: readonly KeyObject[]): Promise<VerifierOutcome> {
+  const result = await runCheck(item.check);
+  if (result !== 1 || !item.sign) return result;
+  const key = keys[item.sign.key];
+  if (!key) return { signingFailed: `issuer key ${item.sign.key} was not sent with the batch` };
+  try {
+    return { signature: sign(item.sign.hash, item.sign.tbs, key) };
+  } catch (error) {
+    return { signingFailed: error instanceof Error ? error.message : String(error) };
+  }
+}
+
+serveRequests<VerifierBatch, VerifierOutcome[]>(({ keys, items }) => Promise.all(items.map((item) => runItem(item, keys))));
