@@ -61,13 +61,14 @@ const ALL_SCENARIOS = [
   'rotation-burst',
   'large-store',
   'cfssl-c32',
+  'cfssl-pair-c32',
   'workers',
   'ab-c32',
 ];
 /** Scenarios that start servers of their own rather than using the main one. */
-const OWN_SERVER = ['large-store', 'cfssl-c32', 'workers', 'ab-c32'];
-/** Scenarios that only run when asked for (they need more than this checkout). */
-const ON_REQUEST = ['ab-c32'];
+const OWN_SERVER = ['large-store', 'cfssl-c32', 'cfssl-pair-c32', 'workers', 'ab-c32'];
+/** Scenarios that only run when asked for (they need more than this checkout, or repeat another's question). */
+const ON_REQUEST = ['ab-c32', 'cfssl-pair-c32'];
 /** What a run without --scenarios measures: a "full" run. */
 const DEFAULT_SCENARIOS = ALL_SCENARIOS.filter((s) => !ON_REQUEST.includes(s));
 const GOALS = { throughputGoal: 3000, p99GoalMs: 20 };
@@ -99,7 +100,7 @@ const HELP = `Usage: npm run bench [-- flags]
                         DIR (another checkout with dist/ built) serve c32 at the same time, both on the
                         server CPUs with --pin, each with its own load generators; prints both CPU costs
                         per certificate and their ratio for every window, and the median ratio
-  --ab-rounds N         measured windows in the A/B scenario (default 5)
+  --ab-rounds N         measured windows in the paired scenarios, ab-c32 and cfssl-pair-c32 (default 5)
   --ab-server-args="A"  more \`meshca serve\` flags for B only (after --server-args): --ab . compares flags
                         on one build, e.g. --ab . --ab-server-args="--commit-linger 8ms"
 `;
@@ -337,6 +338,7 @@ class LoadgenPool {
  * @property {{ server: string, load: string } | undefined} pin CPU sets with --pin (when taskset works)
  * @property {Record<string, unknown>} [cfssl] the comparison's outcome (or why it was skipped)
  * @property {{ a: string, b: string, medianRatio: number, windows: { a: import('./lib/report.mjs').PairSide, b: import('./lib/report.mjs').PairSide, ratio: number }[] }} [ab] the paired A/B comparison's windows and median ratio
+ * @property {Record<string, any>} [cfsslPair] meshca and cfssl measured at the same time (cfssl-pair-c32): windows, median ratio, or why skipped
  */
 
 /** @param {Context} ctx @param {string} label @param {string} dataDir @param {string[]} [extraArgs] @param {string} [cli] another build's dist/cli.js */
@@ -655,29 +657,43 @@ async function pairedComparison(ctx) {
       cycle: true,
       work: work(ctx, 'ecCsrs', 'warmTokens'),
     });
-    const windows = [];
-    for (let round = 1; round <= ctx.opts.abRounds; round++) {
-      const [ra, rb] = await Promise.all([
-        closedScenario(ctx, a.server, spec('ab-c32-a')),
-        closedScenario(ctxB, b.server, spec('ab-c32-b')),
-      ]);
-      const ratio = rb.serverCpuMsPerCert / ra.serverCpuMsPerCert;
-      windows.push({ a: pairSide(ra), b: pairSide(rb), ratio });
-      log(
-        `ab-c32 window ${round}: A ${ra.serverCpuMsPerCert.toFixed(3)} ms/cert (main ${ra.serverMainThreadCpuMsPerCert.toFixed(3)}, ${Math.round(ra.throughput)} cert/s, p99 ${ra.latencyMs.p99.toFixed(1)} ms)  B ${rb.serverCpuMsPerCert.toFixed(3)} ms/cert (main ${rb.serverMainThreadCpuMsPerCert.toFixed(3)}, ${Math.round(rb.throughput)} cert/s, p99 ${rb.latencyMs.p99.toFixed(1)} ms)  B/A ${ratio.toFixed(3)}`,
-      );
-    }
-    const ratios = windows.map((w) => w.ratio).sort((x, y) => x - y);
-    const median = ratios[Math.floor(ratios.length / 2)];
+    const { windows, median } = await pairedWindows(
+      ctx,
+      'ab-c32',
+      () => closedScenario(ctx, a.server, spec('ab-c32-a')),
+      () => closedScenario(ctxB, b.server, spec('ab-c32-b')),
+    );
     const cheaper = windows.filter((w) => w.ratio < 1).length;
     log(
-      `ab-c32: B costs ${median.toFixed(3)}× A's server CPU per certificate (median of ${ratios.length} paired windows; B cheaper in ${cheaper}); latencies and throughput are not comparable with solo runs`,
+      `ab-c32: B costs ${median.toFixed(3)}× A's server CPU per certificate (median of ${windows.length} paired windows; B cheaper in ${cheaper}); latencies and throughput are not comparable with solo runs`,
     );
     ctx.ab = { a: CLI, b: `${cliB}${bArgs}`, windows, medianRatio: median };
     await Promise.all([stopServer(a.server), stopServer(b.server)]);
   } finally {
     await poolB.close().catch(() => undefined);
   }
+}
+
+/**
+ * The measured windows of a paired scenario: A and B at the same time, `--ab-rounds` times; each
+ * window's ratio is B's CPU per certificate over A's (B/A > 1: A is cheaper).
+ * @param {Context} ctx
+ * @param {string} name
+ * @param {() => Promise<import('./lib/report.mjs').ScenarioResult>} measureA
+ * @param {() => Promise<import('./lib/report.mjs').ScenarioResult>} measureB
+ */
+async function pairedWindows(ctx, name, measureA, measureB) {
+  const windows = [];
+  for (let round = 1; round <= ctx.opts.abRounds; round++) {
+    const [ra, rb] = await Promise.all([measureA(), measureB()]);
+    const ratio = rb.serverCpuMsPerCert / ra.serverCpuMsPerCert;
+    windows.push({ a: pairSide(ra), b: pairSide(rb), ratio });
+    const side = (/** @type {string} */ label, /** @type {import('./lib/report.mjs').ScenarioResult} */ r) =>
+      `${label} ${r.serverCpuMsPerCert.toFixed(3)} ms/cert (main ${r.serverMainThreadCpuMsPerCert.toFixed(3)}, ${Math.round(r.throughput)} cert/s, p99 ${r.latencyMs.p99.toFixed(1)} ms${errorTotal(r.errors) ? `, errors ${JSON.stringify(r.errors)}` : ''})`;
+    log(`${name} window ${round}: ${side('A', ra)}  ${side('B', rb)}  B/A ${ratio.toFixed(3)}`);
+  }
+  const ratios = windows.map((w) => w.ratio).sort((x, y) => x - y);
+  return { windows, median: ratios[Math.floor(ratios.length / 2)] };
 }
 
 /** @param {import('./lib/report.mjs').ScenarioResult} r */
@@ -849,39 +865,60 @@ async function largeStore(/** @type {Context} */ ctx) {
 }
 
 /**
- * cfssl side by side: the same closed-loop c32 load, CSRs and load generators (and, with --pin,
- * the same CPU sets) against `cfssl serve` with a SQLite certdb; skipped, saying how to install
- * cfssl, when it is not on PATH.
+ * `cfssl serve` with a fresh certdb on the server CPUs, and the closed-loop c32 load spec for it
+ * (the same CSRs as meshca's scenarios); or, when it is not on PATH, why it was skipped and how
+ * to install it.
  * @param {Context} ctx
+ * @param {string} scenario
  */
-async function cfsslComparison(ctx) {
+async function startCfssl(ctx, scenario) {
   const version = cfsslVersion();
   if (!ctx.opts.cfssl || !version) {
     const why = ctx.opts.cfssl
       ? `cfssl is not on PATH, so the side-by-side comparison is skipped; ${CFSSL_INSTALL_HINT}`
       : 'skipped (--no-cfssl)';
-    log(`\ncfssl-c32: ${why}`);
-    ctx.cfssl = { skipped: why };
-    return;
+    log(`\n${scenario}: ${why}`);
+    return { skipped: why };
   }
-  log(`\ncfssl side by side (${version}):`);
-  const dir = join(ctx.runDir, 'cfssl');
+  log(`\n${scenario}: cfssl side by side (${version}):`);
+  const dir = join(ctx.runDir, scenario);
   mkdirSync(dir, { recursive: true });
   const files = prepareCfssl(dir);
   const csrs = JSON.parse(readFileSync(ctx.files.ecCsrs.path, 'utf8')).items;
   const [port] = await freePorts(1);
-  const server = await CfsslServer.start({ files, port, logFile: join(TMP, 'server-cfssl.log'), cpus: ctx.pin?.server, probeCsr: csrs[0] });
+  const server = await CfsslServer.start({
+    files,
+    port,
+    logFile: join(TMP, `server-${scenario}.log`),
+    cpus: ctx.pin?.server,
+    probeCsr: csrs[0],
+  });
   children.add(server.child);
+  const spec = (/** @type {number} */ seconds) => ({
+    kind: 'closed',
+    concurrency: 32,
+    durationMs: seconds * 1000,
+    deadlineMs: REQUEST_DEADLINE_MS,
+    cycle: true,
+    cfsslUrl: server.url,
+    work: work(ctx, 'ecCsrs', 'warmTokens'),
+  });
+  return { version, server, files, spec };
+}
+
+/**
+ * cfssl side by side: the same closed-loop c32 load, CSRs and load generators (and, with --pin,
+ * the same CPU sets) against `cfssl serve` with a SQLite certdb, after meshca's steady-c32.
+ * @param {Context} ctx
+ */
+async function cfsslComparison(ctx) {
+  const cfssl = await startCfssl(ctx, 'cfssl-c32');
+  if (!cfssl.server) {
+    ctx.cfssl = { skipped: cfssl.skipped };
+    return;
+  }
+  const { version, server, files, spec } = cfssl;
   try {
-    const spec = (/** @type {number} */ seconds) => ({
-      kind: 'closed',
-      concurrency: 32,
-      durationMs: seconds * 1000,
-      deadlineMs: REQUEST_DEADLINE_MS,
-      cycle: true,
-      cfsslUrl: server.url,
-      work: work(ctx, 'ecCsrs', 'warmTokens'),
-    });
     const settle = summarize('settle', '', await ctx.pool.run(spec(ctx.opts.quick ? 3 : 5), server.pid), undefined);
     log(
       `  settle: ${settle.ok} certificates in ${settle.wallSeconds.toFixed(1)} s (${Math.round(settle.throughput)}/s)${errorTotal(settle.errors) ? `, errors ${JSON.stringify(settle.errorSamples)}` : ''}`,
@@ -910,6 +947,83 @@ async function cfsslComparison(ctx) {
     report(ctx, r);
   } finally {
     await server.stop();
+  }
+}
+
+/**
+ * meshca and cfssl at the same time: both on the server CPUs (with --pin), each from its own two
+ * load generators, the same CSRs and c32 closed loop, measured in the same windows. Sequential
+ * runs on a VM whose CPU capacity drifts by tens of percent from minute to minute (see
+ * docs/performance.md) give a ratio that moves with the drift; two servers measured side by side
+ * see the same drift, as in ab-c32.
+ * @param {Context} ctx
+ */
+async function pairedCfssl(ctx) {
+  const cfssl = await startCfssl(ctx, 'cfssl-pair-c32');
+  if (!cfssl.server) {
+    ctx.cfsslPair = { skipped: cfssl.skipped };
+    return;
+  }
+  const { version, server: peer, files, spec } = cfssl;
+  const poolB = LoadgenPool.start(LOADGENS);
+  if (ctx.pin) for (const pid of poolB.pids) pinProcess(pid, ctx.pin.load);
+  try {
+    const { server } = await startServer(ctx, 'pair', join(ctx.runDir, 'data-pair'));
+    log(`  meshca (pid ${server.pid}) and cfssl (pid ${peer.pid}) serving at once`);
+    const settleSeconds = ctx.opts.quick ? 3 : 5;
+    await Promise.all([warmUp(ctx, server, { settle: true }), poolB.run(spec(settleSeconds), peer.pid)]);
+    // Sharing the CPUs, each side gets half its solo warm-up: two more windows together, unmeasured.
+    const meshcaLoad = {
+      concurrency: 32,
+      cycle: true,
+      work: work(ctx, 'ecCsrs', 'warmTokens'),
+    };
+    await Promise.all([
+      ctx.pool.run(
+        { kind: 'closed', durationMs: 2 * ctx.opts.durationS * 1000, deadlineMs: REQUEST_DEADLINE_MS, ...meshcaLoad },
+        server.pid,
+      ),
+      poolB.run(spec(2 * ctx.opts.durationS), peer.pid),
+    ]);
+    const rowsBefore = certdbRows(files.db);
+    let served = 0;
+    const { windows, median } = await pairedWindows(
+      ctx,
+      'cfssl-pair-c32',
+      () =>
+        closedScenario(ctx, server, {
+          name: 'cfssl-pair-c32-meshca',
+          description: 'closed loop, 32 in flight, beside cfssl',
+          ...meshcaLoad,
+        }),
+      async () => {
+        const r = summarize(
+          'cfssl-pair-c32-cfssl',
+          'cfssl serve beside meshca',
+          await poolB.run(spec(ctx.opts.durationS), peer.pid),
+          undefined,
+        );
+        served += r.ok;
+        return r;
+      },
+    );
+    const recorded = certdbRows(files.db) - rowsBefore;
+    log(
+      `cfssl-pair-c32: meshca serves ${median.toFixed(2)}× cfssl's certificates per second of server CPU (median of ${windows.length} paired windows; cfssl cheaper in ${windows.filter((w) => w.ratio < 1).length}); ${recorded} of cfssl's ${served} measured certificates found in its certdb; latencies and throughput are of two servers sharing the CPUs`,
+    );
+    ctx.cfsslPair = {
+      version,
+      a: 'meshca',
+      b: `cfssl serve (${version})`,
+      windows,
+      medianRatio: median,
+      cfsslRecorded: recorded,
+      cfsslServed: served,
+    };
+    await stopServer(server);
+  } finally {
+    await peer.stop();
+    await poolB.close().catch(() => undefined);
   }
 }
 
@@ -1057,7 +1171,7 @@ async function main() {
 
   const pin = opts.pin ? choosePinning(opts) : undefined;
   // Load generators told to close right after they start can trip Node's IPC; start none for nothing.
-  const nothingToLoad = opts.scenarios.every((s) => s === 'cfssl-c32') && !(opts.cfssl && cfsslVersion());
+  const nothingToLoad = opts.scenarios.every((s) => s.startsWith('cfssl-')) && !(opts.cfssl && cfsslVersion());
   const pool = nothingToLoad ? new LoadgenPool([]) : LoadgenPool.start(LOADGENS);
   if (pin) for (const pid of [...pool.pids, process.pid]) pinProcess(pid, pin.load);
   /** @type {Context} */
@@ -1066,6 +1180,7 @@ async function main() {
     if (opts.scenarios.some((s) => !OWN_SERVER.includes(s))) await mainServer(ctx);
     if (opts.scenarios.includes('large-store')) report(ctx, await largeStore(ctx));
     if (opts.scenarios.includes('cfssl-c32')) await cfsslComparison(ctx);
+    if (opts.scenarios.includes('cfssl-pair-c32')) await pairedCfssl(ctx);
     if (opts.scenarios.includes('workers')) for (const r of await workersScenario(ctx)) report(ctx, r);
     if (opts.scenarios.includes('ab-c32')) await pairedComparison(ctx);
   } finally {
@@ -1095,6 +1210,7 @@ async function main() {
     },
     goals: GOALS,
     cfssl: ctx.cfssl,
+    cfsslPair: ctx.cfsslPair,
     ab: ctx.ab,
     stages: profileStages,
     totalSeconds: (performance.now() - wallStart) / 1000,

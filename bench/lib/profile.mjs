@@ -201,7 +201,7 @@ export function stageTimes(path, window) {
  * by stage, per certificate issued in the window. Profiled "busy" time is wall time spent in code,
  * so a thread blocked in a system call (the writer thread in fsync) counts as busy; the measured
  * CPU per certificate of the main thread and of the whole process (from /proc) come with it.
- * Threads without a JS profile (libuv's pool running the asynchronous ECDSA sign, V8's GC helpers)
+ * Threads without a JS profile (libuv's pool, V8's GC helpers)
  * show up only in the difference between the process and the profiled JS threads.
  * @param {{ file: string, thread: string }[]} profiles main thread first
  * @param {{ name: string, window: { start: number, end: number }, certificates: number, cpuMsPerCert: number, mainThreadCpuMsPerCert: number }} measured
@@ -225,7 +225,7 @@ export function stageBreakdown(profiles, measured) {
   const text = [
     `per-stage breakdown of ${measured.name} (${measured.certificates.toLocaleString('en-US')} certificates; profiled busy time, with profiler overhead):`,
     ...rows.filter((r) => r.usPerCert >= 0.5).map((r) => `  ${r.usPerCert.toFixed(1).padStart(7)} µs/cert  ${r.stage} [${r.thread}]`),
-    `  measured CPU (/proc): main thread ${(1000 * measured.mainThreadCpuMsPerCert).toFixed(0)} µs/cert (profiled busy ${sum('main').toFixed(0)}); all threads ${(1000 * measured.cpuMsPerCert).toFixed(0)} µs/cert, of which other threads ${(1000 * (measured.cpuMsPerCert - measured.mainThreadCpuMsPerCert)).toFixed(0)} (profiled JS workers busy ${sum('workers').toFixed(0)}, incl. fsync waits; the rest is libuv's pool signing and V8 helpers)`,
+    `  measured CPU (/proc): main thread ${(1000 * measured.mainThreadCpuMsPerCert).toFixed(0)} µs/cert (profiled busy ${sum('main').toFixed(0)}); all threads ${(1000 * measured.cpuMsPerCert).toFixed(0)} µs/cert, of which other threads ${(1000 * (measured.cpuMsPerCert - measured.mainThreadCpuMsPerCert)).toFixed(0)} (profiled JS workers busy ${sum('workers').toFixed(0)}, incl. fsync waits; the rest is libuv's pool and V8 helpers)`,
   ].join('\n');
   return { rows, text };
 }

@@ -69,7 +69,7 @@ export function markdownTable(run) {
 
 /** @typedef {{ cpuMsPerCert: number, mainThreadCpuMsPerCert: number, throughput: number, p99Ms: number }} PairSide */
 
-/** @param {{ date: string, quick: boolean, machine: Record<string, any>, settings: Record<string, any>, scenarios: ScenarioResult[], cfssl?: Record<string, any>, ab?: { a: string, b: string, medianRatio: number, windows: { a: PairSide, b: PairSide, ratio: number }[] }, stages?: { server: string, scenario: string, certificates: number, cpuMsPerCert: number, mainThreadCpuMsPerCert: number, rows: { stage: string, thread: string, usPerCert: number }[] }[] }} run */
+/** @param {{ date: string, quick: boolean, machine: Record<string, any>, settings: Record<string, any>, scenarios: ScenarioResult[], cfssl?: Record<string, any>, cfsslPair?: Record<string, any>, ab?: { a: string, b: string, medianRatio: number, windows: { a: PairSide, b: PairSide, ratio: number }[] }, stages?: { server: string, scenario: string, certificates: number, cpuMsPerCert: number, mainThreadCpuMsPerCert: number, rows: { stage: string, thread: string, usPerCert: number }[] }[] }} run */
 export function markdownReport(run) {
   const m = run.machine;
   const s = run.settings;
@@ -101,23 +101,23 @@ export function markdownReport(run) {
       );
   }
   if (run.cfssl?.skipped) out.push('', `cfssl comparison: ${run.cfssl.skipped}.`);
-  if (run.ab) {
+  if (run.cfsslPair?.skipped) out.push('', `cfssl-pair-c32: ${run.cfsslPair.skipped}.`);
+  else if (run.cfsslPair)
+    out.push(
+      '',
+      `meshca and cfssl at the same time (cfssl-pair-c32): A = meshca, B = ${run.cfsslPair.b}, serving c32 on the same CPUs, each from its own load generators, measured in the same windows. **meshca serves ${fmt(run.cfsslPair.medianRatio, 2)}× cfssl's certificates per second of server CPU** (B/A, median of ${run.cfsslPair.windows.length} windows); ${run.cfsslPair.cfsslRecorded} of cfssl's ${run.cfsslPair.cfsslServed} measured certificates were found in its certdb. Latency and throughput are of two servers sharing the CPUs, not comparable with solo runs.`,
+      ...pairTable(run.cfsslPair.windows),
+    );
+  if (run.ab)
     out.push(
       '',
       `Paired A/B (ab-c32): A = \`${run.ab.a}\`, B = \`${run.ab.b}\`, serving c32 at the same time on the same CPUs, each from its own load generators. **B costs ${fmt(run.ab.medianRatio, 3)}× A's server CPU per certificate** (median of ${run.ab.windows.length} windows). Latency and throughput are of two servers sharing the CPUs, not comparable with solo runs.`,
-      '',
-      '| window | A ms/cert (main) | A cert/s | B ms/cert (main) | B cert/s | B/A |',
-      '|--:|--:|--:|--:|--:|--:|',
-      ...run.ab.windows.map(
-        (w, i) =>
-          `| ${i + 1} | ${fmt(w.a.cpuMsPerCert, 3)} (${fmt(w.a.mainThreadCpuMsPerCert, 3)}) | ${int(w.a.throughput)} | ${fmt(w.b.cpuMsPerCert, 3)} (${fmt(w.b.mainThreadCpuMsPerCert, 3)}) | ${int(w.b.throughput)} | ${fmt(w.ratio, 3)} |`,
-      ),
+      ...pairTable(run.ab.windows),
     );
-  }
   for (const st of run.stages ?? []) {
     out.push(
       '',
-      `Per-stage breakdown of ${st.scenario} from the ${st.server} server's CPU profile (profiled busy time in the measured window, with profiler overhead; ${st.certificates} certificates). Measured CPU per certificate in that window: ${fmt(1000 * st.mainThreadCpuMsPerCert, 0)} µs main thread, ${fmt(1000 * st.cpuMsPerCert, 0)} µs all threads. Worker busy time includes the writer thread's fsync waits; libuv's pool (the ECDSA sign) and V8's helper threads have no JS profile.`,
+      `Per-stage breakdown of ${st.scenario} from the ${st.server} server's CPU profile (profiled busy time in the measured window, with profiler overhead; ${st.certificates} certificates). Measured CPU per certificate in that window: ${fmt(1000 * st.mainThreadCpuMsPerCert, 0)} µs main thread, ${fmt(1000 * st.cpuMsPerCert, 0)} µs all threads. Worker busy time includes the writer thread's fsync waits; libuv's pool and V8's helper threads have no JS profile.`,
       '',
       '| Stage | thread | µs per certificate |',
       '|---|---|--:|',
@@ -224,4 +224,17 @@ function niceCeil(v) {
   const base = 10 ** Math.floor(Math.log10(v));
   for (const m of [1, 2, 2.5, 5, 10]) if (m * base >= v) return m * base;
   return 10 * base;
+}
+
+/** One row per paired window: both sides' CPU per certificate (main thread), throughput and B/A. @param {{ a: PairSide, b: PairSide, ratio: number }[]} windows */
+function pairTable(windows) {
+  return [
+    '',
+    '| window | A ms/cert (main) | A cert/s | A p99 ms | B ms/cert (main) | B cert/s | B p99 ms | B/A |',
+    '|--:|--:|--:|--:|--:|--:|--:|--:|',
+    ...windows.map(
+      (w, i) =>
+        `| ${i + 1} | ${fmt(w.a.cpuMsPerCert, 3)} (${fmt(w.a.mainThreadCpuMsPerCert, 3)}) | ${int(w.a.throughput)} | ${fmt(w.a.p99Ms, 1)} | ${fmt(w.b.cpuMsPerCert, 3)} (${fmt(w.b.mainThreadCpuMsPerCert, 3)}) | ${int(w.b.throughput)} | ${fmt(w.b.p99Ms, 1)} | ${fmt(w.ratio, 3)} |`,
+    ),
+  ];
 }
