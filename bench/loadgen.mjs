@@ -1,7 +1,8 @@
 // @ts-check
 // A load-generator process (forked by bench/run.mjs; never the server's or the orchestrator's event
-// loop). It speaks Istio's CreateCertificate over TLS exactly like dist/client/ca-client.js does, on
-// a few channels of its own, and reports every request's latency back over IPC.
+// loop). It speaks Istio's CreateCertificate over TLS, with the request and metadata of
+// dist/client/ca-client.js, on a few connections of its own (through bench/lib/grpc-h2.mjs, or
+// grpc-js's client with --client grpc-js), and reports every request's latency back over IPC.
 //
 // Protocol (parent → child): init, prepare, go, close. Child → parent: ready, prepared, result, fatal.
 // Work items: item j uses token j of `tokenFile` and the CSR of identity j % identities from
@@ -12,13 +13,17 @@ import { readFileSync, statSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
 import grpc from '@grpc/grpc-js';
 import { istioCertificateService } from '../dist/grpc/proto.js';
+import { H2Channel } from './lib/grpc-h2.mjs';
 
 const CODE_NAMES = new Map(Object.entries(grpc.status).map(([name, code]) => [code, name]));
 
 /** @type {{ part: number, parts: number }} */
 const me = { part: Number(process.env.LOADGEN_PART ?? 0), parts: Number(process.env.LOADGEN_PARTS ?? 1) };
-/** @type {any[]} */
+/** @type {any[]} grpc-js stubs (--client grpc-js) */
 let stubs = [];
+/** @type {H2Channel[]} */
+let channels = [];
+const CREATE_CERTIFICATE = '/istio.v1.auth.IstioCertificateService/CreateCertificate';
 /** @type {Map<string, { mtimeMs: number, items: string[] }>} */
 const files = new Map();
 /** @type {{ id: string, run: (go: { startAt: number }) => Promise<object> } | undefined} */
@@ -36,7 +41,7 @@ process.on('message', (/** @type {any} */ message) => {
 async function handle(message) {
   switch (message.type) {
     case 'init':
-      await connect(message.grpcAddress, message.rootsPem, message.channels);
+      await connect(message.grpcAddress, message.rootsPem, message.channels, message.client ?? 'h2');
       send({ type: 'ready' });
       break;
     case 'prepare':
@@ -52,7 +57,7 @@ async function handle(message) {
       break;
     }
     case 'close':
-      for (const stub of stubs) stub.close();
+      closeAll();
       process.disconnect();
       break;
     default:
@@ -60,13 +65,25 @@ async function handle(message) {
   }
 }
 
-/**
- * Opens `channels` TLS channels (each its own HTTP/2 connection: grpc-js would otherwise share one
- * subchannel between channels with equal options) and waits until all are connected.
- * @param {string} address @param {string} rootsPem @param {number} channels
- */
-async function connect(address, rootsPem, channels) {
+function closeAll() {
   for (const stub of stubs) stub.close();
+  for (const channel of channels) channel.close();
+  stubs = [];
+  channels = [];
+}
+
+/**
+ * Opens `count` TLS connections and waits until all are connected: H2Channels, or grpc-js
+ * channels (each its own HTTP/2 connection: grpc-js would otherwise share one subchannel between
+ * channels with equal options).
+ * @param {string} address @param {string} rootsPem @param {number} count @param {'h2' | 'grpc-js'} client
+ */
+async function connect(address, rootsPem, count, client) {
+  closeAll();
+  if (client === 'h2') {
+    channels = await Promise.all(Array.from({ length: count }, () => H2Channel.open(address, rootsPem)));
+    return;
+  }
   const Ctor = istioCertificateService();
   const credentials = grpc.credentials.createSsl(Buffer.from(rootsPem));
   const options = {
@@ -74,7 +91,7 @@ async function connect(address, rootsPem, channels) {
     'grpc.default_authority': 'localhost',
     'grpc.use_local_subchannel_pool': 1,
   };
-  stubs = Array.from({ length: channels }, () => new Ctor(address, credentials, options));
+  stubs = Array.from({ length: count }, () => new Ctor(address, credentials, options));
   await Promise.all(
     stubs.map(
       (stub) =>
@@ -115,17 +132,25 @@ function readItems(path) {
 }
 
 /**
- * One CreateCertificate call, shaped like CaClient.createCertificate.
- * @param {any} stub @param {{ csr: string, token: string }} item @param {number} deadlineMs
+ * One CreateCertificate call on connection `k`, shaped like CaClient.createCertificate.
+ * @param {number} k @param {{ csr: string, token: string }} item @param {number} deadlineMs
  * @returns {Promise<string[]>}
  */
-function call(stub, item, deadlineMs) {
+function call(k, item, deadlineMs) {
+  const request = { csr: item.csr, validity_duration: 0, metadata: null };
+  if (channels.length > 0) {
+    const { requestSerialize, responseDeserialize } = istioCertificateService().service.CreateCertificate;
+    const metadata = { authorization: `Bearer ${item.token}`, clusterid: 'Kubernetes' };
+    return channels[k % channels.length]
+      .unary(CREATE_CERTIFICATE, requestSerialize(request), metadata, deadlineMs)
+      .then((bytes) => /** @type {{ cert_chain?: string[] }} */ (responseDeserialize(bytes)).cert_chain ?? []);
+  }
   const metadata = new grpc.Metadata();
   metadata.set('authorization', `Bearer ${item.token}`);
   metadata.set('clusterid', 'Kubernetes');
   return new Promise((resolve, reject) =>
-    stub.CreateCertificate(
-      { csr: item.csr, validity_duration: 0, metadata: null },
+    stubs[k % stubs.length].CreateCertificate(
+      request,
       metadata,
       { deadline: Date.now() + deadlineMs },
       (/** @type {any} */ error, /** @type {any} */ response) => (error ? reject(error) : resolve(response?.cert_chain ?? [])),
@@ -133,8 +158,8 @@ function call(stub, item, deadlineMs) {
   );
 }
 
-/** Caller w's CreateCertificate on its channel. @param {number} w @param {{ csr: string, token: string }} item @param {number} deadlineMs */
-const grpcSender = (w, item, deadlineMs) => call(stubs[w % stubs.length], item, deadlineMs);
+/** Caller w's CreateCertificate on its connection. @param {number} w @param {{ csr: string, token: string }} item @param {number} deadlineMs */
+const grpcSender = (w, item, deadlineMs) => call(w, item, deadlineMs);
 
 /**
  * cfssl's JSON sign API over keep-alive HTTP/1.1, one connection per caller; the answer is turned
@@ -315,12 +340,12 @@ function burst(spec) {
         continue;
       }
       const item = items[k];
-      const stub = stubs[k % stubs.length];
+      const connection = k;
       k++;
       const t0 = now();
       rec.started(t0);
       pending.push(
-        call(stub, item, spec.deadlineMs).then(
+        call(connection, item, spec.deadlineMs).then(
           (chain) => rec.ok(t0, chain, true),
           (error) => rec.fail(error),
         ),

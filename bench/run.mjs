@@ -86,6 +86,8 @@ const HELP = `Usage: npm run bench [-- flags]
   --burst N             workloads in the rotation burst (default 5000; quick 1000)
   --store-rows N        pre-filled rows for large-store (default 1000000; quick 100000)
   --channels N          TLS connections per load generator (default 4)
+  --client KIND         the load generators' gRPC client: h2 (a lean unary client on node:http2, the
+                        default: it leaves the load CPU to spare) or grpc-js (@grpc/grpc-js's client)
   --server-log-level L  the server's --log-level (default warn: info logs one line per certificate)
   --profile             run the server under node --cpu-prof and print where its main thread spends
                         time and a per-stage breakdown (profiles in bench/results/tmp/profiles; numbers
@@ -168,6 +170,7 @@ function options() {
       burst: { type: 'string' },
       'store-rows': { type: 'string' },
       channels: { type: 'string' },
+      client: { type: 'string', default: 'h2' },
       'server-log-level': { type: 'string', default: 'warn' },
       profile: { type: 'boolean', default: false },
       pin: { type: 'boolean', default: false },
@@ -214,6 +217,7 @@ function options() {
     burst: Math.round(num(values.burst, quick ? 1000 : 5000, 'burst')),
     storeRows: Math.round(num(values['store-rows'], quick ? 100_000 : 1_000_000, 'store-rows')),
     channels: Math.round(num(values.channels, 4, 'channels')),
+    client: /** @type {'h2' | 'grpc-js'} */ (clientKind(values.client)),
     serverLogLevel: /** @type {string} */ (values['server-log-level']),
     profile: Boolean(values.profile),
     pin: Boolean(values.pin),
@@ -224,6 +228,12 @@ function options() {
     abRounds: Math.round(num(values['ab-rounds'], 5, 'ab-rounds')),
     abServerArgs: values['ab-server-args'] ? values['ab-server-args'].split(/\s+/).filter(Boolean) : [],
   };
+}
+
+/** @param {string | undefined} value */
+function clientKind(value) {
+  if (value !== 'h2' && value !== 'grpc-js') throw new Error(`--client must be h2 or grpc-js, got ${value}`);
+  return value;
 }
 
 /** @typedef {ReturnType<typeof options>} Options */
@@ -289,8 +299,13 @@ class LoadgenPool {
   }
 
   /** (Re)connects every load generator's channels, trusting `rootsPem`. */
-  async connect(/** @type {string} */ grpcAddress, /** @type {string} */ rootsPem, /** @type {number} */ channels) {
-    await Promise.all(this.procs.map((p) => this.ask(p, { type: 'init', grpcAddress, rootsPem, channels }, 'ready')));
+  async connect(
+    /** @type {string} */ grpcAddress,
+    /** @type {string} */ rootsPem,
+    /** @type {number} */ channels,
+    /** @type {'h2' | 'grpc-js'} */ client,
+  ) {
+    await Promise.all(this.procs.map((p) => this.ask(p, { type: 'init', grpcAddress, rootsPem, channels, client }, 'ready')));
   }
 
   /**
@@ -364,7 +379,7 @@ async function startServer(ctx, label, dataDir, extraArgs = [], cli = CLI) {
         `\nbench: meshca (${label}) exited unexpectedly (${describeExit(exit)}); its last lines:\n${server.lastLines(40)}\n`,
       );
   });
-  await ctx.pool.connect(server.addresses.grpc, server.bundlePem(), ctx.opts.channels);
+  await ctx.pool.connect(server.addresses.grpc, server.bundlePem(), ctx.opts.channels, ctx.opts.client);
   return { server, startupSeconds: (performance.now() - started) / 1000 };
 }
 
@@ -718,7 +733,7 @@ async function rotationBurst(/** @type {Context} */ ctx, /** @type {ServerProces
   admin.close();
   const roots = server.bundlePem();
   // Proxies learn the new bundle and reconnect; the load generators do the same before the burst.
-  await ctx.pool.connect(server.addresses.grpc, roots, ctx.opts.channels);
+  await ctx.pool.connect(server.addresses.grpc, roots, ctx.opts.channels, ctx.opts.client);
 
   const n = ctx.opts.burst;
   const before = await scrape(server);
@@ -1199,6 +1214,7 @@ async function main() {
       storeRows: opts.storeRows,
       loadgens: LOADGENS,
       channels: opts.channels,
+      client: opts.client,
       requestDeadlineMs: REQUEST_DEADLINE_MS,
       serverLogLevel: opts.serverLogLevel,
       serverArgs: opts.serverArgs,

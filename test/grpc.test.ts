@@ -12,6 +12,8 @@ import { mutualTls, workloadCredentials } from './support/mtls.js';
 import { openssl, writeChain } from './support/openssl.js';
 import { countCertificates, csrFor, removeDir, startTestServer, tempDir, type TestServer } from './support/server.js';
 import { TEST_ISSUER, TestTokenIssuer } from './support/tokens.js';
+import { H2Channel } from '../bench/lib/grpc-h2.mjs';
+import { istioCertificateService } from '../src/grpc/proto.js';
 
 const TD = 'cluster.local';
 const id = (ns: string, sa: string) => `spiffe://${TD}/ns/${ns}/sa/${sa}`;
@@ -302,6 +304,52 @@ describe('monitoring endpoints', () => {
       expect(metrics).toContain(name);
     }
     expect(metrics).toMatch(/citadel_server_success_cert_issuance_count [1-9]/);
+  });
+});
+
+// The benchmark's load generators speak gRPC through their own small client (bench/lib/grpc-h2.mjs):
+// it must get what grpc-js's client gets, or the benchmark would measure something else.
+describe("the benchmark's HTTP/2 gRPC client", () => {
+  const { requestSerialize, responseDeserialize } = istioCertificateService().service.CreateCertificate;
+  const call = async (csrPem: string, token: string): Promise<string[]> => {
+    const channel = (await H2Channel.open(t.address, t.server.ca.current().rootsPem)) as H2Channel;
+    try {
+      const bytes = await channel.unary(
+        '/istio.v1.auth.IstioCertificateService/CreateCertificate',
+        requestSerialize({ csr: csrPem, validity_duration: 0, metadata: null }),
+        { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' },
+        10_000,
+      );
+      return (responseDeserialize(bytes) as { cert_chain: string[] }).cert_chain;
+    } finally {
+      channel.close();
+    }
+  };
+
+  it('gets a chain for its identity', async () => {
+    const chain = await call(await csrFor(id('bench', 'h2')), await issuer.token({ namespace: 'bench', serviceAccount: 'h2' }));
+    expect(chain.length).toBeGreaterThanOrEqual(2);
+    expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${id('bench', 'h2')}`);
+  });
+
+  it.each([
+    ['a token that is not a JWT', async () => ['not-a-jwt', await csrFor(id('bench', 'h2'))], status.UNAUTHENTICATED],
+    [
+      'a CSR for another identity',
+      async () => [await issuer.token({ namespace: 'bench', serviceAccount: 'h2' }), await csrFor(id('bench', 'other'))],
+      status.PERMISSION_DENIED,
+    ],
+  ] as const)("reads the status of a refusal as grpc-js's client does: %s", async (_what, material, code) => {
+    const [token, csrPem] = await material();
+    const details = await t
+      .client()
+      .createCertificate({ csrPem, token, validitySeconds: 0 })
+      .then(
+        () => 'issued',
+        (e: { code: number; details: string }) => ({ code: e.code, details: e.details }),
+      );
+    expect(details).toMatchObject({ code });
+    await expect(call(csrPem, token)).rejects.toMatchObject(details as object);
   });
 });
 
