@@ -10,6 +10,9 @@ import { databasePath } from '../src/app/data-dir.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
 import { inspectSqliteStore } from '../src/store/sqlite.js';
 import { checkInvariants } from '../src/authority/invariants.js';
+import { IssuanceError } from '../src/authority/errors.js';
+import { JwtSvidIssuance } from '../src/authority/jwt-svid-issuance.js';
+import type { Store } from '../src/store/types.js';
 import { spawnServer } from './support/process.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SpiffeBundle } from '../src/spiffe/bundle.js';
@@ -121,6 +124,32 @@ describe('MintJwtSvid', () => {
       .catch((e: unknown) => e)) as ServiceError;
     expect(error.code).toBe(code);
     expect(await t.server.store.listJwtSvids({ spiffeId: id('shop', sa), limit: 10 })).toEqual([]);
+  });
+
+  it('refuses a JWT-SVID when the deny commits after the request started but before its record', async () => {
+    const victim = id('shop', 'raced');
+    // The deny lands between signing and recording, where a check before signing would have passed.
+    const racing = new Proxy(t.server.store, {
+      get: (store, name, receiver) =>
+        name === 'recordJwtSvid'
+          ? async (...args: Parameters<Store['recordJwtSvid']>) => {
+              await store.revokeIdentity(victim, { reason: 'keyCompromise', actor: 'test', at: new Date(), deny: true });
+              return store.recordJwtSvid(...args);
+            }
+          : Reflect.get(store, name, receiver),
+    });
+    const issuance = new JwtSvidIssuance(t.server.jwt, racing, { defaultTtlMs: 300_000, maxTtlMs: 3_600_000 });
+    const caller = {
+      spiffeId: victim,
+      namespace: 'shop',
+      serviceAccount: 'raced',
+      clusterId: 'Kubernetes',
+      expiresAt: new Date(Date.now() + 3_600_000),
+    };
+    const error = await issuance.mint({ caller, audiences: ['aud'], ttlSeconds: 0 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(IssuanceError);
+    expect(error).toMatchObject({ code: 'ERR_IDENTITY_DENIED' });
+    expect(await t.server.store.listJwtSvids({ spiffeId: victim, limit: 10 })).toEqual([]);
   });
 
   it('keeps its sealed signing key across restarts with the same KEK', async () => {

@@ -972,7 +972,7 @@ describe.each(BACKENDS)('$name store', (backend) => {
       expect((await store.loadJwtAuthorities()).map((k) => k.state)).toEqual(['retired', 'active']);
     });
 
-    it('records JWT-SVIDs (never for an unknown kid or twice), lists them newest first and prunes expired ones', async () => {
+    it('records JWT-SVIDs (never for an unknown kid, twice, or a denied identity), lists them newest first and prunes expired ones', async () => {
       const { store } = await freshStore();
       await store.applyJwtAuthorityChange({
         insert: [jwtKey('k1', 'active')],
@@ -983,10 +983,20 @@ describe.each(BACKENDS)('$name store', (backend) => {
       await store.recordJwtSvid(svid('j2', 'k1'));
       await expectStoreError(store.recordJwtSvid(svid('j2', 'k1')), 'ERR_STORE_DUPLICATE');
       await expectStoreError(store.recordJwtSvid(svid('j3', 'nope')), 'ERR_STORE_NOT_FOUND');
+      // The deny-list is checked in the insert itself, like refuseIfDenied for certificates.
+      await store.revokeIdentity('spiffe://td/ns/a/sa/b', DENY);
+      await expectStoreError(store.recordJwtSvid(svid('j4', 'k1')), 'ERR_STORE_DENIED');
+      await store.recordJwtSvid({ ...svid('j5', 'k1'), spiffeId: 'spiffe://td/ns/a/sa/c' });
+      await store.allowIdentity('spiffe://td/ns/a/sa/b', 'test', NOW);
       expect((await store.listJwtSvids({ spiffeId: 'spiffe://td/ns/a/sa/b', limit: 10 })).map((r) => r.jti).sort()).toEqual(['j1', 'j2']);
       expect(await store.pruneJwtSvids(NOW, 10)).toBe(1);
-      expect((await store.listJwtSvids({ limit: 10 })).map((r) => ({ jti: r.jti, audiences: r.audiences }))).toEqual([
+      expect(
+        (await store.listJwtSvids({ limit: 10 }))
+          .map((r) => ({ jti: r.jti, audiences: r.audiences }))
+          .sort((a, b) => a.jti.localeCompare(b.jti)),
+      ).toEqual([
         { jti: 'j2', audiences: ['api'] },
+        { jti: 'j5', audiences: ['api'] },
       ]);
     });
 

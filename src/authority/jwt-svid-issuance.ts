@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { CallerIdentity } from '../authn/index.js';
+import { StoreError } from '../store/errors.js';
 import type { Store } from '../store/types.js';
 import { IssuanceError } from './errors.js';
 import type { JwtAuthority } from './jwt-authority.js';
@@ -31,8 +32,9 @@ const MAX_AUDIENCE_BYTES = 512;
 
 /**
  * Mints JWT-SVIDs for the caller's own identity (JWT-SVID spec: sub, aud, exp, iat; header alg, kid,
- * typ). Denied identities get nothing; the token is returned only after its record (never the token
- * itself) is committed.
+ * typ). The token is returned only after its record (never the token itself) is committed, and the
+ * record is refused for a denied identity in the same statement that inserts it: a deny that
+ * committed first is always seen, as for certificates (store/types.ts, refuseIfDenied).
  */
 export class JwtSvidIssuance {
   private readonly now: () => Date;
@@ -49,8 +51,6 @@ export class JwtSvidIssuance {
   async mint(request: JwtSvidRequest): Promise<MintedJwtSvid> {
     const audiences = checkAudiences(request.audiences);
     const spiffeId = request.caller.spiffeId;
-    if (await this.store.isDenied(spiffeId))
-      throw new IssuanceError('ERR_IDENTITY_DENIED', `${spiffeId} is on the deny-list; an operator must allow it again`);
     const signer = this.authority.current().signer;
     const now = this.now();
     const requestedMs = request.ttlSeconds > 0 ? request.ttlSeconds * 1000 : this.policy.defaultTtlMs;
@@ -66,6 +66,8 @@ export class JwtSvidIssuance {
     await this.store
       .recordJwtSvid({ jti, spiffeId, callerId: request.caller.spiffeId, audiences, kid: signer.kid, issuedAt: now, expiresAt })
       .catch((error: unknown) => {
+        if (error instanceof StoreError && error.code === 'ERR_STORE_DENIED')
+          throw new IssuanceError('ERR_IDENTITY_DENIED', `${spiffeId} is on the deny-list; an operator must allow it again`);
         throw new IssuanceError('ERR_ISSUANCE_FAILED', `could not record the JWT-SVID: ${(error as Error).message}`);
       });
     return { token, spiffeId, kid: signer.kid, jti, expiresAt };

@@ -556,7 +556,7 @@ class SqliteStoreImpl implements SqliteStore {
 
   async recordJwtSvid(record: JwtSvidRecord): Promise<void> {
     return this.use(() => {
-      this.run('insertJwtSvid', {
+      const { changes } = this.run('insertJwtSvid', {
         jti: record.jti,
         spiffeId: record.spiffeId,
         callerId: record.callerId,
@@ -565,6 +565,7 @@ class SqliteStoreImpl implements SqliteStore {
         issuedAt: record.issuedAt.getTime(),
         expiresAt: record.expiresAt.getTime(),
       });
+      if (changes === 0) throw deniedRecord(`JWT-SVID ${record.jti}`);
     });
   }
 

@@ -334,7 +334,7 @@ export interface Store {
   loadJwtAuthorities(): Promise<JwtAuthorityRecord[]>;
   /** Applies one JWT key change atomically (guards as applyAuthorityChange); returns the bundle sequence after it. */
   applyJwtAuthorityChange(change: JwtAuthorityChange): Promise<{ bundleSequence: number }>;
-  /** Durably records a minted JWT-SVID (ERR_STORE_DUPLICATE for a repeated jti, ERR_STORE_NOT_FOUND for an unknown kid). */
+  /** Durably records a minted JWT-SVID (ERR_STORE_DUPLICATE for a repeated jti, ERR_STORE_NOT_FOUND for an unknown kid, ERR_STORE_DENIED for an identity on the deny-list, checked in the insert). */
   recordJwtSvid(record: JwtSvidRecord): Promise<void>;
   /** Recorded JWT-SVIDs, newest first, optionally of one identity; limit clamped to 1..1000. */
   listJwtSvids(query: { readonly spiffeId?: string; readonly limit: number }): Promise<JwtSvidRecord[]>;

@@ -137,8 +137,10 @@ const SQL = {
   jwtTransition: 'UPDATE jwt_authorities SET state = $2, updated_at = $4 WHERE kid = $1 AND state = ANY($3::text[])',
   jwtAuthorityState: 'SELECT state FROM jwt_authorities WHERE kid = $1',
   resealJwt: 'UPDATE jwt_authorities SET sealed_key = $2, updated_at = $3 WHERE kid = $1',
+  // Nothing for a denied identity (see holdIssuance: a deny in progress holds this INSERT until it commits).
   insertJwtSvid: `INSERT INTO jwt_svids (jti, spiffe_id, caller_id, audiences, kid, issued_at, expires_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+    SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::bigint
+    WHERE NOT EXISTS (SELECT 1 FROM denied_identities WHERE spiffe_id = $2::text)`,
   listJwtSvids: 'SELECT * FROM jwt_svids ORDER BY issued_at DESC, jti LIMIT $1',
   listJwtSvidsOf: 'SELECT * FROM jwt_svids WHERE spiffe_id = $2 ORDER BY issued_at DESC, jti LIMIT $1',
   pruneJwtSvids: 'DELETE FROM jwt_svids WHERE jti IN (SELECT jti FROM jwt_svids WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)',
@@ -164,11 +166,11 @@ const SQL = {
     ON CONFLICT (serial_hex) DO NOTHING
     RETURNING serial_hex`,
   deniedAmong: 'SELECT spiffe_id FROM denied_identities WHERE spiffe_id = ANY($1::text[])',
-  // Taken by a deny before its sweep: waits for issuance batches in flight (their rows get revoked)
-  // and holds new ones until it commits (they then see the deny). SHARE ROW EXCLUSIVE conflicts
+  // Taken by a deny before its sweep: waits for issuance batches and JWT-SVID records in flight
+  // (their certificates get revoked) and holds new ones until it commits (they then see the deny). SHARE ROW EXCLUSIVE conflicts
   // with the ROW EXCLUSIVE lock an INSERT takes, and each READ COMMITTED statement takes its
   // snapshot after its locks.
-  holdIssuance: 'LOCK TABLE issued_certificates IN SHARE ROW EXCLUSIVE MODE',
+  holdIssuance: 'LOCK TABLE issued_certificates, jwt_svids IN SHARE ROW EXCLUSIVE MODE',
   knownAuthorities: 'SELECT id FROM authorities WHERE id = ANY($1::text[])',
   certificateBySerial: `SELECT ${SUMMARY_COLUMNS}, der FROM issued_certificates WHERE serial_hex = $1`,
   usage: `SELECT authority_id, count(*) AS issued, count(*) FILTER (WHERE not_after > $1) AS unexpired,
@@ -346,7 +348,16 @@ class PostgresStoreImpl implements PostgresStore {
   async recordJwtSvid(record: JwtSvidRecord): Promise<void> {
     if (this.closed) throw closedError();
     const { jti, spiffeId, callerId, audiences, kid, issuedAt, expiresAt } = record;
-    await this.query(SQL.insertJwtSvid, [jti, spiffeId, callerId, JSON.stringify(audiences), kid, issuedAt.getTime(), expiresAt.getTime()]);
+    const { rowCount } = await this.query(SQL.insertJwtSvid, [
+      jti,
+      spiffeId,
+      callerId,
+      JSON.stringify(audiences),
+      kid,
+      issuedAt.getTime(),
+      expiresAt.getTime(),
+    ]);
+    if (rowCount === 0) throw new StoreError('ERR_STORE_DENIED', `JWT-SVID ${jti} is for an identity on the deny-list`);
   }
 
   async listJwtSvids(query: { readonly spiffeId?: string; readonly limit: number }): Promise<JwtSvidRecord[]> {

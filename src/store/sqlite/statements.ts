@@ -199,8 +199,11 @@ export const SQL = {
     WHERE kid = @kid AND state IN (SELECT value FROM json_each(@from))`,
   jwtAuthorityState: 'SELECT state FROM jwt_authorities WHERE kid = ?',
   resealJwt: 'UPDATE jwt_authorities SET sealed_key = @sealedKey, updated_at = @at WHERE kid = @kid',
+  // Inserts nothing (changes = 0) for a denied identity: checked in the INSERT, so a deny that
+  // commits first is always seen (the same rule as SQL_INSERT_ISSUED's refuseIfDenied).
   insertJwtSvid: `INSERT INTO jwt_svids (jti, spiffe_id, caller_id, audiences, kid, issued_at, expires_at)
-    VALUES (@jti, @spiffeId, @callerId, @audiences, @kid, @issuedAt, @expiresAt)`,
+    SELECT @jti, @spiffeId, @callerId, @audiences, @kid, @issuedAt, @expiresAt
+    WHERE NOT EXISTS (SELECT 1 FROM denied_identities WHERE spiffe_id = @spiffeId)`,
   listJwtSvids: 'SELECT * FROM jwt_svids ORDER BY issued_at DESC, jti LIMIT ?',
   listJwtSvidsOf: 'SELECT * FROM jwt_svids WHERE spiffe_id = ? ORDER BY issued_at DESC, jti LIMIT ?',
   pruneJwtSvids: `DELETE FROM jwt_svids WHERE jti IN
