@@ -30,6 +30,11 @@ export class IssuanceError extends MeshcaError<IssuanceErrorCode> {
   }
 }
 
+/** The store refused the record because the identity is denied (its insert checks the deny-list). */
+export function identityDenied(spiffeId: string): IssuanceError {
+  return new IssuanceError('ERR_IDENTITY_DENIED', `${spiffeId} is on the deny-list; an operator must allow it again`);
+}
+
 export type AuthorityErrorCode =
   | 'ERR_AUTHORITY_NOT_FOUND'
   /** The requested transition is illegal from the authority's current state. */

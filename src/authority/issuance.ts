@@ -8,7 +8,7 @@ import { StoreError } from '../store/errors.js';
 import { pemEncode } from '../pki/pem.js';
 import { serialToHex, timeOrderedSerial } from '../pki/serial.js';
 import type { CertificateAuthority } from './lifecycle.js';
-import { IssuanceError } from './errors.js';
+import { IssuanceError, identityDenied } from './errors.js';
 import type { IssuancePolicy } from './policy.js';
 import type { TrustSnapshot } from './snapshot.js';
 
@@ -177,8 +177,7 @@ export class IssuanceService {
         announced,
       )
       .catch((error: unknown) => {
-        if (error instanceof StoreError && error.code === 'ERR_STORE_DENIED')
-          throw new IssuanceError('ERR_IDENTITY_DENIED', `${spiffeId} is on the deny-list; an operator must allow it again`);
+        if (error instanceof StoreError && error.code === 'ERR_STORE_DENIED') throw identityDenied(spiffeId);
         throw storeFailure(error, 'could not record the certificate');
       });
     return {

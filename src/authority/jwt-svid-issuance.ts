@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { CallerIdentity } from '../authn/index.js';
 import { StoreError } from '../store/errors.js';
 import type { Store } from '../store/types.js';
-import { IssuanceError } from './errors.js';
+import { IssuanceError, identityDenied } from './errors.js';
 import type { JwtAuthority } from './jwt-authority.js';
 
 export interface JwtSvidPolicy {
@@ -66,8 +66,7 @@ export class JwtSvidIssuance {
     await this.store
       .recordJwtSvid({ jti, spiffeId, callerId: request.caller.spiffeId, audiences, kid: signer.kid, issuedAt: now, expiresAt })
       .catch((error: unknown) => {
-        if (error instanceof StoreError && error.code === 'ERR_STORE_DENIED')
-          throw new IssuanceError('ERR_IDENTITY_DENIED', `${spiffeId} is on the deny-list; an operator must allow it again`);
+        if (error instanceof StoreError && error.code === 'ERR_STORE_DENIED') throw identityDenied(spiffeId);
         throw new IssuanceError('ERR_ISSUANCE_FAILED', `could not record the JWT-SVID: ${(error as Error).message}`);
       });
     return { token, spiffeId, kid: signer.kid, jti, expiresAt };
