@@ -158,9 +158,6 @@ function call(k, item, deadlineMs) {
   );
 }
 
-/** Caller w's CreateCertificate on its connection. @param {number} w @param {{ csr: string, token: string }} item @param {number} deadlineMs */
-const grpcSender = (w, item, deadlineMs) => call(w, item, deadlineMs);
-
 /**
  * cfssl's JSON sign API over keep-alive HTTP/1.1, one connection per caller; the answer is turned
  * into a chain-like array (certificate, CA) so the Recorder checks it like a gRPC response.
@@ -285,7 +282,7 @@ class Recorder {
  */
 function closedLoop(spec) {
   const items = loadItems(spec.work);
-  const send = spec.cfsslUrl ? cfsslSender(spec.cfsslUrl, spec.concurrency) : grpcSender;
+  const send = spec.cfsslUrl ? cfsslSender(spec.cfsslUrl, spec.concurrency) : call;
   return async () => {
     const rec = new Recorder();
     if (spec.concurrency === 0 || items.length === 0) return rec.result();

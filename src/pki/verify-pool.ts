@@ -80,13 +80,13 @@ export class CsrVerifierPool implements CsrVerifier {
 
   /** Whether the CSR's self-signature holds (false when it does not, PkiError when its key is unusable). */
   async verify(csr: CertificationRequest): Promise<boolean> {
-    if (this.threads.length === 0 || this.allDown()) return this.verifyHere(csr);
+    if (this.allDown()) return this.verifyHere(csr);
     return checkVerdict(await this.enqueue({ check: signatureCheck(csr) }));
   }
 
   signerFor(csr: CertificationRequest): TbsSigner {
     return async (hash, tbs, key) => {
-      if (this.threads.length === 0 || this.allDown()) {
+      if (this.allDown()) {
         if (!(await this.verifyHere(csr))) throw invalidSignature();
         return signOnThreadPool(hash, tbs, key);
       }
@@ -113,6 +113,7 @@ export class CsrVerifierPool implements CsrVerifier {
     return checkVerdict('ecPoint' in check ? verifyEcdsaNatively(check) : verifyCsrSignatureNow(csr) ? 1 : 0);
   }
 
+  /** No thread takes requests: none was started (size 0) or every one has died. */
   private allDown(): boolean {
     return this.threads.every((t) => !t.healthy);
   }
