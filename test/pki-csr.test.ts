@@ -3,7 +3,7 @@ import { constants, createPublicKey, generateKeyPairSync, sign, verify, type Key
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseCsr, parseCsrDer, verifyCsrSignature, type CertificationRequest } from '../src/pki/csr.js';
 import {
   encodeAscii,
@@ -24,7 +24,9 @@ import {
 } from '../src/pki/der.js';
 import { PkiError } from '../src/pki/errors.js';
 import { nativeEcdsaUnavailable } from '../src/pki/native-ecdsa.js';
-import { CsrVerifierPool, threadPoolCsrVerifier, type CsrVerifier } from '../src/pki/verify-pool.js';
+import { CsrVerifierPool, MAX_VERIFIER_BATCH, threadPoolCsrVerifier, type CsrVerifier } from '../src/pki/verify-pool.js';
+import type { VerifierBatch } from '../src/pki/verify-worker.js';
+import { WorkerClient } from '../src/workers/rpc.js';
 import { pemEncode } from '../src/pki/pem.js';
 
 import { x509 } from '../src/pki/x509.js';
@@ -614,7 +616,7 @@ describe('parseCsrDer on hand-built requests', () => {
     });
   });
   it.each([['a verifier thread', inThread], ...(native ? ([['a verifier thread, natively', nativeInThread]] as const) : [])] as const)(
-    'signs one batch for several issuers on %s, each with its own key, and skips the altered CSR',
+    "signs one turn's CSRs for several issuers on %s, in slices of MAX_VERIFIER_BATCH, each with its own key, and skips the altered CSRs",
     async (_where, pool) => {
       const issuers = [
         generateKeyPairSync('ec', { namedCurve: 'P-256' }),
@@ -624,13 +626,20 @@ describe('parseCsrDer on hand-built requests', () => {
       const forged = parseCsrDer(
         handmade({ signer: (data) => sign('sha256', data, generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey) }),
       );
-      const csrs = Array.from({ length: 12 }, (_, i) => (i === 7 ? forged : parseCsrDer(handmade())));
-      // Issued in one event-loop turn, so they travel to the thread as one batch.
+      // One forgery in each slice, at different offsets, so a result landing in the wrong place shows.
+      const forgeries = new Set([7, MAX_VERIFIER_BATCH, 2 * MAX_VERIFIER_BATCH + 5]);
+      const count = 2 * MAX_VERIFIER_BATCH + 8;
+      const csrs = Array.from({ length: count }, (_, i) => (forgeries.has(i) ? forged : parseCsrDer(handmade())));
+      const sent = vi.spyOn(WorkerClient.prototype, 'call');
+      // Issued in one event-loop turn: they leave for the thread together, in slices.
       const outcomes = await Promise.allSettled(
         csrs.map((csr, i) => pool!.signerFor(csr)('sha256', Buffer.from(`tbs ${i}`), issuers[i % 3]!.privateKey)),
       );
+      const slices = sent.mock.calls.map(([batch]) => (batch as VerifierBatch).items.length);
+      sent.mockRestore();
+      expect(slices).toEqual([MAX_VERIFIER_BATCH, MAX_VERIFIER_BATCH, 8]);
       outcomes.forEach((outcome, i) => {
-        if (i === 7) return expect(outcome).toMatchObject({ status: 'rejected', reason: { code: 'ERR_CSR_SIGNATURE_INVALID' } });
+        if (forgeries.has(i)) return expect(outcome).toMatchObject({ status: 'rejected', reason: { code: 'ERR_CSR_SIGNATURE_INVALID' } });
         expect(outcome.status).toBe('fulfilled');
         const signature = (outcome as PromiseFulfilledResult<Buffer>).value;
         expect(verify('sha256', Buffer.from(`tbs ${i}`), createPublicKey(issuers[i % 3]!.privateKey), signature)).toBe(true);

@@ -41,6 +41,15 @@ export const threadPoolCsrVerifier: CsrVerifier = {
  */
 type VerifierThread = WorkerClient<VerifierBatch, VerifierOutcome[]>;
 
+/**
+ * Checks per message to a thread. A burst admits many calls at once; sent as one batch, the event
+ * loop would wait for the whole batch while the thread works, then the thread for the event loop.
+ * In slices, the event loop carries on with the first results while the thread checks the next
+ * (rotation burst, 5,000 workloads: the event loop busy ~95 % of the time instead of ~75 %).
+ * Steady load rarely fills a slice (about 5 checks per batch at 32 callers).
+ */
+export const MAX_VERIFIER_BATCH = 16;
+
 interface Pending {
   readonly check: SignatureCheck;
   readonly sign?: { readonly hash: IssuerHash; readonly tbs: Buffer; readonly key: KeyObject };
@@ -130,8 +139,12 @@ export class CsrVerifierPool implements CsrVerifier {
 
   private dispatch(): void {
     this.scheduled = false;
-    const batch = this.queue;
+    const queued = this.queue;
     this.queue = [];
+    for (let i = 0; i < queued.length; i += MAX_VERIFIER_BATCH) this.send(queued.slice(i, i + MAX_VERIFIER_BATCH));
+  }
+
+  private send(batch: Pending[]): void {
     const live = this.threads.filter((t) => t.healthy);
     // A server fault, not the CSR's: the caller maps it to UNAVAILABLE so istio-agent retries.
     if (live.length === 0) return batch.forEach((p) => p.reject(unavailable('no CSR verifier thread is running')));
