@@ -318,7 +318,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     name: 'max-active',
     kind: 'string',
     value: 'N',
-    default: '64',
+    default: '128',
     help: 'of those, requests worked on at once; the rest wait in arrival order, so a burst finishes in order',
   },
   {
