@@ -1081,7 +1081,8 @@ function machine() {
     node: process.versions.node,
     kernel: os.release(),
     commit: git(['rev-parse', '--short', 'HEAD']) || 'unknown',
-    dirty: git(['status', '--porcelain']) !== '',
+    // Tracked files only: the results of earlier runs (untracked until committed) change no code.
+    dirty: git(['status', '--porcelain', '--untracked-files=no']) !== '',
     loadAverageAtStart: os.loadavg().map((v) => Number(v.toFixed(2))),
   };
 }
