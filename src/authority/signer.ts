@@ -25,7 +25,7 @@ export class SigningAuthority {
     return this.record.notAfter;
   }
 
-  /** `signer` computes the signature (default: node:crypto on libuv's pool); see CsrVerifier.signer. */
+  /** `signer` computes the signature (default: node:crypto on libuv's pool); see CsrVerifier.signerFor. */
   sign(request: LeafRequest, signer?: TbsSigner): Promise<Buffer> {
     return this.template.sign(request, signer);
   }

@@ -66,7 +66,7 @@ export function defaultVerifierThreads(): number {
   return Math.max(1, Math.min(4, availableParallelism() - 1));
 }
 
-/** Batches the checks of one event-loop turn to the least loaded thread; with size 0, verifies on the event loop. */
+/** Sends the checks of one event-loop turn, in slices, each to the least loaded thread; with size 0, verifies on the event loop. */
 export class CsrVerifierPool implements CsrVerifier {
   private readonly threads: VerifierThread[];
   /** Checks in flight per thread (a thread's load). */
@@ -103,7 +103,7 @@ export class CsrVerifierPool implements CsrVerifier {
       if (typeof outcome === 'object') {
         if ('signature' in outcome)
           return Buffer.from(outcome.signature.buffer, outcome.signature.byteOffset, outcome.signature.byteLength);
-        throw new Error(`signing failed: ${outcome.signingFailed}`);
+        throw new Error(outcome.signingFailed); // the issuance reports it as "signing failed: …"
       }
       if (!checkVerdict(outcome)) throw invalidSignature();
       throw new Error('the verifier thread checked the CSR but did not sign');
