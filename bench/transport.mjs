@@ -2,15 +2,16 @@
 // @ts-check
 // What the gRPC transport alone costs the server per CreateCertificate call (`npm run bench:transport`).
 //
-// Three canned servers answer every call with the same fixed certificate chain: grpc-js as meshca
-// configures it (channelz off, 256 streams per connection, meshca's request-read-deadline
-// interceptor), the same without the interceptor, and a bare node:http2 stream handler that speaks
-// the same wire (length-prefixed message, grpc-status trailers). Both use TLS with a
+// Three canned servers answer every call with the same fixed certificate chain: meshca's own
+// unary gRPC stream handler (src/grpc/server.ts: limits, read deadline, grpc-timeout, the
+// service's codecs) on node:http2, @grpc/grpc-js's server (channelz off, 256 streams per
+// connection; what meshca served with before), and a bare node:http2 stream handler that speaks
+// the same wire (length-prefixed message, grpc-status trailers) and checks nothing. All use TLS with a
 // throwaway P-256 certificate. The load is the benchmark's own lean HTTP/2 client
 // (bench/lib/grpc-h2.mjs): 8 connections, 32 calls in flight, a 1 KB bearer token and a CSR-sized
 // request. The server counts its CPU time (process.cpuUsage: every thread) over the measured calls,
 // after a warm-up. With --pin (default when taskset exists) the server runs on CPU 0 and the load
-// on the others. Rounds alternate the two servers; the median per server is printed.
+// on the others. Rounds alternate the servers; the median per server is printed.
 
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -57,7 +58,7 @@ async function service() {
 }
 
 /** The servers compared, in the order each round runs them. */
-const KINDS = ['meshca grpc-js', 'grpc-js', 'node:http2'];
+const KINDS = ['meshca', 'grpc-js', 'node:http2'];
 
 /** A leaf, an intermediate and a root of PEM-like size: the response meshca sends. */
 const CHAIN = ['A', 'B', 'C'].map((c, i) => `-----BEGIN CERTIFICATE-----\n${c.repeat(i === 0 ? 900 : 800)}\n-----END CERTIFICATE-----\n`);
@@ -78,10 +79,22 @@ async function serve(kind, port, dir, warmup, calls) {
     process.stdout.write(`${JSON.stringify({ kind, usPerCall: (used.user + used.system) / calls })}\n`);
     setTimeout(() => process.exit(0), 100);
   };
-  if (kind !== 'node:http2') {
-    const { requestReadDeadline } = await dist('grpc/read-deadline.js');
-    const interceptors = kind === 'meshca grpc-js' ? [requestReadDeadline(10_000, () => undefined)] : [];
-    const server = new grpc.Server({ 'grpc.max_concurrent_streams': 256, 'grpc.enable_channelz': 0, interceptors });
+  if (kind === 'meshca') {
+    const { unaryStreamHandler } = await dist('grpc/server.js');
+    const { unaryMethods } = await dist('grpc/unary.js');
+    const CreateCertificate = async (/** @type {any} */ call) => {
+      void call.metadata.get('authorization');
+      counted();
+      return { cert_chain: CHAIN };
+    };
+    const limits = { maxMessageBytes: 64 * 1024, maxResponseBytes: 1024 * 1024, requestReadTimeoutMs: 10_000 };
+    const events = { onReadTimeout: () => undefined, onInternalError: (/** @type {unknown} */ e) => console.error(e) };
+    const server = createSecureServer({ key, cert, settings: { maxConcurrentStreams: 256 } });
+    server.on('stream', unaryStreamHandler(unaryMethods(definition, { CreateCertificate }), limits, events));
+    server.listen(Number(port), '127.0.0.1');
+    await once(server, 'listening');
+  } else if (kind === 'grpc-js') {
+    const server = new grpc.Server({ 'grpc.max_concurrent_streams': 256, 'grpc.enable_channelz': 0 });
     server.addService(definition, {
       CreateCertificate: (/** @type {any} */ call, /** @type {any} */ callback) => {
         void call.metadata.get('authorization');

@@ -1,4 +1,4 @@
-import { status, type Metadata, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { AuthenticationError, bearerToken, type Authenticator, type CallerIdentity, type ImpersonationAuthorizer } from '../authn/index.js';
 import { IssuanceError } from '../authority/errors.js';
@@ -8,6 +8,7 @@ import { metadataString, type IstioCertificateRequest, type IstioCertificateResp
 import { AdmissionGate } from './admission.js';
 import { RateLimitedError, type IdentityRateLimiter } from './rate-limit.js';
 import { toGrpcFailure, type GrpcFailure } from './status.js';
+import { CallFailure, type CallMetadata, type UnaryCall, type UnaryHandlers } from './unary.js';
 
 /** Decides whether a caller (ztunnel) may obtain a certificate for another identity; throws AuthenticationError if not. */
 
@@ -29,44 +30,48 @@ export interface CertificateServiceOptions {
 /** The client gave up (deadline, cancel) while its call waited for admission: no work is done for it. */
 class CancelledWhileWaiting extends Error {}
 
-type Call = ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>;
+type Call = UnaryCall<IstioCertificateRequest>;
 
 /** Istio's CreateCertificate: transport concerns only — metadata, status codes, metrics, logs. */
-export function certificateServiceHandlers(options: CertificateServiceOptions): UntypedServiceImplementation {
+export function certificateServiceHandlers(options: CertificateServiceOptions): UnaryHandlers {
   let inFlight = 0;
   const gate = new AdmissionGate(Math.min(options.maxActive ?? options.maxInFlight, options.maxInFlight));
   const admitted = (call: Call): Promise<IstioCertificateResponse> => {
     if (call.cancelled) return Promise.reject(new CancelledWhileWaiting('the client cancelled the call while it waited for admission'));
     return createCertificate(options, call);
   };
-  const CreateCertificate = (call: Call, callback: sendUnaryData<IstioCertificateResponse>): void => {
+  const CreateCertificate = (call: Call): Promise<IstioCertificateResponse> => {
     const started = process.hrtime.bigint();
     options.metrics.csrCount.inc();
     if (inFlight >= options.maxInFlight) {
       options.metrics.shed.inc();
-      return finish(options, started, callback, {
-        code: status.RESOURCE_EXHAUSTED,
-        details: 'meshca is overloaded; retry with backoff',
-        reason: 'ERR_OVERLOADED',
-      });
+      return Promise.reject(
+        refusal(options, started, {
+          code: status.RESOURCE_EXHAUSTED,
+          details: 'meshca is overloaded; retry with backoff',
+          reason: 'ERR_OVERLOADED',
+        }),
+      );
     }
     inFlight++;
     options.metrics.inFlight.set(inFlight);
     const turn = gate.enter();
-    (turn ? turn.then(() => admitted(call)) : admitted(call))
+    return (turn ? turn.then(() => admitted(call)) : admitted(call))
       .then(
         (response) => {
-          finish(options, started, callback, undefined);
-          callback(null, response);
+          observeDuration(options, started, 'OK');
+          return response;
         },
-        (error: unknown) => finish(options, started, callback, recordFailure(options, error)),
+        (error: unknown) => {
+          throw refusal(options, started, recordFailure(options, error));
+        },
       )
       .finally(() => {
         gate.release();
         options.metrics.inFlight.set(--inFlight);
       });
   };
-  return { CreateCertificate: CreateCertificate as UntypedServiceImplementation[string] };
+  return { CreateCertificate };
 }
 
 async function createCertificate(options: CertificateServiceOptions, call: Call): Promise<IstioCertificateResponse> {
@@ -106,16 +111,11 @@ async function impersonatedIdentity(
 }
 
 /** The caller of an Istio-style call: the bearer token and clusterid metadata (also meshca.v1's services). */
-export function authenticateCall(authenticator: Authenticator, metadata: Metadata): Promise<CallerIdentity> {
+export function authenticateCall(authenticator: Authenticator, metadata: CallMetadata): Promise<CallerIdentity> {
   return authenticator.authenticate({
-    token: bearerToken(header(metadata, 'authorization')),
-    clusterId: header(metadata, 'clusterid') ?? '',
+    token: bearerToken(metadata.get('authorization')),
+    clusterId: metadata.get('clusterid') ?? '',
   });
-}
-
-function header(metadata: Metadata, name: string): string | undefined {
-  const value = metadata.get(name)[0];
-  return typeof value === 'string' ? value : undefined;
 }
 
 function recordFailure(options: CertificateServiceOptions, error: unknown): GrpcFailure {
@@ -138,13 +138,12 @@ function recordFailure(options: CertificateServiceOptions, error: unknown): Grpc
   return failure;
 }
 
-function finish(
-  options: CertificateServiceOptions,
-  started: bigint,
-  callback: sendUnaryData<IstioCertificateResponse>,
-  failure: GrpcFailure | undefined,
-): void {
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  options.metrics.issuanceDuration.observe({ code: failure ? status[failure.code] : 'OK' }, seconds);
-  if (failure) callback({ code: failure.code, details: failure.details });
+function observeDuration(options: CertificateServiceOptions, started: bigint, code: string): void {
+  options.metrics.issuanceDuration.observe({ code }, Number(process.hrtime.bigint() - started) / 1e9);
+}
+
+/** Records a refused call's duration; returns what the server answers it with. */
+function refusal(options: CertificateServiceOptions, started: bigint, failure: GrpcFailure): CallFailure {
+  observeDuration(options, started, status[failure.code]);
+  return new CallFailure(failure.code, failure.details);
 }

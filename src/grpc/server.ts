@@ -1,12 +1,24 @@
 import { createServer as createTcpServer } from 'node:net';
-import { experimental, Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import {
+  createSecureServer,
+  createServer as createPlainServer,
+  constants,
+  type Http2Server,
+  type Http2SecureServer,
+  type IncomingHttpHeaders,
+  type SecureServerOptions,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ServingCredentials, ServingIdentity } from '../authority/serving.js';
 import { listenOn, type ListenAddress } from '../net.js';
 import type { Metrics } from '../observability/metrics.js';
 import { ConnectionAdmission, RateLimitedReport, type ConnectionCaps } from './connection-limits.js';
 import { istioCertificateServiceDefinition } from './proto.js';
-import { requestReadDeadline } from './read-deadline.js';
+import { SessionRegistry } from './sessions.js';
+import { unaryMethods, type ServiceDescription, type UnaryHandlers, type UnaryMethod } from './unary.js';
+import { refuse, UnaryExchange, type ExchangeEvents, type ExchangeLimits } from './unary-exchange.js';
 
 /**
  * HTTP/2 memory bounds. istio-agent sends a token (~1-2 KiB) and a few short headers per call, so
@@ -15,12 +27,14 @@ import { requestReadDeadline } from './read-deadline.js';
  */
 export const MAX_HEADER_LIST_BYTES = 16 * 1024;
 export const MAX_SESSION_MEMORY_MIB = 2;
+/** Largest response: a trust bundle set with many federated domains still fits. */
+const MAX_RESPONSE_BYTES = 1024 * 1024;
 
 export interface GrpcLimits extends ConnectionCaps {
-  /** Largest request accepted; bigger ones get RESOURCE_EXHAUSTED from grpc-js before parsing. */
+  /** Largest request accepted; bigger ones get RESOURCE_EXHAUSTED before they are buffered. */
   readonly maxMessageBytes: number;
   readonly maxConcurrentStreams: number;
-  /** Server-side keepalive pings detect dead peers (grpc-js has no client ping-rate enforcement; Node's HTTP/2 layer bounds ping floods). */
+  /** Server-side keepalive pings detect dead peers (Node's HTTP/2 layer bounds ping floods). */
   readonly keepaliveTimeMs: number;
   readonly maxConnectionIdleMs: number;
   readonly maxConnectionAgeMs: number;
@@ -33,9 +47,10 @@ export interface GrpcServerOptions {
   /** Plain-text h2c: only for local testing or behind a TLS-terminating proxy. */
   readonly plaintext: boolean;
   readonly serving: ServingIdentity;
-  readonly handlers: UntypedServiceImplementation;
+  /** istio.v1.auth.IstioCertificateService's handlers. */
+  readonly handlers: UnaryHandlers;
   /** More services on the same listener (meshca.v1's JWT-SVID and bundle services). */
-  readonly services?: readonly { readonly definition: ServiceDefinition; readonly handlers: UntypedServiceImplementation }[];
+  readonly services?: readonly { readonly definition: ServiceDescription; readonly handlers: UnaryHandlers }[];
   readonly limits: GrpcLimits;
   readonly metrics: Metrics;
   readonly logger: Logger;
@@ -48,63 +63,35 @@ export interface GrpcServer {
 }
 
 /**
- * grpc-js certificate provider fed by meshca's own serving identity, so a renewed certificate is
- * used for new handshakes without restarting the server or dropping connections.
+ * meshca's gRPC port: unary gRPC over node:http2, TLS from meshca's serving identity. Not grpc-js's
+ * server, which costs ~25 µs more per call (docs/performance.md, eighth pass); the parts of it
+ * meshca relied on (message and header limits, deadlines, keepalive, idle and age GOAWAY, drain)
+ * are in unary-exchange.ts and sessions.ts.
  */
-class ServingCertificateProvider implements experimental.CertificateProvider {
-  private readonly listeners = new Set<experimental.IdentityCertificateUpdateListener>();
-  private latest: experimental.IdentityCertificateUpdate;
-
-  constructor(serving: ServingIdentity) {
-    this.latest = toUpdate(serving.current());
-    serving.onRenew((credentials) => {
-      this.latest = toUpdate(credentials);
-      this.listeners.forEach((listener) => listener(this.latest));
-    });
-  }
-
-  addCaCertificateListener(): void {}
-  removeCaCertificateListener(): void {}
-  addIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
-    this.listeners.add(listener);
-    // grpc-js registers its context watcher only after this returns, so deliver asynchronously.
-    queueMicrotask(() => this.listeners.has(listener) && listener(this.latest));
-  }
-  removeIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
-    this.listeners.delete(listener);
-  }
-}
-
-function toUpdate(credentials: ServingCredentials): experimental.IdentityCertificateUpdate {
-  return { certificate: Buffer.from(credentials.certificateChainPem), privateKey: Buffer.from(credentials.privateKeyPem) };
-}
-
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
-  const { limits, metrics } = options;
-  const server = new Server({
-    'grpc.max_receive_message_length': limits.maxMessageBytes,
-    'grpc.max_send_message_length': 1024 * 1024,
-    'grpc.max_concurrent_streams': limits.maxConcurrentStreams,
-    'grpc-node.max_session_memory': MAX_SESSION_MEMORY_MIB,
-    'grpc.keepalive_time_ms': limits.keepaliveTimeMs,
-    'grpc.keepalive_timeout_ms': 20_000,
-    'grpc.max_connection_idle_ms': limits.maxConnectionIdleMs,
-    'grpc.max_connection_age_ms': limits.maxConnectionAgeMs,
-    'grpc.max_connection_age_grace_ms': 30_000,
-    // channelz keeps per-call statistics nobody reads here; it costs CPU on every call.
-    'grpc.enable_channelz': 0,
-    interceptors: [requestReadDeadline(limits.requestReadTimeoutMs, () => metrics.requestReadTimeouts.inc())],
+  const { limits, metrics, logger } = options;
+  const istio = { definition: istioCertificateServiceDefinition() as unknown as ServiceDescription, handlers: options.handlers };
+  const methods = [istio, ...(options.services ?? [])].flatMap((service) => unaryMethods(service.definition, service.handlers));
+  const exchangeLimits: ExchangeLimits = {
+    maxMessageBytes: limits.maxMessageBytes,
+    maxResponseBytes: MAX_RESPONSE_BYTES,
+    requestReadTimeoutMs: limits.requestReadTimeoutMs,
+  };
+  const events: ExchangeEvents = {
+    onReadTimeout: () => metrics.requestReadTimeouts.inc(),
+    onInternalError: (err, path) => logger.error({ err, path }, 'unexpected error in a gRPC handler'),
+  };
+  const sessions = new SessionRegistry({
+    keepaliveTimeMs: limits.keepaliveTimeMs,
+    keepaliveTimeoutMs: 20_000,
+    maxConnectionIdleMs: limits.maxConnectionIdleMs,
+    maxConnectionAgeMs: limits.maxConnectionAgeMs,
+    maxConnectionAgeGraceMs: 30_000,
   });
-  server.addService(istioCertificateServiceDefinition(), options.handlers);
-  for (const service of options.services ?? []) server.addService(service.definition, service.handlers);
-  const credentials = options.plaintext
-    ? ServerCredentials.createInsecure()
-    : withHttp2Limits(
-        experimental.createCertificateProviderServerCredentials(new ServingCertificateProvider(options.serving), null, false),
-        limits,
-      );
+  const http2 = http2Server(options);
+  http2.on('session', (session) => sessions.track(session));
+  http2.on('stream', unaryStreamHandler(methods, exchangeLimits, events));
   // meshca owns the listening socket so it can refuse connections before TLS or HTTP/2 state exists.
-  const injector = server.createConnectionInjector(credentials);
   const admission = new ConnectionAdmission(limits, {
     onOpenChange: (open) => metrics.grpcConnections.set(open),
     onRefused: (reason, peer) => {
@@ -112,17 +99,86 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       refusals.note({ reason, peer });
     },
   });
-  const refusals = refusalLog(options.logger, limits);
-  const listener = createTcpServer((socket) => (admission.admit(socket) ? injector.injectConnection(socket) : socket.destroy()));
+  const refusals = refusalLog(logger, limits);
+  const listener = createTcpServer((socket) => (admission.admit(socket) ? http2.emit('connection', socket) : socket.destroy()));
   const address = await listenOn(listener, options.listen);
   return {
     address,
     close: async (timeoutMs) => {
       listener.close();
-      await drain(server, timeoutMs);
-      injector.destroy();
+      await sessions.drain(timeoutMs);
+      http2.close();
     },
   };
+}
+
+/** Serves each HTTP/2 stream as one unary gRPC call of `methods` (also used by bench/transport.mjs). */
+export function unaryStreamHandler(
+  methods: readonly UnaryMethod[],
+  limits: ExchangeLimits,
+  events: ExchangeEvents,
+): (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void {
+  const byPath = new Map(methods.map((method) => [method.path, method]));
+  return (stream, headers) => {
+    stream.on('error', () => undefined); // a reset stream emits 'close' too, which the exchange handles
+    const method = routeOf(stream, headers, byPath);
+    if (method) new UnaryExchange(stream, headers, method, limits, events);
+  };
+}
+
+/** The method a stream asks for, or undefined once it has been refused (not gRPC, unknown method, compressed). */
+function routeOf(
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+  methods: ReadonlyMap<string, UnaryMethod>,
+): UnaryMethod | undefined {
+  const contentType = headers['content-type'];
+  if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) {
+    stream.respond({ ':status': constants.HTTP_STATUS_UNSUPPORTED_MEDIA_TYPE }, { endStream: true });
+    if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+    return undefined;
+  }
+  const path = headers[':path'] ?? '';
+  const method = methods.get(path);
+  if (!method) {
+    refuse(stream, status.UNIMPLEMENTED, `the server does not implement the method ${path}`);
+    return undefined;
+  }
+  const encoding = headers['grpc-encoding'];
+  if (encoding !== undefined && encoding !== 'identity') {
+    refuse(stream, status.UNIMPLEMENTED, `grpc-encoding "${String(encoding)}" is not supported`, { 'grpc-accept-encoding': 'identity' });
+    return undefined;
+  }
+  return method;
+}
+
+/**
+ * The HTTP/2 server with meshca's bounds: SETTINGS advertise the stream and header-list limits,
+ * nghttp2's memory per connection is capped, and a TLS handshake must finish within the read
+ * timeout. A renewed serving certificate is used for new handshakes without dropping connections.
+ */
+function http2Server(options: GrpcServerOptions): Http2Server | Http2SecureServer {
+  const { limits } = options;
+  const common = {
+    settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: MAX_HEADER_LIST_BYTES },
+    maxHeaderListPairs: 64,
+    maxSessionMemory: MAX_SESSION_MEMORY_MIB,
+  };
+  if (options.plaintext) return createPlainServer(common);
+  const server = createSecureServer({
+    ...common,
+    ...tlsOf(options.serving.current()),
+    handshakeTimeout: limits.requestReadTimeoutMs,
+    unknownProtocolTimeout: limits.requestReadTimeoutMs,
+  } satisfies SecureServerOptions);
+  options.serving.onRenew((credentials) => server.setSecureContext(tlsOf(credentials)));
+  server.on('secureConnection', (socket) => socket.on('error', () => undefined));
+  server.on('tlsClientError', () => undefined);
+  return server;
+}
+
+function tlsOf(credentials: ServingCredentials): { cert: string; key: string } {
+  return { cert: credentials.certificateChainPem, key: credentials.privateKeyPem };
 }
 
 /** One warning per 10 s at most, naming the latest refused peer and how many were refused since the last line. */
@@ -140,32 +196,4 @@ function refusalLog(logger: Logger, caps: ConnectionCaps) {
       report.note();
     },
   };
-}
-
-/**
- * grpc-js only forwards max_concurrent_streams into the HTTP/2 SETTINGS; the header-list bound and
- * the TLS handshake deadline go through the credentials' server constructor options (merged last).
- */
-function withHttp2Limits(credentials: ServerCredentials, limits: GrpcLimits): ServerCredentials {
-  const base = credentials._getConstructorOptions.bind(credentials);
-  credentials._getConstructorOptions = () => ({
-    ...base(),
-    settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: MAX_HEADER_LIST_BYTES },
-    maxHeaderListPairs: 64,
-    handshakeTimeout: limits.requestReadTimeoutMs,
-  });
-  return credentials;
-}
-
-function drain(server: Server, timeoutMs: number): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      server.forceShutdown();
-      resolve();
-    }, timeoutMs);
-    server.tryShutdown(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
 }

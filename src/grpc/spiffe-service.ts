@@ -1,4 +1,4 @@
-import { status, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { AuthenticationError, type Authenticator } from '../authn/index.js';
 import { IssuanceError } from '../authority/errors.js';
@@ -8,6 +8,7 @@ import { RateLimitedError, type IdentityRateLimiter } from './rate-limit.js';
 import { authenticateCall } from './certificate-service.js';
 import type { FetchBundlesResponse, MintJwtSvidRequest, MintJwtSvidResponse } from './proto.js';
 import { toGrpcFailure } from './status.js';
+import { CallFailure, type UnaryCall, type UnaryHandlers } from './unary.js';
 
 export interface JwtSvidServiceOptions {
   readonly authenticator: Authenticator;
@@ -19,12 +20,9 @@ export interface JwtSvidServiceOptions {
 }
 
 /** meshca.v1.JwtSvidService: authn as CreateCertificate, then mint for the caller's own identity. */
-export function jwtSvidServiceHandlers(options: JwtSvidServiceOptions): UntypedServiceImplementation {
-  const MintJwtSvid = (
-    call: ServerUnaryCall<MintJwtSvidRequest, MintJwtSvidResponse>,
-    callback: sendUnaryData<MintJwtSvidResponse>,
-  ): void => {
-    void (async () => {
+export function jwtSvidServiceHandlers(options: JwtSvidServiceOptions): UnaryHandlers {
+  const MintJwtSvid = (call: UnaryCall<MintJwtSvidRequest>): Promise<MintJwtSvidResponse> =>
+    (async () => {
       const caller = await authenticateCall(options.authenticator, call.metadata);
       if (options.rateLimiter && !options.rateLimiter.allow(caller.spiffeId)) throw new RateLimitedError(caller.spiffeId);
       const minted = await options.jwtSvids.mint({
@@ -40,30 +38,26 @@ export function jwtSvidServiceHandlers(options: JwtSvidServiceOptions): UntypedS
         expires_at: Math.floor(minted.expiresAt.getTime() / 1000),
         kid: minted.kid,
       };
-    })().then(
-      (response) => callback(null, response),
-      (error: unknown) => {
-        if (error instanceof AuthenticationError) options.metrics.authenticationFailures.inc();
-        else if (error instanceof RateLimitedError) options.metrics.shed.inc();
-        else if (error instanceof IssuanceError && error.code === 'ERR_IDENTITY_DENIED') options.metrics.denied.inc();
-        else if (!(error instanceof IssuanceError)) options.logger.error({ err: error }, 'unexpected error in MintJwtSvid');
-        const failure = toGrpcFailure(error);
-        options.logger.warn({ code: failure.reason, status: status[failure.code], details: failure.details }, 'JWT-SVID request refused');
-        callback({ code: failure.code, details: failure.details });
-      },
-    );
-  };
-  return { MintJwtSvid: MintJwtSvid as UntypedServiceImplementation[string] };
+    })().catch((error: unknown) => {
+      if (error instanceof AuthenticationError) options.metrics.authenticationFailures.inc();
+      else if (error instanceof RateLimitedError) options.metrics.shed.inc();
+      else if (error instanceof IssuanceError && error.code === 'ERR_IDENTITY_DENIED') options.metrics.denied.inc();
+      else if (!(error instanceof IssuanceError)) options.logger.error({ err: error }, 'unexpected error in MintJwtSvid');
+      const failure = toGrpcFailure(error);
+      options.logger.warn({ code: failure.reason, status: status[failure.code], details: failure.details }, 'JWT-SVID request refused');
+      throw new CallFailure(failure.code, failure.details);
+    });
+  return { MintJwtSvid };
 }
 
 /** meshca.v1.TrustBundleService: public trust data, like GET /v1/bundle, so no authentication. */
-export function trustBundleServiceHandlers(bundles: () => FetchBundlesResponse): UntypedServiceImplementation {
-  const FetchBundles = (_call: ServerUnaryCall<unknown, FetchBundlesResponse>, callback: sendUnaryData<FetchBundlesResponse>): void => {
+export function trustBundleServiceHandlers(bundles: () => FetchBundlesResponse): UnaryHandlers {
+  const FetchBundles = async (): Promise<FetchBundlesResponse> => {
     try {
-      callback(null, bundles());
+      return bundles();
     } catch (error) {
-      callback({ code: status.UNAVAILABLE, details: `bundles unavailable: ${(error as Error).message}` });
+      throw new CallFailure(status.UNAVAILABLE, `bundles unavailable: ${(error as Error).message}`);
     }
   };
-  return { FetchBundles: FetchBundles as UntypedServiceImplementation[string] };
+  return { FetchBundles };
 }
