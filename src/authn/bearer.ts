@@ -21,11 +21,16 @@ export function bearerToken(authorizationHeader: string | undefined): string {
   return checkTokenShape(token);
 }
 
-/** Cheap structural checks done before hashing or verifying; returns the token unchanged. */
-export function checkTokenShape(token: string): string {
+/** The checks before a token is hashed (for the cache): not empty, not oversized. Returns it unchanged. */
+export function checkTokenSize(token: string): string {
   if (token === '') throw new AuthenticationError('ERR_TOKEN_MISSING', 'bearer token is empty');
   if (token.length > MAX_TOKEN_BYTES) throw tooLarge();
-  if (!COMPACT_JWS_RE.test(token)) {
+  return token;
+}
+
+/** Cheap structural checks done before verifying; returns the token unchanged. */
+export function checkTokenShape(token: string): string {
+  if (!COMPACT_JWS_RE.test(checkTokenSize(token))) {
     throw new AuthenticationError('ERR_TOKEN_MALFORMED', 'bearer token is not a compact JWS');
   }
   return token;

@@ -3,7 +3,7 @@
 import { unwatchFile, watchFile, type Stats } from 'node:fs';
 import { errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
 import { parseTrustDomain } from '../spiffe/id.js';
-import { checkTokenShape } from './bearer.js';
+import { checkTokenShape, checkTokenSize } from './bearer.js';
 import { AuthenticationError, type AuthenticationErrorCode } from './errors.js';
 import { RefreshingKeySet } from './key-set.js';
 import { createJwksLoader, type JwksSource } from './jwks-source.js';
@@ -66,7 +66,8 @@ export async function createJwksAuthenticator(options: JwksAuthenticatorOptions)
   let cachedGeneration = keySet.generation;
 
   async function authenticate(ctx: AuthenticationContext): Promise<CallerIdentity> {
-    const cacheKey = TokenCache.keyOf(checkTokenShape(ctx.token));
+    // The shape check waits for a cache miss: a cached digest is of a token that passed it.
+    const cacheKey = TokenCache.keyOf(checkTokenSize(ctx.token));
     // When the keys change (e.g. one was removed) earlier verdicts no longer hold.
     if (keySet.generation !== cachedGeneration) {
       cache.clear();
@@ -79,6 +80,7 @@ export async function createJwksAuthenticator(options: JwksAuthenticatorOptions)
       return toCallerIdentity(cached, ctx.clusterId);
     }
 
+    checkTokenShape(ctx.token);
     const generation = keySet.generation;
     const payload = await verify(ctx.token, keySet.getKey, { ...verifyOptions, currentDate: current });
     // jose checks `iat` only with maxTokenAge; a token "issued" in the future is forged or from a broken clock.
