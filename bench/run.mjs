@@ -105,6 +105,8 @@ const HELP = `Usage: npm run bench [-- flags]
   --ab-rounds N         measured windows in the paired scenarios, ab-c32 and cfssl-pair-c32 (default 5)
   --ab-server-args="A"  more \`meshca serve\` flags for B only (after --server-args): --ab . compares flags
                         on one build, e.g. --ab . --ab-server-args="--commit-linger 8ms"
+  --ab-server-env="K=V" more environment for B's server process only, e.g. --ab . --ab-server-env=
+                        "GLIBC_TUNABLES=glibc.malloc.mxfast=0"
 `;
 
 // ---------------------------------------------------------------------------------------------
@@ -180,6 +182,7 @@ function options() {
       ab: { type: 'string' },
       'ab-rounds': { type: 'string' },
       'ab-server-args': { type: 'string' },
+      'ab-server-env': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -227,6 +230,12 @@ function options() {
     abCli,
     abRounds: Math.round(num(values['ab-rounds'], 5, 'ab-rounds')),
     abServerArgs: values['ab-server-args'] ? values['ab-server-args'].split(/\s+/).filter(Boolean) : [],
+    abServerEnv: Object.fromEntries(
+      (values['ab-server-env'] ?? '')
+        .split(/\s+/)
+        .filter(Boolean)
+        .map((pair) => [pair.slice(0, Math.max(0, pair.indexOf('='))), pair.slice(pair.indexOf('=') + 1)]),
+    ),
   };
 }
 
@@ -356,8 +365,8 @@ class LoadgenPool {
  * @property {Record<string, any>} [cfsslPair] meshca and cfssl measured at the same time (cfssl-pair-c32): windows, median ratio, or why skipped
  */
 
-/** @param {Context} ctx @param {string} label @param {string} dataDir @param {string[]} [extraArgs] @param {string} [cli] another build's dist/cli.js */
-async function startServer(ctx, label, dataDir, extraArgs = [], cli = CLI) {
+/** @param {Context} ctx @param {string} label @param {string} dataDir @param {string[]} [extraArgs] @param {string} [cli] another build's dist/cli.js @param {Record<string, string>} [env] more environment */
+async function startServer(ctx, label, dataDir, extraArgs = [], cli = CLI, env = {}) {
   const started = performance.now();
   const server = await ServerProcess.start({
     cli,
@@ -370,6 +379,7 @@ async function startServer(ctx, label, dataDir, extraArgs = [], cli = CLI) {
     nodeArgs: ctx.opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${PROFILES}`] : [],
     cpus: ctx.pin?.server,
     extraArgs: [...(ctx.opts.serverArgs ?? []), ...extraArgs],
+    env,
   });
   servers.add(server);
   server.exited.then((exit) => {
@@ -645,9 +655,10 @@ async function pairedComparison(ctx) {
   try {
     const [a, b] = await Promise.all([
       startServer(ctx, 'ab-a', join(ctx.runDir, 'data-ab-a')),
-      startServer(ctxB, 'ab-b', join(ctx.runDir, 'data-ab-b'), ctx.opts.abServerArgs, cliB),
+      startServer(ctxB, 'ab-b', join(ctx.runDir, 'data-ab-b'), ctx.opts.abServerArgs, cliB, ctx.opts.abServerEnv),
     ]);
-    const bArgs = ctx.opts.abServerArgs.length ? ` ${ctx.opts.abServerArgs.join(' ')}` : '';
+    const bEnv = Object.entries(ctx.opts.abServerEnv).map(([k, v]) => ` ${k}=${v}`);
+    const bArgs = [...bEnv, ...ctx.opts.abServerArgs.map((arg) => ` ${arg}`)].join('');
     log(`A/B: A = ${relative(process.cwd(), CLI)} (pid ${a.server.pid}), B = ${cliB}${bArgs} (pid ${b.server.pid}), both serving at once`);
     await Promise.all([warmUp(ctx, a.server, { settle: true }), warmUp(ctxB, b.server, { settle: true })]);
     // Sharing the CPUs, each server gets half the certificates of a solo warm-up: settle both for

@@ -24,6 +24,7 @@ const STOP_TIMEOUT_MS = 30_000;
  * @property {string[]} [extraArgs] more `meshca serve` flags
  * @property {string[]} [nodeArgs] flags for node itself (e.g. --cpu-prof)
  * @property {string} [cpus] run the server (every thread) on these CPUs (`taskset -c` list), e.g. "0"
+ * @property {Record<string, string>} [env] more environment for the server process (e.g. GLIBC_TUNABLES)
  */
 
 export class ServerProcess {
@@ -87,7 +88,7 @@ export class ServerProcess {
         program: process.execPath,
         args,
         cpus: options.cpus,
-        env: { ...process.env, MESHCA_KEK: options.kek },
+        env: { ...process.env, ...options.env, MESHCA_KEK: options.kek },
         logFile: options.logFile,
         tail: [],
       }),
