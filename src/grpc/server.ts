@@ -18,7 +18,7 @@ import { ConnectionAdmission, RateLimitedReport, type ConnectionCaps } from './c
 import { istioCertificateServiceDefinition } from './proto.js';
 import { SessionRegistry } from './sessions.js';
 import { unaryMethods, type ServiceDescription, type UnaryHandlers, type UnaryMethod } from './unary.js';
-import { refuse, UnaryExchange, type ExchangeEvents, type ExchangeLimits } from './unary-exchange.js';
+import { refuse, UnaryExchange, writeTo, type ExchangeEvents, type ExchangeLimits } from './unary-exchange.js';
 
 /**
  * HTTP/2 memory bounds. istio-agent sends a token (~1-2 KiB) and a few short headers per call, so
@@ -134,8 +134,10 @@ function routeOf(
 ): UnaryMethod | undefined {
   const contentType = headers['content-type'];
   if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) {
-    stream.respond({ ':status': constants.HTTP_STATUS_UNSUPPORTED_MEDIA_TYPE }, { endStream: true });
-    if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+    writeTo(stream, () => {
+      stream.respond({ ':status': constants.HTTP_STATUS_UNSUPPORTED_MEDIA_TYPE }, { endStream: true });
+      if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+    });
     return undefined;
   }
   const path = headers[':path'] ?? '';

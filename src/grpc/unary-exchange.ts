@@ -146,15 +146,15 @@ export class UnaryExchange implements UnaryCall<unknown> {
       return this.#fail(status.RESOURCE_EXHAUSTED, `response larger than max (${message.length} vs ${this.limits.maxResponseBytes})`);
     }
     this.#answered = true;
-    const { stream } = this;
-    if (stream.closed || stream.destroyed) return;
     const frame = Buffer.allocUnsafe(PREFIX_BYTES + message.length);
     frame[0] = 0;
     frame.writeUInt32BE(message.length, 1);
     message.copy(frame, PREFIX_BYTES);
-    stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE, 'grpc-accept-encoding': 'identity' }, { waitForTrailers: true });
-    stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
-    stream.end(frame);
+    writeTo(this.stream, (stream) => {
+      stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE, 'grpc-accept-encoding': 'identity' }, { waitForTrailers: true });
+      stream.once('wantTrailers', () => writeTo(stream, () => stream.sendTrailers({ 'grpc-status': '0' })));
+      stream.end(frame);
+    });
   }
 
   /** A trailers-only answer; a peer still sending is then reset with NO_ERROR so the stream is freed. */
@@ -169,15 +169,36 @@ export class UnaryExchange implements UnaryCall<unknown> {
 
 /** A trailers-only response with a status (also for calls refused before an exchange exists). */
 export function refuse(stream: ServerHttp2Stream, code: status, details: string, extra: Readonly<Record<string, string>> = {}): void {
+  writeTo(stream, () => {
+    if (!stream.headersSent) {
+      stream.respond(
+        {
+          ':status': 200,
+          'content-type': GRPC_CONTENT_TYPE,
+          'grpc-status': String(code),
+          'grpc-message': percentEncoded(details),
+          ...extra,
+        },
+        { endStream: true },
+      );
+    }
+    // RFC 9113 §8.1: after a complete response the server may reset a stream the client has not ended.
+    if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+  });
+}
+
+/**
+ * Runs writes on a stream the client may have reset meanwhile. Node throws for writes on a stream
+ * it has torn down; inside an event handler that would take the whole server down, so a write
+ * that throws destroys this one stream instead.
+ */
+export function writeTo(stream: ServerHttp2Stream, write: (stream: ServerHttp2Stream) => void): void {
   if (stream.closed || stream.destroyed) return;
-  if (!stream.headersSent) {
-    stream.respond(
-      { ':status': 200, 'content-type': GRPC_CONTENT_TYPE, 'grpc-status': String(code), 'grpc-message': percentEncoded(details), ...extra },
-      { endStream: true },
-    );
+  try {
+    write(stream);
+  } catch {
+    stream.destroy();
   }
-  // RFC 9113 §8.1: after a complete response the server may reset a stream the client has not ended.
-  if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
 }
 
 /** grpc-message is percent-encoded UTF-8: every byte outside printable ASCII, and '%'. */
