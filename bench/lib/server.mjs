@@ -444,7 +444,8 @@ export function spawnLogged({ program, args, cpus, env, logFile, tail }) {
       if (tail.length > 200) tail.splice(0, tail.length - 200);
     });
   }
-  child.once('exit', () => log.end());
+  // 'close', not 'exit': output may still be in the pipes when the process exits.
+  child.once('close', () => log.end());
   return child;
 }
 
