@@ -5,8 +5,14 @@ import Database from 'better-sqlite3';
 import type { Database as Connection } from 'better-sqlite3';
 import { StoreError } from '../errors.js';
 
-/** Index pages of a million-row table stay hot; measured ~20% faster inserts than the 2 MiB default. */
-export const CACHE_KIB = 32 * 1024;
+/**
+ * 8 MiB: the pages inserts touch in a million-row table (the rightmost pages of the time-ordered
+ * indexes, one identity-index leaf per active identity) stay hot. Not larger: every commit that
+ * split a B-tree page walks the whole page cache (balance_nonroot renumbers pages through a
+ * temporary page number past the end of the file, and the commit truncates the cache back to the
+ * file's size), so a 32 MiB cache cost ~4 % more CPU per certificate (docs/performance.md).
+ */
+export const CACHE_KIB = 8 * 1024;
 
 const REQUIRED_TABLES = ['authorities', 'issued_certificates', 'meta', 'schema_migrations', 'denied_identities'];
 
