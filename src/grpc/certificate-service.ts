@@ -10,8 +10,6 @@ import { RateLimitedError, type IdentityRateLimiter } from './rate-limit.js';
 import { toGrpcFailure, type GrpcFailure } from './status.js';
 import { CallFailure, type CallMetadata, type UnaryCall, type UnaryHandlers } from './unary.js';
 
-/** Decides whether a caller (ztunnel) may obtain a certificate for another identity; throws AuthenticationError if not. */
-
 export interface CertificateServiceOptions {
   readonly authenticator: Authenticator;
   readonly issuance: IssuanceService;

@@ -64,7 +64,7 @@ export interface GrpcServer {
 
 /**
  * meshca's gRPC port: unary gRPC over node:http2, TLS from meshca's serving identity. Not grpc-js's
- * server, which costs ~25 µs more per call (docs/performance.md, eighth pass); the parts of it
+ * server, which costs ~15–25 µs more per call (docs/performance.md, eighth pass); the parts of it
  * meshca relied on (message and header limits, deadlines, keepalive, idle and age GOAWAY, drain)
  * are in unary-exchange.ts and sessions.ts.
  */

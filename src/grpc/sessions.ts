@@ -26,10 +26,6 @@ export class SessionRegistry {
 
   constructor(private readonly lifetime: SessionLifetime) {}
 
-  get size(): number {
-    return this.#sessions.size;
-  }
-
   track(session: Http2Session): void {
     this.#sessions.add(session);
     const timers = new SessionTimers(session, this.lifetime);
