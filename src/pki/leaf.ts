@@ -4,7 +4,6 @@
  * concatenates, and hands the TBSCertificate to a TbsSigner: node:crypto's asynchronous sign by
  * default, or the CSR verifier threads, which sign in the same step as they check the CSR.
  */
-import * as crypto from 'node:crypto';
 import { createPublicKey, sign, type KeyObject } from 'node:crypto';
 import {
   DerReader,
@@ -26,6 +25,7 @@ import {
   type DerElement,
 } from './der.js';
 import { PkiError } from './errors.js';
+import { digest } from './digest.js';
 
 export interface LeafRequest {
   /** DER INTEGER content bytes (from timeOrderedSerial()). */
@@ -203,12 +203,9 @@ function subjectAltName(uris: readonly string[], dnsNames: readonly string[]): B
   return extension(OID_DER.subjectAltName, true, encodeSequence(...names));
 }
 
-/** crypto.hash (Node ≥ 20.12): one call per leaf instead of a Hash object; older Node 20 releases lack it. */
-const oneShotHash: typeof crypto.hash | undefined = (crypto as Partial<typeof crypto>).hash;
-
 /** RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING value. */
 function keyIdentifier(subjectKeyBits: Buffer): Buffer {
-  return oneShotHash ? oneShotHash('sha1', subjectKeyBits, 'buffer') : crypto.createHash('sha1').update(subjectKeyBits).digest();
+  return digest('sha1', subjectKeyBits);
 }
 
 function subjectKeyIdentifierExtension(subjectKeyBits: Buffer): Buffer {
