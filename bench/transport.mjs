@@ -17,6 +17,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createSecureServer } from 'node:http2';
+import { createServer as createTlsServer } from 'node:tls';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -80,8 +81,9 @@ async function serve(kind, port, dir, warmup, calls) {
     setTimeout(() => process.exit(0), 100);
   };
   if (kind === 'meshca') {
-    const { unaryStreamHandler } = await dist('grpc/server.js');
+    const { unaryStreamHandler, h2Limits } = await dist('grpc/server.js');
     const { unaryMethods } = await dist('grpc/unary.js');
+    const { H2Connection } = await dist('grpc/h2/connection.js');
     const CreateCertificate = async (/** @type {any} */ call) => {
       void call.metadata.get('authorization');
       counted();
@@ -89,8 +91,9 @@ async function serve(kind, port, dir, warmup, calls) {
     };
     const limits = { maxMessageBytes: 64 * 1024, maxResponseBytes: 1024 * 1024, requestReadTimeoutMs: 10_000 };
     const events = { onReadTimeout: () => undefined, onInternalError: (/** @type {unknown} */ e) => console.error(e) };
-    const server = createSecureServer({ key, cert, settings: { maxConcurrentStreams: 256 } });
-    server.on('stream', unaryStreamHandler(unaryMethods(definition, { CreateCertificate }), limits, events));
+    const onStream = unaryStreamHandler(unaryMethods(definition, { CreateCertificate }), limits, events);
+    const h2 = h2Limits({ ...limits, maxConcurrentStreams: 256 });
+    const server = createTlsServer({ key, cert, ALPNProtocols: ['h2'] }, (socket) => new H2Connection(socket, h2, onStream));
     server.listen(Number(port), '127.0.0.1');
     await once(server, 'listening');
   } else if (kind === 'grpc-js') {

@@ -1,32 +1,26 @@
-import { createServer as createTcpServer } from 'node:net';
-import {
-  createSecureServer,
-  createServer as createPlainServer,
-  constants,
-  type Http2Server,
-  type Http2SecureServer,
-  type IncomingHttpHeaders,
-  type SecureServerOptions,
-  type ServerHttp2Stream,
-} from 'node:http2';
+import { createServer as createTcpServer, type Socket } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ServingCredentials, ServingIdentity } from '../authority/serving.js';
 import { listenOn, type ListenAddress } from '../net.js';
 import type { Metrics } from '../observability/metrics.js';
 import { ConnectionAdmission, RateLimitedReport, type ConnectionCaps } from './connection-limits.js';
+import { encodeHeaderBlock } from './h2/hpack.js';
 import { istioCertificateServiceDefinition } from './proto.js';
+import { H2Connection, type H2Limits, type H2Stream } from './h2/connection.js';
 import { SessionRegistry } from './sessions.js';
 import { unaryMethods, type ServiceDescription, type UnaryHandlers, type UnaryMethod } from './unary.js';
-import { refuse, UnaryExchange, writeTo, type ExchangeEvents, type ExchangeLimits } from './unary-exchange.js';
+import { refuse, UnaryExchange, type ExchangeEvents, type ExchangeLimits } from './unary-exchange.js';
 
 /**
  * HTTP/2 memory bounds. istio-agent sends a token (~1-2 KiB) and a few short headers per call, so
- * 16 KiB of headers is generous; 2 MiB of nghttp2 memory per connection holds 16 such streams many
- * times over. Beyond either, Node refuses the stream (or the session) instead of buffering.
+ * 16 KiB of headers in at most 64 fields is generous, and 2 MiB of request bodies in flight per
+ * connection holds many such calls. Beyond them a stream is refused, or a client waits for window.
  */
 export const MAX_HEADER_LIST_BYTES = 16 * 1024;
-export const MAX_SESSION_MEMORY_MIB = 2;
+const MAX_HEADER_PAIRS = 64;
+const CONNECTION_WINDOW_BYTES = 2 * 1024 * 1024;
 /** Largest response: a trust bundle set with many federated domains still fits. */
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 
@@ -63,10 +57,11 @@ export interface GrpcServer {
 }
 
 /**
- * meshca's gRPC port: unary gRPC over node:http2, TLS from meshca's serving identity. Not grpc-js's
- * server, which costs ~15–25 µs more per call (docs/performance.md, eighth pass); the parts of it
- * meshca relied on (message and header limits, deadlines, keepalive, idle and age GOAWAY, drain)
- * are in unary-exchange.ts and sessions.ts.
+ * meshca's gRPC port: unary gRPC over meshca's own HTTP/2 server (h2/), TLS from meshca's serving
+ * identity. Neither grpc-js's server nor node:http2's, which cost more per call than the rest of
+ * the transport (docs/performance.md, eighth and ninth passes); the parts of them meshca relies on
+ * (message and header limits, deadlines, keepalive, idle and age GOAWAY, drain) are in h2/,
+ * unary-exchange.ts and sessions.ts.
  */
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
   const { limits, metrics, logger } = options;
@@ -88,9 +83,14 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     maxConnectionAgeMs: limits.maxConnectionAgeMs,
     maxConnectionAgeGraceMs: 30_000,
   });
-  const http2 = http2Server(options);
-  http2.on('session', (session) => sessions.track(session));
-  http2.on('stream', unaryStreamHandler(methods, exchangeLimits, events));
+  const onStream = unaryStreamHandler(methods, exchangeLimits, events);
+  const h2 = h2Limits(limits);
+  const serve = (socket: Socket) => {
+    const connection = new H2Connection(socket, h2, onStream);
+    connection.onInternalError = (err) => logger.error({ err }, 'unexpected error in a gRPC stream handler');
+    sessions.track(connection);
+  };
+  const tls = options.plaintext ? undefined : tlsServer(options, serve);
   // meshca owns the listening socket so it can refuse connections before TLS or HTTP/2 state exists.
   const admission = new ConnectionAdmission(limits, {
     onOpenChange: (open) => metrics.grpcConnections.set(open),
@@ -100,14 +100,17 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     },
   });
   const refusals = refusalLog(logger, limits);
-  const listener = createTcpServer((socket) => (admission.admit(socket) ? http2.emit('connection', socket) : socket.destroy()));
+  const listener = createTcpServer({ noDelay: true }, (socket) => {
+    if (!admission.admit(socket)) socket.destroy();
+    else if (tls) tls.emit('connection', socket);
+    else serve(socket);
+  });
   const address = await listenOn(listener, options.listen);
   return {
     address,
     close: async (timeoutMs) => {
       listener.close();
       await sessions.drain(timeoutMs);
-      http2.close();
     },
   };
 }
@@ -117,27 +120,33 @@ export function unaryStreamHandler(
   methods: readonly UnaryMethod[],
   limits: ExchangeLimits,
   events: ExchangeEvents,
-): (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void {
+): (stream: H2Stream) => void {
   const byPath = new Map(methods.map((method) => [method.path, method]));
-  return (stream, headers) => {
-    stream.on('error', () => undefined); // a reset stream emits 'close' too, which the exchange handles
-    const method = routeOf(stream, headers, byPath);
-    if (method) new UnaryExchange(stream, headers, method, limits, events);
+  return (stream) => {
+    const method = routeOf(stream, byPath);
+    if (method) new UnaryExchange(stream, method, limits, events);
+  };
+}
+
+/** The HTTP/2 bounds of meshca's gRPC port (also used by bench/transport.mjs). */
+export function h2Limits(limits: Pick<GrpcLimits, 'maxConcurrentStreams' | 'maxMessageBytes' | 'requestReadTimeoutMs'>): H2Limits {
+  return {
+    maxConcurrentStreams: limits.maxConcurrentStreams,
+    maxHeaderListBytes: MAX_HEADER_LIST_BYTES,
+    maxHeaderPairs: MAX_HEADER_PAIRS,
+    // One request message and its 5-byte prefix; a longer one is refused on its prefix anyway.
+    maxStreamBodyBytes: Math.min(2 ** 31 - 1, Math.max(65_535, limits.maxMessageBytes + 5)),
+    connectionWindowBytes: CONNECTION_WINDOW_BYTES,
+    prefaceTimeoutMs: limits.requestReadTimeoutMs,
   };
 }
 
 /** The method a stream asks for, or undefined once it has been refused (not gRPC, unknown method, compressed). */
-function routeOf(
-  stream: ServerHttp2Stream,
-  headers: IncomingHttpHeaders,
-  methods: ReadonlyMap<string, UnaryMethod>,
-): UnaryMethod | undefined {
+function routeOf(stream: H2Stream, methods: ReadonlyMap<string, UnaryMethod>): UnaryMethod | undefined {
+  const { headers } = stream;
   const contentType = headers['content-type'];
-  if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) {
-    writeTo(stream, () => {
-      stream.respond({ ':status': constants.HTTP_STATUS_UNSUPPORTED_MEDIA_TYPE }, { endStream: true });
-      if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
-    });
+  if (contentType === undefined || !contentType.startsWith('application/grpc')) {
+    stream.respondOnly(UNSUPPORTED_MEDIA_TYPE);
     return undefined;
   }
   const path = headers[':path'] ?? '';
@@ -148,33 +157,30 @@ function routeOf(
   }
   const encoding = headers['grpc-encoding'];
   if (encoding !== undefined && encoding !== 'identity') {
-    refuse(stream, status.UNIMPLEMENTED, `grpc-encoding "${String(encoding)}" is not supported`, { 'grpc-accept-encoding': 'identity' });
+    refuse(stream, status.UNIMPLEMENTED, `grpc-encoding "${encoding}" is not supported`, [['grpc-accept-encoding', 'identity']]);
     return undefined;
   }
   return method;
 }
 
+const UNSUPPORTED_MEDIA_TYPE = encodeHeaderBlock([[':status', '415']]);
+
 /**
- * The HTTP/2 server with meshca's bounds: SETTINGS advertise the stream and header-list limits,
- * nghttp2's memory per connection is capped, and a TLS handshake must finish within the read
- * timeout. A renewed serving certificate is used for new handshakes without dropping connections.
+ * TLS for the gRPC port: HTTP/2 only (ALPN "h2"), the handshake within the read timeout. A renewed
+ * serving certificate is used for new handshakes without dropping connections.
  */
-function http2Server(options: GrpcServerOptions): Http2Server | Http2SecureServer {
-  const { limits } = options;
-  const common = {
-    settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: MAX_HEADER_LIST_BYTES },
-    maxHeaderListPairs: 64,
-    maxSessionMemory: MAX_SESSION_MEMORY_MIB,
-  };
-  if (options.plaintext) return createPlainServer(common);
-  const server = createSecureServer({
-    ...common,
+function tlsServer(options: GrpcServerOptions, serve: (socket: Socket) => void): TlsServer {
+  const server = createTlsServer({
     ...tlsOf(options.serving.current()),
-    handshakeTimeout: limits.requestReadTimeoutMs,
-    unknownProtocolTimeout: limits.requestReadTimeoutMs,
-  } satisfies SecureServerOptions);
+    ALPNProtocols: ['h2'],
+    handshakeTimeout: options.limits.requestReadTimeoutMs,
+  });
   options.serving.onRenew((credentials) => server.setSecureContext(tlsOf(credentials)));
-  server.on('secureConnection', (socket) => socket.on('error', () => undefined));
+  server.on('secureConnection', (socket) => {
+    socket.on('error', () => undefined);
+    if (socket.alpnProtocol === 'h2') serve(socket);
+    else socket.destroy(); // RFC 9113 §3.2: a client that did not negotiate h2 gets nothing
+  });
   server.on('tlsClientError', () => undefined);
   return server;
 }

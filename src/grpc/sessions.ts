@@ -1,4 +1,4 @@
-import { constants, type Http2Session, type ServerHttp2Stream } from 'node:http2';
+import { H2Code, type H2Connection } from './h2/connection.js';
 
 /** How long a client connection may live, idle, and go without answering a ping. */
 export interface SessionLifetime {
@@ -22,15 +22,14 @@ const enabled = (ms: number) => ms > 0 && ms < MAX_TIMER_MS;
  * GOAWAY first, so calls in progress finish and clients reconnect elsewhere, then destroy.
  */
 export class SessionRegistry {
-  readonly #sessions = new Set<Http2Session>();
+  readonly #sessions = new Set<H2Connection>();
 
   constructor(private readonly lifetime: SessionLifetime) {}
 
-  track(session: Http2Session): void {
+  track(session: H2Connection): void {
     this.#sessions.add(session);
     const timers = new SessionTimers(session, this.lifetime);
-    session.on('error', () => undefined); // the 'close' that follows does the cleanup
-    session.once('close', () => {
+    session.onClose(() => {
       timers.stop();
       this.#sessions.delete(session);
     });
@@ -39,7 +38,7 @@ export class SessionRegistry {
   /** GOAWAY to every connection; waits for their calls up to timeoutMs, then destroys what is left. */
   async drain(timeoutMs: number): Promise<void> {
     const open = [...this.#sessions];
-    const closed = open.map((session) => new Promise<void>((resolve) => (session.closed ? resolve() : session.close(resolve))));
+    const closed = open.map((session) => new Promise<void>((resolve) => session.goaway(H2Code.NO_ERROR, resolve)));
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
@@ -60,11 +59,11 @@ class SessionTimers {
   #grace: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly session: Http2Session,
+    private readonly session: H2Connection,
     private readonly lifetime: SessionLifetime,
   ) {
     if (enabled(lifetime.maxConnectionIdleMs)) {
-      session.on('stream', (stream: ServerHttp2Stream) => this.#opened(stream));
+      session.onActivity = (open) => this.#activity(open);
       this.#armIdle();
     }
     if (enabled(lifetime.maxConnectionAgeMs)) {
@@ -78,12 +77,12 @@ class SessionTimers {
     for (const timer of [this.#idle, this.#keepalive, this.#age, this.#grace]) clearTimeout(timer);
   }
 
-  #opened(stream: ServerHttp2Stream): void {
-    this.#open++;
-    clearTimeout(this.#idle);
-    stream.once('close', () => {
-      if (--this.#open === 0) this.#armIdle();
-    });
+  /** The idle timer runs only while no stream is open. */
+  #activity(open: number): void {
+    const wasOpen = this.#open;
+    this.#open = open;
+    if (open > 0 && wasOpen === 0) clearTimeout(this.#idle);
+    else if (open === 0 && wasOpen > 0 && !this.session.closed) this.#armIdle();
   }
 
   #armIdle(): void {
@@ -97,15 +96,9 @@ class SessionTimers {
     }
   }
 
-  /** GOAWAY(NO_ERROR) then close: calls already open finish, new ones go to a new connection. */
+  /** GOAWAY(NO_ERROR): calls already open finish, new ones go to a new connection. */
   #goaway(): void {
-    if (this.session.closed || this.session.destroyed) return;
-    try {
-      this.session.goaway(constants.NGHTTP2_NO_ERROR);
-      this.session.close();
-    } catch {
-      this.session.destroy();
-    }
+    this.session.goaway(H2Code.NO_ERROR);
   }
 
   #scheduleKeepalive(): void {
@@ -114,19 +107,14 @@ class SessionTimers {
   }
 
   #ping(): void {
-    if (this.session.closed || this.session.destroyed) return;
+    if (this.session.closed) return;
     const timeout = unref(setTimeout(() => this.session.destroy(), this.lifetime.keepaliveTimeoutMs));
     this.#keepalive = timeout;
-    try {
-      this.session.ping((error) => {
-        clearTimeout(timeout);
-        if (error) this.session.destroy();
-        else this.#scheduleKeepalive();
-      });
-    } catch {
+    this.session.ping((error) => {
       clearTimeout(timeout);
-      this.session.destroy();
-    }
+      if (error) this.session.destroy();
+      else this.#scheduleKeepalive();
+    });
   }
 }
 

@@ -1,5 +1,6 @@
-import { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { status } from '@grpc/grpc-js';
+import type { H2Stream } from './h2/connection.js';
+import { encodeHeaderBlock, type HeaderField } from './h2/hpack.js';
 import { CallFailure, type CallMetadata, type UnaryCall, type UnaryMethod } from './unary.js';
 
 /** gRPC over HTTP/2 for one unary call (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md). */
@@ -22,6 +23,13 @@ export interface ExchangeEvents {
 const PREFIX_BYTES = 5;
 const GRPC_CONTENT_TYPE = 'application/grpc+proto';
 const TIMEOUT_UNITS_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 1e-3, n: 1e-6 };
+/** The header and trailer blocks of every successful answer, encoded once. */
+const ANSWER_HEADERS = encodeHeaderBlock([
+  [':status', '200'],
+  ['content-type', GRPC_CONTENT_TYPE],
+  ['grpc-accept-encoding', 'identity'],
+]);
+const OK_TRAILERS = encodeHeaderBlock([['grpc-status', '0']]);
 
 /** Serves one stream: reads the request, runs the handler, answers with a message and status. */
 export class UnaryExchange implements UnaryCall<unknown> {
@@ -38,19 +46,18 @@ export class UnaryExchange implements UnaryCall<unknown> {
   #deadlineAt = Infinity;
 
   constructor(
-    private readonly stream: ServerHttp2Stream,
-    headers: IncomingHttpHeaders,
+    private readonly stream: H2Stream,
     private readonly method: UnaryMethod,
     private readonly limits: ExchangeLimits,
     private readonly events: ExchangeEvents,
   ) {
-    this.metadata = new HeaderMetadata(headers);
-    const timeout = headers['grpc-timeout'];
-    if (timeout !== undefined && !this.#startDeadline(String(timeout))) return;
+    this.metadata = new HeaderMetadata(stream.headers);
+    stream.onClose = () => this.#closed();
+    const timeout = stream.headers['grpc-timeout'];
+    if (timeout !== undefined && !this.#startDeadline(timeout)) return;
     this.#readTimer = setTimeout(() => this.#readTimedOut(), limits.requestReadTimeoutMs);
-    stream.on('data', (chunk: Buffer) => this.#receive(chunk));
-    stream.once('end', () => this.#ended());
-    stream.once('close', () => this.#closed());
+    stream.onData = (chunk) => this.#receive(chunk);
+    stream.onEnd = () => this.#ended();
   }
 
   /**
@@ -150,11 +157,7 @@ export class UnaryExchange implements UnaryCall<unknown> {
     frame[0] = 0;
     frame.writeUInt32BE(message.length, 1);
     message.copy(frame, PREFIX_BYTES);
-    writeTo(this.stream, (stream) => {
-      stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE, 'grpc-accept-encoding': 'identity' }, { waitForTrailers: true });
-      stream.once('wantTrailers', () => writeTo(stream, () => stream.sendTrailers({ 'grpc-status': '0' })));
-      stream.end(frame);
-    });
+    this.stream.respond(ANSWER_HEADERS, frame, OK_TRAILERS);
   }
 
   /** A trailers-only answer; a peer still sending is then reset with NO_ERROR so the stream is freed. */
@@ -167,38 +170,20 @@ export class UnaryExchange implements UnaryCall<unknown> {
   }
 }
 
-/** A trailers-only response with a status (also for calls refused before an exchange exists). */
-export function refuse(stream: ServerHttp2Stream, code: status, details: string, extra: Readonly<Record<string, string>> = {}): void {
-  writeTo(stream, () => {
-    if (!stream.headersSent) {
-      stream.respond(
-        {
-          ':status': 200,
-          'content-type': GRPC_CONTENT_TYPE,
-          'grpc-status': String(code),
-          'grpc-message': percentEncoded(details),
-          ...extra,
-        },
-        { endStream: true },
-      );
-    }
-    // RFC 9113 §8.1: after a complete response the server may reset a stream the client has not ended.
-    if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
-  });
-}
-
 /**
- * Runs writes on a stream the client may have reset meanwhile. Node throws for writes on a stream
- * it has torn down; inside an event handler that would take the whole server down, so a write
- * that throws destroys this one stream instead.
+ * A trailers-only response with a status (also for calls refused before an exchange exists). A
+ * client still sending is then reset with NO_ERROR (RFC 9113 §8.1), which the stream does itself.
  */
-export function writeTo(stream: ServerHttp2Stream, write: (stream: ServerHttp2Stream) => void): void {
-  if (stream.closed || stream.destroyed) return;
-  try {
-    write(stream);
-  } catch {
-    stream.destroy();
-  }
+export function refuse(stream: H2Stream, code: status, details: string, extra: readonly HeaderField[] = []): void {
+  stream.respondOnly(
+    encodeHeaderBlock([
+      [':status', '200'],
+      ['content-type', GRPC_CONTENT_TYPE],
+      ['grpc-status', String(code)],
+      ['grpc-message', percentEncoded(details)],
+      ...extra,
+    ]),
+  );
 }
 
 /** grpc-message is percent-encoded UTF-8: every byte outside printable ASCII, and '%'. */
@@ -213,10 +198,9 @@ export function percentEncoded(text: string): string {
 }
 
 class HeaderMetadata implements CallMetadata {
-  constructor(private readonly headers: IncomingHttpHeaders) {}
+  constructor(private readonly headers: Readonly<Record<string, string>>) {}
 
   get(name: string): string | undefined {
-    const value = this.headers[name];
-    return typeof value === 'string' ? value : value?.[0];
+    return this.headers[name];
   }
 }
