@@ -272,7 +272,7 @@ const END_HEADERS = 0x4;
 describe('H2Connection: connection errors end in GOAWAY with the right code', () => {
   let h: Harness;
   beforeAll(async () => {
-    h = await harness({ ...LIMITS, maxStreamBodyBytes: 100_000 });
+    h = await harness({ ...LIMITS, maxStreamBodyBytes: 40_000, connectionWindowBytes: 65_535 });
   });
   afterAll(() => h.server.close());
 
@@ -316,9 +316,11 @@ describe('H2Connection: connection errors end in GOAWAY with the right code', ()
       what: 'DATA beyond the connection window',
       code: H2Code.FLOW_CONTROL_ERROR,
       act: (p) => {
-        // 70,000 bytes fit the stream's window but not the 65,535-byte connection window.
-        p.headers(1, request());
-        for (let i = 0; i < 5; i++) p.send(T.DATA, 0, 1, Buffer.alloc(14_000));
+        // Two unfinished bodies of 35,000 bytes fit their stream windows but not the 65,535-byte connection window.
+        for (const id of [1, 3]) {
+          p.headers(id, request());
+          for (let i = 0; i < 5; i++) p.send(T.DATA, 0, id, Buffer.alloc(7_000));
+        }
       },
     },
     {
@@ -515,6 +517,8 @@ describe('H2Connection with node:http2 as the client', () => {
 
   it.each([
     { what: 'padded frames', options: { paddingStrategy: constants.PADDING_STRATEGY_MAX }, size: 3_000, calls: 4 },
+    // Request bodies return to the server's 65,535-byte connection window as each completes.
+    { what: 'requests totalling six times the connection window', options: {}, size: 10, calls: 100, sent: 4_000 },
     {
       what: 'a 200-byte stream window (many DATA frames, each after a WINDOW_UPDATE)',
       options: { settings: { initialWindowSize: 200 } },
@@ -522,14 +526,14 @@ describe('H2Connection with node:http2 as the client', () => {
       calls: 3,
     },
     { what: 'answers larger than the connection window, 16 at once', options: {}, size: 40_000, calls: 16 },
-  ])('$what: every answer arrives whole', async ({ options, size, calls }) => {
+  ])('$what: every answer arrives whole', async ({ options, size, calls, sent = 1_000 }) => {
     const client = await session(options);
-    const body = Buffer.alloc(1_000, 'q');
+    const body = Buffer.alloc(sent, 'q');
     const answers = await Promise.all(Array.from({ length: calls }, () => exchange(client, { 'x-size': String(size) }, body)));
     for (const answer of answers) {
       expect(answer.status).toBe(200);
       expect(answer.body.equals(Buffer.alloc(size, 'r'))).toBe(true);
-      expect(answer.trailers['x-received']).toBe('1000');
+      expect(answer.trailers['x-received']).toBe(String(sent));
     }
     client.close();
   });

@@ -15,12 +15,11 @@ import { refuse, UnaryExchange, type ExchangeEvents, type ExchangeLimits } from 
 
 /**
  * HTTP/2 memory bounds. istio-agent sends a token (~1-2 KiB) and a few short headers per call, so
- * 16 KiB of headers in at most 64 fields is generous, and 2 MiB of request bodies in flight per
- * connection holds many such calls. Beyond them a stream is refused, or a client waits for window.
+ * 16 KiB of headers in at most 64 fields is generous. Unfinished request bodies are bounded by the
+ * connection's flow-control window: one largest message (h2Limits).
  */
 export const MAX_HEADER_LIST_BYTES = 16 * 1024;
 const MAX_HEADER_PAIRS = 64;
-const CONNECTION_WINDOW_BYTES = 2 * 1024 * 1024;
 /** Largest response: a trust bundle set with many federated domains still fits. */
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 
@@ -130,13 +129,16 @@ export function unaryStreamHandler(
 
 /** The HTTP/2 bounds of meshca's gRPC port (also used by bench/transport.mjs). */
 export function h2Limits(limits: Pick<GrpcLimits, 'maxConcurrentStreams' | 'maxMessageBytes' | 'requestReadTimeoutMs'>): H2Limits {
+  // One request message and its 5-byte prefix; a longer one is refused on its prefix anyway.
+  const body = Math.min(2 ** 31 - 1, Math.max(65_535, limits.maxMessageBytes + 5));
   return {
     maxConcurrentStreams: limits.maxConcurrentStreams,
     maxHeaderListBytes: MAX_HEADER_LIST_BYTES,
     maxHeaderPairs: MAX_HEADER_PAIRS,
-    // One request message and its 5-byte prefix; a longer one is refused on its prefix anyway.
-    maxStreamBodyBytes: Math.min(2 ** 31 - 1, Math.max(65_535, limits.maxMessageBytes + 5)),
-    connectionWindowBytes: CONNECTION_WINDOW_BYTES,
+    maxStreamBodyBytes: body,
+    // A whole request's bytes return to the window as soon as it is complete, so one message's
+    // worth keeps every ordinary call flowing and bounds what a client can leave half-sent.
+    connectionWindowBytes: body,
     prefaceTimeoutMs: limits.requestReadTimeoutMs,
   };
 }

@@ -67,7 +67,10 @@ export interface H2Limits {
   readonly maxHeaderPairs: number;
   /** Request body bytes one stream may send (its flow-control window). */
   readonly maxStreamBodyBytes: number;
-  /** Request body bytes buffered per connection before the client must wait for WINDOW_UPDATE. */
+  /**
+   * Request body bytes of unfinished requests per connection (its flow-control window): at least
+   * maxStreamBodyBytes. A stream's bytes return to the window when its body is complete.
+   */
   readonly connectionWindowBytes: number;
   /** The client preface must arrive within this. */
   readonly prefaceTimeoutMs: number;
@@ -350,6 +353,7 @@ export class H2Connection {
       return this.onInternalError?.(error);
     }
     if (pos < buffer.length && !this.#closed) this.#rest = buffer.subarray(pos);
+    this.#returnWindow();
   }
 
   #frame(type: number, flags: number, streamId: number, payload: Buffer): void {
@@ -577,10 +581,13 @@ export class H2Connection {
     if (++this.#emptyFrames > MAX_EMPTY_FRAMES) throw new ConnectionError(H2Code.ENHANCE_YOUR_CALM, 'too many empty frames');
   }
 
-  /** Returns received bytes to the client's connection window, in batches of half the window. */
+  /** Returns received bytes to the client's connection window (sent once per read: #returnWindow). */
   #acknowledge(bytes: number): void {
     this.#unacknowledged += bytes;
-    if (this.#unacknowledged < this.limits.connectionWindowBytes / 2) return;
+  }
+
+  #returnWindow(): void {
+    if (this.#unacknowledged === 0 || this.#closed) return;
     this.#receiveWindow += this.#unacknowledged;
     this.#queue(windowUpdate(0, this.#unacknowledged));
     this.#unacknowledged = 0;
