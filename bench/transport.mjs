@@ -4,7 +4,7 @@
 //
 // Three canned servers answer every call with the same fixed certificate chain: meshca's own
 // unary gRPC stream handler (src/grpc/server.ts: limits, read deadline, grpc-timeout, the
-// service's codecs) on node:http2, @grpc/grpc-js's server (channelz off, 256 streams per
+// service's codecs) on its own HTTP/2 layer (src/grpc/h2/), @grpc/grpc-js's server (channelz off, 256 streams per
 // connection; what meshca served with before), and a bare node:http2 stream handler that speaks
 // the same wire (length-prefixed message, grpc-status trailers) and checks nothing. All use TLS with a
 // throwaway P-256 certificate. The load is the benchmark's own lean HTTP/2 client
