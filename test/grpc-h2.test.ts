@@ -3,7 +3,7 @@ import { connect as http2Connect, constants, type ClientHttp2Session, type Incom
 import { connect as tcpConnect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { H2Code, H2Connection, type H2Limits, type H2Stream } from '../src/grpc/h2/connection.js';
-import { encodeHeaderBlock, HpackDecoder, HpackError, type HeaderField } from '../src/grpc/h2/hpack.js';
+import { encodeHeaderBlock, HpackDecoder, HpackError, HUFFMAN_CODES, type HeaderField } from '../src/grpc/h2/hpack.js';
 
 /**
  * meshca's HTTP/2 server layer (src/grpc/h2/): HPACK against RFC 7541's own examples, and the
@@ -91,6 +91,38 @@ describe('HPACK decoding (RFC 7541 Appendix C)', () => {
     ['an integer above 2^31', '7fffffffff0f'],
   ])('refuses %s', (_what, block) => {
     expect(() => new HpackDecoder().decode(hex(block))).toThrow(HpackError);
+  });
+
+  /** Huffman-encodes `bytes` (MSB first, padded with the EOS prefix) as the value of a literal field "x". */
+  function huffmanField(bytes: Buffer): Buffer {
+    const bits: number[] = [];
+    for (const byte of bytes) {
+      const [code, length] = [HUFFMAN_CODES[2 * byte]!, HUFFMAN_CODES[2 * byte + 1]!];
+      for (let i = length - 1; i >= 0; i--) bits.push(Math.floor(code / 2 ** i) % 2);
+    }
+    while (bits.length % 8 !== 0) bits.push(1);
+    const encoded = Buffer.alloc(bits.length / 8);
+    bits.forEach((bit, i) => {
+      encoded[i >> 3]! |= bit << (7 - (i % 8));
+    });
+    if (encoded.length >= 127) throw new Error('test values stay under 127 encoded octets');
+    return Buffer.concat([Buffer.from([0x00, 0x01, 0x78, 0x80 | encoded.length]), encoded]);
+  }
+
+  it.each([
+    ['every octet value, in order', Buffer.from(Array.from({ length: 256 }, (_, i) => i))],
+    ['every octet value, reversed', Buffer.from(Array.from({ length: 256 }, (_, i) => 255 - i))],
+    ['a bearer token', Buffer.from('Bearer eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJrdWJlcm5ldGVzIn0.c2ln-_')],
+    ['one short symbol', Buffer.from('0')],
+    ['nothing', Buffer.alloc(0)],
+  ])('decodes Huffman: %s', (_what, value) => {
+    // Values are split so each encodes to < 127 octets (a one-octet length).
+    for (let at = 0; at < Math.max(1, value.length); at += 40) {
+      const part = value.subarray(at, at + 40);
+      const [[name, decoded]] = new HpackDecoder().decode(huffmanField(part)) as [HeaderField];
+      expect(name).toBe('x');
+      expect(Buffer.from(decoded, 'latin1').equals(part)).toBe(true);
+    }
   });
 
   it('encodes what it decodes, for any Latin-1 value', () => {

@@ -74,9 +74,9 @@ const STATIC_TABLE: readonly (readonly [string, string])[] = [
   ['www-authenticate', ''],
 ];
 
-/** RFC 7541 Appendix B: [code, bit length] for symbols 0–255 and 256 (EOS). */
-// biome-ignore format: the RFC's table, four codes to a line
-const HUFFMAN_CODES: readonly number[] = [
+/** RFC 7541 Appendix B: code, bit length, for symbols 0–255 and 256 (EOS); exported for tests. */
+// biome-ignore format: the RFC's table, eight codes to a line
+export const HUFFMAN_CODES: readonly number[] = [
   0x1ff8, 13, 0x7fffd8, 23, 0xfffffe2, 28, 0xfffffe3, 28, 0xfffffe4, 28, 0xfffffe5, 28, 0xfffffe6, 28, 0xfffffe7, 28,
   0xfffffe8, 28, 0xffffea, 24, 0x3ffffffc, 30, 0xfffffe9, 28, 0xfffffea, 28, 0x3ffffffd, 30, 0xfffffeb, 28, 0xfffffec, 28,
   0xfffffed, 28, 0xfffffee, 28, 0xfffffef, 28, 0xffffff0, 28, 0xffffff1, 28, 0xffffff2, 28, 0x3ffffffe, 30, 0xffffff3, 28,
@@ -113,15 +113,16 @@ const HUFFMAN_CODES: readonly number[] = [
 ];
 
 const EOS = 256;
-// A transition of the Huffman decoder, packed: next state (bits 0-7), symbol (8-15), flags.
-const EMIT = 1 << 16;
-const ACCEPT = 1 << 17;
-const FAIL = 1 << 18;
+// A transition of the Huffman decoder, packed: next state (bits 0-7), up to two symbols completed
+// on the way (8-15, 16-23), how many (24-25), and flags.
+const EMITTED_SHIFT = 24;
+const FAIL = 1 << 26;
+const ACCEPT = 1 << 27;
 
 /**
- * The decoder reads four bits at a time (as nghttp2 does): a state is an inner node of the code
- * tree, and each of its 16 transitions says where four more bits lead, which symbol (at most one:
- * the shortest code is 5 bits) they complete, and whether a string may end there. A string may end
+ * The decoder reads a byte at a time: a state is an inner node of the code tree (there are 256),
+ * and each of its 256 transitions says where eight more bits lead, which symbols they complete (at
+ * most two: the shortest code is 5 bits), and whether a string may end there. A string may end
  * only on a symbol boundary or within the first 7 bits of the all-ones EOS prefix (§5.2).
  */
 const HUFFMAN_TRANSITIONS: Uint32Array = (() => {
@@ -149,21 +150,22 @@ const HUFFMAN_TRANSITIONS: Uint32Array = (() => {
     node = children[node]![1]!;
     padding.add(node);
   }
-  const table = new Uint32Array(children.length * 16);
+  const table = new Uint32Array(children.length * 256);
   for (let state = 0; state < children.length; state++) {
-    for (let nibble = 0; nibble < 16; nibble++) {
+    for (let byte = 0; byte < 256; byte++) {
       let node = state;
       let entry = 0;
-      for (let i = 3; i >= 0; i--) {
-        const child = children[node]![(nibble >>> i) & 1]!;
+      let emitted = 0;
+      for (let i = 7; i >= 0; i--) {
+        const child = children[node]![(byte >>> i) & 1]!;
         if (child >= 0) node = child;
         else if (~child === EOS) entry |= FAIL;
         else {
-          entry |= EMIT | (~child << 8);
+          entry |= ~child << (8 + 8 * emitted++);
           node = 0;
         }
       }
-      table[state * 16 + nibble] = entry | node | (padding.has(node) ? ACCEPT : 0);
+      table[state * 256 + byte] = entry | (emitted << EMITTED_SHIFT) | node | (padding.has(node) ? ACCEPT : 0);
     }
   }
   return table;
@@ -175,23 +177,20 @@ let scratch = Buffer.allocUnsafe(4096);
 function huffmanDecode(block: Buffer, start: number, end: number): string {
   const need = Math.ceil(((end - start) * 8) / 5);
   if (scratch.length < need) scratch = Buffer.allocUnsafe(need);
-  let state = 0;
-  let accept = ACCEPT;
+  const out = scratch;
+  let t = ACCEPT;
   let n = 0;
   for (let i = start; i < end; i++) {
-    const byte = block[i]!;
-    let t = HUFFMAN_TRANSITIONS[(state << 4) | (byte >>> 4)]!;
+    t = HUFFMAN_TRANSITIONS[((t & 0xff) << 8) | block[i]!]!;
+    const emitted = (t >>> EMITTED_SHIFT) & 3;
+    if (emitted !== 0) {
+      out[n++] = (t >>> 8) & 0xff;
+      if (emitted === 2) out[n++] = (t >>> 16) & 0xff;
+    }
     if (t & FAIL) throw new HpackError('Huffman string contains EOS');
-    if (t & EMIT) scratch[n++] = (t >>> 8) & 0xff;
-    state = t & 0xff;
-    t = HUFFMAN_TRANSITIONS[(state << 4) | (byte & 0x0f)]!;
-    if (t & FAIL) throw new HpackError('Huffman string contains EOS');
-    if (t & EMIT) scratch[n++] = (t >>> 8) & 0xff;
-    state = t & 0xff;
-    accept = t & ACCEPT;
   }
-  if (!accept) throw new HpackError('Huffman string has invalid padding');
-  return scratch.toString('latin1', 0, n);
+  if (!(t & ACCEPT)) throw new HpackError('Huffman string has invalid padding');
+  return out.toString('latin1', 0, n);
 }
 
 /** One decoded header field, in order. Values are Latin-1 strings of the octets sent. */
