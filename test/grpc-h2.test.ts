@@ -409,6 +409,12 @@ describe('H2Connection: stream errors reset one stream and the connection keeps 
 
   it.each<{ what: string; code: number; act: (peer: RawPeer) => void }>([
     { what: 'an upper-case header name', code: H2Code.PROTOCOL_ERROR, act: (p) => p.headers(1, request('/echo', [['X-Big', '1']])) },
+    { what: 'a header name with a space', code: H2Code.PROTOCOL_ERROR, act: (p) => p.headers(1, request('/echo', [['x big', '1']])) },
+    {
+      what: 'a header value with a line break',
+      code: H2Code.PROTOCOL_ERROR,
+      act: (p) => p.headers(1, request('/echo', [['x-a', 'a\r\nb: c']])),
+    },
     {
       what: 'a missing :path',
       code: H2Code.PROTOCOL_ERROR,

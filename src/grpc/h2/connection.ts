@@ -87,6 +87,8 @@ const MAX_EMPTY_FRAMES = 1_000;
 
 /** Request pseudo-headers (§8.3.1); the others must not appear in a request. */
 const REQUEST_PSEUDO = new Set([':method', ':scheme', ':path', ':authority']);
+/** A regular field name (RFC 9110 §5.1 token, lower case as §8.2.1 requires). */
+const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 /** Connection-specific fields, malformed in HTTP/2 (§8.2.2). */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
 
@@ -768,21 +770,22 @@ function windowUpdate(streamId: number, increment: number): Buffer {
 }
 
 /**
- * A request's fields as a record, or undefined when malformed (§8.2, §8.3): upper-case names,
- * unknown, repeated or late pseudo-headers, connection-specific fields, `te` other than
+ * A request's fields as a record, or undefined when malformed (§8.2, §8.3): names that are not
+ * lower-case tokens, unknown, repeated or late pseudo-headers, connection-specific fields, `te` other than
  * "trailers", a missing :method, :scheme or :path, or a value with CR, LF or NUL.
  */
 function requestHeaders(fields: readonly HeaderField[]): Record<string, string> | undefined {
   const headers: Record<string, string> = Object.create(null);
   let regularSeen = false;
   for (const [name, value] of fields) {
-    if (name.length === 0 || /[A-Z]/.test(name) || /[\0\r\n]/.test(value)) return undefined;
+    if (/[\0\r\n]/.test(value)) return undefined;
     if (name.charCodeAt(0) === 0x3a /* : */) {
       if (regularSeen || !REQUEST_PSEUDO.has(name) || name in headers) return undefined;
       headers[name] = value;
       continue;
     }
     regularSeen = true;
+    if (!FIELD_NAME.test(name)) return undefined;
     if (CONNECTION_SPECIFIC.has(name) || (name === 'te' && value !== 'trailers')) return undefined;
     const previous = headers[name];
     headers[name] = previous === undefined ? value : `${previous}, ${value}`;
