@@ -10,5 +10,6 @@ export { KNOWN_ISSUES } from './known-issues.mjs';
 export { ADMIN_STATUSES, ADMIN_TOKEN, adminTarget } from './targets/admin.mjs';
 export { csrTarget } from './targets/csr.mjs';
 export { grpcTarget } from './targets/grpc.mjs';
+export { h2Target } from './targets/h2.mjs';
 export { spiffeTarget, SPIFFE_ID_ORACLE } from './targets/spiffe.mjs';
 export { tokenTarget, TOKEN_NOW } from './targets/token.mjs';

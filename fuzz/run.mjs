@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // @ts-check
-// meshca fuzz runner: `npm run fuzz -- --iterations N [--seed S] [--target csr|token|spiffe|admin|grpc]`.
+// meshca fuzz runner: `npm run fuzz -- --iterations N [--seed S] [--target csr|token|spiffe|admin|grpc|h2]`.
 // Runs against the compiled code in dist/ with plain node (`npm run fuzz` builds first). See
 // docs/fuzzing.md for the targets and their invariants.
 
@@ -15,6 +15,7 @@ import {
   csrTarget,
   formatViolations,
   grpcTarget,
+  h2Target,
   KNOWN_ISSUES,
   loadModules,
   runFuzz,
@@ -23,9 +24,9 @@ import {
 } from './index.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const ALL = ['csr', 'token', 'spiffe', 'admin', 'grpc'];
+const ALL = ['csr', 'token', 'spiffe', 'admin', 'grpc', 'h2'];
 /** admin and grpc cases cost milliseconds, not microseconds: by default they run a share of N. */
-const SHARE = { csr: 1, token: 1, spiffe: 1, admin: 0.25, grpc: 0.05 };
+const SHARE = { csr: 1, token: 1, spiffe: 1, admin: 0.25, grpc: 0.05, h2: 1 };
 
 const HELP = `Usage: npm run fuzz -- [flags]
 
@@ -101,6 +102,7 @@ const factories = {
   spiffe: () => spiffeTarget(mods, { timeBoundMs }),
   admin: () => adminTarget(mods, corpus('plugin-ca.json')),
   grpc: () => grpcTarget(mods, corpus('csrs.json'), corpus('jwt-keys.json')),
+  h2: () => h2Target(mods, { timeBoundMs }),
 };
 
 const explicit = values.target !== 'all';

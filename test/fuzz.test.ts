@@ -76,11 +76,25 @@ const PLANS: readonly Plan[] = [
     ],
   },
   { name: 'grpc', cases: 200, reaches: ['OK', 'INVALID_ARGUMENT', 'UNAUTHENTICATED', 'RESOURCE_EXHAUSTED'] },
+  {
+    name: 'h2',
+    cases: 3000,
+    reaches: [
+      'served',
+      'served (mutated)',
+      'RST_STREAM',
+      'GOAWAY PROTOCOL_ERROR',
+      'GOAWAY FRAME_SIZE_ERROR',
+      'GOAWAY COMPRESSION_ERROR',
+      'hpack decoded',
+      'hpack ERR_HPACK',
+    ],
+  },
 ];
 
 /** In-process targets must answer every case within this (re-timed on a quiet re-run; see engine). */
 const IN_PROCESS_BOUND_MS = 50;
-const IN_PROCESS: readonly TargetName[] = ['csr', 'token', 'spiffe'];
+const IN_PROCESS: readonly TargetName[] = ['csr', 'token', 'spiffe', 'h2'];
 
 describe(`fuzzing with seed ${SEED}`, () => {
   it.each(PLANS)('$name: $cases cases keep every invariant', async ({ name, cases, reaches }) => {

@@ -22,6 +22,8 @@ export const MODULE_PATHS = [
   'flags',
   'app/server',
   'client/ca-client',
+  'grpc/h2/connection',
+  'grpc/h2/hpack',
 ];
 
 /**

@@ -25,6 +25,8 @@ import * as metrics from '../../src/observability/metrics.js';
 import * as csr from '../../src/pki/csr.js';
 import * as pkiErrors from '../../src/pki/errors.js';
 import * as x509 from '../../src/pki/x509.js';
+import * as h2Connection from '../../src/grpc/h2/connection.js';
+import * as hpack from '../../src/grpc/h2/hpack.js';
 import * as server from '../../src/app/server.js';
 import * as spiffe from '../../src/spiffe/id.js';
 import * as sqlite from '../../src/store/sqlite.js';
@@ -49,9 +51,11 @@ const SOURCES: Readonly<Record<string, object>> = {
   flags,
   'app/server': server,
   'client/ca-client': caClient,
+  'grpc/h2/connection': h2Connection,
+  'grpc/h2/hpack': hpack,
 };
 
-export type TargetName = 'csr' | 'token' | 'spiffe' | 'admin' | 'grpc';
+export type TargetName = 'csr' | 'token' | 'spiffe' | 'admin' | 'grpc' | 'h2';
 
 export interface Violation {
   readonly target: string;
@@ -159,5 +163,7 @@ export async function makeTarget(name: TargetName, options: { timeBoundMs?: numb
       return shared.adminTarget(mods, corpus('plugin-ca.json'), options);
     case 'grpc':
       return shared.grpcTarget(mods, corpus('csrs.json'), corpus('jwt-keys.json'), options);
+    case 'h2':
+      return shared.h2Target(mods, options);
   }
 }
