@@ -128,10 +128,12 @@ const STAGE_RULES = [
     test: (url) =>
       url.includes('node_modules/pino') || url.includes('node_modules/prom-client/') || url.includes('node_modules/sonic-boom/'),
   },
-  { stage: 'handler (metadata, status)', test: (url) => url.includes('/dist/grpc/') },
+  // meshca's HTTP/2 layer (dist/grpc/h2/) is transport; the rest of dist/grpc/ is the handler.
+  { stage: 'handler (metadata, status)', test: (url) => url.includes('/dist/grpc/') && !url.includes('/dist/grpc/h2/') },
   {
     stage: 'gRPC / HTTP/2 / TLS',
     test: (url) =>
+      url.includes('/dist/grpc/h2/') ||
       url.includes('node_modules/@grpc/') ||
       url.includes('node_modules/protobufjs/') ||
       url.includes('node_modules/@protobufjs/') ||
