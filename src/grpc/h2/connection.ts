@@ -93,7 +93,8 @@ const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
 
 /** One request stream. The handler of `onStream` sets the callbacks before it returns. */
-export class H2Stream {
+export interface H2Stream {
+  readonly id: number;
   /** Request headers by name; repeated fields are joined with ", " (RFC 9110 §5.3). */
   readonly headers: Readonly<Record<string, string>>;
   /** Called with each piece of the request body. */
@@ -102,76 +103,72 @@ export class H2Stream {
   onEnd: (() => void) | undefined;
   /** Called once when the stream is gone: answered and done, reset by either side, or the connection lost. */
   onClose: (() => void) | undefined;
-  #remoteEnded = false;
-  #answered = false;
-  #closed = false;
+  readonly remoteEnded: boolean;
+  /** True once an answer (or a reset) has been queued: nothing more may be sent. */
+  readonly answered: boolean;
+  readonly closed: boolean;
+  /**
+   * The whole answer: a header block, the body, and a trailer block that ends the stream (blocks
+   * from encodeHeaderBlock). The body waits for flow-control window if it must.
+   */
+  respond(headerBlock: Buffer, body: Buffer, trailerBlock: Buffer): void;
+  /** A header block that ends the stream (e.g. a trailers-only gRPC answer). */
+  respondOnly(headerBlock: Buffer): void;
+  /** RST_STREAM: abandons the stream. */
+  reset(code: H2Code): void;
+}
+
+/** What a stream asks of its connection. */
+interface StreamOwner {
+  send(stream: ServerStream, headerBlock: Buffer, body: Buffer | undefined, trailerBlock: Buffer | undefined): void;
+  reset(stream: ServerStream, code: H2Code): void;
+}
+
+/** A stream with the protocol state only its connection reads and writes. */
+class ServerStream implements H2Stream {
+  onData: ((chunk: Buffer) => void) | undefined;
+  onEnd: (() => void) | undefined;
+  onClose: (() => void) | undefined;
+  remoteEnded = false;
+  answered = false;
+  closed = false;
   /** Flow-controlled bytes received, returned to the connection window when the body is done. */
   received = 0;
-  receiveWindow: number;
-  sendWindow: number;
   /** Response bytes waiting for flow-control window, then the trailers that end the stream. */
   pendingData: Buffer | undefined;
   pendingTrailers: Buffer | undefined;
 
   constructor(
     readonly id: number,
-    headers: Record<string, string>,
-    private readonly connection: H2Connection,
-    sendWindow: number,
-    receiveWindow: number,
-  ) {
-    this.headers = headers;
-    this.sendWindow = sendWindow;
-    this.receiveWindow = receiveWindow;
-  }
+    readonly headers: Readonly<Record<string, string>>,
+    private readonly owner: StreamOwner,
+    public sendWindow: number,
+    public receiveWindow: number,
+  ) {}
 
-  get remoteEnded(): boolean {
-    return this.#remoteEnded;
-  }
-
-  /** True once an answer (or a reset) has been queued: nothing more may be sent. */
-  get answered(): boolean {
-    return this.#answered;
-  }
-
-  get closed(): boolean {
-    return this.#closed;
-  }
-
-  /**
-   * The whole answer: a header block, the body, and a trailer block that ends the stream (blocks
-   * from encodeHeaderBlock). The body waits for flow-control window if it must.
-   */
   respond(headerBlock: Buffer, body: Buffer, trailerBlock: Buffer): void {
-    if (this.#answered || this.#closed) return;
-    this.#answered = true;
-    this.connection.sendResponse(this, headerBlock, body, trailerBlock);
+    if (this.answered || this.closed) return;
+    this.answered = true;
+    this.owner.send(this, headerBlock, body, trailerBlock);
   }
 
-  /** A header block that ends the stream (e.g. a trailers-only gRPC answer). */
   respondOnly(headerBlock: Buffer): void {
-    if (this.#answered || this.#closed) return;
-    this.#answered = true;
-    this.connection.sendResponse(this, headerBlock, undefined, undefined);
+    if (this.answered || this.closed) return;
+    this.answered = true;
+    this.owner.send(this, headerBlock, undefined, undefined);
   }
 
-  /** RST_STREAM: abandons the stream. */
   reset(code: H2Code): void {
-    if (this.#closed) return;
-    this.#answered = true;
-    this.connection.resetStream(this, code);
+    if (this.closed) return;
+    this.answered = true;
+    this.owner.reset(this, code);
   }
 
-  /** @internal */
-  markRemoteEnded(): void {
-    this.#remoteEnded = true;
-  }
-
-  /** @internal */
+  /** False if it was closed already. */
   markClosed(): boolean {
-    if (this.#closed) return false;
-    this.#closed = true;
-    this.#answered = true;
+    if (this.closed) return false;
+    this.closed = true;
+    this.answered = true;
     return true;
   }
 }
@@ -204,7 +201,7 @@ export class H2Connection {
   onActivity: ((openStreams: number) => void) | undefined;
   /** A stream handler threw: a bug. The connection is closed with INTERNAL_ERROR instead of the process. */
   onInternalError: ((error: unknown) => void) | undefined;
-  readonly #streams = new Map<number, H2Stream>();
+  readonly #streams = new Map<number, ServerStream>();
   readonly #decoder = new HpackDecoder();
   readonly #closeListeners: (() => void)[] = [];
   #rest: Buffer | undefined;
@@ -220,7 +217,7 @@ export class H2Connection {
   #unacknowledged = 0;
   #receiveWindow: number;
   /** Streams with response bytes waiting for window, in the order they were answered. */
-  readonly #blocked = new Set<H2Stream>();
+  readonly #blocked = new Set<ServerStream>();
   #out: Buffer[] = [];
   #flushScheduled = false;
   #goawaySent = false;
@@ -293,11 +290,15 @@ export class H2Connection {
     this.socket.destroy();
   }
 
-  /** @internal H2Stream.respond / respondOnly. */
-  sendResponse(stream: H2Stream, headerBlock: Buffer, body: Buffer | undefined, trailerBlock: Buffer | undefined): void {
+  readonly #owner: StreamOwner = {
+    send: (stream, headerBlock, body, trailerBlock) => this.#sendResponse(stream, headerBlock, body, trailerBlock),
+    reset: (stream, code) => this.#resetStream(stream, code),
+  };
+
+  #sendResponse(stream: ServerStream, headerBlock: Buffer, body: Buffer | undefined, trailerBlock: Buffer | undefined): void {
     if (headerBlock.length > this.#peerMaxFrame || (trailerBlock && trailerBlock.length > this.#peerMaxFrame)) {
       // Our blocks are a few hundred bytes; a longer one is a bug, not something to split.
-      return this.resetStream(stream, H2Code.INTERNAL_ERROR);
+      return this.#resetStream(stream, H2Code.INTERNAL_ERROR);
     }
     if (!body || !trailerBlock) {
       this.#queue(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, stream.id, headerBlock));
@@ -309,8 +310,7 @@ export class H2Connection {
     this.#sendPending(stream);
   }
 
-  /** @internal H2Stream.reset. */
-  resetStream(stream: H2Stream, code: H2Code): void {
+  #resetStream(stream: ServerStream, code: H2Code): void {
     const payload = Buffer.allocUnsafe(4);
     payload.writeUInt32BE(code, 0);
     this.#queue(frame(FrameType.RST_STREAM, 0, stream.id, payload));
@@ -408,12 +408,12 @@ export class H2Connection {
     if (!stream || stream.remoteEnded) {
       // A stream we closed (reset, or answered early) may still have DATA in flight: §5.1.
       this.#acknowledge(payload.length);
-      if (stream) this.resetStream(stream, H2Code.STREAM_CLOSED);
+      if (stream) this.#resetStream(stream, H2Code.STREAM_CLOSED);
       return;
     }
     stream.received += payload.length;
     stream.receiveWindow -= payload.length;
-    if (stream.receiveWindow < 0) return this.resetStream(stream, H2Code.FLOW_CONTROL_ERROR);
+    if (stream.receiveWindow < 0) return this.#resetStream(stream, H2Code.FLOW_CONTROL_ERROR);
     if (body.length > 0) stream.onData?.(body);
     if (endStream && !stream.closed) this.#remoteEnd(stream);
   }
@@ -474,7 +474,7 @@ export class H2Connection {
     }
     const headers = requestHeaders(fields);
     if (!headers) return this.#resetById(streamId, H2Code.PROTOCOL_ERROR);
-    const stream = new H2Stream(streamId, headers, this, this.#peerInitialWindow, this.limits.maxStreamBodyBytes);
+    const stream = new ServerStream(streamId, headers, this.#owner, this.#peerInitialWindow, this.limits.maxStreamBodyBytes);
     this.#streams.set(streamId, stream);
     this.onActivity?.(this.#streams.size);
     this.onStream(stream);
@@ -482,14 +482,14 @@ export class H2Connection {
   }
 
   /** A second header block on an open stream: trailers, which must end it (§8.1). */
-  #trailers(stream: H2Stream, endStream: boolean): void {
-    if (stream.remoteEnded) return this.resetStream(stream, H2Code.STREAM_CLOSED);
-    if (!endStream) return this.resetStream(stream, H2Code.PROTOCOL_ERROR);
+  #trailers(stream: ServerStream, endStream: boolean): void {
+    if (stream.remoteEnded) return this.#resetStream(stream, H2Code.STREAM_CLOSED);
+    if (!endStream) return this.#resetStream(stream, H2Code.PROTOCOL_ERROR);
     this.#remoteEnd(stream);
   }
 
-  #remoteEnd(stream: H2Stream): void {
-    stream.markRemoteEnded();
+  #remoteEnd(stream: ServerStream): void {
+    stream.remoteEnded = true;
     this.#acknowledge(stream.received);
     stream.received = 0;
     if (stream.answered && !stream.pendingTrailers) return this.#closeStream(stream);
@@ -562,9 +562,9 @@ export class H2Connection {
     if (streamId > this.#lastStreamId) throw new ConnectionError(H2Code.PROTOCOL_ERROR, 'WINDOW_UPDATE on an idle stream');
     const stream = this.#streams.get(streamId);
     if (!stream) return;
-    if (increment === 0) return this.resetStream(stream, H2Code.PROTOCOL_ERROR);
+    if (increment === 0) return this.#resetStream(stream, H2Code.PROTOCOL_ERROR);
     stream.sendWindow += increment;
-    if (stream.sendWindow > MAX_WINDOW) return this.resetStream(stream, H2Code.FLOW_CONTROL_ERROR);
+    if (stream.sendWindow > MAX_WINDOW) return this.#resetStream(stream, H2Code.FLOW_CONTROL_ERROR);
     if (this.#blocked.has(stream)) this.#sendPending(stream);
   }
 
@@ -623,7 +623,7 @@ export class H2Connection {
   }
 
   /** Sends as much of a stream's pending body as the windows allow, then its trailers. */
-  #sendPending(stream: H2Stream): void {
+  #sendPending(stream: ServerStream): void {
     let data = stream.pendingData;
     while (data && data.length > 0) {
       const size = Math.min(data.length, stream.sendWindow, this.#sendWindow, this.#peerMaxFrame);
@@ -654,12 +654,12 @@ export class H2Connection {
   }
 
   /** Our side is done: the stream closes, after a NO_ERROR reset if the client is still sending (§8.1). */
-  #localEnded(stream: H2Stream): void {
-    if (!stream.remoteEnded) return this.resetStream(stream, H2Code.NO_ERROR);
+  #localEnded(stream: ServerStream): void {
+    if (!stream.remoteEnded) return this.#resetStream(stream, H2Code.NO_ERROR);
     this.#closeStream(stream);
   }
 
-  #closeStream(stream: H2Stream): void {
+  #closeStream(stream: ServerStream): void {
     if (!stream.markClosed()) return;
     this.#streams.delete(stream.id);
     this.#blocked.delete(stream);
