@@ -55,6 +55,7 @@ describe.skipIf(missing !== undefined && !process.env.CI)(`grpc-go as the client
       env: {
         ...process.env,
         GO111MODULE: 'off',
+        GOENV: 'off',
         GOPATH: `${gopath}:/usr/share/gocode`,
         GOFLAGS: '',
         GOCACHE: join(tmpdir(), 'meshca-go-build-cache'),
