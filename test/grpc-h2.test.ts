@@ -4,6 +4,7 @@ import { connect as tcpConnect, createServer, type AddressInfo, type Server, typ
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { H2Code, H2Connection, type H2Limits, type H2Stream } from '../src/grpc/h2/connection.js';
 import { encodeHeaderBlock, HpackDecoder, HpackError, HUFFMAN_CODES, type HeaderField } from '../src/grpc/h2/hpack.js';
+import { FRAME_TYPES, frame, huffmanEncode, PREFACE, readFrames } from '../fuzz/lib/h2-wire.mjs';
 
 /**
  * meshca's HTTP/2 server layer (src/grpc/h2/): HPACK against RFC 7541's own examples, and the
@@ -95,16 +96,7 @@ describe('HPACK decoding (RFC 7541 Appendix C)', () => {
 
   /** Huffman-encodes `bytes` (MSB first, padded with the EOS prefix) as the value of a literal field "x". */
   function huffmanField(bytes: Buffer): Buffer {
-    const bits: number[] = [];
-    for (const byte of bytes) {
-      const [code, length] = [HUFFMAN_CODES[2 * byte]!, HUFFMAN_CODES[2 * byte + 1]!];
-      for (let i = length - 1; i >= 0; i--) bits.push(Math.floor(code / 2 ** i) % 2);
-    }
-    while (bits.length % 8 !== 0) bits.push(1);
-    const encoded = Buffer.alloc(bits.length / 8);
-    bits.forEach((bit, i) => {
-      encoded[i >> 3]! |= bit << (7 - (i % 8));
-    });
+    const encoded = huffmanEncode(HUFFMAN_CODES, bytes);
     if (encoded.length >= 127) throw new Error('test values stay under 127 encoded octets');
     return Buffer.concat([Buffer.from([0x00, 0x01, 0x78, 0x80 | encoded.length]), encoded]);
   }
@@ -196,19 +188,7 @@ interface Frame {
   readonly payload: Buffer;
 }
 
-const T = {
-  DATA: 0,
-  HEADERS: 1,
-  PRIORITY: 2,
-  RST_STREAM: 3,
-  SETTINGS: 4,
-  PUSH_PROMISE: 5,
-  PING: 6,
-  GOAWAY: 7,
-  WINDOW_UPDATE: 8,
-  CONTINUATION: 9,
-};
-const PREFACE = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
+const T = FRAME_TYPES;
 
 /** A client that writes raw frames and records what comes back. */
 class RawPeer {
@@ -223,7 +203,7 @@ class RawPeer {
     this.closed = new Promise((resolve) => socket.on('close', () => resolve()));
   }
 
-  static async open(port: number, preface: string | Buffer = PREFACE): Promise<RawPeer> {
+  static async open(port: number, preface: Buffer | string = PREFACE): Promise<RawPeer> {
     const socket = tcpConnect(port, '127.0.0.1');
     await once(socket, 'connect');
     const peer = new RawPeer(socket);
@@ -233,12 +213,7 @@ class RawPeer {
   }
 
   send(type: number, flags: number, streamId: number, payload: Buffer, declaredLength = payload.length): void {
-    const header = Buffer.alloc(9);
-    header.writeUIntBE(declaredLength, 0, 3);
-    header[3] = type;
-    header[4] = flags;
-    header.writeUInt32BE(streamId, 5);
-    this.socket.write(Buffer.concat([header, payload]));
+    this.socket.write(frame(type, flags, streamId, payload, declaredLength));
   }
 
   headers(streamId: number, fields: HeaderField[], flags = 0x4 /* END_HEADERS */): void {
@@ -270,19 +245,9 @@ class RawPeer {
   }
 
   #read(chunk: Buffer): void {
-    let buffer = Buffer.concat([this.#rest, chunk]);
-    while (buffer.length >= 9) {
-      const length = buffer.readUIntBE(0, 3);
-      if (buffer.length < 9 + length) break;
-      this.frames.push({
-        type: buffer[3]!,
-        flags: buffer[4]!,
-        streamId: buffer.readUInt32BE(5) & 0x7fffffff,
-        payload: buffer.subarray(9, 9 + length),
-      });
-      buffer = buffer.subarray(9 + length);
-    }
-    this.#rest = buffer;
+    const { frames, rest } = readFrames(Buffer.concat([this.#rest, chunk]));
+    this.frames.push(...frames);
+    this.#rest = rest;
     for (const wake of this.#waiters.splice(0)) wake();
   }
 }

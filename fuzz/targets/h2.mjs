@@ -12,21 +12,10 @@
 
 import { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
+import { FRAME_TYPES, frame, huffmanEncode, PREFACE, readFrames } from '../lib/h2-wire.mjs';
 import { mutateBytes } from '../lib/mutate.mjs';
 
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-const T = {
-  DATA: 0,
-  HEADERS: 1,
-  PRIORITY: 2,
-  RST_STREAM: 3,
-  SETTINGS: 4,
-  PUSH_PROMISE: 5,
-  PING: 6,
-  GOAWAY: 7,
-  WINDOW_UPDATE: 8,
-  CONTINUATION: 9,
-};
+const T = FRAME_TYPES;
 const END_STREAM = 0x1;
 const END_HEADERS = 0x4;
 const PADDED = 0x8;
@@ -54,28 +43,9 @@ const LIMITS = {
   prefaceTimeoutMs: 10_000,
 };
 
-function frame(type, flags, streamId, payload) {
-  const header = Buffer.alloc(9);
-  header.writeUIntBE(payload.length, 0, 3);
-  header[3] = type;
-  header[4] = flags;
-  header.writeUInt32BE(streamId >>> 0, 5);
-  return Buffer.concat([header, payload]);
-}
-
 /** A Huffman-coded string literal (RFC 7541 §5.2), from the decoder's own table. */
 function huffmanString(codes, text) {
-  const bits = [];
-  for (const byte of Buffer.from(text, 'latin1')) {
-    const code = codes[2 * byte];
-    const length = codes[2 * byte + 1];
-    for (let i = length - 1; i >= 0; i--) bits.push(Math.floor(code / 2 ** i) % 2);
-  }
-  while (bits.length % 8 !== 0) bits.push(1);
-  const bytes = Buffer.alloc(bits.length / 8);
-  bits.forEach((bit, i) => {
-    bytes[i >> 3] |= bit << (7 - (i % 8));
-  });
+  const bytes = huffmanEncode(codes, Buffer.from(text, 'latin1'));
   return Buffer.concat([integer(0x80, 7, bytes.length), bytes]);
 }
 
@@ -210,21 +180,10 @@ function mutate(rng, frames) {
 
 /** Frames the server wrote, or a message saying how the output is malformed. */
 function parseOutput(bytes) {
-  const frames = [];
-  for (let at = 0; at < bytes.length; ) {
-    if (bytes.length - at < 9) return `${bytes.length - at} trailing octets that are not a frame`;
-    const length = bytes.readUIntBE(at, 3);
-    if (length > 16_384) return `a ${length}-octet frame`;
-    if (bytes.length - at < 9 + length) return 'a truncated frame';
-    frames.push({
-      type: bytes[at + 3],
-      flags: bytes[at + 4],
-      streamId: bytes.readUInt32BE(at + 5) & 0x7fffffff,
-      payload: bytes.subarray(at + 9, at + 9 + length),
-    });
-    at += 9 + length;
-  }
-  return frames;
+  const { frames, rest } = readFrames(bytes);
+  if (rest.length > 0) return rest.length < 9 ? `${rest.length} trailing octets that are not a frame` : 'a truncated frame';
+  const long = frames.find((f) => f.payload.length > 16_384);
+  return long ? `a ${long.payload.length}-octet frame` : frames;
 }
 
 export function h2Target(mods, options = {}) {
